@@ -1,0 +1,101 @@
+//! Typed values. Each can only be built through a checking constructor, so a command that
+//! carries them is valid by construction; the aggregates never re-check formats.
+//!
+//! Every constructor returns [`ValueError`], which says what is wrong without naming the field:
+//! the caller (the HTTP layer) knows which field it was parsing and attaches the name.
+
+mod codes;
+mod contact;
+mod money;
+mod text;
+
+pub use contact::{Address, AddressFields, CountryCode, Email, PostalCode};
+pub use money::{positive_amount, Currency, Money, Quantity, UnitPrice, MAX_AMOUNT_MINOR};
+pub use text::{
+    AddressLabel, Carrier, DisplayName, PaymentMethod, Preferences, Reason, Role, Sku,
+    TrackingNumber,
+};
+
+/// Why a raw value was refused. Messages are for API clients; tests assert the variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {max} characters")]
+    TooLong { max: usize },
+    #[error("contains characters that are not allowed")]
+    BadCharacters,
+    #[error("is not a valid email address")]
+    BadEmail,
+    #[error("is not an ISO 4217 currency code")]
+    UnknownCurrency,
+    #[error("is not an ISO 3166-1 alpha-2 country code")]
+    UnknownCountry,
+    #[error("must be between {min} and {max}")]
+    OutOfRange { min: i64, max: i64 },
+    #[error("must be one of: {allowed}")]
+    NotOneOf { allowed: &'static str },
+    #[error("must be a JSON object with at most {max_keys} keys and {max_bytes} bytes")]
+    BadPreferences { max_keys: usize, max_bytes: usize },
+}
+
+/// A field name paired with what is wrong with it; used where one constructor checks several
+/// fields at once (an address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub error: ValueError,
+}
+
+/// Shared check for free-text values: trimmed, non-empty, bounded, no control characters.
+pub(crate) fn clean_text(raw: &str, max: usize) -> Result<String, ValueError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(ValueError::Empty);
+    }
+    if trimmed.chars().count() > max {
+        return Err(ValueError::TooLong { max });
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(ValueError::BadCharacters);
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Defines a newtype over `String` that is built by a checking function and serialises as a
+/// plain string. Deserialisation re-runs the check, so stored data cannot smuggle in bad values.
+macro_rules! checked_string {
+    ($(#[$meta:meta])* $name:ident, $check:expr) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(raw: &str) -> Result<Self, $crate::values::ValueError> {
+                let check: fn(&str) -> Result<String, $crate::values::ValueError> = $check;
+                check(raw).map(Self)
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl TryFrom<String> for $name {
+            type Error = $crate::values::ValueError;
+            fn try_from(raw: String) -> Result<Self, Self::Error> {
+                Self::parse(&raw)
+            }
+        }
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+pub(crate) use checked_string;

@@ -1,0 +1,203 @@
+//! Short text values and closed vocabularies: names, SKUs, reasons, roles, payment methods,
+//! user preferences.
+
+use serde::{Deserialize, Serialize};
+
+use super::{checked_string, clean_text, ValueError};
+
+checked_string!(
+    /// A user's display name: 1 to 100 characters, no control characters.
+    DisplayName,
+    |raw| clean_text(raw, 100)
+);
+
+checked_string!(
+    /// The label of a saved address ("home", "office"): 1 to 40 characters.
+    AddressLabel,
+    |raw| clean_text(raw, 40)
+);
+
+checked_string!(
+    /// Why something was cancelled, failed, refunded or deactivated: 1 to 500 characters.
+    Reason,
+    |raw| clean_text(raw, 500)
+);
+
+checked_string!(
+    /// A shipping carrier's name: 1 to 64 characters.
+    Carrier,
+    |raw| clean_text(raw, 64)
+);
+
+fn code_like(raw: &str, max: usize) -> Result<String, ValueError> {
+    let value = clean_text(raw, max)?;
+    if value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        Ok(value)
+    } else {
+        Err(ValueError::BadCharacters)
+    }
+}
+
+checked_string!(
+    /// A stock-keeping unit: 1 to 64 of `A-Z a-z 0-9 - _ .`.
+    Sku,
+    |raw| code_like(raw, 64)
+);
+
+checked_string!(
+    /// A carrier's tracking number: 1 to 64 of `A-Z a-z 0-9 - _ .`.
+    TrackingNumber,
+    |raw| code_like(raw, 64)
+);
+
+/// A role a user can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Customer,
+    Admin,
+    Service,
+}
+
+impl Role {
+    pub const ALLOWED: &'static str = "customer, admin, service";
+
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        match raw {
+            "customer" => Ok(Self::Customer),
+            "admin" => Ok(Self::Admin),
+            "service" => Ok(Self::Service),
+            _ => Err(ValueError::NotOneOf {
+                allowed: Self::ALLOWED,
+            }),
+        }
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::Admin => "admin",
+            Self::Service => "service",
+        }
+    }
+}
+
+/// How a payment is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    Card,
+    BankTransfer,
+    Wallet,
+}
+
+impl PaymentMethod {
+    pub const ALLOWED: &'static str = "card, bank_transfer, wallet";
+
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        match raw {
+            "card" => Ok(Self::Card),
+            "bank_transfer" => Ok(Self::BankTransfer),
+            "wallet" => Ok(Self::Wallet),
+            _ => Err(ValueError::NotOneOf {
+                allowed: Self::ALLOWED,
+            }),
+        }
+    }
+}
+
+/// A user's preferences: a JSON object of bounded size whose meaning belongs to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Value", into = "serde_json::Value")]
+pub struct Preferences(serde_json::Map<String, serde_json::Value>);
+
+impl Preferences {
+    pub const MAX_KEYS: usize = 64;
+    pub const MAX_BYTES: usize = 8 * 1024;
+
+    pub fn parse(raw: serde_json::Value) -> Result<Self, ValueError> {
+        let too_big = ValueError::BadPreferences {
+            max_keys: Self::MAX_KEYS,
+            max_bytes: Self::MAX_BYTES,
+        };
+        let serde_json::Value::Object(map) = raw else {
+            return Err(too_big);
+        };
+        let bytes = serde_json::to_vec(&map)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if map.len() > Self::MAX_KEYS || bytes > Self::MAX_BYTES {
+            return Err(too_big);
+        }
+        Ok(Self(map))
+    }
+    pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.0
+    }
+}
+impl TryFrom<serde_json::Value> for Preferences {
+    type Error = ValueError;
+    fn try_from(raw: serde_json::Value) -> Result<Self, Self::Error> {
+        Self::parse(raw)
+    }
+}
+impl From<Preferences> for serde_json::Value {
+    fn from(value: Preferences) -> Self {
+        serde_json::Value::Object(value.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_values_are_trimmed_and_bounded() {
+        assert_eq!(DisplayName::parse("  Ada  ").unwrap().as_str(), "Ada");
+        assert_eq!(DisplayName::parse(""), Err(ValueError::Empty));
+        assert_eq!(
+            DisplayName::parse(&"x".repeat(101)),
+            Err(ValueError::TooLong { max: 100 })
+        );
+        assert_eq!(
+            DisplayName::parse("bell\u{7}"),
+            Err(ValueError::BadCharacters)
+        );
+    }
+
+    #[test]
+    fn skus_and_tracking_numbers_are_code_like() {
+        assert!(Sku::parse("SKU-1_a.2").is_ok());
+        assert_eq!(Sku::parse("SKU 1"), Err(ValueError::BadCharacters));
+        assert_eq!(
+            TrackingNumber::parse("1Z/9"),
+            Err(ValueError::BadCharacters)
+        );
+    }
+
+    #[test]
+    fn closed_vocabularies_reject_unknown_words() {
+        assert_eq!(Role::parse("admin"), Ok(Role::Admin));
+        assert!(Role::parse("root").is_err());
+        assert_eq!(PaymentMethod::parse("card"), Ok(PaymentMethod::Card));
+        assert!(PaymentMethod::parse("cash").is_err());
+    }
+
+    #[test]
+    fn preferences_must_be_a_small_object() {
+        assert!(Preferences::parse(json!({"theme": "dark"})).is_ok());
+        assert!(Preferences::parse(json!([1, 2])).is_err());
+        assert!(Preferences::parse(json!({"big": "x".repeat(9000)})).is_err());
+        let many: serde_json::Map<_, _> = (0..65).map(|i| (i.to_string(), json!(i))).collect();
+        assert!(Preferences::parse(serde_json::Value::Object(many)).is_err());
+    }
+
+    #[test]
+    fn stored_values_are_rechecked_on_deserialisation() {
+        assert!(serde_json::from_str::<Sku>("\"bad sku\"").is_err());
+        assert!(serde_json::from_str::<Role>("\"root\"").is_err());
+    }
+}

@@ -1,0 +1,2 @@
+//! The query API over the read models. Built by the read-side work; empty until then.
+#![forbid(unsafe_code)]
