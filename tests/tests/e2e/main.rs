@@ -1,1 +1,12 @@
+//! End-to-end tests of the command API over HTTP, against a real PostgreSQL.
+//! One binary (this file's modules) to keep link time down.
 
+mod bad_input;
+mod concurrency;
+mod event_store;
+mod helpers;
+mod idempotency;
+mod ops;
+mod orders;
+mod payments;
+mod users;

@@ -1,0 +1,31 @@
+# The two commands that matter:
+#   make run    bring up PostgreSQL and the services; logs in the foreground; Ctrl-C stops all
+#   make test   bring up PostgreSQL and run the whole test suite (what CI runs)
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: run test stack stop bench-write bench-pgbench fmt lint
+
+run:
+	./infra/local/run.sh
+
+test: stack
+	set -a && source .data/stack.env && set +a && \
+	  $(CARGO) test --workspace --locked -- --test-threads=$${TEST_THREADS:-4}
+
+stack:
+	./infra/local/stack.sh up
+
+stop:
+	./infra/local/stack.sh down
+
+# Write-path benchmark: HTTP load generator and pgbench, same machine, one run.
+bench-write: stack
+	./tests/bench/write.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings

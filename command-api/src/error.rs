@@ -1,0 +1,215 @@
+//! The command API's one error type and its one conversion to an HTTP response.
+//!
+//! Handlers and the command bus return [`ApiError`]; [`IntoResponse`] turns it into an
+//! `application/problem+json` body with a stable `type`. Internal causes are logged here, once,
+//! inside the request's span, and never shown to the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use domain::{DomainError, ErrorKind};
+use infra::http::{FieldProblem, Problem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("validation failed")]
+    Validation(Vec<FieldProblem>),
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("payload too large")]
+    PayloadTooLarge { limit: usize },
+    #[error("bad header {name}: {message}")]
+    BadHeader { name: &'static str, message: String },
+    #[error("{detail}")]
+    NotFound { code: String, detail: String },
+    #[error("{detail}")]
+    Rule {
+        kind: ErrorKind,
+        code: &'static str,
+        detail: String,
+    },
+    #[error("version conflict, current version {current_version}")]
+    VersionConflict { current_version: i64 },
+    #[error("{scope} already taken")]
+    Taken { scope: String },
+    #[error("idempotency key reused with a different request")]
+    IdempotencyKeyMismatch,
+    #[error("database unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn from_domain<E: DomainError>(error: &E) -> Self {
+        Self::Rule {
+            kind: error.kind(),
+            code: error.code(),
+            detail: error.to_string(),
+        }
+    }
+
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldProblem {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+
+    pub fn not_found(aggregate: &str) -> Self {
+        Self::NotFound {
+            code: format!("{aggregate}-not-found"),
+            detail: format!("no {aggregate} with this id"),
+        }
+    }
+
+    /// A short label for the `commands_total{outcome}` metric.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Validation(_)
+            | Self::MalformedJson(_)
+            | Self::UnsupportedMediaType
+            | Self::PayloadTooLarge { .. }
+            | Self::BadHeader { .. }
+            | Self::IdempotencyKeyMismatch => "invalid",
+            Self::NotFound { .. } => "not_found",
+            Self::Rule { kind, .. } => match kind {
+                ErrorKind::NotFound => "not_found",
+                ErrorKind::Conflict => "rejected",
+                ErrorKind::Invalid { .. } => "invalid",
+            },
+            Self::VersionConflict { .. } | Self::Taken { .. } => "conflict",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "error",
+        }
+    }
+
+    fn to_problem(&self) -> Problem {
+        use StatusCode as S;
+        match self {
+            Self::Validation(errors) => Problem::new(
+                S::UNPROCESSABLE_ENTITY,
+                "validation-failed",
+                "Invalid request",
+                "one or more fields are invalid; see errors",
+            )
+            .with_errors(errors.clone()),
+            Self::MalformedJson(detail) => Problem::new(
+                S::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                detail.clone(),
+            ),
+            Self::UnsupportedMediaType => Problem::new(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "send the body as application/json",
+            ),
+            Self::PayloadTooLarge { limit } => Problem::new(
+                S::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+                format!("the request body exceeds {limit} bytes"),
+            ),
+            Self::BadHeader { name, message } => Problem::new(
+                S::BAD_REQUEST,
+                "bad-header",
+                "Invalid header",
+                format!("{name}: {message}"),
+            )
+            .with_extension("header", *name),
+            Self::NotFound { code, detail } => {
+                Problem::new(S::NOT_FOUND, code, "Not found", detail.clone())
+            }
+            Self::Rule { kind, code, detail } => rule_problem(kind, code, detail),
+            Self::VersionConflict { current_version } => Problem::new(
+                S::CONFLICT,
+                "version-conflict",
+                "Version conflict",
+                format!("the aggregate is at version {current_version}; reload and retry"),
+            )
+            .with_extension("current_version", *current_version),
+            Self::Taken { scope } => taken_problem(scope),
+            Self::IdempotencyKeyMismatch => Problem::new(
+                S::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency key reused",
+                "this Idempotency-Key was used with a different request in the last 24 hours",
+            ),
+            Self::Unavailable(_) => Problem::unavailable("the database", 2),
+            Self::Internal(_) => Problem::internal(),
+        }
+    }
+}
+
+fn rule_problem(kind: &ErrorKind, code: &str, detail: &str) -> Problem {
+    match kind {
+        ErrorKind::NotFound => Problem::new(StatusCode::NOT_FOUND, code, "Not found", detail),
+        ErrorKind::Conflict => Problem::new(StatusCode::CONFLICT, code, "Command refused", detail),
+        ErrorKind::Invalid { field } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            "Invalid request",
+            detail,
+        )
+        .with_errors(vec![FieldProblem {
+            field: field.clone(),
+            message: detail.to_owned(),
+        }]),
+    }
+}
+
+fn taken_problem(scope: &str) -> Problem {
+    let (code, field) = match scope {
+        "user_email" => ("email-taken", "email"),
+        _ => ("value-taken", scope),
+    };
+    Problem::new(
+        StatusCode::CONFLICT,
+        code,
+        "Already taken",
+        format!("another aggregate already holds this {field}"),
+    )
+    .with_errors(vec![FieldProblem {
+        field: field.to_owned(),
+        message: "is already taken".to_owned(),
+    }])
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Internal(source) => {
+                tracing::error!(error = %error_chain(source.as_ref()), "command failed");
+            }
+            Self::Unavailable(source) => {
+                tracing::warn!(error = %error_chain(source.as_ref()), "database unavailable");
+            }
+            other => tracing::debug!(error = %other, "command refused"),
+        }
+        self.to_problem().into_response()
+    }
+}
+
+/// The full `source()` chain on one line, for logs.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// Maps a database error: unreachable means 503, anything else is our fault.
+pub fn database_error(error: sqlx::Error) -> ApiError {
+    if infra::db::is_unavailable(&error) {
+        ApiError::Unavailable(Box::new(error))
+    } else {
+        ApiError::Internal(Box::new(error))
+    }
+}

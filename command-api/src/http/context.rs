@@ -1,0 +1,208 @@
+//! [`CommandContext`]: everything about a command that is not its body. Built from headers:
+//!
+//! - `X-Actor` (until authentication exists; otherwise `anonymous`) — see [`Actor`], the seam
+//!   where a verified identity will slot in;
+//! - `X-Correlation-Id` (or a new UUIDv7), `X-Causation-Id` (or this command's own id);
+//! - `traceparent` (W3C; continued with a new span id, or a new trace is started);
+//! - `If-Match: "N"` (expected aggregate version) and `Idempotency-Key`.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use chrono::{SecondsFormat, Utc};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use infra::event_store::EventMetadata;
+
+/// Who issues a command. Today it is whatever `X-Actor` says; with authentication it becomes
+/// the verified subject, and handlers do not change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub actor: Actor,
+    /// This command's own id; the default causation id.
+    pub command_id: Uuid,
+    pub correlation_id: String,
+    pub causation_id: String,
+    pub traceparent: String,
+    pub expected_version: Option<i64>,
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the method and path; combined with the body digest for idempotency.
+    pub route_digest: [u8; 32],
+}
+
+impl CommandContext {
+    pub fn metadata(&self, event_id: Uuid) -> EventMetadata {
+        EventMetadata {
+            event_id,
+            occurred_at: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+            actor: self.actor.0.clone(),
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.causation_id.clone(),
+            traceparent: self.traceparent.clone(),
+        }
+    }
+
+    /// The fingerprint of the request an idempotency key is bound to.
+    pub fn request_hash(&self, body_digest: &[u8; 32]) -> Vec<u8> {
+        let mut hasher = Sha256::new();
+        hasher.update(self.route_digest);
+        hasher.update(body_digest);
+        hasher.finalize().to_vec()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let headers = &parts.headers;
+        let command_id = Uuid::now_v7();
+        let actor = header_token(headers, "x-actor", 128)?.unwrap_or_else(|| "anonymous".into());
+        let correlation_id = header_token(headers, "x-correlation-id", 128)?
+            .unwrap_or_else(|| command_id.to_string());
+        let causation_id =
+            header_token(headers, "x-causation-id", 128)?.unwrap_or_else(|| command_id.to_string());
+        let traceparent = continue_trace(headers.get("traceparent").and_then(|v| v.to_str().ok()));
+        let expected_version = if_match(headers)?;
+        let idempotency_key = header_token(headers, "idempotency-key", 255)?;
+        let mut hasher = Sha256::new();
+        hasher.update(parts.method.as_str().as_bytes());
+        hasher.update(b" ");
+        hasher.update(parts.uri.path().as_bytes());
+        Ok(Self {
+            actor: Actor(actor),
+            command_id,
+            correlation_id,
+            causation_id,
+            traceparent,
+            expected_version,
+            idempotency_key,
+            route_digest: hasher.finalize().into(),
+        })
+    }
+}
+
+/// A header of printable ASCII without spaces, at most `max` bytes; absent is `None`.
+fn header_token(
+    headers: &HeaderMap,
+    name: &'static str,
+    max: usize,
+) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    let bad = |message: &str| ApiError::BadHeader {
+        name,
+        message: message.to_owned(),
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| bad("must be printable ASCII"))?
+        .trim();
+    if text.is_empty() {
+        return Err(bad("must not be empty"));
+    }
+    if text.len() > max {
+        return Err(bad(&format!("must be at most {max} characters")));
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad("must be printable ASCII without spaces"));
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// `If-Match: "N"` (also accepts `N` and `W/"N"`); `*` means any existing version.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(raw) = header_token(headers, "if-match", 32)? else {
+        return Ok(None);
+    };
+    if raw == "*" {
+        return Ok(None);
+    }
+    let unquoted = raw.trim_start_matches("W/").trim_matches('"');
+    unquoted
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 0)
+        .map(Some)
+        .ok_or(ApiError::BadHeader {
+            name: "if-match",
+            message: "must be a version number in quotes, e.g. \"3\"".to_owned(),
+        })
+}
+
+/// Continues an incoming W3C trace (same trace id, new span id) or starts a new one.
+fn continue_trace(incoming: Option<&str>) -> String {
+    let span_id = &Uuid::new_v4().simple().to_string()[..16];
+    if let Some(parent) = incoming.and_then(parse_traceparent) {
+        return format!("00-{}-{span_id}-{}", parent.0, parent.1);
+    }
+    format!("00-{}-{span_id}-01", Uuid::new_v4().simple())
+}
+
+/// Returns (trace id, flags) of a valid version-00 `traceparent`.
+fn parse_traceparent(value: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = value.trim().split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    match parts.as_slice() {
+        [version, trace, parent, flags]
+            if *version == "00"
+                && hex(trace, 32)
+                && hex(parent, 16)
+                && hex(flags, 2)
+                && trace.bytes().any(|b| b != b'0')
+                && parent.bytes().any(|b| b != b'0') =>
+        {
+            Some(((*trace).to_owned(), (*flags).to_owned()))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn traces_are_continued_or_started() {
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let next = continue_trace(Some(incoming));
+        assert!(next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert_ne!(next, incoming);
+        let fresh = continue_trace(Some("garbage"));
+        assert!(parse_traceparent(&fresh).is_some());
+        assert!(
+            parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
+        );
+    }
+
+    #[test]
+    fn if_match_forms() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(if_match(&headers).unwrap(), None);
+        for (raw, expected) in [
+            ("\"3\"", Some(3)),
+            ("3", Some(3)),
+            ("W/\"7\"", Some(7)),
+            ("*", None),
+        ] {
+            headers.insert("if-match", HeaderValue::from_static(raw));
+            assert_eq!(if_match(&headers).unwrap(), expected, "{raw}");
+        }
+        headers.insert("if-match", HeaderValue::from_static("\"abc\""));
+        assert!(matches!(
+            if_match(&headers),
+            Err(ApiError::BadHeader { .. })
+        ));
+    }
+}

@@ -1,0 +1,310 @@
+//! `/v1/users` commands: register, profile, email, addresses, roles, deactivate.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, post};
+use axum::Router;
+use domain::values::{Address, AddressFields, DisplayName, Email, Preferences, Reason, Role};
+use domain::{User, UserCommand, UserEvent};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{accepted, ok};
+use crate::bus::{Dispatch, Reply};
+use crate::error::ApiError;
+use crate::http::{parse_id, CommandContext, EmptyBody, JsonBody, Validator};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/users", post(register))
+        .route("/v1/users/{id}/profile", post(change_profile))
+        .route("/v1/users/{id}/email", post(change_email))
+        .route("/v1/users/{id}/addresses", post(add_address))
+        .route(
+            "/v1/users/{id}/addresses/{address_id}",
+            delete(remove_address),
+        )
+        .route("/v1/users/{id}/roles", post(grant_role))
+        .route("/v1/users/{id}/roles/{role}", delete(revoke_role))
+        .route("/v1/users/{id}/deactivate", post(deactivate))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterUser {
+    pub email: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeProfile {
+    pub display_name: Option<String>,
+    /// Any JSON object (at most 64 keys, 8 KiB); replaces the previous preferences.
+    #[schema(value_type = Option<Object>)]
+    pub preferences: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEmail {
+    pub email: String,
+}
+
+/// A postal address; `country` is ISO 3166-1 alpha-2.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddressBody {
+    pub label: String,
+    pub line1: String,
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    pub country: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRole {
+    /// `customer`, `admin` or `service`.
+    pub role: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deactivate {
+    pub reason: Option<String>,
+}
+
+/// Parses an address, reporting fields under `prefix` (e.g. `shipping_address.`).
+pub fn parse_address(v: &mut Validator, prefix: &str, body: &AddressBody) -> Option<Address> {
+    let fields = AddressFields {
+        label: &body.label,
+        line1: &body.line1,
+        line2: body.line2.as_deref(),
+        city: &body.city,
+        postal_code: &body.postal_code,
+        country: &body.country,
+    };
+    match Address::parse(fields) {
+        Ok(address) => Some(address),
+        Err(errors) => {
+            for e in errors {
+                v.push(format!("{prefix}{}", e.field), e.error.to_string());
+            }
+            None
+        }
+    }
+}
+
+fn dispatch(
+    name: &'static str,
+    id: Uuid,
+    command: UserCommand,
+    digest: [u8; 32],
+) -> Dispatch<User> {
+    Dispatch {
+        name,
+        id,
+        new: false,
+        command,
+        body_digest: digest,
+    }
+}
+
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = RegisterUser,
+    responses((status = 201, body = super::CommandAccepted), (status = 409, description = "email taken"),
+        (status = 422, description = "invalid field")))]
+pub async fn register(
+    State(state): State<AppState>,
+    ctx: CommandContext,
+    body: JsonBody<RegisterUser>,
+) -> Result<Reply, ApiError> {
+    let mut v = Validator::default();
+    let email = v.check("email", Email::parse(&body.value.email));
+    let name = v.check("display_name", DisplayName::parse(&body.value.display_name));
+    let (Some(email), Some(display_name)) = (email, name) else {
+        return Err(v.into_error());
+    };
+    let command = UserCommand::Register {
+        email,
+        display_name,
+    };
+    let mut dispatch = dispatch("register_user", Uuid::now_v7(), command, body.digest);
+    dispatch.new = true;
+    state
+        .bus
+        .execute(&ctx, dispatch, |c| (StatusCode::CREATED, accepted(c)))
+        .await
+}
+
+#[utoipa::path(post, path = "/v1/users/{id}/profile", tag = "users", request_body = ChangeProfile,
+    params(("id" = Uuid, Path)), responses((status = 200, body = super::CommandAccepted)))]
+pub async fn change_profile(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ctx: CommandContext,
+    body: JsonBody<ChangeProfile>,
+) -> Result<Reply, ApiError> {
+    let id = parse_id(&id, "user")?;
+    let mut v = Validator::default();
+    let display_name = body
+        .value
+        .display_name
+        .as_deref()
+        .map(|raw| v.check("display_name", DisplayName::parse(raw)));
+    let preferences = body
+        .value
+        .preferences
+        .clone()
+        .map(|raw| v.check("preferences", Preferences::parse(raw)));
+    if display_name.is_none() && preferences.is_none() {
+        v.push("display_name", "give display_name, preferences or both");
+    }
+    if !v.is_clean() {
+        return Err(v.into_error());
+    }
+    let command = UserCommand::ChangeProfile {
+        display_name: display_name.flatten(),
+        preferences: preferences.flatten(),
+    };
+    let dispatch = dispatch("change_profile", id, command, body.digest);
+    state.bus.execute(&ctx, dispatch, ok).await
+}
+
+#[utoipa::path(post, path = "/v1/users/{id}/email", tag = "users", request_body = ChangeEmail,
+    params(("id" = Uuid, Path)), responses((status = 200, body = super::CommandAccepted),
+        (status = 409, description = "email taken or unchanged")))]
+pub async fn change_email(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ctx: CommandContext,
+    body: JsonBody<ChangeEmail>,
+) -> Result<Reply, ApiError> {
+    let id = parse_id(&id, "user")?;
+    let email =
+        Email::parse(&body.value.email).map_err(|e| ApiError::field("email", e.to_string()))?;
+    let dispatch = dispatch(
+        "change_email",
+        id,
+        UserCommand::ChangeEmail { email },
+        body.digest,
+    );
+    state.bus.execute(&ctx, dispatch, ok).await
+}
+
+#[utoipa::path(post, path = "/v1/users/{id}/addresses", tag = "users", request_body = AddressBody,
+    params(("id" = Uuid, Path)),
+    responses((status = 201, description = "`{id, version, position, address_id}`")))]
+pub async fn add_address(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ctx: CommandContext,
+    body: JsonBody<AddressBody>,
+) -> Result<Reply, ApiError> {
+    let id = parse_id(&id, "user")?;
+    let mut v = Validator::default();
+    let Some(address) = parse_address(&mut v, "", &body.value) else {
+        return Err(v.into_error());
+    };
+    let address_id = Uuid::now_v7();
+    let command = UserCommand::AddAddress {
+        address_id,
+        address,
+    };
+    let dispatch = dispatch("add_address", id, command, body.digest);
+    state
+        .bus
+        .execute(&ctx, dispatch, |c| {
+            let mut body = accepted(c);
+            // The id actually recorded (equal to the one chosen above).
+            let recorded = c.events.iter().find_map(|e| match e {
+                UserEvent::AddressAdded { address_id, .. } => Some(*address_id),
+                _ => None,
+            });
+            body["address_id"] = serde_json::json!(recorded.unwrap_or(address_id));
+            (StatusCode::CREATED, body)
+        })
+        .await
+}
+
+#[utoipa::path(delete, path = "/v1/users/{id}/addresses/{address_id}", tag = "users",
+    params(("id" = Uuid, Path), ("address_id" = Uuid, Path)),
+    responses((status = 200, body = super::CommandAccepted), (status = 404, description = "no such user or address")))]
+pub async fn remove_address(
+    State(state): State<AppState>,
+    Path((id, address_id)): Path<(String, String)>,
+    ctx: CommandContext,
+    body: JsonBody<EmptyBody>,
+) -> Result<Reply, ApiError> {
+    let id = parse_id(&id, "user")?;
+    let address_id = parse_id(&address_id, "address")?;
+    let command = UserCommand::RemoveAddress { address_id };
+    let dispatch = dispatch("remove_address", id, command, body.digest);
+    state.bus.execute(&ctx, dispatch, ok).await
+}
+
+#[utoipa::path(post, path = "/v1/users/{id}/roles", tag = "users", request_body = GrantRole,
+    params(("id" = Uuid, Path)), responses((status = 200, body = super::CommandAccepted)))]
+pub async fn grant_role(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ctx: CommandContext,
+    body: JsonBody<GrantRole>,
+) -> Result<Reply, ApiError> {
+    let id = parse_id(&id, "user")?;
+    let role = Role::parse(&body.value.role).map_err(|e| ApiError::field("role", e.to_string()))?;
+    let dispatch = dispatch(
+        "grant_role",
+        id,
+        UserCommand::GrantRole { role },
+        body.digest,
+    );
+    state.bus.execute(&ctx, dispatch, ok).await
+}
+
+#[utoipa::path(delete, path = "/v1/users/{id}/roles/{role}", tag = "users",
+    params(("id" = Uuid, Path), ("role" = String, Path)),
+    responses((status = 200, body = super::CommandAccepted)))]
+pub async fn revoke_role(
+    State(state): State<AppState>,
+    Path((id, role)): Path<(String, String)>,
+    ctx: CommandContext,
+    body: JsonBody<EmptyBody>,
+) -> Result<Reply, ApiError> {
+    let id = parse_id(&id, "user")?;
+    let role = Role::parse(&role).map_err(|e| ApiError::field("role", e.to_string()))?;
+    let dispatch = dispatch(
+        "revoke_role",
+        id,
+        UserCommand::RevokeRole { role },
+        body.digest,
+    );
+    state.bus.execute(&ctx, dispatch, ok).await
+}
+
+#[utoipa::path(post, path = "/v1/users/{id}/deactivate", tag = "users", request_body = Deactivate,
+    params(("id" = Uuid, Path)), responses((status = 200, body = super::CommandAccepted)))]
+pub async fn deactivate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ctx: CommandContext,
+    body: JsonBody<Deactivate>,
+) -> Result<Reply, ApiError> {
+    let id = parse_id(&id, "user")?;
+    let reason = match body.value.reason.as_deref() {
+        None => None,
+        Some(raw) => {
+            Some(Reason::parse(raw).map_err(|e| ApiError::field("reason", e.to_string()))?)
+        }
+    };
+    let dispatch = dispatch(
+        "deactivate_user",
+        id,
+        UserCommand::Deactivate { reason },
+        body.digest,
+    );
+    state.bus.execute(&ctx, dispatch, ok).await
+}

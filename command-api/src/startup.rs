@@ -1,0 +1,171 @@
+//! Builds the command API from settings, the same way for `main` and for tests: bind (port 0
+//! in tests), connect, migrate, assemble the router, then serve until shut down.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use infra::db::{self, DbError};
+use infra::event_store::EventStore;
+use infra::http::{ops_routes, record_http_metrics, OpsState, Problem};
+use infra::settings::Settings;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::bus::CommandBus;
+use crate::openapi::openapi_json;
+use crate::routes;
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database set-up failed")]
+    Database(#[from] DbError),
+    #[error("cannot bind {address}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built, bound, not yet serving command API.
+pub struct App {
+    listener: TcpListener,
+    address: SocketAddr,
+    router: Router,
+    pool: PgPool,
+    events: EventStore,
+}
+
+pub async fn build(settings: &Settings) -> Result<App, StartupError> {
+    let pool = db::pool(&settings.database)?;
+    if settings.database.migrate_on_start {
+        db::migrate(&pool).await?;
+    }
+    let events = EventStore::new(
+        pool.clone(),
+        settings.event_store.snapshot_every,
+        settings.event_store.idempotency_ttl_hours,
+    );
+    let bus = CommandBus::new(events.clone(), settings.event_store.snapshot_every);
+    let state = AppState {
+        bus: Arc::new(bus),
+        body_limit: settings.command_api.body_limit_bytes,
+    };
+    let address = format!(
+        "{}:{}",
+        settings.command_api.host, settings.command_api.port
+    );
+    let listener = TcpListener::bind(&address)
+        .await
+        .map_err(|source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+    let address = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { address, source })?;
+    let ops = OpsState {
+        pool: pool.clone(),
+        metrics: infra::telemetry::metrics_handle(),
+    };
+    Ok(App {
+        listener,
+        address,
+        router: router(state, ops),
+        pool,
+        events,
+    })
+}
+
+pub fn router(state: AppState, ops: OpsState) -> Router {
+    Router::new()
+        .merge(routes::users::routes())
+        .merge(routes::orders::routes())
+        .merge(routes::payments::routes())
+        .with_state(state)
+        .route("/openapi.json", get(openapi_json))
+        .merge(ops_routes(ops))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(record_http_metrics))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<_>| {
+                    let correlation = request
+                        .headers()
+                        .get("x-correlation-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("http", method = %request.method(),
+                        path = %request.uri().path(), correlation_id = %correlation)
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+}
+
+async fn not_found() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "route-not-found",
+        "Not found",
+        "no such route",
+    )
+}
+
+async fn method_not_allowed(method: Method) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!("{method} is not allowed on this route"),
+    )
+}
+
+impl App {
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let expiry = tokio::spawn(expire_idempotency_keys(self.events.clone()));
+        tracing::info!(address = %self.address, "command API listening");
+        let result = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        expiry.abort();
+        self.pool.close().await;
+        result
+    }
+}
+
+/// Forgets idempotency keys past their TTL, every ten minutes.
+async fn expire_idempotency_keys(events: EventStore) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        match events.expire_idempotency_keys().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "expired idempotency keys"),
+            Err(error) => tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "expiring idempotency keys failed"
+            ),
+        }
+    }
+}

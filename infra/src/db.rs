@@ -1,0 +1,60 @@
+//! The PostgreSQL pool and the schema migrations every service shares.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::settings::DatabaseSettings;
+
+/// Migrations in `infra/migrations`, embedded in every binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("the database URL is invalid")]
+    BadUrl(#[source] sqlx::Error),
+    #[error("applying migrations failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// A lazily connecting pool: a service starts (and reports not-ready) while the database is
+/// down, and recovers when it returns.
+pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    let options: PgConnectOptions = settings
+        .url
+        .expose_secret()
+        .parse()
+        .map_err(DbError::BadUrl)?;
+    let options = options.application_name("commerce");
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(settings.min_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .connect_lazy_with(options))
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await.map_err(DbError::Migrate)
+}
+
+/// True when the error means the database could not be reached (as opposed to a query that
+/// the database refused): callers answer 503 with `Retry-After` for these.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            // Class 08 (connection exception), 57P01..03 (admin shutdown, crash shutdown,
+            // cannot connect now), 53300 (too many connections).
+            db.code().is_some_and(|code| {
+                code.starts_with("08") || code.starts_with("57P") || code == "53300"
+            })
+        }
+        _ => false,
+    }
+}

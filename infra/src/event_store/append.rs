@@ -1,0 +1,402 @@
+//! Appending events with their side writes, atomically.
+//!
+//! Without an idempotency key and without released claims, the append is one SQL statement
+//! (claims and snapshot in CTEs): one round trip, atomic by construction. Otherwise it is a
+//! transaction that first takes the idempotency key (blocking a concurrent request with the
+//! same key until this one ends), then writes everything, then stores the response.
+
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+/// One event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+}
+
+/// A unique value to claim for this aggregate, or to release from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub scope: String,
+    pub key: String,
+    pub release: bool,
+}
+
+/// An idempotency key and the hash of the request it was first used with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: Vec<u8>,
+}
+
+/// The response remembered for an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub request_hash: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// The aggregate's version the events were decided against; they get the next sequences.
+    pub expected_sequence: i64,
+    pub events: Vec<NewEvent>,
+    /// The aggregate's state after these events, written as its snapshot.
+    pub snapshot: Option<serde_json::Value>,
+    pub claims: Vec<Claim>,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// Where the new events landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The aggregate's version after the append.
+    pub version: i64,
+    /// Global position of the last new event.
+    pub position: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("the aggregate was changed concurrently; it is now at version {current_version}")]
+    VersionConflict { current_version: i64 },
+    #[error("the {scope} value is already taken")]
+    ClaimTaken { scope: String },
+    #[error("the idempotency key was already used")]
+    IdempotencyKeyUsed(StoredResponse),
+    #[error("nothing to append")]
+    Empty,
+    #[error("event store query failed")]
+    Database(#[source] sqlx::Error),
+}
+
+/// The write side of the event store.
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    snapshot_every: usize,
+    idempotency_ttl_hours: u32,
+}
+
+const INSERT_SQL: &str = r#"
+WITH claims AS (
+    INSERT INTO unique_claims (scope, key, aggregate_type, aggregate_id)
+    SELECT c.scope, c.key, $1, $2 FROM UNNEST($9::text[], $10::text[]) AS c(scope, key)
+), snapshot AS (
+    INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
+    SELECT $1, $2, $11, 1, $12::jsonb WHERE $12::jsonb IS NOT NULL
+    ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+        SET last_sequence = EXCLUDED.last_sequence,
+            current_snapshot = snapshots.current_snapshot + 1,
+            payload = EXCLUDED.payload
+        WHERE snapshots.last_sequence < EXCLUDED.last_sequence
+)
+INSERT INTO events
+    (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, event_id)
+SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, e.metadata, e.event_id
+FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::uuid[])
+    AS e(sequence, event_type, event_version, payload, metadata, event_id)
+ORDER BY e.sequence
+RETURNING sequence, global_position
+"#;
+
+const TAKE_KEY_SQL: &str = r#"
+INSERT INTO idempotency_keys (scope, key, request_hash, status, response)
+VALUES ($1, $2, $3, 0, 'null')
+ON CONFLICT (scope, key) DO UPDATE
+    SET request_hash = EXCLUDED.request_hash, status = 0, response = 'null', created_at = now()
+    WHERE idempotency_keys.created_at < now() - make_interval(hours => $4)
+RETURNING 1
+"#;
+
+impl EventStore {
+    pub fn new(pool: PgPool, snapshot_every: usize, idempotency_ttl_hours: u32) -> Self {
+        Self {
+            pool,
+            snapshot_every,
+            idempotency_ttl_hours,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// True when moving from `from` to `to` crosses a snapshot boundary.
+    pub fn snapshot_due(&self, from: i64, to: i64) -> bool {
+        let every = self.snapshot_every as i64;
+        every > 0 && to / every > from / every
+    }
+
+    /// The remembered response for an idempotency key that is still live.
+    pub async fn idempotent_response(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<StoredResponse>, sqlx::Error> {
+        sqlx::query(
+            "SELECT status, response, request_hash FROM idempotency_keys
+             WHERE scope = $1 AND key = $2 AND status > 0
+               AND created_at >= now() - make_interval(hours => $3)",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(self.idempotency_ttl_hours as i32)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| stored_response(&row))
+        .transpose()
+    }
+
+    /// The aggregate's current version (0 if it has no events).
+    pub async fn current_version(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT COALESCE(MAX(sequence), 0)::bigint FROM events
+             WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Appends the events and their side writes atomically. `respond` builds the response to
+    /// remember under the idempotency key, from where the events landed.
+    pub async fn append(
+        &self,
+        request: AppendRequest,
+        respond: impl FnOnce(&Appended) -> Option<StoredResponse>,
+    ) -> Result<Appended, AppendError> {
+        if request.events.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        let needs_transaction =
+            request.idempotency.is_some() || request.claims.iter().any(|c| c.release);
+        let result = if needs_transaction {
+            self.append_in_transaction(&request, respond).await
+        } else {
+            let rows = insert_query(&request)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| classify(e, &request));
+            rows.and_then(|rows| appended(&rows))
+        };
+        match result {
+            Err(AppendError::VersionConflict { .. }) => {
+                let current_version = self
+                    .current_version(&request.aggregate_type, &request.aggregate_id)
+                    .await
+                    .map_err(AppendError::Database)?;
+                Err(AppendError::VersionConflict { current_version })
+            }
+            other => other,
+        }
+    }
+
+    async fn append_in_transaction(
+        &self,
+        request: &AppendRequest,
+        respond: impl FnOnce(&Appended) -> Option<StoredResponse>,
+    ) -> Result<Appended, AppendError> {
+        let mut tx = self.pool.begin().await.map_err(AppendError::Database)?;
+        if let Some(idempotency) = &request.idempotency {
+            if !self.take_key(&mut tx, idempotency).await? {
+                tx.rollback().await.map_err(AppendError::Database)?;
+                let stored = self
+                    .idempotent_response(&idempotency.scope, &idempotency.key)
+                    .await
+                    .map_err(AppendError::Database)?;
+                // The key is held by a live row, so it has a stored response by now.
+                return match stored {
+                    Some(stored) => Err(AppendError::IdempotencyKeyUsed(stored)),
+                    None => Err(AppendError::VersionConflict { current_version: 0 }),
+                };
+            }
+        }
+        for claim in request.claims.iter().filter(|c| c.release) {
+            sqlx::query(
+                "DELETE FROM unique_claims WHERE scope = $1 AND key = $2
+                 AND aggregate_type = $3 AND aggregate_id = $4",
+            )
+            .bind(&claim.scope)
+            .bind(&claim.key)
+            .bind(&request.aggregate_type)
+            .bind(&request.aggregate_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(AppendError::Database)?;
+        }
+        let rows = insert_query(request)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| classify(e, request))?;
+        let appended = appended(&rows)?;
+        if let (Some(idempotency), Some(response)) = (&request.idempotency, respond(&appended)) {
+            sqlx::query(
+                "UPDATE idempotency_keys SET status = $3, response = $4
+                 WHERE scope = $1 AND key = $2",
+            )
+            .bind(&idempotency.scope)
+            .bind(&idempotency.key)
+            .bind(response.status as i16)
+            .bind(&response.body)
+            .execute(&mut *tx)
+            .await
+            .map_err(AppendError::Database)?;
+        }
+        tx.commit().await.map_err(AppendError::Database)?;
+        Ok(appended)
+    }
+
+    /// Takes the key for this transaction; false when a live row already holds it.
+    async fn take_key(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        idempotency: &Idempotency,
+    ) -> Result<bool, AppendError> {
+        let taken = sqlx::query(TAKE_KEY_SQL)
+            .bind(&idempotency.scope)
+            .bind(&idempotency.key)
+            .bind(&idempotency.request_hash)
+            .bind(self.idempotency_ttl_hours as i32)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(AppendError::Database)?;
+        Ok(taken.is_some())
+    }
+
+    /// Deletes idempotency records older than the TTL; returns how many.
+    pub async fn expire_idempotency_keys(&self) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)",
+        )
+        .bind(self.idempotency_ttl_hours as i32)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+fn insert_query(request: &AppendRequest) -> PgQuery<'_> {
+    let events = &request.events;
+    let sequences: Vec<i64> = (1..=events.len() as i64)
+        .map(|i| request.expected_sequence + i)
+        .collect();
+    let last_sequence = request.expected_sequence + events.len() as i64;
+    let claims: Vec<&Claim> = request.claims.iter().filter(|c| !c.release).collect();
+    sqlx::query(INSERT_SQL)
+        .bind(&request.aggregate_type)
+        .bind(&request.aggregate_id)
+        .bind(sequences)
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event_type.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event_version.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.metadata.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+        .bind(claims.iter().map(|c| c.scope.clone()).collect::<Vec<_>>())
+        .bind(claims.iter().map(|c| c.key.clone()).collect::<Vec<_>>())
+        .bind(last_sequence)
+        .bind(request.snapshot.clone())
+}
+
+fn appended(rows: &[PgRow]) -> Result<Appended, AppendError> {
+    let mut last = None;
+    for row in rows {
+        let sequence: i64 = row.try_get("sequence").map_err(AppendError::Database)?;
+        let position: i64 = row
+            .try_get("global_position")
+            .map_err(AppendError::Database)?;
+        match last {
+            Some(Appended { version, .. }) if version > sequence => {}
+            _ => {
+                last = Some(Appended {
+                    version: sequence,
+                    position,
+                })
+            }
+        }
+    }
+    last.ok_or(AppendError::Empty)
+}
+
+fn stored_response(row: &PgRow) -> Result<StoredResponse, sqlx::Error> {
+    let status: i16 = row.try_get("status")?;
+    Ok(StoredResponse {
+        status: status as u16,
+        body: row.try_get("response")?,
+        request_hash: row.try_get("request_hash")?,
+    })
+}
+
+/// Turns unique violations into the conflicts they mean.
+fn classify(error: sqlx::Error, request: &AppendRequest) -> AppendError {
+    if let sqlx::Error::Database(db) = &error {
+        if db.code().as_deref() == Some("23505") {
+            match db.constraint() {
+                Some("events_pkey") => {
+                    return AppendError::VersionConflict { current_version: 0 };
+                }
+                Some("unique_claims_pkey") => {
+                    let scope = request
+                        .claims
+                        .iter()
+                        .find(|c| !c.release)
+                        .map(|c| c.scope.clone())
+                        .unwrap_or_default();
+                    return AppendError::ClaimTaken { scope };
+                }
+                _ => {}
+            }
+        }
+    }
+    AppendError::Database(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_are_due_when_a_boundary_is_crossed() {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://localhost/none")
+            .unwrap();
+        let store = EventStore::new(pool, 50, 24);
+        assert!(!store.snapshot_due(0, 49));
+        assert!(store.snapshot_due(49, 50));
+        assert!(store.snapshot_due(48, 51));
+        assert!(!store.snapshot_due(50, 99));
+        let off = EventStore::new(store.pool().clone(), 0, 24);
+        assert!(!off.snapshot_due(0, 1000));
+    }
+}

@@ -1,0 +1,127 @@
+//! Settings: built-in defaults, then an optional TOML file named by `APP_CONFIG_FILE`, then
+//! `APP__SECTION__KEY` environment variables (e.g. `APP__DATABASE__URL`). Every setting has a
+//! default that works with the local stack, so `make run` needs no editing.
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub command_api: ServerSettings,
+    pub log: LogSettings,
+    pub event_store: EventStoreSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// Wrapped so that it never appears in logs or debug output.
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    /// How long a request waits for a pooled connection before it gets a 503.
+    pub acquire_timeout_ms: u64,
+    /// Apply pending migrations when a service starts.
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    /// 0 binds an ephemeral port (tests); the bound address is reported by the service.
+    pub port: u16,
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// An `EnvFilter` directive, e.g. `info,sqlx=warn`.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventStoreSettings {
+    /// Write a snapshot of an aggregate every this many events (0 disables snapshots).
+    pub snapshot_every: usize,
+    /// How long an idempotency key is remembered.
+    pub idempotency_ttl_hours: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid settings")]
+pub struct SettingsError(#[source] config::ConfigError);
+
+impl Settings {
+    /// Defaults, then `APP_CONFIG_FILE` (if set), then `APP__...` environment variables.
+    pub fn load() -> Result<Self, SettingsError> {
+        let file = std::env::var("APP_CONFIG_FILE").ok();
+        Self::load_from(file.as_deref())
+    }
+
+    pub fn load_from(file: Option<&str>) -> Result<Self, SettingsError> {
+        let mut builder = config::Config::builder();
+        for (key, value) in DEFAULTS {
+            builder = builder.set_default(*key, *value).map_err(SettingsError)?;
+        }
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::with_name(path).required(true));
+        }
+        builder
+            .add_source(
+                config::Environment::with_prefix("APP")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(SettingsError)
+    }
+}
+
+/// Local defaults; they match `infra/local/stack.sh`.
+const DEFAULTS: &[(&str, &str)] = &[
+    (
+        "database.url",
+        "postgres://postgres@127.0.0.1:55432/commerce",
+    ),
+    ("database.max_connections", "32"),
+    ("database.min_connections", "0"),
+    ("database.acquire_timeout_ms", "2000"),
+    ("database.migrate_on_start", "true"),
+    ("command_api.host", "127.0.0.1"),
+    ("command_api.port", "8080"),
+    ("command_api.body_limit_bytes", "65536"),
+    ("log.filter", "info,sqlx=warn"),
+    ("log.format", "json"),
+    ("event_store.snapshot_every", "50"),
+    ("event_store.idempotency_ttl_hours", "24"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn defaults_load_and_secrets_do_not_print() {
+        let settings = Settings::load_from(None).unwrap();
+        assert_eq!(settings.command_api.port, 8080);
+        assert_eq!(settings.log.format, LogFormat::Json);
+        assert!(settings
+            .database
+            .url
+            .expose_secret()
+            .starts_with("postgres://"));
+        let debug = format!("{:?}", settings.database);
+        assert!(!debug.contains("55432"), "the database URL leaked: {debug}");
+    }
+}

@@ -1,0 +1,116 @@
+//! The events table: database-assigned columns, metadata, snapshots and an unreachable database.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{spawn_app, spawn_app_with, unique_email};
+
+#[tokio::test]
+async fn events_carry_ids_positions_transaction_ids_and_metadata() {
+    let app = spawn_app().await;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let headers = [
+        ("X-Actor", "support-agent-7"),
+        ("X-Correlation-Id", "corr-123"),
+        ("X-Causation-Id", "cause-9"),
+        ("traceparent", trace),
+    ];
+    let body = json!({"email": unique_email(), "display_name": "Meta"});
+    let answer = app
+        .send(Method::POST, "/v1/users", Some(body), &headers)
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    let row: (uuid::Uuid, i64, String, serde_json::Value, String) = sqlx::query_as(
+        "SELECT event_id, global_position, tx_id::text, metadata, event_type FROM events WHERE aggregate_id = $1",
+    )
+    .bind(answer.id())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let (event_id, position, tx_id, metadata, event_type) = row;
+    assert_eq!(event_id.get_version_num(), 7);
+    assert_eq!(position, answer.body["position"].as_i64().unwrap());
+    assert!(tx_id.parse::<u64>().unwrap() > 0);
+    assert_eq!(event_type, "UserRegistered");
+    assert_eq!(metadata["event_id"], event_id.to_string());
+    assert_eq!(metadata["actor"], "support-agent-7");
+    assert_eq!(metadata["correlation_id"], "corr-123");
+    assert_eq!(metadata["causation_id"], "cause-9");
+    let traceparent = metadata["traceparent"].as_str().unwrap();
+    assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+    assert!(metadata["occurred_at"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn anonymous_commands_get_fresh_correlation_and_trace() {
+    let app = spawn_app().await;
+    let answer = app
+        .post(
+            "/v1/users",
+            json!({"email": unique_email(), "display_name": "Anon"}),
+        )
+        .await;
+    let metadata: serde_json::Value =
+        sqlx::query_scalar("SELECT metadata FROM events WHERE aggregate_id = $1")
+            .bind(answer.id())
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(metadata["actor"], "anonymous");
+    assert!(uuid::Uuid::parse_str(metadata["correlation_id"].as_str().unwrap()).is_ok());
+    assert_eq!(metadata["traceparent"].as_str().unwrap().len(), 55);
+}
+
+#[tokio::test]
+async fn snapshots_are_written_and_used() {
+    let app = spawn_app_with(|s| s.event_store.snapshot_every = 3).await;
+    let user = app.register(&unique_email()).await;
+    for i in 0..6 {
+        let answer = app
+            .post(
+                &format!("/v1/users/{user}/profile"),
+                json!({"display_name": format!("Name {i}")}),
+            )
+            .await;
+        assert_eq!(answer.version(), i + 2);
+    }
+    let (last, count): (i64, i64) = sqlx::query_as(
+        "SELECT last_sequence, current_snapshot FROM snapshots WHERE aggregate_id = $1",
+    )
+    .bind(&user)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((last, count), (6, 2));
+    // The state rebuilt from the snapshot plus later events still enforces the rules.
+    let roles = format!("/v1/users/{user}/roles");
+    app.post(&roles, json!({"role": "customer"}))
+        .await
+        .assert_problem(409, "role-already-granted");
+    assert_eq!(
+        app.post(&roles, json!({"role": "admin"})).await.version(),
+        8
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_503_with_retry_after() {
+    let app = spawn_app_with(|s| {
+        s.database.url = "postgres://postgres@127.0.0.1:1/nowhere".to_owned().into();
+        s.database.migrate_on_start = false;
+        s.database.acquire_timeout_ms = 300;
+    })
+    .await;
+    let answer = app
+        .post(
+            "/v1/users",
+            json!({"email": unique_email(), "display_name": "Down"}),
+        )
+        .await;
+    answer.assert_problem(503, "service-unavailable");
+    assert_eq!(answer.headers.get("retry-after").unwrap(), "2");
+    let (status, _) = app.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -1,0 +1,78 @@
+//! Operational endpoints: health, readiness, metrics, OpenAPI and unknown routes.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, unique_email};
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(app.get("/readyz").await.0, StatusCode::OK);
+    app.post(
+        "/v1/users",
+        json!({"email": unique_email(), "display_name": "M"}),
+    )
+    .await;
+    app.post("/v1/users", json!({"email": "bad", "display_name": "M"}))
+        .await;
+    let (status, metrics) = app.get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics.contains(r#"commands_total{command="register_user",outcome="accepted"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"route="/v1/users""#));
+}
+
+#[tokio::test]
+async fn openapi_lists_every_command_route() {
+    let app = spawn_app().await;
+    let (status, body) = app.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/v1/users",
+        "/v1/users/{id}/profile",
+        "/v1/users/{id}/email",
+        "/v1/users/{id}/addresses",
+        "/v1/users/{id}/addresses/{address_id}",
+        "/v1/users/{id}/roles",
+        "/v1/users/{id}/roles/{role}",
+        "/v1/users/{id}/deactivate",
+        "/v1/orders",
+        "/v1/orders/{id}/confirm",
+        "/v1/orders/{id}/start-processing",
+        "/v1/orders/{id}/ship",
+        "/v1/orders/{id}/deliver",
+        "/v1/orders/{id}/cancel",
+        "/v1/payments",
+        "/v1/payments/{id}/authorize",
+        "/v1/payments/{id}/capture",
+        "/v1/payments/{id}/fail",
+        "/v1/payments/{id}/refund",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let app = spawn_app().await;
+    app.post("/v1/nothing", json!({}))
+        .await
+        .assert_problem(404, "route-not-found");
+    app.send(reqwest::Method::PUT, "/v1/users", Some(json!({})), &[])
+        .await
+        .assert_problem(405, "method-not-allowed");
+}

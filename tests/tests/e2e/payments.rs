@@ -1,0 +1,175 @@
+//! Payment routes: amounts, transitions and 404s.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, TestApp};
+
+async fn initiate(
+    app: &TestApp,
+    order: &str,
+    amount: i64,
+    currency: &str,
+) -> crate::helpers::Answer {
+    app.post(
+        "/v1/payments",
+        json!({"order_id": order, "amount_minor": amount, "currency": currency, "method": "card"}),
+    )
+    .await
+}
+
+async fn payment(app: &TestApp) -> String {
+    let (_, order) = app.user_and_order().await;
+    let answer = initiate(app, &order, 3000, "EUR").await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    answer.id()
+}
+
+async fn act(app: &TestApp, payment: &str, action: &str, body: Value) -> crate::helpers::Answer {
+    app.post(&format!("/v1/payments/{payment}/{action}"), body)
+        .await
+}
+
+#[tokio::test]
+async fn initiate_must_match_the_order() {
+    let app = spawn_app().await;
+    let (_, order) = app.user_and_order().await;
+    let amount = initiate(&app, &order, 2999, "EUR").await;
+    amount.assert_problem(422, "amount-mismatch");
+    assert_eq!(amount.error_fields(), ["amount_minor"]);
+    let currency = initiate(&app, &order, 3000, "USD").await;
+    currency.assert_problem(422, "currency-mismatch");
+    assert_eq!(currency.error_fields(), ["currency"]);
+    let unknown = initiate(&app, &uuid::Uuid::now_v7().to_string(), 3000, "EUR").await;
+    assert_eq!(unknown.error_fields(), ["order_id"]);
+    let invalid = app
+        .post(
+            "/v1/payments",
+            json!({"order_id": "x", "amount_minor": 0, "currency": "EURO", "method": "cash"}),
+        )
+        .await;
+    invalid.assert_problem(422, "validation-failed");
+    assert_eq!(
+        invalid.error_fields(),
+        ["order_id", "currency", "amount_minor", "method"]
+    );
+
+    app.post(
+        &format!("/v1/orders/{order}/cancel"),
+        json!({"reason": "r"}),
+    )
+    .await;
+    initiate(&app, &order, 3000, "EUR")
+        .await
+        .assert_problem(409, "order-not-payable");
+    let ok = app.user_and_order().await.1;
+    assert_eq!(
+        initiate(&app, &ok, 3000, "EUR").await.status,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn authorize_capture_and_refund_within_the_amounts() {
+    let app = spawn_app().await;
+    let id = payment(&app).await;
+    act(&app, &id, "authorize", json!({"amount_minor": 3001}))
+        .await
+        .assert_problem(409, "authorization-exceeds-amount");
+    act(&app, &id, "capture", json!({"amount_minor": 1}))
+        .await
+        .assert_problem(409, "illegal-payment-transition");
+    assert_eq!(
+        act(&app, &id, "authorize", json!({"amount_minor": 3000}))
+            .await
+            .version(),
+        2
+    );
+    assert_eq!(
+        act(&app, &id, "capture", json!({"amount_minor": 1000}))
+            .await
+            .version(),
+        3
+    );
+    act(&app, &id, "capture", json!({"amount_minor": 2001}))
+        .await
+        .assert_problem(409, "capture-exceeds-authorized");
+    assert_eq!(
+        act(&app, &id, "capture", json!({"amount_minor": 2000}))
+            .await
+            .version(),
+        4
+    );
+    let refund = act(
+        &app,
+        &id,
+        "refund",
+        json!({"amount_minor": 500, "reason": "damaged"}),
+    )
+    .await;
+    assert_eq!(refund.status, StatusCode::OK, "{}", refund.body);
+    act(
+        &app,
+        &id,
+        "refund",
+        json!({"amount_minor": 2501, "reason": "too much"}),
+    )
+    .await
+    .assert_problem(409, "refund-exceeds-captured");
+    assert_eq!(
+        act(
+            &app,
+            &id,
+            "refund",
+            json!({"amount_minor": 2500, "reason": "rest"})
+        )
+        .await
+        .version(),
+        6
+    );
+    act(&app, &id, "fail", json!({"reason": "late"}))
+        .await
+        .assert_problem(409, "illegal-payment-transition");
+    act(
+        &app,
+        &id,
+        "refund",
+        json!({"amount_minor": 0, "reason": "zero"}),
+    )
+    .await
+    .assert_problem(422, "validation-failed");
+}
+
+#[tokio::test]
+async fn a_payment_can_fail_before_capture() {
+    let app = spawn_app().await;
+    let id = payment(&app).await;
+    let failed = act(&app, &id, "fail", json!({"reason": "card declined"})).await;
+    assert_eq!(failed.status, StatusCode::OK, "{}", failed.body);
+    act(&app, &id, "authorize", json!({"amount_minor": 10}))
+        .await
+        .assert_problem(409, "illegal-payment-transition");
+}
+
+#[tokio::test]
+async fn every_payment_command_on_a_never_initiated_payment_is_404() {
+    let app = spawn_app().await;
+    let id = uuid::Uuid::now_v7();
+    let commands = [
+        ("authorize", json!({"amount_minor": 1})),
+        ("capture", json!({"amount_minor": 1})),
+        ("fail", json!({"reason": "r"})),
+        ("refund", json!({"amount_minor": 1, "reason": "r"})),
+    ];
+    for (action, body) in commands {
+        app.send(
+            Method::POST,
+            &format!("/v1/payments/{id}/{action}"),
+            Some(body),
+            &[],
+        )
+        .await
+        .assert_problem(404, "payment-not-found");
+    }
+    assert_eq!(app.event_count().await, 0);
+}
