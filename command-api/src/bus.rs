@@ -19,7 +19,7 @@ use infra::event_store::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::{database_error, ApiError};
+use crate::error::{database_error, shared_database_error, ApiError};
 use crate::http::CommandContext;
 
 type Store<A> = PersistedEventStore<PgEventRepository, A>;
@@ -304,7 +304,8 @@ impl CommandBus {
             AppendError::IdempotencyKeyUsed(stored) => {
                 replayed(stored, &ctx.request_hash(body_digest))
             }
-            AppendError::Database(error) => Err(database_error(error)),
+            AppendError::Database(error) => Err(shared_database_error(error)),
+            AppendError::Closed => Err(ApiError::Unavailable(Box::new(AppendError::Closed))),
             AppendError::Empty => Err(ApiError::Internal("a command produced no events".into())),
         }
     }

@@ -213,3 +213,12 @@ pub fn database_error(error: sqlx::Error) -> ApiError {
         ApiError::Internal(Box::new(error))
     }
 }
+
+/// As [`database_error`], for an error shared by every request of a group commit.
+pub fn shared_database_error(error: std::sync::Arc<sqlx::Error>) -> ApiError {
+    if infra::db::is_unavailable(&error) {
+        ApiError::Unavailable(Box::new(error))
+    } else {
+        ApiError::Internal(Box::new(error))
+    }
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use infra::db::{self, DbError};
 use infra::event_store::EventStore;
@@ -53,6 +54,10 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         pool.clone(),
         settings.event_store.snapshot_every,
         settings.event_store.idempotency_ttl_hours,
+    )
+    .with_group_commit(
+        settings.event_store.commit_workers,
+        settings.event_store.commit_max_batch,
     );
     let bus = CommandBus::new(events.clone(), settings.event_store.snapshot_every);
     let state = AppState {
@@ -145,7 +150,13 @@ impl App {
     ) -> std::io::Result<()> {
         let expiry = tokio::spawn(expire_idempotency_keys(self.events.clone()));
         tracing::info!(address = %self.address, "command API listening");
-        let result = axum::serve(self.listener, self.router)
+        // Responses are small and written whole; Nagle's algorithm would only delay them.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
+        let result = axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
         expiry.abort();

@@ -10,3 +10,12 @@ pub mod settings;
 pub mod telemetry;
 
 pub use secrecy;
+
+/// A multi-threaded Tokio runtime with `worker_threads` threads (0: one per CPU core).
+pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    builder.enable_all().build()
+}

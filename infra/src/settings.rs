@@ -31,6 +31,8 @@ pub struct ServerSettings {
     /// 0 binds an ephemeral port (tests); the bound address is reported by the service.
     pub port: u16,
     pub body_limit_bytes: usize,
+    /// Async runtime threads; 0 means one per CPU core.
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -53,6 +55,10 @@ pub struct EventStoreSettings {
     pub snapshot_every: usize,
     /// How long an idempotency key is remembered.
     pub idempotency_ttl_hours: u32,
+    /// Group-commit workers; 0 writes every command with its own statement.
+    pub commit_workers: usize,
+    /// Most commands one group-commit statement carries.
+    pub commit_max_batch: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,10 +106,13 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("command_api.host", "127.0.0.1"),
     ("command_api.port", "8080"),
     ("command_api.body_limit_bytes", "65536"),
+    ("command_api.worker_threads", "0"),
     ("log.filter", "info,sqlx=warn"),
     ("log.format", "json"),
     ("event_store.snapshot_every", "50"),
     ("event_store.idempotency_ttl_hours", "24"),
+    ("event_store.commit_workers", "1"),
+    ("event_store.commit_max_batch", "128"),
 ];
 
 #[cfg(test)]

@@ -211,7 +211,8 @@ fn every_illegal_transition_is_refused() {
         S::Delivered,
         S::Cancelled,
     ];
-    let commands: [(fn() -> OrderCommand, &[S], &str); 5] = [
+    type Case = (fn() -> OrderCommand, &'static [S], &'static str);
+    let commands: [Case; 5] = [
         (|| OrderCommand::Confirm, &[S::Created], "confirm"),
         (
             || OrderCommand::StartProcessing,

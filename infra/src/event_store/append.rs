@@ -1,13 +1,18 @@
 //! Appending events with their side writes, atomically.
 //!
 //! Without an idempotency key and without released claims, the append is one SQL statement
-//! (claims and snapshot in CTEs): one round trip, atomic by construction. Otherwise it is a
-//! transaction that first takes the idempotency key (blocking a concurrent request with the
-//! same key until this one ends), then writes everything, then stores the response.
+//! (claims and snapshot in CTEs), group-committed with other such appends (see `batch`).
+//! Otherwise it is a transaction that first takes the idempotency key (blocking a concurrent
+//! request with the same key until this one ends), then writes everything, then stores the
+//! response.
+
+use std::sync::Arc;
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
+
+use super::batch::{self, CommitQueue};
 
 /// One event to append.
 #[derive(Debug, Clone)]
@@ -75,8 +80,14 @@ pub enum AppendError {
     IdempotencyKeyUsed(StoredResponse),
     #[error("nothing to append")]
     Empty,
+    #[error("the event store is shutting down")]
+    Closed,
     #[error("event store query failed")]
-    Database(#[source] sqlx::Error),
+    Database(#[source] Arc<sqlx::Error>),
+}
+
+fn db(error: sqlx::Error) -> AppendError {
+    AppendError::Database(Arc::new(error))
 }
 
 /// The write side of the event store.
@@ -85,29 +96,8 @@ pub struct EventStore {
     pool: PgPool,
     snapshot_every: usize,
     idempotency_ttl_hours: u32,
+    queue: Option<CommitQueue>,
 }
-
-const INSERT_SQL: &str = r#"
-WITH claims AS (
-    INSERT INTO unique_claims (scope, key, aggregate_type, aggregate_id)
-    SELECT c.scope, c.key, $1, $2 FROM UNNEST($9::text[], $10::text[]) AS c(scope, key)
-), snapshot AS (
-    INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
-    SELECT $1, $2, $11, 1, $12::jsonb WHERE $12::jsonb IS NOT NULL
-    ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
-        SET last_sequence = EXCLUDED.last_sequence,
-            current_snapshot = snapshots.current_snapshot + 1,
-            payload = EXCLUDED.payload
-        WHERE snapshots.last_sequence < EXCLUDED.last_sequence
-)
-INSERT INTO events
-    (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, event_id)
-SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, e.metadata, e.event_id
-FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::uuid[])
-    AS e(sequence, event_type, event_version, payload, metadata, event_id)
-ORDER BY e.sequence
-RETURNING sequence, global_position
-"#;
 
 const TAKE_KEY_SQL: &str = r#"
 INSERT INTO idempotency_keys (scope, key, request_hash, status, response)
@@ -124,7 +114,17 @@ impl EventStore {
             pool,
             snapshot_every,
             idempotency_ttl_hours,
+            queue: None,
         }
+    }
+
+    /// Routes appends that need no transaction through `workers` group-commit workers writing
+    /// up to `max_batch` requests per statement. Must be called inside a Tokio runtime.
+    pub fn with_group_commit(mut self, workers: usize, max_batch: usize) -> Self {
+        if workers > 0 && max_batch > 1 {
+            self.queue = Some(CommitQueue::start(self.pool.clone(), workers, max_batch));
+        }
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -185,21 +185,24 @@ impl EventStore {
         }
         let needs_transaction =
             request.idempotency.is_some() || request.claims.iter().any(|c| c.release);
+        let aggregate = (request.aggregate_type.clone(), request.aggregate_id.clone());
         let result = if needs_transaction {
             self.append_in_transaction(&request, respond).await
+        } else if let Some(queue) = &self.queue {
+            queue.submit(request).await
         } else {
-            let rows = insert_query(&request)
-                .fetch_all(&self.pool)
+            batch::insert(&self.pool, &[&request])
                 .await
-                .map_err(|e| classify(e, &request));
-            rows.and_then(|rows| appended(&rows))
+                .map_err(|e| classify(e, &request))
+                .and_then(|mut v| v.pop().ok_or(AppendError::Empty))
         };
         match result {
-            Err(AppendError::VersionConflict { .. }) => {
+            // 0 means the writer did not learn the current version; look it up.
+            Err(AppendError::VersionConflict { current_version: 0 }) => {
                 let current_version = self
-                    .current_version(&request.aggregate_type, &request.aggregate_id)
+                    .current_version(&aggregate.0, &aggregate.1)
                     .await
-                    .map_err(AppendError::Database)?;
+                    .map_err(db)?;
                 Err(AppendError::VersionConflict { current_version })
             }
             other => other,
@@ -211,14 +214,14 @@ impl EventStore {
         request: &AppendRequest,
         respond: impl FnOnce(&Appended) -> Option<StoredResponse>,
     ) -> Result<Appended, AppendError> {
-        let mut tx = self.pool.begin().await.map_err(AppendError::Database)?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
         if let Some(idempotency) = &request.idempotency {
             if !self.take_key(&mut tx, idempotency).await? {
-                tx.rollback().await.map_err(AppendError::Database)?;
+                tx.rollback().await.map_err(db)?;
                 let stored = self
                     .idempotent_response(&idempotency.scope, &idempotency.key)
                     .await
-                    .map_err(AppendError::Database)?;
+                    .map_err(db)?;
                 // The key is held by a live row, so it has a stored response by now.
                 return match stored {
                     Some(stored) => Err(AppendError::IdempotencyKeyUsed(stored)),
@@ -237,13 +240,13 @@ impl EventStore {
             .bind(&request.aggregate_id)
             .execute(&mut *tx)
             .await
-            .map_err(AppendError::Database)?;
+            .map_err(db)?;
         }
-        let rows = insert_query(request)
-            .fetch_all(&mut *tx)
+        let appended = batch::insert(&mut *tx, &[request])
             .await
-            .map_err(|e| classify(e, request))?;
-        let appended = appended(&rows)?;
+            .map_err(|e| classify(e, request))?
+            .pop()
+            .ok_or(AppendError::Empty)?;
         if let (Some(idempotency), Some(response)) = (&request.idempotency, respond(&appended)) {
             sqlx::query(
                 "UPDATE idempotency_keys SET status = $3, response = $4
@@ -255,9 +258,9 @@ impl EventStore {
             .bind(&response.body)
             .execute(&mut *tx)
             .await
-            .map_err(AppendError::Database)?;
+            .map_err(db)?;
         }
-        tx.commit().await.map_err(AppendError::Database)?;
+        tx.commit().await.map_err(db)?;
         Ok(appended)
     }
 
@@ -274,7 +277,7 @@ impl EventStore {
             .bind(self.idempotency_ttl_hours as i32)
             .fetch_optional(&mut **tx)
             .await
-            .map_err(AppendError::Database)?;
+            .map_err(db)?;
         Ok(taken.is_some())
     }
 
@@ -290,65 +293,6 @@ impl EventStore {
     }
 }
 
-type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
-
-fn insert_query(request: &AppendRequest) -> PgQuery<'_> {
-    let events = &request.events;
-    let sequences: Vec<i64> = (1..=events.len() as i64)
-        .map(|i| request.expected_sequence + i)
-        .collect();
-    let last_sequence = request.expected_sequence + events.len() as i64;
-    let claims: Vec<&Claim> = request.claims.iter().filter(|c| !c.release).collect();
-    sqlx::query(INSERT_SQL)
-        .bind(&request.aggregate_type)
-        .bind(&request.aggregate_id)
-        .bind(sequences)
-        .bind(
-            events
-                .iter()
-                .map(|e| e.event_type.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            events
-                .iter()
-                .map(|e| e.event_version.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-        .bind(
-            events
-                .iter()
-                .map(|e| e.metadata.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-        .bind(claims.iter().map(|c| c.scope.clone()).collect::<Vec<_>>())
-        .bind(claims.iter().map(|c| c.key.clone()).collect::<Vec<_>>())
-        .bind(last_sequence)
-        .bind(request.snapshot.clone())
-}
-
-fn appended(rows: &[PgRow]) -> Result<Appended, AppendError> {
-    let mut last = None;
-    for row in rows {
-        let sequence: i64 = row.try_get("sequence").map_err(AppendError::Database)?;
-        let position: i64 = row
-            .try_get("global_position")
-            .map_err(AppendError::Database)?;
-        match last {
-            Some(Appended { version, .. }) if version > sequence => {}
-            _ => {
-                last = Some(Appended {
-                    version: sequence,
-                    position,
-                })
-            }
-        }
-    }
-    last.ok_or(AppendError::Empty)
-}
-
 fn stored_response(row: &PgRow) -> Result<StoredResponse, sqlx::Error> {
     let status: i16 = row.try_get("status")?;
     Ok(StoredResponse {
@@ -359,7 +303,7 @@ fn stored_response(row: &PgRow) -> Result<StoredResponse, sqlx::Error> {
 }
 
 /// Turns unique violations into the conflicts they mean.
-fn classify(error: sqlx::Error, request: &AppendRequest) -> AppendError {
+pub(crate) fn classify(error: sqlx::Error, request: &AppendRequest) -> AppendError {
     if let sqlx::Error::Database(db) = &error {
         if db.code().as_deref() == Some("23505") {
             match db.constraint() {
@@ -379,7 +323,7 @@ fn classify(error: sqlx::Error, request: &AppendRequest) -> AppendError {
             }
         }
     }
-    AppendError::Database(error)
+    db(error)
 }
 
 #[cfg(test)]

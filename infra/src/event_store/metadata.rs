@@ -34,7 +34,15 @@ impl EventMetadata {
         ])
     }
 
+    /// The same object as [`Self::to_map`], serialised directly.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self.to_map()).unwrap_or_default()
+        serde_json::json!({
+            "event_id": self.event_id.to_string(),
+            "occurred_at": self.occurred_at,
+            "actor": self.actor,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "traceparent": self.traceparent,
+        })
     }
 }

@@ -11,6 +11,7 @@
 //! using triggers.
 
 mod append;
+mod batch;
 mod metadata;
 mod repository;
 

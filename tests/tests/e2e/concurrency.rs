@@ -84,3 +84,39 @@ async fn concurrent_registrations_of_one_email_have_one_winner() {
     }
     assert_eq!(app.event_count().await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_command_in_a_group_commit_does_not_fail_the_others() {
+    let app = spawn_app().await;
+    let taken = unique_email();
+    app.register(&taken).await;
+    let requests = (0..40).map(|i| {
+        let app = &app;
+        let email = if i % 4 == 0 {
+            taken.clone()
+        } else {
+            unique_email()
+        };
+        async move {
+            app.post(
+                "/v1/users",
+                json!({"email": email, "display_name": "batch"}),
+            )
+            .await
+        }
+    });
+    let answers = join_all(requests).await;
+    for (i, answer) in answers.iter().enumerate() {
+        if i % 4 == 0 {
+            answer.assert_problem(409, "email-taken");
+        } else {
+            assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        }
+    }
+    assert_eq!(app.event_count().await, 31);
+    let positions: i64 = sqlx::query_scalar("SELECT count(DISTINCT global_position) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(positions, 31);
+}

@@ -88,10 +88,10 @@ pub struct Report {
     pub conflicts: u64,
     pub errors: u64,
     pub errors_by_status: BTreeMap<String, u64>,
-    /// All measured requests (any outcome) per second of measured time.
+    /// Accepted (2xx) commands per second of measured time: the headline figure.
     pub commands_per_sec: f64,
-    /// Successful (2xx) requests per second of measured time.
-    pub ok_per_sec: f64,
+    /// All measured requests (any outcome, conflicts included) per second.
+    pub requests_per_sec: f64,
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
@@ -121,8 +121,8 @@ impl Report {
             conflicts: stats.conflicts,
             errors: stats.errors,
             errors_by_status: stats.errors_by_status.clone(),
-            commands_per_sec: per_sec(stats.requests),
-            ok_per_sec: per_sec(stats.ok),
+            commands_per_sec: per_sec(stats.ok),
+            requests_per_sec: per_sec(stats.requests),
             p50_ms: q(0.50),
             p95_ms: q(0.95),
             p99_ms: q(0.99),
@@ -145,7 +145,7 @@ impl Report {
         format!(
             "loadgen {command} mode={} concurrency={} duration={:.1}s\n\
              requests={} ok={} conflicts={} errors={}{by_status}\n\
-             throughput: {:.1} commands/s (ok only: {:.1}/s)\n\
+             throughput: {:.1} commands/s accepted (all requests: {:.1}/s)\n\
              latency ms: p50={:.1} p95={:.1} p99={:.1} max={:.1}",
             self.mode,
             self.concurrency,
@@ -155,7 +155,7 @@ impl Report {
             self.conflicts,
             self.errors,
             self.commands_per_sec,
-            self.ok_per_sec,
+            self.requests_per_sec,
             self.p50_ms,
             self.p95_ms,
             self.p99_ms,

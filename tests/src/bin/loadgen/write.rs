@@ -168,14 +168,15 @@ impl Target {
     }
 }
 
-/// An order with 1 to 3 lines, varied by the random number `r`.
+/// An order with 1 to 3 lines with distinct SKUs, varied by the random number `r`.
 fn order_body(customer_id: Uuid, r: u64) -> Value {
     let lines = 1 + (r >> 8) % 3;
+    let first_sku = r % 20;
     let items: Vec<Value> = (0..lines)
         .map(|i| {
             let v = r >> (16 + 8 * i);
             json!({
-                "sku": format!("SKU-{}", 1 + v % 20),
+                "sku": format!("SKU-{}", 1 + (first_sku + i) % 20),
                 "quantity": 1 + (v >> 5) % 3,
                 "unit_price_minor": 500 + (v % 40) * 125,
             })

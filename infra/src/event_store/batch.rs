@@ -1,0 +1,294 @@
+//! Group commit: appends that need no transaction are queued and written by a few workers,
+//! each taking whatever has queued up (up to a limit) and writing it as one statement.
+//!
+//! Under load, one statement and one WAL flush then carry many commands instead of one each;
+//! when idle, a batch is a single request and adds no delay. A batch is all-or-nothing, so if
+//! it fails (a version conflict or a taken email in any one of its requests), every request in
+//! it is retried in halves until each gets its own answer: one request's conflict never fails
+//! another.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sqlx::{PgExecutor, PgPool, Row};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::append::{classify, AppendError, AppendRequest, Appended};
+
+/// Events, claims and snapshots of any number of aggregates in one atomic statement.
+const INSERT_SQL: &str = r#"
+WITH claims AS (
+    INSERT INTO unique_claims (scope, key, aggregate_type, aggregate_id)
+    SELECT * FROM UNNEST($9::text[], $10::text[], $11::text[], $12::text[])
+), snapshot AS (
+    INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
+    SELECT t, i, s, 1, p FROM UNNEST($13::text[], $14::text[], $15::bigint[], $16::jsonb[])
+        AS x(t, i, s, p)
+    ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+        SET last_sequence = EXCLUDED.last_sequence,
+            current_snapshot = snapshots.current_snapshot + 1,
+            payload = EXCLUDED.payload
+        WHERE snapshots.last_sequence < EXCLUDED.last_sequence
+)
+INSERT INTO events
+    (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, event_id)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[],
+    $7::jsonb[], $8::uuid[])
+RETURNING aggregate_type, aggregate_id, sequence, global_position
+"#;
+
+#[derive(Default)]
+struct Columns {
+    types: Vec<String>,
+    ids: Vec<String>,
+    sequences: Vec<i64>,
+    event_types: Vec<String>,
+    versions: Vec<String>,
+    payloads: Vec<serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+    event_ids: Vec<uuid::Uuid>,
+    claim_scopes: Vec<String>,
+    claim_keys: Vec<String>,
+    claim_types: Vec<String>,
+    claim_ids: Vec<String>,
+    snap_types: Vec<String>,
+    snap_ids: Vec<String>,
+    snap_sequences: Vec<i64>,
+    snap_payloads: Vec<serde_json::Value>,
+}
+
+impl Columns {
+    fn add(&mut self, request: &AppendRequest) {
+        let (aggregate_type, aggregate_id) = (&request.aggregate_type, &request.aggregate_id);
+        for (offset, event) in (1..).zip(&request.events) {
+            self.types.push(aggregate_type.clone());
+            self.ids.push(aggregate_id.clone());
+            self.sequences.push(request.expected_sequence + offset);
+            self.event_types.push(event.event_type.clone());
+            self.versions.push(event.event_version.clone());
+            self.payloads.push(event.payload.clone());
+            self.metadata.push(event.metadata.clone());
+            self.event_ids.push(event.event_id);
+        }
+        for claim in request.claims.iter().filter(|c| !c.release) {
+            self.claim_scopes.push(claim.scope.clone());
+            self.claim_keys.push(claim.key.clone());
+            self.claim_types.push(aggregate_type.clone());
+            self.claim_ids.push(aggregate_id.clone());
+        }
+        if let Some(snapshot) = &request.snapshot {
+            self.snap_types.push(aggregate_type.clone());
+            self.snap_ids.push(aggregate_id.clone());
+            self.snap_sequences
+                .push(request.expected_sequence + request.events.len() as i64);
+            self.snap_payloads.push(snapshot.clone());
+        }
+    }
+}
+
+/// Writes the requests in one statement; returns where each one's last event landed, in order.
+pub(crate) async fn insert<'e>(
+    executor: impl PgExecutor<'e>,
+    requests: &[&AppendRequest],
+) -> Result<Vec<Appended>, sqlx::Error> {
+    let mut c = Columns::default();
+    for request in requests {
+        c.add(request);
+    }
+    let rows = sqlx::query(INSERT_SQL)
+        .bind(c.types)
+        .bind(c.ids)
+        .bind(c.sequences)
+        .bind(c.event_types)
+        .bind(c.versions)
+        .bind(c.payloads)
+        .bind(c.metadata)
+        .bind(c.event_ids)
+        .bind(c.claim_scopes)
+        .bind(c.claim_keys)
+        .bind(c.claim_types)
+        .bind(c.claim_ids)
+        .bind(c.snap_types)
+        .bind(c.snap_ids)
+        .bind(c.snap_sequences)
+        .bind(c.snap_payloads)
+        .fetch_all(executor)
+        .await?;
+    let mut positions = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let key: (String, String, i64) = (
+            row.try_get("aggregate_type")?,
+            row.try_get("aggregate_id")?,
+            row.try_get("sequence")?,
+        );
+        positions.insert(key, row.try_get::<i64, _>("global_position")?);
+    }
+    requests
+        .iter()
+        .map(|r| {
+            let version = r.expected_sequence + r.events.len() as i64;
+            let key = (r.aggregate_type.clone(), r.aggregate_id.clone(), version);
+            positions
+                .get(&key)
+                .map(|&position| Appended { version, position })
+                .ok_or_else(|| sqlx::Error::Protocol("an appended event was not returned".into()))
+        })
+        .collect()
+}
+
+struct Pending {
+    request: AppendRequest,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// The queue in front of the group-commit workers.
+#[derive(Debug, Clone)]
+pub(crate) struct CommitQueue {
+    sender: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").finish_non_exhaustive()
+    }
+}
+
+impl CommitQueue {
+    /// Spawns `workers` tasks on the current runtime; they stop when the queue is dropped.
+    pub(crate) fn start(pool: PgPool, workers: usize, max_batch: usize) -> Self {
+        let (sender, receiver) = mpsc::channel(max_batch.max(1) * workers.max(1) * 4);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..workers.max(1) {
+            tokio::spawn(worker(pool.clone(), receiver.clone(), max_batch.max(1)));
+        }
+        Self { sender }
+    }
+
+    pub(crate) async fn submit(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Pending { request, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+}
+
+async fn worker(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, max_batch: usize) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut receiver = receiver.lock().await;
+            match receiver.recv().await {
+                Some(first) => batch.push(first),
+                None => return,
+            }
+            // Let handlers that are ready to submit do so before the batch is cut.
+            tokio::task::yield_now().await;
+            while batch.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        metrics::histogram!("event_store_commit_batch_size").record(batch.len() as f64);
+        write_batch(&pool, batch).await;
+    }
+}
+
+async fn write_batch(pool: &PgPool, batch: Vec<Pending>) {
+    // Two appends to one aggregate in one statement would fail it as a whole; the later ones
+    // (which lost the race anyway) go in a following statement.
+    let mut seen = HashSet::with_capacity(batch.len());
+    let (first, later): (Vec<Pending>, Vec<Pending>) = batch.into_iter().partition(|p| {
+        seen.insert((
+            p.request.aggregate_type.clone(),
+            p.request.aggregate_id.clone(),
+        ))
+    });
+    for group in [first, later] {
+        if group.is_empty() {
+            continue;
+        }
+        let requests: Vec<&AppendRequest> = group.iter().map(|p| &p.request).collect();
+        let results = write_group(pool, &requests).await;
+        drop(requests);
+        for (pending, result) in group.into_iter().zip(results) {
+            let _ = pending.reply.send(result);
+        }
+    }
+}
+
+/// Writes the group in one statement. If that fails, requests decided against a version that
+/// is no longer current are answered with a conflict (one cheap query finds them) and the rest
+/// retried; if none was stale, the group is halved and each half retried. Every request gets
+/// its own answer and a failing one never takes another down with it.
+fn write_group<'a>(
+    pool: &'a PgPool,
+    requests: &'a [&'a AppendRequest],
+) -> BoxFuture<'a, Vec<Result<Appended, AppendError>>> {
+    Box::pin(async move {
+        let error = match insert(pool, requests).await {
+            Ok(appended) => return appended.into_iter().map(Ok).collect(),
+            Err(error) => error,
+        };
+        if requests.len() == 1 {
+            return vec![Err(classify(error, requests[0]))];
+        }
+        let current = current_versions(pool, requests).await.unwrap_or_default();
+        let stale = |r: &AppendRequest| {
+            current
+                .get(&(r.aggregate_type.clone(), r.aggregate_id.clone()))
+                .is_some_and(|&v| v != r.expected_sequence)
+        };
+        let retry: Vec<&AppendRequest> = requests.iter().copied().filter(|r| !stale(r)).collect();
+        let mut retried = if retry.len() == requests.len() {
+            let (left, right) = requests.split_at(requests.len() / 2);
+            let mut results = write_group(pool, left).await;
+            results.extend(write_group(pool, right).await);
+            results
+        } else {
+            write_group(pool, &retry).await
+        }
+        .into_iter();
+        requests
+            .iter()
+            .map(
+                |r| match current.get(&(r.aggregate_type.clone(), r.aggregate_id.clone())) {
+                    Some(&current_version) if current_version != r.expected_sequence => {
+                        Err(AppendError::VersionConflict { current_version })
+                    }
+                    _ => retried.next().unwrap_or(Err(AppendError::Empty)),
+                },
+            )
+            .collect()
+    })
+}
+
+/// The current version of every aggregate the requests touch.
+async fn current_versions(
+    pool: &PgPool,
+    requests: &[&AppendRequest],
+) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
+    let types: Vec<String> = requests.iter().map(|r| r.aggregate_type.clone()).collect();
+    let ids: Vec<String> = requests.iter().map(|r| r.aggregate_id.clone()).collect();
+    let rows = sqlx::query(
+        "SELECT k.t, k.i, (SELECT COALESCE(MAX(sequence), 0) FROM events e
+                          WHERE e.aggregate_type = k.t AND e.aggregate_id = k.i) AS version
+         FROM (SELECT DISTINCT t, i FROM UNNEST($1::text[], $2::text[]) AS u(t, i)) AS k",
+    )
+    .bind(types)
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                (row.try_get("t")?, row.try_get("i")?),
+                row.try_get("version")?,
+            ))
+        })
+        .collect()
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Write-path benchmark, one run on one machine: pgbench's ceiling for the command path's SQL
+# shape (tests/bench/append.pgbench), then the HTTP load generator against the command API on
+# fresh aggregates and on a few hot ones, all at the same concurrency. Loopback only; every
+# phase is bounded in time. Prints the figures and the HTTP/pgbench ratio.
+#
+#   tests/bench/write.sh [concurrency=16] [seconds=20]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+CLIENTS="${1:-16}"
+SECONDS_PER_PHASE="${2:-20}"
+
+./infra/local/stack.sh up
+set -a
+# shellcheck disable=SC1091
+source .data/stack.env
+set +a
+BENCH_DB="bench_write"
+BENCH_URL="${DATABASE_ADMIN_URL%/*}/$BENCH_DB"
+PORT=18080
+
+cargo build --release --locked -p command-api -p tests --bin command-api --bin loadgen
+
+"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)"
+"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "CREATE DATABASE $BENCH_DB"
+
+APP__DATABASE__URL="$BENCH_URL" APP__COMMAND_API__PORT=$PORT APP__LOG__FILTER=warn \
+  ./target/release/command-api >"$ROOT/.data/bench-command-api.log" 2>&1 &
+API_PID=$!
+trap 'kill $API_PID 2>/dev/null || true; wait $API_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null; then break; fi
+  sleep 0.1
+done
+
+echo "== machine: $(nproc) cores, $(uname -sr); PostgreSQL $("$PG_BINDIR/postgres" --version | awk '{print $3}')"
+echo "== pgbench: load stream + insert one event, $CLIENTS clients, ${SECONDS_PER_PHASE}s"
+PGB_OUT=$("$PG_BINDIR/pgbench" "$BENCH_URL" -n -M prepared -c "$CLIENTS" -j 2 \
+  -T "$SECONDS_PER_PHASE" -f tests/bench/append.pgbench 2>&1)
+echo "$PGB_OUT" | grep -E 'latency average|tps'
+PGB_TPS=$(echo "$PGB_OUT" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+
+run_loadgen() {
+  ./target/release/loadgen write --url "http://127.0.0.1:$PORT" --concurrency "$CLIENTS" \
+    --duration-secs "$SECONDS_PER_PHASE" --warmup-secs 2 "$@"
+}
+echo "== loadgen: HTTP commands on fresh aggregates (register user), $CLIENTS clients"
+FRESH=$(run_loadgen --mode fresh)
+echo "$FRESH"
+FRESH_RATE=$(echo "$FRESH" | sed -n 's/^throughput: \([0-9.]*\) commands.*/\1/p')
+echo "== loadgen: HTTP commands on 4 hot aggregates (change profile), $CLIENTS clients"
+run_loadgen --mode hot --hot-aggregates 4
+echo "== loadgen: HTTP place-order commands (loads the customer, new order), $CLIENTS clients"
+run_loadgen --mode mixed
+
+echo "== result"
+echo "pgbench ceiling:          $PGB_TPS tx/s"
+echo "HTTP fresh aggregates:    $FRESH_RATE commands/s"
+awk -v a="$FRESH_RATE" -v b="$PGB_TPS" 'BEGIN { printf "ratio HTTP / pgbench:     %.2f\n", a / b }'
