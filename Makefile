@@ -11,7 +11,7 @@ run:
 
 test: stack
 	set -a && source .data/stack.env && set +a && \
-	  $(CARGO) test --workspace --locked -- --test-threads=$${TEST_THREADS:-4}
+	  $(CARGO) test --workspace --locked --no-fail-fast -- --test-threads=$${TEST_THREADS:-4}
 
 stack:
 	./infra/local/stack.sh up

@@ -313,11 +313,12 @@ impl CommandBus {
 
 fn store<A: Aggregate>(events: &EventStore, snapshot_every: usize) -> Store<A> {
     let repo = PgEventRepository::new(events.clone());
-    if snapshot_every > 0 {
+    let store = if snapshot_every > 0 {
         PersistedEventStore::new_snapshot_store(repo, snapshot_every)
     } else {
         PersistedEventStore::new_event_store(repo)
-    }
+    };
+    store.with_upcasters(domain::upcast::upcasters())
 }
 
 fn committed<'a, A: Aggregate>(

@@ -9,7 +9,7 @@ mod tests {
     use crate::{NamedEvent, OrderEvent, PaymentEvent, UserEvent};
 
     const PINNED: &[(&str, &str)] = &[
-        ("UserRegistered", "1"),
+        ("UserRegistered", "2"),
         ("UserProfileChanged", "1"),
         ("UserEmailChanged", "1"),
         ("UserAddressAdded", "1"),

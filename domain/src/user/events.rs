@@ -56,14 +56,19 @@ impl DomainEvent for UserEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        match self {
+            // Version 2 records the roles granted at registration; version 1 is upcast.
+            Self::Registered { .. } => "2",
+            _ => "1",
+        }
+        .to_owned()
     }
 }
 
 impl NamedEvent for UserEvent {
     fn catalogue() -> &'static [(&'static str, &'static str)] {
         &[
-            ("UserRegistered", "1"),
+            ("UserRegistered", "2"),
             ("UserProfileChanged", "1"),
             ("UserEmailChanged", "1"),
             ("UserAddressAdded", "1"),

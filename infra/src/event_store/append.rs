@@ -133,8 +133,7 @@ impl EventStore {
 
     /// True when moving from `from` to `to` crosses a snapshot boundary.
     pub fn snapshot_due(&self, from: i64, to: i64) -> bool {
-        let every = self.snapshot_every as i64;
-        every > 0 && to / every > from / every
+        crosses_boundary(self.snapshot_every, from, to)
     }
 
     /// The remembered response for an idempotency key that is still live.
@@ -303,6 +302,12 @@ fn stored_response(row: &PgRow) -> Result<StoredResponse, sqlx::Error> {
 }
 
 /// Turns unique violations into the conflicts they mean.
+/// True when some multiple of `every` lies in `(from, to]`; `every == 0` never.
+fn crosses_boundary(every: usize, from: i64, to: i64) -> bool {
+    let every = every as i64;
+    every > 0 && to / every > from / every
+}
+
 pub(crate) fn classify(error: sqlx::Error, request: &AppendRequest) -> AppendError {
     if let sqlx::Error::Database(db) = &error {
         if db.code().as_deref() == Some("23505") {
@@ -332,15 +337,10 @@ mod tests {
 
     #[test]
     fn snapshots_are_due_when_a_boundary_is_crossed() {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .connect_lazy("postgres://localhost/none")
-            .unwrap();
-        let store = EventStore::new(pool, 50, 24);
-        assert!(!store.snapshot_due(0, 49));
-        assert!(store.snapshot_due(49, 50));
-        assert!(store.snapshot_due(48, 51));
-        assert!(!store.snapshot_due(50, 99));
-        let off = EventStore::new(store.pool().clone(), 0, 24);
-        assert!(!off.snapshot_due(0, 1000));
+        assert!(!crosses_boundary(50, 0, 49));
+        assert!(crosses_boundary(50, 49, 50));
+        assert!(crosses_boundary(50, 48, 51));
+        assert!(!crosses_boundary(50, 50, 99));
+        assert!(!crosses_boundary(0, 0, 1000));
     }
 }

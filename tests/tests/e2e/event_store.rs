@@ -114,3 +114,33 @@ async fn an_unreachable_database_is_503_with_retry_after() {
     let (status, _) = app.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn old_event_versions_are_upcast_on_load() {
+    let app = spawn_app().await;
+    let id = uuid::Uuid::now_v7().to_string();
+    let fixture = include_str!("../../../schemas/fixtures/UserRegistered.v1.json");
+    let payload: serde_json::Value = serde_json::from_str(fixture).unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata, event_id)
+         VALUES ('user', $1, 1, 'UserRegistered', '1', $2, '{}', $3)",
+    )
+    .bind(&id)
+    .bind(payload)
+    .bind(uuid::Uuid::now_v7())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // Version 1 did not record roles; upcast, the user has the customer role.
+    app.post(
+        &format!("/v1/users/{id}/roles"),
+        json!({"role": "customer"}),
+    )
+    .await
+    .assert_problem(409, "role-already-granted");
+    let granted = app
+        .post(&format!("/v1/users/{id}/roles"), json!({"role": "admin"}))
+        .await;
+    assert_eq!(granted.version(), 2);
+}
