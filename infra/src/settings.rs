@@ -9,6 +9,7 @@ use serde::Deserialize;
 pub struct Settings {
     pub database: DatabaseSettings,
     pub command_api: ServerSettings,
+    pub schema_registry: RegistrySettings,
     pub log: LogSettings,
     pub event_store: EventStoreSettings,
 }
@@ -33,6 +34,18 @@ pub struct ServerSettings {
     pub body_limit_bytes: usize,
     /// Async runtime threads; 0 means one per CPU core.
     pub worker_threads: usize,
+}
+
+/// The schema registry service (`schema-registry` binary) and how clients reach a registry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegistrySettings {
+    pub host: String,
+    pub port: u16,
+    /// Compatibility level for subjects without their own (Confluent's names, e.g.
+    /// `BACKWARD_TRANSITIVE`).
+    pub default_compatibility: String,
+    /// Where producers and consumers find a Confluent-compatible registry.
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -107,6 +120,13 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("command_api.port", "8080"),
     ("command_api.body_limit_bytes", "65536"),
     ("command_api.worker_threads", "0"),
+    ("schema_registry.host", "127.0.0.1"),
+    ("schema_registry.port", "8085"),
+    (
+        "schema_registry.default_compatibility",
+        "BACKWARD_TRANSITIVE",
+    ),
+    ("schema_registry.url", "http://127.0.0.1:8085"),
     ("log.filter", "info,sqlx=warn"),
     ("log.format", "json"),
     ("event_store.snapshot_every", "50"),

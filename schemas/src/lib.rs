@@ -6,6 +6,8 @@
 
 pub mod catalogue;
 pub mod convert;
+pub mod registry;
+pub mod service;
 pub mod wire;
 
 pub use catalogue::{catalogue, latest, topic_for, EventSchema, SchemaFile};

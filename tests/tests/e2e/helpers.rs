@@ -35,50 +35,42 @@ fn init_logs() {
     });
 }
 
-pub struct TestApp {
+/// A fresh database, dropped when this is dropped.
+pub struct TestDatabase {
+    pub name: String,
     pub url: String,
-    pub client: reqwest::Client,
-    pub pool: PgPool,
-    db_name: String,
 }
 
-/// Spawns the command API on its own database with default settings.
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
-}
+impl TestDatabase {
+    pub async fn create() -> Self {
+        init_logs();
+        let name = format!("test_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("PostgreSQL must be running: run `make stack` (make test does it)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let url = database_url(&name);
+        Self { name, url }
+    }
 
-pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    init_logs();
-    let db_name = format!("test_{}", Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&admin_url())
-        .await
-        .expect("PostgreSQL must be running: run `make stack` (make test does it)");
-    sqlx::query(&format!("CREATE DATABASE {db_name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
-    admin.close().await.ok();
-
-    let mut settings = Settings::load_from(None).expect("default settings");
-    settings.database.url = SecretString::from(database_url(&db_name));
-    settings.database.max_connections = 10;
-    settings.command_api.port = 0;
-    adjust(&mut settings);
-    let app = command_api::build(&settings).await.expect("build the app");
-    let url = format!("http://{}", app.address());
-    let pool = app.pool().clone();
-    tokio::spawn(app.run_until(std::future::pending()));
-    TestApp {
-        url,
-        client: reqwest::Client::new(),
-        pool,
-        db_name,
+    /// Default settings pointing at this database, with ephemeral ports.
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::load_from(None).expect("default settings");
+        settings.database.url = SecretString::from(self.url.clone());
+        settings.database.max_connections = 10;
+        settings.command_api.port = 0;
+        settings.schema_registry.port = 0;
+        settings
     }
 }
 
-impl Drop for TestApp {
+impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let name = self.db_name.clone();
+        let name = self.name.clone();
         // Async work cannot run in Drop; a scoped thread with its own runtime can.
         std::thread::scope(|scope| {
             scope.spawn(|| {
@@ -95,6 +87,35 @@ impl Drop for TestApp {
                 }
             });
         });
+    }
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    /// Dropped (and the database with it) when the app is.
+    _db: TestDatabase,
+}
+
+/// Spawns the command API on its own database with default settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDatabase::create().await;
+    let mut settings = db.settings();
+    adjust(&mut settings);
+    let app = command_api::build(&settings).await.expect("build the app");
+    let url = format!("http://{}", app.address());
+    let pool = app.pool().clone();
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp {
+        url,
+        client: reqwest::Client::new(),
+        pool,
+        _db: db,
     }
 }
 
@@ -263,4 +284,74 @@ pub fn order_body(customer_id: &str) -> Value {
         ],
         "shipping_address": address(),
     })
+}
+
+/// A schema registry service on its own database.
+pub struct TestRegistry {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub db: TestDatabase,
+}
+
+pub async fn spawn_registry() -> TestRegistry {
+    let db = TestDatabase::create().await;
+    let url = start_registry(&db).await;
+    TestRegistry {
+        url,
+        client: reqwest::Client::new(),
+        db,
+    }
+}
+
+/// Starts one more registry instance on `db`; returns its base URL.
+pub async fn start_registry(db: &TestDatabase) -> String {
+    let service = schemas::service::build(&db.settings())
+        .await
+        .expect("build the registry");
+    let url = format!("http://{}", service.address());
+    tokio::spawn(service.run_until(std::future::pending()));
+    url
+}
+
+impl TestRegistry {
+    /// Sends a request with the registry's content type; returns status, content type, body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, String, Value) {
+        call_registry(&self.client, &self.url, method, path, body).await
+    }
+}
+
+pub async fn call_registry(
+    client: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, String, Value) {
+    let mut request = client
+        .request(method, format!("{base}{path}"))
+        .header("accept", "application/vnd.schemaregistry.v1+json");
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/vnd.schemaregistry.v1+json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.expect("registry request");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        content_type,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }

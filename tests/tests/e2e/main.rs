@@ -9,4 +9,5 @@ mod idempotency;
 mod ops;
 mod orders;
 mod payments;
+mod registry;
 mod users;

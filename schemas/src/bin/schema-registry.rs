@@ -1,0 +1,20 @@
+//! The schema registry service: reads settings, starts telemetry and serves the
+//! Confluent-compatible API on `schema_registry.port` (8085) until Ctrl-C or SIGTERM.
+
+use anyhow::Context;
+use infra::settings::Settings;
+
+fn main() -> anyhow::Result<()> {
+    let settings = Settings::load().context("loading settings")?;
+    infra::telemetry::init_tracing(&settings.log);
+    infra::runtime(0)
+        .context("starting the async runtime")?
+        .block_on(async {
+            let app = schemas::service::build(&settings)
+                .await
+                .context("starting the schema registry")?;
+            app.run_until(infra::http::shutdown_signal())
+                .await
+                .context("serving the schema registry")
+        })
+}
