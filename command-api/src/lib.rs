@@ -9,8 +9,9 @@ pub mod bus;
 pub mod error;
 pub mod http;
 pub mod openapi;
+pub mod relay;
 pub mod routes;
 pub mod startup;
 pub mod state;
 
-pub use startup::{build, App, StartupError};
+pub use startup::{build, build_relay_only, App, StartupError};

@@ -1,4 +1,5 @@
-//! Reads settings, starts telemetry and runs the command API until Ctrl-C or SIGTERM.
+//! Reads settings, starts telemetry and runs the command API (with the event relay, unless
+//! `relay.enabled` is false) until Ctrl-C or SIGTERM. `command-api relay` runs only the relay.
 
 use anyhow::Context;
 use infra::settings::Settings;
@@ -14,9 +15,13 @@ fn main() -> anyhow::Result<()> {
     infra::runtime(settings.command_api.worker_threads)
         .context("starting the async runtime")?
         .block_on(async {
-            let app = command_api::build(&settings)
-                .await
-                .context("starting the command API")?;
+            let relay_only = std::env::args().nth(1).as_deref() == Some("relay");
+            let app = if relay_only {
+                command_api::build_relay_only(&settings).await
+            } else {
+                command_api::build(&settings).await
+            }
+            .context("starting the command API")?;
             app.run_until(infra::http::shutdown_signal())
                 .await
                 .context("serving the command API")

@@ -21,6 +21,7 @@ use tracing::Level;
 
 use crate::bus::CommandBus;
 use crate::openapi::openapi_json;
+use crate::relay::Relay;
 use crate::routes;
 use crate::state::AppState;
 
@@ -43,6 +44,8 @@ pub struct App {
     router: Router,
     pool: PgPool,
     events: EventStore,
+    /// The relay to run alongside the API (`relay.enabled`).
+    relay: Option<Relay>,
 }
 
 pub async fn build(settings: &Settings) -> Result<App, StartupError> {
@@ -81,10 +84,50 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         pool: pool.clone(),
         metrics: infra::telemetry::metrics_handle(),
     };
+    let relay = settings
+        .relay
+        .enabled
+        .then(|| Relay::new(pool.clone(), settings.clone()));
     Ok(App {
         listener,
         address,
         router: router(state, ops),
+        pool,
+        events,
+        relay,
+    })
+}
+
+/// Only the relay, with `/healthz`, `/readyz` and `/metrics` on the command API's address:
+/// for running the relay as its own process.
+pub async fn build_relay_only(settings: &Settings) -> Result<App, StartupError> {
+    let pool = db::pool(&settings.database)?;
+    if settings.database.migrate_on_start {
+        db::migrate(&pool).await?;
+    }
+    let events = EventStore::new(pool.clone(), 0, settings.event_store.idempotency_ttl_hours);
+    let address = format!(
+        "{}:{}",
+        settings.command_api.host, settings.command_api.port
+    );
+    let listener = TcpListener::bind(&address)
+        .await
+        .map_err(|source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+    let address = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { address, source })?;
+    let ops = OpsState {
+        pool: pool.clone(),
+        metrics: infra::telemetry::metrics_handle(),
+    };
+    Ok(App {
+        listener,
+        address,
+        router: ops_routes(ops),
+        relay: Some(Relay::new(pool.clone(), settings.clone())),
         pool,
         events,
     })
@@ -149,6 +192,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let expiry = tokio::spawn(expire_idempotency_keys(self.events.clone()));
+        let relay = self.relay.map(Relay::spawn);
         tracing::info!(address = %self.address, "command API listening");
         // Responses are small and written whole; Nagle's algorithm would only delay them.
         let listener = self.listener.tap_io(|tcp| {
@@ -160,6 +204,16 @@ impl App {
             .with_graceful_shutdown(shutdown)
             .await;
         expiry.abort();
+        if let Some((handle, task)) = relay {
+            handle.stop();
+            // The relay finishes its batch; a stuck broker must not block shutdown forever.
+            if tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("relay did not stop within 15 s");
+            }
+        }
         self.pool.close().await;
         result
     }

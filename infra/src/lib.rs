@@ -6,6 +6,7 @@
 pub mod db;
 pub mod event_store;
 pub mod http;
+pub mod kafka;
 pub mod settings;
 pub mod telemetry;
 

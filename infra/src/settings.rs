@@ -10,6 +10,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub command_api: ServerSettings,
     pub schema_registry: RegistrySettings,
+    pub kafka: KafkaSettings,
+    pub relay: RelaySettings,
     pub log: LogSettings,
     pub event_store: EventStoreSettings,
 }
@@ -46,6 +48,32 @@ pub struct RegistrySettings {
     pub default_compatibility: String,
     /// Where producers and consumers find a Confluent-compatible registry.
     pub url: String,
+}
+
+/// The Kafka cluster and the event topics.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    /// Prepended to `users.events`, `orders.events`, `payments.events`.
+    pub topic_prefix: String,
+    /// Partitions of each event topic when the relay creates it.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// How long the producer keeps retrying one message before reporting it failed.
+    pub delivery_timeout_ms: u64,
+}
+
+/// The event relay (events table -> Kafka).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RelaySettings {
+    /// Run the relay inside the command API process.
+    pub enabled: bool,
+    /// Most events read and published per batch.
+    pub batch_size: i64,
+    /// Polling fallback when no notification arrives.
+    pub poll_interval_ms: u64,
+    /// Checkpoint row name; relays sharing a name share progress and the lock.
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -127,6 +155,15 @@ const DEFAULTS: &[(&str, &str)] = &[
         "BACKWARD_TRANSITIVE",
     ),
     ("schema_registry.url", "http://127.0.0.1:8085"),
+    ("kafka.bootstrap_servers", "127.0.0.1:9092"),
+    ("kafka.topic_prefix", ""),
+    ("kafka.partitions", "3"),
+    ("kafka.replication_factor", "1"),
+    ("kafka.delivery_timeout_ms", "30000"),
+    ("relay.enabled", "true"),
+    ("relay.batch_size", "1000"),
+    ("relay.poll_interval_ms", "500"),
+    ("relay.name", "default"),
     ("log.filter", "info,sqlx=warn"),
     ("log.format", "json"),
     ("event_store.snapshot_every", "50"),

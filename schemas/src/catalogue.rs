@@ -74,8 +74,3 @@ pub fn latest(event_type: &str) -> Result<&'static EventSchema, SchemaError> {
         .and_then(|versions| versions.last())
         .ok_or_else(|| SchemaError::UnknownEvent(event_type.to_owned()))
 }
-
-/// Topic of an aggregate type, e.g. `users.events` for `user` (the prefix is configurable).
-pub fn topic_for(prefix: &str, aggregate_type: &str) -> String {
-    format!("{prefix}{aggregate_type}s.events")
-}

@@ -10,7 +10,7 @@ pub mod registry;
 pub mod service;
 pub mod wire;
 
-pub use catalogue::{catalogue, latest, topic_for, EventSchema, SchemaFile};
+pub use catalogue::{catalogue, latest, EventSchema, SchemaFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {

@@ -116,7 +116,9 @@ mod tests {
         assert!(!Level::Full
             .check(&required, std::slice::from_ref(&a))
             .is_empty());
-        assert!(Level::None.check(&required, std::slice::from_ref(&a)).is_empty());
+        assert!(Level::None
+            .check(&required, std::slice::from_ref(&a))
+            .is_empty());
         // Transitive levels look past the latest version.
         let history = [a.clone(), required.clone()];
         let drops_b = schema(r#"{"name": "a", "type": "string"}, {"name": "c", "type": "long"}"#);

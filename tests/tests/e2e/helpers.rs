@@ -64,6 +64,8 @@ impl TestDatabase {
         settings.database.max_connections = 10;
         settings.command_api.port = 0;
         settings.schema_registry.port = 0;
+        // Tests that need the relay turn it on (see `kafka.rs`).
+        settings.relay.enabled = false;
         settings
     }
 }
@@ -107,6 +109,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let db = TestDatabase::create().await;
     let mut settings = db.settings();
     adjust(&mut settings);
+    spawn_app_on(db, settings).await
+}
+
+/// Spawns the command API on `db` with exactly `settings`.
+pub async fn spawn_app_on(db: TestDatabase, settings: Settings) -> TestApp {
     let app = command_api::build(&settings).await.expect("build the app");
     let url = format!("http://{}", app.address());
     let pool = app.pool().clone();

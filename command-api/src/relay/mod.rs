@@ -1,0 +1,185 @@
+//! The event relay: publishes every committed event to Kafka, in per-aggregate order, keyed by
+//! aggregate id, Avro-encoded against the schema registry (ARCHITECTURE.md guarantees 3 and 5).
+//!
+//! - Exactly one relay is active: it holds a PostgreSQL advisory lock on a dedicated
+//!   connection; the others wait on standby and take over when that connection goes away.
+//! - It reads in commit-safe order (see [`tail`]), publishes a batch with the idempotent
+//!   producer, and moves its checkpoint only over events the broker acknowledged. A crash
+//!   therefore re-publishes at most one batch; duplicates carry the same event id.
+//! - It wakes on `LISTEN events_appended` and polls as a fallback.
+//! - The broker being down stops only the relay: commands keep committing, the relay retries
+//!   with backoff and catches up.
+
+mod publish;
+pub mod tail;
+
+use std::time::Duration;
+
+use infra::settings::Settings;
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::watch;
+
+use publish::{PublishError, Publisher};
+use tail::Checkpoint;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("Kafka client error")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("publishing failed")]
+    Publish(#[from] PublishError),
+    #[error("lost the relay lock")]
+    LostLock,
+}
+
+pub struct Relay {
+    pool: PgPool,
+    settings: Settings,
+}
+
+/// Stops a running relay after its current batch.
+#[derive(Clone)]
+pub struct RelayHandle(watch::Sender<bool>);
+
+impl RelayHandle {
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, settings: Settings) -> Self {
+        Self { pool, settings }
+    }
+
+    /// Spawns the relay on the current runtime.
+    pub fn spawn(self) -> (RelayHandle, tokio::task::JoinHandle<()>) {
+        let (stop, stopped) = watch::channel(false);
+        (RelayHandle(stop), tokio::spawn(self.run(stopped)))
+    }
+
+    /// Runs until stopped: wait for the lock, publish while holding it, back off on errors.
+    pub async fn run(self, mut stopped: watch::Receiver<bool>) {
+        let poll = Duration::from_millis(self.settings.relay.poll_interval_ms);
+        let mut backoff = Duration::from_millis(200);
+        while !*stopped.borrow() {
+            let outcome = match self.try_lock().await {
+                Ok(Some(lock)) => {
+                    tracing::info!(relay = %self.settings.relay.name, "relay lock acquired; publishing");
+                    metrics::gauge!("relay_active").set(1.0);
+                    let result = self.active(lock, &mut stopped).await;
+                    metrics::gauge!("relay_active").set(0.0);
+                    result
+                }
+                Ok(None) => {
+                    // Another relay is active: stand by.
+                    backoff = Duration::from_millis(200);
+                    wait(&mut stopped, poll).await;
+                    continue;
+                }
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(()) => break,
+                Err(error) => {
+                    metrics::counter!("relay_errors_total").increment(1);
+                    tracing::warn!(error = %crate::error::error_chain(&error), retry_in_ms = backoff.as_millis() as u64,
+                        "relay interrupted");
+                    wait(&mut stopped, backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::info!("relay stopped");
+    }
+
+    /// The advisory lock on a connection of its own, or None if another relay holds it.
+    async fn try_lock(&self) -> Result<Option<PgConnection>, RelayError> {
+        let options = self.pool.connect_options().as_ref().clone();
+        let mut connection = PgConnection::connect_with(&options).await?;
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('event-relay:' || $1))")
+                .bind(&self.settings.relay.name)
+                .fetch_one(&mut connection)
+                .await?;
+        if locked {
+            Ok(Some(connection))
+        } else {
+            connection.close().await.ok();
+            Ok(None)
+        }
+    }
+
+    async fn active(
+        &self,
+        mut lock: PgConnection,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> Result<(), RelayError> {
+        let kafka = &self.settings.kafka;
+        infra::kafka::ensure_topics(kafka, &infra::kafka::event_topics(kafka)).await?;
+        let publisher = Publisher::new(
+            infra::kafka::producer(kafka)?,
+            schemas::wire::EventEncoder::new(&self.settings.schema_registry.url),
+            kafka.topic_prefix.clone(),
+        );
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen("events_appended").await?;
+        let name = &self.settings.relay.name;
+        let mut checkpoint = tail::load_checkpoint(&self.pool, name).await?;
+        let poll = Duration::from_millis(self.settings.relay.poll_interval_ms);
+        while !*stopped.borrow() {
+            // Publish only while the lock is certainly ours.
+            sqlx::query("SELECT 1")
+                .execute(&mut lock)
+                .await
+                .map_err(|_| RelayError::LostLock)?;
+            let batch =
+                tail::fetch(&self.pool, &checkpoint, self.settings.relay.batch_size).await?;
+            if batch.is_empty() {
+                record_lag(&self.pool, &checkpoint).await;
+                tokio::select! {
+                    notified = listener.recv() => { notified?; }
+                    () = tokio::time::sleep(poll) => {}
+                    _ = stopped.changed() => {}
+                }
+                continue;
+            }
+            let result = publisher.publish(&batch).await;
+            let acked = match &result {
+                Ok(()) => batch.len(),
+                Err((acked, _)) => *acked,
+            };
+            if acked > 0 {
+                checkpoint = batch[acked - 1].checkpoint.clone();
+                tail::save_checkpoint(&self.pool, name, &checkpoint).await?;
+                metrics::counter!("relay_events_published_total").increment(acked as u64);
+            }
+            if let Err((_, error)) = result {
+                metrics::counter!("relay_broker_errors_total").increment(1);
+                return Err(error.into());
+            }
+            record_lag(&self.pool, &checkpoint).await;
+        }
+        Ok(())
+    }
+}
+
+async fn record_lag(pool: &PgPool, checkpoint: &Checkpoint) {
+    match tail::lag(pool, checkpoint).await {
+        Ok((events, seconds)) => {
+            metrics::gauge!("relay_lag_events").set(events as f64);
+            metrics::gauge!("relay_lag_seconds").set(seconds);
+        }
+        Err(error) => tracing::debug!(%error, "measuring relay lag failed"),
+    }
+}
+
+async fn wait(stopped: &mut watch::Receiver<bool>, duration: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => {}
+        _ = stopped.changed() => {}
+    }
+}

@@ -1,0 +1,88 @@
+//! Kafka client factories: the idempotent producer the relay publishes with, topic creation,
+//! and consumers. Nothing here is specific to one broker (Apache Kafka in production, Tansu
+//! locally); nothing depends on Kafka transactions.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
+use rdkafka::ClientConfig;
+
+use crate::settings::KafkaSettings;
+
+fn base(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .set("client.id", "commerce");
+    config
+}
+
+/// An idempotent producer: acks from all in-sync replicas, no duplicates or reordering from
+/// its own retries, per-partition order preserved.
+pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+    base(settings)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("linger.ms", "2")
+        .set(
+            "message.timeout.ms",
+            settings.delivery_timeout_ms.to_string(),
+        )
+        .create()
+}
+
+/// A consumer in `group`, committing nothing by itself (callers store their offsets).
+pub fn consumer(settings: &KafkaSettings, group: &str) -> Result<StreamConsumer, KafkaError> {
+    base(settings)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .create()
+}
+
+/// Creates the topics that do not exist yet, with unlimited retention (replays read them).
+pub async fn ensure_topics(settings: &KafkaSettings, topics: &[String]) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = base(settings).create()?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                settings.partitions,
+                TopicReplication::Fixed(settings.replication_factor),
+            )
+            .set("retention.ms", "-1")
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
+                    tracing::error!(%topic, ?code, "creating a topic failed");
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The three event topics, with the configured prefix.
+pub fn event_topics(settings: &KafkaSettings) -> Vec<String> {
+    ["user", "order", "payment"]
+        .iter()
+        .map(|aggregate| topic_for(&settings.topic_prefix, aggregate))
+        .collect()
+}
+
+/// `users.events` for `user`, with the prefix in front.
+pub fn topic_for(prefix: &str, aggregate_type: &str) -> String {
+    format!("{prefix}{aggregate_type}s.events")
+}

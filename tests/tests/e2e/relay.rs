@@ -1,0 +1,282 @@
+//! The relay: everything committed reaches Kafka, once in effect, in per-aggregate order,
+//! whatever happens to transactions, the broker or the relay itself.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+
+use crate::helpers::{start_registry, unique_email, TestApp, TestDatabase};
+use crate::kafka::{
+    free_port, shared_bootstrap, spawn_stack, stack_settings, unpublished, verify_log,
+    wait_until_published, Broker, Stack,
+};
+
+/// `writers` concurrent clients, `per_writer` commands each: registrations, profile changes
+/// and orders. Every command must succeed.
+async fn write_load(app: &TestApp, writers: usize, per_writer: usize) {
+    let tasks = (0..writers).map(|_| async move {
+        let mut user = app.register(&unique_email()).await;
+        for i in 0..per_writer {
+            let answer = match i % 3 {
+                0 => {
+                    user = app.register(&unique_email()).await;
+                    continue;
+                }
+                1 => {
+                    app.post(
+                        &format!("/v1/users/{user}/profile"),
+                        json!({"display_name": format!("n{i}")}),
+                    )
+                    .await
+                }
+                _ => app.place_order(&user).await,
+            };
+            assert!(answer.status.is_success(), "{}", answer.body);
+        }
+    });
+    join_all(tasks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_writers_land_exactly_the_events_table_on_the_topics() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    write_load(&stack.app, 8, 300).await;
+    wait_until_published(&stack.app.pool, Duration::from_secs(120)).await;
+    let events = stack.app.event_count().await as usize;
+    assert!(events >= 2400, "{events}");
+    let messages = verify_log(&stack, events).await;
+    assert_eq!(
+        messages.len(),
+        events,
+        "a clean run publishes every event exactly once"
+    );
+}
+
+fn raw_event_sql() -> &'static str {
+    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                         payload, metadata, event_id)
+     VALUES ('user', $1, 1, 'UserRegistered', '2', $2, $3, $4)"
+}
+
+async fn insert_raw(conn: &mut PgConnection) {
+    let id = uuid::Uuid::now_v7();
+    let payload = json!({"type": "UserRegistered", "email": unique_email(), "display_name": "Raw", "roles": ["customer"]});
+    let metadata = json!({"event_id": id.to_string(), "occurred_at": "2026-11-23T00:00:00Z", "actor": "test",
+        "correlation_id": "c", "causation_id": "c", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
+    sqlx::query(raw_event_sql())
+        .bind(id.to_string())
+        .bind(payload)
+        .bind(metadata)
+        .bind(id)
+        .execute(conn)
+        .await
+        .expect("insert a raw event");
+}
+
+async fn connect(stack: &Stack) -> PgConnection {
+    PgConnection::connect(&stack.app_db_url())
+        .await
+        .expect("connect")
+}
+
+impl Stack {
+    fn app_db_url(&self) -> String {
+        use infra::secrecy::ExposeSecret;
+        self.settings.database.url.expose_secret().to_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commit_order_rollbacks_and_idle_transactions_lose_nothing() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let pool = &stack.app.pool;
+    // A takes the lower position, B the higher; B commits first.
+    let mut a = connect(&stack).await;
+    let mut b = connect(&stack).await;
+    sqlx::query("BEGIN").execute(&mut a).await.unwrap();
+    insert_raw(&mut a).await;
+    sqlx::query("BEGIN").execute(&mut b).await.unwrap();
+    insert_raw(&mut b).await;
+    sqlx::query("COMMIT").execute(&mut b).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        unpublished(pool).await,
+        1,
+        "B must wait for the older open transaction A"
+    );
+    sqlx::query("COMMIT").execute(&mut a).await.unwrap();
+    wait_until_published(pool, Duration::from_secs(30)).await;
+
+    // A rolled-back insert leaves a hole in the positions; the relay goes past it.
+    let mut c = connect(&stack).await;
+    sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+    insert_raw(&mut c).await;
+    sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+    stack.app.register(&unique_email()).await;
+    wait_until_published(pool, Duration::from_secs(30)).await;
+
+    // An idle transaction with an id delays publication but loses nothing.
+    let mut idle = connect(&stack).await;
+    sqlx::query("BEGIN").execute(&mut idle).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut idle)
+        .await
+        .unwrap();
+    stack.app.register(&unique_email()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        unpublished(pool).await,
+        1,
+        "an open older transaction holds the relay back"
+    );
+    sqlx::query("COMMIT").execute(&mut idle).await.unwrap();
+    wait_until_published(pool, Duration::from_secs(30)).await;
+
+    let messages = verify_log(&stack, 4).await;
+    assert_eq!(messages.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_succeed_while_the_broker_is_down_and_the_relay_catches_up() {
+    let mut broker = Broker::start();
+    let stack = spawn_stack(&broker.bootstrap(), |_| {}).await;
+    write_load(&stack.app, 4, 30).await;
+    wait_until_published(&stack.app.pool, Duration::from_secs(60)).await;
+    broker.stop();
+    // Writes do not depend on the broker.
+    write_load(&stack.app, 4, 30).await;
+    assert!(unpublished(&stack.app.pool).await > 0);
+    broker.restart();
+    wait_until_published(&stack.app.pool, Duration::from_secs(120)).await;
+    let events = stack.app.event_count().await as usize;
+    verify_log(&stack, events).await;
+}
+
+/// A relay of its own process (`command-api relay`), for kill -9.
+fn spawn_relay(settings: &infra::settings::Settings, ops_port: u16) -> Child {
+    use infra::secrecy::ExposeSecret;
+    let exe = std::env::current_exe().expect("test binary path");
+    let target = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let binary = target.join("command-api");
+    assert!(
+        binary.exists(),
+        "{} missing: run `cargo build --bins` (make test does)",
+        binary.display()
+    );
+    Command::new(binary)
+        .arg("relay")
+        .env("APP__DATABASE__URL", settings.database.url.expose_secret())
+        .env("APP__COMMAND_API__PORT", ops_port.to_string())
+        .env(
+            "APP__KAFKA__BOOTSTRAP_SERVERS",
+            &settings.kafka.bootstrap_servers,
+        )
+        .env("APP__KAFKA__TOPIC_PREFIX", &settings.kafka.topic_prefix)
+        .env(
+            "APP__KAFKA__DELIVERY_TIMEOUT_MS",
+            settings.kafka.delivery_timeout_ms.to_string(),
+        )
+        .env("APP__SCHEMA_REGISTRY__URL", &settings.schema_registry.url)
+        .env("APP__RELAY__POLL_INTERVAL_MS", "200")
+        .env("APP__RELAY__BATCH_SIZE", "50")
+        .env("APP__LOG__FILTER", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a relay process")
+}
+
+fn kill_hard(child: &mut Child) {
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+}
+
+/// A write stack whose relay runs in separate processes.
+async fn stack_without_relay() -> Stack {
+    let db = TestDatabase::create().await;
+    let registry_url = start_registry(&db).await;
+    let mut settings = stack_settings(&db, &shared_bootstrap(), &registry_url);
+    let relay_settings = settings.clone();
+    settings.relay.enabled = false;
+    let app = crate::helpers::spawn_app_on(db, settings).await;
+    Stack {
+        app,
+        registry_url,
+        bootstrap: relay_settings.kafka.bootstrap_servers.clone(),
+        prefix: relay_settings.kafka.topic_prefix.clone(),
+        settings: relay_settings,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_killed_mid_batch_loses_nothing() {
+    let stack = stack_without_relay().await;
+    let mut relay = spawn_relay(&stack.settings, free_port());
+    let writing = write_load(&stack.app, 4, 150);
+    let killing = async {
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            kill_hard(&mut relay);
+            relay = spawn_relay(&stack.settings, free_port());
+        }
+    };
+    tokio::join!(writing, killing);
+    wait_until_published(&stack.app.pool, Duration::from_secs(120)).await;
+    let events = stack.app.event_count().await as usize;
+    // Duplicates are allowed here; verify_log checks each carries the same event id.
+    verify_log(&stack, events).await;
+    kill_hard(&mut relay);
+}
+
+async fn relay_active(client: &reqwest::Client, port: u16) -> Option<bool> {
+    let text = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(text.lines().any(|line| line.trim() == "relay_active 1"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_one_relay_publishes_and_another_takes_over() {
+    let stack = stack_without_relay().await;
+    let ports = [free_port(), free_port()];
+    let mut relays = [
+        spawn_relay(&stack.settings, ports[0]),
+        spawn_relay(&stack.settings, ports[1]),
+    ];
+    write_load(&stack.app, 2, 30).await;
+    wait_until_published(&stack.app.pool, Duration::from_secs(60)).await;
+    let client = reqwest::Client::new();
+    let mut states = Vec::new();
+    for port in ports {
+        states.push(relay_active(&client, port).await.unwrap_or(false));
+    }
+    assert_eq!(
+        states.iter().filter(|active| **active).count(),
+        1,
+        "exactly one relay is active: {states:?}"
+    );
+    let active = states.iter().position(|a| *a).unwrap_or(0);
+    kill_hard(&mut relays[active]);
+    write_load(&stack.app, 2, 30).await;
+    wait_until_published(&stack.app.pool, Duration::from_secs(60)).await;
+    let standby = 1 - active;
+    assert_eq!(
+        relay_active(&client, ports[standby]).await,
+        Some(true),
+        "the standby took over"
+    );
+    let events = stack.app.event_count().await as usize;
+    verify_log(&stack, events).await;
+    kill_hard(&mut relays[standby]);
+}
