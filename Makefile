@@ -4,12 +4,14 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test stack stop bench-write bench-pgbench fmt lint
+.PHONY: run test stack stop bench-write bench-relay fmt lint
 
 run:
 	./infra/local/run.sh
 
-test: stack
+test:
+	./infra/local/stack.sh up-test
+	$(CARGO) build --workspace --bins --locked
 	set -a && source .data/stack.env && set +a && \
 	  $(CARGO) test --workspace --locked --no-fail-fast -- --test-threads=$${TEST_THREADS:-4}
 
@@ -22,6 +24,10 @@ stop:
 # Write-path benchmark: HTTP load generator and pgbench, same machine, one run.
 bench-write: stack
 	./tests/bench/write.sh
+
+# Relay benchmark: relay (commit -> broker ack) next to a raw producer, one run.
+bench-relay: stack
+	./tests/bench/relay.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make run`: start PostgreSQL, build the services in release mode, run them in the foreground
-# with their logs, and stop everything on Ctrl-C. Effective settings go to .data/stack.env.
+# `make run`: start PostgreSQL and Tansu, build the services in release mode, run them (schema
+# registry, command API with the event relay) in the foreground with their logs, and stop
+# everything on Ctrl-C. Effective settings go to .data/stack.env.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -13,7 +14,7 @@ source .data/stack.env
 set +a
 
 echo "[run] building the services (release)" >&2
-cargo build --release --locked -p command-api
+cargo build --release --locked -p command-api -p schemas --bin command-api --bin schema-registry
 
 pids=()
 cleanup() {
@@ -26,15 +27,29 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 export APP__DATABASE__URL="$DATABASE_URL"
+export APP__KAFKA__BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP"
+export APP__SCHEMA_REGISTRY__URL="$SCHEMA_REGISTRY_URL"
 export APP__LOG__FORMAT="${APP__LOG__FORMAT:-json}"
+
+wait_for_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "[run] nothing listens on port $1" >&2
+  return 1
+}
+
+./target/release/schema-registry &
+pids+=($!)
+wait_for_port 8085
 ./target/release/command-api &
 pids+=($!)
-
-for _ in $(seq 1 100); do
-  if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then break; fi
-  sleep 0.1
-done
-echo "[run] command API on $COMMAND_API_URL (readiness: $COMMAND_API_URL/readyz). Ctrl-C stops everything." >&2
+wait_for_port 8080
+cat >&2 <<MSG
+[run] up: command API $COMMAND_API_URL (with the event relay), schema registry $SCHEMA_REGISTRY_URL,
+[run]     Kafka (Tansu) $KAFKA_BOOTSTRAP, PostgreSQL $DATABASE_URL. Ctrl-C stops everything.
+MSG
 
 # Wait until any service exits (or Ctrl-C); then the trap stops the rest.
 wait -n "${pids[@]}"

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Local stack: a private PostgreSQL cluster under .data/ (installed with apt if missing).
+# Local stack: a private PostgreSQL cluster and a Tansu broker (Kafka protocol) under .data/.
 #
-#   infra/local/stack.sh up      install if needed, init .data/pg, start it, create the database
-#   infra/local/stack.sh down    stop it
+#   infra/local/stack.sh up        install what is missing, start PostgreSQL and Tansu (SQLite
+#                                  storage under .data/tansu, port 9092) for `make run`
+#   infra/local/stack.sh up-test   the same, but Tansu with in-memory storage on port 19092, a
+#                                  clean and fast broker for `make test`
+#   infra/local/stack.sh down      stop them
 #   infra/local/stack.sh env     print the effective settings (also written to .data/stack.env)
 #
-# PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user; an
-# ordinary user runs it as themselves. Nothing outside .data/ is touched except the apt install.
+# PostgreSQL comes from apt; Tansu from crates.io (`cargo install`, pinned, about 10 minutes the
+# first time, then cached in ~/.cargo/bin). PostgreSQL refuses to run as root, so as root the
+# server runs as the `postgres` user; an ordinary user runs it as themselves. Nothing outside
+# .data/ is touched except the two installs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -16,6 +21,11 @@ PGSOCK="$DATA/pg-socket"
 PGPORT="${PGPORT:-55432}"
 PGDATABASE="${PGDATABASE:-commerce}"
 COMMAND_API_PORT="${COMMAND_API_PORT:-8080}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+TEST_KAFKA_PORT="${TEST_KAFKA_PORT:-19092}"
+REGISTRY_PORT="${REGISTRY_PORT:-8085}"
+TANSU_VERSION="0.6.0"
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 
@@ -96,26 +106,87 @@ create_database() {
   fi
 }
 
+tansu_bin() {
+  if [ -x "$CARGO_BIN/tansu" ]; then echo "$CARGO_BIN/tansu"; else command -v tansu || true; fi
+}
+
+install_tansu() {
+  local bin
+  bin="$(tansu_bin)"
+  if [ -n "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then return; fi
+  log "installing Tansu $TANSU_VERSION from crates.io (about 10 minutes the first time)"
+  cargo install tansu --locked --version "$TANSU_VERSION" --features libsql,dynostore
+}
+
+# start_tansu DIR PORT STORAGE: one broker, its pid and log in DIR.
+start_tansu() {
+  local dir="$1" port="$2" storage="$3" bin pid
+  bin="$(tansu_bin)"
+  mkdir -p "$dir"
+  if [ -f "$dir/pid" ] && pid=$(cat "$dir/pid") && kill -0 "$pid" 2>/dev/null; then
+    log "Tansu already running on port $port"
+    return
+  fi
+  log "starting Tansu on 127.0.0.1:$port (storage $storage)"
+  (
+    cd "$dir"
+    nohup "$bin" broker --listener-url "tcp://127.0.0.1:$port" \
+      --advertised-listener-url "tcp://127.0.0.1:$port" \
+      --storage-engine "$storage" >"$dir/tansu.log" 2>&1 &
+    echo $! >"$dir/pid"
+  )
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return; fi
+    sleep 0.1
+  done
+  log "Tansu did not start; see $dir/tansu.log"; exit 1
+}
+
+stop_tansu() {
+  local dir="$1" pid
+  if [ -f "$dir/pid" ] && pid=$(cat "$dir/pid") && kill "$pid" 2>/dev/null; then
+    log "Tansu ($dir) stopped"
+  fi
+  rm -f "$dir/pid"
+}
+
 write_env() {
   mkdir -p "$DATA"
   cat >"$DATA/stack.env" <<ENV
 DATABASE_URL=postgres://postgres@127.0.0.1:$PGPORT/$PGDATABASE
 DATABASE_ADMIN_URL=postgres://postgres@127.0.0.1:$PGPORT/postgres
 COMMAND_API_URL=http://127.0.0.1:$COMMAND_API_PORT
+KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+TEST_KAFKA_BOOTSTRAP=127.0.0.1:$TEST_KAFKA_PORT
+SCHEMA_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 PG_BINDIR=$(pg_bindir)
 ENV
 }
 
+postgres_up() {
+  install_postgres
+  bin="$(pg_bindir)"
+  init_cluster "$bin"
+  start_cluster "$bin"
+  create_database "$bin"
+}
+
 case "${1:-up}" in
   up)
-    install_postgres
-    bin="$(pg_bindir)"
-    init_cluster "$bin"
-    start_cluster "$bin"
-    create_database "$bin"
+    postgres_up
+    install_tansu
+    start_tansu "$DATA/tansu" "$KAFKA_PORT" "sqlite://tansu.db"
+    write_env
+    ;;
+  up-test)
+    postgres_up
+    install_tansu
+    start_tansu "$DATA/tansu-test" "$TEST_KAFKA_PORT" "memory://tansu/"
     write_env
     ;;
   down)
+    stop_tansu "$DATA/tansu"
+    stop_tansu "$DATA/tansu-test"
     bin="$(pg_bindir)"
     if [ -n "$bin" ] && [ -f "$PGDATA/PG_VERSION" ]; then
       as_pg "$bin/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
@@ -127,7 +198,7 @@ case "${1:-up}" in
     cat "$DATA/stack.env"
     ;;
   *)
-    echo "usage: $0 up|down|env" >&2
+    echo "usage: $0 up|up-test|down|env" >&2
     exit 2
     ;;
 esac

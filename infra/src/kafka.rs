@@ -60,7 +60,11 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[String]) -> Resul
             .set("retention.ms", "-1")
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    // Both timeouts: a broker that accepts the connection but never answers must surface as an
+    // error (the relay then retries), not hang the caller.
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(15)));
     for result in admin.create_topics(&new, &options).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

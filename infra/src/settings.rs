@@ -161,7 +161,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("kafka.replication_factor", "1"),
     ("kafka.delivery_timeout_ms", "30000"),
     ("relay.enabled", "true"),
-    ("relay.batch_size", "1000"),
+    ("relay.batch_size", "5000"),
     ("relay.poll_interval_ms", "500"),
     ("relay.name", "default"),
     ("log.filter", "info,sqlx=warn"),

@@ -33,6 +33,12 @@ pub enum RelayError {
     Publish(#[from] PublishError),
     #[error("lost the relay lock")]
     LostLock,
+    #[error("registering the schema of {event_type} failed")]
+    Registry {
+        event_type: String,
+        #[source]
+        source: schemas::SchemaError,
+    },
 }
 
 pub struct Relay {
@@ -120,9 +126,13 @@ impl Relay {
     ) -> Result<(), RelayError> {
         let kafka = &self.settings.kafka;
         infra::kafka::ensure_topics(kafka, &infra::kafka::event_topics(kafka)).await?;
+        tracing::debug!("relay: topics ready");
+        let encoder = schemas::wire::EventEncoder::new(&self.settings.schema_registry.url);
+        register_schemas(&encoder, &kafka.topic_prefix).await?;
+        tracing::debug!("relay: schemas registered");
         let publisher = Publisher::new(
             infra::kafka::producer(kafka)?,
-            schemas::wire::EventEncoder::new(&self.settings.schema_registry.url),
+            encoder,
             kafka.topic_prefix.clone(),
         );
         let mut listener = PgListener::connect_with(&self.pool).await?;
@@ -130,6 +140,7 @@ impl Relay {
         let name = &self.settings.relay.name;
         let mut checkpoint = tail::load_checkpoint(&self.pool, name).await?;
         let poll = Duration::from_millis(self.settings.relay.poll_interval_ms);
+        let mut lag = LagProbe::default();
         while !*stopped.borrow() {
             // Publish only while the lock is certainly ours.
             sqlx::query("SELECT 1")
@@ -139,7 +150,7 @@ impl Relay {
             let batch =
                 tail::fetch(&self.pool, &checkpoint, self.settings.relay.batch_size).await?;
             if batch.is_empty() {
-                record_lag(&self.pool, &checkpoint).await;
+                lag.record(&self.pool, &checkpoint).await;
                 tokio::select! {
                     notified = listener.recv() => { notified?; }
                     () = tokio::time::sleep(poll) => {}
@@ -147,6 +158,7 @@ impl Relay {
                 }
                 continue;
             }
+            tracing::debug!(events = batch.len(), "relay: publishing a batch");
             let result = publisher.publish(&batch).await;
             let acked = match &result {
                 Ok(()) => batch.len(),
@@ -161,19 +173,57 @@ impl Relay {
                 metrics::counter!("relay_broker_errors_total").increment(1);
                 return Err(error.into());
             }
-            record_lag(&self.pool, &checkpoint).await;
+            lag.record(&self.pool, &checkpoint).await;
         }
         Ok(())
     }
 }
 
-async fn record_lag(pool: &PgPool, checkpoint: &Checkpoint) {
-    match tail::lag(pool, checkpoint).await {
-        Ok((events, seconds)) => {
-            metrics::gauge!("relay_lag_events").set(events as f64);
-            metrics::gauge!("relay_lag_seconds").set(seconds);
+/// Registers every event type's newest schema under its subject, so consumers can decode
+/// from the first message and an incompatible schema stops the relay before it publishes.
+async fn register_schemas(
+    encoder: &schemas::wire::EventEncoder,
+    prefix: &str,
+) -> Result<(), RelayError> {
+    for (event_type, versions) in schemas::catalogue() {
+        let Some(schema) = versions.last() else {
+            continue;
+        };
+        let topic = infra::kafka::topic_for(prefix, schema.file.aggregate);
+        encoder
+            .register(&topic, schema)
+            .await
+            .map_err(|source| RelayError::Registry {
+                event_type: event_type.to_string(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Measures the relay's lag at most once a second: the count is a query over the backlog, too
+/// costly to run after every batch while catching up.
+#[derive(Default)]
+struct LagProbe {
+    last: Option<std::time::Instant>,
+}
+
+impl LagProbe {
+    async fn record(&mut self, pool: &PgPool, checkpoint: &Checkpoint) {
+        if self
+            .last
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return;
         }
-        Err(error) => tracing::debug!(%error, "measuring relay lag failed"),
+        self.last = Some(std::time::Instant::now());
+        match tail::lag(pool, checkpoint).await {
+            Ok((events, seconds)) => {
+                metrics::gauge!("relay_lag_events").set(events as f64);
+                metrics::gauge!("relay_lag_seconds").set(seconds);
+            }
+            Err(error) => tracing::debug!(%error, "measuring relay lag failed"),
+        }
     }
 }
 

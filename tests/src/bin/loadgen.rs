@@ -47,6 +47,8 @@
 // The crate root resolves modules next to itself, hence the explicit paths.
 #[path = "loadgen/common.rs"]
 mod common;
+#[path = "loadgen/relay.rs"]
+mod relay;
 #[path = "loadgen/stats.rs"]
 mod stats;
 #[path = "loadgen/write.rs"]
@@ -73,6 +75,8 @@ struct Cli {
 enum Command {
     /// Measure command (write) throughput and latency.
     Write(write::WriteArgs),
+    /// Measure relay throughput (commit to broker acknowledgement) next to a raw producer.
+    Relay(relay::RelayArgs),
 }
 
 #[tokio::main]
@@ -80,6 +84,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Write(args) => write::run(args).await,
+        Command::Relay(args) => relay::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

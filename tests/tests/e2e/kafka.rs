@@ -20,7 +20,7 @@ use crate::helpers::{start_registry, TestApp, TestDatabase};
 
 /// The broker `make test` starts (memory storage), shared by tests that do not stop it.
 pub fn shared_bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+    std::env::var("TEST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
 }
 
 pub fn free_port() -> u16 {

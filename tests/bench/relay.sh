@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Relay benchmark, one run on one broker: commit N events, time until the relay has them all
+# acknowledged by the broker, then send N same-sized messages with a raw idempotent producer.
+# Loopback only; bounded by loadgen's timeout.
+#
+#   tests/bench/relay.sh [events=50000]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+EVENTS="${1:-50000}"
+
+./infra/local/stack.sh up
+set -a
+# shellcheck disable=SC1091
+source .data/stack.env
+set +a
+BENCH_DB="bench_relay"
+BENCH_URL="${DATABASE_ADMIN_URL%/*}/$BENCH_DB"
+API_PORT=18081
+REGISTRY_PORT=18086
+
+cargo build --release --locked -p command-api -p schemas -p tests \
+  --bin command-api --bin schema-registry --bin loadgen
+
+"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)"
+"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "CREATE DATABASE $BENCH_DB"
+
+export APP__DATABASE__URL="$BENCH_URL" APP__LOG__FILTER=warn
+export APP__KAFKA__BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP"
+export APP__KAFKA__TOPIC_PREFIX="bench$(date +%s)."
+export APP__SCHEMA_REGISTRY__PORT=$REGISTRY_PORT
+export APP__SCHEMA_REGISTRY__URL="http://127.0.0.1:$REGISTRY_PORT"
+export APP__COMMAND_API__PORT=$API_PORT
+./target/release/schema-registry >"$ROOT/.data/bench-registry.log" 2>&1 &
+REGISTRY_PID=$!
+sleep 1
+./target/release/command-api >"$ROOT/.data/bench-relay.log" 2>&1 &
+API_PID=$!
+trap 'kill $API_PID $REGISTRY_PID 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if (exec 3<>/dev/tcp/127.0.0.1/$API_PORT) 2>/dev/null; then break; fi
+  sleep 0.1
+done
+sleep 2 # the relay creates its topics and registers its schemas
+
+echo "== machine: $(nproc) cores; broker: Tansu $(tansu --version | awk '{print $2}') (sqlite storage) on $KAFKA_BOOTSTRAP"
+./target/release/loadgen relay --database-url "$BENCH_URL" --bootstrap "$KAFKA_BOOTSTRAP" --events "$EVENTS"
