@@ -77,6 +77,35 @@ pub struct Dispatch<A: Aggregate> {
     pub body_digest: [u8; 32],
 }
 
+impl<A: Aggregate> Dispatch<A> {
+    /// A command for an aggregate that should already exist.
+    pub fn existing(
+        name: &'static str,
+        id: Uuid,
+        command: A::Command,
+        body_digest: [u8; 32],
+    ) -> Self {
+        Self {
+            name,
+            id,
+            new: false,
+            command,
+            body_digest,
+        }
+    }
+
+    /// A command that creates an aggregate under a fresh UUIDv7.
+    pub fn create(name: &'static str, command: A::Command, body_digest: [u8; 32]) -> Self {
+        Self {
+            name,
+            id: Uuid::now_v7(),
+            new: true,
+            command,
+            body_digest,
+        }
+    }
+}
+
 /// What a handler sees after a successful append, to shape its response.
 pub struct Committed<'a, A: Aggregate> {
     pub id: Uuid,

@@ -49,10 +49,7 @@ pub struct App {
 }
 
 pub async fn build(settings: &Settings) -> Result<App, StartupError> {
-    let pool = db::pool(&settings.database)?;
-    if settings.database.migrate_on_start {
-        db::migrate(&pool).await?;
-    }
+    let pool = db::connect(&settings.database).await?;
     let events = EventStore::new(
         pool.clone(),
         settings.event_store.snapshot_every,
@@ -67,23 +64,8 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         bus: Arc::new(bus),
         body_limit: settings.command_api.body_limit_bytes,
     };
-    let address = format!(
-        "{}:{}",
-        settings.command_api.host, settings.command_api.port
-    );
-    let listener = TcpListener::bind(&address)
-        .await
-        .map_err(|source| StartupError::Bind {
-            address: address.clone(),
-            source,
-        })?;
-    let address = listener
-        .local_addr()
-        .map_err(|source| StartupError::Bind { address, source })?;
-    let ops = OpsState {
-        pool: pool.clone(),
-        metrics: infra::telemetry::metrics_handle(),
-    };
+    let (listener, address) = bind_api(settings).await?;
+    let ops = OpsState::new(pool.clone());
     let relay = settings
         .relay
         .enabled
@@ -101,28 +83,10 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
 /// Only the relay, with `/healthz`, `/readyz` and `/metrics` on the command API's address:
 /// for running the relay as its own process.
 pub async fn build_relay_only(settings: &Settings) -> Result<App, StartupError> {
-    let pool = db::pool(&settings.database)?;
-    if settings.database.migrate_on_start {
-        db::migrate(&pool).await?;
-    }
+    let pool = db::connect(&settings.database).await?;
     let events = EventStore::new(pool.clone(), 0, settings.event_store.idempotency_ttl_hours);
-    let address = format!(
-        "{}:{}",
-        settings.command_api.host, settings.command_api.port
-    );
-    let listener = TcpListener::bind(&address)
-        .await
-        .map_err(|source| StartupError::Bind {
-            address: address.clone(),
-            source,
-        })?;
-    let address = listener
-        .local_addr()
-        .map_err(|source| StartupError::Bind { address, source })?;
-    let ops = OpsState {
-        pool: pool.clone(),
-        metrics: infra::telemetry::metrics_handle(),
-    };
+    let (listener, address) = bind_api(settings).await?;
+    let ops = OpsState::new(pool.clone());
     Ok(App {
         listener,
         address,
@@ -131,6 +95,16 @@ pub async fn build_relay_only(settings: &Settings) -> Result<App, StartupError> 
         pool,
         events,
     })
+}
+
+async fn bind_api(settings: &Settings) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let (host, port) = (&settings.command_api.host, settings.command_api.port);
+    infra::http::bind(host, port)
+        .await
+        .map_err(|source| StartupError::Bind {
+            address: format!("{host}:{port}"),
+            source,
+        })
 }
 
 pub fn router(state: AppState, ops: OpsState) -> Router {

@@ -35,6 +35,15 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
         .connect_lazy_with(options))
 }
 
+/// The pool, migrated first when `migrate_on_start` says so: what every service starts with.
+pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    let pool = pool(settings)?;
+    if settings.migrate_on_start {
+        migrate(&pool).await?;
+    }
+    Ok(pool)
+}
+
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     MIGRATOR.run(pool).await.map_err(DbError::Migrate)
 }

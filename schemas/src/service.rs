@@ -29,10 +29,7 @@ pub struct Service {
 }
 
 pub async fn build(settings: &Settings) -> Result<Service, ServiceError> {
-    let pool = db::pool(&settings.database)?;
-    if settings.database.migrate_on_start {
-        db::migrate(&pool).await?;
-    }
+    let pool = db::connect(&settings.database).await?;
     let level = Level::parse(&settings.schema_registry.default_compatibility).ok_or_else(|| {
         ServiceError::Level(settings.schema_registry.default_compatibility.clone())
     })?;

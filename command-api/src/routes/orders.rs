@@ -61,21 +61,6 @@ pub struct CancelOrder {
     pub reason: String,
 }
 
-fn dispatch(
-    name: &'static str,
-    id: Uuid,
-    command: OrderCommand,
-    digest: [u8; 32],
-) -> Dispatch<Order> {
-    Dispatch {
-        name,
-        id,
-        new: false,
-        command,
-        body_digest: digest,
-    }
-}
-
 fn parse_items(v: &mut Validator, items: &[LineItemBody]) -> Vec<NewLineItem> {
     let mut parsed = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -141,8 +126,7 @@ pub async fn place(
             ));
         }
     }
-    let mut dispatch = dispatch("place_order", Uuid::now_v7(), command, body.digest);
-    dispatch.new = true;
+    let dispatch = Dispatch::<Order>::create("place_order", command, body.digest);
     state
         .bus
         .execute(&ctx, dispatch, |c| {
@@ -166,7 +150,11 @@ async fn transition(
     let id = parse_id(&id, "order")?;
     state
         .bus
-        .execute(&ctx, dispatch(name, id, command, digest), ok)
+        .execute(
+            &ctx,
+            Dispatch::<Order>::existing(name, id, command, digest),
+            ok,
+        )
         .await
 }
 

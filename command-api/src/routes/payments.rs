@@ -56,21 +56,6 @@ pub struct RefundPayment {
     pub reason: String,
 }
 
-fn dispatch(
-    name: &'static str,
-    id: Uuid,
-    command: PaymentCommand,
-    digest: [u8; 32],
-) -> Dispatch<Payment> {
-    Dispatch {
-        name,
-        id,
-        new: false,
-        command,
-        body_digest: digest,
-    }
-}
-
 #[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = InitiatePayment,
     responses((status = 201, body = super::CommandAccepted),
         (status = 409, description = "the order cannot be paid"),
@@ -108,8 +93,7 @@ pub async fn initiate(
         amount,
         method,
     };
-    let mut dispatch = dispatch("initiate_payment", Uuid::now_v7(), command, body.digest);
-    dispatch.new = true;
+    let dispatch = Dispatch::<Payment>::create("initiate_payment", command, body.digest);
     state
         .bus
         .execute(&ctx, dispatch, |c| (StatusCode::CREATED, accepted(c)))
@@ -135,7 +119,11 @@ async fn run(
     let id = parse_id(&id, "payment")?;
     state
         .bus
-        .execute(&ctx, dispatch(name, id, command, digest), ok)
+        .execute(
+            &ctx,
+            Dispatch::<Payment>::existing(name, id, command, digest),
+            ok,
+        )
         .await
 }
 

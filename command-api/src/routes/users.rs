@@ -99,21 +99,6 @@ pub fn parse_address(v: &mut Validator, prefix: &str, body: &AddressBody) -> Opt
     }
 }
 
-fn dispatch(
-    name: &'static str,
-    id: Uuid,
-    command: UserCommand,
-    digest: [u8; 32],
-) -> Dispatch<User> {
-    Dispatch {
-        name,
-        id,
-        new: false,
-        command,
-        body_digest: digest,
-    }
-}
-
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = RegisterUser,
     responses((status = 201, body = super::CommandAccepted), (status = 409, description = "email taken"),
         (status = 422, description = "invalid field")))]
@@ -132,8 +117,7 @@ pub async fn register(
         email,
         display_name,
     };
-    let mut dispatch = dispatch("register_user", Uuid::now_v7(), command, body.digest);
-    dispatch.new = true;
+    let dispatch = Dispatch::<User>::create("register_user", command, body.digest);
     state
         .bus
         .execute(&ctx, dispatch, |c| (StatusCode::CREATED, accepted(c)))
@@ -170,7 +154,7 @@ pub async fn change_profile(
         display_name: display_name.flatten(),
         preferences: preferences.flatten(),
     };
-    let dispatch = dispatch("change_profile", id, command, body.digest);
+    let dispatch = Dispatch::<User>::existing("change_profile", id, command, body.digest);
     state.bus.execute(&ctx, dispatch, ok).await
 }
 
@@ -186,7 +170,7 @@ pub async fn change_email(
     let id = parse_id(&id, "user")?;
     let email =
         Email::parse(&body.value.email).map_err(|e| ApiError::field("email", e.to_string()))?;
-    let dispatch = dispatch(
+    let dispatch = Dispatch::<User>::existing(
         "change_email",
         id,
         UserCommand::ChangeEmail { email },
@@ -214,7 +198,7 @@ pub async fn add_address(
         address_id,
         address,
     };
-    let dispatch = dispatch("add_address", id, command, body.digest);
+    let dispatch = Dispatch::<User>::existing("add_address", id, command, body.digest);
     state
         .bus
         .execute(&ctx, dispatch, |c| {
@@ -242,7 +226,7 @@ pub async fn remove_address(
     let id = parse_id(&id, "user")?;
     let address_id = parse_id(&address_id, "address")?;
     let command = UserCommand::RemoveAddress { address_id };
-    let dispatch = dispatch("remove_address", id, command, body.digest);
+    let dispatch = Dispatch::<User>::existing("remove_address", id, command, body.digest);
     state.bus.execute(&ctx, dispatch, ok).await
 }
 
@@ -256,7 +240,7 @@ pub async fn grant_role(
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
     let role = Role::parse(&body.value.role).map_err(|e| ApiError::field("role", e.to_string()))?;
-    let dispatch = dispatch(
+    let dispatch = Dispatch::<User>::existing(
         "grant_role",
         id,
         UserCommand::GrantRole { role },
@@ -276,7 +260,7 @@ pub async fn revoke_role(
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
     let role = Role::parse(&role).map_err(|e| ApiError::field("role", e.to_string()))?;
-    let dispatch = dispatch(
+    let dispatch = Dispatch::<User>::existing(
         "revoke_role",
         id,
         UserCommand::RevokeRole { role },
@@ -300,7 +284,7 @@ pub async fn deactivate(
             Some(Reason::parse(raw).map_err(|e| ApiError::field("reason", e.to_string()))?)
         }
     };
-    let dispatch = dispatch(
+    let dispatch = Dispatch::<User>::existing(
         "deactivate_user",
         id,
         UserCommand::Deactivate { reason },

@@ -4,5 +4,5 @@
 mod ops;
 mod problem;
 
-pub use ops::{ops_routes, record_http_metrics, shutdown_signal, OpsState};
+pub use ops::{bind, ops_routes, record_http_metrics, shutdown_signal, OpsState};
 pub use problem::{FieldProblem, Problem};

@@ -20,6 +20,26 @@ pub struct OpsState {
     pub metrics: PrometheusHandle,
 }
 
+impl OpsState {
+    /// Readiness checks `pool`; metrics come from the process-wide recorder.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            metrics: crate::telemetry::metrics_handle(),
+        }
+    }
+}
+
+/// Binds `host:port` (port 0: any free port) and reports the address actually bound.
+pub async fn bind(
+    host: &str,
+    port: u16,
+) -> std::io::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind((host, port)).await?;
+    let address = listener.local_addr()?;
+    Ok((listener, address))
+}
+
 /// `/healthz`, `/readyz` and `/metrics`.
 pub fn ops_routes(state: OpsState) -> Router {
     Router::new()
