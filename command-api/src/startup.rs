@@ -178,10 +178,11 @@ impl App {
             .with_graceful_shutdown(shutdown)
             .await;
         expiry.abort();
-        if let Some((handle, task)) = relay {
+        if let Some((handle, thread)) = relay {
             handle.stop();
             // The relay finishes its batch; a stuck broker must not block shutdown forever.
-            if tokio::time::timeout(Duration::from_secs(15), task)
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            if tokio::time::timeout(Duration::from_secs(15), joined)
                 .await
                 .is_err()
             {

@@ -61,10 +61,42 @@ impl Relay {
         Self { pool, settings }
     }
 
-    /// Spawns the relay on the current runtime.
-    pub fn spawn(self) -> (RelayHandle, tokio::task::JoinHandle<()>) {
+    /// Runs the relay on a thread and runtime of its own, with its own connections: no task of
+    /// the host process (a handler, a blocking client call) can starve it.
+    pub fn spawn(self) -> (RelayHandle, std::thread::JoinHandle<()>) {
         let (stop, stopped) = watch::channel(false);
-        (RelayHandle(stop), tokio::spawn(self.run(stopped)))
+        let thread = std::thread::Builder::new()
+            .name("event-relay".to_owned())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(runtime) => {
+                        runtime.block_on(async move { self.own_pool().run(stopped).await })
+                    }
+                    Err(error) => tracing::error!(%error, "cannot start the relay's runtime"),
+                }
+            });
+        match thread {
+            Ok(thread) => (RelayHandle(stop), thread),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the relay thread");
+                (RelayHandle(stop), std::thread::spawn(|| {}))
+            }
+        }
+    }
+
+    /// A small pool created on the relay's runtime (connections belong to the runtime that
+    /// opened them).
+    fn own_pool(mut self) -> Self {
+        let mut database = self.settings.database.clone();
+        database.max_connections = 3;
+        database.min_connections = 0;
+        if let Ok(pool) = infra::db::pool(&database) {
+            self.pool = pool;
+        }
+        self
     }
 
     /// Runs until stopped: wait for the lock, publish while holding it, back off on errors.
@@ -130,10 +162,12 @@ impl Relay {
         let encoder = schemas::wire::EventEncoder::new(&self.settings.schema_registry.url);
         register_schemas(&encoder, &kafka.topic_prefix).await?;
         tracing::debug!("relay: schemas registered");
+        let ack_timeout = Duration::from_millis(kafka.delivery_timeout_ms) + Duration::from_secs(5);
         let publisher = Publisher::new(
             infra::kafka::producer(kafka)?,
             encoder,
             kafka.topic_prefix.clone(),
+            ack_timeout,
         );
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen("events_appended").await?;

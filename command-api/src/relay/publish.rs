@@ -32,6 +32,8 @@ pub struct Publisher {
     producer: FutureProducer,
     encoder: EventEncoder,
     topic_prefix: String,
+    /// How long a whole batch may wait for its acknowledgements.
+    ack_timeout: Duration,
 }
 
 /// An encoded message ready to send.
@@ -63,12 +65,13 @@ fn headers(event: &StoredEvent, event_version: &str) -> OwnedHeaders {
         meta("causation_id"),
         meta("traceparent"),
     );
+    let (occurred_at, actor) = (meta("occurred_at"), meta("actor"));
     let (event_id, sequence, position) = (
         event.event_id.to_string(),
         event.sequence.to_string(),
         event.checkpoint.global_position.to_string(),
     );
-    OwnedHeaders::new_with_capacity(10)
+    OwnedHeaders::new_with_capacity(12)
         .insert(header("event_id", &event_id))
         .insert(header("event_type", &event.event_type))
         .insert(header("event_version", event_version))
@@ -79,14 +82,22 @@ fn headers(event: &StoredEvent, event_version: &str) -> OwnedHeaders {
         .insert(header("correlation_id", &correlation))
         .insert(header("causation_id", &causation))
         .insert(header("traceparent", &trace))
+        .insert(header("occurred_at", &occurred_at))
+        .insert(header("actor", &actor))
 }
 
 impl Publisher {
-    pub fn new(producer: FutureProducer, encoder: EventEncoder, topic_prefix: String) -> Self {
+    pub fn new(
+        producer: FutureProducer,
+        encoder: EventEncoder,
+        topic_prefix: String,
+        ack_timeout: Duration,
+    ) -> Self {
         Self {
             producer,
             encoder,
             topic_prefix,
+            ack_timeout,
         }
     }
 
@@ -134,12 +145,19 @@ impl Publisher {
             })?;
             pending.push(future);
         }
+        // The producer fails a message after `message.timeout.ms`; this bound also covers a
+        // client or broker that stops answering altogether (seen with Tansu), so the relay
+        // reconnects and re-publishes instead of waiting forever.
+        let deadline = tokio::time::Instant::now() + self.ack_timeout;
+        tracing::debug!(events = events.len(), "relay: awaiting acknowledgements");
         for (index, future) in pending.into_iter().enumerate() {
-            let failure = match future.await {
-                Ok(Ok(_)) => continue,
-                Ok(Err((error, _))) => error,
-                Err(_) => KafkaError::Canceled,
+            let failure = match tokio::time::timeout_at(deadline, future).await {
+                Ok(Ok(Ok(_))) => continue,
+                Ok(Ok(Err((error, _)))) => error,
+                Ok(Err(_)) => KafkaError::Canceled,
+                Err(_) => KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
             };
+            tracing::debug!(index, error = %failure, "relay: delivery failed");
             return Err((
                 index,
                 PublishError::Delivery {
@@ -161,6 +179,7 @@ impl Publisher {
             match self.producer.send_result(record) {
                 Ok(future) => return Ok(future),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tracing::debug!("relay: producer queue full");
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((error, _)) => return Err(error),

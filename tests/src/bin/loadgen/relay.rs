@@ -4,7 +4,7 @@
 //!    whose command API is running the relay, and times how long the relay takes to have all of
 //!    them acknowledged by the broker (its checkpoint reaching the last one): commit to ack.
 //! 2. Sends as many messages of the same size (the relay's average Avro payload plus the same
-//!    ten headers) with a raw rdkafka producer configured like the relay's (idempotent,
+//!    twelve headers) with a raw rdkafka producer configured like the relay's (idempotent,
 //!    acks=all), enqueuing all and awaiting every acknowledgement.
 
 use std::time::{Duration, Instant};
@@ -154,7 +154,7 @@ async fn raw_producer_run(args: &RelayArgs, payload_bytes: usize) -> anyhow::Res
         "traceparent",
     ]
     .iter()
-    .fold(OwnedHeaders::new_with_capacity(10), |h, key| {
+    .fold(OwnedHeaders::new_with_capacity(12), |h, key| {
         h.insert(Header {
             key,
             value: Some(value),
