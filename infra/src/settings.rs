@@ -12,6 +12,7 @@ pub struct Settings {
     pub schema_registry: RegistrySettings,
     pub kafka: KafkaSettings,
     pub relay: RelaySettings,
+    pub projector: ProjectorSettings,
     pub log: LogSettings,
     pub event_store: EventStoreSettings,
 }
@@ -74,6 +75,41 @@ pub struct RelaySettings {
     pub poll_interval_ms: u64,
     /// Checkpoint row name; relays sharing a name share progress and the lock.
     pub name: String,
+}
+
+/// What a projection does with an event it cannot apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeadLetterPolicy {
+    /// Record it in `dead_letters` and go on with later events.
+    Skip,
+    /// Stop the projection (it retries from its stored offsets) until an operator acts.
+    Halt,
+}
+
+/// Where a restarted projection asks the broker to start reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumeFrom {
+    /// At its stored offsets (Apache Kafka).
+    Stored,
+    /// From the beginning, skipping what its stored offsets say it has applied: for brokers
+    /// that cannot fetch from inside a record batch (Tansu 0.6 returns nothing there).
+    Beginning,
+}
+
+/// The projector workers.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProjectorSettings {
+    pub resume_from: ResumeFrom,
+    /// Most messages applied in one transaction.
+    pub batch_size: usize,
+    pub dead_letter_policy: DeadLetterPolicy,
+    /// Consumer group prefix; a projection's group is `<prefix><projection>`.
+    pub group_prefix: String,
+    /// `/healthz`, `/readyz` and `/metrics` of the projector.
+    pub host: String,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -164,6 +200,12 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("relay.batch_size", "5000"),
     ("relay.poll_interval_ms", "500"),
     ("relay.name", "default"),
+    ("projector.batch_size", "500"),
+    ("projector.resume_from", "stored"),
+    ("projector.dead_letter_policy", "skip"),
+    ("projector.group_prefix", "projection-"),
+    ("projector.host", "127.0.0.1"),
+    ("projector.port", "8082"),
     ("log.filter", "info,sqlx=warn"),
     ("log.format", "json"),
     ("event_store.snapshot_every", "50"),

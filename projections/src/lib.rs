@@ -1,3 +1,122 @@
-//! Projector workers, process managers and replay tooling. Built by the read-side work; empty
-//! until then.
+//! Projector workers: each projection consumes the event topics in its own consumer group and
+//! builds its read models in PostgreSQL, exactly once in effect (see [`runner`]).
+//!
+//! Projections: `users`, `orders`, `payments`, `analytics` (revenue per day and currency, order
+//! funnel) and `audit` (every event with its metadata).
 #![forbid(unsafe_code)]
+
+pub mod envelope;
+pub mod models;
+pub mod runner;
+
+use std::time::Duration;
+
+use infra::settings::Settings;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
+
+use envelope::Envelope;
+use models::ApplyError;
+
+/// The projections this crate maintains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Projection {
+    Users,
+    Orders,
+    Payments,
+    Analytics,
+    Audit,
+}
+
+impl Projection {
+    pub const ALL: [Projection; 5] = [
+        Self::Users,
+        Self::Orders,
+        Self::Payments,
+        Self::Analytics,
+        Self::Audit,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Users => "users",
+            Self::Orders => "orders",
+            Self::Payments => "payments",
+            Self::Analytics => "analytics",
+            Self::Audit => "audit",
+        }
+    }
+
+    /// The aggregate types (hence topics) the projection reads.
+    fn aggregates(&self) -> &'static [&'static str] {
+        match self {
+            Self::Users => &["user"],
+            Self::Orders => &["order"],
+            Self::Payments => &["payment"],
+            Self::Analytics => &["order", "payment"],
+            Self::Audit => &["user", "order", "payment"],
+        }
+    }
+
+    pub fn topics(&self, prefix: &str) -> Vec<String> {
+        self.aggregates()
+            .iter()
+            .map(|a| infra::kafka::topic_for(prefix, a))
+            .collect()
+    }
+
+    pub async fn apply(&self, conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
+        match self {
+            Self::Users => models::users::apply(conn, e).await,
+            Self::Orders => models::orders::apply(conn, e).await,
+            Self::Payments => models::payments::apply(conn, e).await,
+            Self::Analytics => models::analytics::apply(conn, e).await,
+            Self::Audit => models::audit::apply(conn, e).await,
+        }
+    }
+}
+
+/// The full `source()` chain on one line, for logs and dead letters.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// Runs every projection until `stopped`; a projection that fails restarts from its stored
+/// offsets after a backoff, so one failing projection does not stop the others.
+pub async fn run_all(pool: PgPool, settings: Settings, stopped: watch::Receiver<bool>) {
+    let tasks = Projection::ALL.map(|projection| {
+        let runner = runner::Runner {
+            projection,
+            pool: pool.clone(),
+            settings: settings.clone(),
+        };
+        let stopped = stopped.clone();
+        tokio::spawn(supervise(runner, stopped))
+    });
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn supervise(runner: runner::Runner, stopped: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(200);
+    while !*stopped.borrow() {
+        match runner.run(stopped.clone()).await {
+            Ok(()) => break,
+            Err(error) => {
+                metrics::counter!("projection_restarts_total", "projection" => runner.projection.name()).increment(1);
+                tracing::warn!(projection = runner.projection.name(), error = %error_chain(&error),
+                    retry_in_ms = backoff.as_millis() as u64, "projection interrupted");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

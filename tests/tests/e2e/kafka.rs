@@ -112,6 +112,8 @@ pub fn stack_settings(db: &TestDatabase, bootstrap: &str, registry_url: &str) ->
     settings.kafka.topic_prefix = format!("t{}.", &Uuid::new_v4().simple().to_string()[..12]);
     settings.kafka.delivery_timeout_ms = 5_000;
     settings.schema_registry.url = registry_url.to_owned();
+    // Tansu 0.6 returns nothing for a fetch that starts inside a record batch.
+    settings.projector.resume_from = infra::settings::ResumeFrom::Beginning;
     settings
 }
 

@@ -10,6 +10,7 @@ mod kafka;
 mod ops;
 mod orders;
 mod payments;
+mod projections;
 mod registry;
 mod relay;
 mod users;

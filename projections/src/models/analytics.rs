@@ -1,0 +1,80 @@
+//! Analytics: revenue per day and currency (`rm_revenue_daily`: captured, refunded, orders
+//! placed) and the order funnel (`rm_funnel`: each order's current status and placing day).
+//! Days are UTC days of the events' `occurred_at`.
+
+use domain::{OrderEvent, PaymentEvent};
+use sqlx::PgConnection;
+
+use super::{event, id, ApplyError};
+use crate::envelope::Envelope;
+
+const REVENUE_SQL: &str = "
+INSERT INTO rm_revenue_daily (day, currency, captured_minor, refunded_minor, orders)
+VALUES (($1::timestamptz AT TIME ZONE 'UTC')::date, $2, $3, $4, $5)
+ON CONFLICT (day, currency) DO UPDATE SET
+    captured_minor = rm_revenue_daily.captured_minor + EXCLUDED.captured_minor,
+    refunded_minor = rm_revenue_daily.refunded_minor + EXCLUDED.refunded_minor,
+    orders = rm_revenue_daily.orders + EXCLUDED.orders";
+
+async fn revenue(
+    conn: &mut PgConnection,
+    e: &Envelope,
+    currency: &str,
+    (captured, refunded, orders): (i64, i64, i64),
+) -> Result<(), ApplyError> {
+    sqlx::query(REVENUE_SQL)
+        .bind(e.occurred_at)
+        .bind(currency)
+        .bind(captured)
+        .bind(refunded)
+        .bind(orders)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn funnel(conn: &mut PgConnection, e: &Envelope, status: &str) -> Result<(), ApplyError> {
+    sqlx::query("UPDATE rm_funnel SET status = $2 WHERE order_id = $1")
+        .bind(id(e)?)
+        .bind(status)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
+    match e.aggregate_type.as_str() {
+        "order" => match event::<OrderEvent>(e)? {
+            OrderEvent::Placed { currency, .. } => {
+                sqlx::query(
+                    "INSERT INTO rm_funnel (order_id, status, placed_at) VALUES ($1, 'created', $2)
+                     ON CONFLICT (order_id) DO NOTHING",
+                )
+                .bind(id(e)?)
+                .bind(e.occurred_at)
+                .execute(&mut *conn)
+                .await?;
+                revenue(conn, e, currency.code(), (0, 0, 1)).await
+            }
+            OrderEvent::Confirmed => funnel(conn, e, "confirmed").await,
+            OrderEvent::ProcessingStarted => funnel(conn, e, "processing").await,
+            OrderEvent::Shipped { .. } => funnel(conn, e, "shipped").await,
+            OrderEvent::Delivered => funnel(conn, e, "delivered").await,
+            OrderEvent::Cancelled { .. } => funnel(conn, e, "cancelled").await,
+        },
+        "payment" => match event::<PaymentEvent>(e)? {
+            PaymentEvent::Captured {
+                amount_minor,
+                currency,
+                ..
+            } => revenue(conn, e, currency.code(), (amount_minor, 0, 0)).await,
+            PaymentEvent::Refunded {
+                amount_minor,
+                currency,
+                ..
+            } => revenue(conn, e, currency.code(), (0, amount_minor, 0)).await,
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,30 @@
+//! `rm_audit`: every event of every aggregate with its metadata (who, when, why, trace).
+
+use sqlx::PgConnection;
+
+use super::ApplyError;
+use crate::envelope::Envelope;
+
+pub async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
+    sqlx::query(
+        "INSERT INTO rm_audit (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version,
+             occurred_at, actor, correlation_id, causation_id, traceparent, payload)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING",
+    )
+    .bind(&e.aggregate_type)
+    .bind(&e.aggregate_id)
+    .bind(e.sequence)
+    .bind(e.event_id)
+    .bind(&e.event_type)
+    .bind(&e.event_version)
+    .bind(e.occurred_at)
+    .bind(&e.actor)
+    .bind(&e.correlation_id)
+    .bind(&e.causation_id)
+    .bind(&e.traceparent)
+    .bind(&e.payload)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

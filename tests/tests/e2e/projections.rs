@@ -1,0 +1,496 @@
+//! Projections: read models equal an independent fold of the events table, and redelivered
+//! events change nothing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use sqlx::{PgPool, Row};
+
+use crate::helpers::{unique_email, TestApp};
+use crate::kafka::{shared_bootstrap, spawn_stack, wait_until_published};
+
+/// Users who order and pay; some orders are cancelled (with refunds), some shipped.
+async fn commerce_load(app: &TestApp, customers: usize) {
+    let flows = (0..customers).map(|i| async move {
+        let user = app.register(&unique_email()).await;
+        let order = app.place_order(&user).await.id();
+        let payment = app
+            .post("/v1/payments", json!({"order_id": order, "amount_minor": 3000, "currency": "EUR", "method": "card"}))
+            .await
+            .id();
+        let steps: Vec<(String, Value)> = vec![
+            (format!("/v1/payments/{payment}/authorize"), json!({"amount_minor": 3000})),
+            (format!("/v1/payments/{payment}/capture"), json!({"amount_minor": 3000})),
+            (format!("/v1/orders/{order}/confirm"), json!({})),
+        ];
+        for (path, body) in steps {
+            let answer = app.post(&path, body).await;
+            assert!(answer.status.is_success(), "{path}: {}", answer.body);
+        }
+        let tail: Vec<(String, Value)> = if i % 3 == 0 {
+            vec![
+                (format!("/v1/orders/{order}/cancel"), json!({"reason": "changed mind"})),
+                (format!("/v1/payments/{payment}/refund"), json!({"amount_minor": 3000, "reason": "cancelled"})),
+            ]
+        } else {
+            vec![
+                (format!("/v1/orders/{order}/start-processing"), json!({})),
+                (format!("/v1/orders/{order}/ship"), json!({"carrier": "DHL", "tracking_number": format!("T{i}")})),
+            ]
+        };
+        for (path, body) in tail {
+            let answer = app.post(&path, body).await;
+            assert!(answer.status.is_success(), "{path}: {}", answer.body);
+        }
+        app.post(&format!("/v1/users/{user}/profile"), json!({"display_name": format!("Customer {i}")})).await;
+    });
+    join_all(flows).await;
+}
+
+/// Events a projection has not applied yet.
+async fn unprojected(pool: &PgPool, projection: &str, aggregates: &[&str]) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM events e WHERE e.aggregate_type = ANY($2) AND NOT EXISTS (
+             SELECT 1 FROM projection_versions v WHERE v.projection = $1
+             AND v.aggregate_type = e.aggregate_type AND v.aggregate_id = e.aggregate_id AND v.version >= e.sequence)",
+    )
+    .bind(projection)
+    .bind(aggregates.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    .fetch_one(pool)
+    .await
+    .expect("count unprojected")
+}
+
+pub async fn wait_until_projected(pool: &PgPool, timeout: Duration) {
+    let all: [(&str, &[&str]); 5] = [
+        ("users", &["user"]),
+        ("orders", &["order"]),
+        ("payments", &["payment"]),
+        ("analytics", &["order", "payment"]),
+        ("audit", &["user", "order", "payment"]),
+    ];
+    let deadline = Instant::now() + timeout;
+    for (projection, aggregates) in all {
+        loop {
+            let left = unprojected(pool, projection, aggregates).await;
+            if left == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                let letters: Vec<String> =
+                    sqlx::query_scalar("SELECT error FROM dead_letters LIMIT 5")
+                        .fetch_all(pool)
+                        .await
+                        .unwrap_or_default();
+                panic!("{projection}: {left} events not projected after {timeout:?}; dead letters: {letters:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Folds the events table independently of the projector and compares every read model.
+pub async fn assert_read_models_match_the_events(pool: &PgPool) {
+    let events = sqlx::query(
+        "SELECT aggregate_type, aggregate_id, sequence, payload, event_id, metadata FROM events
+         ORDER BY aggregate_type, aggregate_id, sequence",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut users: BTreeMap<String, (String, String, i64)> = BTreeMap::new();
+    let mut orders: BTreeMap<String, (String, i64, Option<String>)> = BTreeMap::new();
+    let mut payments: BTreeMap<String, (String, i64, i64, i64)> = BTreeMap::new();
+    let mut revenue: BTreeMap<(String, String), (i64, i64, i64)> = BTreeMap::new();
+    for row in &events {
+        let (kind, id): (String, String) = (row.get("aggregate_type"), row.get("aggregate_id"));
+        let sequence: i64 = row.get("sequence");
+        let payload: Value = row.get("payload");
+        let metadata: Value = row.get("metadata");
+        let day = metadata["occurred_at"].as_str().unwrap_or_default()[..10].to_owned();
+        let t = payload["type"].as_str().unwrap_or_default();
+        match kind.as_str() {
+            "user" => {
+                let entry = users
+                    .entry(id)
+                    .or_insert((String::new(), "active".into(), 0));
+                if let Some(name) = payload["display_name"].as_str() {
+                    entry.0 = name.to_owned();
+                }
+                if t == "UserDeactivated" {
+                    entry.1 = "deactivated".into();
+                }
+                entry.2 = sequence;
+            }
+            "order" => {
+                let entry = orders.entry(id).or_insert((String::new(), 0, None));
+                entry.0 = match t {
+                    "OrderPlaced" => {
+                        let currency = payload["currency"].as_str().unwrap_or_default().to_owned();
+                        revenue.entry((day.clone(), currency)).or_default().2 += 1;
+                        "created"
+                    }
+                    "OrderConfirmed" => "confirmed",
+                    "OrderProcessingStarted" => "processing",
+                    "OrderShipped" => {
+                        entry.2 = payload["carrier"].as_str().map(str::to_owned);
+                        "shipped"
+                    }
+                    "OrderDelivered" => "delivered",
+                    _ => "cancelled",
+                }
+                .to_owned();
+                entry.1 = sequence;
+            }
+            _ => {
+                let entry = payments.entry(id).or_insert((String::new(), 0, 0, 0));
+                let currency = payload["currency"].as_str().unwrap_or_default().to_owned();
+                let amount = payload["amount_minor"].as_i64().unwrap_or_default();
+                entry.0 = match t {
+                    "PaymentInitiated" => "initiated".into(),
+                    "PaymentAuthorized" => "authorized".into(),
+                    "PaymentCaptured" => {
+                        entry.1 = payload["captured_total_minor"].as_i64().unwrap_or_default();
+                        revenue.entry((day.clone(), currency)).or_default().0 += amount;
+                        "captured".into()
+                    }
+                    "PaymentFailed" => "failed".into(),
+                    _ => {
+                        entry.2 = payload["refunded_total_minor"].as_i64().unwrap_or_default();
+                        revenue.entry((day.clone(), currency)).or_default().1 += amount;
+                        if payload["fully_refunded"] == json!(true) {
+                            "refunded".into()
+                        } else {
+                            "partially_refunded".into()
+                        }
+                    }
+                };
+                entry.3 = sequence;
+            }
+        }
+    }
+    let rows = sqlx::query("SELECT id::text AS id, display_name, status, version FROM rm_users")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let projected: BTreeMap<String, (String, String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get("id"),
+                (r.get("display_name"), r.get("status"), r.get("version")),
+            )
+        })
+        .collect();
+    assert_eq!(projected, users, "rm_users differs from the events");
+    let rows = sqlx::query("SELECT id::text AS id, status, version, carrier FROM rm_orders")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let projected: BTreeMap<String, (String, i64, Option<String>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get("id"),
+                (r.get("status"), r.get("version"), r.get("carrier")),
+            )
+        })
+        .collect();
+    assert_eq!(projected, orders, "rm_orders differs from the events");
+    let rows = sqlx::query(
+        "SELECT id::text AS id, status, captured_minor, refunded_minor, version FROM rm_payments",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let projected: BTreeMap<String, (String, i64, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get("id"),
+                (
+                    r.get("status"),
+                    r.get("captured_minor"),
+                    r.get("refunded_minor"),
+                    r.get("version"),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(projected, payments, "rm_payments differs from the events");
+    let rows = sqlx::query("SELECT day::text AS day, currency, captured_minor, refunded_minor, orders FROM rm_revenue_daily")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let projected: BTreeMap<(String, String), (i64, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                (r.get("day"), r.get("currency")),
+                (
+                    r.get("captured_minor"),
+                    r.get("refunded_minor"),
+                    r.get("orders"),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        projected, revenue,
+        "rm_revenue_daily differs from the events"
+    );
+    let audit: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM rm_audit a JOIN events e USING (aggregate_type, aggregate_id, sequence)
+         WHERE a.event_id = e.event_id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audit as usize,
+        events.len(),
+        "rm_audit differs from the events"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_models_equal_a_fold_of_the_events_and_ignore_redelivery() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let projector = tokio::spawn(projections::run_all(
+        stack.app.pool.clone(),
+        stack.settings.clone(),
+        stopped,
+    ));
+    commerce_load(&stack.app, 60).await;
+    let pool = &stack.app.pool;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_until_projected(pool, Duration::from_secs(60)).await;
+    assert_read_models_match_the_events(pool).await;
+
+    // Redelivery: every message is published a second time, byte for byte; nothing may change.
+    let snapshot = read_model_snapshot(pool).await;
+    let offsets_before: i64 =
+        sqlx::query_scalar("SELECT COALESCE(sum(next_offset), 0)::bigint FROM projection_offsets")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let republished = republish_everything(&stack).await;
+    assert!(republished >= 540, "{republished}");
+    // The projections consume the copies (their offsets move on) and apply none of them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let offsets: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(sum(next_offset), 0)::bigint FROM projection_offsets",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        // Five projections read 3, 1, 1, 1 and 2 topics: each copy is consumed by all readers.
+        if offsets >= offsets_before + 2 * republished as i64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the copies were not consumed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        read_model_snapshot(pool).await,
+        snapshot,
+        "a redelivered event changed a read model"
+    );
+    assert_read_models_match_the_events(pool).await;
+    let _ = stop.send(true);
+    let _ = projector.await;
+}
+
+/// Every read-model row as text, to compare before and after.
+async fn read_model_snapshot(pool: &PgPool) -> Vec<String> {
+    let mut rows = Vec::new();
+    for table in [
+        "rm_users",
+        "rm_orders",
+        "rm_payments",
+        "rm_revenue_daily",
+        "rm_funnel",
+        "rm_audit",
+    ] {
+        let sql = format!("SELECT t::text FROM {table} t ORDER BY 1");
+        let texts: Vec<String> = sqlx::query_scalar(&sql).fetch_all(pool).await.unwrap();
+        rows.extend(texts.into_iter().map(|t| format!("{table}: {t}")));
+    }
+    rows
+}
+
+/// Reads every message of the stack's topics and produces it again, unchanged.
+async fn republish_everything(stack: &crate::kafka::Stack) -> usize {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let topics = infra::kafka::event_topics(&stack.settings.kafka);
+    let events = stack.app.event_count().await as usize;
+    let messages = crate::kafka::consume(
+        &stack.bootstrap,
+        &topics,
+        stack.settings.kafka.partitions,
+        events,
+        Duration::from_secs(30),
+    )
+    .await;
+    let producer: FutureProducer = infra::kafka::producer(&stack.settings.kafka).expect("producer");
+    for message in &messages {
+        let headers = message
+            .headers
+            .iter()
+            .fold(OwnedHeaders::new(), |h, (key, value)| {
+                h.insert(Header {
+                    key: key.as_str(),
+                    value: Some(value.as_str()),
+                })
+            });
+        let record = FutureRecord::to(&message.topic)
+            .key(&message.key)
+            .payload(&message.payload)
+            .headers(headers);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("republish");
+    }
+    messages.len()
+}
+
+/// A projector of its own process (`projector` binary), for kill -9.
+fn spawn_projector(settings: &infra::settings::Settings) -> std::process::Child {
+    use infra::secrecy::ExposeSecret;
+    let exe = std::env::current_exe().expect("test binary path");
+    let binary = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("projector");
+    assert!(
+        binary.exists(),
+        "{} missing: run `cargo build --bins` (make test does)",
+        binary.display()
+    );
+    std::process::Command::new(binary)
+        .env("APP__DATABASE__URL", settings.database.url.expose_secret())
+        .env(
+            "APP__PROJECTOR__PORT",
+            crate::kafka::free_port().to_string(),
+        )
+        .env(
+            "APP__KAFKA__BOOTSTRAP_SERVERS",
+            &settings.kafka.bootstrap_servers,
+        )
+        .env("APP__KAFKA__TOPIC_PREFIX", &settings.kafka.topic_prefix)
+        .env("APP__SCHEMA_REGISTRY__URL", &settings.schema_registry.url)
+        .env("APP__PROJECTOR__BATCH_SIZE", "50")
+        // Tansu 0.6 returns nothing for a fetch that starts inside a record batch.
+        .env("APP__PROJECTOR__RESUME_FROM", "beginning")
+        .env("APP__LOG__FILTER", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a projector process")
+}
+
+/// Kills the child (SIGKILL) when dropped, so a failing test leaves no process behind.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projector_killed_repeatedly_applies_everything_exactly_once() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let settings = stack.settings.clone();
+    // Process handling blocks: keep it on its own thread.
+    let killer = tokio::task::spawn_blocking(move || {
+        let mut projector = Killed(spawn_projector(&settings));
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(700));
+            projector = Killed(spawn_projector(&settings)); // the old one is SIGKILLed on drop
+        }
+        projector
+    });
+    commerce_load(&stack.app, 80).await;
+    let projector = killer.await.expect("killer thread");
+    let pool = &stack.app.pool;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_until_projected(pool, Duration::from_secs(60)).await;
+    assert_read_models_match_the_events(pool).await;
+    drop(projector);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_event_is_dead_lettered_and_others_keep_flowing() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let projector = tokio::spawn(projections::run_all(
+        stack.app.pool.clone(),
+        stack.settings.clone(),
+        stopped,
+    ));
+    stack.app.register(&unique_email()).await;
+    let pool = &stack.app.pool;
+    wait_until_published(pool, Duration::from_secs(30)).await;
+    // Not Confluent-framed Avro: no projection can decode it.
+    let producer: FutureProducer = infra::kafka::producer(&stack.settings.kafka).unwrap();
+    let topic = infra::kafka::topic_for(&stack.prefix, "user");
+    let poison = uuid::Uuid::now_v7().to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "event_id",
+            value: Some(poison.as_str()),
+        })
+        .insert(Header {
+            key: "aggregate_id",
+            value: Some(poison.as_str()),
+        });
+    producer
+        .send(
+            FutureRecord::to(&topic)
+                .key(&poison)
+                .payload("definitely not avro")
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produce the poison message");
+    // Later events of other aggregates still project.
+    let later = stack.app.register(&unique_email()).await;
+    wait_until_projected(pool, Duration::from_secs(30)).await;
+    let status: String = sqlx::query_scalar("SELECT status FROM rm_users WHERE id = $1::uuid")
+        .bind(&later)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "active");
+    let letters: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT projection, event_id, error FROM dead_letters ORDER BY projection")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let projections: Vec<&str> = letters.iter().map(|l| l.0.as_str()).collect();
+    assert_eq!(
+        projections,
+        ["audit", "users"],
+        "each projection reading users.events dead-letters it once"
+    );
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.1 == poison && l.2.contains("undecodable")),
+        "{letters:?}"
+    );
+    let _ = stop.send(true);
+    let _ = projector.await;
+}
