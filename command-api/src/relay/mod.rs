@@ -20,7 +20,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
-use publish::{PublishError, Publisher};
+use publish::{InFlight, PublishError, Publisher};
 use tail::Checkpoint;
 
 #[derive(Debug, thiserror::Error)]
@@ -175,15 +175,22 @@ impl Relay {
         let mut checkpoint = tail::load_checkpoint(&self.pool, name).await?;
         let poll = Duration::from_millis(self.settings.relay.poll_interval_ms);
         let mut lag = LagProbe::default();
+        // Reading runs one batch ahead of acknowledgement: `cursor` is the last event sent,
+        // `checkpoint` the last one acknowledged (and stored).
+        let mut cursor = checkpoint.clone();
+        let mut in_flight: Option<InFlight> = None;
         while !*stopped.borrow() {
             // Publish only while the lock is certainly ours.
             sqlx::query("SELECT 1")
                 .execute(&mut lock)
                 .await
                 .map_err(|_| RelayError::LostLock)?;
-            let batch =
-                tail::fetch(&self.pool, &checkpoint, self.settings.relay.batch_size).await?;
+            let batch = tail::fetch(&self.pool, &cursor, self.settings.relay.batch_size).await?;
             if batch.is_empty() {
+                if let Some(sent) = in_flight.take() {
+                    self.settle(sent, &mut checkpoint).await?;
+                    continue;
+                }
                 lag.record(&self.pool, &checkpoint).await;
                 tokio::select! {
                     notified = listener.recv() => { notified?; }
@@ -192,22 +199,18 @@ impl Relay {
                 }
                 continue;
             }
-            tracing::debug!(events = batch.len(), "relay: publishing a batch");
-            let result = publisher.publish(&batch).await;
-            let acked = match &result {
-                Ok(()) => batch.len(),
-                Err((acked, _)) => *acked,
-            };
-            if acked > 0 {
-                checkpoint = batch[acked - 1].checkpoint.clone();
-                tail::save_checkpoint(&self.pool, name, &checkpoint).await?;
-                metrics::counter!("relay_events_published_total").increment(acked as u64);
+            if let Some(last) = batch.last() {
+                cursor = last.checkpoint.clone();
             }
-            if let Err((_, error)) = result {
-                metrics::counter!("relay_broker_errors_total").increment(1);
-                return Err(error.into());
+            tracing::debug!(events = batch.len(), "relay: publishing a batch");
+            let sent = publisher.send(batch).await?;
+            if let Some(previous) = in_flight.replace(sent) {
+                self.settle(previous, &mut checkpoint).await?;
             }
             lag.record(&self.pool, &checkpoint).await;
+        }
+        if let Some(sent) = in_flight.take() {
+            self.settle(sent, &mut checkpoint).await?;
         }
         Ok(())
     }
@@ -215,6 +218,26 @@ impl Relay {
 
 /// Registers every event type's newest schema under its subject, so consumers can decode
 /// from the first message and an incompatible schema stops the relay before it publishes.
+impl Relay {
+    /// Waits for a sent batch's acknowledgements and stores the checkpoint of what was
+    /// acknowledged; an unacknowledged event ends the active phase (it is re-sent later).
+    async fn settle(&self, sent: InFlight, checkpoint: &mut Checkpoint) -> Result<(), RelayError> {
+        let (acknowledged, count, error) = sent.acknowledged().await;
+        if let Some(last) = acknowledged {
+            tail::save_checkpoint(&self.pool, &self.settings.relay.name, &last).await?;
+            *checkpoint = last;
+            metrics::counter!("relay_events_published_total").increment(count as u64);
+        }
+        match error {
+            None => Ok(()),
+            Some(error) => {
+                metrics::counter!("relay_broker_errors_total").increment(1);
+                Err(error.into())
+            }
+        }
+    }
+}
+
 async fn register_schemas(
     encoder: &schemas::wire::EventEncoder,
     prefix: &str,

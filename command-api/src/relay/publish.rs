@@ -9,7 +9,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use schemas::wire::EventEncoder;
 
-use super::tail::StoredEvent;
+use super::tail::{Checkpoint, StoredEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -125,48 +125,30 @@ impl Publisher {
         })
     }
 
-    /// Publishes the batch. On failure, returns how many leading events were acknowledged
-    /// (the checkpoint may move past those) with the error.
-    pub async fn publish(&self, events: &[StoredEvent]) -> Result<(), (usize, PublishError)> {
-        let mut outgoing = Vec::with_capacity(events.len());
-        for event in events {
-            outgoing.push(self.encode(event).await.map_err(|e| (0, e))?);
+    /// Encodes the batch and hands it to the producer; the broker's acknowledgements are
+    /// awaited later ([`InFlight::acknowledged`]), so the next batch can be read and encoded
+    /// meanwhile.
+    pub async fn send(&self, events: Vec<StoredEvent>) -> Result<InFlight, PublishError> {
+        let mut futures = Vec::with_capacity(events.len());
+        for event in &events {
+            let message = self.encode(event).await?;
+            let future = self
+                .enqueue(&message)
+                .await
+                .map_err(|source| PublishError::Delivery {
+                    event_id: event.event_id,
+                    source,
+                })?;
+            futures.push(future);
         }
-        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(outgoing.len());
-        for (index, message) in outgoing.iter().enumerate() {
-            let future = self.enqueue(message).await.map_err(|source| {
-                (
-                    0,
-                    PublishError::Delivery {
-                        event_id: events[index].event_id,
-                        source,
-                    },
-                )
-            })?;
-            pending.push(future);
-        }
-        // The producer fails a message after `message.timeout.ms`; this bound also covers a
-        // client or broker that stops answering altogether (seen with Tansu), so the relay
-        // reconnects and re-publishes instead of waiting forever.
-        let deadline = tokio::time::Instant::now() + self.ack_timeout;
-        tracing::debug!(events = events.len(), "relay: awaiting acknowledgements");
-        for (index, future) in pending.into_iter().enumerate() {
-            let failure = match tokio::time::timeout_at(deadline, future).await {
-                Ok(Ok(Ok(_))) => continue,
-                Ok(Ok(Err((error, _)))) => error,
-                Ok(Err(_)) => KafkaError::Canceled,
-                Err(_) => KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
-            };
-            tracing::debug!(index, error = %failure, "relay: delivery failed");
-            return Err((
-                index,
-                PublishError::Delivery {
-                    event_id: events[index].event_id,
-                    source: failure,
-                },
-            ));
-        }
-        Ok(())
+        Ok(InFlight {
+            events: events
+                .into_iter()
+                .map(|e| (e.checkpoint, e.event_id))
+                .collect(),
+            futures,
+            ack_timeout: self.ack_timeout,
+        })
     }
 
     /// Hands one message to the producer, waiting while its local queue is full.
@@ -185,5 +167,46 @@ impl Publisher {
                 Err((error, _)) => return Err(error),
             }
         }
+    }
+}
+
+/// A sent batch whose acknowledgements are still due.
+pub struct InFlight {
+    events: Vec<(Checkpoint, uuid::Uuid)>,
+    futures: Vec<DeliveryFuture>,
+    ack_timeout: Duration,
+}
+
+impl InFlight {
+    /// Waits for every acknowledgement, in order. Returns the checkpoint of the last event of
+    /// the longest acknowledged prefix (None if none was), its length, and the error that
+    /// ended it, if any.
+    pub async fn acknowledged(self) -> (Option<Checkpoint>, usize, Option<PublishError>) {
+        // The producer fails a message after `message.timeout.ms`; this bound also covers a
+        // client or broker that stops answering altogether, so the relay reconnects and
+        // re-publishes instead of waiting forever.
+        let deadline = tokio::time::Instant::now() + self.ack_timeout;
+        let (mut last, mut count) = (None, 0);
+        for ((checkpoint, event_id), future) in self.events.into_iter().zip(self.futures) {
+            let failure = match tokio::time::timeout_at(deadline, future).await {
+                Ok(Ok(Ok(_))) => {
+                    last = Some(checkpoint);
+                    count += 1;
+                    continue;
+                }
+                Ok(Ok(Err((error, _)))) => error,
+                Ok(Err(_)) => KafkaError::Canceled,
+                Err(_) => KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+            };
+            return (
+                last,
+                count,
+                Some(PublishError::Delivery {
+                    event_id,
+                    source: failure,
+                }),
+            );
+        }
+        (last, count, None)
     }
 }
