@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: start PostgreSQL and Tansu, build the services in release mode, run them (schema
-# registry, command API with the event relay) in the foreground with their logs, and stop
-# everything on Ctrl-C. Effective settings go to .data/stack.env.
+# registry, command API with the event relay, projector) in the foreground with their logs, and
+# stop everything on Ctrl-C. Effective settings go to .data/stack.env.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -14,7 +14,8 @@ source .data/stack.env
 set +a
 
 echo "[run] building the services (release)" >&2
-cargo build --release --locked -p command-api -p schemas --bin command-api --bin schema-registry
+cargo build --release --locked -p command-api -p schemas -p projections \
+  --bin command-api --bin schema-registry --bin projector
 
 pids=()
 cleanup() {
@@ -46,8 +47,14 @@ wait_for_port 8085
 ./target/release/command-api &
 pids+=($!)
 wait_for_port 8080
+# Tansu 0.6 cannot fetch from inside a record batch, so a restarted projection re-reads from the
+# beginning and skips what it has applied (see ProjectorSettings::resume_from).
+APP__PROJECTOR__RESUME_FROM="${APP__PROJECTOR__RESUME_FROM:-beginning}" ./target/release/projector &
+pids+=($!)
+wait_for_port 8082
 cat >&2 <<MSG
 [run] up: command API $COMMAND_API_URL (with the event relay), schema registry $SCHEMA_REGISTRY_URL,
+[run]     projector (read models in PostgreSQL; ops on http://127.0.0.1:8082),
 [run]     Kafka (Tansu) $KAFKA_BOOTSTRAP, PostgreSQL $DATABASE_URL. Ctrl-C stops everything.
 MSG
 
