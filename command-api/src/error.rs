@@ -193,17 +193,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The full `source()` chain on one line, for logs.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
+pub use infra::error_chain;
 
 /// Maps a database error: unreachable means 503, anything else is our fault.
 pub fn database_error(error: sqlx::Error) -> ApiError {

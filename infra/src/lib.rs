@@ -20,3 +20,15 @@ pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime
     }
     builder.enable_all().build()
 }
+
+/// The full `source()` chain of an error on one line, for logs and stored diagnostics.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

@@ -76,17 +76,7 @@ impl Projection {
     }
 }
 
-/// The full `source()` chain on one line, for logs and dead letters.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
+pub use infra::error_chain;
 
 /// Runs every projection until `stopped`; a projection that fails restarts from its stored
 /// offsets after a backoff, so one failing projection does not stop the others.
