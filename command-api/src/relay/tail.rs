@@ -53,14 +53,8 @@ pub async fn fetch(
         .await?;
     rows.iter()
         .map(|row| {
-            let tx_id: String = row.try_get("tx_id")?;
             Ok(StoredEvent {
-                checkpoint: Checkpoint {
-                    tx_id: tx_id
-                        .parse()
-                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                    global_position: row.try_get("global_position")?,
-                },
+                checkpoint: checkpoint_of(row)?,
                 aggregate_type: row.try_get("aggregate_type")?,
                 aggregate_id: row.try_get("aggregate_id")?,
                 sequence: row.try_get("sequence")?,
@@ -86,16 +80,19 @@ pub async fn load_checkpoint(pool: &PgPool, name: &str) -> Result<Checkpoint, sq
             tx_id: 0,
             global_position: 0,
         }),
-        Some(row) => {
-            let tx_id: String = row.try_get("tx_id")?;
-            Ok(Checkpoint {
-                tx_id: tx_id
-                    .parse()
-                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                global_position: row.try_get("global_position")?,
-            })
-        }
+        Some(row) => checkpoint_of(&row),
     }
+}
+
+/// The `(tx_id::text, global_position)` columns of a row.
+fn checkpoint_of(row: &sqlx::postgres::PgRow) -> Result<Checkpoint, sqlx::Error> {
+    let tx_id: String = row.try_get("tx_id")?;
+    Ok(Checkpoint {
+        tx_id: tx_id
+            .parse()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        global_position: row.try_get("global_position")?,
+    })
 }
 
 /// Moves the checkpoint forward (never back, whoever writes).
