@@ -14,4 +14,5 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 
-pub use startup::{build, build_relay_only, App, StartupError};
+pub use infra::http::StartupError;
+pub use startup::{build, build_relay_only, App};

@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{Method, StatusCode};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
-use infra::db::{self, DbError};
+use infra::db;
 use infra::event_store::EventStore;
-use infra::http::{ops_routes, record_http_metrics, OpsState, Problem};
+use infra::http::{
+    method_not_allowed, ops_routes, record_http_metrics, route_not_found, OpsState, StartupError,
+};
 use infra::settings::Settings;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -24,18 +25,6 @@ use crate::openapi::openapi_json;
 use crate::relay::Relay;
 use crate::routes;
 use crate::state::AppState;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error("database set-up failed")]
-    Database(#[from] DbError),
-    #[error("cannot bind {address}")]
-    Bind {
-        address: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// A built, bound, not yet serving command API.
 pub struct App {
@@ -98,13 +87,7 @@ pub async fn build_relay_only(settings: &Settings) -> Result<App, StartupError> 
 }
 
 async fn bind_api(settings: &Settings) -> Result<(TcpListener, SocketAddr), StartupError> {
-    let (host, port) = (&settings.command_api.host, settings.command_api.port);
-    infra::http::bind(host, port)
-        .await
-        .map_err(|source| StartupError::Bind {
-            address: format!("{host}:{port}"),
-            source,
-        })
+    infra::http::bind(&settings.command_api.host, settings.command_api.port).await
 }
 
 pub fn router(state: AppState, ops: OpsState) -> Router {
@@ -115,7 +98,7 @@ pub fn router(state: AppState, ops: OpsState) -> Router {
         .with_state(state)
         .route("/openapi.json", get(openapi_json))
         .merge(ops_routes(ops))
-        .fallback(not_found)
+        .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(record_http_metrics))
         .layer(
@@ -131,24 +114,6 @@ pub fn router(state: AppState, ops: OpsState) -> Router {
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
-}
-
-async fn not_found() -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        "route-not-found",
-        "Not found",
-        "no such route",
-    )
-}
-
-async fn method_not_allowed(method: Method) -> Problem {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed",
-        format!("{method} is not allowed on this route"),
-    )
 }
 
 impl App {

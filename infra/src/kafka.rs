@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
 use rdkafka::ClientConfig;
 
 use crate::settings::KafkaSettings;
@@ -37,14 +38,49 @@ pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> 
 }
 
 /// A consumer in `group`, committing nothing by itself (callers store their offsets).
-pub fn consumer(settings: &KafkaSettings, group: &str) -> Result<StreamConsumer, KafkaError> {
+/// Every five seconds it reports `projection_consumer_lag{projection = label}`.
+pub fn consumer(
+    settings: &KafkaSettings,
+    group: &str,
+    label: &'static str,
+) -> Result<StreamConsumer<LagReporter>, KafkaError> {
     base(settings)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .create()
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(LagReporter { label })
 }
+
+/// Turns librdkafka's periodic statistics into the consumer-lag gauge: per assigned partition,
+/// the high watermark minus the next offset handed to the application. (librdkafka's own
+/// `consumer_lag` counts from offsets committed to Kafka, which these consumers never do.)
+pub struct LagReporter {
+    label: &'static str,
+}
+
+impl ClientContext for LagReporter {
+    fn stats(&self, statistics: Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|topic| topic.partitions.values())
+            .filter(|p| p.partition >= 0 && p.hi_offset >= 0)
+            .map(|p| {
+                let consumed = if p.app_offset >= 0 {
+                    p.app_offset
+                } else {
+                    p.lo_offset.max(0)
+                };
+                (p.hi_offset - consumed).max(0)
+            })
+            .sum();
+        metrics::gauge!("projection_consumer_lag", "projection" => self.label).set(lag as f64);
+    }
+}
+
+impl ConsumerContext for LagReporter {}
 
 /// Creates the topics that do not exist yet, with unlimited retention (replays read them).
 pub async fn ensure_topics(settings: &KafkaSettings, topics: &[String]) -> Result<(), KafkaError> {

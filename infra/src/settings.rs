@@ -13,6 +13,7 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub relay: RelaySettings,
     pub projector: ProjectorSettings,
+    pub query_api: QueryApiSettings,
     pub log: LogSettings,
     pub event_store: EventStoreSettings,
 }
@@ -110,6 +111,26 @@ pub struct ProjectorSettings {
     /// `/healthz`, `/readyz` and `/metrics` of the projector.
     pub host: String,
     pub port: u16,
+    /// Run the order–payment process manager alongside the projections.
+    pub process_manager: bool,
+    /// Where the process manager sends its commands.
+    pub command_api_url: String,
+}
+
+/// The query API and its cache.
+#[derive(Debug, Clone, Deserialize)]
+pub struct QueryApiSettings {
+    pub host: String,
+    pub port: u16,
+    /// Async runtime threads; 0 means one per CPU core.
+    pub worker_threads: usize,
+    /// The longest a read with `min_version` waits for the read model to catch up.
+    pub max_wait_ms: u64,
+    /// Most single-resource representations kept in the cache.
+    pub cache_capacity: u64,
+    /// A cached entry is dropped after this long even without a change notification: a
+    /// second line of defence should notifications ever be lost unnoticed.
+    pub cache_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -206,6 +227,14 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("projector.group_prefix", "projection-"),
     ("projector.host", "127.0.0.1"),
     ("projector.port", "8082"),
+    ("projector.process_manager", "true"),
+    ("projector.command_api_url", "http://127.0.0.1:8080"),
+    ("query_api.host", "127.0.0.1"),
+    ("query_api.port", "8081"),
+    ("query_api.worker_threads", "0"),
+    ("query_api.max_wait_ms", "5000"),
+    ("query_api.cache_capacity", "100000"),
+    ("query_api.cache_ttl_secs", "60"),
     ("log.filter", "info,sqlx=warn"),
     ("log.format", "json"),
     ("event_store.snapshot_every", "50"),

@@ -10,8 +10,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use infra::kafka::LagReporter;
 use infra::settings::{DeadLetterPolicy, ResumeFrom, Settings};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+
+type Consumer = StreamConsumer<LagReporter>;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::wire::EventDecoder;
@@ -29,6 +32,11 @@ pub enum RunError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("topic {0} has no partitions yet")]
     NoPartitions(String),
+    #[error("projection {projection} must retry its batch: {error}")]
+    Transient {
+        projection: &'static str,
+        error: String,
+    },
     #[error("projection {projection} halted on {at:?}: {error}")]
     Halted {
         projection: &'static str,
@@ -73,6 +81,8 @@ pub struct Runner {
     pub projection: Projection,
     pub pool: PgPool,
     pub settings: Settings,
+    /// The process manager's way to the command API.
+    pub commands: Option<crate::Commands>,
 }
 
 impl Runner {
@@ -90,7 +100,7 @@ impl Runner {
 
     async fn consume(
         &self,
-        consumer: &StreamConsumer,
+        consumer: &Consumer,
         stored: &HashMap<(String, i32), i64>,
         mut stopped: watch::Receiver<bool>,
     ) -> Result<(), RunError> {
@@ -135,17 +145,14 @@ impl Runner {
     }
 
     /// A consumer assigned every partition of the projection's topics at its stored offsets.
-    async fn assign(
-        &self,
-        stored: &HashMap<(String, i32), i64>,
-    ) -> Result<StreamConsumer, RunError> {
+    async fn assign(&self, stored: &HashMap<(String, i32), i64>) -> Result<Consumer, RunError> {
         let kafka = &self.settings.kafka;
         let group = format!(
             "{}{}",
             self.settings.projector.group_prefix,
             self.projection.name()
         );
-        let consumer = infra::kafka::consumer(kafka, &group)?;
+        let consumer = infra::kafka::consumer(kafka, &group, self.projection.name())?;
         let from_stored = self.settings.projector.resume_from == ResumeFrom::Stored;
         let topics = self.projection.topics(&kafka.topic_prefix);
         // The relay creates the topics; until it has, `NoPartitions` makes the supervisor retry.
@@ -173,7 +180,11 @@ impl Runner {
             }
         }
         consumer.assign(&assignment)?;
-        tracing::debug!(projection = self.projection.name(), ?assignment, "assigned");
+        tracing::info!(
+            projection = self.projection.name(),
+            partitions = assignment.count(),
+            "consuming"
+        );
         Ok(consumer)
     }
 
@@ -195,7 +206,7 @@ impl Runner {
     }
 
     /// Waits for one message, then takes what else arrives within a few milliseconds.
-    async fn next_batch(&self, consumer: &StreamConsumer) -> Result<Vec<Raw>, RunError> {
+    async fn next_batch(&self, consumer: &Consumer) -> Result<Vec<Raw>, RunError> {
         let first = consumer.recv().await?;
         let mut batch = vec![own(&first)];
         drop(first);
@@ -280,11 +291,25 @@ impl Runner {
         sqlx::query("SAVEPOINT apply_one")
             .execute(&mut *conn)
             .await?;
-        if let Err(error) = self.projection.apply(conn, &envelope).await {
-            sqlx::query("ROLLBACK TO SAVEPOINT apply_one")
-                .execute(&mut *conn)
-                .await?;
-            return Ok(Outcome::Failed(crate::error_chain(&error)));
+        let applied = self
+            .projection
+            .apply(conn, &envelope, self.commands.as_ref())
+            .await;
+        match applied {
+            Ok(()) => {}
+            // The whole batch rolls back and is retried: nothing of it is committed.
+            Err(crate::ApplyError::Transient(error)) => {
+                return Err(RunError::Transient {
+                    projection: name,
+                    error,
+                })
+            }
+            Err(error) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT apply_one")
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(Outcome::Failed(crate::error_chain(&error)));
+            }
         }
         sqlx::query(
             "INSERT INTO projection_versions (projection, aggregate_type, aggregate_id, version) VALUES ($1, $2, $3, $4)

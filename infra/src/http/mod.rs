@@ -4,5 +4,8 @@
 mod ops;
 mod problem;
 
-pub use ops::{bind, ops_routes, record_http_metrics, shutdown_signal, OpsState};
+pub use ops::{
+    bind, method_not_allowed, ops_routes, record_http_metrics, route_not_found, shutdown_signal,
+    OpsState, StartupError,
+};
 pub use problem::{FieldProblem, Problem};

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -30,14 +30,33 @@ impl OpsState {
     }
 }
 
+/// Why a service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database set-up failed")]
+    Database(#[from] crate::db::DbError),
+    #[error("cannot bind {address}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Binds `host:port` (port 0: any free port) and reports the address actually bound.
 pub async fn bind(
     host: &str,
     port: u16,
-) -> std::io::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind((host, port)).await?;
-    let address = listener.local_addr()?;
-    Ok((listener, address))
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), StartupError> {
+    let bound = async {
+        let listener = tokio::net::TcpListener::bind((host, port)).await?;
+        let address = listener.local_addr()?;
+        Ok((listener, address))
+    };
+    bound.await.map_err(|source| StartupError::Bind {
+        address: format!("{host}:{port}"),
+        source,
+    })
 }
 
 /// `/healthz`, `/readyz` and `/metrics`.
@@ -129,4 +148,24 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal received; draining in-flight requests");
+}
+
+/// The fallback for paths no route matches: a problem, like every other error.
+pub async fn route_not_found() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "route-not-found",
+        "Not found",
+        "no such route",
+    )
+}
+
+/// The fallback for a known path with a method it does not serve.
+pub async fn method_not_allowed(method: Method) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!("{method} is not allowed on this route"),
+    )
 }

@@ -1,5 +1,5 @@
 //! The projector: reads settings, starts telemetry, serves `/healthz`, `/readyz`, `/metrics` on
-//! `projector.port` and runs every projection until Ctrl-C or SIGTERM, committing the batch in
+//! `projector.port` and runs every projection (and the process manager) until Ctrl-C or SIGTERM, committing the batch in
 //! hand before it exits.
 
 use anyhow::Context;
@@ -21,10 +21,13 @@ fn main() -> anyhow::Result<()> {
                     .context("binding the projector's ops port")?;
             let ops = ops_routes(OpsState::new(pool.clone()))
                 .layer(axum::middleware::from_fn(record_http_metrics));
+            let commands = projections::process_manager_commands(&settings)
+                .context("building the process manager's HTTP client")?;
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let projections = tokio::spawn(projections::run_all(
                 pool.clone(),
                 settings.clone(),
+                commands,
                 stopped,
             ));
             tracing::info!(%address, "projector running");

@@ -19,6 +19,13 @@ pub enum ApplyError {
     },
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// A side effect failed in a way that may succeed later (the process manager's command
+    /// API unreachable, a version conflict): the batch is retried, never dead-lettered.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// A side effect was refused in a way retrying cannot change.
+    #[error("rejected: {0}")]
+    Rejected(String),
 }
 
 /// Decodes the payload into `E` (a domain event enum).

@@ -64,6 +64,8 @@ impl TestDatabase {
         settings.database.max_connections = 10;
         settings.command_api.port = 0;
         settings.schema_registry.port = 0;
+        settings.query_api.port = 0;
+        settings.projector.port = 0;
         // Tests that need the relay turn it on (see `kafka.rs`).
         settings.relay.enabled = false;
         settings
@@ -261,7 +263,7 @@ impl TestApp {
     }
 }
 
-async fn read(response: reqwest::Response) -> Answer {
+pub async fn read(response: reqwest::Response) -> Answer {
     let status = response.status();
     let headers = response.headers().clone();
     let text = response.text().await.unwrap_or_default();

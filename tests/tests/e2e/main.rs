@@ -11,6 +11,7 @@ mod ops;
 mod orders;
 mod payments;
 mod projections;
+mod read_side;
 mod registry;
 mod relay;
 mod users;

@@ -12,7 +12,7 @@ use crate::helpers::{unique_email, TestApp};
 use crate::kafka::{shared_bootstrap, spawn_stack, wait_until_published};
 
 /// Users who order and pay; some orders are cancelled (with refunds), some shipped.
-async fn commerce_load(app: &TestApp, customers: usize) {
+pub async fn commerce_load(app: &TestApp, customers: usize) {
     let flows = (0..customers).map(|i| async move {
         let user = app.register(&unique_email()).await;
         let order = app.place_order(&user).await.id();
@@ -50,7 +50,7 @@ async fn commerce_load(app: &TestApp, customers: usize) {
 }
 
 /// Events a projection has not applied yet.
-async fn unprojected(pool: &PgPool, projection: &str, aggregates: &[&str]) -> i64 {
+pub async fn unprojected(pool: &PgPool, projection: &str, aggregates: &[&str]) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM events e WHERE e.aggregate_type = ANY($2) AND NOT EXISTS (
              SELECT 1 FROM projection_versions v WHERE v.projection = $1
@@ -259,9 +259,11 @@ pub async fn assert_read_models_match_the_events(pool: &PgPool) {
 async fn read_models_equal_a_fold_of_the_events_and_ignore_redelivery() {
     let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // No process manager: the load confirms and refunds by itself.
     let projector = tokio::spawn(projections::run_all(
         stack.app.pool.clone(),
         stack.settings.clone(),
+        None,
         stopped,
     ));
     commerce_load(&stack.app, 60).await;
@@ -361,7 +363,11 @@ async fn republish_everything(stack: &crate::kafka::Stack) -> usize {
 }
 
 /// A projector of its own process (`projector` binary), for kill -9.
-fn spawn_projector(settings: &infra::settings::Settings) -> std::process::Child {
+/// A projector process; with `command_api`, its process manager sends commands there.
+pub fn spawn_projector(
+    settings: &infra::settings::Settings,
+    command_api: Option<&str>,
+) -> std::process::Child {
     use infra::secrecy::ExposeSecret;
     let exe = std::env::current_exe().expect("test binary path");
     let binary = exe
@@ -374,7 +380,12 @@ fn spawn_projector(settings: &infra::settings::Settings) -> std::process::Child 
         "{} missing: run `cargo build --bins` (make test does)",
         binary.display()
     );
-    std::process::Command::new(binary)
+    let mut command = std::process::Command::new(binary);
+    match command_api {
+        Some(url) => command.env("APP__PROJECTOR__COMMAND_API_URL", url),
+        None => command.env("APP__PROJECTOR__PROCESS_MANAGER", "false"),
+    };
+    command
         .env("APP__DATABASE__URL", settings.database.url.expose_secret())
         .env(
             "APP__PROJECTOR__PORT",
@@ -397,7 +408,7 @@ fn spawn_projector(settings: &infra::settings::Settings) -> std::process::Child 
 }
 
 /// Kills the child (SIGKILL) when dropped, so a failing test leaves no process behind.
-struct Killed(std::process::Child);
+pub struct Killed(pub std::process::Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -412,10 +423,10 @@ async fn projector_killed_repeatedly_applies_everything_exactly_once() {
     let settings = stack.settings.clone();
     // Process handling blocks: keep it on its own thread.
     let killer = tokio::task::spawn_blocking(move || {
-        let mut projector = Killed(spawn_projector(&settings));
+        let mut projector = Killed(spawn_projector(&settings, None));
         for _ in 0..4 {
             std::thread::sleep(Duration::from_millis(700));
-            projector = Killed(spawn_projector(&settings)); // the old one is SIGKILLed on drop
+            projector = Killed(spawn_projector(&settings, None)); // the old one is SIGKILLed on drop
         }
         projector
     });
@@ -434,9 +445,11 @@ async fn a_poison_event_is_dead_lettered_and_others_keep_flowing() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // No process manager: the load confirms and refunds by itself.
     let projector = tokio::spawn(projections::run_all(
         stack.app.pool.clone(),
         stack.settings.clone(),
+        None,
         stopped,
     ));
     stack.app.register(&unique_email()).await;

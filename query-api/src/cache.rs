@@ -1,0 +1,394 @@
+//! The read cache: serialized single-resource representations (a user, an order, a payment) in
+//! a `moka` cache, invalidated by PostgreSQL change notifications, plus the bounded wait behind
+//! `min_version`.
+//!
+//! # How stale can a cached entry be?
+//! Every committed change to `rm_users`, `rm_orders` or `rm_payments` sends `<kind>:<id>` on
+//! channel `read_models` (a trigger; a payment also names its order). A listener task
+//! invalidates the entry when the notification arrives. Notifications are delivered after the
+//! projector's commit, so a cached entry can be older than the database only for the time the
+//! notification takes to reach this process: normally a millisecond or two on one host.
+//!
+//! Three rules keep that bound honest:
+//! - **No caching while deaf.** Entries are stored only while the listener is connected. When
+//!   its connection drops, notifications may be lost, so the whole cache is cleared and nothing
+//!   is stored until it listens again.
+//! - **No stale inserts.** A reader that missed records its shard's change generation before
+//!   reading the database and stores what it read only if no notification for that shard
+//!   arrived in between; otherwise the row it read may already be superseded.
+//! - **Time to live.** Entries expire after `query_api.cache_ttl_secs` regardless, bounding
+//!   the damage of a notification lost in a way nobody noticed.
+//!
+//! And whatever the cache holds, a read with `min_version = N` is never answered from an entry
+//! older than N: such a read goes to the database and, if the read model is behind, waits
+//! (woken by the same notifications, polling as a fallback) until it catches up or the bounded
+//! wait runs out, which the caller is told about explicitly.
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::future::Cache;
+use moka::ops::compute::Op;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// The notification channel the read-model triggers send on.
+pub const CHANNEL: &str = "read_models";
+
+/// Shards of change generations and wake-ups; a notification touches one shard.
+const SHARDS: usize = 1024;
+
+/// How often a waiting read re-checks the database when no notification wakes it.
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key {
+    User(Uuid),
+    Order(Uuid),
+    Payment(Uuid),
+}
+
+impl Key {
+    /// Parses a notification payload, `<kind>:<uuid>`.
+    pub fn parse(payload: &str) -> Option<Self> {
+        let (kind, id) = payload.split_once(':')?;
+        let id = Uuid::parse_str(id).ok()?;
+        match kind {
+            "user" => Some(Self::User(id)),
+            "order" => Some(Self::Order(id)),
+            "payment" => Some(Self::Payment(id)),
+            _ => None,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::User(_) => "user",
+            Self::Order(_) => "order",
+            Self::Payment(_) => "payment",
+        }
+    }
+}
+
+/// A resource as served: its version, its entity tag and its JSON body.
+#[derive(Debug, Clone)]
+pub struct Representation {
+    pub version: i64,
+    /// Quoted, as sent in `ETag`.
+    pub etag: String,
+    pub body: Bytes,
+}
+
+/// Why a read produced no representation.
+#[derive(Debug)]
+pub enum Miss<E> {
+    NotFound,
+    /// `min_version` was not reached within the wait; `current` is what the read model has.
+    Behind {
+        current: Option<i64>,
+        waited: Duration,
+    },
+    Failed(E),
+}
+
+struct Shard {
+    generation: AtomicU64,
+    changed: Notify,
+}
+
+pub struct ReadCache {
+    entries: Cache<Key, Arc<Representation>>,
+    shards: Box<[Shard]>,
+    hasher: std::collections::hash_map::RandomState,
+    listening: AtomicBool,
+    max_wait: Duration,
+}
+
+impl ReadCache {
+    pub fn new(capacity: u64, ttl: Duration, max_wait: Duration) -> Self {
+        Self {
+            entries: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    generation: AtomicU64::new(0),
+                    changed: Notify::new(),
+                })
+                .collect(),
+            hasher: Default::default(),
+            listening: AtomicBool::new(false),
+            max_wait,
+        }
+    }
+
+    fn shard(&self, key: &Key) -> &Shard {
+        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+    }
+
+    /// Whether the cache is hearing change notifications (and so storing entries).
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
+    /// A notification: the resource changed in the database.
+    pub async fn changed(&self, key: Key) {
+        let shard = self.shard(&key);
+        shard.generation.fetch_add(1, Ordering::AcqRel);
+        self.entries.invalidate(&key).await;
+        shard.changed.notify_waiters();
+    }
+
+    /// Forgets everything: notifications may have been missed.
+    fn forget_all(&self) {
+        for shard in self.shards.iter() {
+            shard.generation.fetch_add(1, Ordering::AcqRel);
+            shard.changed.notify_waiters();
+        }
+        self.entries.invalidate_all();
+    }
+
+    /// The representation of `key`, from the cache or from `load`; with `min_version`, one at
+    /// that version or newer, waiting (bounded) for the read model to reach it.
+    pub async fn get<E, F, Fut>(
+        &self,
+        key: Key,
+        min_version: Option<i64>,
+        load: F,
+    ) -> Result<Arc<Representation>, Miss<E>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Option<Representation>, E>>,
+    {
+        let kind = key.kind();
+        if let Some(hit) = self.entries.get(&key).await {
+            if min_version.is_none_or(|min| hit.version >= min) {
+                metrics::counter!("query_cache_requests_total", "resource" => kind, "result" => "hit")
+                    .increment(1);
+                return Ok(hit);
+            }
+        }
+        metrics::counter!("query_cache_requests_total", "resource" => kind, "result" => "miss")
+            .increment(1);
+        let started = Instant::now();
+        let deadline = started + self.max_wait;
+        loop {
+            let shard = self.shard(&key);
+            let notified = shard.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let generation = shard.generation.load(Ordering::Acquire);
+            let loaded = load().await.map_err(Miss::Failed)?.map(Arc::new);
+            if let Some(fresh) = &loaded {
+                self.store(key, fresh, shard, generation).await;
+            }
+            let current = loaded.as_ref().map(|r| r.version);
+            match (loaded, min_version) {
+                (Some(found), None) => return Ok(found),
+                (None, None) => return Err(Miss::NotFound),
+                (Some(found), Some(min)) if found.version >= min => {
+                    metrics::histogram!("query_min_version_wait_seconds", "resource" => kind)
+                        .record(started.elapsed().as_secs_f64());
+                    return Ok(found);
+                }
+                (_, Some(_)) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        metrics::counter!("query_min_version_timeouts_total", "resource" => kind)
+                            .increment(1);
+                        return Err(Miss::Behind {
+                            current,
+                            waited: started.elapsed(),
+                        });
+                    }
+                    let nap = (deadline - now).min(POLL);
+                    let _ = tokio::time::timeout(nap, notified).await;
+                }
+            }
+        }
+    }
+
+    /// Stores `fresh` unless a change was notified since `generation` was read (then `fresh`
+    /// may be superseded already) or the listener is down; never replaces a newer version.
+    async fn store(&self, key: Key, fresh: &Arc<Representation>, shard: &Shard, generation: u64) {
+        if !self.is_listening() || shard.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        let fresh = fresh.clone();
+        self.entries
+            .entry(key)
+            .and_compute_with(|existing| {
+                let newer_cached = existing.is_some_and(|e| e.value().version > fresh.version);
+                std::future::ready(if newer_cached {
+                    Op::Nop
+                } else {
+                    Op::Put(fresh)
+                })
+            })
+            .await;
+    }
+
+    /// Listens for change notifications until the process ends, reconnecting with backoff.
+    /// While disconnected nothing is cached; on every (re)connection the cache starts empty.
+    pub async fn listen(self: Arc<Self>, pool: PgPool) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.listen_once(&pool).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(error) => {
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "read-model change listener lost; cache disabled until it reconnects"
+                    );
+                }
+            }
+            self.listening.store(false, Ordering::Release);
+            self.forget_all();
+            metrics::gauge!("query_cache_listening").set(0.0);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn listen_once(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        // Reconnecting silently would hide lost notifications: a lost connection ends this
+        // listener instead (`try_recv` returns `None`), and the caller clears the cache.
+        listener.ignore_pool_close_event(true);
+        listener.listen(CHANNEL).await?;
+        self.forget_all();
+        self.listening.store(true, Ordering::Release);
+        metrics::gauge!("query_cache_listening").set(1.0);
+        tracing::info!(channel = CHANNEL, "listening for read-model changes");
+        while let Some(notification) = listener.try_recv().await? {
+            match Key::parse(notification.payload()) {
+                Some(key) => self.changed(key).await,
+                None => tracing::warn!(
+                    payload = notification.payload(),
+                    "unrecognised read-model notification"
+                ),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rep(version: i64) -> Representation {
+        Representation {
+            version,
+            etag: format!("\"{version}\""),
+            body: Bytes::from(format!("{{\"version\":{version}}}")),
+        }
+    }
+
+    fn cache() -> ReadCache {
+        let cache = ReadCache::new(100, Duration::from_secs(60), Duration::from_millis(300));
+        cache.listening.store(true, Ordering::Release);
+        cache
+    }
+
+    #[tokio::test]
+    async fn a_cached_entry_is_served_until_a_change_is_notified() {
+        let cache = cache();
+        let key = Key::User(Uuid::now_v7());
+        let loads = AtomicU64::new(0);
+        let load = |v: i64| {
+            let loads = &loads;
+            move || {
+                loads.fetch_add(1, Ordering::SeqCst);
+                std::future::ready(Ok::<_, ()>(Some(rep(v))))
+            }
+        };
+        assert_eq!(cache.get(key, None, load(1)).await.unwrap().version, 1);
+        assert_eq!(cache.get(key, None, load(2)).await.unwrap().version, 1);
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        cache.changed(key).await;
+        assert_eq!(cache.get(key, None, load(2)).await.unwrap().version, 2);
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn min_version_bypasses_an_older_cached_entry() {
+        let cache = cache();
+        let key = Key::Order(Uuid::now_v7());
+        cache
+            .get(key, None, || std::future::ready(Ok::<_, ()>(Some(rep(3)))))
+            .await
+            .unwrap();
+        // No notification yet (it is in flight): the cache still holds version 3.
+        let got = cache
+            .get(key, Some(4), || {
+                std::future::ready(Ok::<_, ()>(Some(rep(4))))
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.version, 4);
+    }
+
+    #[tokio::test]
+    async fn min_version_not_reached_says_behind_after_the_bounded_wait() {
+        let cache = cache();
+        let key = Key::Payment(Uuid::now_v7());
+        let started = Instant::now();
+        let miss = cache
+            .get(key, Some(9), || {
+                std::future::ready(Ok::<_, ()>(Some(rep(2))))
+            })
+            .await
+            .unwrap_err();
+        match miss {
+            Miss::Behind { current, .. } => assert_eq!(current, Some(2)),
+            other => panic!("expected Behind, got {other:?}"),
+        }
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn a_read_that_raced_a_change_is_not_stored() {
+        let cache = cache();
+        let key = Key::User(Uuid::now_v7());
+        let cache_ref = &cache;
+        // The change is notified while the load is in flight: what it read may be stale.
+        let got = cache
+            .get(key, None, || async move {
+                cache_ref.changed(key).await;
+                Ok::<_, ()>(Some(rep(1)))
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.version, 1);
+        assert!(cache.entries.get(&key).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn nothing_is_stored_while_the_listener_is_down() {
+        let cache = cache();
+        cache.listening.store(false, Ordering::Release);
+        let key = Key::User(Uuid::now_v7());
+        cache
+            .get(key, None, || std::future::ready(Ok::<_, ()>(Some(rep(1)))))
+            .await
+            .unwrap();
+        assert!(cache.entries.get(&key).await.is_none());
+    }
+
+    #[test]
+    fn notification_payloads_parse() {
+        let id = Uuid::now_v7();
+        assert_eq!(Key::parse(&format!("order:{id}")), Some(Key::Order(id)));
+        assert_eq!(Key::parse(&format!("invoice:{id}")), None);
+        assert_eq!(Key::parse("user:not-a-uuid"), None);
+    }
+}

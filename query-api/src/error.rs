@@ -1,0 +1,85 @@
+//! Errors of the query API, each mapped to an `application/problem+json` response.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use infra::http::{FieldProblem, Problem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    #[error("invalid request parameters")]
+    Invalid(Vec<FieldProblem>),
+    /// The read model did not reach `min_version` within the bounded wait.
+    #[error("the read model is at {current:?}, behind the requested version {min_version}")]
+    Behind {
+        what: &'static str,
+        min_version: i64,
+        current: Option<i64>,
+        waited: Duration,
+    },
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+impl QueryError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldProblem {
+            field: field.to_owned(),
+            message: message.into(),
+        }])
+    }
+}
+
+impl IntoResponse for QueryError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::NotFound { what } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                format!("no {what} with that identifier"),
+            ),
+            Self::Invalid(errors) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation-failed",
+                "Invalid request parameters",
+                "one or more query parameters are invalid",
+            )
+            .with_errors(errors),
+            // 504: the read side, which this request depends on, did not answer in time. A
+            // client may retry, or read without `min_version` to get whatever is current.
+            Self::Behind {
+                what,
+                min_version,
+                current,
+                waited,
+            } => Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "read-model-behind",
+                "Read model behind the requested version",
+                format!(
+                    "the {what} read model did not reach version {min_version} within {} ms",
+                    waited.as_millis()
+                ),
+            )
+            .with_extension("min_version", min_version)
+            .with_extension("current_version", current)
+            .retry_after(1),
+            Self::Database(error) if infra::db::is_unavailable(&error) => {
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "database unavailable"
+                );
+                Problem::unavailable("the database", 2)
+            }
+            Self::Database(error) => {
+                tracing::error!(error = &error as &dyn std::error::Error, "query failed");
+                Problem::internal()
+            }
+        }
+        .into_response()
+    }
+}

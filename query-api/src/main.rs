@@ -1,0 +1,23 @@
+//! Reads settings, starts telemetry and serves the query API until Ctrl-C or SIGTERM.
+
+use anyhow::Context;
+use infra::settings::Settings;
+
+/// Many small allocations per request (JSON, headers) from every worker: see the command API.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> anyhow::Result<()> {
+    let settings = Settings::load().context("loading settings")?;
+    infra::telemetry::init_tracing(&settings.log);
+    infra::runtime(settings.query_api.worker_threads)
+        .context("starting the async runtime")?
+        .block_on(async {
+            let app = query_api::build(&settings)
+                .await
+                .context("starting the query API")?;
+            app.run_until(infra::http::shutdown_signal())
+                .await
+                .context("serving the query API")
+        })
+}

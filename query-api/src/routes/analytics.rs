@@ -1,0 +1,152 @@
+//! `GET /v1/analytics/revenue` (per day and currency) and `GET /v1/analytics/order-funnel`.
+//! Days are UTC; `from` and `to` are inclusive and optional (no bound when absent).
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::NaiveDate;
+use domain::values::Currency;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::orders::STATUSES;
+use super::AppState;
+use crate::error::QueryError;
+use crate::params::Params;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/analytics/revenue", get(revenue))
+        .route("/v1/analytics/order-funnel", get(funnel))
+}
+
+fn check_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<(), QueryError> {
+    match (from, to) {
+        (Some(from), Some(to)) if from > to => {
+            Err(QueryError::invalid("from", "must not be after `to`"))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RevenueParams {
+    /// First day, `YYYY-MM-DD` (UTC).
+    pub from: Option<NaiveDate>,
+    /// Last day, `YYYY-MM-DD` (UTC).
+    pub to: Option<NaiveDate>,
+    /// Only this ISO 4217 currency.
+    pub currency: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct RevenueDay {
+    pub day: NaiveDate,
+    pub currency: String,
+    /// Captured that day.
+    pub captured_minor: i64,
+    /// Refunded that day.
+    pub refunded_minor: i64,
+    /// `captured_minor - refunded_minor`.
+    pub net_minor: i64,
+    /// Orders placed that day in this currency.
+    pub orders: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Revenue {
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    pub currency: Option<String>,
+    /// By day, then currency.
+    pub items: Vec<RevenueDay>,
+}
+
+#[utoipa::path(get, path = "/v1/analytics/revenue", tag = "analytics", params(RevenueParams),
+    responses((status = 200, body = Revenue),
+        (status = 422, description = "invalid date, range or currency")))]
+pub async fn revenue(
+    State(state): State<AppState>,
+    Params(params): Params<RevenueParams>,
+) -> Result<Json<Revenue>, QueryError> {
+    check_range(params.from, params.to)?;
+    let currency = params
+        .currency
+        .as_deref()
+        .map(Currency::parse)
+        .transpose()
+        .map_err(|e| QueryError::invalid("currency", e.to_string()))?
+        .map(|c| c.code().to_owned());
+    let items = sqlx::query_as::<_, RevenueDay>(
+        "SELECT day, currency, captured_minor, refunded_minor,
+             captured_minor - refunded_minor AS net_minor, orders
+         FROM rm_revenue_daily
+         WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2)
+           AND ($3::text IS NULL OR currency = $3)
+         ORDER BY day, currency",
+    )
+    .bind(params.from)
+    .bind(params.to)
+    .bind(&currency)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(Revenue {
+        from: params.from,
+        to: params.to,
+        currency,
+        items,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelParams {
+    /// Orders placed on or after this day, `YYYY-MM-DD` (UTC).
+    pub from: Option<NaiveDate>,
+    /// Orders placed on or before this day.
+    pub to: Option<NaiveDate>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Funnel {
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    /// Orders placed in the range.
+    pub total: i64,
+    /// Orders per current status; every status is present.
+    #[schema(value_type = Object)]
+    pub counts: BTreeMap<String, i64>,
+}
+
+#[utoipa::path(get, path = "/v1/analytics/order-funnel", tag = "analytics", params(FunnelParams),
+    responses((status = 200, body = Funnel),
+        (status = 422, description = "invalid date or range")))]
+pub async fn funnel(
+    State(state): State<AppState>,
+    Params(params): Params<FunnelParams>,
+) -> Result<Json<Funnel>, QueryError> {
+    check_range(params.from, params.to)?;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM rm_funnel
+         WHERE ($1::date IS NULL OR (placed_at AT TIME ZONE 'UTC')::date >= $1)
+           AND ($2::date IS NULL OR (placed_at AT TIME ZONE 'UTC')::date <= $2)
+         GROUP BY status",
+    )
+    .bind(params.from)
+    .bind(params.to)
+    .fetch_all(&state.pool)
+    .await?;
+    let mut counts: BTreeMap<String, i64> = STATUSES.iter().map(|s| (s.to_string(), 0)).collect();
+    for (status, n) in rows {
+        counts.insert(status, n);
+    }
+    Ok(Json(Funnel {
+        from: params.from,
+        to: params.to,
+        total: counts.values().sum(),
+        counts,
+    }))
+}

@@ -1,0 +1,142 @@
+//! The read routes of API.md, and what single-resource reads share: the cache, `min_version`,
+//! `ETag` and `If-None-Match`.
+
+pub mod analytics;
+pub mod audit;
+pub mod orders;
+pub mod payments;
+pub mod users;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use crate::cache::{Key, Miss, ReadCache, Representation};
+use crate::error::QueryError;
+use crate::params;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub cache: Arc<ReadCache>,
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .merge(users::routes())
+        .merge(orders::routes())
+        .merge(payments::routes())
+        .merge(analytics::routes())
+        .merge(audit::routes())
+}
+
+/// Serializes a resource for serving and caching.
+pub fn represent<T: Serialize>(version: i64, etag: String, value: &T) -> Representation {
+    Representation {
+        version,
+        etag,
+        // Serializing plain structs of strings, numbers and JSON values cannot fail.
+        body: Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+    }
+}
+
+/// The usual entity tag: the version, quoted.
+pub fn version_tag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// `?min_version=N` of single-resource reads.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    /// Wait (bounded) until the read model has reached this version.
+    pub min_version: Option<i64>,
+}
+
+/// A single-resource read: the id from the path, the representation through the cache
+/// (honouring `min_version`), and a conditional response.
+pub async fn single<F, Fut>(
+    state: &AppState,
+    raw_id: &str,
+    key: fn(Uuid) -> Key,
+    params: ReadParams,
+    request: &HeaderMap,
+    load: F,
+) -> Result<Response, QueryError>
+where
+    F: Fn(PgPool, Uuid) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Representation>, sqlx::Error>>,
+{
+    let id = Uuid::parse_str(raw_id).ok();
+    let what = key(id.unwrap_or_default()).kind();
+    let id = id.ok_or(QueryError::NotFound { what })?;
+    let min_version = params::min_version(params.min_version)?;
+    let found = state
+        .cache
+        .get(key(id), min_version, || load(state.pool.clone(), id))
+        .await
+        .map_err(|miss| match miss {
+            Miss::NotFound => QueryError::NotFound { what },
+            Miss::Behind { current, waited } => QueryError::Behind {
+                what,
+                min_version: min_version.unwrap_or_default(),
+                current,
+                waited,
+            },
+            Miss::Failed(error) => QueryError::Database(error),
+        })?;
+    Ok(conditional(&found, request))
+}
+
+/// 200 with the body and `ETag`, or 304 when `If-None-Match` names the current tag.
+pub fn conditional(representation: &Representation, request: &HeaderMap) -> Response {
+    let etag = HeaderValue::from_str(&representation.etag)
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+    let matches = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| {
+            // Weak comparison (RFC 9110 13.1.2): `W/"3"` matches `"3"`.
+            tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == representation.etag
+        });
+    let cache_control = HeaderValue::from_static("no-cache");
+    if matches {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag), (header::CACHE_CONTROL, cache_control)],
+        )
+            .into_response();
+    }
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, cache_control),
+        ],
+        representation.body.clone(),
+    )
+        .into_response()
+}
+
+/// A page of a list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}

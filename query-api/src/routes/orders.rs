@@ -1,0 +1,191 @@
+//! `GET /v1/orders/{id}` and `GET /v1/users/{id}/orders` (newest first, keyset-paginated).
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{represent, single, AppState, Page, ReadParams};
+use crate::cache::{Key, Representation};
+use crate::error::QueryError;
+use crate::params::{self, path_id, Cursor, Params};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/orders/{id}", get(order))
+        .route("/v1/users/{id}/orders", get(customer_orders))
+}
+
+pub const STATUSES: [&str; 6] = [
+    "created",
+    "confirmed",
+    "processing",
+    "shipped",
+    "delivered",
+    "cancelled",
+];
+
+/// An order. `paid_minor` and `refunded_minor` sum its payments' captures and refunds.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct OrderView {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    /// `created`, `confirmed`, `processing`, `shipped`, `delivered` or `cancelled`.
+    pub status: String,
+    /// `[{sku, quantity, unit_price_minor}]`
+    #[schema(value_type = Vec<Object>)]
+    pub items: serde_json::Value,
+    pub currency: String,
+    pub total_minor: i64,
+    pub paid_minor: i64,
+    pub refunded_minor: i64,
+    #[schema(value_type = Object)]
+    pub shipping_address: serde_json::Value,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub version: i64,
+    pub placed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The entity tag of an order. Its representation also changes when a payment of it is
+/// captured or refunded, which does not change the order's version, so money moved is part of
+/// the tag: `"N"` before any, `"N.paid.refunded"` after. Both totals only grow, so the tag
+/// names exactly one representation.
+pub fn order_tag(order: &OrderView) -> String {
+    if order.paid_minor == 0 && order.refunded_minor == 0 {
+        format!("\"{}\"", order.version)
+    } else {
+        format!(
+            "\"{}.{}.{}\"",
+            order.version, order.paid_minor, order.refunded_minor
+        )
+    }
+}
+
+async fn load(pool: PgPool, id: Uuid) -> Result<Option<Representation>, sqlx::Error> {
+    let order = sqlx::query_as::<_, OrderView>(
+        "SELECT o.id, o.customer_id, o.status, o.items, o.currency, o.total_minor,
+             COALESCE(p.paid_minor, 0) AS paid_minor, COALESCE(p.refunded_minor, 0) AS refunded_minor,
+             o.shipping_address, o.carrier, o.tracking_number, o.version, o.placed_at, o.updated_at
+         FROM rm_orders o
+         LEFT JOIN LATERAL (
+             SELECT SUM(captured_minor)::bigint AS paid_minor, SUM(refunded_minor)::bigint AS refunded_minor
+             FROM rm_payments WHERE order_id = o.id
+         ) p ON true
+         WHERE o.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&pool)
+    .await?;
+    Ok(order.map(|o| represent(o.version, order_tag(&o), &o)))
+}
+
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", params(("id" = Uuid, Path), ReadParams),
+    responses((status = 200, body = OrderView, headers(("ETag" = String))),
+        (status = 304, description = "`If-None-Match` names the current representation"),
+        (status = 404, description = "no such order"),
+        (status = 504, description = "the read model did not reach `min_version` in time")))]
+pub async fn order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(params): Params<ReadParams>,
+    headers: HeaderMap,
+) -> Result<Response, QueryError> {
+    single(&state, &id, Key::Order, params, &headers, load).await
+}
+
+/// One line of a customer's order list.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct OrderSummary {
+    pub id: Uuid,
+    pub status: String,
+    pub currency: String,
+    pub total_minor: i64,
+    pub item_count: i32,
+    pub version: i64,
+    pub placed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only orders in this status.
+    pub status: Option<String>,
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/users/{id}/orders", tag = "orders",
+    params(("id" = Uuid, Path), ListParams),
+    responses((status = 200, body = Page<OrderSummary>),
+        (status = 404, description = "no such user"),
+        (status = 422, description = "invalid `status`, `limit` or `cursor`")))]
+pub async fn customer_orders(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(params): Params<ListParams>,
+) -> Result<Json<Page<OrderSummary>>, QueryError> {
+    let customer = path_id(&id, "user")?;
+    let limit = params::limit(params.limit, 20, 100)?;
+    if let Some(status) = &params.status {
+        if !STATUSES.contains(&status.as_str()) {
+            return Err(QueryError::invalid(
+                "status",
+                format!("must be one of {}", STATUSES.join(", ")),
+            ));
+        }
+    }
+    let cursor = params.cursor.as_deref().map(Cursor::decode).transpose()?;
+    // Keyset pagination on (placed_at, id), newest first: orders placed while a client pages
+    // land before its first page, so pages never repeat or skip a row.
+    let mut items = sqlx::query_as::<_, OrderSummary>(
+        "SELECT id, status, currency, total_minor, jsonb_array_length(items) AS item_count,
+             version, placed_at, updated_at
+         FROM rm_orders
+         WHERE customer_id = $1
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::timestamptz IS NULL OR (placed_at, id) < ($3, $4))
+         ORDER BY placed_at DESC, id DESC
+         LIMIT $5",
+    )
+    .bind(customer)
+    .bind(&params.status)
+    .bind(cursor.map(|c| c.at))
+    .bind(cursor.map(|c| c.id))
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|o| {
+            Cursor {
+                at: o.placed_at,
+                id: o.id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    if items.is_empty() && cursor.is_none() {
+        let known: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_users WHERE id = $1)")
+                .bind(customer)
+                .fetch_one(&state.pool)
+                .await?;
+        if !known {
+            return Err(QueryError::NotFound { what: "user" });
+        }
+    }
+    Ok(Json(Page { items, next_cursor }))
+}

@@ -1,0 +1,105 @@
+//! `GET /v1/payments/{id}` and `GET /v1/orders/{id}/payments`.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{represent, single, version_tag, AppState, ReadParams};
+use crate::cache::{Key, Representation};
+use crate::error::QueryError;
+use crate::params::{path_id, Params};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/payments/{id}", get(payment))
+        .route("/v1/orders/{id}/payments", get(order_payments))
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct PaymentView {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    /// `initiated`, `authorized`, `captured`, `failed`, `partially_refunded` or `refunded`.
+    pub status: String,
+    pub amount_minor: i64,
+    pub authorized_minor: i64,
+    pub captured_minor: i64,
+    pub refunded_minor: i64,
+    pub currency: String,
+    /// `card`, `bank_transfer` or `wallet`.
+    pub method: String,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const SELECT: &str = "SELECT id, order_id, status, amount_minor, authorized_minor, captured_minor,
+    refunded_minor, currency, method, version, created_at, updated_at FROM rm_payments";
+
+async fn load(pool: PgPool, id: Uuid) -> Result<Option<Representation>, sqlx::Error> {
+    let payment = sqlx::query_as::<_, PaymentView>(&format!("{SELECT} WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&pool)
+        .await?;
+    Ok(payment.map(|p| represent(p.version, version_tag(p.version), &p)))
+}
+
+#[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments", params(("id" = Uuid, Path), ReadParams),
+    responses((status = 200, body = PaymentView, headers(("ETag" = String))),
+        (status = 304, description = "`If-None-Match` names the current version"),
+        (status = 404, description = "no such payment"),
+        (status = 504, description = "the read model did not reach `min_version` in time")))]
+pub async fn payment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(params): Params<ReadParams>,
+    headers: HeaderMap,
+) -> Result<Response, QueryError> {
+    single(&state, &id, Key::Payment, params, &headers, load).await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPayments {
+    /// Oldest first.
+    pub items: Vec<PaymentView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+#[utoipa::path(get, path = "/v1/orders/{id}/payments", tag = "payments",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = OrderPayments),
+        (status = 404, description = "no such order")))]
+pub async fn order_payments(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(_): Params<NoParams>,
+) -> Result<Json<OrderPayments>, QueryError> {
+    let order = path_id(&id, "order")?;
+    let items = sqlx::query_as::<_, PaymentView>(&format!(
+        "{SELECT} WHERE order_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(order)
+    .fetch_all(&state.pool)
+    .await?;
+    if items.is_empty() {
+        let known: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_orders WHERE id = $1)")
+                .bind(order)
+                .fetch_one(&state.pool)
+                .await?;
+        if !known {
+            return Err(QueryError::NotFound { what: "order" });
+        }
+    }
+    Ok(Json(OrderPayments { items }))
+}
