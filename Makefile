@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test stack stop bench-write bench-relay fmt lint
+.PHONY: run test stack stop bench-write bench-relay bench-read fmt lint
 
 run:
 	./infra/local/run.sh
@@ -28,6 +28,11 @@ bench-write: stack
 # Relay benchmark: relay (commit -> broker ack) next to a raw producer, one run.
 bench-relay: stack
 	./tests/bench/relay.sh
+
+# Read-side benchmark: command-to-visible latency at a steady rate, cached reads next to a
+# trivial axum handler, one run.
+bench-read: stack
+	./tests/bench/read.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: start PostgreSQL and Tansu, build the services in release mode, run them (schema
-# registry, command API with the event relay, projector) in the foreground with their logs, and
-# stop everything on Ctrl-C. Effective settings go to .data/stack.env.
+# registry, command API with the event relay, projector with the process manager, query API) in
+# the foreground with their logs, and stop everything on Ctrl-C. Effective settings go to .data/stack.env.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -14,8 +14,8 @@ source .data/stack.env
 set +a
 
 echo "[run] building the services (release)" >&2
-cargo build --release --locked -p command-api -p schemas -p projections \
-  --bin command-api --bin schema-registry --bin projector
+cargo build --release --locked -p command-api -p schemas -p projections -p query-api \
+  --bin command-api --bin schema-registry --bin projector --bin query-api
 
 pids=()
 cleanup() {
@@ -31,15 +31,12 @@ export APP__DATABASE__URL="$DATABASE_URL"
 export APP__KAFKA__BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP"
 export APP__SCHEMA_REGISTRY__URL="$SCHEMA_REGISTRY_URL"
 export APP__LOG__FORMAT="${APP__LOG__FORMAT:-json}"
+# Tansu 0.6 answers every fetch only after its full wait time, even when data is there: a short
+# wait keeps read models fresh locally (Apache Kafka answers as soon as data arrives).
+export APP__KAFKA__FETCH_WAIT_MAX_MS="${APP__KAFKA__FETCH_WAIT_MAX_MS:-10}"
 
-wait_for_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "[run] nothing listens on port $1" >&2
-  return 1
-}
+# shellcheck source=infra/local/wait-for-port.sh
+source "$ROOT/infra/local/wait-for-port.sh"
 
 ./target/release/schema-registry &
 pids+=($!)
@@ -52,10 +49,14 @@ wait_for_port 8080
 APP__PROJECTOR__RESUME_FROM="${APP__PROJECTOR__RESUME_FROM:-beginning}" ./target/release/projector &
 pids+=($!)
 wait_for_port 8082
+./target/release/query-api &
+pids+=($!)
+wait_for_port 8081
 cat >&2 <<MSG
-[run] up: command API $COMMAND_API_URL (with the event relay), schema registry $SCHEMA_REGISTRY_URL,
-[run]     projector (read models in PostgreSQL; ops on http://127.0.0.1:8082),
-[run]     Kafka (Tansu) $KAFKA_BOOTSTRAP, PostgreSQL $DATABASE_URL. Ctrl-C stops everything.
+[run] up: command API $COMMAND_API_URL (with the event relay), query API $QUERY_API_URL,
+[run]     schema registry $SCHEMA_REGISTRY_URL, projector with the process manager (ops on
+[run]     http://127.0.0.1:8082), Kafka (Tansu) $KAFKA_BOOTSTRAP, PostgreSQL $DATABASE_URL.
+[run]     Ctrl-C stops everything.
 MSG
 
 # Wait until any service exits (or Ctrl-C); then the trap stops the rest.

@@ -63,6 +63,11 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
     /// How long the producer keeps retrying one message before reporting it failed.
     pub delivery_timeout_ms: u64,
+    /// Longest a consumer's fetch waits for new messages at the broker. Apache Kafka answers a
+    /// waiting fetch as soon as data arrives; Tansu 0.6 always waits this long, so there it
+    /// bounds how late a consumer sees a message (lower: fresher read models, more idle
+    /// fetches; the local stack uses 10 ms).
+    pub fetch_wait_max_ms: u64,
 }
 
 /// The event relay (events table -> Kafka).
@@ -217,6 +222,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("kafka.partitions", "3"),
     ("kafka.replication_factor", "1"),
     ("kafka.delivery_timeout_ms", "30000"),
+    ("kafka.fetch_wait_max_ms", "100"),
     ("relay.enabled", "true"),
     ("relay.batch_size", "5000"),
     ("relay.poll_interval_ms", "500"),

@@ -1,4 +1,9 @@
-//! `loadgen`: closed-loop HTTP load generator for the command API.
+//! `loadgen`: HTTP load generator for the command and query APIs.
+//!
+//! `loadgen relay` measures the event relay, `loadgen visibility` the time from a command's
+//! 2xx until the query API shows its version, `loadgen reads` cached reads next to a trivial
+//! handler (`loadgen trivial-server`); see those modules. The rest of this comment is about
+//! `loadgen write`.
 //!
 //! # What it measures
 //!
@@ -47,6 +52,8 @@
 // The crate root resolves modules next to itself, hence the explicit paths.
 #[path = "loadgen/common.rs"]
 mod common;
+#[path = "loadgen/read.rs"]
+mod read;
 #[path = "loadgen/relay.rs"]
 mod relay;
 #[path = "loadgen/stats.rs"]
@@ -77,6 +84,12 @@ enum Command {
     Write(write::WriteArgs),
     /// Measure relay throughput (commit to broker acknowledgement) next to a raw producer.
     Relay(relay::RelayArgs),
+    /// Measure command-to-visible latency at a steady command rate.
+    Visibility(read::VisibilityArgs),
+    /// Measure cached reads from the query API next to a trivial handler.
+    Reads(read::ReadsArgs),
+    /// Serve the trivial baseline handler that `reads` compares with.
+    TrivialServer(read::TrivialArgs),
 }
 
 #[tokio::main]
@@ -85,6 +98,9 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Write(args) => write::run(args).await,
         Command::Relay(args) => relay::run(args).await,
+        Command::Visibility(args) => read::visibility(args).await,
+        Command::Reads(args) => read::reads(args).await,
+        Command::TrivialServer(args) => read::trivial_server(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

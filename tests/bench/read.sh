@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Read-side benchmark, one run on one machine: the whole pipeline (command API with the relay,
+# Tansu, projector, query API) on a fresh database, then
+#   1. command-to-visible latency at a steady command rate (default 500/s): from each command's
+#      2xx until the query API returns that version;
+#   2. cached single-resource reads from the query API, then the same requests against a
+#      trivial axum handler, same concurrency and duration.
+# Loopback only; every phase is bounded in time.
+#
+#   tests/bench/read.sh [rate=500] [seconds=20] [concurrency=16]
+#
+# BENCH_BROKER=memory (default) uses the in-memory Tansu that `make test` uses; BENCH_BROKER=sqlite
+# the local stack's Tansu with SQLite storage, as `make run` does.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+RATE="${1:-500}"
+SECONDS_PER_PHASE="${2:-20}"
+CLIENTS="${3:-16}"
+
+./infra/local/stack.sh up
+set -a
+# shellcheck disable=SC1091
+source .data/stack.env
+set +a
+BENCH_DB="bench_read"
+BENCH_URL="${DATABASE_ADMIN_URL%/*}/$BENCH_DB"
+API_PORT=18180
+QUERY_PORT=18181
+PROJECTOR_PORT=18182
+REGISTRY_PORT=18185
+TRIVIAL_PORT=18190
+
+cargo build --release --locked -p command-api -p schemas -p projections -p query-api -p tests \
+  --bin command-api --bin schema-registry --bin projector --bin query-api --bin loadgen
+
+"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)"
+"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "CREATE DATABASE $BENCH_DB"
+
+export APP__DATABASE__URL="$BENCH_URL" APP__LOG__FILTER=warn
+case "${BENCH_BROKER:-memory}" in
+  sqlite) BROKER="$KAFKA_BOOTSTRAP" ;;
+  memory) ./infra/local/stack.sh up-test; BROKER="$TEST_KAFKA_BOOTSTRAP" ;;
+  *) echo "BENCH_BROKER must be sqlite or memory" >&2; exit 2 ;;
+esac
+export APP__KAFKA__BOOTSTRAP_SERVERS="$BROKER"
+export APP__KAFKA__TOPIC_PREFIX="bench$(date +%s)."
+export APP__SCHEMA_REGISTRY__PORT=$REGISTRY_PORT
+export APP__SCHEMA_REGISTRY__URL="http://127.0.0.1:$REGISTRY_PORT"
+export APP__COMMAND_API__PORT=$API_PORT
+export APP__QUERY_API__PORT=$QUERY_PORT
+export APP__PROJECTOR__PORT=$PROJECTOR_PORT
+export APP__PROJECTOR__COMMAND_API_URL="http://127.0.0.1:$API_PORT"
+# Tansu 0.6 cannot fetch from inside a record batch (see ProjectorSettings::resume_from).
+export APP__PROJECTOR__RESUME_FROM=beginning
+# Tansu 0.6 answers every fetch only after its full wait time (see KafkaSettings).
+export APP__KAFKA__FETCH_WAIT_MAX_MS="${APP__KAFKA__FETCH_WAIT_MAX_MS:-5}"
+
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+# shellcheck source=infra/local/wait-for-port.sh
+source "$ROOT/infra/local/wait-for-port.sh"
+./target/release/schema-registry >"$ROOT/.data/bench-read-registry.log" 2>&1 &
+pids+=($!)
+wait_for_port $REGISTRY_PORT
+./target/release/command-api >"$ROOT/.data/bench-read-command-api.log" 2>&1 &
+pids+=($!)
+wait_for_port $API_PORT
+./target/release/projector >"$ROOT/.data/bench-read-projector.log" 2>&1 &
+pids+=($!)
+./target/release/query-api >"$ROOT/.data/bench-read-query-api.log" 2>&1 &
+pids+=($!)
+wait_for_port $QUERY_PORT
+./target/release/loadgen trivial-server --port $TRIVIAL_PORT --max-secs 900 &
+pids+=($!)
+wait_for_port $TRIVIAL_PORT
+
+echo "== machine: $(nproc) cores; broker: Tansu $(tansu --version | awk '{print $2}') (${BENCH_BROKER:-memory} storage) on $BROKER"
+echo "== visibility: $RATE commands/s for ${SECONDS_PER_PHASE}s (rename one of 500 users each)"
+./target/release/loadgen visibility --command-url "http://127.0.0.1:$API_PORT" \
+  --query-url "http://127.0.0.1:$QUERY_PORT" --rate "$RATE" --duration-secs "$SECONDS_PER_PHASE"
+echo "== cached reads: $CLIENTS clients, ${SECONDS_PER_PHASE}s each, query API then trivial handler"
+./target/release/loadgen reads --url "http://127.0.0.1:$QUERY_PORT" \
+  --command-url "http://127.0.0.1:$API_PORT" --baseline-url "http://127.0.0.1:$TRIVIAL_PORT" \
+  --concurrency "$CLIENTS" --duration-secs "$SECONDS_PER_PHASE" --warmup-secs 2 --max-requests 5000000
