@@ -419,23 +419,35 @@ impl Drop for Killed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn projector_killed_repeatedly_applies_everything_exactly_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
     let settings = stack.settings.clone();
-    // Process handling blocks: keep it on its own thread.
-    let killer = tokio::task::spawn_blocking(move || {
-        let mut projector = Killed(spawn_projector(&settings, None));
-        for _ in 0..4 {
-            std::thread::sleep(Duration::from_millis(700));
-            projector = Killed(spawn_projector(&settings, None)); // the old one is SIGKILLed on drop
+    let loaded = std::sync::Arc::new(AtomicBool::new(false));
+    // SIGKILL and restart the projector every 700 ms until the load is written (at least four
+    // times). Process handling blocks: keep it on its own thread.
+    let killer = tokio::task::spawn_blocking({
+        let loaded = loaded.clone();
+        move || {
+            let mut projector = Killed(spawn_projector(&settings, None));
+            let mut kills = 0;
+            while kills < 4 || !loaded.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(700));
+                projector = Killed(spawn_projector(&settings, None)); // the old one is killed on drop
+                kills += 1;
+            }
+            (projector, kills)
         }
-        projector
     });
-    commerce_load(&stack.app, 80).await;
-    let projector = killer.await.expect("killer thread");
+    commerce_load(&stack.app, 250).await;
+    loaded.store(true, Ordering::SeqCst);
+    let (projector, kills) = killer.await.expect("killer thread");
     let pool = &stack.app.pool;
+    let events = stack.app.event_count().await;
+    assert!(events >= 2000, "only {events} events flowed");
     wait_until_published(pool, Duration::from_secs(60)).await;
-    wait_until_projected(pool, Duration::from_secs(60)).await;
+    wait_until_projected(pool, Duration::from_secs(90)).await;
     assert_read_models_match_the_events(pool).await;
+    eprintln!("{events} events flowed; the projector was killed {kills} times");
     drop(projector);
 }
 
