@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod models;
 pub mod process_manager;
 pub mod runner;
+pub mod verify;
 
 use std::time::Duration;
 
@@ -51,6 +52,20 @@ impl Projection {
             Self::Audit => "audit",
             Self::ProcessManager => "process_manager",
         }
+    }
+
+    /// The projection called `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Users,
+            Self::Orders,
+            Self::Payments,
+            Self::Analytics,
+            Self::Audit,
+            Self::ProcessManager,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
     }
 
     /// The aggregate types (hence topics) the projection reads.

@@ -71,6 +71,15 @@ impl EventEncoder {
     }
 }
 
+/// The JSON a consumer decodes from a message carrying `payload` (the newest version of
+/// `event_type`): what the Avro round trip keeps, without the broker. Rebuilding a read model
+/// from the events table goes through this so it sees exactly what the live one saw.
+pub fn as_consumed(event_type: &str, payload: &Json) -> Result<Json, SchemaError> {
+    let schema = latest(event_type)?;
+    let value = json_to_avro(payload, &schema.schema)?;
+    avro_to_json(&value, &schema.schema, event_type)
+}
+
 /// A decoded message: its event type (the record name) and JSON payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {

@@ -255,21 +255,34 @@ pub async fn assert_read_models_match_the_events(pool: &PgPool) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn read_models_equal_a_fold_of_the_events_and_ignore_redelivery() {
+/// A write stack and an in-process projector (no process manager: the load confirms and
+/// refunds by itself) that has projected `customers` customers' commerce.
+async fn projected_commerce(
+    customers: usize,
+) -> (
+    crate::kafka::Stack,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
     let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    // No process manager: the load confirms and refunds by itself.
     let projector = tokio::spawn(projections::run_all(
         stack.app.pool.clone(),
         stack.settings.clone(),
         None,
         stopped,
     ));
-    commerce_load(&stack.app, 60).await;
+    commerce_load(&stack.app, customers).await;
     let pool = &stack.app.pool;
     wait_until_published(pool, Duration::from_secs(60)).await;
     wait_until_projected(pool, Duration::from_secs(60)).await;
+    (stack, stop, projector)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_models_equal_a_fold_of_the_events_and_ignore_redelivery() {
+    let (stack, stop, projector) = projected_commerce(60).await;
+    let pool = &stack.app.pool;
     assert_read_models_match_the_events(pool).await;
 
     // Redelivery: every message is published a second time, byte for byte; nothing may change.
@@ -363,11 +376,8 @@ async fn republish_everything(stack: &crate::kafka::Stack) -> usize {
 }
 
 /// A projector of its own process (`projector` binary), for kill -9.
-/// A projector process; with `command_api`, its process manager sends commands there.
-pub fn spawn_projector(
-    settings: &infra::settings::Settings,
-    command_api: Option<&str>,
-) -> std::process::Child {
+/// The `projector` binary with the settings of `settings` in its environment.
+fn projector_command(settings: &infra::settings::Settings) -> std::process::Command {
     use infra::secrecy::ExposeSecret;
     let exe = std::env::current_exe().expect("test binary path");
     let binary = exe
@@ -381,26 +391,36 @@ pub fn spawn_projector(
         binary.display()
     );
     let mut command = std::process::Command::new(binary);
-    match command_api {
-        Some(url) => command.env("APP__PROJECTOR__COMMAND_API_URL", url),
-        None => command.env("APP__PROJECTOR__PROCESS_MANAGER", "false"),
-    };
     command
         .env("APP__DATABASE__URL", settings.database.url.expose_secret())
-        .env(
-            "APP__PROJECTOR__PORT",
-            crate::kafka::free_port().to_string(),
-        )
         .env(
             "APP__KAFKA__BOOTSTRAP_SERVERS",
             &settings.kafka.bootstrap_servers,
         )
         .env("APP__KAFKA__TOPIC_PREFIX", &settings.kafka.topic_prefix)
         .env("APP__SCHEMA_REGISTRY__URL", &settings.schema_registry.url)
+        .env("APP__LOG__FILTER", "warn");
+    command
+}
+
+/// A projector process; with `command_api`, its process manager sends commands there.
+pub fn spawn_projector(
+    settings: &infra::settings::Settings,
+    command_api: Option<&str>,
+) -> std::process::Child {
+    let mut command = projector_command(settings);
+    match command_api {
+        Some(url) => command.env("APP__PROJECTOR__COMMAND_API_URL", url),
+        None => command.env("APP__PROJECTOR__PROCESS_MANAGER", "false"),
+    };
+    command
+        .env(
+            "APP__PROJECTOR__PORT",
+            crate::kafka::free_port().to_string(),
+        )
         .env("APP__PROJECTOR__BATCH_SIZE", "50")
         // Tansu 0.6 returns nothing for a fetch that starts inside a record batch.
         .env("APP__PROJECTOR__RESUME_FROM", "beginning")
-        .env("APP__LOG__FILTER", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -518,4 +538,83 @@ async fn a_poison_event_is_dead_lettered_and_others_keep_flowing() {
     );
     let _ = stop.send(true);
     let _ = projector.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_proves_each_read_model_equals_a_rebuild_and_shows_a_difference() {
+    use projections::verify::verify;
+    use projections::Projection;
+    let (stack, stop, projector) = projected_commerce(30).await;
+    let pool = &stack.app.pool;
+    let _ = stop.send(true);
+    let _ = projector.await;
+
+    for projection in Projection::READ_MODELS {
+        let verification = verify(pool, projection).await.expect("verify");
+        assert!(verification.matches(), "{verification}");
+        assert!(verification.failed.is_empty(), "{verification}");
+        assert!(verification.events >= 30, "{verification}");
+        assert!(
+            verification.tables.iter().all(|t| t.live_rows > 0),
+            "{verification}"
+        );
+    }
+
+    // A live row that no event explains is found, and shown next to what the events say.
+    let tampered: uuid::Uuid = sqlx::query_scalar(
+        "UPDATE rm_orders SET status = 'delivered'
+         WHERE id = (SELECT id FROM rm_orders WHERE status = 'shipped' ORDER BY id LIMIT 1) RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("tamper with an order");
+    let verification = verify(pool, Projection::Orders).await.expect("verify");
+    assert!(!verification.matches());
+    let table = &verification.tables[0];
+    assert_eq!(
+        (table.only_live.len(), table.only_rebuilt.len()),
+        (1, 1),
+        "{verification}"
+    );
+    assert!(
+        table.only_live[0].contains(&tampered.to_string())
+            && table.only_live[0].contains("delivered")
+    );
+    assert!(
+        table.only_rebuilt[0].contains(&tampered.to_string())
+            && table.only_rebuilt[0].contains("shipped")
+    );
+    let scratch: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE 'verify_%'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(scratch, 0, "the scratch schemas are dropped");
+
+    // The command: exit 0 when equal, 1 with the difference printed when not.
+    let settings = stack.settings.clone();
+    let (users, orders) = tokio::task::spawn_blocking(move || {
+        let run = |name: &str| {
+            projector_command(&settings)
+                .args(["verify", name])
+                .output()
+                .expect("run projector verify")
+        };
+        (run("users"), run("orders"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        users.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&users.stdout)
+    );
+    assert_eq!(orders.status.code(), Some(1));
+    let printed = String::from_utf8_lossy(&orders.stdout);
+    assert!(
+        printed.contains("DIFFERENT") && printed.contains(&tampered.to_string()),
+        "{printed}"
+    );
 }

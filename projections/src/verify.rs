@@ -1,0 +1,337 @@
+//! `projector verify <projection>`: proves a live read model equals a rebuild from the log
+//! (ARCHITECTURE.md guarantee 7), or shows where it does not.
+//!
+//! 1. In one snapshot (`REPEATABLE READ`), copy the projection's live tables and its applied
+//!    versions (`projection_versions`) into a scratch schema. Rows and versions commit together
+//!    (ADR 0004), so the copy is a consistent point of the live model.
+//! 2. Rebuild the projection from the PostgreSQL events table into empty tables of the same
+//!    shape in the scratch schema: every event up to the version the live model had applied
+//!    for its aggregate, in log order, each turned into exactly what a consumer sees (upcast,
+//!    Avro round trip, the relay's headers) and applied by the same code the projector runs,
+//!    with the scratch schema first on the `search_path`.
+//! 3. Compare each table's row count and checksum (MD5 over the rows' text, sorted), and list
+//!    rows found on one side only. The scratch schema is dropped at the end.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::envelope::{Envelope, Source};
+use crate::Projection;
+
+/// How many differing rows are listed per table and side.
+const SHOWN: i64 = 10;
+/// Events applied per rebuild transaction.
+const CHUNK: i64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the process manager acts rather than builds a read model; it cannot be verified")]
+    NotAReadModel,
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+/// One table, live against rebuilt.
+#[derive(Debug, Clone)]
+pub struct TableCheck {
+    pub table: &'static str,
+    pub live_rows: i64,
+    pub rebuilt_rows: i64,
+    pub live_checksum: String,
+    pub rebuilt_checksum: String,
+    /// Rows (as text) only in the live table, at most ten.
+    pub only_live: Vec<String>,
+    /// Rows (as text) only in the rebuilt table, at most ten.
+    pub only_rebuilt: Vec<String>,
+}
+
+impl TableCheck {
+    pub fn matches(&self) -> bool {
+        self.live_rows == self.rebuilt_rows && self.live_checksum == self.rebuilt_checksum
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub projection: &'static str,
+    /// Events the rebuild applied.
+    pub events: u64,
+    /// Events the rebuild could not apply (as the live projection would have dead-lettered
+    /// them): event id and error.
+    pub failed: Vec<(String, String)>,
+    pub tables: Vec<TableCheck>,
+}
+
+impl Verification {
+    pub fn matches(&self) -> bool {
+        self.tables.iter().all(TableCheck::matches)
+    }
+}
+
+impl fmt::Display for Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "projection {}: rebuilt from {} events ({} could not be applied)",
+            self.projection,
+            self.events,
+            self.failed.len()
+        )?;
+        for (event, error) in &self.failed {
+            writeln!(f, "  not applied: event {event}: {error}")?;
+        }
+        for t in &self.tables {
+            let verdict = if t.matches() { "equal" } else { "DIFFERENT" };
+            writeln!(
+                f,
+                "  {:<18} {verdict:<9} live {} rows md5 {}  rebuilt {} rows md5 {}",
+                t.table, t.live_rows, t.live_checksum, t.rebuilt_rows, t.rebuilt_checksum
+            )?;
+            for row in &t.only_live {
+                writeln!(f, "    only live:    {row}")?;
+            }
+            for row in &t.only_rebuilt {
+                writeln!(f, "    only rebuilt: {row}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tables a projection owns.
+pub fn tables(projection: Projection) -> &'static [&'static str] {
+    match projection {
+        Projection::Users => &["rm_users"],
+        Projection::Orders => &["rm_orders"],
+        Projection::Payments => &["rm_payments"],
+        Projection::Analytics => &["rm_revenue_daily", "rm_funnel"],
+        Projection::Audit => &["rm_audit"],
+        Projection::ProcessManager => &[],
+    }
+}
+
+pub async fn verify(pool: &PgPool, projection: Projection) -> Result<Verification, VerifyError> {
+    if projection == Projection::ProcessManager {
+        return Err(VerifyError::NotAReadModel);
+    }
+    let scratch = format!(
+        "verify_{}_{}",
+        projection.name(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let result = run(pool, projection, &scratch).await;
+    let dropped = sqlx::query(&format!("DROP SCHEMA IF EXISTS {scratch} CASCADE"))
+        .execute(pool)
+        .await;
+    if let Err(error) = dropped {
+        tracing::warn!(schema = %scratch, error = %error, "could not drop the scratch schema");
+    }
+    result
+}
+
+async fn run(
+    pool: &PgPool,
+    projection: Projection,
+    scratch: &str,
+) -> Result<Verification, VerifyError> {
+    let tables = tables(projection);
+    // 1. A consistent copy of the live model and of what it has applied.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("CREATE SCHEMA {scratch}"))
+        .execute(&mut *tx)
+        .await?;
+    for table in tables {
+        // Same columns and keys, no triggers: the rebuild notifies nobody.
+        sqlx::query(&format!(
+            "CREATE TABLE {scratch}.{table} (LIKE public.{table} INCLUDING ALL)"
+        ))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "CREATE TABLE {scratch}.live_{table} AS SELECT * FROM public.{table}"
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(&format!(
+        "CREATE TABLE {scratch}.applied (aggregate_type text, aggregate_id text, version bigint,
+             PRIMARY KEY (aggregate_type, aggregate_id))"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!(
+        "INSERT INTO {scratch}.applied SELECT aggregate_type, aggregate_id, version
+         FROM projection_versions WHERE projection = $1"
+    ))
+    .bind(projection.name())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    // 2. The rebuild, in log order, a chunk per transaction.
+    let mut events = 0;
+    let mut failed = Vec::new();
+    let mut after = 0i64;
+    loop {
+        let rows = sqlx::query(&format!(
+            "SELECT e.global_position, e.event_id, e.aggregate_type, e.aggregate_id, e.sequence,
+                 e.event_type, e.event_version, e.payload, e.metadata
+             FROM events e
+             JOIN {scratch}.applied a
+               ON a.aggregate_type = e.aggregate_type AND a.aggregate_id = e.aggregate_id
+             WHERE e.sequence <= a.version AND e.global_position > $1
+             ORDER BY e.global_position
+             LIMIT $2"
+        ))
+        .bind(after)
+        .bind(CHUNK)
+        .fetch_all(pool)
+        .await?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = last.try_get("global_position")?;
+        let mut tx = pool.begin().await?;
+        sqlx::query(&format!("SET LOCAL search_path TO {scratch}, public"))
+            .execute(&mut *tx)
+            .await?;
+        for row in &rows {
+            match apply_row(&mut tx, projection, row).await? {
+                Ok(()) => events += 1,
+                Err(failure) => failed.push(failure),
+            }
+        }
+        tx.commit().await?;
+    }
+
+    // 3. Compare.
+    let mut checks = Vec::new();
+    for table in tables {
+        let live = checksum(pool, &format!("{scratch}.live_{table}")).await?;
+        let rebuilt = checksum(pool, &format!("{scratch}.{table}")).await?;
+        let (only_live, only_rebuilt) = if live == rebuilt {
+            (Vec::new(), Vec::new())
+        } else {
+            let (live_copy, rebuilt_copy) = (
+                format!("{scratch}.live_{table}"),
+                format!("{scratch}.{table}"),
+            );
+            (
+                only_in(pool, &live_copy, &rebuilt_copy).await?,
+                only_in(pool, &rebuilt_copy, &live_copy).await?,
+            )
+        };
+        checks.push(TableCheck {
+            table,
+            live_rows: live.0,
+            rebuilt_rows: rebuilt.0,
+            live_checksum: live.1,
+            rebuilt_checksum: rebuilt.1,
+            only_live,
+            only_rebuilt,
+        });
+    }
+    Ok(Verification {
+        projection: projection.name(),
+        events,
+        failed,
+        tables: checks,
+    })
+}
+
+/// Rows of `a` (as text) that `b` lacks, at most [`SHOWN`].
+async fn only_in(pool: &PgPool, a: &str, b: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "SELECT t::text FROM (SELECT * FROM {a} EXCEPT ALL SELECT * FROM {b}) t
+         ORDER BY 1 LIMIT {SHOWN}"
+    ))
+    .fetch_all(pool)
+    .await
+}
+
+/// Row count and MD5 of the rows' text in sorted order.
+async fn checksum(pool: &PgPool, table: &str) -> Result<(i64, String), sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "SELECT count(*) AS n, md5(COALESCE(string_agg(t::text, E'\\n' ORDER BY t::text), '')) AS sum
+         FROM {table} t"
+    ))
+    .fetch_one(pool)
+    .await?;
+    Ok((row.try_get("n")?, row.try_get("sum")?))
+}
+
+/// Applies one stored event as the projector would have received it; `Err` inside `Ok` is an
+/// event the projection cannot apply (rolled back to a savepoint, like a dead letter).
+async fn apply_row(
+    conn: &mut PgConnection,
+    projection: Projection,
+    row: &sqlx::postgres::PgRow,
+) -> Result<Result<(), (String, String)>, sqlx::Error> {
+    let event_id: uuid::Uuid = row.try_get("event_id")?;
+    let envelope = match envelope(row) {
+        Ok(envelope) => envelope,
+        Err(error) => return Ok(Err((event_id.to_string(), error))),
+    };
+    sqlx::query("SAVEPOINT verify_one")
+        .execute(&mut *conn)
+        .await?;
+    match projection.apply(conn, &envelope, None).await {
+        Ok(()) => Ok(Ok(())),
+        Err(error) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT verify_one")
+                .execute(&mut *conn)
+                .await?;
+            Ok(Err((event_id.to_string(), crate::error_chain(&error))))
+        }
+    }
+}
+
+/// The envelope a consumer would have built for this stored event: upcast, through the Avro
+/// round trip, with the relay's headers.
+fn envelope(row: &sqlx::postgres::PgRow) -> Result<Envelope, String> {
+    let text = |e: sqlx::Error| e.to_string();
+    let event_type: String = row.try_get("event_type").map_err(text)?;
+    let stored_version: String = row.try_get("event_version").map_err(text)?;
+    let payload: serde_json::Value = row.try_get("payload").map_err(text)?;
+    let metadata: serde_json::Value = row.try_get("metadata").map_err(text)?;
+    let (version, payload) = domain::upcast::upcast(&event_type, &stored_version, payload);
+    let payload =
+        schemas::wire::as_consumed(&event_type, &payload).map_err(|e| crate::error_chain(&e))?;
+    let position: i64 = row.try_get("global_position").map_err(text)?;
+    let event_id: uuid::Uuid = row.try_get("event_id").map_err(text)?;
+    let sequence: i64 = row.try_get("sequence").map_err(text)?;
+    let mut headers: HashMap<String, String> = HashMap::new();
+    for key in [
+        "correlation_id",
+        "causation_id",
+        "traceparent",
+        "occurred_at",
+        "actor",
+    ] {
+        let value = metadata.get(key).and_then(|v| v.as_str()).unwrap_or("");
+        headers.insert(key.to_owned(), value.to_owned());
+    }
+    headers.insert("event_id".into(), event_id.to_string());
+    headers.insert("event_type".into(), event_type);
+    headers.insert("event_version".into(), version);
+    headers.insert(
+        "aggregate_type".into(),
+        row.try_get("aggregate_type").map_err(text)?,
+    );
+    headers.insert(
+        "aggregate_id".into(),
+        row.try_get("aggregate_id").map_err(text)?,
+    );
+    headers.insert("sequence".into(), sequence.to_string());
+    let source = Source {
+        topic: "events".to_owned(),
+        partition: 0,
+        offset: position,
+    };
+    Envelope::from_parts(source, &headers, payload).map_err(|e| e.to_string())
+}
