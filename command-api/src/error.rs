@@ -28,6 +28,7 @@ pub enum ApiError {
         kind: ErrorKind,
         code: &'static str,
         detail: String,
+        facts: Vec<(&'static str, i64)>,
     },
     #[error("version conflict, current version {current_version}")]
     VersionConflict { current_version: i64 },
@@ -47,6 +48,7 @@ impl ApiError {
             kind: error.kind(),
             code: error.code(),
             detail: error.to_string(),
+            facts: error.facts(),
         }
     }
 
@@ -123,7 +125,15 @@ impl ApiError {
             Self::NotFound { code, detail } => {
                 Problem::new(S::NOT_FOUND, code, "Not found", detail.clone())
             }
-            Self::Rule { kind, code, detail } => rule_problem(kind, code, detail),
+            Self::Rule {
+                kind,
+                code,
+                detail,
+                facts,
+            } => facts.iter().fold(
+                rule_problem(kind, code, detail),
+                |problem, (name, value)| problem.with_extension(name, *value),
+            ),
             Self::VersionConflict { current_version } => Problem::new(
                 S::CONFLICT,
                 "version-conflict",

@@ -34,6 +34,11 @@ pub trait DomainError: std::error::Error {
     fn kind(&self) -> ErrorKind;
     /// A stable, kebab-case name of the rule that was broken, for problem `type`s and metrics.
     fn code(&self) -> &'static str;
+    /// Figures a client can act on, e.g. `("available", 700)` when a refund asks for more
+    /// than is left; they become members of the problem response.
+    fn facts(&self) -> Vec<(&'static str, i64)> {
+        Vec::new()
+    }
 }
 
 /// A value that must be unique across aggregates, claimed or released in the same database

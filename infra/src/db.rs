@@ -48,6 +48,16 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     MIGRATOR.run(pool).await.map_err(DbError::Migrate)
 }
 
+/// True when retrying the same work later may succeed: the database was unreachable, or it
+/// rolled the transaction back for a reason of its own (class 40: serialization failure,
+/// deadlock), cancelled the statement (57014) or ran short of resources (class 53).
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    is_unavailable(error)
+        || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| {
+            code.starts_with("40") || code.starts_with("53") || code == "57014"
+        }))
+}
+
 /// True when the error means the database could not be reached (as opposed to a query that
 /// the database refused): callers answer 503 with `Retry-After` for these.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {

@@ -17,7 +17,13 @@
 //! Outcomes of a command: 2xx done; 404 or a 409 naming a business rule (the order moved on,
 //! e.g. it was already confirmed) is a decision of the aggregate, logged and done; a version
 //! conflict, 429, 5xx or a transport error is transient: the batch rolls back and is retried
-//! with the same keys; any other 4xx is a defect and dead-letters the event.
+//! with the same keys; any other 4xx is a defect and dead-letters the event. A refund asks for
+//! what this process believes is left; if the payment says less is left (a refund it has not
+//! seen yet), it refunds that instead.
+//!
+//! A known limit: topics are keyed by aggregate, so a failure of one payment can be seen before
+//! the capture of another payment of the same order. The order is then cancelled, and the
+//! capture refunded when it arrives: the money is right, the order stays cancelled.
 
 use std::time::Duration;
 
@@ -43,8 +49,9 @@ pub struct Commands {
 #[derive(Debug, PartialEq, Eq)]
 enum Sent {
     Done,
-    /// The aggregate refused it by a business rule or does not exist; nothing to retry.
-    Refused(u16, String),
+    /// The aggregate refused it by a business rule or does not exist; nothing to retry. The
+    /// status, the problem `type` and the problem.
+    Refused(u16, String, Value),
 }
 
 impl Commands {
@@ -88,7 +95,7 @@ impl Commands {
         let outcome = match status {
             200..=299 => Ok(Sent::Done),
             409 if kind.ends_with("/version-conflict") => Err(transient(kind)),
-            404 | 409 => Ok(Sent::Refused(status, kind)),
+            404 | 409 => Ok(Sent::Refused(status, kind.clone(), problem.clone())),
             429 | 500..=599 => Err(transient(format!("status {status} {kind}"))),
             _ => Err(ApplyError::Rejected(format!(
                 "POST {path} answered {status}: {problem}"
@@ -101,7 +108,7 @@ impl Commands {
             Err(_) => "rejected",
         };
         metrics::counter!("process_manager_commands_total", "outcome" => label).increment(1);
-        if let Ok(Sent::Refused(status, kind)) = &outcome {
+        if let Ok(Sent::Refused(status, kind, _)) = &outcome {
             tracing::info!(path, status, problem = %kind, cause = %cause.event_id,
                 "process manager command refused by the aggregate");
         }
@@ -121,6 +128,10 @@ impl Commands {
             .await
     }
 
+    /// Refunds `amount_minor` of `payment`. What this process knows of earlier refunds can lag
+    /// (a refund by someone else not consumed yet), so when the payment answers that less is
+    /// left, the rest is refunded instead. The key names the amount: one key, one body,
+    /// whatever a redelivery computes.
     async fn refund(
         &self,
         cause: &Envelope,
@@ -128,9 +139,20 @@ impl Commands {
         amount_minor: i64,
     ) -> Result<Sent, ApplyError> {
         let path = format!("/v1/payments/{payment}/refund");
-        let key = format!("pm-refund-{}-{payment}", cause.event_id);
-        let body = json!({ "amount_minor": amount_minor, "reason": "order_cancelled" });
-        self.send(cause, &path, key, body).await
+        let mut amount = amount_minor;
+        loop {
+            let key = format!("pm-refund-{}-{payment}-{amount}", cause.event_id);
+            let body = json!({ "amount_minor": amount, "reason": "order_cancelled" });
+            match self.send(cause, &path, key, body).await? {
+                Sent::Refused(409, kind, problem) if kind.ends_with("/refund-exceeds-captured") => {
+                    match problem["available"].as_i64() {
+                        Some(left) if left > 0 && left < amount => amount = left,
+                        _ => return Ok(Sent::Refused(409, kind, problem)),
+                    }
+                }
+                sent => return Ok(sent),
+            }
+        }
     }
 }
 

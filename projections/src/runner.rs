@@ -283,6 +283,13 @@ impl Runner {
                     Err(error) => return Ok(Outcome::Failed(error.to_string())),
                 }
             }
+            // The registry being unreachable says nothing about the message: retry the batch.
+            Err(schemas::SchemaError::RegistryUnreachable(error)) => {
+                return Err(RunError::Transient {
+                    projection: self.projection.name(),
+                    error: format!("schema registry unreachable: {error}"),
+                })
+            }
             Err(error) => return Ok(Outcome::Failed(format!("undecodable: {error}"))),
         };
         let name = self.projection.name();
@@ -312,6 +319,10 @@ impl Runner {
                     projection: name,
                     error,
                 })
+            }
+            // Deadlock, serialization failure, lost connection: not the event's fault.
+            Err(crate::ApplyError::Database(error)) if infra::db::is_transient(&error) => {
+                return Err(RunError::Database(error))
             }
             Err(error) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT apply_one")

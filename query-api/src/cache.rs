@@ -14,8 +14,9 @@
 //!   its connection drops, notifications may be lost, so the whole cache is cleared and nothing
 //!   is stored until it listens again.
 //! - **No stale inserts.** A reader that missed records its shard's change generation before
-//!   reading the database and stores what it read only if no notification for that shard
-//!   arrived in between; otherwise the row it read may already be superseded.
+//!   reading the database and keeps what it read in the cache only if no notification for
+//!   that shard arrived before or during the store; otherwise the row it read may already be
+//!   superseded.
 //! - **Time to live.** Entries expire after `query_api.cache_ttl_secs` regardless, bounding
 //!   the damage of a notification lost in a way nobody noticed.
 //!
@@ -135,13 +136,13 @@ impl ReadCache {
 
     /// Whether the cache is hearing change notifications (and so storing entries).
     pub fn is_listening(&self) -> bool {
-        self.listening.load(Ordering::Acquire)
+        self.listening.load(Ordering::SeqCst)
     }
 
     /// A notification: the resource changed in the database.
     pub async fn changed(&self, key: Key) {
         let shard = self.shard(&key);
-        shard.generation.fetch_add(1, Ordering::AcqRel);
+        shard.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.invalidate(&key).await;
         shard.changed.notify_waiters();
     }
@@ -149,7 +150,7 @@ impl ReadCache {
     /// Forgets everything: notifications may have been missed.
     fn forget_all(&self) {
         for shard in self.shards.iter() {
-            shard.generation.fetch_add(1, Ordering::AcqRel);
+            shard.generation.fetch_add(1, Ordering::SeqCst);
             shard.changed.notify_waiters();
         }
         self.entries.invalidate_all();
@@ -184,7 +185,7 @@ impl ReadCache {
             let notified = shard.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let generation = shard.generation.load(Ordering::Acquire);
+            let generation = shard.generation.load(Ordering::SeqCst);
             let loaded = load().await.map_err(Miss::Failed)?.map(Arc::new);
             if let Some(fresh) = &loaded {
                 self.store(key, fresh, shard, generation).await;
@@ -217,8 +218,12 @@ impl ReadCache {
 
     /// Stores `fresh` unless a change was notified since `generation` was read (then `fresh`
     /// may be superseded already) or the listener is down; never replaces a newer version.
+    /// The check is repeated after the store: a notification that arrived in between may
+    /// have invalidated the key before the store, so the store is undone.
     async fn store(&self, key: Key, fresh: &Arc<Representation>, shard: &Shard, generation: u64) {
-        if !self.is_listening() || shard.generation.load(Ordering::Acquire) != generation {
+        let unchanged =
+            || self.is_listening() && shard.generation.load(Ordering::SeqCst) == generation;
+        if !unchanged() {
             return;
         }
         let fresh = fresh.clone();
@@ -233,6 +238,9 @@ impl ReadCache {
                 })
             })
             .await;
+        if !unchanged() {
+            self.entries.invalidate(&key).await;
+        }
     }
 
     /// Listens for change notifications until the process ends, reconnecting with backoff.
@@ -250,7 +258,7 @@ impl ReadCache {
                     );
                 }
             }
-            self.listening.store(false, Ordering::Release);
+            self.listening.store(false, Ordering::SeqCst);
             self.forget_all();
             metrics::gauge!("query_cache_listening").set(0.0);
             tokio::time::sleep(backoff).await;
@@ -260,12 +268,13 @@ impl ReadCache {
 
     async fn listen_once(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         let mut listener = PgListener::connect_with(pool).await?;
-        // Reconnecting silently would hide lost notifications: a lost connection ends this
-        // listener instead (`try_recv` returns `None`), and the caller clears the cache.
+        // `try_recv` returns `None` when the connection was lost (notifications may have been
+        // missed): this listener ends, and the caller clears the cache and connects anew.
+        // A pool being closed (shutdown) is not such a loss.
         listener.ignore_pool_close_event(true);
         listener.listen(CHANNEL).await?;
         self.forget_all();
-        self.listening.store(true, Ordering::Release);
+        self.listening.store(true, Ordering::SeqCst);
         metrics::gauge!("query_cache_listening").set(1.0);
         tracing::info!(channel = CHANNEL, "listening for read-model changes");
         while let Some(notification) = listener.try_recv().await? {
@@ -295,7 +304,7 @@ mod tests {
 
     fn cache() -> ReadCache {
         let cache = ReadCache::new(100, Duration::from_secs(60), Duration::from_millis(300));
-        cache.listening.store(true, Ordering::Release);
+        cache.listening.store(true, Ordering::SeqCst);
         cache
     }
 
@@ -375,7 +384,7 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_stored_while_the_listener_is_down() {
         let cache = cache();
-        cache.listening.store(false, Ordering::Release);
+        cache.listening.store(false, Ordering::SeqCst);
         let key = Key::User(Uuid::now_v7());
         cache
             .get(key, None, || std::future::ready(Ok::<_, ()>(Some(rep(1)))))

@@ -37,9 +37,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
     }
 }
 
-/// The parameter named by serde's "unknown field `x`" message.
+/// The parameter named by serde's "unknown field `x`" or "duplicate field `x`" message.
 fn unknown_parameter(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("duplicate field `"))?;
     Some(rest.split('`').next()?.to_owned())
 }
 
@@ -86,8 +88,13 @@ impl Cursor {
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
         let (micros, id) = text.split_once('|').ok_or_else(invalid)?;
         let micros: i64 = micros.parse().map_err(|_| invalid())?;
+        let at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
+        // PostgreSQL's timestamps end at year 294276; keep to what an order can carry.
+        if !(1..=9999).contains(&chrono::Datelike::year(&at)) {
+            return Err(invalid());
+        }
         Ok(Self {
-            at: DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?,
+            at,
             id: Uuid::parse_str(id).map_err(|_| invalid())?,
         })
     }
@@ -106,6 +113,8 @@ mod tests {
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
         assert!(Cursor::decode("not-a-cursor").is_err());
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("12|nope")).is_err());
+        let far = format!("600000000000000000|{}", Uuid::now_v7()); // year 20983
+        assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode(far)).is_err());
     }
 
     #[test]
@@ -113,6 +122,10 @@ mod tests {
         assert_eq!(
             unknown_parameter("unknown field `colour`, expected one of `status`").as_deref(),
             Some("colour")
+        );
+        assert_eq!(
+            unknown_parameter("duplicate field `limit`").as_deref(),
+            Some("limit")
         );
     }
 }

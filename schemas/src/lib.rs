@@ -31,4 +31,7 @@ pub enum SchemaError {
     Avro(#[source] Box<apache_avro::Error>),
     #[error("schema registry call failed: {0}")]
     Registry(String),
+    /// The registry could not be reached; the same call may succeed later.
+    #[error("schema registry unreachable: {0}")]
+    RegistryUnreachable(String),
 }

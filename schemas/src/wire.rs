@@ -14,7 +14,11 @@ use crate::convert::{avro_to_json, json_to_avro};
 use crate::{latest, EventSchema, SchemaError};
 
 fn registry_error(error: SRCError) -> SchemaError {
-    SchemaError::Registry(error.to_string())
+    if error.retriable {
+        SchemaError::RegistryUnreachable(error.to_string())
+    } else {
+        SchemaError::Registry(error.to_string())
+    }
 }
 
 /// The subject an event type's schemas are registered under on `topic`.

@@ -62,4 +62,13 @@ impl DomainError for PaymentError {
             Self::RefundExceedsCaptured { .. } => "refund-exceeds-captured",
         }
     }
+
+    fn facts(&self) -> Vec<(&'static str, i64)> {
+        match self {
+            Self::AuthorizationExceedsAmount { max } => vec![("max", *max)],
+            Self::CaptureExceedsAuthorized { available }
+            | Self::RefundExceedsCaptured { available } => vec![("available", *available)],
+            _ => Vec::new(),
+        }
+    }
 }

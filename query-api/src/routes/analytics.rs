@@ -23,6 +23,15 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn check_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<(), QueryError> {
+    use chrono::Datelike;
+    for (field, day) in [("from", from), ("to", to)] {
+        if day.is_some_and(|d| !(1..=9999).contains(&d.year())) {
+            return Err(QueryError::invalid(
+                field,
+                "must be a day of the years 1 to 9999",
+            ));
+        }
+    }
     match (from, to) {
         (Some(from), Some(to)) if from > to => {
             Err(QueryError::invalid("from", "must not be after `to`"))

@@ -371,8 +371,8 @@ async fn unpublished_is_zero(pool: &PgPool) -> bool {
     crate::kafka::unpublished(pool).await == 0
 }
 
-/// Registers, orders, pays (captured) and cancels; returns the payment id.
-async fn pay_then_cancel(app: &TestApp) -> String {
+/// Registers, orders and pays 3000 (captured); returns the order and payment ids.
+async fn paid_order(app: &TestApp) -> (String, String) {
     let (_, order) = app.user_and_order().await;
     let payment = app
         .post(
@@ -390,7 +390,12 @@ async fn pay_then_cancel(app: &TestApp) -> String {
             .await,
         );
     }
-    // The process manager may confirm the order at the same moment: retry a version conflict.
+    (order, payment)
+}
+
+/// Cancels the order; the process manager may confirm it at the same moment, so a version
+/// conflict is retried.
+async fn cancel(app: &TestApp, order: &str) {
     for _ in 0..20 {
         let answer = app
             .post(
@@ -399,11 +404,18 @@ async fn pay_then_cancel(app: &TestApp) -> String {
             )
             .await;
         if answer.status.is_success() {
-            return payment;
+            return;
         }
         answer.assert_problem(409, "version-conflict");
     }
     panic!("order {order} could not be cancelled");
+}
+
+/// Registers, orders, pays (captured) and cancels; returns the payment id.
+async fn pay_then_cancel(app: &TestApp) -> String {
+    let (order, payment) = paid_order(app).await;
+    cancel(app, &order).await;
+    payment
 }
 
 /// Per payment: refund events, total refunded, and the last refund's actor.
@@ -521,6 +533,12 @@ async fn the_query_api_answers_as_specified() {
         ("/v1/analytics/revenue?currency=EURO".to_owned(), "currency"),
         ("/v1/analytics/order-funnel?to=yesterday".to_owned(), "to"),
         (format!("/v1/audit/order/{order}?cursor=-4"), "cursor"),
+        ("/v1/analytics/revenue?from=-5000-01-01".to_owned(), "from"),
+        (
+            "/v1/analytics/order-funnel?to=+20000-01-01".to_owned(),
+            "to",
+        ),
+        (format!("/v1/users/{user}/orders?limit=1&limit=2"), "limit"),
     ] {
         let answer = query.get(&path).await;
         answer.assert_problem(422, "validation-failed");
@@ -610,4 +628,40 @@ async fn the_query_api_answers_as_specified() {
             "{path} missing from the spec"
         );
     }
+}
+
+/// A refund the process manager has not seen yet: it refunds what is left, not the whole
+/// capture, so the customer gets the captured amount back exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancellation_refunds_what_is_left_after_a_partial_refund() {
+    let read_stack = spawn_read_stack(|s| s.query_api.max_wait_ms = 20_000).await;
+    let (app, query) = (&read_stack.stack.app, &read_stack.query);
+    let (order, payment) = paid_order(app).await;
+    // A goodwill refund, then the cancellation right behind it.
+    accepted(
+        &app.post(
+            &format!("/v1/payments/{payment}/refund"),
+            json!({"amount_minor": 1000, "reason": "goodwill"}),
+        )
+        .await,
+    );
+    cancel(app, &order).await;
+    let body = query.at_least(&format!("/v1/payments/{payment}"), 5).await;
+    assert_eq!(body["status"], "refunded", "{body}");
+    assert_eq!(body["refunded_minor"], 3000);
+    let refunds: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT (payload->>'amount_minor')::bigint, metadata->>'actor' FROM events
+         WHERE aggregate_id = $1 AND event_type = 'PaymentRefunded' ORDER BY sequence",
+    )
+    .bind(&payment)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        refunds,
+        [
+            (1000, "anonymous".to_owned()),
+            (2000, "process-manager".to_owned())
+        ]
+    );
 }
