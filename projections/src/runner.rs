@@ -20,6 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use schemas::wire::EventDecoder;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::envelope::{Envelope, Source};
 use crate::Projection;
@@ -307,9 +308,14 @@ impl Runner {
         sqlx::query("SAVEPOINT apply_one")
             .execute(&mut *conn)
             .await?;
+        // The event's trace context goes with everything logged while applying it (and with
+        // the process manager's commands, as their `traceparent`).
+        let span = tracing::info_span!("apply", projection = name, event_type = %envelope.event_type,
+            event_id = %envelope.event_id, traceparent = %envelope.traceparent);
         let applied = self
             .projection
             .apply(conn, &envelope, self.commands.as_ref())
+            .instrument(span)
             .await;
         match applied {
             Ok(()) => {}

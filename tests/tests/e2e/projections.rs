@@ -653,7 +653,10 @@ async fn projector_stops_gracefully_on_sigterm() {
         .fetch_one(pool)
         .await
         .unwrap();
-    assert!(applied > 0, "the first projector applied nothing before it was stopped");
+    assert!(
+        applied > 0,
+        "the first projector applied nothing before it was stopped"
+    );
     let second = Killed(spawn_projector(&stack.settings, None));
     wait_until_published(pool, Duration::from_secs(60)).await;
     wait_until_projected(pool, Duration::from_secs(60)).await;
