@@ -441,33 +441,53 @@ impl Drop for Killed {
 async fn projector_killed_repeatedly_applies_everything_exactly_once() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
-    let settings = stack.settings.clone();
-    let loaded = std::sync::Arc::new(AtomicBool::new(false));
-    // SIGKILL and restart the projector every 700 ms until the load is written (at least four
-    // times). Process handling blocks: keep it on its own thread.
-    let killer = tokio::task::spawn_blocking({
-        let loaded = loaded.clone();
-        move || {
-            let mut projector = Killed(spawn_projector(&settings, None));
-            let mut kills = 0;
-            while kills < 4 || !loaded.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(700));
-                projector = Killed(spawn_projector(&settings, None)); // the old one is killed on drop
-                kills += 1;
+    let loaded = AtomicBool::new(false);
+    let load = async {
+        commerce_load(&stack.app, 250).await;
+        loaded.store(true, Ordering::SeqCst);
+    };
+    // SIGKILL and restart the projector each time it has made progress (so every kill lands
+    // in the middle of its work), until the load is written, at least four times.
+    let killer = async {
+        let applied = || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM projection_versions")
+                .fetch_one(&stack.app.pool)
+                .await
+                .unwrap()
+        };
+        let mut projector = Killed(spawn_projector(&stack.settings, None));
+        let (mut kills, mut seen, mut at_kills) = (0, 0, Vec::new());
+        while kills < 4 || !loaded.load(Ordering::SeqCst) {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while applied().await <= seen && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            (projector, kills)
+            seen = applied().await;
+            at_kills.push(seen);
+            tokio::time::sleep(Duration::from_millis(50 + 50 * (kills % 4))).await;
+            let old = std::mem::replace(
+                &mut projector,
+                Killed(spawn_projector(&stack.settings, None)),
+            );
+            // Killing and reaping block: off the async workers.
+            tokio::task::spawn_blocking(move || drop(old))
+                .await
+                .expect("kill the projector");
+            kills += 1;
         }
-    });
-    commerce_load(&stack.app, 250).await;
-    loaded.store(true, Ordering::SeqCst);
-    let (projector, kills) = killer.await.expect("killer thread");
+        (projector, kills, at_kills)
+    };
+    let ((), (projector, kills, at_kills)) = tokio::join!(load, killer);
     let pool = &stack.app.pool;
     let events = stack.app.event_count().await;
     assert!(events >= 2000, "only {events} events flowed");
     wait_until_published(pool, Duration::from_secs(60)).await;
     wait_until_projected(pool, Duration::from_secs(90)).await;
     assert_read_models_match_the_events(pool).await;
-    eprintln!("{events} events flowed; the projector was killed {kills} times");
+    eprintln!(
+        "{events} events flowed; the projector was killed {kills} times, \
+         having applied {at_kills:?} aggregate versions in all"
+    );
     drop(projector);
 }
 
@@ -624,39 +644,44 @@ async fn verify_proves_each_read_model_equals_a_rebuild_and_shows_a_difference()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn projector_stops_gracefully_on_sigterm() {
     let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
-    let settings = stack.settings.clone();
-    let first = spawn_projector(&settings, None);
-    let load = commerce_load(&stack.app, 120);
-    let stopper = tokio::task::spawn_blocking(move || {
-        std::thread::sleep(Duration::from_millis(1200));
-        let pid = first.id().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success());
-        let mut first = Killed(first);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = first.0.try_wait().expect("wait for the projector") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the projector ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
-    load.await;
-    let status = stopper.await.expect("stopper thread");
-    assert!(status.success(), "the projector exited with {status}");
+    let first = spawn_projector(&stack.settings, None);
     let pool = &stack.app.pool;
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_versions")
-        .fetch_one(pool)
+    // Once the projector is busy applying the load, SIGTERM it and wait (bounded) for it.
+    let stop_when_busy = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_versions")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            if applied > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the projector applied nothing");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::task::spawn_blocking(move || {
+            let pid = first.id().to_string();
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("run kill");
+            assert!(sent.success());
+            let mut first = Killed(first);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Some(status) = first.0.try_wait().expect("wait for the projector") {
+                    return status;
+                }
+                assert!(Instant::now() < deadline, "the projector ignored SIGTERM");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
         .await
-        .unwrap();
-    assert!(
-        applied > 0,
-        "the first projector applied nothing before it was stopped"
-    );
+        .expect("stopper thread")
+    };
+    let ((), status) = tokio::join!(commerce_load(&stack.app, 120), stop_when_busy);
+    assert!(status.success(), "the projector exited with {status}");
     let second = Killed(spawn_projector(&stack.settings, None));
     wait_until_published(pool, Duration::from_secs(60)).await;
     wait_until_projected(pool, Duration::from_secs(60)).await;
