@@ -171,72 +171,53 @@ pub async fn assert_read_models_match_the_events(pool: &PgPool) {
             }
         }
     }
-    let rows = sqlx::query("SELECT id::text AS id, display_name, status, version FROM rm_users")
-        .fetch_all(pool)
-        .await
-        .unwrap();
-    let projected: BTreeMap<String, (String, String, i64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r.get("id"),
-                (r.get("display_name"), r.get("status"), r.get("version")),
-            )
-        })
-        .collect();
+    let projected: BTreeMap<String, (String, String, i64)> = rows::<(String, String, String, i64)>(
+        pool,
+        "SELECT id::text, display_name, status, version FROM rm_users",
+    )
+    .await
+    .into_iter()
+    .map(|(id, name, status, version)| (id, (name, status, version)))
+    .collect();
     assert_eq!(projected, users, "rm_users differs from the events");
-    let rows = sqlx::query("SELECT id::text AS id, status, version, carrier FROM rm_orders")
-        .fetch_all(pool)
+    let projected: BTreeMap<String, (String, i64, Option<String>)> =
+        rows::<(String, String, i64, Option<String>)>(
+            pool,
+            "SELECT id::text, status, version, carrier FROM rm_orders",
+        )
         .await
-        .unwrap();
-    let projected: BTreeMap<String, (String, i64, Option<String>)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r.get("id"),
-                (r.get("status"), r.get("version"), r.get("carrier")),
-            )
-        })
+        .into_iter()
+        .map(|(id, status, version, carrier)| (id, (status, version, carrier)))
         .collect();
     assert_eq!(projected, orders, "rm_orders differs from the events");
-    let rows = sqlx::query(
-        "SELECT id::text AS id, status, captured_minor, refunded_minor, version FROM rm_payments",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let projected: BTreeMap<String, (String, i64, i64, i64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r.get("id"),
-                (
-                    r.get("status"),
-                    r.get("captured_minor"),
-                    r.get("refunded_minor"),
-                    r.get("version"),
-                ),
-            )
+    let projected: BTreeMap<String, (String, i64, i64, i64)> =
+        rows::<(String, String, i64, i64, i64)>(
+            pool,
+            "SELECT id::text, status, captured_minor, refunded_minor, version FROM rm_payments",
+        )
+        .await
+        .into_iter()
+        .map(|(id, status, captured, refunded, version)| {
+            (id, (status, captured, refunded, version))
         })
         .collect();
     assert_eq!(projected, payments, "rm_payments differs from the events");
-    let rows = sqlx::query("SELECT day::text AS day, currency, captured_minor, refunded_minor, orders FROM rm_revenue_daily")
-        .fetch_all(pool)
-        .await
-        .unwrap();
-    let projected: BTreeMap<(String, String), (i64, i64, i64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                (r.get("day"), r.get("currency")),
-                (
-                    r.get("captured_minor"),
-                    r.get("refunded_minor"),
-                    r.get("orders"),
-                ),
-            )
-        })
-        .collect();
+    let projected: BTreeMap<(String, String), (i64, i64, i64)> = rows::<(
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+    )>(
+        pool,
+        "SELECT day::text, currency, captured_minor, refunded_minor, orders FROM rm_revenue_daily",
+    )
+    .await
+    .into_iter()
+    .map(|(day, currency, captured, refunded, orders)| {
+        ((day, currency), (captured, refunded, orders))
+    })
+    .collect();
     assert_eq!(
         projected, revenue,
         "rm_revenue_daily differs from the events"
@@ -253,6 +234,17 @@ pub async fn assert_read_models_match_the_events(pool: &PgPool) {
         events.len(),
         "rm_audit differs from the events"
     );
+}
+
+/// Every row of a query, as tuples.
+async fn rows<T>(pool: &PgPool, sql: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sql)
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// A write stack and an in-process projector (no process manager: the load confirms and
