@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
-use futures::future::join_all;
 use hdrhistogram::Histogram;
 use reqwest::{Client, StatusCode};
 use serde::Serialize;
@@ -94,27 +93,10 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Registers `n` users through the command API, 32 at a time; returns their ids.
+/// Registers `n` users through the command API; returns their ids.
 async fn register_users(client: &Client, command: &str, n: usize) -> Result<Vec<String>> {
-    let mut ids = Vec::with_capacity(n);
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(32) {
-        let batch = chunk.iter().map(|i| {
-            let body = json!({"email": format!("read-{tag}-{i}@example.com"), "display_name": format!("Reader {i}")});
-            client.post(format!("{command}/v1/users")).json(&body).send()
-        });
-        for response in join_all(batch).await {
-            let response = response.context("registering a user")?;
-            ensure!(
-                response.status() == StatusCode::CREATED,
-                "registering a user: {}",
-                response.status()
-            );
-            let body: Value = response.json().await.context("reading the answer")?;
-            ids.push(body["id"].as_str().unwrap_or_default().to_owned());
-        }
-    }
-    Ok(ids)
+    let ids = crate::write::register_users(client, command, n).await?;
+    Ok(ids.iter().map(ToString::to_string).collect())
 }
 
 /// Waits (up to a minute: the projector may still be starting) until the query API has every

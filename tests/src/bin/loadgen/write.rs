@@ -96,7 +96,7 @@ struct Created {
 }
 
 /// Registers `n` users one after the other (setup, not measured).
-async fn register_users(client: &Client, base: &str, n: usize) -> Result<Vec<Uuid>> {
+pub async fn register_users(client: &Client, base: &str, n: usize) -> Result<Vec<Uuid>> {
     if n > 0 {
         eprintln!("setup: registering {n} users");
     }
