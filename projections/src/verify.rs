@@ -17,6 +17,8 @@ use std::fmt;
 
 use sqlx::{PgConnection, PgPool, Row};
 
+use infra::event_store::{message_headers, PublishedEvent};
+
 use crate::envelope::{Envelope, Source};
 use crate::Projection;
 
@@ -303,31 +305,24 @@ fn envelope(row: &sqlx::postgres::PgRow) -> Result<Envelope, String> {
     let payload =
         schemas::wire::as_consumed(&event_type, &payload).map_err(|e| crate::error_chain(&e))?;
     let position: i64 = row.try_get("global_position").map_err(text)?;
-    let event_id: uuid::Uuid = row.try_get("event_id").map_err(text)?;
-    let sequence: i64 = row.try_get("sequence").map_err(text)?;
-    let mut headers: HashMap<String, String> = HashMap::new();
-    for key in [
-        "correlation_id",
-        "causation_id",
-        "traceparent",
-        "occurred_at",
-        "actor",
-    ] {
-        let value = metadata.get(key).and_then(|v| v.as_str()).unwrap_or("");
-        headers.insert(key.to_owned(), value.to_owned());
-    }
-    headers.insert("event_id".into(), event_id.to_string());
-    headers.insert("event_type".into(), event_type);
-    headers.insert("event_version".into(), version);
-    headers.insert(
-        "aggregate_type".into(),
+    let (aggregate_type, aggregate_id): (String, String) = (
         row.try_get("aggregate_type").map_err(text)?,
-    );
-    headers.insert(
-        "aggregate_id".into(),
         row.try_get("aggregate_id").map_err(text)?,
     );
-    headers.insert("sequence".into(), sequence.to_string());
+    let published = PublishedEvent {
+        event_id: row.try_get("event_id").map_err(text)?,
+        event_type: &event_type,
+        event_version: &version,
+        aggregate_type: &aggregate_type,
+        aggregate_id: &aggregate_id,
+        sequence: row.try_get("sequence").map_err(text)?,
+        global_position: position,
+        metadata: &metadata,
+    };
+    let headers: HashMap<String, String> = message_headers(&published)
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
     let source = Source {
         topic: "events".to_owned(),
         partition: 0,

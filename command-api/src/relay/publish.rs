@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use infra::event_store::{message_headers, PublishedEvent};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -44,46 +45,26 @@ struct Outgoing {
     headers: OwnedHeaders,
 }
 
-fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header {
-        key,
-        value: Some(value),
-    }
-}
-
 fn headers(event: &StoredEvent, event_version: &str) -> OwnedHeaders {
-    let meta = |key: &str| {
-        event
-            .metadata
-            .get(key)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_owned()
+    let published = PublishedEvent {
+        event_id: event.event_id,
+        event_type: &event.event_type,
+        event_version,
+        aggregate_type: &event.aggregate_type,
+        aggregate_id: &event.aggregate_id,
+        sequence: event.sequence,
+        global_position: event.checkpoint.global_position,
+        metadata: &event.metadata,
     };
-    let (correlation, causation, trace) = (
-        meta("correlation_id"),
-        meta("causation_id"),
-        meta("traceparent"),
-    );
-    let (occurred_at, actor) = (meta("occurred_at"), meta("actor"));
-    let (event_id, sequence, position) = (
-        event.event_id.to_string(),
-        event.sequence.to_string(),
-        event.checkpoint.global_position.to_string(),
-    );
-    OwnedHeaders::new_with_capacity(12)
-        .insert(header("event_id", &event_id))
-        .insert(header("event_type", &event.event_type))
-        .insert(header("event_version", event_version))
-        .insert(header("aggregate_type", &event.aggregate_type))
-        .insert(header("aggregate_id", &event.aggregate_id))
-        .insert(header("sequence", &sequence))
-        .insert(header("global_position", &position))
-        .insert(header("correlation_id", &correlation))
-        .insert(header("causation_id", &causation))
-        .insert(header("traceparent", &trace))
-        .insert(header("occurred_at", &occurred_at))
-        .insert(header("actor", &actor))
+    message_headers(&published).iter().fold(
+        OwnedHeaders::new_with_capacity(12),
+        |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value.as_str()),
+            })
+        },
+    )
 }
 
 impl Publisher {

@@ -46,3 +46,45 @@ impl EventMetadata {
         })
     }
 }
+
+/// A stored event as the relay publishes it, for [`message_headers`].
+pub struct PublishedEvent<'a> {
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    /// The version the payload is at once upcast.
+    pub event_version: &'a str,
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub sequence: i64,
+    pub global_position: i64,
+    /// The stored metadata object ([`EventMetadata`]'s fields).
+    pub metadata: &'a serde_json::Value,
+}
+
+/// The twelve headers every published message carries (ARCHITECTURE.md, Kafka and schemas),
+/// so that any consumer can discard duplicates and trace the event. The relay sends them;
+/// `projector verify` rebuilds what a consumer saw from them.
+pub fn message_headers(event: &PublishedEvent<'_>) -> [(&'static str, String); 12] {
+    let meta = |key: &str| {
+        event
+            .metadata
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    [
+        ("event_id", event.event_id.to_string()),
+        ("event_type", event.event_type.to_owned()),
+        ("event_version", event.event_version.to_owned()),
+        ("aggregate_type", event.aggregate_type.to_owned()),
+        ("aggregate_id", event.aggregate_id.to_owned()),
+        ("sequence", event.sequence.to_string()),
+        ("global_position", event.global_position.to_string()),
+        ("correlation_id", meta("correlation_id")),
+        ("causation_id", meta("causation_id")),
+        ("traceparent", meta("traceparent")),
+        ("occurred_at", meta("occurred_at")),
+        ("actor", meta("actor")),
+    ]
+}

@@ -18,5 +18,5 @@ mod repository;
 pub use append::{
     AppendError, AppendRequest, Appended, Claim, EventStore, Idempotency, NewEvent, StoredResponse,
 };
-pub use metadata::EventMetadata;
+pub use metadata::{message_headers, EventMetadata, PublishedEvent};
 pub use repository::PgEventRepository;
