@@ -74,9 +74,8 @@ where
     F: Fn(PgPool, Uuid) -> Fut,
     Fut: std::future::Future<Output = Result<Option<Representation>, sqlx::Error>>,
 {
-    let id = Uuid::parse_str(raw_id).ok();
-    let what = key(id.unwrap_or_default()).kind();
-    let id = id.ok_or(QueryError::NotFound { what })?;
+    let what = key(Uuid::nil()).kind();
+    let id = params::path_id(raw_id, what)?;
     let min_version = params::min_version(params.min_version)?;
     let found = state
         .cache
