@@ -1,13 +1,17 @@
 //! The command API's one error type and its one conversion to an HTTP response.
 //!
-//! Handlers and the command bus return [`ApiError`]; [`IntoResponse`] turns it into an
+//! Handlers return [`ApiError`]: either a problem with the request itself (its body, headers or
+//! path) or a [`CommandError`] from the core. [`IntoResponse`] turns it into an
 //! `application/problem+json` body with a stable `type`. Internal causes are logged here, once,
 //! inside the request's span, and never shown to the client.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use domain::{DomainError, ErrorKind};
+use domain::ErrorKind;
+pub use infra::error_chain;
 use infra::http::{FieldProblem, Problem};
+
+use crate::core::CommandError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -23,35 +27,11 @@ pub enum ApiError {
     BadHeader { name: &'static str, message: String },
     #[error("{detail}")]
     NotFound { code: String, detail: String },
-    #[error("{detail}")]
-    Rule {
-        kind: ErrorKind,
-        code: &'static str,
-        detail: String,
-        facts: Vec<(&'static str, i64)>,
-    },
-    #[error("version conflict, current version {current_version}")]
-    VersionConflict { current_version: i64 },
-    #[error("{scope} already taken")]
-    Taken { scope: String },
-    #[error("idempotency key reused with a different request")]
-    IdempotencyKeyMismatch,
-    #[error("database unavailable")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("internal error")]
-    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Command(#[from] CommandError),
 }
 
 impl ApiError {
-    pub fn from_domain<E: DomainError>(error: &E) -> Self {
-        Self::Rule {
-            kind: error.kind(),
-            code: error.code(),
-            detail: error.to_string(),
-            facts: error.facts(),
-        }
-    }
-
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Validation(vec![FieldProblem {
             field: field.into(),
@@ -63,27 +43,6 @@ impl ApiError {
         Self::NotFound {
             code: format!("{aggregate}-not-found"),
             detail: format!("no {aggregate} with this id"),
-        }
-    }
-
-    /// A short label for the `commands_total{outcome}` metric.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            Self::Validation(_)
-            | Self::MalformedJson(_)
-            | Self::UnsupportedMediaType
-            | Self::PayloadTooLarge { .. }
-            | Self::BadHeader { .. }
-            | Self::IdempotencyKeyMismatch => "invalid",
-            Self::NotFound { .. } => "not_found",
-            Self::Rule { kind, .. } => match kind {
-                ErrorKind::NotFound => "not_found",
-                ErrorKind::Conflict => "rejected",
-                ErrorKind::Invalid { .. } => "invalid",
-            },
-            Self::VersionConflict { .. } | Self::Taken { .. } => "conflict",
-            Self::Unavailable(_) => "unavailable",
-            Self::Internal(_) => "error",
         }
     }
 
@@ -125,32 +84,50 @@ impl ApiError {
             Self::NotFound { code, detail } => {
                 Problem::new(S::NOT_FOUND, code, "Not found", detail.clone())
             }
-            Self::Rule {
-                kind,
-                code,
-                detail,
-                facts,
-            } => facts.iter().fold(
-                rule_problem(kind, code, detail),
-                |problem, (name, value)| problem.with_extension(name, *value),
-            ),
-            Self::VersionConflict { current_version } => Problem::new(
-                S::CONFLICT,
-                "version-conflict",
-                "Version conflict",
-                format!("the aggregate is at version {current_version}; reload and retry"),
-            )
-            .with_extension("current_version", *current_version),
-            Self::Taken { scope } => taken_problem(scope),
-            Self::IdempotencyKeyMismatch => Problem::new(
-                S::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                "Idempotency key reused",
-                "this Idempotency-Key was used with a different request in the last 24 hours",
-            ),
-            Self::Unavailable(_) => Problem::unavailable("the database", 2),
-            Self::Internal(_) => Problem::internal(),
+            Self::Command(error) => command_problem(error),
         }
+    }
+}
+
+/// The one rendering of the core's refusals.
+fn command_problem(error: &CommandError) -> Problem {
+    use StatusCode as S;
+    match error {
+        CommandError::Rule {
+            kind,
+            code,
+            detail,
+            facts,
+        } => facts.iter().fold(
+            rule_problem(kind, code, detail),
+            |problem, (name, value)| problem.with_extension(name, *value),
+        ),
+        CommandError::InvalidReference { field, message } => Problem::new(
+            S::UNPROCESSABLE_ENTITY,
+            "validation-failed",
+            "Invalid request",
+            "one or more fields are invalid; see errors",
+        )
+        .with_errors(vec![FieldProblem {
+            field: (*field).to_owned(),
+            message: (*message).to_owned(),
+        }]),
+        CommandError::VersionConflict { current_version } => Problem::new(
+            S::CONFLICT,
+            "version-conflict",
+            "Version conflict",
+            format!("the aggregate is at version {current_version}; reload and retry"),
+        )
+        .with_extension("current_version", *current_version),
+        CommandError::Taken { scope } => taken_problem(scope),
+        CommandError::IdempotencyKeyMismatch => Problem::new(
+            S::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency key reused",
+            "this Idempotency-Key was used with a different request in the last 24 hours",
+        ),
+        CommandError::Unavailable(_) => Problem::unavailable("the database", 2),
+        CommandError::Internal(_) => Problem::internal(),
     }
 }
 
@@ -191,34 +168,14 @@ fn taken_problem(scope: &str) -> Problem {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            Self::Internal(source) => {
+            Self::Command(CommandError::Internal(source)) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "command failed");
             }
-            Self::Unavailable(source) => {
+            Self::Command(CommandError::Unavailable(source)) => {
                 tracing::warn!(error = %error_chain(source.as_ref()), "database unavailable");
             }
             other => tracing::debug!(error = %other, "command refused"),
         }
         self.to_problem().into_response()
-    }
-}
-
-pub use infra::error_chain;
-
-/// Maps a database error: unreachable means 503, anything else is our fault.
-pub fn database_error(error: sqlx::Error) -> ApiError {
-    if infra::db::is_unavailable(&error) {
-        ApiError::Unavailable(Box::new(error))
-    } else {
-        ApiError::Internal(Box::new(error))
-    }
-}
-
-/// As [`database_error`], for an error shared by every request of a group commit.
-pub fn shared_database_error(error: std::sync::Arc<sqlx::Error>) -> ApiError {
-    if infra::db::is_unavailable(&error) {
-        ApiError::Unavailable(Box::new(error))
-    } else {
-        ApiError::Internal(Box::new(error))
     }
 }

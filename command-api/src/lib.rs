@@ -1,11 +1,12 @@
 //! The command API: axum write endpoints over the `User`, `Order` and `Payment` aggregates.
 //!
-//! A request is parsed into a checked command ([`http`]), run on the [`bus::CommandBus`]
-//! (load, decide, append atomically) and answered with `{id, version, position}`. All errors go
+//! A request is parsed into a checked command and [`core::RequestMetadata`] ([`http`]), run on
+//! the [`core::CommandBus`] (load, decide, append atomically; no HTTP types below the routes)
+//! and its [`core::Outcome`] rendered as `{id, version, position}` ([`routes`]). All errors go
 //! through [`error::ApiError`] into `application/problem+json`.
 #![forbid(unsafe_code)]
 
-pub mod bus;
+pub mod core;
 pub mod error;
 pub mod http;
 pub mod openapi;

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::bus::CommandBus;
+use crate::core::CommandBus;
 use crate::openapi::openapi_json;
 use crate::relay::Relay;
 use crate::routes;

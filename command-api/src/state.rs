@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::bus::CommandBus;
+use crate::core::CommandBus;
 
 #[derive(Clone)]
 pub struct AppState {

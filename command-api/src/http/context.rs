@@ -1,62 +1,20 @@
-//! [`CommandContext`]: everything about a command that is not its body. Built from headers:
+//! Builds the core's [`RequestMetadata`] from a request's headers:
 //!
-//! - `X-Actor` (until authentication exists; otherwise `anonymous`) — see [`Actor`], the seam
-//!   where a verified identity will slot in;
+//! - `X-Actor` (until authentication exists; otherwise `anonymous`);
 //! - `X-Correlation-Id` (or a new UUIDv7), `X-Causation-Id` (or this command's own id);
 //! - `traceparent` (W3C; continued with a new span id, or a new trace is started);
-//! - `If-Match: "N"` (expected aggregate version) and `Idempotency-Key`.
+//! - `If-Match: "N"` (expected aggregate version) and `Idempotency-Key`;
+//! - the method and path, as the operation an idempotency key is bound to.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use chrono::{SecondsFormat, Utc};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::core::{Actor, RequestMetadata};
 use crate::error::ApiError;
-use infra::event_store::EventMetadata;
 
-/// Who issues a command. Today it is whatever `X-Actor` says; with authentication it becomes
-/// the verified subject, and handlers do not change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor(pub String);
-
-#[derive(Debug, Clone)]
-pub struct CommandContext {
-    pub actor: Actor,
-    /// This command's own id; the default causation id.
-    pub command_id: Uuid,
-    pub correlation_id: String,
-    pub causation_id: String,
-    pub traceparent: String,
-    pub expected_version: Option<i64>,
-    pub idempotency_key: Option<String>,
-    /// SHA-256 of the method and path; combined with the body digest for idempotency.
-    pub route_digest: [u8; 32],
-}
-
-impl CommandContext {
-    pub fn metadata(&self, event_id: Uuid) -> EventMetadata {
-        EventMetadata {
-            event_id,
-            occurred_at: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
-            actor: self.actor.0.clone(),
-            correlation_id: self.correlation_id.clone(),
-            causation_id: self.causation_id.clone(),
-            traceparent: self.traceparent.clone(),
-        }
-    }
-
-    /// The fingerprint of the request an idempotency key is bound to.
-    pub fn request_hash(&self, body_digest: &[u8; 32]) -> Vec<u8> {
-        let mut hasher = Sha256::new();
-        hasher.update(self.route_digest);
-        hasher.update(body_digest);
-        hasher.finalize().to_vec()
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
+impl<S: Send + Sync> FromRequestParts<S> for RequestMetadata {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
@@ -70,10 +28,6 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
         let traceparent = continue_trace(headers.get("traceparent").and_then(|v| v.to_str().ok()));
         let expected_version = if_match(headers)?;
         let idempotency_key = header_token(headers, "idempotency-key", 255)?;
-        let mut hasher = Sha256::new();
-        hasher.update(parts.method.as_str().as_bytes());
-        hasher.update(b" ");
-        hasher.update(parts.uri.path().as_bytes());
         Ok(Self {
             actor: Actor(actor),
             command_id,
@@ -82,7 +36,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
             traceparent,
             expected_version,
             idempotency_key,
-            route_digest: hasher.finalize().into(),
+            operation: format!("{} {}", parts.method, parts.uri.path()),
         })
     }
 }

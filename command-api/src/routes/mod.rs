@@ -1,5 +1,6 @@
-//! The command routes of API.md, one module per aggregate. Each handler parses its DTO into a
-//! checked command (422 naming every bad field), dispatches it on the bus and shapes the reply.
+//! The command routes of the HTTP contract, one module per aggregate. Each handler parses its
+//! DTO into a checked command (422 naming every bad field), runs it on the core and renders the
+//! [`Outcome`] here, the same way whether it is fresh or remembered under an idempotency key.
 
 pub mod orders;
 pub mod payments;
@@ -9,10 +10,11 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::bus::{Committed, Reply};
+use crate::core::Outcome;
 
 /// The answer to every accepted command.
 #[derive(Debug, Serialize, ToSchema)]
@@ -25,32 +27,56 @@ pub struct CommandAccepted {
     pub position: i64,
 }
 
-/// The standard body: `{id, version, position}`.
-pub fn accepted<A: cqrs_es::Aggregate>(committed: &Committed<A>) -> serde_json::Value {
-    serde_json::json!({
-        "id": committed.id,
-        "version": committed.version,
-        "position": committed.position,
-    })
+/// A rendered outcome: `{id, version, position}` plus whatever the route adds, with an `ETag`
+/// of the version and `Idempotent-Replayed: true` when it was remembered.
+#[derive(Debug)]
+pub struct Reply {
+    status: StatusCode,
+    body: Value,
+    version: i64,
+    replayed: bool,
 }
 
-/// `(200, {id, version, position})`.
-pub fn ok<A: cqrs_es::Aggregate>(committed: &Committed<A>) -> (StatusCode, serde_json::Value) {
-    (StatusCode::OK, accepted(committed))
+impl Reply {
+    /// `200 {id, version, position}`.
+    pub fn ok<E>(outcome: &Outcome<E>) -> Self {
+        Self::render(StatusCode::OK, outcome)
+    }
+
+    /// `201 {id, version, position}`: the command created something.
+    pub fn created<E>(outcome: &Outcome<E>) -> Self {
+        Self::render(StatusCode::CREATED, outcome)
+    }
+
+    /// Adds a member to the body, e.g. an order's `total_minor`.
+    pub fn with(mut self, name: &str, value: impl Serialize) -> Self {
+        self.body[name] = serde_json::json!(value);
+        self
+    }
+
+    fn render<E>(status: StatusCode, outcome: &Outcome<E>) -> Self {
+        Self {
+            status,
+            body: serde_json::json!({
+                "id": outcome.id,
+                "version": outcome.version,
+                "position": outcome.position,
+            }),
+            version: outcome.version,
+            replayed: outcome.replayed,
+        }
+    }
 }
 
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
-        let version = self.body.get("version").and_then(serde_json::Value::as_i64);
         let mut response = (self.status, Json(self.body)).into_response();
         let headers = response.headers_mut();
         if self.replayed {
             headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
         }
-        if let Some(version) = version {
-            if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
-                headers.insert(axum::http::header::ETAG, etag);
-            }
+        if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", self.version)) {
+            headers.insert(axum::http::header::ETAG, etag);
         }
         response
     }

@@ -1,21 +1,20 @@
 //! `/v1/orders` commands: place, confirm, start processing, ship, deliver, cancel.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use domain::order::NewLineItem;
 use domain::values::{Carrier, Currency, Quantity, Reason, Sku, TrackingNumber, UnitPrice};
-use domain::{Order, OrderCommand, OrderEvent, User, UserStatus};
+use domain::{Order, OrderCommand, OrderEvent};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::users::{parse_address, AddressBody};
-use super::{accepted, ok};
-use crate::bus::{Dispatch, Reply};
+use super::Reply;
+use crate::core::{Dispatch, RequestMetadata};
 use crate::error::ApiError;
-use crate::http::{parse_id, CommandContext, EmptyBody, JsonBody, Validator};
+use crate::http::{parse_id, EmptyBody, JsonBody, Validator};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -111,51 +110,33 @@ fn parse_place(body: &PlaceOrder) -> Result<OrderCommand, ApiError> {
         (status = 422, description = "invalid field, or no active customer with that id")))]
 pub async fn place(
     State(state): State<AppState>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<PlaceOrder>,
 ) -> Result<Reply, ApiError> {
     let command = parse_place(&body.value)?;
     if let OrderCommand::Place { customer_id, .. } = &command {
-        // A reference check, not an invariant: a customer deactivated a moment later still
-        // has this order, as they would have if they had ordered a moment earlier.
-        let customer = state.bus.load::<User>(*customer_id).await?;
-        if customer.and_then(|u| u.status()) != Some(UserStatus::Active) {
-            return Err(ApiError::field(
-                "customer_id",
-                "no active user with this id",
-            ));
-        }
+        state.bus.require_active_customer(*customer_id).await?;
     }
     let dispatch = Dispatch::<Order>::create("place_order", command, body.digest);
-    state
-        .bus
-        .execute(&ctx, dispatch, |c| {
-            let mut body = accepted(c);
-            if let Some(OrderEvent::Placed { total_minor, .. }) = c.events.first() {
-                body["total_minor"] = serde_json::json!(total_minor);
-            }
-            (StatusCode::CREATED, body)
-        })
-        .await
+    let outcome = state.bus.execute(&meta, dispatch).await?;
+    let total = outcome.events.first().and_then(|event| match event {
+        OrderEvent::Placed { total_minor, .. } => Some(*total_minor),
+        _ => None,
+    });
+    Ok(Reply::created(&outcome).with("total_minor", total))
 }
 
 async fn transition(
     state: AppState,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     name: &'static str,
     id: String,
     command: OrderCommand,
     digest: [u8; 32],
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "order")?;
-    state
-        .bus
-        .execute(
-            &ctx,
-            Dispatch::<Order>::existing(name, id, command, digest),
-            ok,
-        )
-        .await
+    let dispatch = Dispatch::<Order>::existing(name, id, command, digest);
+    Ok(Reply::ok(&state.bus.execute(&meta, dispatch).await?))
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/confirm", tag = "orders", params(("id" = Uuid, Path)),
@@ -163,12 +144,12 @@ async fn transition(
 pub async fn confirm(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<EmptyBody>,
 ) -> Result<Reply, ApiError> {
     transition(
         state,
-        ctx,
+        meta,
         "confirm_order",
         id,
         OrderCommand::Confirm,
@@ -182,11 +163,11 @@ pub async fn confirm(
 pub async fn start_processing(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<EmptyBody>,
 ) -> Result<Reply, ApiError> {
     let command = OrderCommand::StartProcessing;
-    transition(state, ctx, "start_processing", id, command, body.digest).await
+    transition(state, meta, "start_processing", id, command, body.digest).await
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/ship", tag = "orders", params(("id" = Uuid, Path)),
@@ -195,7 +176,7 @@ pub async fn start_processing(
 pub async fn ship(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<ShipOrder>,
 ) -> Result<Reply, ApiError> {
     let mut v = Validator::default();
@@ -211,7 +192,7 @@ pub async fn ship(
         carrier,
         tracking_number,
     };
-    transition(state, ctx, "ship_order", id, command, body.digest).await
+    transition(state, meta, "ship_order", id, command, body.digest).await
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/deliver", tag = "orders", params(("id" = Uuid, Path)),
@@ -219,12 +200,12 @@ pub async fn ship(
 pub async fn deliver(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<EmptyBody>,
 ) -> Result<Reply, ApiError> {
     transition(
         state,
-        ctx,
+        meta,
         "deliver_order",
         id,
         OrderCommand::Deliver,
@@ -239,14 +220,14 @@ pub async fn deliver(
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<CancelOrder>,
 ) -> Result<Reply, ApiError> {
     let reason =
         Reason::parse(&body.value.reason).map_err(|e| ApiError::field("reason", e.to_string()))?;
     transition(
         state,
-        ctx,
+        meta,
         "cancel_order",
         id,
         OrderCommand::Cancel { reason },

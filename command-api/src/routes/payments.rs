@@ -1,19 +1,18 @@
 //! `/v1/payments` commands: initiate, authorize, capture, fail, refund.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use domain::values::{positive_amount, Currency, Money, PaymentMethod, Reason};
-use domain::{Order, Payment, PaymentCommand};
+use domain::{Payment, PaymentCommand};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{accepted, ok};
-use crate::bus::{Dispatch, Reply};
+use super::Reply;
+use crate::core::{Dispatch, RequestMetadata};
 use crate::error::ApiError;
-use crate::http::{parse_id, CommandContext, JsonBody, Validator};
+use crate::http::{parse_id, JsonBody, Validator};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -62,7 +61,7 @@ pub struct RefundPayment {
         (status = 422, description = "invalid field, unknown order, or amount/currency not matching the order")))]
 pub async fn initiate(
     State(state): State<AppState>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<InitiatePayment>,
 ) -> Result<Reply, ApiError> {
     let raw = &body.value;
@@ -81,12 +80,7 @@ pub async fn initiate(
     };
     let amount = Money::positive(amount, currency)
         .map_err(|e| ApiError::field("amount_minor", e.to_string()))?;
-    let order = state
-        .bus
-        .load::<Order>(order_id)
-        .await?
-        .and_then(|o| o.payment_terms())
-        .ok_or_else(|| ApiError::field("order_id", "no order with this id"))?;
+    let order = state.bus.payment_terms(order_id).await?;
     let command = PaymentCommand::Initiate {
         order_id,
         order,
@@ -94,10 +88,7 @@ pub async fn initiate(
         method,
     };
     let dispatch = Dispatch::<Payment>::create("initiate_payment", command, body.digest);
-    state
-        .bus
-        .execute(&ctx, dispatch, |c| (StatusCode::CREATED, accepted(c)))
-        .await
+    Ok(Reply::created(&state.bus.execute(&meta, dispatch).await?))
 }
 
 fn amount(raw: i64) -> Result<i64, ApiError> {
@@ -110,21 +101,15 @@ fn reason(raw: &str) -> Result<Reason, ApiError> {
 
 async fn run(
     state: AppState,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     name: &'static str,
     id: String,
     command: PaymentCommand,
     digest: [u8; 32],
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "payment")?;
-    state
-        .bus
-        .execute(
-            &ctx,
-            Dispatch::<Payment>::existing(name, id, command, digest),
-            ok,
-        )
-        .await
+    let dispatch = Dispatch::<Payment>::existing(name, id, command, digest);
+    Ok(Reply::ok(&state.bus.execute(&meta, dispatch).await?))
 }
 
 #[utoipa::path(post, path = "/v1/payments/{id}/authorize", tag = "payments", params(("id" = Uuid, Path)),
@@ -133,13 +118,13 @@ async fn run(
 pub async fn authorize(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<Amount>,
 ) -> Result<Reply, ApiError> {
     let command = PaymentCommand::Authorize {
         amount_minor: amount(body.value.amount_minor)?,
     };
-    run(state, ctx, "authorize_payment", id, command, body.digest).await
+    run(state, meta, "authorize_payment", id, command, body.digest).await
 }
 
 #[utoipa::path(post, path = "/v1/payments/{id}/capture", tag = "payments", params(("id" = Uuid, Path)),
@@ -148,13 +133,13 @@ pub async fn authorize(
 pub async fn capture(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<Amount>,
 ) -> Result<Reply, ApiError> {
     let command = PaymentCommand::Capture {
         amount_minor: amount(body.value.amount_minor)?,
     };
-    run(state, ctx, "capture_payment", id, command, body.digest).await
+    run(state, meta, "capture_payment", id, command, body.digest).await
 }
 
 #[utoipa::path(post, path = "/v1/payments/{id}/fail", tag = "payments", params(("id" = Uuid, Path)),
@@ -163,13 +148,13 @@ pub async fn capture(
 pub async fn fail(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<FailPayment>,
 ) -> Result<Reply, ApiError> {
     let command = PaymentCommand::Fail {
         reason: reason(&body.value.reason)?,
     };
-    run(state, ctx, "fail_payment", id, command, body.digest).await
+    run(state, meta, "fail_payment", id, command, body.digest).await
 }
 
 #[utoipa::path(post, path = "/v1/payments/{id}/refund", tag = "payments", params(("id" = Uuid, Path)),
@@ -178,7 +163,7 @@ pub async fn fail(
 pub async fn refund(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<RefundPayment>,
 ) -> Result<Reply, ApiError> {
     let mut v = Validator::default();
@@ -191,5 +176,5 @@ pub async fn refund(
         amount_minor,
         reason,
     };
-    run(state, ctx, "refund_payment", id, command, body.digest).await
+    run(state, meta, "refund_payment", id, command, body.digest).await
 }

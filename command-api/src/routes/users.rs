@@ -1,7 +1,6 @@
 //! `/v1/users` commands: register, profile, email, addresses, roles, deactivate.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::Router;
 use domain::values::{Address, AddressFields, DisplayName, Email, Preferences, Reason, Role};
@@ -10,10 +9,10 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{accepted, ok};
-use crate::bus::{Dispatch, Reply};
+use super::Reply;
+use crate::core::{Dispatch, RequestMetadata};
 use crate::error::ApiError;
-use crate::http::{parse_id, CommandContext, EmptyBody, JsonBody, Validator};
+use crate::http::{parse_id, EmptyBody, JsonBody, Validator};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -104,7 +103,7 @@ pub fn parse_address(v: &mut Validator, prefix: &str, body: &AddressBody) -> Opt
         (status = 422, description = "invalid field")))]
 pub async fn register(
     State(state): State<AppState>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<RegisterUser>,
 ) -> Result<Reply, ApiError> {
     let mut v = Validator::default();
@@ -118,10 +117,7 @@ pub async fn register(
         display_name,
     };
     let dispatch = Dispatch::<User>::create("register_user", command, body.digest);
-    state
-        .bus
-        .execute(&ctx, dispatch, |c| (StatusCode::CREATED, accepted(c)))
-        .await
+    Ok(Reply::created(&state.bus.execute(&meta, dispatch).await?))
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/profile", tag = "users", request_body = ChangeProfile,
@@ -129,7 +125,7 @@ pub async fn register(
 pub async fn change_profile(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<ChangeProfile>,
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
@@ -155,7 +151,7 @@ pub async fn change_profile(
         preferences: preferences.flatten(),
     };
     let dispatch = Dispatch::<User>::existing("change_profile", id, command, body.digest);
-    state.bus.execute(&ctx, dispatch, ok).await
+    Ok(Reply::ok(&state.bus.execute(&meta, dispatch).await?))
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/email", tag = "users", request_body = ChangeEmail,
@@ -164,7 +160,7 @@ pub async fn change_profile(
 pub async fn change_email(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<ChangeEmail>,
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
@@ -176,7 +172,7 @@ pub async fn change_email(
         UserCommand::ChangeEmail { email },
         body.digest,
     );
-    state.bus.execute(&ctx, dispatch, ok).await
+    Ok(Reply::ok(&state.bus.execute(&meta, dispatch).await?))
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/addresses", tag = "users", request_body = AddressBody,
@@ -185,7 +181,7 @@ pub async fn change_email(
 pub async fn add_address(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<AddressBody>,
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
@@ -199,19 +195,13 @@ pub async fn add_address(
         address,
     };
     let dispatch = Dispatch::<User>::existing("add_address", id, command, body.digest);
-    state
-        .bus
-        .execute(&ctx, dispatch, |c| {
-            let mut body = accepted(c);
-            // The id actually recorded (equal to the one chosen above).
-            let recorded = c.events.iter().find_map(|e| match e {
-                UserEvent::AddressAdded { address_id, .. } => Some(*address_id),
-                _ => None,
-            });
-            body["address_id"] = serde_json::json!(recorded.unwrap_or(address_id));
-            (StatusCode::CREATED, body)
-        })
-        .await
+    let outcome = state.bus.execute(&meta, dispatch).await?;
+    // The id actually recorded (equal to the one chosen above, unless this is a replay).
+    let recorded = outcome.events.iter().find_map(|e| match e {
+        UserEvent::AddressAdded { address_id, .. } => Some(*address_id),
+        _ => None,
+    });
+    Ok(Reply::created(&outcome).with("address_id", recorded.unwrap_or(address_id)))
 }
 
 #[utoipa::path(delete, path = "/v1/users/{id}/addresses/{address_id}", tag = "users",
@@ -220,14 +210,14 @@ pub async fn add_address(
 pub async fn remove_address(
     State(state): State<AppState>,
     Path((id, address_id)): Path<(String, String)>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<EmptyBody>,
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
     let address_id = parse_id(&address_id, "address")?;
     let command = UserCommand::RemoveAddress { address_id };
     let dispatch = Dispatch::<User>::existing("remove_address", id, command, body.digest);
-    state.bus.execute(&ctx, dispatch, ok).await
+    Ok(Reply::ok(&state.bus.execute(&meta, dispatch).await?))
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/roles", tag = "users", request_body = GrantRole,
@@ -235,7 +225,7 @@ pub async fn remove_address(
 pub async fn grant_role(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<GrantRole>,
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
@@ -246,7 +236,7 @@ pub async fn grant_role(
         UserCommand::GrantRole { role },
         body.digest,
     );
-    state.bus.execute(&ctx, dispatch, ok).await
+    Ok(Reply::ok(&state.bus.execute(&meta, dispatch).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/users/{id}/roles/{role}", tag = "users",
@@ -255,7 +245,7 @@ pub async fn grant_role(
 pub async fn revoke_role(
     State(state): State<AppState>,
     Path((id, role)): Path<(String, String)>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<EmptyBody>,
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
@@ -266,7 +256,7 @@ pub async fn revoke_role(
         UserCommand::RevokeRole { role },
         body.digest,
     );
-    state.bus.execute(&ctx, dispatch, ok).await
+    Ok(Reply::ok(&state.bus.execute(&meta, dispatch).await?))
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/deactivate", tag = "users", request_body = Deactivate,
@@ -274,7 +264,7 @@ pub async fn revoke_role(
 pub async fn deactivate(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ctx: CommandContext,
+    meta: RequestMetadata,
     body: JsonBody<Deactivate>,
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
@@ -290,5 +280,5 @@ pub async fn deactivate(
         UserCommand::Deactivate { reason },
         body.digest,
     );
-    state.bus.execute(&ctx, dispatch, ok).await
+    Ok(Reply::ok(&state.bus.execute(&meta, dispatch).await?))
 }

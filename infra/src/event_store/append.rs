@@ -3,92 +3,17 @@
 //! Without an idempotency key and without released claims, the append is one SQL statement
 //! (claims and snapshot in CTEs), group-committed with other such appends (see `batch`).
 //! Otherwise it is a transaction that first takes the idempotency key (blocking a concurrent
-//! request with the same key until this one ends), then writes everything, then stores the
-//! response.
-
-use std::sync::Arc;
+//! request with the same key until this one ends), then writes everything, then records the
+//! command's outcome under the key, so a repeated request is answered from it.
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
-use uuid::Uuid;
 
-use super::batch::{self, CommitQueue};
-
-/// One event to append.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub event_id: Uuid,
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
-}
-
-/// A unique value to claim for this aggregate, or to release from it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub scope: String,
-    pub key: String,
-    pub release: bool,
-}
-
-/// An idempotency key and the hash of the request it was first used with.
-#[derive(Debug, Clone)]
-pub struct Idempotency {
-    pub scope: String,
-    pub key: String,
-    pub request_hash: Vec<u8>,
-}
-
-/// The response remembered for an idempotency key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredResponse {
-    pub status: u16,
-    pub body: serde_json::Value,
-    pub request_hash: Vec<u8>,
-}
-
-#[derive(Debug, Clone)]
-pub struct AppendRequest {
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    /// The aggregate's version the events were decided against; they get the next sequences.
-    pub expected_sequence: i64,
-    pub events: Vec<NewEvent>,
-    /// The aggregate's state after these events, written as its snapshot.
-    pub snapshot: Option<serde_json::Value>,
-    pub claims: Vec<Claim>,
-    pub idempotency: Option<Idempotency>,
-}
-
-/// Where the new events landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Appended {
-    /// The aggregate's version after the append.
-    pub version: i64,
-    /// Global position of the last new event.
-    pub position: i64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    #[error("the aggregate was changed concurrently; it is now at version {current_version}")]
-    VersionConflict { current_version: i64 },
-    #[error("the {scope} value is already taken")]
-    ClaimTaken { scope: String },
-    #[error("the idempotency key was already used")]
-    IdempotencyKeyUsed(StoredResponse),
-    #[error("nothing to append")]
-    Empty,
-    #[error("the event store is shutting down")]
-    Closed,
-    #[error("event store query failed")]
-    Database(#[source] Arc<sqlx::Error>),
-}
-
-fn db(error: sqlx::Error) -> AppendError {
-    AppendError::Database(Arc::new(error))
-}
+use super::batch::CommitQueue;
+use super::insert::insert;
+use super::types::{
+    classify, db, AppendError, AppendRequest, Appended, Idempotency, RecordedOutcome, Remembered,
+};
 
 /// The write side of the event store.
 #[derive(Debug, Clone)]
@@ -100,10 +25,11 @@ pub struct EventStore {
 }
 
 const TAKE_KEY_SQL: &str = r#"
-INSERT INTO idempotency_keys (scope, key, request_hash, status, response)
-VALUES ($1, $2, $3, 0, 'null')
+INSERT INTO idempotency_keys (scope, key, request_hash, completed, outcome)
+VALUES ($1, $2, $3, false, 'null')
 ON CONFLICT (scope, key) DO UPDATE
-    SET request_hash = EXCLUDED.request_hash, status = 0, response = 'null', created_at = now()
+    SET request_hash = EXCLUDED.request_hash, completed = false, outcome = 'null',
+        created_at = now()
     WHERE idempotency_keys.created_at < now() - make_interval(hours => $4)
 RETURNING 1
 "#;
@@ -136,15 +62,15 @@ impl EventStore {
         crosses_boundary(self.snapshot_every, from, to)
     }
 
-    /// The remembered response for an idempotency key that is still live.
-    pub async fn idempotent_response(
+    /// The outcome remembered under an idempotency key that is still live.
+    pub async fn remembered(
         &self,
         scope: &str,
         key: &str,
-    ) -> Result<Option<StoredResponse>, sqlx::Error> {
+    ) -> Result<Option<Remembered>, sqlx::Error> {
         sqlx::query(
-            "SELECT status, response, request_hash FROM idempotency_keys
-             WHERE scope = $1 AND key = $2 AND status > 0
+            "SELECT outcome, request_hash FROM idempotency_keys
+             WHERE scope = $1 AND key = $2 AND completed
                AND created_at >= now() - make_interval(hours => $3)",
         )
         .bind(scope)
@@ -152,7 +78,7 @@ impl EventStore {
         .bind(self.idempotency_ttl_hours as i32)
         .fetch_optional(&self.pool)
         .await?
-        .map(|row| stored_response(&row))
+        .map(|row| remembered(&row))
         .transpose()
     }
 
@@ -172,13 +98,9 @@ impl EventStore {
         .await
     }
 
-    /// Appends the events and their side writes atomically. `respond` builds the response to
-    /// remember under the idempotency key, from where the events landed.
-    pub async fn append(
-        &self,
-        request: AppendRequest,
-        respond: impl FnOnce(&Appended) -> Option<StoredResponse>,
-    ) -> Result<Appended, AppendError> {
+    /// Appends the events and their side writes atomically; with an idempotency key, the
+    /// command's outcome is recorded under it in the same transaction.
+    pub async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
         if request.events.is_empty() {
             return Err(AppendError::Empty);
         }
@@ -186,11 +108,11 @@ impl EventStore {
             request.idempotency.is_some() || request.claims.iter().any(|c| c.release);
         let aggregate = (request.aggregate_type.clone(), request.aggregate_id.clone());
         let result = if needs_transaction {
-            self.append_in_transaction(&request, respond).await
+            self.append_in_transaction(&request).await
         } else if let Some(queue) = &self.queue {
             queue.submit(request).await
         } else {
-            batch::insert(&self.pool, &[&request])
+            insert(&self.pool, &[&request])
                 .await
                 .map_err(|e| classify(e, &request))
                 .and_then(|mut v| v.pop().ok_or(AppendError::Empty))
@@ -211,14 +133,13 @@ impl EventStore {
     async fn append_in_transaction(
         &self,
         request: &AppendRequest,
-        respond: impl FnOnce(&Appended) -> Option<StoredResponse>,
     ) -> Result<Appended, AppendError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         if let Some(idempotency) = &request.idempotency {
             if !self.take_key(&mut tx, idempotency).await? {
                 tx.rollback().await.map_err(db)?;
                 let stored = self
-                    .idempotent_response(&idempotency.scope, &idempotency.key)
+                    .remembered(&idempotency.scope, &idempotency.key)
                     .await
                     .map_err(db)?;
                 // The key is held by a live row, so it has a stored response by now.
@@ -241,20 +162,21 @@ impl EventStore {
             .await
             .map_err(db)?;
         }
-        let appended = batch::insert(&mut *tx, &[request])
+        let appended = insert(&mut *tx, &[request])
             .await
             .map_err(|e| classify(e, request))?
             .pop()
             .ok_or(AppendError::Empty)?;
-        if let (Some(idempotency), Some(response)) = (&request.idempotency, respond(&appended)) {
+        if let Some(idempotency) = &request.idempotency {
+            let outcome = serde_json::to_value(request.outcome(&appended))
+                .map_err(|e| db(sqlx::Error::Encode(Box::new(e))))?;
             sqlx::query(
-                "UPDATE idempotency_keys SET status = $3, response = $4
+                "UPDATE idempotency_keys SET completed = true, outcome = $3
                  WHERE scope = $1 AND key = $2",
             )
             .bind(&idempotency.scope)
             .bind(&idempotency.key)
-            .bind(response.status as i16)
-            .bind(&response.body)
+            .bind(outcome)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -292,43 +214,20 @@ impl EventStore {
     }
 }
 
-fn stored_response(row: &PgRow) -> Result<StoredResponse, sqlx::Error> {
-    let status: i16 = row.try_get("status")?;
-    Ok(StoredResponse {
-        status: status as u16,
-        body: row.try_get("response")?,
+fn remembered(row: &PgRow) -> Result<Remembered, sqlx::Error> {
+    let outcome: serde_json::Value = row.try_get("outcome")?;
+    let outcome: RecordedOutcome =
+        serde_json::from_value(outcome).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(Remembered {
+        outcome,
         request_hash: row.try_get("request_hash")?,
     })
 }
 
-/// Turns unique violations into the conflicts they mean.
 /// True when some multiple of `every` lies in `(from, to]`; `every == 0` never.
 fn crosses_boundary(every: usize, from: i64, to: i64) -> bool {
     let every = every as i64;
     every > 0 && to / every > from / every
-}
-
-pub(crate) fn classify(error: sqlx::Error, request: &AppendRequest) -> AppendError {
-    if let sqlx::Error::Database(db) = &error {
-        if db.code().as_deref() == Some("23505") {
-            match db.constraint() {
-                Some("events_pkey") => {
-                    return AppendError::VersionConflict { current_version: 0 };
-                }
-                Some("unique_claims_pkey") => {
-                    let scope = request
-                        .claims
-                        .iter()
-                        .find(|c| !c.release)
-                        .map(|c| c.scope.clone())
-                        .unwrap_or_default();
-                    return AppendError::ClaimTaken { scope };
-                }
-                _ => {}
-            }
-        }
-    }
-    db(error)
 }
 
 #[cfg(test)]

@@ -12,11 +12,14 @@
 
 mod append;
 mod batch;
+mod insert;
 mod metadata;
 mod repository;
+mod types;
 
-pub use append::{
-    AppendError, AppendRequest, Appended, Claim, EventStore, Idempotency, NewEvent, StoredResponse,
-};
+pub use append::EventStore;
 pub use metadata::{message_headers, EventMetadata, PublishedEvent};
 pub use repository::PgEventRepository;
+pub use types::{
+    AppendError, AppendRequest, Appended, Claim, Idempotency, NewEvent, RecordedOutcome, Remembered,
+};

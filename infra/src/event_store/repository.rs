@@ -79,7 +79,7 @@ impl PersistedEventRepository for PgEventRepository {
             claims: Vec::new(),
             idempotency: None,
         };
-        match self.store.append(request, |_| None).await {
+        match self.store.append(request).await {
             Ok(_) => Ok(()),
             Err(AppendError::VersionConflict { .. }) => Err(PersistenceError::OptimisticLockError),
             Err(other) => Err(PersistenceError::UnknownError(Box::new(other))),

@@ -86,7 +86,7 @@ async fn concurrent_requests_with_one_key_commit_once() {
         assert_eq!(answer.id(), first.id());
     }
     assert_eq!(app.event_count().await, 1);
-    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE status = 201")
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE completed")
         .fetch_one(&app.pool)
         .await
         .unwrap();

@@ -1,0 +1,54 @@
+//! [`RequestMetadata`]: everything about a command that is not its body: who asks, how it
+//! relates to other messages, the trace it belongs to and the preconditions it carries. A plain
+//! type: the HTTP edge builds it from headers (`crate::http`), the process manager's requests
+//! arrive the same way, and the core never sees a header.
+
+use chrono::{SecondsFormat, Utc};
+use infra::event_store::EventMetadata;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Who issues a command. Recorded as the actor of every event the command produces, and the
+/// scope of its idempotency keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+#[derive(Debug, Clone)]
+pub struct RequestMetadata {
+    pub actor: Actor,
+    /// This command's own id; the default causation id.
+    pub command_id: Uuid,
+    pub correlation_id: String,
+    pub causation_id: String,
+    /// W3C trace context under which the command runs.
+    pub traceparent: String,
+    /// The aggregate version the caller decided against, if it named one.
+    pub expected_version: Option<i64>,
+    pub idempotency_key: Option<String>,
+    /// What was asked, e.g. `POST /v1/orders/<id>/confirm`: an idempotency key is bound to it
+    /// and to the body.
+    pub operation: String,
+}
+
+impl RequestMetadata {
+    /// The metadata of an event this command produces.
+    pub fn event_metadata(&self, event_id: Uuid) -> EventMetadata {
+        EventMetadata {
+            event_id,
+            occurred_at: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+            actor: self.actor.0.clone(),
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.causation_id.clone(),
+            traceparent: self.traceparent.clone(),
+        }
+    }
+
+    /// The fingerprint of the request an idempotency key is bound to: SHA-256 over the
+    /// operation's digest and the body's digest (the form records already stored carry).
+    pub fn request_hash(&self, body_digest: &[u8; 32]) -> Vec<u8> {
+        let mut hasher = Sha256::new();
+        hasher.update(Sha256::digest(self.operation.as_bytes()));
+        hasher.update(body_digest);
+        hasher.finalize().to_vec()
+    }
+}

@@ -1,0 +1,359 @@
+//! The command core: load an aggregate, let it decide, append its events with their metadata,
+//! unique claims and idempotency record in one atomic write, and answer with an [`Outcome`].
+//! It knows nothing of HTTP: callers hand it [`RequestMetadata`] and a [`Dispatch`], and
+//! render the outcome or the [`CommandError`] themselves.
+//!
+//! Guarantees upheld here: an outcome is only produced after the append committed (1); a stale
+//! expected version or a concurrent writer gives a version conflict with the current version
+//! (2); a rejected command writes nothing (8); every event gets a UUIDv7 id and full metadata
+//! (9) (numbers as in `docs/architecture.md`).
+
+mod error;
+mod metadata;
+mod outcome;
+mod references;
+
+use std::time::Instant;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventStore as _};
+use domain::{DomainError, Order, Payment, UniqueClaim, User};
+use infra::event_store::{
+    AppendError, AppendRequest, Claim, EventStore, Idempotency, NewEvent, PgEventRepository,
+};
+use uuid::Uuid;
+
+pub use error::{database_error, CommandError};
+pub use metadata::{Actor, RequestMetadata};
+pub use outcome::Outcome;
+
+use error::shared_database_error;
+
+type Store<A> = PersistedEventStore<PgEventRepository, A>;
+
+pub struct CommandBus {
+    events: EventStore,
+    users: Store<User>,
+    orders: Store<Order>,
+    payments: Store<Payment>,
+}
+
+/// An aggregate the bus can drive.
+pub trait Target: Aggregate<Services = ()> + Send + Sync
+where
+    Self::Error: DomainError,
+{
+    fn store(bus: &CommandBus) -> &Store<Self>;
+    fn claims(_event: &Self::Event) -> Vec<UniqueClaim> {
+        Vec::new()
+    }
+}
+
+impl Target for User {
+    fn store(bus: &CommandBus) -> &Store<Self> {
+        &bus.users
+    }
+    fn claims(event: &Self::Event) -> Vec<UniqueClaim> {
+        event.unique_claims()
+    }
+}
+impl Target for Order {
+    fn store(bus: &CommandBus) -> &Store<Self> {
+        &bus.orders
+    }
+}
+impl Target for Payment {
+    fn store(bus: &CommandBus) -> &Store<Self> {
+        &bus.payments
+    }
+}
+
+/// One command for one aggregate.
+pub struct Dispatch<A: Aggregate> {
+    /// Label for metrics and logs, e.g. `place_order`.
+    pub name: &'static str,
+    pub id: Uuid,
+    /// The id was generated for this request, so the aggregate has no history to load.
+    pub new: bool,
+    pub command: A::Command,
+    /// SHA-256 of the request body, for binding an idempotency key to it.
+    pub body_digest: [u8; 32],
+}
+
+impl<A: Aggregate> Dispatch<A> {
+    /// A command for an aggregate that should already exist.
+    pub fn existing(
+        name: &'static str,
+        id: Uuid,
+        command: A::Command,
+        body_digest: [u8; 32],
+    ) -> Self {
+        Self {
+            name,
+            id,
+            new: false,
+            command,
+            body_digest,
+        }
+    }
+
+    /// A command that creates an aggregate under a fresh UUIDv7.
+    pub fn create(name: &'static str, command: A::Command, body_digest: [u8; 32]) -> Self {
+        Self {
+            name,
+            id: Uuid::now_v7(),
+            new: true,
+            command,
+            body_digest,
+        }
+    }
+}
+
+impl CommandBus {
+    pub fn new(events: EventStore, snapshot_every: usize) -> Self {
+        Self {
+            users: store(&events, snapshot_every),
+            orders: store(&events, snapshot_every),
+            payments: store(&events, snapshot_every),
+            events,
+        }
+    }
+
+    pub fn event_store(&self) -> &EventStore {
+        &self.events
+    }
+
+    /// Loads an aggregate's current state; `None` if it has no events.
+    pub async fn load<A: Target>(&self, id: Uuid) -> Result<Option<A>, CommandError>
+    where
+        A::Error: DomainError,
+    {
+        let context = A::store(self)
+            .load_aggregate(&id.to_string())
+            .await
+            .map_err(load_error)?;
+        Ok((context.current_sequence > 0).then_some(context.aggregate))
+    }
+
+    /// Runs one command, with metrics.
+    pub async fn execute<A: Target>(
+        &self,
+        meta: &RequestMetadata,
+        dispatch: Dispatch<A>,
+    ) -> Result<Outcome<A::Event>, CommandError>
+    where
+        A::Error: DomainError,
+    {
+        let started = Instant::now();
+        let name = dispatch.name;
+        let result = self.run(meta, dispatch).await;
+        let outcome = match &result {
+            Ok(outcome) if outcome.replayed => "replayed",
+            Ok(_) => "accepted",
+            Err(error) => error.outcome(),
+        };
+        metrics::counter!("commands_total", "command" => name, "outcome" => outcome).increment(1);
+        metrics::histogram!("command_duration_seconds", "command" => name)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn run<A: Target>(
+        &self,
+        meta: &RequestMetadata,
+        dispatch: Dispatch<A>,
+    ) -> Result<Outcome<A::Event>, CommandError>
+    where
+        A::Error: DomainError,
+    {
+        let idempotency = meta.idempotency_key.as_ref().map(|key| Idempotency {
+            scope: meta.actor.0.clone(),
+            key: key.clone(),
+            request_hash: meta.request_hash(&dispatch.body_digest),
+        });
+        if let Some(replay) = self.replay::<A>(idempotency.as_ref()).await? {
+            return Ok(replay);
+        }
+        let mut context = self.context::<A>(&dispatch).await?;
+        let current = context.current_sequence as i64;
+        if let Some(expected) = meta.expected_version {
+            if expected != current && current > 0 {
+                return Err(CommandError::VersionConflict {
+                    current_version: current,
+                });
+            }
+        }
+        let sink = EventSink::default();
+        if let Err(error) = context.aggregate.handle(dispatch.command, &(), &sink).await {
+            // A request with the same key may have committed while this one was loading.
+            if let Some(replay) = self.replay::<A>(idempotency.as_ref()).await? {
+                return Ok(replay);
+            }
+            return Err(CommandError::from_domain(&error));
+        }
+        let events = sink.collect().await;
+        let request = self.append_request::<A>(meta, &context, current, &events, idempotency)?;
+        match self.events.append(request).await {
+            Ok(appended) => {
+                metrics::counter!("events_appended_total", "aggregate_type" => A::TYPE)
+                    .increment(events.len() as u64);
+                Ok(Outcome::fresh(dispatch.id, appended, events))
+            }
+            Err(AppendError::IdempotencyKeyUsed(remembered)) => {
+                if remembered.request_hash != meta.request_hash(&dispatch.body_digest) {
+                    return Err(CommandError::IdempotencyKeyMismatch);
+                }
+                outcome::remembered::<A>(remembered.outcome)
+            }
+            Err(error) => Err(append_failed(error)),
+        }
+    }
+
+    /// The aggregate to decide on: empty for a new id, else loaded with its snapshot.
+    async fn context<A: Target>(
+        &self,
+        dispatch: &Dispatch<A>,
+    ) -> Result<EventStoreAggregateContext<A>, CommandError>
+    where
+        A::Error: DomainError,
+    {
+        let aggregate_id = dispatch.id.to_string();
+        if dispatch.new {
+            return Ok(EventStoreAggregateContext {
+                aggregate_id,
+                aggregate: A::default(),
+                current_sequence: 0,
+                current_snapshot: None,
+            });
+        }
+        A::store(self)
+            .load_aggregate(&aggregate_id)
+            .await
+            .map_err(load_error)
+    }
+
+    fn append_request<A: Target>(
+        &self,
+        meta: &RequestMetadata,
+        context: &EventStoreAggregateContext<A>,
+        current: i64,
+        events: &[A::Event],
+        idempotency: Option<Idempotency>,
+    ) -> Result<AppendRequest, CommandError>
+    where
+        A::Error: DomainError,
+    {
+        let mut new_events = Vec::with_capacity(events.len());
+        let mut claims = Vec::new();
+        for event in events {
+            let event_id = Uuid::now_v7();
+            new_events.push(NewEvent {
+                event_id,
+                event_type: event.event_type(),
+                event_version: event.event_version(),
+                payload: serde_json::to_value(event)
+                    .map_err(|e| CommandError::Internal(e.into()))?,
+                metadata: meta.event_metadata(event_id).to_json(),
+            });
+            claims.extend(A::claims(event).into_iter().map(claim));
+        }
+        let next = current + events.len() as i64;
+        let snapshot = if self.events.snapshot_due(current, next) {
+            Some(
+                serde_json::to_value(&context.aggregate)
+                    .map_err(|e| CommandError::Internal(e.into()))?,
+            )
+        } else {
+            None
+        };
+        Ok(AppendRequest {
+            aggregate_type: A::TYPE.to_owned(),
+            aggregate_id: context.aggregate_id.clone(),
+            expected_sequence: current,
+            events: new_events,
+            snapshot,
+            claims,
+            idempotency,
+        })
+    }
+
+    /// The remembered outcome for this key, or a mismatch if the key was used for another
+    /// request.
+    async fn replay<A: Target>(
+        &self,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Option<Outcome<A::Event>>, CommandError>
+    where
+        A::Error: DomainError,
+    {
+        let Some(idempotency) = idempotency else {
+            return Ok(None);
+        };
+        let Some(remembered) = self
+            .events
+            .remembered(&idempotency.scope, &idempotency.key)
+            .await
+            .map_err(database_error)?
+        else {
+            return Ok(None);
+        };
+        if remembered.request_hash != idempotency.request_hash {
+            return Err(CommandError::IdempotencyKeyMismatch);
+        }
+        outcome::remembered::<A>(remembered.outcome).map(Some)
+    }
+}
+
+fn claim(claim: UniqueClaim) -> Claim {
+    match claim {
+        UniqueClaim::Claim { scope, key } => Claim {
+            scope: scope.to_owned(),
+            key,
+            release: false,
+        },
+        UniqueClaim::Release { scope, key } => Claim {
+            scope: scope.to_owned(),
+            key,
+            release: true,
+        },
+    }
+}
+
+fn append_failed(error: AppendError) -> CommandError {
+    match error {
+        AppendError::VersionConflict { current_version } => {
+            CommandError::VersionConflict { current_version }
+        }
+        AppendError::ClaimTaken { scope } => CommandError::Taken { scope },
+        AppendError::Database(error) => shared_database_error(error),
+        AppendError::Closed => CommandError::Unavailable(Box::new(AppendError::Closed)),
+        AppendError::Empty | AppendError::IdempotencyKeyUsed(_) => {
+            CommandError::Internal(Box::new(error))
+        }
+    }
+}
+
+fn store<A: Aggregate>(events: &EventStore, snapshot_every: usize) -> Store<A> {
+    let repo = PgEventRepository::new(events.clone());
+    let store = if snapshot_every > 0 {
+        PersistedEventStore::new_snapshot_store(repo, snapshot_every)
+    } else {
+        PersistedEventStore::new_event_store(repo)
+    };
+    store.with_upcasters(domain::upcast::upcasters())
+}
+
+/// Loading failed: an unreachable database is unavailable, anything else is ours.
+fn load_error<E: std::error::Error>(error: AggregateError<E>) -> CommandError {
+    match error {
+        AggregateError::DatabaseConnectionError(source) => CommandError::Unavailable(source),
+        AggregateError::UnexpectedError(source) => match source.downcast::<sqlx::Error>() {
+            Ok(sql) => database_error(*sql),
+            Err(other) => CommandError::Internal(other),
+        },
+        AggregateError::DeserializationError(source) => CommandError::Internal(source),
+        AggregateError::UserError(inner) => CommandError::Internal(inner.to_string().into()),
+        AggregateError::AggregateConflict => CommandError::VersionConflict { current_version: 0 },
+    }
+}

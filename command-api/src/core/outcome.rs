@@ -1,0 +1,100 @@
+//! [`Outcome`]: what a command did. The core answers with it; the HTTP edge renders it. A
+//! repeated request with the same idempotency key gets the remembered outcome back, rendered by
+//! the same code, so a replayed answer cannot drift from a fresh one.
+
+use cqrs_es::Aggregate;
+use infra::event_store::{Appended, RecordedOutcome};
+use uuid::Uuid;
+
+use super::error::CommandError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome<E> {
+    /// The aggregate's id.
+    pub id: Uuid,
+    /// The aggregate's version after the command.
+    pub version: i64,
+    /// Global position of the command's last event.
+    pub position: i64,
+    /// The events the command produced, in order.
+    pub events: Vec<E>,
+    /// True when this is the remembered outcome of an earlier request with the same key.
+    pub replayed: bool,
+}
+
+impl<E> Outcome<E> {
+    pub(super) fn fresh(id: Uuid, appended: Appended, events: Vec<E>) -> Self {
+        Self {
+            id,
+            version: appended.version,
+            position: appended.position,
+            events,
+            replayed: false,
+        }
+    }
+}
+
+/// Rebuilds a remembered outcome with the aggregate's own event type.
+pub(super) fn remembered<A: Aggregate>(
+    recorded: RecordedOutcome,
+) -> Result<Outcome<A::Event>, CommandError> {
+    let id = recorded
+        .id
+        .parse()
+        .map_err(|e: uuid::Error| CommandError::Internal(e.into()))?;
+    let events = recorded
+        .events
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<Vec<A::Event>, _>>()
+        .map_err(|e| CommandError::Internal(e.into()))?;
+    Ok(Outcome {
+        id,
+        version: recorded.version,
+        position: recorded.position,
+        events,
+        replayed: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{User, UserEvent};
+    use infra::event_store::{AppendRequest, NewEvent};
+
+    #[test]
+    fn a_remembered_outcome_equals_the_fresh_one_but_for_the_replay_mark() {
+        let id = Uuid::now_v7();
+        let event = UserEvent::Deactivated { reason: None };
+        let request = AppendRequest {
+            aggregate_type: "user".into(),
+            aggregate_id: id.to_string(),
+            expected_sequence: 3,
+            events: vec![NewEvent {
+                event_id: Uuid::now_v7(),
+                event_type: "UserDeactivated".into(),
+                event_version: "1".into(),
+                payload: serde_json::to_value(&event).unwrap(),
+                metadata: serde_json::json!({}),
+            }],
+            snapshot: None,
+            claims: vec![],
+            idempotency: None,
+        };
+        let appended = Appended {
+            version: 4,
+            position: 17,
+        };
+        let fresh = Outcome::fresh(id, appended, vec![event]);
+        let again = remembered::<User>(request.outcome(&appended)).unwrap();
+        assert!(again.replayed);
+        assert_eq!(
+            Outcome {
+                replayed: false,
+                ..again
+            },
+            fresh
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! What an append asks for and what it answers: shared by the transactional writer
+//! ([`super::EventStore::append`]) and the group-commit queue, so neither imports the other.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+}
+
+/// A unique value to claim for this aggregate, or to release from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub scope: String,
+    pub key: String,
+    pub release: bool,
+}
+
+/// An idempotency key and the hash of the request it was first used with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: Vec<u8>,
+}
+
+/// What a command did, as remembered under its idempotency key: enough to answer a repeated
+/// request exactly like the first one, in whatever form the caller renders outcomes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedOutcome {
+    /// The aggregate the command ran on.
+    pub id: String,
+    /// The aggregate's version after the command.
+    pub version: i64,
+    /// Global position of the command's last event.
+    pub position: i64,
+    /// The payloads of the events the command produced, in order.
+    pub events: Vec<serde_json::Value>,
+}
+
+/// A remembered outcome and the hash of the request that produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remembered {
+    pub outcome: RecordedOutcome,
+    pub request_hash: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// The aggregate's version the events were decided against; they get the next sequences.
+    pub expected_sequence: i64,
+    pub events: Vec<NewEvent>,
+    /// The aggregate's state after these events, written as its snapshot.
+    pub snapshot: Option<serde_json::Value>,
+    pub claims: Vec<Claim>,
+    pub idempotency: Option<Idempotency>,
+}
+
+impl AppendRequest {
+    /// The outcome to remember once the events landed as `appended`.
+    pub fn outcome(&self, appended: &Appended) -> RecordedOutcome {
+        RecordedOutcome {
+            id: self.aggregate_id.clone(),
+            version: appended.version,
+            position: appended.position,
+            events: self.events.iter().map(|e| e.payload.clone()).collect(),
+        }
+    }
+}
+
+/// Where the new events landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The aggregate's version after the append.
+    pub version: i64,
+    /// Global position of the last new event.
+    pub position: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("the aggregate was changed concurrently; it is now at version {current_version}")]
+    VersionConflict { current_version: i64 },
+    #[error("the {scope} value is already taken")]
+    ClaimTaken { scope: String },
+    #[error("the idempotency key was already used")]
+    IdempotencyKeyUsed(Remembered),
+    #[error("nothing to append")]
+    Empty,
+    #[error("the event store is shutting down")]
+    Closed,
+    #[error("event store query failed")]
+    Database(#[source] Arc<sqlx::Error>),
+}
+
+pub(crate) fn db(error: sqlx::Error) -> AppendError {
+    AppendError::Database(Arc::new(error))
+}
+
+/// Turns unique violations into the conflicts they mean.
+pub(crate) fn classify(error: sqlx::Error, request: &AppendRequest) -> AppendError {
+    if let sqlx::Error::Database(db) = &error {
+        if db.code().as_deref() == Some("23505") {
+            match db.constraint() {
+                Some("events_pkey") => {
+                    return AppendError::VersionConflict { current_version: 0 };
+                }
+                Some("unique_claims_pkey") => {
+                    let scope = request
+                        .claims
+                        .iter()
+                        .find(|c| !c.release)
+                        .map(|c| c.scope.clone())
+                        .unwrap_or_default();
+                    return AppendError::ClaimTaken { scope };
+                }
+                _ => {}
+            }
+        }
+    }
+    self::db(error)
+}
