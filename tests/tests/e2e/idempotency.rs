@@ -92,3 +92,37 @@ async fn concurrent_requests_with_one_key_commit_once() {
         .unwrap();
     assert_eq!(keys, 1);
 }
+
+/// A replay is the remembered outcome rendered by the route again: members the route derives
+/// from the events (an order's total, a new address's id) and the ETag come back identical.
+#[tokio::test]
+async fn replays_render_what_the_route_derives_from_the_events() {
+    let app = spawn_app().await;
+    let customer = app.register(&unique_email()).await;
+    let place = [("Idempotency-Key", "place-once")];
+    let body = crate::helpers::order_body(&customer);
+    let first = app
+        .send(Method::POST, "/v1/orders", Some(body.clone()), &place)
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert!(first.body["total_minor"].as_i64().is_some_and(|t| t > 0));
+    let again = app
+        .send(Method::POST, "/v1/orders", Some(body), &place)
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.headers.get("etag"), first.headers.get("etag"));
+
+    let path = format!("/v1/users/{customer}/addresses");
+    let add = [("Idempotency-Key", "address-once")];
+    let first = app
+        .send(Method::POST, &path, Some(crate::helpers::address()), &add)
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let again = app
+        .send(Method::POST, &path, Some(crate::helpers::address()), &add)
+        .await;
+    assert_eq!(again.body, first.body);
+    assert!(again.body["address_id"].is_string());
+    assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+}
