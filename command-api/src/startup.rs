@@ -48,7 +48,12 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         settings.event_store.commit_workers,
         settings.event_store.commit_max_batch,
     );
-    let bus = CommandBus::new(events.clone(), settings.event_store.snapshot_every);
+    let availability = db::Availability::new(db::connect_options(&settings.database)?);
+    let bus = CommandBus::new(
+        events.clone(),
+        settings.event_store.snapshot_every,
+        availability,
+    );
     let state = AppState {
         bus: Arc::new(bus),
         body_limit: settings.command_api.body_limit_bytes,

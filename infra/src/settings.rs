@@ -24,7 +24,8 @@ pub struct DatabaseSettings {
     pub url: SecretString,
     pub max_connections: u32,
     pub min_connections: u32,
-    /// How long a request waits for a pooled connection before it gets a 503.
+    /// How long a request waits for a pooled connection before it gets a 503. Below a second,
+    /// so that a command answers within one even while the database is going away.
     pub acquire_timeout_ms: u64,
     /// Apply pending migrations when a service starts.
     pub migrate_on_start: bool,
@@ -204,7 +205,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ),
     ("database.max_connections", "32"),
     ("database.min_connections", "0"),
-    ("database.acquire_timeout_ms", "2000"),
+    ("database.acquire_timeout_ms", "750"),
     ("database.migrate_on_start", "true"),
     ("command_api.host", "127.0.0.1"),
     ("command_api.port", "8080"),

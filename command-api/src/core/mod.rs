@@ -19,6 +19,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventStore as _};
 use domain::{DomainError, Order, Payment, UniqueClaim, User};
+use infra::db::{Availability, DatabaseDown};
 use infra::event_store::{
     AppendError, AppendRequest, Claim, EventStore, Idempotency, NewEvent, PgEventRepository,
 };
@@ -34,6 +35,9 @@ type Store<A> = PersistedEventStore<PgEventRepository, A>;
 
 pub struct CommandBus {
     events: EventStore,
+    /// Known unreachability of PostgreSQL: commands are refused at once instead of each
+    /// waiting for the pool's timeout.
+    database: Availability,
     users: Store<User>,
     orders: Store<Order>,
     payments: Store<Payment>,
@@ -111,8 +115,9 @@ impl<A: Aggregate> Dispatch<A> {
 }
 
 impl CommandBus {
-    pub fn new(events: EventStore, snapshot_every: usize) -> Self {
+    pub fn new(events: EventStore, snapshot_every: usize, database: Availability) -> Self {
         Self {
+            database,
             users: store(&events, snapshot_every),
             orders: store(&events, snapshot_every),
             payments: store(&events, snapshot_every),
@@ -147,7 +152,20 @@ impl CommandBus {
     {
         let started = Instant::now();
         let name = dispatch.name;
-        let result = self.run(meta, dispatch).await;
+        // While the database is down, nothing waits for the pool's timeout: a command is
+        // refused at once, and one already waiting gives up when the outage is noticed.
+        let result = match self.database.check() {
+            Ok(()) => tokio::select! {
+                result = self.run(meta, dispatch) => result,
+                () = self.database.went_down() => {
+                    Err(CommandError::Unavailable(Box::new(DatabaseDown)))
+                }
+            },
+            Err(down) => Err(CommandError::Unavailable(Box::new(down))),
+        };
+        if matches!(result, Err(CommandError::Unavailable(_))) {
+            self.database.suspect();
+        }
         let outcome = match &result {
             Ok(outcome) if outcome.replayed => "replayed",
             Ok(_) => "accepted",

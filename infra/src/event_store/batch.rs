@@ -5,7 +5,7 @@
 //! when idle, a batch is a single request and adds no delay. A batch is all-or-nothing, so if
 //! it fails (a version conflict or a taken email in any one of its requests), every request in
 //! it is retried in halves until each gets its own answer: one request's conflict never fails
-//! another.
+//! another. If the database is unreachable, the whole batch gets that answer at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -117,7 +117,14 @@ fn write_group<'a>(
         if requests.len() == 1 {
             return vec![Err(classify(error, requests[0]))];
         }
-        let current = current_versions(pool, requests).await.unwrap_or_default();
+        // Not the requests' fault: retrying halves would only wait longer for the same answer.
+        if crate::db::is_unavailable(&error) {
+            return fail_all(error, requests.len());
+        }
+        let current = match current_versions(pool, requests).await {
+            Ok(current) => current,
+            Err(error) => return fail_all(error, requests.len()),
+        };
         let stale = |r: &AppendRequest| {
             current
                 .get(&(r.aggregate_type.clone(), r.aggregate_id.clone()))
@@ -145,6 +152,14 @@ fn write_group<'a>(
             )
             .collect()
     })
+}
+
+/// The same database error for each of `count` requests.
+fn fail_all(error: sqlx::Error, count: usize) -> Vec<Result<Appended, AppendError>> {
+    let shared = Arc::new(error);
+    (0..count)
+        .map(|_| Err(AppendError::Database(shared.clone())))
+        .collect()
 }
 
 /// The current version of every aggregate the requests touch.

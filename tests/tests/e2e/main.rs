@@ -10,6 +10,7 @@ mod kafka;
 mod ops;
 mod orders;
 mod payments;
+mod postgres_outage;
 mod projections;
 mod read_side;
 mod registry;

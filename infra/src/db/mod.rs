@@ -8,6 +8,10 @@ use sqlx::PgPool;
 
 use crate::settings::DatabaseSettings;
 
+mod availability;
+
+pub use availability::{Availability, DatabaseDown};
+
 /// Migrations in `infra/migrations`, embedded in every binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -22,17 +26,22 @@ pub enum DbError {
 /// A lazily connecting pool: a service starts (and reports not-ready) while the database is
 /// down, and recovers when it returns.
 pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
-    let options: PgConnectOptions = settings
-        .url
-        .expose_secret()
-        .parse()
-        .map_err(DbError::BadUrl)?;
-    let options = options.application_name("commerce");
+    let options = connect_options(settings)?;
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .min_connections(settings.min_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
         .connect_lazy_with(options))
+}
+
+/// How the pool (and an [`Availability`] probe) connects.
+pub fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
+    let options: PgConnectOptions = settings
+        .url
+        .expose_secret()
+        .parse()
+        .map_err(DbError::BadUrl)?;
+    Ok(options.application_name("commerce"))
 }
 
 /// The pool, migrated first when `migrate_on_start` says so: what every service starts with.

@@ -1,0 +1,159 @@
+//! Failing fast while PostgreSQL is unreachable.
+//!
+//! When the database goes away, a pooled connection fails at once but a new one is retried
+//! until the pool's acquire timeout, so every request would wait that long for its 503. Instead,
+//! the first error that looks like unreachability starts a probe: a direct connection attempt
+//! outside the pool. If that fails too, the database is marked down and [`Availability::check`]
+//! refuses at once, until the probe (repeated every `PROBE_EVERY`) connects again. A pool that
+//! only ran out of connections under load is told apart by the probe succeeding, so overload is
+//! not mistaken for an outage.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+use tokio::sync::watch;
+
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The database is known to be unreachable right now.
+#[derive(Debug, thiserror::Error)]
+#[error("the database is unreachable (failing fast until a probe connects again)")]
+pub struct DatabaseDown;
+
+#[derive(Clone)]
+pub struct Availability {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// True while the database is known to be down; watched by [`Availability::went_down`].
+    down: watch::Sender<bool>,
+    probing: AtomicBool,
+    options: PgConnectOptions,
+}
+
+impl std::fmt::Debug for Availability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Availability")
+            .field("down", &self.is_down())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Availability {
+    /// Probes connect with `options` (the pool's own).
+    pub fn new(options: PgConnectOptions) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                down: watch::Sender::new(false),
+                probing: AtomicBool::new(false),
+                options: options.disable_statement_logging(),
+            }),
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        *self.inner.down.borrow()
+    }
+
+    /// Resolves as soon as the database is marked down: work waiting on it (a pool acquire
+    /// that would only time out) can give up at once.
+    pub async fn went_down(&self) {
+        let mut down = self.inner.down.subscribe();
+        // The sender lives as long as `self`, so this only ends when the flag is set.
+        let _ = down.wait_for(|down| *down).await;
+    }
+
+    /// `Err` at once while the database is known to be down.
+    pub fn check(&self) -> Result<(), DatabaseDown> {
+        if self.is_down() {
+            Err(DatabaseDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reports a failed database call. An error that may mean the database is unreachable
+    /// starts a probe (one at a time); other errors are ignored. Needs a Tokio runtime.
+    pub fn observe(&self, error: &sqlx::Error) {
+        if super::is_unavailable(error) {
+            self.suspect();
+        }
+    }
+
+    /// Something failed in a way that may mean the database is unreachable: probe it (one
+    /// probe at a time). Needs a Tokio runtime.
+    pub fn suspect(&self) {
+        if self.inner.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            loop {
+                if inner.connects().await {
+                    if inner.down.send_replace(false) {
+                        tracing::info!("database reachable again");
+                    }
+                    break;
+                }
+                if !inner.down.send_replace(true) {
+                    tracing::warn!("database unreachable; commands fail fast until it returns");
+                    metrics::counter!("database_outages_total").increment(1);
+                }
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
+            inner.probing.store(false, Ordering::Release);
+        });
+    }
+}
+
+impl Inner {
+    async fn connects(&self) -> bool {
+        let attempt = async {
+            let mut conn = self.options.connect().await?;
+            conn.ping().await?;
+            conn.close().await
+        };
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, attempt).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_marked_down_and_refused_at_once() {
+        let options: PgConnectOptions = "postgres://postgres@127.0.0.1:1/nowhere".parse().unwrap();
+        let availability = Availability::new(options);
+        assert!(availability.check().is_ok());
+        availability.observe(&sqlx::Error::PoolTimedOut);
+        for _ in 0..100 {
+            if availability.is_down() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(availability.check().is_err());
+        // Already down: waiting for it ends at once.
+        tokio::time::timeout(Duration::from_secs(1), availability.went_down())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn errors_the_database_answered_do_not_start_a_probe() {
+        let options: PgConnectOptions = "postgres://postgres@127.0.0.1:1/nowhere".parse().unwrap();
+        let availability = Availability::new(options);
+        availability.observe(&sqlx::Error::RowNotFound);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(availability.check().is_ok());
+    }
+}
