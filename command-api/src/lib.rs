@@ -10,7 +10,6 @@ pub mod core;
 pub mod error;
 pub mod http;
 pub mod openapi;
-pub mod relay;
 pub mod routes;
 pub mod startup;
 pub mod state;

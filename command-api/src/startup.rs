@@ -15,6 +15,7 @@ use infra::http::{
     method_not_allowed, ops_routes, record_http_metrics, route_not_found, OpsState, StartupError,
 };
 use infra::settings::Settings;
+use relay::Relay;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -22,7 +23,6 @@ use tracing::Level;
 
 use crate::core::CommandBus;
 use crate::openapi::openapi_json;
-use crate::relay::Relay;
 use crate::routes;
 use crate::state::AppState;
 
