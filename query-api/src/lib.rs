@@ -1,6 +1,6 @@
-//! The query API: every read route of API.md over the read models the projector maintains,
-//! with a change-notified cache ([`cache`]), `min_version` waits for read-your-writes,
-//! `ETag`/`If-None-Match`, and keyset pagination.
+//! The query API: every read route of the HTTP contract (`docs/api.md`) over the read models
+//! the projector maintains, with a change-notified cache ([`cache`]), `min_version` waits for
+//! read-your-writes, `ETag`/`If-None-Match`, and keyset pagination.
 #![forbid(unsafe_code)]
 
 pub mod cache;

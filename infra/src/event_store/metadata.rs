@@ -1,4 +1,4 @@
-//! Metadata carried by every event (ARCHITECTURE.md guarantee 9).
+//! Metadata carried by every event (guarantee 9 in `docs/architecture.md`).
 
 use std::collections::HashMap;
 
@@ -61,8 +61,8 @@ pub struct PublishedEvent<'a> {
     pub metadata: &'a serde_json::Value,
 }
 
-/// The twelve headers every published message carries (ARCHITECTURE.md, Kafka and schemas),
-/// so that any consumer can discard duplicates and trace the event. The relay sends them;
+/// The twelve headers every published message carries (listed in `docs/architecture.md`), so
+/// that any consumer can discard duplicates and trace the event. The relay sends them;
 /// `projector verify` rebuilds what a consumer saw from them.
 pub fn message_headers(event: &PublishedEvent<'_>) -> [(&'static str, String); 12] {
     let meta = |key: &str| {

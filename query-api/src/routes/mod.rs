@@ -1,5 +1,5 @@
-//! The read routes of API.md, and what single-resource reads share: the cache, `min_version`,
-//! `ETag` and `If-None-Match`.
+//! The read routes of the HTTP contract (`docs/api.md`), and what single-resource reads share:
+//! the cache, `min_version`, `ETag` and `If-None-Match`.
 
 pub mod analytics;
 pub mod audit;
