@@ -136,7 +136,7 @@ impl ApiError {
             ),
             Self::VersionConflict { current_version } => Problem::new(
                 S::CONFLICT,
-                "version-conflict",
+                domain::problem_types::VERSION_CONFLICT,
                 "Version conflict",
                 format!("the aggregate is at version {current_version}; reload and retry"),
             )
