@@ -10,6 +10,7 @@ mod kafka;
 mod ops;
 mod orders;
 mod payments;
+mod process_manager;
 mod projections;
 mod read_side;
 mod registry;
