@@ -11,6 +11,7 @@ mod ops;
 mod orders;
 mod payments;
 mod process_manager;
+mod process_manager_paused;
 mod projections;
 mod read_side;
 mod registry;
