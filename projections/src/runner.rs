@@ -1,5 +1,5 @@
 //! Running one projection: consume its topics from its stored offsets, apply each batch and
-//! store the offsets in the same transaction (ARCHITECTURE.md guarantee 4).
+//! store the offsets in the same transaction.
 //!
 //! Exactly-once effect: offsets commit with the rows, so a crash replays only uncommitted
 //! work; an event already applied (same aggregate sequence or lower, e.g. republished by the

@@ -1,5 +1,5 @@
 //! `projector verify <projection>`: proves a live read model equals a rebuild from the log
-//! (ARCHITECTURE.md guarantee 7), or shows where it does not.
+//! (replay is deterministic), or shows where it does not.
 //!
 //! 1. In one snapshot (`REPEATABLE READ`), copy the projection's live tables and its applied
 //!    versions (`projection_versions`) into a scratch schema. Rows and versions commit together
