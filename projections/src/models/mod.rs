@@ -2,8 +2,9 @@
 //! verify` and replay iterate. Each folds one event into its tables inside the projector's
 //! transaction; events carry what readers need, so no business rule is recomputed here.
 //!
-//! Adding a read model: a file here implementing `ReadModel`, a migration creating its
-//! tables, and one line in [`READ_MODELS`].
+//! Adding a read model: a file here implementing `ReadModel` (and its `mod` line), a migration
+//! creating its tables, and its entry in [`READ_MODELS`]; the runner, verify and replay need
+//! nothing else.
 
 pub mod analytics;
 pub mod audit;
