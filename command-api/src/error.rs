@@ -114,7 +114,7 @@ fn command_problem(error: &CommandError) -> Problem {
         }]),
         CommandError::VersionConflict { current_version } => Problem::new(
             S::CONFLICT,
-            "version-conflict",
+            domain::problem_types::VERSION_CONFLICT,
             "Version conflict",
             format!("the aggregate is at version {current_version}; reload and retry"),
         )

@@ -8,6 +8,7 @@
 
 pub mod order;
 pub mod payment;
+pub mod problem_types;
 pub mod upcast;
 pub mod user;
 pub mod values;

@@ -121,6 +121,13 @@ pub struct ProjectorSettings {
     pub process_manager: bool,
     /// Where the process manager sends its commands.
     pub command_api_url: String,
+    /// Attempts at one process-manager command before it is parked for a person.
+    pub outbox_max_attempts: u32,
+    /// Wait after a failed attempt, doubling per attempt up to `outbox_backoff_max_ms`.
+    pub outbox_backoff_initial_ms: u64,
+    pub outbox_backoff_max_ms: u64,
+    /// How often the dispatcher looks for due commands without a notification.
+    pub outbox_poll_ms: u64,
 }
 
 /// The query API and its cache.
@@ -236,6 +243,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("projector.port", "8082"),
     ("projector.process_manager", "true"),
     ("projector.command_api_url", "http://127.0.0.1:8080"),
+    ("projector.outbox_max_attempts", "12"),
+    ("projector.outbox_backoff_initial_ms", "200"),
+    ("projector.outbox_backoff_max_ms", "30000"),
+    ("projector.outbox_poll_ms", "500"),
     ("query_api.host", "127.0.0.1"),
     ("query_api.port", "8081"),
     ("query_api.worker_threads", "0"),

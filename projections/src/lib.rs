@@ -1,117 +1,48 @@
 //! Projector workers: each projection consumes the event topics in its own consumer group and
-//! builds its read models in PostgreSQL, exactly once in effect (see [`runner`]).
+//! builds its tables in PostgreSQL, exactly once in effect (see [`runner`]).
 //!
-//! Projections: `users`, `orders`, `payments`, `analytics` (revenue per day and currency, order
-//! funnel) and `audit` (every event with its metadata); and the order–payment
-//! [`process_manager`], which runs the same way but reacts with commands.
+//! The read models are declared once each (see [`projection`] and [`models::READ_MODELS`]);
+//! the order–payment [`process_manager`] runs the same way, but decides on commands that its
+//! dispatcher sends after commit.
 #![forbid(unsafe_code)]
 
 pub mod envelope;
 pub mod models;
 pub mod process_manager;
+pub mod projection;
 pub mod runner;
 pub mod verify;
 
 use std::time::Duration;
 
 use infra::settings::Settings;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::watch;
 
-use envelope::Envelope;
-use models::ApplyError;
-use process_manager::Commands;
-
-/// The projections this crate maintains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Projection {
-    Users,
-    Orders,
-    Payments,
-    Analytics,
-    Audit,
-    ProcessManager,
-}
-
-impl Projection {
-    /// The read models (the process manager is not one: it acts, and is run on request).
-    pub const READ_MODELS: [Projection; 5] = [
-        Self::Users,
-        Self::Orders,
-        Self::Payments,
-        Self::Analytics,
-        Self::Audit,
-    ];
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Users => "users",
-            Self::Orders => "orders",
-            Self::Payments => "payments",
-            Self::Analytics => "analytics",
-            Self::Audit => "audit",
-            Self::ProcessManager => "process_manager",
-        }
-    }
-
-    /// The projection called `name`.
-    pub fn parse(name: &str) -> Option<Self> {
-        [
-            Self::Users,
-            Self::Orders,
-            Self::Payments,
-            Self::Analytics,
-            Self::Audit,
-            Self::ProcessManager,
-        ]
-        .into_iter()
-        .find(|p| p.name() == name)
-    }
-
-    /// The aggregate types (hence topics) the projection reads.
-    fn aggregates(&self) -> &'static [&'static str] {
-        match self {
-            Self::Users => &["user"],
-            Self::Orders => &["order"],
-            Self::Payments => &["payment"],
-            Self::Analytics => &["order", "payment"],
-            Self::Audit => &["user", "order", "payment"],
-            Self::ProcessManager => &["order", "payment"],
-        }
-    }
-
-    pub fn topics(&self, prefix: &str) -> Vec<String> {
-        self.aggregates()
-            .iter()
-            .map(|a| infra::kafka::topic_for(prefix, a))
-            .collect()
-    }
-
-    pub async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        e: &Envelope,
-        commands: Option<&Commands>,
-    ) -> Result<(), ApplyError> {
-        match self {
-            Self::Users => models::users::apply(conn, e).await,
-            Self::Orders => models::orders::apply(conn, e).await,
-            Self::Payments => models::payments::apply(conn, e).await,
-            Self::Analytics => models::analytics::apply(conn, e).await,
-            Self::Audit => models::audit::apply(conn, e).await,
-            Self::ProcessManager => match commands {
-                Some(commands) => process_manager::apply(conn, e, commands).await,
-                None => Err(ApplyError::Transient(
-                    "the process manager has no command API client".to_owned(),
-                )),
-            },
-        }
-    }
-}
+pub use models::{ApplyError, READ_MODELS};
+pub use process_manager::Commands;
+pub use projection::{Projection, ReadModel, Table};
 
 pub use infra::error_chain;
 
-/// Runs every projection (and the process manager, if `projector.process_manager`) until
+/// The read model called `name`.
+pub fn read_model(name: &str) -> Option<&'static dyn ReadModel> {
+    READ_MODELS.iter().copied().find(|m| m.name() == name)
+}
+
+/// What the runner runs: every read model, and the process manager when it is on.
+pub fn projections(with_process_manager: bool) -> Vec<&'static dyn Projection> {
+    let mut all = Vec::<&'static dyn Projection>::new();
+    for model in READ_MODELS {
+        all.push(*model);
+    }
+    if with_process_manager {
+        all.push(&process_manager::ProcessManager);
+    }
+    all
+}
+
+/// Runs every read model (and, with `commands`, the process manager and its dispatcher) until
 /// `stopped`; a projection that fails restarts from its stored offsets after a backoff, so one
 /// failing projection does not stop the others.
 pub async fn run_all(
@@ -120,22 +51,22 @@ pub async fn run_all(
     commands: Option<Commands>,
     stopped: watch::Receiver<bool>,
 ) {
-    let mut projections = Projection::READ_MODELS.to_vec();
-    if commands.is_some() {
-        projections.push(Projection::ProcessManager);
-    }
-    let tasks: Vec<_> = projections
+    let mut tasks: Vec<_> = projections(commands.is_some())
         .into_iter()
         .map(|projection| {
             let runner = runner::Runner {
                 projection,
                 pool: pool.clone(),
                 settings: settings.clone(),
-                commands: commands.clone(),
             };
             tokio::spawn(supervise(runner, stopped.clone()))
         })
         .collect();
+    if let Some(commands) = commands {
+        let policy = process_manager::RetryPolicy::from_settings(&settings.projector);
+        let dispatcher = process_manager::Dispatcher::new(pool.clone(), commands, policy);
+        tasks.push(tokio::spawn(dispatcher.run(stopped.clone())));
+    }
     for task in tasks {
         let _ = task.await;
     }
@@ -152,12 +83,13 @@ pub fn process_manager_commands(settings: &Settings) -> Result<Option<Commands>,
 
 async fn supervise(runner: runner::Runner, stopped: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(200);
+    let name = runner.projection.name();
     while !*stopped.borrow() {
         match runner.run(stopped.clone()).await {
             Ok(()) => break,
             Err(error) => {
-                metrics::counter!("projection_restarts_total", "projection" => runner.projection.name()).increment(1);
-                tracing::warn!(projection = runner.projection.name(), error = %error_chain(&error),
+                metrics::counter!("projection_restarts_total", "projection" => name).increment(1);
+                tracing::warn!(projection = name, error = %error_chain(&error),
                     retry_in_ms = backoff.as_millis() as u64, "projection interrupted");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -1,5 +1,5 @@
 //! Running one projection: consume its topics from its stored offsets, apply each batch and
-//! store the offsets in the same transaction (ARCHITECTURE.md guarantee 4).
+//! store the offsets in the same transaction.
 //!
 //! Exactly-once effect: offsets commit with the rows, so a crash replays only uncommitted
 //! work; an event already applied (same aggregate sequence or lower, e.g. republished by the
@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::envelope::{Envelope, Source};
-use crate::Projection;
+use crate::projection::Projection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -79,11 +79,9 @@ fn own(message: &BorrowedMessage<'_>) -> Raw {
 }
 
 pub struct Runner {
-    pub projection: Projection,
+    pub projection: &'static dyn Projection,
     pub pool: PgPool,
     pub settings: Settings,
-    /// The process manager's way to the command API.
-    pub commands: Option<crate::Commands>,
 }
 
 impl Runner {
@@ -308,24 +306,17 @@ impl Runner {
         sqlx::query("SAVEPOINT apply_one")
             .execute(&mut *conn)
             .await?;
-        // The event's trace context goes with everything logged while applying it (and with
-        // the process manager's commands, as their `traceparent`).
+        // The event's trace context goes with everything logged while applying it (the
+        // process manager also stores it with the commands it decides on).
         let span = tracing::info_span!("apply", projection = name, event_type = %envelope.event_type,
             event_id = %envelope.event_id, traceparent = %envelope.traceparent);
         let applied = self
             .projection
-            .apply(conn, &envelope, self.commands.as_ref())
+            .apply(conn, &envelope)
             .instrument(span)
             .await;
         match applied {
             Ok(()) => {}
-            // The whole batch rolls back and is retried: nothing of it is committed.
-            Err(crate::ApplyError::Transient(error)) => {
-                return Err(RunError::Transient {
-                    projection: name,
-                    error,
-                })
-            }
             // Deadlock, serialization failure, lost connection: not the event's fault.
             Err(crate::ApplyError::Database(error)) if infra::db::is_transient(&error) => {
                 return Err(RunError::Database(error))

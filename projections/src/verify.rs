@@ -1,5 +1,5 @@
 //! `projector verify <projection>`: proves a live read model equals a rebuild from the log
-//! (ARCHITECTURE.md guarantee 7), or shows where it does not.
+//! (replay is deterministic), or shows where it does not.
 //!
 //! 1. In one snapshot (`REPEATABLE READ`), copy the projection's live tables and its applied
 //!    versions (`projection_versions`) into a scratch schema. Rows and versions commit together
@@ -20,7 +20,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use infra::event_store::{message_headers, PublishedEvent};
 
 use crate::envelope::{Envelope, Source};
-use crate::Projection;
+use crate::projection::{ReadModel, Table};
 
 /// How many differing rows are listed per table and side.
 const SHOWN: i64 = 10;
@@ -29,8 +29,6 @@ const CHUNK: i64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("the process manager acts rather than builds a read model; it cannot be verified")]
-    NotAReadModel,
     #[error("database error")]
     Database(#[from] sqlx::Error),
 }
@@ -102,28 +100,17 @@ impl fmt::Display for Verification {
     }
 }
 
-/// The tables a projection owns.
-pub fn tables(projection: Projection) -> &'static [&'static str] {
-    match projection {
-        Projection::Users => &["rm_users"],
-        Projection::Orders => &["rm_orders"],
-        Projection::Payments => &["rm_payments"],
-        Projection::Analytics => &["rm_revenue_daily", "rm_funnel"],
-        Projection::Audit => &["rm_audit"],
-        Projection::ProcessManager => &[],
-    }
-}
-
-pub async fn verify(pool: &PgPool, projection: Projection) -> Result<Verification, VerifyError> {
-    if projection == Projection::ProcessManager {
-        return Err(VerifyError::NotAReadModel);
-    }
+/// Verifies `model` (see the module documentation).
+pub async fn verify(
+    pool: &PgPool,
+    model: &'static dyn ReadModel,
+) -> Result<Verification, VerifyError> {
     let scratch = format!(
         "verify_{}_{}",
-        projection.name(),
+        model.name(),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    let result = run(pool, projection, &scratch).await;
+    let result = run(pool, model, &scratch).await;
     let dropped = sqlx::query(&format!("DROP SCHEMA IF EXISTS {scratch} CASCADE"))
         .execute(pool)
         .await;
@@ -135,10 +122,10 @@ pub async fn verify(pool: &PgPool, projection: Projection) -> Result<Verificatio
 
 async fn run(
     pool: &PgPool,
-    projection: Projection,
+    model: &'static dyn ReadModel,
     scratch: &str,
 ) -> Result<Verification, VerifyError> {
-    let tables = tables(projection);
+    let tables = model.tables();
     // 1. A consistent copy of the live model and of what it has applied.
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -148,17 +135,12 @@ async fn run(
         .execute(&mut *tx)
         .await?;
     for table in tables {
-        // Same columns and keys, no triggers: the rebuild notifies nobody.
-        sqlx::query(&format!(
-            "CREATE TABLE {scratch}.{table} (LIKE public.{table} INCLUDING ALL)"
-        ))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(&format!(
-            "CREATE TABLE {scratch}.live_{table} AS SELECT * FROM public.{table}"
-        ))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(&table.create_empty_sql(scratch))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&table.copy_live_sql(scratch))
+            .execute(&mut *tx)
+            .await?;
     }
     sqlx::query(&format!(
         "CREATE TABLE {scratch}.applied (aggregate_type text, aggregate_id text, version bigint,
@@ -170,7 +152,7 @@ async fn run(
         "INSERT INTO {scratch}.applied SELECT aggregate_type, aggregate_id, version
          FROM projection_versions WHERE projection = $1"
     ))
-    .bind(projection.name())
+    .bind(model.name())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -203,7 +185,7 @@ async fn run(
             .execute(&mut *tx)
             .await?;
         for row in &rows {
-            match apply_row(&mut tx, projection, row).await? {
+            match apply_row(&mut tx, model, row).await? {
                 Ok(()) => events += 1,
                 Err(failure) => failed.push(failure),
             }
@@ -214,22 +196,22 @@ async fn run(
     // 3. Compare.
     let mut checks = Vec::new();
     for table in tables {
-        let live = checksum(pool, &format!("{scratch}.live_{table}")).await?;
-        let rebuilt = checksum(pool, &format!("{scratch}.{table}")).await?;
+        let (live_copy, rebuilt_copy) = (
+            format!("{scratch}.{}", table.live_copy_name()),
+            format!("{scratch}.{}", table.name),
+        );
+        let live = checksum(pool, &live_copy).await?;
+        let rebuilt = checksum(pool, &rebuilt_copy).await?;
         let (only_live, only_rebuilt) = if live == rebuilt {
             (Vec::new(), Vec::new())
         } else {
-            let (live_copy, rebuilt_copy) = (
-                format!("{scratch}.live_{table}"),
-                format!("{scratch}.{table}"),
-            );
             (
                 only_in(pool, &live_copy, &rebuilt_copy).await?,
                 only_in(pool, &rebuilt_copy, &live_copy).await?,
             )
         };
         checks.push(TableCheck {
-            table,
+            table: table.name,
             live_rows: live.0,
             rebuilt_rows: rebuilt.0,
             live_checksum: live.1,
@@ -239,7 +221,7 @@ async fn run(
         });
     }
     Ok(Verification {
-        projection: projection.name(),
+        projection: model.name(),
         events,
         failed,
         tables: checks,
@@ -258,12 +240,9 @@ async fn only_in(pool: &PgPool, a: &str, b: &str) -> Result<Vec<String>, sqlx::E
 
 /// Row count and MD5 of the rows' text in sorted order.
 async fn checksum(pool: &PgPool, table: &str) -> Result<(i64, String), sqlx::Error> {
-    let row = sqlx::query(&format!(
-        "SELECT count(*) AS n, md5(COALESCE(string_agg(t::text, E'\\n' ORDER BY t::text), '')) AS sum
-         FROM {table} t"
-    ))
-    .fetch_one(pool)
-    .await?;
+    let row = sqlx::query(&Table::checksum_sql(table))
+        .fetch_one(pool)
+        .await?;
     Ok((row.try_get("n")?, row.try_get("sum")?))
 }
 
@@ -271,7 +250,7 @@ async fn checksum(pool: &PgPool, table: &str) -> Result<(i64, String), sqlx::Err
 /// event the projection cannot apply (rolled back to a savepoint, like a dead letter).
 async fn apply_row(
     conn: &mut PgConnection,
-    projection: Projection,
+    model: &'static dyn ReadModel,
     row: &sqlx::postgres::PgRow,
 ) -> Result<Result<(), (String, String)>, sqlx::Error> {
     let event_id: uuid::Uuid = row.try_get("event_id")?;
@@ -282,7 +261,7 @@ async fn apply_row(
     sqlx::query("SAVEPOINT verify_one")
         .execute(&mut *conn)
         .await?;
-    match projection.apply(conn, &envelope, None).await {
+    match model.apply(conn, &envelope).await {
         Ok(()) => Ok(Ok(())),
         Err(error) => {
             sqlx::query("ROLLBACK TO SAVEPOINT verify_one")

@@ -3,7 +3,7 @@
 use super::PaymentStatus;
 use crate::order::OrderStatus;
 use crate::values::Currency;
-use crate::{DomainError, ErrorKind};
+use crate::{problem_types, DomainError, ErrorKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentError {
@@ -59,7 +59,7 @@ impl DomainError for PaymentError {
             Self::IllegalTransition { .. } => "illegal-payment-transition",
             Self::AuthorizationExceedsAmount { .. } => "authorization-exceeds-amount",
             Self::CaptureExceedsAuthorized { .. } => "capture-exceeds-authorized",
-            Self::RefundExceedsCaptured { .. } => "refund-exceeds-captured",
+            Self::RefundExceedsCaptured { .. } => problem_types::REFUND_EXCEEDS_CAPTURED,
         }
     }
 
@@ -67,7 +67,9 @@ impl DomainError for PaymentError {
         match self {
             Self::AuthorizationExceedsAmount { max } => vec![("max", *max)],
             Self::CaptureExceedsAuthorized { available }
-            | Self::RefundExceedsCaptured { available } => vec![("available", *available)],
+            | Self::RefundExceedsCaptured { available } => {
+                vec![(problem_types::AVAILABLE, *available)]
+            }
             _ => Vec::new(),
         }
     }

@@ -8,4 +8,4 @@ pub use ops::{
     bind, method_not_allowed, ops_routes, record_http_metrics, route_not_found, shutdown_signal,
     OpsState, StartupError,
 };
-pub use problem::{FieldProblem, Problem};
+pub use problem::{problem_code, FieldProblem, Problem, PROBLEM_PREFIX};

@@ -9,6 +9,14 @@ use serde::Serialize;
 /// Problem `type`s are relative URI references under this prefix, e.g. `/problems/version-conflict`.
 pub const PROBLEM_PREFIX: &str = "/problems/";
 
+/// The code of a problem `type` rendered by [`Problem::new`] (`/problems/<code>` -> `<code>`),
+/// or `None` for a type of another shape. Compare the result with the shared constants in
+/// `domain::problem_types`, exactly.
+pub fn problem_code(kind: &str) -> Option<&str> {
+    kind.strip_prefix(PROBLEM_PREFIX)
+        .filter(|code| !code.is_empty() && !code.contains('/'))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldProblem {
     pub field: String,
@@ -101,5 +109,27 @@ impl IntoResponse for Problem {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_code_of_a_rendered_type_is_recovered_exactly() {
+        let problem = Problem::new(StatusCode::CONFLICT, "version-conflict", "t", "d");
+        assert_eq!(problem_code(&problem.kind), Some("version-conflict"));
+    }
+
+    #[test]
+    fn a_type_of_another_shape_has_no_code() {
+        assert_eq!(
+            problem_code("https://example.invalid/version-conflict"),
+            None
+        );
+        assert_eq!(problem_code("/problems/"), None);
+        assert_eq!(problem_code("/problems/a/version-conflict"), None);
+        assert_eq!(problem_code(""), None);
     }
 }

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use infra::http::{ops_routes, record_http_metrics, OpsState};
 use infra::settings::Settings;
-use projections::Projection;
+use projections::ReadModel;
 
 fn main() -> ExitCode {
     match run() {
@@ -41,22 +41,22 @@ fn run() -> anyhow::Result<ExitCode> {
 }
 
 async fn verify(settings: Settings, names: &[String]) -> anyhow::Result<ExitCode> {
-    let projections: Vec<Projection> = match names {
+    let models: Vec<&'static dyn ReadModel> = match names {
         [] => bail!("usage: projector verify <projection>... | all"),
-        [all] if all == "all" => Projection::READ_MODELS.to_vec(),
+        [all] if all == "all" => projections::READ_MODELS.to_vec(),
         names => names
             .iter()
-            .map(|n| Projection::parse(n).with_context(|| format!("no projection {n:?}")))
+            .map(|n| projections::read_model(n).with_context(|| format!("no read model {n:?}")))
             .collect::<anyhow::Result<_>>()?,
     };
     let pool = infra::db::connect(&settings.database)
         .await
         .context("connecting to the database")?;
     let mut all_equal = true;
-    for projection in projections {
-        let verification = projections::verify::verify(&pool, projection)
+    for model in models {
+        let verification = projections::verify::verify(&pool, model)
             .await
-            .with_context(|| format!("verifying {}", projection.name()))?;
+            .with_context(|| format!("verifying {}", model.name()))?;
         print!("{verification}");
         all_equal &= verification.matches();
     }

@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 
 use super::{event, id, ApplyError};
 use crate::envelope::Envelope;
+use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
 const REVENUE_SQL: &str = "
 INSERT INTO rm_revenue_daily (day, currency, captured_minor, refunded_minor, orders)
@@ -42,7 +43,35 @@ async fn funnel(conn: &mut PgConnection, e: &Envelope, status: &str) -> Result<(
     Ok(())
 }
 
-pub async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
+/// The `analytics` read model.
+pub struct Analytics;
+
+impl Projection for Analytics {
+    fn name(&self) -> &'static str {
+        "analytics"
+    }
+
+    fn aggregates(&self) -> &'static [&'static str] {
+        &["order", "payment"]
+    }
+
+    fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a Envelope) -> ApplyFuture<'a> {
+        Box::pin(apply(conn, event))
+    }
+}
+
+impl ReadModel for Analytics {
+    fn tables(&self) -> &'static [Table] {
+        &[
+            Table {
+                name: "rm_revenue_daily",
+            },
+            Table { name: "rm_funnel" },
+        ]
+    }
+}
+
+async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
     match e.aggregate_type.as_str() {
         "order" => match event::<OrderEvent>(e)? {
             OrderEvent::Placed { currency, .. } => {

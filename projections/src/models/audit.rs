@@ -4,8 +4,32 @@ use sqlx::PgConnection;
 
 use super::ApplyError;
 use crate::envelope::Envelope;
+use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
-pub async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
+/// The `audit` read model.
+pub struct Audit;
+
+impl Projection for Audit {
+    fn name(&self) -> &'static str {
+        "audit"
+    }
+
+    fn aggregates(&self) -> &'static [&'static str] {
+        &["user", "order", "payment"]
+    }
+
+    fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a Envelope) -> ApplyFuture<'a> {
+        Box::pin(apply(conn, event))
+    }
+}
+
+impl ReadModel for Audit {
+    fn tables(&self) -> &'static [Table] {
+        &[Table { name: "rm_audit" }]
+    }
+}
+
+async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
     sqlx::query(
         "INSERT INTO rm_audit (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version,
              occurred_at, actor, correlation_id, causation_id, traceparent, payload)

@@ -1,5 +1,10 @@
-//! The read models. Each `apply` folds one event into its tables inside the projector's
+//! The read models, one file each, and [`READ_MODELS`], the one list the runner, `projector
+//! verify` and replay iterate. Each folds one event into its tables inside the projector's
 //! transaction; events carry what readers need, so no business rule is recomputed here.
+//!
+//! Adding a read model: a file here implementing `ReadModel` (and its `mod` line), a migration
+//! creating its tables, and its entry in [`READ_MODELS`]; the runner, verify and replay need
+//! nothing else.
 
 pub mod analytics;
 pub mod audit;
@@ -8,6 +13,16 @@ pub mod payments;
 pub mod users;
 
 use crate::envelope::Envelope;
+use crate::projection::ReadModel;
+
+/// Every read model, in the order they are started and verified.
+pub static READ_MODELS: &[&dyn ReadModel] = &[
+    &users::Users,
+    &orders::Orders,
+    &payments::Payments,
+    &analytics::Analytics,
+    &audit::Audit,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -19,13 +34,6 @@ pub enum ApplyError {
     },
     #[error("database error")]
     Database(#[from] sqlx::Error),
-    /// A side effect failed in a way that may succeed later (the process manager's command
-    /// API unreachable, a version conflict): the batch is retried, never dead-lettered.
-    #[error("transient failure: {0}")]
-    Transient(String),
-    /// A side effect was refused in a way retrying cannot change.
-    #[error("rejected: {0}")]
-    Rejected(String),
 }
 
 /// Decodes the payload into `E` (a domain event enum).

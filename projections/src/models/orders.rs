@@ -8,8 +8,32 @@ use sqlx::PgConnection;
 
 use super::{event, id, ApplyError};
 use crate::envelope::Envelope;
+use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
-pub async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
+/// The `orders` read model.
+pub struct Orders;
+
+impl Projection for Orders {
+    fn name(&self) -> &'static str {
+        "orders"
+    }
+
+    fn aggregates(&self) -> &'static [&'static str] {
+        &["order"]
+    }
+
+    fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a Envelope) -> ApplyFuture<'a> {
+        Box::pin(apply(conn, event))
+    }
+}
+
+impl ReadModel for Orders {
+    fn tables(&self) -> &'static [Table] {
+        &[Table { name: "rm_orders" }]
+    }
+}
+
+async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
     let order = id(e)?;
     let (version, at) = (e.sequence, e.occurred_at);
     let status = |status: &'static str| {

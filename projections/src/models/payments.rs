@@ -5,8 +5,34 @@ use sqlx::PgConnection;
 
 use super::{event, id, ApplyError};
 use crate::envelope::Envelope;
+use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
-pub async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
+/// The `payments` read model.
+pub struct Payments;
+
+impl Projection for Payments {
+    fn name(&self) -> &'static str {
+        "payments"
+    }
+
+    fn aggregates(&self) -> &'static [&'static str] {
+        &["payment"]
+    }
+
+    fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a Envelope) -> ApplyFuture<'a> {
+        Box::pin(apply(conn, event))
+    }
+}
+
+impl ReadModel for Payments {
+    fn tables(&self) -> &'static [Table] {
+        &[Table {
+            name: "rm_payments",
+        }]
+    }
+}
+
+async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
     let payment = id(e)?;
     let (version, at) = (e.sequence, e.occurred_at);
     let set = |sql: &'static str| sqlx::query(sql).bind(payment).bind(version).bind(at);

@@ -6,8 +6,32 @@ use sqlx::PgConnection;
 
 use super::{event, id, ApplyError};
 use crate::envelope::Envelope;
+use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
-pub async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
+/// The `users` read model.
+pub struct Users;
+
+impl Projection for Users {
+    fn name(&self) -> &'static str {
+        "users"
+    }
+
+    fn aggregates(&self) -> &'static [&'static str] {
+        &["user"]
+    }
+
+    fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a Envelope) -> ApplyFuture<'a> {
+        Box::pin(apply(conn, event))
+    }
+}
+
+impl ReadModel for Users {
+    fn tables(&self) -> &'static [Table] {
+        &[Table { name: "rm_users" }]
+    }
+}
+
+async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
     let user = id(e)?;
     let (version, at) = (e.sequence, e.occurred_at);
     let update = |sql: &'static str| sqlx::query(sql).bind(user).bind(version).bind(at);

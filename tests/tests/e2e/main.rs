@@ -11,6 +11,8 @@ mod ops;
 mod orders;
 mod payments;
 mod postgres_outage;
+mod process_manager;
+mod process_manager_paused;
 mod projections;
 mod read_side;
 mod registry;

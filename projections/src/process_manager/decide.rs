@@ -1,0 +1,197 @@
+//! The process manager's rules, as pure functions: [`decide`] says what to do about one event
+//! given what is known of the order and its payments; [`evolve`] says what is known afterwards.
+//!
+//! Guarantees, each pinned by a test below:
+//! - a payment captured confirms its order (once: a later capture of the same order does not);
+//! - an order cancelled refunds every payment of it captured and not refunded, by what is left;
+//!   a capture of an order known as cancelled refunds that capture: whichever of the two
+//!   arrives second triggers the refund, so exactly one of them does;
+//! - a payment failed cancels its order (`payment_failed`), unless another payment of the
+//!   order is captured or the order is already cancelled;
+//! - an event already reflected in the state (a duplicate, a redelivery) decides nothing.
+
+use uuid::Uuid;
+
+/// What the process manager knows of one order and its payments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderState {
+    pub order_id: Uuid,
+    /// An `OrderCancelled` of this order has been seen.
+    pub cancelled: bool,
+    pub payments: Vec<PaymentState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentState {
+    pub payment_id: Uuid,
+    /// The running totals as the payment's latest seen events state them.
+    pub captured_minor: i64,
+    pub refunded_minor: i64,
+    pub failed: bool,
+}
+
+impl PaymentState {
+    fn new(payment_id: Uuid) -> Self {
+        Self {
+            payment_id,
+            captured_minor: 0,
+            refunded_minor: 0,
+            failed: false,
+        }
+    }
+
+    /// Captured and, as far as known, not refunded.
+    fn owed(&self) -> i64 {
+        (self.captured_minor - self.refunded_minor).max(0)
+    }
+}
+
+impl OrderState {
+    pub fn new(order_id: Uuid) -> Self {
+        Self {
+            order_id,
+            ..Self::default()
+        }
+    }
+
+    pub fn payment(&self, payment_id: Uuid) -> Option<&PaymentState> {
+        self.payments.iter().find(|p| p.payment_id == payment_id)
+    }
+
+    fn payment_mut(&mut self, payment_id: Uuid) -> &mut PaymentState {
+        let index = match self
+            .payments
+            .iter()
+            .position(|p| p.payment_id == payment_id)
+        {
+            Some(index) => index,
+            None => {
+                self.payments.push(PaymentState::new(payment_id));
+                self.payments.len() - 1
+            }
+        };
+        &mut self.payments[index]
+    }
+
+    fn any_captured(&self) -> bool {
+        self.payments.iter().any(|p| p.captured_minor > 0)
+    }
+}
+
+/// The events of an order and its payments that the rules look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    OrderCancelled,
+    PaymentInitiated {
+        payment: Uuid,
+    },
+    PaymentCaptured {
+        payment: Uuid,
+        captured_total_minor: i64,
+    },
+    PaymentFailed {
+        payment: Uuid,
+    },
+    PaymentRefunded {
+        payment: Uuid,
+        refunded_total_minor: i64,
+    },
+}
+
+/// A command the process manager decided to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reaction {
+    ConfirmOrder {
+        order: Uuid,
+    },
+    /// Cancel with reason `payment_failed`.
+    CancelOrder {
+        order: Uuid,
+    },
+    RefundPayment {
+        payment: Uuid,
+        amount_minor: i64,
+    },
+}
+
+/// What to do about `fact`, given `state` as it was before it.
+pub fn decide(state: &OrderState, fact: &Fact) -> Vec<Reaction> {
+    match *fact {
+        Fact::OrderCancelled if state.cancelled => Vec::new(),
+        Fact::OrderCancelled => state
+            .payments
+            .iter()
+            .filter(|p| p.owed() > 0)
+            .map(|p| Reaction::RefundPayment {
+                payment: p.payment_id,
+                amount_minor: p.owed(),
+            })
+            .collect(),
+        Fact::PaymentCaptured {
+            payment,
+            captured_total_minor,
+        } => {
+            let known = state.payment(payment);
+            if known.is_some_and(|p| captured_total_minor <= p.captured_minor) {
+                return Vec::new(); // seen already
+            }
+            if state.cancelled {
+                let refunded = known.map_or(0, |p| p.refunded_minor);
+                let owed = captured_total_minor - refunded;
+                return match owed > 0 {
+                    true => vec![Reaction::RefundPayment {
+                        payment,
+                        amount_minor: owed,
+                    }],
+                    false => Vec::new(),
+                };
+            }
+            match state.any_captured() {
+                true => Vec::new(), // an earlier capture confirmed it
+                false => vec![Reaction::ConfirmOrder {
+                    order: state.order_id,
+                }],
+            }
+        }
+        Fact::PaymentFailed { payment } => {
+            let seen = state.payment(payment).is_some_and(|p| p.failed);
+            if seen || state.cancelled || state.any_captured() {
+                return Vec::new();
+            }
+            vec![Reaction::CancelOrder {
+                order: state.order_id,
+            }]
+        }
+        Fact::PaymentInitiated { .. } | Fact::PaymentRefunded { .. } => Vec::new(),
+    }
+}
+
+/// What is known after `fact`. Totals only grow, so a stale or repeated event changes nothing.
+pub fn evolve(mut state: OrderState, fact: &Fact) -> OrderState {
+    match *fact {
+        Fact::OrderCancelled => state.cancelled = true,
+        Fact::PaymentInitiated { payment } => {
+            state.payment_mut(payment);
+        }
+        Fact::PaymentCaptured {
+            payment,
+            captured_total_minor,
+        } => {
+            let p = state.payment_mut(payment);
+            p.captured_minor = p.captured_minor.max(captured_total_minor);
+        }
+        Fact::PaymentFailed { payment } => state.payment_mut(payment).failed = true,
+        Fact::PaymentRefunded {
+            payment,
+            refunded_total_minor,
+        } => {
+            let p = state.payment_mut(payment);
+            p.refunded_minor = p.refunded_minor.max(refunded_total_minor);
+        }
+    }
+    state
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

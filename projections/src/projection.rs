@@ -1,0 +1,82 @@
+//! What the runner runs and what verify and replay rebuild, declared once per model.
+//!
+//! A [`Projection`] consumes the topics of its aggregate types and applies each event inside
+//! the runner's transaction (rows, offsets and applied versions commit together). A
+//! [`ReadModel`] is a projection whose tables are a pure function of the log, so they can be
+//! verified against, and rebuilt from, the events. The process manager is a projection but no
+//! read model: its tables hold decisions and commands to send, not a view to rebuild.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use sqlx::PgConnection;
+
+use crate::envelope::Envelope;
+use crate::models::ApplyError;
+
+/// The future `apply` returns: boxed, so projections can be iterated as `&'static dyn`.
+pub type ApplyFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ApplyError>> + Send + 'a>>;
+
+/// Anything the runner consumes the log for.
+pub trait Projection: Send + Sync {
+    /// Stable name: consumer group suffix and key of its stored offsets and versions.
+    fn name(&self) -> &'static str;
+    /// The aggregate types (hence topics) it reads.
+    fn aggregates(&self) -> &'static [&'static str];
+    /// Folds one event into its tables, on the runner's connection and inside its transaction.
+    /// It must not call out over the network: the transaction stays short.
+    fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a Envelope) -> ApplyFuture<'a>;
+
+    /// The topics of [`Projection::aggregates`] under `prefix`.
+    fn topics(&self, prefix: &str) -> Vec<String> {
+        self.aggregates()
+            .iter()
+            .map(|a| infra::kafka::topic_for(prefix, a))
+            .collect()
+    }
+}
+
+/// A projection whose tables can be rebuilt from the log and compared with the live ones.
+pub trait ReadModel: Projection {
+    /// The tables it owns, all in the `public` schema; nothing else writes them.
+    fn tables(&self) -> &'static [Table];
+}
+
+/// A table a read model owns, with what verify and replay need to copy and compare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Table {
+    pub name: &'static str,
+}
+
+impl Table {
+    /// An empty table of the same columns, keys and indexes in `schema`, without triggers (a
+    /// rebuild notifies nobody).
+    pub fn create_empty_sql(&self, schema: &str) -> String {
+        format!(
+            "CREATE TABLE {schema}.{name} (LIKE public.{name} INCLUDING ALL)",
+            name = self.name
+        )
+    }
+
+    /// A copy of the live rows as `<schema>.live_<name>`, taken in the caller's snapshot.
+    pub fn copy_live_sql(&self, schema: &str) -> String {
+        format!(
+            "CREATE TABLE {schema}.{copy} AS SELECT * FROM public.{name}",
+            copy = self.live_copy_name(),
+            name = self.name
+        )
+    }
+
+    pub fn live_copy_name(&self) -> String {
+        format!("live_{}", self.name)
+    }
+
+    /// Row count and MD5 of the rows' text, sorted by that text: equal rows give equal sums
+    /// whatever the physical order.
+    pub fn checksum_sql(qualified: &str) -> String {
+        format!(
+            "SELECT count(*) AS n, md5(COALESCE(string_agg(t::text, E'\\n' ORDER BY t::text), '')) AS sum
+             FROM {qualified} t"
+        )
+    }
+}

@@ -1,0 +1,260 @@
+//! The process manager without a broker: real events from the command API are applied by the
+//! process manager's projection (as the runner would), its decisions land in the outbox, and
+//! the dispatcher sends them to the real command API, parking what cannot be sent.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use infra::event_store::{message_headers, PublishedEvent};
+use projections::envelope::{Envelope, Source};
+use projections::process_manager::outbox;
+use projections::process_manager::{Commands, Dispatcher, ProcessManager, RetryPolicy};
+use projections::Projection;
+use serde_json::json;
+use sqlx::{PgPool, Row};
+use tokio::sync::watch;
+
+use crate::helpers::{spawn_app, TestApp};
+
+/// Every stored event of `aggregate_id`, as a consumer would receive it.
+async fn envelopes(pool: &PgPool, aggregate_id: &str) -> Vec<Envelope> {
+    let rows = sqlx::query(
+        "SELECT global_position, event_id, aggregate_type, aggregate_id, sequence, event_type,
+             event_version, payload, metadata FROM events WHERE aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(aggregate_id)
+    .fetch_all(pool)
+    .await
+    .expect("events");
+    rows.iter()
+        .map(|row| {
+            let get = |c: &str| row.try_get::<String, _>(c).expect(c);
+            let (event_type, version, aggregate_type) = (
+                get("event_type"),
+                get("event_version"),
+                get("aggregate_type"),
+            );
+            let metadata: serde_json::Value = row.try_get("metadata").unwrap();
+            let published = PublishedEvent {
+                event_id: row.try_get("event_id").unwrap(),
+                event_type: &event_type,
+                event_version: &version,
+                aggregate_type: &aggregate_type,
+                aggregate_id,
+                sequence: row.try_get("sequence").unwrap(),
+                global_position: row.try_get("global_position").unwrap(),
+                metadata: &metadata,
+            };
+            let headers: HashMap<String, String> = message_headers(&published)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            let source = Source {
+                topic: "events".to_owned(),
+                partition: 0,
+                offset: published.global_position,
+            };
+            Envelope::from_parts(source, &headers, row.try_get("payload").unwrap())
+                .expect("an envelope")
+        })
+        .collect()
+}
+
+/// Applies `events` in one transaction, as the runner does; returns the outbox's size after.
+async fn apply(pool: &PgPool, events: &[Envelope]) -> i64 {
+    let mut tx = pool.begin().await.unwrap();
+    for event in events {
+        ProcessManager.apply(&mut tx, event).await.expect("apply");
+    }
+    tx.commit().await.unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM pm_outbox")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Runs a dispatcher to `url` until no row is pending (bounded).
+async fn dispatch(pool: &PgPool, url: &str, policy: RetryPolicy) {
+    let (stop, stopped) = watch::channel(false);
+    let commands = Commands::new(url).unwrap();
+    let task = tokio::spawn(Dispatcher::new(pool.clone(), commands, policy).run(stopped));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pending(pool).await > 0 {
+        assert!(Instant::now() < deadline, "the outbox never drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(true);
+    task.await.expect("the dispatcher stops");
+}
+
+async fn pending(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pm_outbox WHERE status = 'pending'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// (idempotency key, status, attempts) of every row, oldest first.
+async fn rows(pool: &PgPool) -> Vec<(String, String, i32)> {
+    sqlx::query_as("SELECT idempotency_key, status, attempts FROM pm_outbox ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+fn quick(max_attempts: i32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(40),
+        poll: Duration::from_millis(20),
+    }
+}
+
+/// An order of 3000, paid and captured; returns (order, payment).
+async fn paid_order(app: &TestApp) -> (String, String) {
+    let (_, order) = app.user_and_order().await;
+    let payment = app
+        .post(
+            "/v1/payments",
+            json!({"order_id": order, "amount_minor": 3000, "currency": "EUR", "method": "card"}),
+        )
+        .await
+        .id();
+    for step in ["authorize", "capture"] {
+        let answer = app
+            .post(
+                &format!("/v1/payments/{payment}/{step}"),
+                json!({"amount_minor": 3000}),
+            )
+            .await;
+        assert!(answer.status.is_success(), "{}", answer.body);
+    }
+    (order, payment)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_sent_once_and_a_refund_takes_what_is_left() {
+    let app = spawn_app().await;
+    let pool = &app.pool;
+    let (order, payment) = paid_order(&app).await;
+    let goodwill = app
+        .post(
+            &format!("/v1/payments/{payment}/refund"),
+            json!({"amount_minor": 1000, "reason": "goodwill"}),
+        )
+        .await;
+    assert!(goodwill.status.is_success(), "{}", goodwill.body);
+    let cancelled = app
+        .post(
+            &format!("/v1/orders/{order}/cancel"),
+            json!({"reason": "changed_mind"}),
+        )
+        .await;
+    assert!(cancelled.status.is_success(), "{}", cancelled.body);
+
+    // The process manager sees the capture and the cancellation, not yet the goodwill refund.
+    let mut seen = envelopes(pool, &payment).await;
+    seen.retain(|e| e.event_type != "PaymentRefunded");
+    seen.extend(envelopes(pool, &order).await);
+    assert_eq!(apply(pool, &seen).await, 2, "a confirmation and a refund");
+    let capture = seen
+        .iter()
+        .find(|e| e.event_type == "PaymentCaptured")
+        .unwrap();
+    let cancel = seen
+        .iter()
+        .find(|e| e.event_type == "OrderCancelled")
+        .unwrap();
+    // Redelivered, the same events decide nothing new.
+    assert_eq!(apply(pool, &seen).await, 2);
+
+    dispatch(pool, &app.url, quick(5)).await;
+    let (c, p) = (cancel.event_id, &payment);
+    assert_eq!(
+        rows(pool).await,
+        [
+            (
+                format!("pm-confirm-{}", capture.event_id),
+                "refused".to_owned(),
+                1
+            ),
+            (format!("pm-refund-{c}-{p}-3000"), "refused".to_owned(), 1),
+            (format!("pm-refund-{c}-{p}-2000"), "done".to_owned(), 1),
+        ]
+    );
+    let refunds: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT (payload->>'amount_minor')::bigint, metadata->>'actor', metadata->>'causation_id'
+         FROM events WHERE aggregate_id = $1 AND event_type = 'PaymentRefunded' ORDER BY sequence",
+    )
+    .bind(&payment)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(refunds.len(), 2, "{refunds:?}");
+    assert_eq!(refunds[0].0, 1000);
+    assert_eq!(
+        refunds[1],
+        (2000, "process-manager".to_owned(), c.to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsendable_commands_are_parked_visibly_and_can_be_retried() {
+    let app = spawn_app().await;
+    let pool = &app.pool;
+    let (_, payment) = paid_order(&app).await;
+    let events = envelopes(pool, &payment).await;
+    assert_eq!(apply(pool, &events).await, 1, "a confirmation");
+
+    // Nobody listens there: retried with backoff, then parked with what went wrong.
+    let nowhere = format!("http://127.0.0.1:{}", crate::kafka::free_port());
+    dispatch(pool, &nowhere, quick(3)).await;
+    let parked: (String, i32, Option<String>) =
+        sqlx::query_as("SELECT status, attempts, last_error FROM pm_outbox")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((parked.0.as_str(), parked.1), ("parked", 3));
+    assert!(parked.2.is_some_and(|e| !e.is_empty()));
+    assert_eq!(outbox::parked(pool).await.unwrap(), 1);
+
+    // Reset by a person, it is sent again with a fresh budget, and takes effect.
+    assert_eq!(outbox::retry_parked(pool, None).await.unwrap(), 1);
+    dispatch(pool, &app.url, quick(3)).await;
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM pm_outbox")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts), ("done", 1));
+    let confirmed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'OrderConfirmed'
+             AND metadata->>'actor' = 'process-manager'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(confirmed, 1);
+
+    // A command the command API calls malformed is parked at once, not retried.
+    sqlx::query(
+        "INSERT INTO pm_outbox (idempotency_key, kind, target, path, body, correlation_id,
+             causation_id, traceparent)
+         SELECT 'malformed', 'refund_payment', target, '/v1/payments/' || $1 || '/refund',
+             '{\"amount_minor\": \"lots\"}', correlation_id, causation_id, traceparent
+         FROM pm_outbox LIMIT 1",
+    )
+    .bind(&payment)
+    .execute(pool)
+    .await
+    .unwrap();
+    dispatch(pool, &app.url, quick(5)).await;
+    let (status, attempts): (String, i32) = sqlx::query_as(
+        "SELECT status, attempts FROM pm_outbox WHERE idempotency_key = 'malformed'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), attempts), ("parked", 1));
+}
