@@ -45,7 +45,7 @@ jars() {
   install_tools
   log "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $LIB"
   rm -rf "$LIB"
-  mvn -q -f "$POM" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIB"
+  mvn -B -q -f "$POM" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIB"
   touch "$LIB/.complete"
 }
 

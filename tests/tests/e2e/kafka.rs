@@ -79,7 +79,10 @@ impl Broker {
     }
 
     fn script() -> Command {
-        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/local/kafka.sh"))
+        Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../infra/local/kafka.sh"
+        ))
     }
 }
 
