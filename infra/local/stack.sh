@@ -116,7 +116,14 @@ ports() { echo "$1,$(($1 + 1)),$(($1 + 2))"; }
 # bootstrap BASE: the three brokers' addresses, comma-separated.
 bootstrap() { echo "127.0.0.1:$1,127.0.0.1:$(($1 + 1)),127.0.0.1:$(($1 + 2))"; }
 
-kafka_running() { compgen -G "$1/node-*/pid" >/dev/null; }
+# kafka_running DIR: some node started in DIR still runs.
+kafka_running() {
+  local pidfile
+  for pidfile in "$1"/node-*/pid; do
+    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then return 0; fi
+  done
+  return 1
+}
 
 # The test cluster starts empty (its old data is dropped when it was not running): every test
 # creates topics of its own, and a clean cluster starts fastest.
