@@ -206,7 +206,10 @@ const DEFAULTS: &[(&str, &str)] = &[
         "BACKWARD_TRANSITIVE",
     ),
     ("schema_registry.url", "http://127.0.0.1:8085"),
-    ("kafka.bootstrap_servers", "127.0.0.1:9092"),
+    (
+        "kafka.bootstrap_servers",
+        "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094",
+    ),
     ("kafka.topic_prefix", ""),
     ("kafka.partitions", "3"),
     ("kafka.replication_factor", "-1"),
