@@ -1,6 +1,8 @@
 # The two commands that matter:
-#   make run    bring up PostgreSQL and the services; logs in the foreground; Ctrl-C stops all
-#   make test   bring up PostgreSQL and run the whole test suite (what CI runs)
+#   make run    bring up PostgreSQL, Kafka (three brokers) and the services; logs in the
+#               foreground; Ctrl-C stops all
+#   make test   bring up PostgreSQL and a test Kafka cluster, run the whole test suite (what CI
+#               runs)
 SHELL := /bin/bash
 CARGO ?= cargo
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: start PostgreSQL and Tansu, build the services in release mode, run them (schema
-# registry, command API with the event relay, projector with the process manager, query API) in
-# the foreground with their logs, and stop everything on Ctrl-C. Effective settings go to .data/stack.env.
+# `make run`: start PostgreSQL and Apache Kafka (three brokers), build the services in release
+# mode, run them (schema registry, command API with the event relay, projector with the process
+# manager, query API) in the foreground with their logs, and stop everything on Ctrl-C.
+# Effective settings go to .data/stack.env.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -31,9 +32,6 @@ export APP__DATABASE__URL="$DATABASE_URL"
 export APP__KAFKA__BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP"
 export APP__SCHEMA_REGISTRY__URL="$SCHEMA_REGISTRY_URL"
 export APP__LOG__FORMAT="${APP__LOG__FORMAT:-json}"
-# Tansu 0.6 answers every fetch only after its full wait time, even when data is there: a short
-# wait keeps read models fresh locally (Apache Kafka answers as soon as data arrives).
-export APP__KAFKA__FETCH_WAIT_MAX_MS="${APP__KAFKA__FETCH_WAIT_MAX_MS:-10}"
 
 # shellcheck source=infra/local/wait-for-port.sh
 source "$ROOT/infra/local/wait-for-port.sh"
@@ -44,9 +42,7 @@ wait_for_port 8085
 ./target/release/command-api &
 pids+=($!)
 wait_for_port 8080
-# Tansu 0.6 cannot fetch from inside a record batch, so a restarted projection re-reads from the
-# beginning and skips what it has applied (see ProjectorSettings::resume_from).
-APP__PROJECTOR__RESUME_FROM="${APP__PROJECTOR__RESUME_FROM:-beginning}" ./target/release/projector &
+./target/release/projector &
 pids+=($!)
 wait_for_port 8082
 ./target/release/query-api &
@@ -55,7 +51,7 @@ wait_for_port 8081
 cat >&2 <<MSG
 [run] up: command API $COMMAND_API_URL (with the event relay), query API $QUERY_API_URL,
 [run]     schema registry $SCHEMA_REGISTRY_URL, projector with the process manager (ops on
-[run]     http://127.0.0.1:8082), Kafka (Tansu) $KAFKA_BOOTSTRAP, PostgreSQL $DATABASE_URL.
+[run]     http://127.0.0.1:8082), Kafka $KAFKA_BOOTSTRAP, PostgreSQL $DATABASE_URL.
 [run]     Ctrl-C stops everything.
 MSG
 

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Local stack: a private PostgreSQL cluster and a Tansu broker (Kafka protocol) under .data/.
+# Local stack: a private PostgreSQL cluster and Apache Kafka (KRaft, three brokers on loopback)
+# under .data/.
 #
-#   infra/local/stack.sh up        install what is missing, start PostgreSQL and Tansu (SQLite
-#                                  storage under .data/tansu, port 9092) for `make run`
-#   infra/local/stack.sh up-test   the same, but Tansu with in-memory storage on port 19092, a
-#                                  clean and fast broker for `make test`
-#   infra/local/stack.sh down      stop them
-#   infra/local/stack.sh env     print the effective settings (also written to .data/stack.env)
+#   infra/local/stack.sh up          install what is missing, start PostgreSQL and the Kafka
+#                                    cluster of `make run` (ports 9092-9094, data in .data/kafka)
+#   infra/local/stack.sh up-test     the same, but the Kafka cluster of `make test` (ports
+#                                    19092-19094, data in .data/kafka-test, empty on each start)
+#   infra/local/stack.sh kafka-test  only the test Kafka cluster (PostgreSQL already runs)
+#   infra/local/stack.sh down        stop what these started (by the pids under .data/)
+#   infra/local/stack.sh env         print the effective settings (also written to .data/stack.env)
 #
-# PostgreSQL comes from apt; Tansu from crates.io (`cargo install`, pinned, about 10 minutes the
-# first time, then cached in ~/.cargo/bin). PostgreSQL refuses to run as root, so as root the
-# server runs as the `postgres` user; an ordinary user runs it as themselves. Nothing outside
-# .data/ is touched except the two installs.
+# PostgreSQL comes from apt; Kafka's jars from Maven Central, run with Java (infra/local/kafka.sh;
+# Java and Maven come from apt when missing; the jars take a few seconds the first time, then
+# stay in .data/kafka-lib). Each cluster's controllers listen 100 ports above its brokers.
+# PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user; an
+# ordinary user runs it as themselves. Nothing outside .data/ is touched except the installs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -25,8 +28,6 @@ QUERY_API_PORT="${QUERY_API_PORT:-8081}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 TEST_KAFKA_PORT="${TEST_KAFKA_PORT:-19092}"
 REGISTRY_PORT="${REGISTRY_PORT:-8085}"
-TANSU_VERSION="0.6.0"
-CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 
@@ -107,48 +108,32 @@ create_database() {
   fi
 }
 
-tansu_bin() {
-  if [ -x "$CARGO_BIN/tansu" ]; then echo "$CARGO_BIN/tansu"; else command -v tansu || true; fi
-}
+kafka() { "$ROOT/infra/local/kafka.sh" "$@"; }
 
-install_tansu() {
-  local bin
-  bin="$(tansu_bin)"
-  if [ -n "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then return; fi
-  log "installing Tansu $TANSU_VERSION from crates.io (about 10 minutes the first time)"
-  cargo install tansu --locked --version "$TANSU_VERSION" --features libsql,dynostore
-}
+# ports BASE: the three consecutive ports from BASE, comma-separated.
+ports() { echo "$1,$(($1 + 1)),$(($1 + 2))"; }
 
-# start_tansu DIR PORT STORAGE: one broker, its pid and log in DIR.
-start_tansu() {
-  local dir="$1" port="$2" storage="$3" bin pid
-  bin="$(tansu_bin)"
-  mkdir -p "$dir"
-  if [ -f "$dir/pid" ] && pid=$(cat "$dir/pid") && kill -0 "$pid" 2>/dev/null; then
-    log "Tansu already running on port $port"
-    return
-  fi
-  log "starting Tansu on 127.0.0.1:$port (storage $storage)"
-  (
-    cd "$dir"
-    nohup "$bin" broker --listener-url "tcp://127.0.0.1:$port" \
-      --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "$storage" >"$dir/tansu.log" 2>&1 &
-    echo $! >"$dir/pid"
-  )
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return; fi
-    sleep 0.1
+# bootstrap BASE: the three brokers' addresses, comma-separated.
+bootstrap() { echo "127.0.0.1:$1,127.0.0.1:$(($1 + 1)),127.0.0.1:$(($1 + 2))"; }
+
+# kafka_running DIR: some node started in DIR still runs.
+kafka_running() {
+  local pidfile
+  for pidfile in "$1"/node-*/pid; do
+    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then return 0; fi
   done
-  log "Tansu did not start; see $dir/tansu.log"; exit 1
+  return 1
 }
 
-stop_tansu() {
-  local dir="$1" pid
-  if [ -f "$dir/pid" ] && pid=$(cat "$dir/pid") && kill "$pid" 2>/dev/null; then
-    log "Tansu ($dir) stopped"
-  fi
-  rm -f "$dir/pid"
+# The test cluster starts empty (its old data is dropped when it was not running): every test
+# creates topics of its own, and a clean cluster starts fastest.
+kafka_test_up() {
+  if ! kafka_running "$DATA/kafka-test"; then rm -rf "$DATA/kafka-test"; fi
+  kafka up "$DATA/kafka-test" "$(ports "$TEST_KAFKA_PORT")" "$(ports "$((TEST_KAFKA_PORT + 100))")"
+}
+
+kafka_run_up() {
+  kafka up "$DATA/kafka" "$(ports "$KAFKA_PORT")" "$(ports "$((KAFKA_PORT + 100))")"
 }
 
 write_env() {
@@ -158,8 +143,8 @@ DATABASE_URL=postgres://postgres@127.0.0.1:$PGPORT/$PGDATABASE
 DATABASE_ADMIN_URL=postgres://postgres@127.0.0.1:$PGPORT/postgres
 COMMAND_API_URL=http://127.0.0.1:$COMMAND_API_PORT
 QUERY_API_URL=http://127.0.0.1:$QUERY_API_PORT
-KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
-TEST_KAFKA_BOOTSTRAP=127.0.0.1:$TEST_KAFKA_PORT
+KAFKA_BOOTSTRAP=$(bootstrap "$KAFKA_PORT")
+TEST_KAFKA_BOOTSTRAP=$(bootstrap "$TEST_KAFKA_PORT")
 SCHEMA_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 PG_BINDIR=$(pg_bindir)
 ENV
@@ -176,31 +161,33 @@ postgres_up() {
 case "${1:-up}" in
   up)
     postgres_up
-    install_tansu
-    start_tansu "$DATA/tansu" "$KAFKA_PORT" "sqlite://tansu.db"
+    kafka_run_up
     write_env
     ;;
   up-test)
     postgres_up
-    install_tansu
-    start_tansu "$DATA/tansu-test" "$TEST_KAFKA_PORT" "memory://tansu/"
+    kafka_test_up
     write_env
     ;;
   down)
-    stop_tansu "$DATA/tansu"
-    stop_tansu "$DATA/tansu-test"
+    kafka down "$DATA/kafka"
+    kafka down "$DATA/kafka-test"
     bin="$(pg_bindir)"
     if [ -n "$bin" ] && [ -f "$PGDATA/PG_VERSION" ]; then
       as_pg "$bin/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
       log "PostgreSQL stopped"
     fi
     ;;
+  kafka-test)
+    kafka_test_up
+    write_env
+    ;;
   env)
     write_env
     cat "$DATA/stack.env"
     ;;
   *)
-    echo "usage: $0 up|up-test|down|env" >&2
+    echo "usage: $0 up|up-test|kafka-test|down|env" >&2
     exit 2
     ;;
 esac

@@ -1,6 +1,6 @@
 //! Kafka client factories: the idempotent producer the relay publishes with, topic creation,
-//! and consumers. Nothing here is specific to one broker (Apache Kafka in production, Tansu
-//! locally); nothing depends on Kafka transactions.
+//! and consumers. Nothing here is specific to one broker or deployment (three local Apache
+//! Kafka brokers or a production cluster); nothing depends on Kafka transactions.
 
 use std::time::Duration;
 

@@ -61,13 +61,14 @@ pub struct KafkaSettings {
     pub topic_prefix: String,
     /// Partitions of each event topic when the relay creates it.
     pub partitions: i32,
+    /// Replicas of each event topic when the relay creates it; -1 takes the cluster's
+    /// `default.replication.factor` (three on the local clusters, one on a single broker).
     pub replication_factor: i32,
     /// How long the producer keeps retrying one message before reporting it failed.
     pub delivery_timeout_ms: u64,
-    /// Longest a consumer's fetch waits for new messages at the broker. Apache Kafka answers a
-    /// waiting fetch as soon as data arrives; Tansu 0.6 always waits this long, so there it
-    /// bounds how late a consumer sees a message (lower: fresher read models, more idle
-    /// fetches; the local stack uses 10 ms).
+    /// Longest a consumer's fetch waits at the broker for new messages. The broker answers a
+    /// waiting fetch as soon as data arrives, so this costs no freshness; it only bounds how
+    /// often an idle consumer asks.
     pub fetch_wait_max_ms: u64,
 }
 
@@ -94,21 +95,9 @@ pub enum DeadLetterPolicy {
     Halt,
 }
 
-/// Where a restarted projection asks the broker to start reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ResumeFrom {
-    /// At its stored offsets (Apache Kafka).
-    Stored,
-    /// From the beginning, skipping what its stored offsets say it has applied: for brokers
-    /// that cannot fetch from inside a record batch (Tansu 0.6 returns nothing there).
-    Beginning,
-}
-
 /// The projector workers.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ProjectorSettings {
-    pub resume_from: ResumeFrom,
     /// Most messages applied in one transaction.
     pub batch_size: usize,
     pub dead_letter_policy: DeadLetterPolicy,
@@ -225,18 +214,20 @@ const DEFAULTS: &[(&str, &str)] = &[
         "BACKWARD_TRANSITIVE",
     ),
     ("schema_registry.url", "http://127.0.0.1:8085"),
-    ("kafka.bootstrap_servers", "127.0.0.1:9092"),
+    (
+        "kafka.bootstrap_servers",
+        "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094",
+    ),
     ("kafka.topic_prefix", ""),
     ("kafka.partitions", "3"),
-    ("kafka.replication_factor", "1"),
+    ("kafka.replication_factor", "-1"),
     ("kafka.delivery_timeout_ms", "30000"),
-    ("kafka.fetch_wait_max_ms", "100"),
+    ("kafka.fetch_wait_max_ms", "500"),
     ("relay.enabled", "true"),
     ("relay.batch_size", "5000"),
     ("relay.poll_interval_ms", "500"),
     ("relay.name", "default"),
     ("projector.batch_size", "500"),
-    ("projector.resume_from", "stored"),
     ("projector.dead_letter_policy", "skip"),
     ("projector.group_prefix", "projection-"),
     ("projector.host", "127.0.0.1"),

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use infra::kafka::LagReporter;
-use infra::settings::{DeadLetterPolicy, ResumeFrom, Settings};
+use infra::settings::{DeadLetterPolicy, Settings};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 
 type Consumer = StreamConsumer<LagReporter>;
@@ -113,8 +113,8 @@ impl Runner {
                 continue;
             }
             let started = Instant::now();
-            // Anything below the stored offsets was applied before a restart (when resuming
-            // from the beginning).
+            // Anything below the stored offsets was applied before a restart (should the broker
+            // hand out records before the requested offset).
             let batch: Vec<Raw> = batch
                 .into_iter()
                 .filter(|raw| {
@@ -152,7 +152,6 @@ impl Runner {
             self.projection.name()
         );
         let consumer = infra::kafka::consumer(kafka, &group, self.projection.name())?;
-        let from_stored = self.settings.projector.resume_from == ResumeFrom::Stored;
         let topics = self.projection.topics(&kafka.topic_prefix);
         // The relay creates the topics; until it has, `NoPartitions` makes the supervisor retry.
         let mut assignment = TopicPartitionList::new();
@@ -172,7 +171,6 @@ impl Runner {
             for partition in 0..partitions as i32 {
                 let offset = stored
                     .get(&(topic.clone(), partition))
-                    .filter(|_| from_stored)
                     .map(|&next| Offset::Offset(next))
                     .unwrap_or(Offset::Beginning);
                 assignment.add_partition_offset(&topic, partition, offset)?;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Read-side benchmark, one run on one machine: the whole pipeline (command API with the relay,
-# Tansu, projector, query API) on a fresh database, then
+# Apache Kafka, projector, query API) on a fresh database, then
 #   1. command-to-visible latency at a steady command rate (default 500/s): from each command's
 #      2xx until the query API returns that version;
 #   2. cached single-resource reads from the query API, then the same requests against a
@@ -9,8 +9,8 @@
 #
 #   tests/bench/read.sh [rate=500] [seconds=20] [concurrency=16]
 #
-# BENCH_BROKER=memory (default) uses the in-memory Tansu that `make test` uses; BENCH_BROKER=sqlite
-# the local stack's Tansu with SQLite storage, as `make run` does.
+# BENCH_BROKER=test (default) uses the Kafka cluster of `make test` (emptied when it starts);
+# BENCH_BROKER=run the one of `make run`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -39,10 +39,10 @@ cargo build --release --locked -p command-api -p schema-registry -p projections 
 "$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "CREATE DATABASE $BENCH_DB"
 
 export APP__DATABASE__URL="$BENCH_URL" APP__LOG__FILTER=warn
-case "${BENCH_BROKER:-memory}" in
-  sqlite) BROKER="$KAFKA_BOOTSTRAP" ;;
-  memory) ./infra/local/stack.sh up-test; BROKER="$TEST_KAFKA_BOOTSTRAP" ;;
-  *) echo "BENCH_BROKER must be sqlite or memory" >&2; exit 2 ;;
+case "${BENCH_BROKER:-test}" in
+  run) BROKER="$KAFKA_BOOTSTRAP" ;;
+  test) ./infra/local/stack.sh up-test; BROKER="$TEST_KAFKA_BOOTSTRAP" ;;
+  *) echo "BENCH_BROKER must be run or test" >&2; exit 2 ;;
 esac
 export APP__KAFKA__BOOTSTRAP_SERVERS="$BROKER"
 export APP__KAFKA__TOPIC_PREFIX="bench$(date +%s)."
@@ -52,10 +52,6 @@ export APP__COMMAND_API__PORT=$API_PORT
 export APP__QUERY_API__PORT=$QUERY_PORT
 export APP__PROJECTOR__PORT=$PROJECTOR_PORT
 export APP__PROJECTOR__COMMAND_API_URL="http://127.0.0.1:$API_PORT"
-# Tansu 0.6 cannot fetch from inside a record batch (see ProjectorSettings::resume_from).
-export APP__PROJECTOR__RESUME_FROM=beginning
-# Tansu 0.6 answers every fetch only after its full wait time (see KafkaSettings).
-export APP__KAFKA__FETCH_WAIT_MAX_MS="${APP__KAFKA__FETCH_WAIT_MAX_MS:-5}"
 
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
@@ -76,7 +72,7 @@ wait_for_port $QUERY_PORT
 pids+=($!)
 wait_for_port $TRIVIAL_PORT
 
-echo "== machine: $(nproc) cores; broker: Tansu $(tansu --version | awk '{print $2}') (${BENCH_BROKER:-memory} storage) on $BROKER"
+echo "== machine: $(nproc) cores; broker: Apache Kafka, three brokers (${BENCH_BROKER:-test} cluster) on $BROKER"
 echo "== visibility: $RATE commands/s for ${SECONDS_PER_PHASE}s (rename one of 500 users each)"
 ./target/release/loadgen visibility --command-url "http://127.0.0.1:$API_PORT" \
   --query-url "http://127.0.0.1:$QUERY_PORT" --rate "$RATE" --duration-secs "$SECONDS_PER_PHASE"

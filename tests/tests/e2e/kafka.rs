@@ -1,11 +1,11 @@
-//! Kafka-side harness: Tansu brokers the tests control, the whole write stack (command API with
+//! Kafka-side harness: Apache Kafka brokers the tests control, the whole write stack (command API with
 //! relay, schema registry) on one test database, and a consumer that reads topics from the
 //! beginning and checks them against the events table.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use infra::settings::Settings;
@@ -18,9 +18,10 @@ use uuid::Uuid;
 
 use crate::helpers::{start_registry, TestApp, TestDatabase};
 
-/// The broker `make test` starts (memory storage), shared by tests that do not stop it.
+/// The three-broker cluster `make test` starts, shared by tests that do not stop it.
 pub fn shared_bootstrap() -> String {
-    std::env::var("TEST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
+    std::env::var("TEST_KAFKA_BOOTSTRAP")
+        .unwrap_or_else(|_| "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094".to_owned())
 }
 
 pub fn free_port() -> u16 {
@@ -30,20 +31,21 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A Tansu broker of the test's own, with SQLite storage so it survives a restart.
+/// A one-node Apache Kafka cluster of the test's own (started with `infra/local/kafka.sh`), for
+/// tests that stop the broker; its data survives a restart.
 pub struct Broker {
-    child: Option<Child>,
     port: u16,
+    controller_port: u16,
     dir: PathBuf,
 }
 
 impl Broker {
     pub fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("tansu-{}", Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!("kafka-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("broker dir");
         let mut broker = Self {
-            child: None,
             port: free_port(),
+            controller_port: free_port(),
             dir,
         };
         broker.restart();
@@ -54,36 +56,33 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Starts (again) on the same port and storage.
+    /// Starts (again) on the same ports and storage; returns once the broker takes requests.
     pub fn restart(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&self.dir)
+        let status = Self::script()
+            .arg("up")
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .arg(self.controller_port.to_string())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu must be installed (make test installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .status()
+            .expect("run infra/local/kafka.sh");
+        assert!(status.success(), "the test's Kafka broker did not start");
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let _ = Self::script()
+            .arg("down")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    fn script() -> Command {
+        Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../infra/local/kafka.sh"
+        ))
     }
 }
 
@@ -112,8 +111,6 @@ pub fn stack_settings(db: &TestDatabase, bootstrap: &str, registry_url: &str) ->
     settings.kafka.topic_prefix = format!("t{}.", &Uuid::new_v4().simple().to_string()[..12]);
     settings.kafka.delivery_timeout_ms = 5_000;
     settings.schema_registry.url = registry_url.to_owned();
-    // Tansu 0.6 returns nothing for a fetch that starts inside a record batch.
-    settings.projector.resume_from = infra::settings::ResumeFrom::Beginning;
     settings
 }
 

@@ -411,8 +411,6 @@ pub fn spawn_projector(
             crate::kafka::free_port().to_string(),
         )
         .env("APP__PROJECTOR__BATCH_SIZE", "50")
-        // Tansu 0.6 returns nothing for a fetch that starts inside a record batch.
-        .env("APP__PROJECTOR__RESUME_FROM", "beginning")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -188,8 +188,8 @@ async fn raw_producer_run(args: &RelayArgs, payload_bytes: usize) -> anyhow::Res
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// Creates the raw producer's topic like the relay's (3 partitions; brokers such as Tansu do
-/// not create topics on first use).
+/// Creates the raw producer's topic like the relay's (3 partitions, the cluster's replication
+/// factor; the local clusters do not create topics on first use).
 async fn create_topic(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
@@ -197,7 +197,7 @@ async fn create_topic(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
         .set("bootstrap.servers", bootstrap)
         .create()
         .context("creating the admin client")?;
-    let new = NewTopic::new(topic, 3, TopicReplication::Fixed(1));
+    let new = NewTopic::new(topic, 3, TopicReplication::Fixed(-1));
     for result in admin.create_topics([&new], &AdminOptions::new()).await? {
         if let Err((name, code)) = result {
             bail!("creating topic {name} failed: {code:?}");
