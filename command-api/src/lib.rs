@@ -9,7 +9,6 @@ pub mod bus;
 pub mod error;
 pub mod http;
 pub mod openapi;
-pub mod relay;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -13,10 +13,10 @@ use infra::event_store::EventStore;
 use infra::http::StartupError;
 use infra::server::Service;
 use infra::settings::Settings;
+use relay::Relay;
 
 use crate::bus::CommandBus;
 use crate::openapi::openapi_json;
-use crate::relay::Relay;
 use crate::routes;
 use crate::state::AppState;
 

@@ -14,7 +14,7 @@ source .data/stack.env
 set +a
 
 echo "[run] building the services (release)" >&2
-cargo build --release --locked -p command-api -p schemas -p projections -p query-api \
+cargo build --release --locked -p command-api -p schema-registry -p projections -p query-api \
   --bin command-api --bin schema-registry --bin projector --bin query-api
 
 pids=()

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use apache_avro::Schema;
 
-use crate::SchemaError;
+use crate::error::SchemaError;
 
 /// One `.avsc` file of `schemas/avro/<aggregate>/<EventType>.v<N>.avsc`.
 #[derive(Debug, Clone, Copy)]

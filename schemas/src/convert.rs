@@ -10,7 +10,7 @@ use apache_avro::schema::{RecordField, Schema};
 use apache_avro::types::Value as Avro;
 use serde_json::{Map, Value as Json};
 
-use crate::SchemaError;
+use crate::error::SchemaError;
 
 /// JSON payload -> Avro value of `schema`.
 pub fn json_to_avro(json: &Json, schema: &Schema) -> Result<Avro, SchemaError> {

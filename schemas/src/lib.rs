@@ -1,37 +1,17 @@
-//! Avro schemas of every event type and version (`schemas/avro/`), conversion between the
-//! events' JSON form and Avro ([`convert`]), and the Confluent wire format through the schema
-//! registry ([`wire`]). The `schema-registry` binary is a Confluent-compatible registry backed
-//! by PostgreSQL.
+//! The event contracts: Avro schemas of every event type and version (`schemas/avro/`),
+//! conversion between the events' JSON form and Avro ([`convert`]), and the Confluent wire format
+//! through a schema registry ([`wire`]). The tests under `tests/` are the compatibility gate:
+//! every newer version stays compatible with all older ones, and every old version has an
+//! upcast fixture under `fixtures/`.
+//!
+//! This crate is a library for producers and consumers alike; it neither serves HTTP nor talks
+//! to the database. The registry service is the `schema-registry` crate (`schemas/registry/`).
 #![forbid(unsafe_code)]
 
 pub mod catalogue;
 pub mod convert;
-pub mod registry;
-pub mod service;
+mod error;
 pub mod wire;
 
 pub use catalogue::{catalogue, latest, EventSchema, SchemaFile};
-
-#[derive(Debug, thiserror::Error)]
-pub enum SchemaError {
-    #[error("schema of {event_type} v{version} is invalid")]
-    Invalid {
-        event_type: String,
-        version: u32,
-        #[source]
-        source: Box<apache_avro::Error>,
-    },
-    #[error("schema of {event_type} is not a record")]
-    NotARecord { event_type: String },
-    #[error("no schema for event type {0}")]
-    UnknownEvent(String),
-    #[error("value at {path} does not fit the schema (expected {expected})")]
-    Mismatch { path: String, expected: String },
-    #[error("Avro encoding failed")]
-    Avro(#[source] Box<apache_avro::Error>),
-    #[error("schema registry call failed: {0}")]
-    Registry(String),
-    /// The registry could not be reached; the same call may succeed later.
-    #[error("schema registry unreachable: {0}")]
-    RegistryUnreachable(String),
-}
+pub use error::SchemaError;

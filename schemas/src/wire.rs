@@ -10,8 +10,9 @@ use schema_registry_converter::schema_registry_common::{
 };
 use serde_json::Value as Json;
 
+use crate::catalogue::{latest, EventSchema};
 use crate::convert::{avro_to_json, json_to_avro};
-use crate::{latest, EventSchema, SchemaError};
+use crate::error::SchemaError;
 
 fn registry_error(error: SRCError) -> SchemaError {
     if error.retriable {

@@ -32,7 +32,7 @@ PROJECTOR_PORT=18182
 REGISTRY_PORT=18185
 TRIVIAL_PORT=18190
 
-cargo build --release --locked -p command-api -p schemas -p projections -p query-api -p tests \
+cargo build --release --locked -p command-api -p schema-registry -p projections -p query-api -p tests \
   --bin command-api --bin schema-registry --bin projector --bin query-api --bin loadgen
 
 "$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)"

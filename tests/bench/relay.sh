@@ -20,7 +20,7 @@ BENCH_URL="${DATABASE_ADMIN_URL%/*}/$BENCH_DB"
 API_PORT=18081
 REGISTRY_PORT=18086
 
-cargo build --release --locked -p command-api -p schemas -p tests \
+cargo build --release --locked -p command-api -p schema-registry -p tests \
   --bin command-api --bin schema-registry --bin loadgen
 
 "$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)"

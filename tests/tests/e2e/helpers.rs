@@ -314,7 +314,7 @@ pub async fn spawn_registry() -> TestRegistry {
 
 /// Starts one more registry instance on `db`; returns its base URL.
 pub async fn start_registry(db: &TestDatabase) -> String {
-    let service = schemas::service::build(&db.settings())
+    let service = schema_registry::service::build(&db.settings())
         .await
         .expect("build the registry");
     let url = format!("http://{}", service.address());

@@ -1,14 +1,5 @@
-//! A Confluent Schema Registry compatible REST API backed by PostgreSQL (Avro schemas).
-//!
-//! Implemented: register (`POST /subjects/{s}/versions`, idempotent), look up a schema under a
-//! subject (`POST /subjects/{s}`), schema by id, subjects, versions, a version or `latest` (and
-//! its raw schema), compatibility checks against a version or all live ones, global and
-//! per-subject compatibility levels, and soft deletion of versions and subjects. Responses use
-//! `application/vnd.schemaregistry.v1+json` and Confluent's error codes.
-
-mod compat;
-mod error;
-mod store;
+//! The registry's HTTP routes and handlers: request bodies are parsed and checked here, stored
+//! through [`Store`], and answered in the registry's content type.
 
 use apache_avro::Schema;
 use axum::body::Bytes;
@@ -21,10 +12,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub use compat::Level;
-pub use error::{RegistryError, CONTENT_TYPE};
-pub use store::Store;
-use store::Which;
+use crate::compat::Level;
+use crate::error::{RegistryError, CONTENT_TYPE};
+use crate::store::{Store, Which};
 
 /// The registry's routes (without the shared `/healthz`, `/readyz`, `/metrics`).
 pub fn routes(store: Store) -> Router {

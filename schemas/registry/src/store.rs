@@ -5,8 +5,8 @@
 use apache_avro::Schema;
 use sqlx::{PgPool, Row};
 
-use super::compat::Level;
-use super::error::RegistryError;
+use crate::compat::Level;
+use crate::error::RegistryError;
 
 /// One version of a subject.
 #[derive(Debug, Clone)]

@@ -9,7 +9,9 @@ use infra::settings::Settings;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::registry::{routes, Level, Store};
+use crate::compat::Level;
+use crate::routes::routes;
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

@@ -1,4 +1,4 @@
-//! Reading the events table in commit-safe order (ARCHITECTURE.md guarantee 3).
+//! Reading the events table in commit-safe order, so that no committed event is ever skipped.
 //!
 //! A `bigserial` is taken when a row is inserted, not when its transaction commits, so a
 //! transaction can commit rows *below* positions that are already visible. Reading by position

@@ -10,7 +10,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use schemas::wire::EventEncoder;
 
-use super::tail::{Checkpoint, StoredEvent};
+use crate::tail::{Checkpoint, StoredEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {

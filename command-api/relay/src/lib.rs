@@ -1,5 +1,6 @@
-//! The event relay: publishes every committed event to Kafka, in per-aggregate order, keyed by
-//! aggregate id, Avro-encoded against the schema registry (ARCHITECTURE.md guarantees 3 and 5).
+//! The event relay: publishes every committed event to Kafka, with no gaps and in
+//! per-aggregate order, keyed by aggregate id, Avro-encoded against the schema registry; a
+//! broker outage delays publication but never stops writes.
 //!
 //! - Exactly one relay is active: it holds a PostgreSQL advisory lock on a dedicated
 //!   connection; the others wait on standby and take over when that connection goes away.
@@ -9,6 +10,10 @@
 //! - It wakes on `LISTEN events_appended` and polls as a fallback.
 //! - The broker being down stops only the relay: commands keep committing, the relay retries
 //!   with backoff and catches up.
+//!
+//! It uses nothing of the command API's HTTP side: the `command-api` binary runs it on a
+//! thread of its own next to the routes (or alone, as `command-api relay`).
+#![forbid(unsafe_code)]
 
 mod publish;
 pub mod tail;
@@ -20,8 +25,8 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
-use publish::{InFlight, PublishError, Publisher};
-use tail::Checkpoint;
+use crate::publish::{InFlight, PublishError, Publisher};
+use crate::tail::Checkpoint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -124,7 +129,7 @@ impl Relay {
                 Ok(()) => break,
                 Err(error) => {
                     metrics::counter!("relay_errors_total").increment(1);
-                    tracing::warn!(error = %crate::error::error_chain(&error), retry_in_ms = backoff.as_millis() as u64,
+                    tracing::warn!(error = %infra::error_chain(&error), retry_in_ms = backoff.as_millis() as u64,
                         "relay interrupted");
                     wait(&mut stopped, backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -10,7 +10,7 @@ fn main() -> anyhow::Result<()> {
     infra::runtime(0)
         .context("starting the async runtime")?
         .block_on(async {
-            let app = schemas::service::build(&settings)
+            let app = schema_registry::service::build(&settings)
                 .await
                 .context("starting the schema registry")?;
             app.run_until(infra::http::shutdown_signal())
