@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod models;
 pub mod process_manager;
 pub mod runner;
+pub mod startup;
 pub mod verify;
 
 use std::time::Duration;
