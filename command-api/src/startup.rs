@@ -60,7 +60,15 @@ async fn bind_api(
     routes: Router,
 ) -> Result<Service, StartupError> {
     let api = &settings.command_api;
-    Service::bind("command-api", &api.host, api.port, &settings.http, pool, routes).await
+    Service::bind(
+        "command-api",
+        &api.host,
+        api.port,
+        &settings.http,
+        pool,
+        routes,
+    )
+    .await
 }
 
 fn with_relay(service: Service, settings: &Settings, pool: sqlx::PgPool) -> Service {

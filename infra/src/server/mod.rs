@@ -129,12 +129,13 @@ impl Service {
             }
         });
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<Instant>();
-        let serve = axum::serve(listener, self.router).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!(service = name, "shutting down; draining in-flight requests");
-            let _ = signalled.send(Instant::now());
-        })
-        .into_future();
+        let serve = axum::serve(listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!(service = name, "shutting down; draining in-flight requests");
+                let _ = signalled.send(Instant::now());
+            })
+            .into_future();
         let deadline = async move {
             match on_signal.await {
                 Ok(at) => at + grace,
@@ -146,14 +147,21 @@ impl Service {
         let deadline = deadline.unwrap_or_else(|| Instant::now() + grace);
         for (task, stop) in stops {
             if tokio::time::timeout_at(deadline, stop).await.is_err() {
-                tracing::warn!(service = name, task, "background task did not stop by the shutdown deadline; abandoned");
+                tracing::warn!(
+                    service = name,
+                    task,
+                    "background task did not stop by the shutdown deadline; abandoned"
+                );
             }
         }
         if tokio::time::timeout_at(deadline, self.pool.close())
             .await
             .is_err()
         {
-            tracing::warn!(service = name, "database pool did not close by the shutdown deadline");
+            tracing::warn!(
+                service = name,
+                "database pool did not close by the shutdown deadline"
+            );
         }
         tracing::info!(service = name, "stopped");
         result
