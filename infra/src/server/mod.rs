@@ -133,66 +133,70 @@ impl Service {
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!(service = name, "shutting down; draining in-flight requests");
-                let _ = signalled.send(Instant::now());
+                let _ = signalled.send(Instant::now() + grace);
             })
             .into_future();
-        let deadline = async move {
-            match on_signal.await {
-                Ok(at) => at + grace,
-                // The server ended without a signal (an accept error): no drain to bound.
-                Err(_) => std::future::pending().await,
-            }
-        };
-        let (result, deadline) = drain(name, serve, deadline).await;
-        let deadline = deadline.unwrap_or_else(|| Instant::now() + grace);
-        for (task, stop) in stops {
-            if tokio::time::timeout_at(deadline, stop).await.is_err() {
-                tracing::warn!(
-                    service = name,
-                    task,
-                    "background task did not stop by the shutdown deadline; abandoned"
-                );
-            }
-        }
-        if tokio::time::timeout_at(deadline, self.pool.close())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                service = name,
-                "database pool did not close by the shutdown deadline"
-            );
-        }
+        let (result, deadline) = drain(name, serve, on_signal).await;
+        stop_all(name, stops, self.pool, deadline).await;
         tracing::info!(service = name, "stopped");
         result
     }
 }
 
-/// Runs the server until it has drained or the deadline (known once the signal came) has
-/// passed; returns its result and the deadline, if a signal came.
+/// Runs the server until it has drained or the shutdown deadline (sent once the signal
+/// came) has passed; returns the server's result and the deadline.
 async fn drain(
     name: &'static str,
     serve: impl Future<Output = std::io::Result<()>>,
-    deadline: impl Future<Output = Instant>,
-) -> (std::io::Result<()>, Option<Instant>) {
+    mut on_signal: tokio::sync::oneshot::Receiver<Instant>,
+) -> (std::io::Result<()>, Instant) {
     tokio::pin!(serve);
-    tokio::pin!(deadline);
-    let mut known: Option<Instant> = None;
-    loop {
-        let expiry = async move {
-            match known {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            result = &mut serve => return (result, known),
-            at = &mut deadline, if known.is_none() => known = Some(at),
-            () = expiry => {
-                tracing::warn!(service = name, "in-flight requests did not finish by the shutdown deadline; abandoned");
-                return (Ok(()), known);
-            }
+    let deadline = tokio::select! {
+        result = &mut serve => {
+            // Drained in time; the deadline still bounds the stop hooks and the pool.
+            let deadline = on_signal.try_recv().unwrap_or_else(|_| Instant::now());
+            return (result, deadline);
         }
+        sent = &mut on_signal => match sent {
+            Ok(deadline) => deadline,
+            // The server's shutdown future was dropped unsent: nothing left to bound.
+            Err(_) => return (serve.await, Instant::now()),
+        },
+    };
+    tokio::select! {
+        result = &mut serve => (result, deadline),
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::warn!(service = name, "in-flight requests did not finish by the shutdown deadline; abandoned");
+            (Ok(()), deadline)
+        }
+    }
+}
+
+/// Runs every stop hook in order, then closes the pool, each bounded by `deadline`. A hook is
+/// polled at least once even when the deadline has passed, so every task is told to stop.
+async fn stop_all(
+    name: &'static str,
+    stops: Vec<(&'static str, StopHook)>,
+    pool: PgPool,
+    deadline: Instant,
+) {
+    for (task, stop) in stops {
+        if tokio::time::timeout_at(deadline, stop).await.is_err() {
+            tracing::warn!(
+                service = name,
+                task,
+                "background task did not stop by the shutdown deadline; abandoned"
+            );
+        }
+    }
+    if tokio::time::timeout_at(deadline, pool.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            service = name,
+            "database pool did not close by the shutdown deadline"
+        );
     }
 }
 
