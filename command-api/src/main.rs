@@ -12,18 +12,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let settings = Settings::load().context("loading settings")?;
     infra::telemetry::init_tracing(&settings.log);
-    infra::runtime(settings.command_api.worker_threads)
-        .context("starting the async runtime")?
-        .block_on(async {
-            let relay_only = std::env::args().nth(1).as_deref() == Some("relay");
-            let app = if relay_only {
-                command_api::build_relay_only(&settings).await
-            } else {
-                command_api::build(&settings).await
-            }
-            .context("starting the command API")?;
-            app.run_until(infra::http::shutdown_signal())
-                .await
-                .context("serving the command API")
-        })
+    let relay_only = std::env::args().nth(1).as_deref() == Some("relay");
+    infra::server::block_on(settings.command_api.worker_threads, async {
+        let app = if relay_only {
+            command_api::build_relay_only(&settings).await
+        } else {
+            command_api::build(&settings).await
+        }
+        .context("starting the command API")?;
+        app.run_until(infra::http::shutdown_signal())
+            .await
+            .context("serving the command API")
+    })
+    .context("starting the async runtime")?
 }

@@ -1,25 +1,19 @@
-//! Builds the command API from settings, the same way for `main` and for tests: bind (port 0
-//! in tests), connect, migrate, assemble the router, then serve until shut down.
+//! Builds the command API from settings, the same way for `main` and for tests: connect,
+//! migrate, assemble the routes, and hand them to the shared skeleton
+//! ([`infra::server::Service`]: bind, ops routes, fallbacks, layers, shutdown deadline), with
+//! the idempotency-key expiry and (when `relay.enabled`) the relay as its background tasks.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use infra::db;
 use infra::event_store::EventStore;
-use infra::http::{
-    method_not_allowed, ops_routes, record_http_metrics, route_not_found, OpsState, StartupError,
-};
+use infra::http::StartupError;
+use infra::server::Service;
 use infra::settings::Settings;
 use relay::Relay;
-use sqlx::PgPool;
-use tokio::net::TcpListener;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use crate::core::CommandBus;
 use crate::openapi::openapi_json;
@@ -27,15 +21,7 @@ use crate::routes;
 use crate::state::AppState;
 
 /// A built, bound, not yet serving command API.
-pub struct App {
-    listener: TcpListener,
-    address: SocketAddr,
-    router: Router,
-    pool: PgPool,
-    events: EventStore,
-    /// The relay to run alongside the API (`relay.enabled`).
-    relay: Option<Relay>,
-}
+pub type App = Service;
 
 pub async fn build(settings: &Settings) -> Result<App, StartupError> {
     let pool = db::connect(&settings.database).await?;
@@ -58,110 +44,70 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         bus: Arc::new(bus),
         body_limit: settings.command_api.body_limit_bytes,
     };
-    let (listener, address) = bind_api(settings).await?;
-    let ops = OpsState::new(pool.clone());
-    let relay = settings
-        .relay
-        .enabled
-        .then(|| Relay::new(pool.clone(), settings.clone()));
-    Ok(App {
-        listener,
-        address,
-        router: router(state, ops),
-        pool,
-        events,
-        relay,
-    })
+    let service = bind_api(settings, pool.clone(), router(state))
+        .await?
+        .task("idempotency-expiry", expire_idempotency_keys(events));
+    Ok(with_relay(service, settings, pool))
 }
 
 /// Only the relay, with `/healthz`, `/readyz` and `/metrics` on the command API's address:
 /// for running the relay as its own process.
 pub async fn build_relay_only(settings: &Settings) -> Result<App, StartupError> {
     let pool = db::connect(&settings.database).await?;
-    let events = EventStore::new(pool.clone(), 0, settings.event_store.idempotency_ttl_hours);
-    let (listener, address) = bind_api(settings).await?;
-    let ops = OpsState::new(pool.clone());
-    Ok(App {
-        listener,
-        address,
-        router: ops_routes(ops),
-        relay: Some(Relay::new(pool.clone(), settings.clone())),
+    let service = bind_api(settings, pool.clone(), Router::new()).await?;
+    let relay = Relay::new(pool, settings.clone());
+    Ok(service.background("relay", move || start_relay(relay)))
+}
+
+async fn bind_api(
+    settings: &Settings,
+    pool: sqlx::PgPool,
+    routes: Router,
+) -> Result<Service, StartupError> {
+    let api = &settings.command_api;
+    Service::bind(
+        "command-api",
+        &api.host,
+        api.port,
+        &settings.http,
         pool,
-        events,
-    })
+        routes,
+    )
+    .await
 }
 
-async fn bind_api(settings: &Settings) -> Result<(TcpListener, SocketAddr), StartupError> {
-    infra::http::bind(&settings.command_api.host, settings.command_api.port).await
+fn with_relay(service: Service, settings: &Settings, pool: sqlx::PgPool) -> Service {
+    if !settings.relay.enabled {
+        return service;
+    }
+    let relay = Relay::new(pool, settings.clone());
+    service.background("relay", move || start_relay(relay))
 }
 
-pub fn router(state: AppState, ops: OpsState) -> Router {
+/// Starts the relay on its own thread; the returned future stops it. The relay finishes its
+/// batch; the thread is polled rather than joined on a blocking thread, so a relay stuck on
+/// its broker is simply abandoned at the shutdown deadline instead of holding the runtime.
+fn start_relay(relay: Relay) -> impl std::future::Future<Output = ()> + Send {
+    let (handle, thread) = relay.spawn();
+    async move {
+        handle.stop();
+        while !thread.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if thread.join().is_err() {
+            tracing::error!("the relay thread panicked");
+        }
+    }
+}
+
+/// The command routes and the OpenAPI document; the skeleton adds ops routes and fallbacks.
+pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::users::routes())
         .merge(routes::orders::routes())
         .merge(routes::payments::routes())
         .with_state(state)
         .route("/openapi.json", get(openapi_json))
-        .merge(ops_routes(ops))
-        .fallback(route_not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(record_http_metrics))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &axum::http::Request<_>| {
-                    let correlation = request
-                        .headers()
-                        .get("x-correlation-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!("http", method = %request.method(),
-                        path = %request.uri().path(), correlation_id = %correlation)
-                })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
-}
-
-impl App {
-    pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// Serves until `shutdown` resolves, then drains in-flight requests.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let expiry = tokio::spawn(expire_idempotency_keys(self.events.clone()));
-        let relay = self.relay.map(Relay::spawn);
-        tracing::info!(address = %self.address, "command API listening");
-        // Responses are small and written whole; Nagle's algorithm would only delay them.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        let result = axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
-        expiry.abort();
-        if let Some((handle, thread)) = relay {
-            handle.stop();
-            // The relay finishes its batch; a stuck broker must not block shutdown forever.
-            let joined = tokio::task::spawn_blocking(move || thread.join());
-            if tokio::time::timeout(Duration::from_secs(15), joined)
-                .await
-                .is_err()
-            {
-                tracing::warn!("relay did not stop within 15 s");
-            }
-        }
-        self.pool.close().await;
-        result
-    }
 }
 
 /// Forgets idempotency keys past their TTL, every ten minutes.

@@ -1,12 +1,13 @@
 //! Infrastructure shared by the services: settings, telemetry, the PostgreSQL pool and its
 //! migrations, the event store, and the HTTP pieces every service exposes (problem responses,
-//! health, readiness, metrics, graceful shutdown).
+//! health, readiness, metrics) and the service skeleton all four binaries run on ([`server`]).
 #![forbid(unsafe_code)]
 
 pub mod db;
 pub mod event_store;
 pub mod http;
 pub mod kafka;
+pub mod server;
 pub mod settings;
 pub mod telemetry;
 

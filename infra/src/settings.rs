@@ -16,6 +16,7 @@ pub struct Settings {
     pub query_api: QueryApiSettings,
     pub log: LogSettings,
     pub event_store: EventStoreSettings,
+    pub http: HttpSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +162,20 @@ pub struct EventStoreSettings {
     pub commit_max_batch: usize,
 }
 
+/// The HTTP skeleton every service shares (`infra::server`): the same limits for all four.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    /// A handler running longer than this is cut off with a 504 `request-timeout` problem.
+    pub request_timeout_ms: u64,
+    /// Requests handled at once per service; further ones wait for a slot.
+    pub max_in_flight: usize,
+    /// How long a request waits for a slot before it is shed with a 503 `overloaded` problem.
+    pub queue_timeout_ms: u64,
+    /// After a shutdown signal: the longest the service drains in-flight requests and runs
+    /// its shutdown hooks before it exits regardless.
+    pub shutdown_deadline_ms: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid settings")]
 pub struct SettingsError(#[source] config::ConfigError);
@@ -250,6 +265,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("event_store.idempotency_ttl_hours", "24"),
     ("event_store.commit_workers", "1"),
     ("event_store.commit_max_batch", "128"),
+    ("http.request_timeout_ms", "30000"),
+    ("http.max_in_flight", "1024"),
+    ("http.queue_timeout_ms", "5000"),
+    ("http.shutdown_deadline_ms", "10000"),
 ];
 
 #[cfg(test)]

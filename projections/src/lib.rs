@@ -11,6 +11,7 @@ pub mod models;
 pub mod process_manager;
 pub mod projection;
 pub mod runner;
+pub mod startup;
 pub mod verify;
 
 use std::time::Duration;

@@ -10,14 +10,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let settings = Settings::load().context("loading settings")?;
     infra::telemetry::init_tracing(&settings.log);
-    infra::runtime(settings.query_api.worker_threads)
-        .context("starting the async runtime")?
-        .block_on(async {
-            let app = query_api::build(&settings)
-                .await
-                .context("starting the query API")?;
-            app.run_until(infra::http::shutdown_signal())
-                .await
-                .context("serving the query API")
-        })
+    infra::server::block_on(settings.query_api.worker_threads, async {
+        let app = query_api::build(&settings)
+            .await
+            .context("starting the query API")?;
+        app.run_until(infra::http::shutdown_signal())
+            .await
+            .context("serving the query API")
+    })
+    .context("starting the async runtime")?
 }

@@ -147,7 +147,7 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutdown signal received; draining in-flight requests");
+    tracing::info!("shutdown signal received");
 }
 
 /// The fallback for paths no route matches: a problem, like every other error.

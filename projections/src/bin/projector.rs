@@ -10,7 +10,6 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use infra::http::{ops_routes, record_http_metrics, OpsState};
 use infra::settings::Settings;
 use projections::ReadModel;
 
@@ -28,12 +27,12 @@ fn run() -> anyhow::Result<ExitCode> {
     let settings = Settings::load().context("loading settings")?;
     infra::telemetry::init_tracing(&settings.log);
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let runtime = infra::runtime(0).context("starting the async runtime")?;
     match args.first().map(String::as_str) {
-        None => runtime
-            .block_on(serve(settings))
+        None => infra::server::block_on(0, serve(settings))
+            .context("starting the async runtime")?
             .map(|()| ExitCode::SUCCESS),
-        Some("verify") => runtime.block_on(verify(settings, &args[1..])),
+        Some("verify") => infra::server::block_on(0, verify(settings, &args[1..]))
+            .context("starting the async runtime")?,
         Some(other) => bail!(
             "unknown command {other:?}; usage: projector [verify <projection>... | verify all]"
         ),
@@ -69,30 +68,10 @@ async fn verify(settings: Settings, names: &[String]) -> anyhow::Result<ExitCode
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let pool = infra::db::connect(&settings.database)
+    let app = projections::startup::build(&settings)
         .await
-        .context("connecting to the database")?;
-    let (listener, address) = infra::http::bind(&settings.projector.host, settings.projector.port)
+        .context("starting the projector")?;
+    app.run_until(infra::http::shutdown_signal())
         .await
-        .context("binding the projector's ops port")?;
-    let ops = ops_routes(OpsState::new(pool.clone()))
-        .layer(axum::middleware::from_fn(record_http_metrics));
-    let commands = projections::process_manager_commands(&settings)
-        .context("building the process manager's HTTP client")?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let projections = tokio::spawn(projections::run_all(
-        pool.clone(),
-        settings.clone(),
-        commands,
-        stopped,
-    ));
-    tracing::info!(%address, "projector running");
-    axum::serve(listener, ops)
-        .with_graceful_shutdown(infra::http::shutdown_signal())
-        .await
-        .context("serving the ops endpoints")?;
-    let _ = stop.send(true);
-    let _ = projections.await;
-    pool.close().await;
-    Ok(())
+        .context("serving the projector's ops endpoints")
 }

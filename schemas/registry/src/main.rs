@@ -7,14 +7,13 @@ use infra::settings::Settings;
 fn main() -> anyhow::Result<()> {
     let settings = Settings::load().context("loading settings")?;
     infra::telemetry::init_tracing(&settings.log);
-    infra::runtime(0)
-        .context("starting the async runtime")?
-        .block_on(async {
-            let app = schema_registry::service::build(&settings)
-                .await
-                .context("starting the schema registry")?;
-            app.run_until(infra::http::shutdown_signal())
-                .await
-                .context("serving the schema registry")
-        })
+    infra::server::block_on(0, async {
+        let app = schema_registry::service::build(&settings)
+            .await
+            .context("starting the schema registry")?;
+        app.run_until(infra::http::shutdown_signal())
+            .await
+            .context("serving the schema registry")
+    })
+    .context("starting the async runtime")?
 }

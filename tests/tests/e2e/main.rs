@@ -17,4 +17,5 @@ mod projections;
 mod read_side;
 mod registry;
 mod relay;
+mod skeleton;
 mod users;

@@ -1,0 +1,223 @@
+//! The middleware every service runs, outermost first:
+//!
+//! 1. request id: a sane incoming `x-request-id` is kept, anything else is replaced by a fresh
+//!    UUID; the id is on the request (header and [`RequestId`] extension) and echoed on every
+//!    response, including problems produced by the layers below;
+//! 2. trace: one `http` span per request (method, matched route, request id, correlation id)
+//!    and one log line per response with its status and latency;
+//! 3. HTTP metrics (`http_requests_total`, `http_request_duration_seconds`);
+//! 4. catch-panic: a panicking handler answers 500 with the same problem as
+//!    [`Problem::internal`] and the panic is logged inside the request's span; the connection
+//!    and the server keep serving;
+//! 5. concurrency limit: at most `max_in_flight` requests are handled at once; the rest queue
+//!    for up to `queue_timeout_ms` and are then shed with 503 `overloaded` and `Retry-After`;
+//! 6. request timeout: a handler still running after `request_timeout_ms` is dropped and the
+//!    caller gets 504 `request-timeout`.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{from_fn, from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::sync::Semaphore;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::http::{record_http_metrics, Problem};
+use crate::settings::HttpSettings;
+
+/// The request id header, accepted from callers and echoed on every response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const CORRELATION_ID: &str = "x-correlation-id";
+/// Longest incoming request id kept; longer ones are replaced, not truncated.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The request's id, as a request extension for handlers that want to log or return it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// Wraps `router` (routes, ops routes and fallbacks already merged) in the skeleton's layers.
+pub fn apply(router: Router, http: &HttpSettings) -> Router {
+    let limit = Limits {
+        slots: Arc::new(Semaphore::new(http.max_in_flight.max(1))),
+        queue_timeout: Duration::from_millis(http.queue_timeout_ms),
+        request_timeout: Duration::from_millis(http.request_timeout_ms),
+    };
+    // `Router::layer` wraps what came before: the last layer added runs first.
+    router
+        .layer(from_fn_with_state(limit.clone(), time_limit))
+        .layer(from_fn_with_state(limit, concurrency_limit))
+        .layer(CatchPanicLayer::custom(panic_problem))
+        .layer(from_fn(record_http_metrics))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(http_span)
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(from_fn(request_id))
+}
+
+#[derive(Clone)]
+struct Limits {
+    slots: Arc<Semaphore>,
+    queue_timeout: Duration,
+    request_timeout: Duration,
+}
+
+/// Whether a caller's request id is safe to log and echo: short, printable, no separators
+/// that would let it forge log structure.
+pub fn is_sane_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let incoming = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| is_sane_request_id(id))
+        .map(str::to_owned);
+    let id = incoming.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    // The id is checked (or generated) ASCII, so it is always a valid header value.
+    let value = HeaderValue::from_str(&id).ok();
+    if let Some(value) = &value {
+        request.headers_mut().insert(REQUEST_ID, value.clone());
+    }
+    request.extensions_mut().insert(RequestId(id));
+    let mut response = next.run(request).await;
+    if let Some(value) = value {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+fn http_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    tracing::info_span!(
+        "http",
+        method = %request.method(),
+        route = %route,
+        path = %request.uri().path(),
+        request_id = %header(REQUEST_ID.as_str()),
+        correlation_id = %header(CORRELATION_ID),
+    )
+}
+
+fn panic_problem(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-text payload".to_owned());
+    tracing::error!(panic = %message, "handler panicked; answered 500");
+    metrics::counter!("http_panics_total").increment(1);
+    Problem::internal().into_response()
+}
+
+async fn concurrency_limit(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    let slot = tokio::time::timeout(limits.queue_timeout, limits.slots.acquire_owned()).await;
+    match slot {
+        Ok(Ok(_permit)) => next.run(request).await,
+        // Timed out in the queue, or the semaphore was closed (never, but not a panic).
+        _ => {
+            metrics::counter!("http_requests_shed_total").increment(1);
+            tracing::warn!("request shed: every slot stayed busy for the queue timeout");
+            overloaded().into_response()
+        }
+    }
+}
+
+async fn time_limit(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!("http_request_timeouts_total").increment(1);
+            tracing::warn!(
+                timeout_ms = limits.request_timeout.as_millis() as u64,
+                "request timed out; handler dropped"
+            );
+            request_timeout(limits.request_timeout).into_response()
+        }
+    }
+}
+
+/// 503 for a request shed because the service was at its concurrency limit.
+pub fn overloaded() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "Service overloaded",
+        "the service is handling as many requests as it allows; nothing was done, retry later",
+    )
+    .retry_after(1)
+}
+
+/// 504 for a handler that ran past the request timeout. A command may have been applied
+/// before it was cut off, so the caller cannot know the outcome: retrying with the same
+/// `Idempotency-Key` is the safe way to find out.
+pub fn request_timeout(limit: Duration) -> Problem {
+    Problem::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "request-timeout",
+        "Request timed out",
+        format!(
+            "the request did not finish within {} ms; its outcome is unknown, retry it with \
+             the same Idempotency-Key",
+            limit.as_millis()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_plain_token_when_checked_then_it_is_kept() {
+        assert!(is_sane_request_id("01J9Z-abc_def.1:2"));
+    }
+
+    #[test]
+    fn given_an_empty_long_or_odd_id_when_checked_then_it_is_replaced() {
+        assert!(!is_sane_request_id(""));
+        assert!(!is_sane_request_id(&"a".repeat(MAX_REQUEST_ID_LEN + 1)));
+        assert!(!is_sane_request_id("two words"));
+        assert!(!is_sane_request_id("a\"b"));
+    }
+
+    #[test]
+    fn given_a_timeout_when_rendered_then_it_is_a_504_with_a_stable_type() {
+        let problem = request_timeout(Duration::from_millis(250));
+        assert_eq!(problem.status, 504);
+        assert_eq!(problem.kind, "/problems/request-timeout");
+        assert!(problem.detail.contains("250 ms"));
+    }
+
+    #[test]
+    fn given_overload_when_rendered_then_it_is_a_503_with_retry_after() {
+        let problem = overloaded();
+        assert_eq!(problem.status, 503);
+        assert_eq!(problem.retry_after_secs, Some(1));
+    }
+}

@@ -1,0 +1,49 @@
+//! Builds the projector from settings, for the binary and for tests alike: its ops port
+//! (`/healthz`, `/readyz`, `/metrics`) runs on the shared skeleton
+//! ([`infra::server::Service`]), and every projection (with the process manager when
+//! `projector.process_manager`) runs as the service's background task. On shutdown the
+//! projections are told to stop, commit the batch in hand and return, within the shutdown
+//! deadline.
+
+use axum::Router;
+use infra::http::StartupError;
+use infra::server::Service;
+use infra::settings::Settings;
+use tokio::sync::watch;
+
+/// A built, bound, not yet running projector.
+pub type App = Service;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error("cannot build the process manager's HTTP client")]
+    Commands(#[source] reqwest::Error),
+}
+
+pub async fn build(settings: &Settings) -> Result<App, ProjectorError> {
+    let pool = infra::db::connect(&settings.database)
+        .await
+        .map_err(StartupError::from)?;
+    let commands = crate::process_manager_commands(settings).map_err(ProjectorError::Commands)?;
+    let projector = &settings.projector;
+    let service = Service::bind(
+        "projector",
+        &projector.host,
+        projector.port,
+        &settings.http,
+        pool.clone(),
+        Router::new(),
+    )
+    .await?;
+    let settings = settings.clone();
+    Ok(service.background("projections", move || {
+        let (stop, stopped) = watch::channel(false);
+        let running = tokio::spawn(crate::run_all(pool, settings, commands, stopped));
+        async move {
+            let _ = stop.send(true);
+            let _ = running.await;
+        }
+    }))
+}
