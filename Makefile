@@ -1,8 +1,8 @@
 # The two commands that matter:
 #   make run    bring up PostgreSQL, Kafka (three brokers) and the services; logs in the
 #               foreground; Ctrl-C stops all
-#   make test   bring up PostgreSQL and a test Kafka cluster, run the whole test suite (what CI
-#               runs)
+#   make test   lint first (format check, clippy with warnings as errors), then bring up
+#               PostgreSQL and a test Kafka cluster and run the whole test suite (what CI runs)
 SHELL := /bin/bash
 CARGO ?= cargo
 
@@ -11,7 +11,7 @@ CARGO ?= cargo
 run:
 	./infra/local/run.sh
 
-test:
+test: lint
 	./infra/local/stack.sh up-test
 	$(CARGO) build --workspace --bins --locked
 	set -a && source .data/stack.env && set +a && \
