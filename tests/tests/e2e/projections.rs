@@ -1,279 +1,21 @@
 //! Projections: read models equal an independent fold of the events table, and redelivered
 //! events change nothing.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
-use serde_json::{json, Value};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
-use crate::helpers::{unique_email, TestApp};
-use crate::kafka::{shared_bootstrap, spawn_stack, wait_until_published};
-
-/// Users who order and pay; some orders are cancelled (with refunds), some shipped.
-pub async fn commerce_load(app: &TestApp, customers: usize) {
-    let flows = (0..customers).map(|i| async move {
-        let user = app.register(&unique_email()).await;
-        let order = app.place_order(&user).await.id();
-        let payment = app
-            .post("/v1/payments", json!({"order_id": order, "amount_minor": 3000, "currency": "EUR", "method": "card"}))
-            .await
-            .id();
-        let steps: Vec<(String, Value)> = vec![
-            (format!("/v1/payments/{payment}/authorize"), json!({"amount_minor": 3000})),
-            (format!("/v1/payments/{payment}/capture"), json!({"amount_minor": 3000})),
-            (format!("/v1/orders/{order}/confirm"), json!({})),
-        ];
-        for (path, body) in steps {
-            let answer = app.post(&path, body).await;
-            assert!(answer.status.is_success(), "{path}: {}", answer.body);
-        }
-        let tail: Vec<(String, Value)> = if i % 3 == 0 {
-            vec![
-                (format!("/v1/orders/{order}/cancel"), json!({"reason": "changed mind"})),
-                (format!("/v1/payments/{payment}/refund"), json!({"amount_minor": 3000, "reason": "cancelled"})),
-            ]
-        } else {
-            vec![
-                (format!("/v1/orders/{order}/start-processing"), json!({})),
-                (format!("/v1/orders/{order}/ship"), json!({"carrier": "DHL", "tracking_number": format!("T{i}")})),
-            ]
-        };
-        for (path, body) in tail {
-            let answer = app.post(&path, body).await;
-            assert!(answer.status.is_success(), "{path}: {}", answer.body);
-        }
-        app.post(&format!("/v1/users/{user}/profile"), json!({"display_name": format!("Customer {i}")})).await;
-    });
-    join_all(flows).await;
-}
-
-/// Events a projection has not applied yet.
-pub async fn unprojected(pool: &PgPool, projection: &str, aggregates: &[&str]) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM events e WHERE e.aggregate_type = ANY($2) AND NOT EXISTS (
-             SELECT 1 FROM projection_versions v WHERE v.projection = $1
-             AND v.aggregate_type = e.aggregate_type AND v.aggregate_id = e.aggregate_id AND v.version >= e.sequence)",
-    )
-    .bind(projection)
-    .bind(aggregates.iter().map(|a| a.to_string()).collect::<Vec<_>>())
-    .fetch_one(pool)
-    .await
-    .expect("count unprojected")
-}
-
-pub async fn wait_until_projected(pool: &PgPool, timeout: Duration) {
-    let all: [(&str, &[&str]); 5] = [
-        ("users", &["user"]),
-        ("orders", &["order"]),
-        ("payments", &["payment"]),
-        ("analytics", &["order", "payment"]),
-        ("audit", &["user", "order", "payment"]),
-    ];
-    let deadline = Instant::now() + timeout;
-    for (projection, aggregates) in all {
-        loop {
-            let left = unprojected(pool, projection, aggregates).await;
-            if left == 0 {
-                break;
-            }
-            if Instant::now() > deadline {
-                let letters: Vec<String> =
-                    sqlx::query_scalar("SELECT error FROM dead_letters LIMIT 5")
-                        .fetch_all(pool)
-                        .await
-                        .unwrap_or_default();
-                panic!("{projection}: {left} events not projected after {timeout:?}; dead letters: {letters:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// Folds the events table independently of the projector and compares every read model.
-pub async fn assert_read_models_match_the_events(pool: &PgPool) {
-    let events = sqlx::query(
-        "SELECT aggregate_type, aggregate_id, sequence, payload, event_id, metadata FROM events
-         ORDER BY aggregate_type, aggregate_id, sequence",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut users: BTreeMap<String, (String, String, i64)> = BTreeMap::new();
-    let mut orders: BTreeMap<String, (String, i64, Option<String>)> = BTreeMap::new();
-    let mut payments: BTreeMap<String, (String, i64, i64, i64)> = BTreeMap::new();
-    let mut revenue: BTreeMap<(String, String), (i64, i64, i64)> = BTreeMap::new();
-    for row in &events {
-        let (kind, id): (String, String) = (row.get("aggregate_type"), row.get("aggregate_id"));
-        let sequence: i64 = row.get("sequence");
-        let payload: Value = row.get("payload");
-        let metadata: Value = row.get("metadata");
-        let day = metadata["occurred_at"].as_str().unwrap_or_default()[..10].to_owned();
-        let t = payload["type"].as_str().unwrap_or_default();
-        match kind.as_str() {
-            "user" => {
-                let entry = users
-                    .entry(id)
-                    .or_insert((String::new(), "active".into(), 0));
-                if let Some(name) = payload["display_name"].as_str() {
-                    entry.0 = name.to_owned();
-                }
-                if t == "UserDeactivated" {
-                    entry.1 = "deactivated".into();
-                }
-                entry.2 = sequence;
-            }
-            "order" => {
-                let entry = orders.entry(id).or_insert((String::new(), 0, None));
-                entry.0 = match t {
-                    "OrderPlaced" => {
-                        let currency = payload["currency"].as_str().unwrap_or_default().to_owned();
-                        revenue.entry((day.clone(), currency)).or_default().2 += 1;
-                        "created"
-                    }
-                    "OrderConfirmed" => "confirmed",
-                    "OrderProcessingStarted" => "processing",
-                    "OrderShipped" => {
-                        entry.2 = payload["carrier"].as_str().map(str::to_owned);
-                        "shipped"
-                    }
-                    "OrderDelivered" => "delivered",
-                    _ => "cancelled",
-                }
-                .to_owned();
-                entry.1 = sequence;
-            }
-            _ => {
-                let entry = payments.entry(id).or_insert((String::new(), 0, 0, 0));
-                let currency = payload["currency"].as_str().unwrap_or_default().to_owned();
-                let amount = payload["amount_minor"].as_i64().unwrap_or_default();
-                entry.0 = match t {
-                    "PaymentInitiated" => "initiated".into(),
-                    "PaymentAuthorized" => "authorized".into(),
-                    "PaymentCaptured" => {
-                        entry.1 = payload["captured_total_minor"].as_i64().unwrap_or_default();
-                        revenue.entry((day.clone(), currency)).or_default().0 += amount;
-                        "captured".into()
-                    }
-                    "PaymentFailed" => "failed".into(),
-                    _ => {
-                        entry.2 = payload["refunded_total_minor"].as_i64().unwrap_or_default();
-                        revenue.entry((day.clone(), currency)).or_default().1 += amount;
-                        if payload["fully_refunded"] == json!(true) {
-                            "refunded".into()
-                        } else {
-                            "partially_refunded".into()
-                        }
-                    }
-                };
-                entry.3 = sequence;
-            }
-        }
-    }
-    let projected: BTreeMap<String, (String, String, i64)> = rows::<(String, String, String, i64)>(
-        pool,
-        "SELECT id::text, display_name, status, version FROM rm_users",
-    )
-    .await
-    .into_iter()
-    .map(|(id, name, status, version)| (id, (name, status, version)))
-    .collect();
-    assert_eq!(projected, users, "rm_users differs from the events");
-    let projected: BTreeMap<String, (String, i64, Option<String>)> =
-        rows::<(String, String, i64, Option<String>)>(
-            pool,
-            "SELECT id::text, status, version, carrier FROM rm_orders",
-        )
-        .await
-        .into_iter()
-        .map(|(id, status, version, carrier)| (id, (status, version, carrier)))
-        .collect();
-    assert_eq!(projected, orders, "rm_orders differs from the events");
-    let projected: BTreeMap<String, (String, i64, i64, i64)> =
-        rows::<(String, String, i64, i64, i64)>(
-            pool,
-            "SELECT id::text, status, captured_minor, refunded_minor, version FROM rm_payments",
-        )
-        .await
-        .into_iter()
-        .map(|(id, status, captured, refunded, version)| {
-            (id, (status, captured, refunded, version))
-        })
-        .collect();
-    assert_eq!(projected, payments, "rm_payments differs from the events");
-    let projected: BTreeMap<(String, String), (i64, i64, i64)> = rows::<(
-        String,
-        String,
-        i64,
-        i64,
-        i64,
-    )>(
-        pool,
-        "SELECT day::text, currency, captured_minor, refunded_minor, orders FROM rm_revenue_daily",
-    )
-    .await
-    .into_iter()
-    .map(|(day, currency, captured, refunded, orders)| {
-        ((day, currency), (captured, refunded, orders))
-    })
-    .collect();
-    assert_eq!(
-        projected, revenue,
-        "rm_revenue_daily differs from the events"
-    );
-    let audit: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM rm_audit a JOIN events e USING (aggregate_type, aggregate_id, sequence)
-         WHERE a.event_id = e.event_id",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        audit as usize,
-        events.len(),
-        "rm_audit differs from the events"
-    );
-}
-
-/// Every row of a query, as tuples.
-async fn rows<T>(pool: &PgPool, sql: &str) -> Vec<T>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
-{
-    sqlx::query_as(sql)
-        .fetch_all(pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// A write stack and an in-process projector (no process manager: the load confirms and
-/// refunds by itself) that has projected `customers` customers' commerce.
-async fn projected_commerce(
-    customers: usize,
-) -> (
-    crate::kafka::Stack,
-    tokio::sync::watch::Sender<bool>,
-    tokio::task::JoinHandle<()>,
-) {
-    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let projector = tokio::spawn(projections::run_all(
-        stack.app.pool.clone(),
-        stack.settings.clone(),
-        None,
-        stopped,
-    ));
-    commerce_load(&stack.app, customers).await;
-    let pool = &stack.app.pool;
-    wait_until_published(pool, Duration::from_secs(60)).await;
-    wait_until_projected(pool, Duration::from_secs(60)).await;
-    (stack, stop, projector)
-}
+use crate::support::app::unique_email;
+use crate::support::commerce::commerce_load;
+use crate::support::fold::assert_read_models_match_the_events;
+use crate::support::kafka::{consume, shared_bootstrap};
+use crate::support::processes::{service_command, spawn_projector};
+use crate::support::projector::{projected_commerce, wait_until_projected, InProcessProjector};
+use crate::support::stack::{spawn_stack, wait_until_published, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn read_models_equal_a_fold_of_the_events_and_ignore_redelivery() {
-    let (stack, stop, projector) = projected_commerce(60).await;
+    let (stack, projector) = projected_commerce(60).await;
     let pool = &stack.app.pool;
     assert_read_models_match_the_events(pool).await;
 
@@ -308,8 +50,7 @@ async fn read_models_equal_a_fold_of_the_events_and_ignore_redelivery() {
         "a redelivered event changed a read model"
     );
     assert_read_models_match_the_events(pool).await;
-    let _ = stop.send(true);
-    let _ = projector.await;
+    projector.stop().await;
 }
 
 /// Every read-model row as text, to compare before and after.
@@ -331,12 +72,12 @@ async fn read_model_snapshot(pool: &PgPool) -> Vec<String> {
 }
 
 /// Reads every message of the stack's topics and produces it again, unchanged.
-async fn republish_everything(stack: &crate::kafka::Stack) -> usize {
+async fn republish_everything(stack: &Stack) -> usize {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let topics = infra::kafka::event_topics(&stack.settings.kafka);
     let events = stack.app.event_count().await as usize;
-    let messages = crate::kafka::consume(
+    let messages = consume(
         &stack.bootstrap,
         &topics,
         stack.settings.kafka.partitions,
@@ -367,66 +108,6 @@ async fn republish_everything(stack: &crate::kafka::Stack) -> usize {
     messages.len()
 }
 
-/// A projector of its own process (`projector` binary), for kill -9.
-/// The `projector` binary with the settings of `settings` in its environment.
-fn projector_command(settings: &infra::settings::Settings) -> std::process::Command {
-    use infra::secrecy::ExposeSecret;
-    let exe = std::env::current_exe().expect("test binary path");
-    let binary = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("projector");
-    assert!(
-        binary.exists(),
-        "{} missing: run `cargo build --bins` (make test does)",
-        binary.display()
-    );
-    let mut command = std::process::Command::new(binary);
-    command
-        .env("APP__DATABASE__URL", settings.database.url.expose_secret())
-        .env(
-            "APP__KAFKA__BOOTSTRAP_SERVERS",
-            &settings.kafka.bootstrap_servers,
-        )
-        .env("APP__KAFKA__TOPIC_PREFIX", &settings.kafka.topic_prefix)
-        .env("APP__SCHEMA_REGISTRY__URL", &settings.schema_registry.url)
-        .env("APP__LOG__FILTER", "warn");
-    command
-}
-
-/// A projector process; with `command_api`, its process manager sends commands there.
-pub fn spawn_projector(
-    settings: &infra::settings::Settings,
-    command_api: Option<&str>,
-) -> std::process::Child {
-    let mut command = projector_command(settings);
-    match command_api {
-        Some(url) => command.env("APP__PROJECTOR__COMMAND_API_URL", url),
-        None => command.env("APP__PROJECTOR__PROCESS_MANAGER", "false"),
-    };
-    command
-        .env(
-            "APP__PROJECTOR__PORT",
-            crate::kafka::free_port().to_string(),
-        )
-        .env("APP__PROJECTOR__BATCH_SIZE", "50")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start a projector process")
-}
-
-/// Kills the child (SIGKILL) when dropped, so a failing test leaves no process behind.
-pub struct Killed(pub std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn projector_killed_repeatedly_applies_everything_exactly_once() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -445,7 +126,7 @@ async fn projector_killed_repeatedly_applies_everything_exactly_once() {
                 .await
                 .unwrap()
         };
-        let mut projector = Killed(spawn_projector(&stack.settings, None));
+        let mut projector = spawn_projector(&stack.settings, None);
         let (mut kills, mut seen, mut at_kills) = (0, 0, Vec::new());
         while kills < 4 || !loaded.load(Ordering::SeqCst) {
             let deadline = Instant::now() + Duration::from_secs(3);
@@ -455,10 +136,7 @@ async fn projector_killed_repeatedly_applies_everything_exactly_once() {
             seen = applied().await;
             at_kills.push(seen);
             tokio::time::sleep(Duration::from_millis(50 + 50 * (kills % 4))).await;
-            let old = std::mem::replace(
-                &mut projector,
-                Killed(spawn_projector(&stack.settings, None)),
-            );
+            let old = std::mem::replace(&mut projector, spawn_projector(&stack.settings, None));
             // Killing and reaping block: off the async workers.
             tokio::task::spawn_blocking(move || drop(old))
                 .await
@@ -481,19 +159,50 @@ async fn projector_killed_repeatedly_applies_everything_exactly_once() {
     drop(projector);
 }
 
+/// SIGTERM during load: the projector finishes the batch in hand and exits 0 promptly; a new
+/// one carries on from what was committed, and nothing is lost or applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projector_stops_gracefully_on_sigterm() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let mut first = spawn_projector(&stack.settings, None);
+    let pool = &stack.app.pool;
+    // Once the projector is busy applying the load, SIGTERM it and wait (bounded) for it.
+    let stop_when_busy = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_versions")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            if applied > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the projector applied nothing");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::task::spawn_blocking(move || {
+            first.signal("-TERM");
+            first.wait_for_exit(Duration::from_secs(15), "the projector ignored SIGTERM")
+        })
+        .await
+        .expect("stopper thread")
+    };
+    let ((), status) = tokio::join!(commerce_load(&stack.app, 120), stop_when_busy);
+    assert!(status.success(), "the projector exited with {status}");
+    let second = spawn_projector(&stack.settings, None);
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_until_projected(pool, Duration::from_secs(60)).await;
+    assert_read_models_match_the_events(pool).await;
+    drop(second);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_poison_event_is_dead_lettered_and_others_keep_flowing() {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     // No process manager: the load confirms and refunds by itself.
-    let projector = tokio::spawn(projections::run_all(
-        stack.app.pool.clone(),
-        stack.settings.clone(),
-        None,
-        stopped,
-    ));
+    let projector = InProcessProjector::start(&stack, None);
     stack.app.register(&unique_email()).await;
     let pool = &stack.app.pool;
     wait_until_published(pool, Duration::from_secs(30)).await;
@@ -546,17 +255,15 @@ async fn a_poison_event_is_dead_lettered_and_others_keep_flowing() {
             .all(|l| l.1 == poison && l.2.contains("undecodable")),
         "{letters:?}"
     );
-    let _ = stop.send(true);
-    let _ = projector.await;
+    projector.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_proves_each_read_model_equals_a_rebuild_and_shows_a_difference() {
     use projections::verify::verify;
-    let (stack, stop, projector) = projected_commerce(30).await;
+    let (stack, projector) = projected_commerce(30).await;
     let pool = &stack.app.pool;
-    let _ = stop.send(true);
-    let _ = projector.await;
+    projector.stop().await;
 
     for model in projections::READ_MODELS {
         let verification = verify(pool, *model).await.expect("verify");
@@ -606,7 +313,7 @@ async fn verify_proves_each_read_model_equals_a_rebuild_and_shows_a_difference()
     let settings = stack.settings.clone();
     let (users, orders) = tokio::task::spawn_blocking(move || {
         let run = |name: &str| {
-            projector_command(&settings)
+            service_command("projector", &settings)
                 .args(["verify", name])
                 .output()
                 .expect("run projector verify")
@@ -627,54 +334,4 @@ async fn verify_proves_each_read_model_equals_a_rebuild_and_shows_a_difference()
         printed.contains("DIFFERENT") && printed.contains(&tampered.to_string()),
         "{printed}"
     );
-}
-
-/// SIGTERM during load: the projector finishes the batch in hand and exits 0 promptly; a new
-/// one carries on from what was committed, and nothing is lost or applied twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn projector_stops_gracefully_on_sigterm() {
-    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
-    let first = spawn_projector(&stack.settings, None);
-    let pool = &stack.app.pool;
-    // Once the projector is busy applying the load, SIGTERM it and wait (bounded) for it.
-    let stop_when_busy = async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_versions")
-                .fetch_one(pool)
-                .await
-                .unwrap();
-            if applied > 0 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the projector applied nothing");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::task::spawn_blocking(move || {
-            let pid = first.id().to_string();
-            let sent = std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .expect("run kill");
-            assert!(sent.success());
-            let mut first = Killed(first);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                if let Some(status) = first.0.try_wait().expect("wait for the projector") {
-                    return status;
-                }
-                assert!(Instant::now() < deadline, "the projector ignored SIGTERM");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-        .await
-        .expect("stopper thread")
-    };
-    let ((), status) = tokio::join!(commerce_load(&stack.app, 120), stop_when_busy);
-    assert!(status.success(), "the projector exited with {status}");
-    let second = Killed(spawn_projector(&stack.settings, None));
-    wait_until_published(pool, Duration::from_secs(60)).await;
-    wait_until_projected(pool, Duration::from_secs(60)).await;
-    assert_read_models_match_the_events(pool).await;
-    drop(second);
 }

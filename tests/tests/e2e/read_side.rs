@@ -1,131 +1,22 @@
-//! The read side end to end: the query API over projections fed through Kafka, the process
-//! manager closing the order–payment loop, read-your-writes with `min_version`, the cache, and
-//! the query API's contract (errors, pagination, conditional requests).
+//! The read side: the query API over projections fed through Kafka, the process manager closing
+//! the order–payment loop, read-your-writes with `min_version`, the cache, and the query API's
+//! contract (errors, pagination, conditional requests).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::PgPool;
-use tokio::sync::watch;
 
-use crate::helpers::{read, unique_email, Answer, TestApp};
-use crate::kafka::{shared_bootstrap, spawn_stack, wait_until_published, Stack};
-use crate::projections::{spawn_projector, Killed};
-
-/// The write stack, a projector with the process manager (in this process) and the query API.
-pub struct ReadStack {
-    pub stack: Stack,
-    pub query: QueryClient,
-    stop: watch::Sender<bool>,
-}
-
-impl Drop for ReadStack {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-pub struct QueryClient {
-    pub url: String,
-    client: reqwest::Client,
-}
-
-impl QueryClient {
-    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
-        let mut request = self.client.get(format!("{}{path}", self.url));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        read(request.send().await.expect("query request failed")).await
-    }
-
-    pub async fn get(&self, path: &str) -> Answer {
-        self.get_with(path, &[]).await
-    }
-
-    /// `GET path?min_version=N`, asserting 200 and that version N (or newer) came back.
-    pub async fn at_least(&self, path: &str, version: i64) -> Value {
-        let answer = self.get(&format!("{path}?min_version={version}")).await;
-        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.body);
-        assert!(
-            answer.body["version"].as_i64().unwrap_or(-1) >= version,
-            "{path} at min_version {version} returned {}",
-            answer.body
-        );
-        answer.body
-    }
-
-    /// Polls `path` until `check` accepts the body (for lists, which have no `min_version`).
-    pub async fn eventually(&self, path: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let answer = self.get(path).await;
-            if answer.status == StatusCode::OK && check(&answer.body) {
-                return answer.body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{path} never matched; last answer {} {}",
-                answer.status,
-                answer.body
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// Starts the query API in this process on the stack's database.
-pub async fn spawn_query_api(settings: &infra::settings::Settings) -> QueryClient {
-    let app = query_api::build(settings)
-        .await
-        .expect("build the query API");
-    let url = format!("http://{}", app.address());
-    tokio::spawn(app.run_until(std::future::pending()));
-    let client = reqwest::Client::new();
-    // Ready once its change listener is up (until then it serves, but caches nothing).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !metric_line(&client, &url, "query_cache_listening 1").await {
-        assert!(
-            Instant::now() < deadline,
-            "the query API's listener never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    QueryClient { url, client }
-}
-
-async fn metric_line(client: &reqwest::Client, url: &str, line: &str) -> bool {
-    match client.get(format!("{url}/metrics")).send().await {
-        Ok(response) => response
-            .text()
-            .await
-            .is_ok_and(|text| text.lines().any(|l| l == line)),
-        Err(_) => false,
-    }
-}
-
-pub async fn spawn_read_stack(adjust: impl FnOnce(&mut infra::settings::Settings)) -> ReadStack {
-    let stack = spawn_stack(&shared_bootstrap(), adjust).await;
-    let commands = projections::process_manager::Commands::new(&stack.app.url).unwrap();
-    let (stop, stopped) = watch::channel(false);
-    tokio::spawn(projections::run_all(
-        stack.app.pool.clone(),
-        stack.settings.clone(),
-        Some(commands),
-        stopped,
-    ));
-    let query = spawn_query_api(&stack.settings).await;
-    ReadStack { stack, query, stop }
-}
-
-#[track_caller]
-fn accepted(answer: &Answer) -> i64 {
-    assert!(answer.status.is_success(), "{}", answer.body);
-    answer.version()
-}
+use crate::support::app::{accepted, address, unique_email, TestApp};
+use crate::support::commerce::paid_order;
+use crate::support::kafka::shared_bootstrap;
+use crate::support::processes::spawn_projector;
+use crate::support::projector::unprojected;
+use crate::support::query::spawn_read_stack;
+use crate::support::stack::{spawn_stack, unpublished, wait_until_published};
 
 /// The id of the one event of `event_type` on `aggregate_id`.
 async fn event_id(pool: &PgPool, aggregate_id: &str, event_type: &str) -> String {
@@ -155,11 +46,8 @@ async fn an_order_flows_end_to_end_and_every_step_is_visible() {
     assert_eq!(body["display_name"], "Ada");
     assert_eq!(body["status"], "active");
     let v = accepted(
-        &app.post(
-            &format!("/v1/users/{user}/addresses"),
-            crate::helpers::address(),
-        )
-        .await,
+        &app.post(&format!("/v1/users/{user}/addresses"), address())
+            .await,
     );
     let body = query.at_least(&format!("/v1/users/{user}"), v).await;
     assert_eq!(body["addresses"][0]["city"], "Berlin");
@@ -322,10 +210,10 @@ async fn cancel_after_capture_refunds_exactly_once_across_projector_kills() {
     let app = &stack.app;
     let (settings, url) = (stack.settings.clone(), app.url.clone());
     let killer = tokio::task::spawn_blocking(move || {
-        let mut projector = Killed(spawn_projector(&settings, Some(&url)));
+        let mut projector = spawn_projector(&settings, Some(&url));
         for _ in 0..4 {
             std::thread::sleep(Duration::from_millis(900));
-            projector = Killed(spawn_projector(&settings, Some(&url))); // SIGKILLs the old one
+            projector = spawn_projector(&settings, Some(&url)); // SIGKILLs the old one
         }
         projector
     });
@@ -339,9 +227,7 @@ async fn cancel_after_capture_refunds_exactly_once_across_projector_kills() {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let refunded = refunds(pool).await;
-        let caught_up =
-            crate::projections::unprojected(pool, "process_manager", &["order", "payment"]).await
-                == 0;
+        let caught_up = unprojected(pool, "process_manager", &["order", "payment"]).await == 0;
         if refunded.len() == payments.len() && caught_up && unpublished_is_zero(pool).await {
             break;
         }
@@ -368,29 +254,7 @@ async fn cancel_after_capture_refunds_exactly_once_across_projector_kills() {
 }
 
 async fn unpublished_is_zero(pool: &PgPool) -> bool {
-    crate::kafka::unpublished(pool).await == 0
-}
-
-/// Registers, orders and pays 3000 (captured); returns the order and payment ids.
-async fn paid_order(app: &TestApp) -> (String, String) {
-    let (_, order) = app.user_and_order().await;
-    let payment = app
-        .post(
-            "/v1/payments",
-            json!({"order_id": order, "amount_minor": 3000, "currency": "EUR", "method": "card"}),
-        )
-        .await
-        .id();
-    for step in ["authorize", "capture"] {
-        accepted(
-            &app.post(
-                &format!("/v1/payments/{payment}/{step}"),
-                json!({"amount_minor": 3000}),
-            )
-            .await,
-        );
-    }
-    (order, payment)
+    unpublished(pool).await == 0
 }
 
 /// Cancels the order; the process manager may confirm it at the same moment, so a version
@@ -428,6 +292,42 @@ async fn refunds(pool: &PgPool) -> Vec<(String, i64, i64, String)> {
     .fetch_all(pool)
     .await
     .expect("refunds")
+}
+
+/// A refund the process manager has not seen yet: it refunds what is left, not the whole
+/// capture, so the customer gets the captured amount back exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancellation_refunds_what_is_left_after_a_partial_refund() {
+    let read_stack = spawn_read_stack(|s| s.query_api.max_wait_ms = 20_000).await;
+    let (app, query) = (&read_stack.stack.app, &read_stack.query);
+    let (order, payment) = paid_order(app).await;
+    // A goodwill refund, then the cancellation right behind it.
+    accepted(
+        &app.post(
+            &format!("/v1/payments/{payment}/refund"),
+            json!({"amount_minor": 1000, "reason": "goodwill"}),
+        )
+        .await,
+    );
+    cancel(app, &order).await;
+    let body = query.at_least(&format!("/v1/payments/{payment}"), 5).await;
+    assert_eq!(body["status"], "refunded", "{body}");
+    assert_eq!(body["refunded_minor"], 3000);
+    let refunds: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT (payload->>'amount_minor')::bigint, metadata->>'actor' FROM events
+         WHERE aggregate_id = $1 AND event_type = 'PaymentRefunded' ORDER BY sequence",
+    )
+    .bind(&payment)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        refunds,
+        [
+            (1000, "anonymous".to_owned()),
+            (2000, "process-manager".to_owned())
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -628,40 +528,4 @@ async fn the_query_api_answers_as_specified() {
             "{path} missing from the spec"
         );
     }
-}
-
-/// A refund the process manager has not seen yet: it refunds what is left, not the whole
-/// capture, so the customer gets the captured amount back exactly.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_cancellation_refunds_what_is_left_after_a_partial_refund() {
-    let read_stack = spawn_read_stack(|s| s.query_api.max_wait_ms = 20_000).await;
-    let (app, query) = (&read_stack.stack.app, &read_stack.query);
-    let (order, payment) = paid_order(app).await;
-    // A goodwill refund, then the cancellation right behind it.
-    accepted(
-        &app.post(
-            &format!("/v1/payments/{payment}/refund"),
-            json!({"amount_minor": 1000, "reason": "goodwill"}),
-        )
-        .await,
-    );
-    cancel(app, &order).await;
-    let body = query.at_least(&format!("/v1/payments/{payment}"), 5).await;
-    assert_eq!(body["status"], "refunded", "{body}");
-    assert_eq!(body["refunded_minor"], 3000);
-    let refunds: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT (payload->>'amount_minor')::bigint, metadata->>'actor' FROM events
-         WHERE aggregate_id = $1 AND event_type = 'PaymentRefunded' ORDER BY sequence",
-    )
-    .bind(&payment)
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        refunds,
-        [
-            (1000, "anonymous".to_owned()),
-            (2000, "process-manager".to_owned())
-        ]
-    );
 }
