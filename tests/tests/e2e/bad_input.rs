@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{order_body, spawn_app, unique_email};
+use crate::support::app::{order_body, spawn_app, unique_email};
 
 struct Case {
     name: &'static str,

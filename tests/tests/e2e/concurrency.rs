@@ -6,7 +6,7 @@ use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{spawn_app, unique_email};
+use crate::support::app::{spawn_app, unique_email};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_commands_on_one_order_never_share_a_version() {

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with, unique_email};
+use crate::support::app::{spawn_app, spawn_app_with, unique_email};
 
 #[tokio::test]
 async fn events_carry_ids_positions_transaction_ids_and_metadata() {

@@ -4,7 +4,7 @@ use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{spawn_app, unique_email};
+use crate::support::app::{spawn_app, unique_email};
 
 #[tokio::test]
 async fn same_key_and_body_replays_the_first_response() {
@@ -100,7 +100,7 @@ async fn replays_render_what_the_route_derives_from_the_events() {
     let app = spawn_app().await;
     let customer = app.register(&unique_email()).await;
     let place = [("Idempotency-Key", "place-once")];
-    let body = crate::helpers::order_body(&customer);
+    let body = crate::support::app::order_body(&customer);
     let first = app
         .send(Method::POST, "/v1/orders", Some(body.clone()), &place)
         .await;
@@ -116,11 +116,21 @@ async fn replays_render_what_the_route_derives_from_the_events() {
     let path = format!("/v1/users/{customer}/addresses");
     let add = [("Idempotency-Key", "address-once")];
     let first = app
-        .send(Method::POST, &path, Some(crate::helpers::address()), &add)
+        .send(
+            Method::POST,
+            &path,
+            Some(crate::support::app::address()),
+            &add,
+        )
         .await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
     let again = app
-        .send(Method::POST, &path, Some(crate::helpers::address()), &add)
+        .send(
+            Method::POST,
+            &path,
+            Some(crate::support::app::address()),
+            &add,
+        )
         .await;
     assert_eq!(again.body, first.body);
     assert!(again.body["address_id"].is_string());

@@ -1,12 +1,18 @@
-//! End-to-end tests of the command API over HTTP, against a real PostgreSQL.
-//! One binary (this file's modules) to keep link time down.
+//! End-to-end tests: the real services (command API, relay, schema registry, projector, query
+//! API) against a real PostgreSQL and Apache Kafka. One binary (this file's modules) to keep
+//! link time down.
+//!
+//! Every test makes its own database and topics. The harness is in [`support`]; each test file
+//! imports from there only, never from another test file. Tests that stop PostgreSQL or a
+//! broker run private instances of their own (`support::database::PrivateCluster`,
+//! `support::kafka::Broker`).
+
+mod support;
 
 mod bad_input;
 mod concurrency;
 mod event_store;
-mod helpers;
 mod idempotency;
-mod kafka;
 mod ops;
 mod orders;
 mod payments;

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, unique_email};
+use crate::support::app::{spawn_app, unique_email};
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{order_body, spawn_app, unique_email};
+use crate::support::app::{order_body, spawn_app, unique_email};
 
 #[tokio::test]
 async fn place_order_computes_the_total() {

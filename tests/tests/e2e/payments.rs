@@ -3,14 +3,14 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::support::app::{spawn_app, TestApp};
 
 async fn initiate(
     app: &TestApp,
     order: &str,
     amount: i64,
     currency: &str,
-) -> crate::helpers::Answer {
+) -> crate::support::app::Answer {
     app.post(
         "/v1/payments",
         json!({"order_id": order, "amount_minor": amount, "currency": currency, "method": "card"}),
@@ -25,7 +25,12 @@ async fn payment(app: &TestApp) -> String {
     answer.id()
 }
 
-async fn act(app: &TestApp, payment: &str, action: &str, body: Value) -> crate::helpers::Answer {
+async fn act(
+    app: &TestApp,
+    payment: &str,
+    action: &str,
+    body: Value,
+) -> crate::support::app::Answer {
     app.post(&format!("/v1/payments/{payment}/{action}"), body)
         .await
 }

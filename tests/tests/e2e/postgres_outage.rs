@@ -4,8 +4,6 @@
 //!
 //! The test runs its own PostgreSQL cluster, so stopping it touches no other test.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,115 +11,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{spawn_app_on, unique_email, TestDatabase};
-use crate::kafka::free_port;
-
-/// A PostgreSQL cluster of the test's own under `.data/`, removed when dropped.
-struct PrivateCluster {
-    dir: PathBuf,
-    bin: PathBuf,
-    port: u16,
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// Runs a PostgreSQL server program as the user that may own a cluster (not root).
-fn as_cluster_owner(program: PathBuf, args: &[&str]) {
-    let status = if running_as_root() {
-        Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(&program)
-            .args(args)
-            .status()
-    } else {
-        Command::new(&program).args(args).status()
-    };
-    let status = status.unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
-    assert!(status.success(), "{} {args:?}: {status}", program.display());
-}
-
-impl PrivateCluster {
-    fn start() -> Self {
-        let bin = PathBuf::from(
-            std::env::var("PG_BINDIR").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
-        );
-        let short = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../.data")
-            .join(format!("test-pg-{short}"));
-        std::fs::create_dir_all(&dir).expect("cluster directory");
-        if running_as_root() {
-            let owned = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .expect("chown");
-            assert!(owned.success());
-        }
-        let path = dir.to_string_lossy().into_owned();
-        as_cluster_owner(
-            bin.join("initdb"),
-            &["-D", &path, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        );
-        let port = free_port();
-        let conf = format!(
-            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{path}'\n\
-             fsync = off\nmax_connections = 50\n"
-        );
-        let file = dir.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&file).expect("postgresql.conf");
-        text.push_str(&conf);
-        std::fs::write(&file, text).expect("write postgresql.conf");
-        let cluster = Self { dir, bin, port };
-        cluster.start_again();
-        cluster
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn pg_ctl(&self, args: &[&str]) {
-        let path = self.dir.to_string_lossy().into_owned();
-        let log = self.dir.join("server.log").to_string_lossy().into_owned();
-        let mut all = vec!["-D", &path, "-l", &log];
-        all.extend_from_slice(args);
-        as_cluster_owner(self.bin.join("pg_ctl"), &all);
-    }
-
-    fn start_again(&self) {
-        self.pg_ctl(&["-w", "-t", "60", "start"]);
-    }
-
-    fn stop_immediately(&self) {
-        self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        let path = self.dir.to_string_lossy().into_owned();
-        let pg_ctl = self.bin.join("pg_ctl");
-        let _ = if running_as_root() {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(pg_ctl)
-                .args(["-D", &path, "-m", "immediate", "stop"])
-                .output()
-        } else {
-            Command::new(pg_ctl)
-                .args(["-D", &path, "-m", "immediate", "stop"])
-                .output()
-        };
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::support::app::{spawn_app_on, unique_email};
+use crate::support::database::{PrivateCluster, TestDatabase};
+use crate::support::query::spawn_query_api;
 
 /// One answer as a writer saw it.
 struct Seen {
@@ -172,7 +64,7 @@ async fn postgres_stopped_under_load_gives_fast_503s_and_loses_nothing() {
     let mut settings = placeholder.settings();
     settings.database.url = cluster.url().into();
     let app = spawn_app_on(placeholder, settings.clone()).await;
-    let reads = crate::read_side::spawn_query_api(&settings).await;
+    let reads = spawn_query_api(&settings).await;
 
     let mut users = Vec::new();
     for _ in 0..4 {

@@ -14,7 +14,9 @@ use serde_json::json;
 use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::support::app::spawn_app;
+use crate::support::commerce::paid_order;
+use crate::support::processes::free_port;
 
 /// Every stored event of `aggregate_id`, as a consumer would receive it.
 async fn envelopes(pool: &PgPool, aggregate_id: &str) -> Vec<Envelope> {
@@ -111,28 +113,6 @@ fn quick(max_attempts: i32) -> RetryPolicy {
     }
 }
 
-/// An order of 3000, paid and captured; returns (order, payment).
-async fn paid_order(app: &TestApp) -> (String, String) {
-    let (_, order) = app.user_and_order().await;
-    let payment = app
-        .post(
-            "/v1/payments",
-            json!({"order_id": order, "amount_minor": 3000, "currency": "EUR", "method": "card"}),
-        )
-        .await
-        .id();
-    for step in ["authorize", "capture"] {
-        let answer = app
-            .post(
-                &format!("/v1/payments/{payment}/{step}"),
-                json!({"amount_minor": 3000}),
-            )
-            .await;
-        assert!(answer.status.is_success(), "{}", answer.body);
-    }
-    (order, payment)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_are_sent_once_and_a_refund_takes_what_is_left() {
     let app = spawn_app().await;
@@ -208,7 +188,7 @@ async fn unsendable_commands_are_parked_visibly_and_can_be_retried() {
     assert_eq!(apply(pool, &events).await, 1, "a confirmation");
 
     // Nobody listens there: retried with backoff, then parked with what went wrong.
-    let nowhere = format!("http://127.0.0.1:{}", crate::kafka::free_port());
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
     dispatch(pool, &nowhere, quick(3)).await;
     let parked: (String, i32, Option<String>) =
         sqlx::query_as("SELECT status, attempts, last_error FROM pm_outbox")

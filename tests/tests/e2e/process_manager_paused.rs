@@ -3,121 +3,27 @@
 //! commands (sent through another command API instance) stay visible in the read models
 //! within seconds. After SIGCONT its reactions complete.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use infra::secrecy::ExposeSecret;
-use infra::settings::Settings;
-use serde_json::json;
 use sqlx::PgPool;
-use tokio::sync::watch;
 
-use crate::helpers::{unique_email, TestApp};
-use crate::kafka::{free_port, shared_bootstrap, spawn_stack};
+use crate::support::app::{unique_email, TestApp};
+use crate::support::commerce::paid_order;
+use crate::support::kafka::shared_bootstrap;
+use crate::support::processes::CommandApiProcess;
+use crate::support::projector::InProcessProjector;
+use crate::support::stack::spawn_stack;
 
 /// How long the process manager's command API stays stopped.
 const PAUSE: Duration = Duration::from_secs(20);
 /// The longest an unrelated command may take to reach the read models meanwhile.
 const VISIBLE_WITHIN: Duration = Duration::from_secs(5);
 
-/// A `command-api` process of this test (relay off), ended by its pid when dropped.
-struct CommandApiProcess {
-    child: Child,
-    url: String,
-}
-
-impl CommandApiProcess {
-    fn start(settings: &Settings) -> Self {
-        let exe = std::env::current_exe().expect("test binary path");
-        let binary = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("target dir")
-            .join("command-api");
-        assert!(
-            binary.exists(),
-            "{} missing: run `cargo build --bins` (make test does)",
-            binary.display()
-        );
-        let port = free_port();
-        let child = Command::new(binary)
-            .env("APP__DATABASE__URL", settings.database.url.expose_secret())
-            .env("APP__DATABASE__MIGRATE_ON_START", "false")
-            .env("APP__RELAY__ENABLED", "false")
-            .env("APP__COMMAND_API__PORT", port.to_string())
-            .env(
-                "APP__KAFKA__BOOTSTRAP_SERVERS",
-                &settings.kafka.bootstrap_servers,
-            )
-            .env("APP__KAFKA__TOPIC_PREFIX", &settings.kafka.topic_prefix)
-            .env("APP__SCHEMA_REGISTRY__URL", &settings.schema_registry.url)
-            .env("APP__LOG__FILTER", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start a command-api process");
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = client.get(format!("{}/readyz", self.url)).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the command API process never got ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill {signal} failed");
-    }
-}
-
-impl Drop for CommandApiProcess {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Orders paid and captured through `app`; the process manager will want to confirm each.
 async fn paid_orders(app: &TestApp, count: usize) -> Vec<String> {
     let mut orders = Vec::new();
     for _ in 0..count {
-        let (_, order) = app.user_and_order().await;
-        let payment = app
-            .post(
-                "/v1/payments",
-                json!({"order_id": order, "amount_minor": 3000, "currency": "EUR", "method": "card"}),
-            )
-            .await
-            .id();
-        for step in ["authorize", "capture"] {
-            let answer = app
-                .post(
-                    &format!("/v1/payments/{payment}/{step}"),
-                    json!({"amount_minor": 3000}),
-                )
-                .await;
-            assert!(answer.status.is_success(), "{}", answer.body);
-        }
+        let (order, _) = paid_order(app).await;
         orders.push(order);
     }
     orders
@@ -160,18 +66,11 @@ async fn a_paused_command_api_does_not_hold_back_the_read_models() {
     let (app, pool) = (&stack.app, &stack.app.pool);
     let target = CommandApiProcess::start(&stack.settings);
     target.wait_ready().await;
-    let commands = projections::Commands::new(&target.url).expect("command client");
-    let (stop, stopped) = watch::channel(false);
-    let projector = tokio::spawn(projections::run_all(
-        pool.clone(),
-        stack.settings.clone(),
-        Some(commands),
-        stopped,
-    ));
+    let projector = InProcessProjector::start(&stack, Some(&target.url));
     // Everything is flowing before the pause.
     visibility_of_a_new_user(app).await;
 
-    target.signal("-STOP");
+    target.process.signal("-STOP");
     let paused_at = Instant::now();
     let orders = paid_orders(app, 5).await;
     let n = orders.len() as i64;
@@ -210,7 +109,7 @@ async fn a_paused_command_api_does_not_hold_back_the_read_models() {
         "with the process manager's command API paused, a new user took {slowest:?} to appear"
     );
     tokio::time::sleep(PAUSE.saturating_sub(paused_at.elapsed())).await;
-    target.signal("-CONT");
+    target.process.signal("-CONT");
 
     // The reactions complete: every paid order confirmed, every command settled.
     wait_for(
@@ -245,7 +144,6 @@ async fn a_paused_command_api_does_not_hold_back_the_read_models() {
         by_pm, n,
         "each order confirmed once, by the process manager"
     );
-    let _ = stop.send(true);
-    let _ = projector.await;
+    projector.stop().await;
     drop(target);
 }

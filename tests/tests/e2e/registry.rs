@@ -5,7 +5,7 @@ use futures::future::join_all;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{call_registry, spawn_registry, start_registry};
+use crate::support::registry::{call_registry, spawn_registry, start_registry};
 
 fn record(fields: &str) -> String {
     format!(r#"{{"type": "record", "name": "Thing", "namespace": "test", "fields": [{fields}]}}"#)

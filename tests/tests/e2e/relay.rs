@@ -1,17 +1,17 @@
 //! The relay: everything committed reaches Kafka, once in effect, in per-aggregate order,
 //! whatever happens to transactions, the broker or the relay itself.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::future::join_all;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
-use crate::helpers::{start_registry, unique_email, TestApp, TestDatabase};
-use crate::kafka::{
-    free_port, shared_bootstrap, spawn_stack, stack_settings, unpublished, verify_log,
-    wait_until_published, Broker, Stack,
+use crate::support::app::{unique_email, TestApp};
+use crate::support::kafka::{shared_bootstrap, Broker};
+use crate::support::processes::{free_port, metric_line, spawn_relay};
+use crate::support::stack::{
+    spawn_stack, stack_without_relay, unpublished, verify_log, wait_until_published, Stack,
 };
 
 /// `writers` concurrent clients, `per_writer` commands each: registrations, profile changes
@@ -77,16 +77,9 @@ async fn insert_raw(conn: &mut PgConnection) {
 }
 
 async fn connect(stack: &Stack) -> PgConnection {
-    PgConnection::connect(&stack.app_db_url())
+    PgConnection::connect(&stack.database_url())
         .await
         .expect("connect")
-}
-
-impl Stack {
-    fn app_db_url(&self) -> String {
-        use infra::secrecy::ExposeSecret;
-        self.settings.database.url.expose_secret().to_owned()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -167,65 +160,6 @@ async fn commands_succeed_while_the_broker_is_down_and_the_relay_catches_up() {
     verify_log(&stack, events).await;
 }
 
-/// A relay of its own process (`command-api relay`), for kill -9.
-fn spawn_relay(settings: &infra::settings::Settings, ops_port: u16) -> Child {
-    use infra::secrecy::ExposeSecret;
-    let exe = std::env::current_exe().expect("test binary path");
-    let target = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let binary = target.join("command-api");
-    assert!(
-        binary.exists(),
-        "{} missing: run `cargo build --bins` (make test does)",
-        binary.display()
-    );
-    Command::new(binary)
-        .arg("relay")
-        .env("APP__DATABASE__URL", settings.database.url.expose_secret())
-        .env("APP__COMMAND_API__PORT", ops_port.to_string())
-        .env(
-            "APP__KAFKA__BOOTSTRAP_SERVERS",
-            &settings.kafka.bootstrap_servers,
-        )
-        .env("APP__KAFKA__TOPIC_PREFIX", &settings.kafka.topic_prefix)
-        .env(
-            "APP__KAFKA__DELIVERY_TIMEOUT_MS",
-            settings.kafka.delivery_timeout_ms.to_string(),
-        )
-        .env("APP__SCHEMA_REGISTRY__URL", &settings.schema_registry.url)
-        .env("APP__RELAY__POLL_INTERVAL_MS", "200")
-        .env("APP__RELAY__BATCH_SIZE", "50")
-        .env("APP__LOG__FILTER", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start a relay process")
-}
-
-fn kill_hard(child: &mut Child) {
-    let _ = child.kill(); // SIGKILL
-    let _ = child.wait();
-}
-
-/// A write stack whose relay runs in separate processes.
-async fn stack_without_relay() -> Stack {
-    let db = TestDatabase::create().await;
-    let registry_url = start_registry(&db).await;
-    let mut settings = stack_settings(&db, &shared_bootstrap(), &registry_url);
-    let relay_settings = settings.clone();
-    settings.relay.enabled = false;
-    let app = crate::helpers::spawn_app_on(db, settings).await;
-    Stack {
-        app,
-        registry_url,
-        bootstrap: relay_settings.kafka.bootstrap_servers.clone(),
-        prefix: relay_settings.kafka.topic_prefix.clone(),
-        settings: relay_settings,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_relay_killed_mid_batch_loses_nothing() {
     let stack = stack_without_relay().await;
@@ -234,7 +168,7 @@ async fn a_relay_killed_mid_batch_loses_nothing() {
     let killing = async {
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(700)).await;
-            kill_hard(&mut relay);
+            relay.kill();
             relay = spawn_relay(&stack.settings, free_port());
         }
     };
@@ -243,19 +177,16 @@ async fn a_relay_killed_mid_batch_loses_nothing() {
     let events = stack.app.event_count().await as usize;
     // Duplicates are allowed here; verify_log checks each carries the same event id.
     verify_log(&stack, events).await;
-    kill_hard(&mut relay);
+    relay.kill();
 }
 
 async fn relay_active(client: &reqwest::Client, port: u16) -> Option<bool> {
-    let text = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    Some(text.lines().any(|line| line.trim() == "relay_active 1"))
+    metric_line(
+        client,
+        &format!("http://127.0.0.1:{port}"),
+        "relay_active 1",
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -279,7 +210,7 @@ async fn only_one_relay_publishes_and_another_takes_over() {
         "exactly one relay is active: {states:?}"
     );
     let active = states.iter().position(|a| *a).unwrap_or(0);
-    kill_hard(&mut relays[active]);
+    relays[active].kill();
     write_load(&stack.app, 2, 30).await;
     wait_until_published(&stack.app.pool, Duration::from_secs(60)).await;
     let standby = 1 - active;
@@ -290,5 +221,5 @@ async fn only_one_relay_publishes_and_another_takes_over() {
     );
     let events = stack.app.event_count().await as usize;
     verify_log(&stack, events).await;
-    kill_hard(&mut relays[standby]);
+    relays[standby].kill();
 }

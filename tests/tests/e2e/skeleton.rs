@@ -13,7 +13,8 @@ use infra::settings::{HttpSettings, Settings};
 use reqwest::{Method, StatusCode};
 use tokio::sync::{oneshot, Notify};
 
-use crate::helpers::{admin_url, read, Answer, TestDatabase};
+use crate::support::app::{read, Answer};
+use crate::support::database::{admin_url, TestDatabase};
 
 /// A running service: its base URL, the trigger for its shutdown and its `run_until`.
 struct Running {

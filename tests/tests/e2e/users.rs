@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{address, spawn_app, unique_email};
+use crate::support::app::{address, spawn_app, unique_email};
 
 #[tokio::test]
 async fn register_returns_id_version_and_position() {

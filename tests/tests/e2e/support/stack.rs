@@ -1,97 +1,21 @@
-//! Kafka-side harness: Apache Kafka brokers the tests control, the whole write stack (command API with
-//! relay, schema registry) on one test database, and a consumer that reads topics from the
-//! beginning and checks them against the events table.
+//! The write stack: the command API with its relay and a schema registry on one test database,
+//! with a unique topic prefix ([`spawn_stack`]; [`stack_without_relay`] for a relay in its own
+//! processes), waiting until the relay has published everything, and [`verify_log`], which
+//! checks the topics against the events table.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use infra::secrecy::ExposeSecret;
 use infra::settings::Settings;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{start_registry, TestApp, TestDatabase};
-
-/// The three-broker cluster `make test` starts, shared by tests that do not stop it.
-pub fn shared_bootstrap() -> String {
-    std::env::var("TEST_KAFKA_BOOTSTRAP")
-        .unwrap_or_else(|_| "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094".to_owned())
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A one-node Apache Kafka cluster of the test's own (started with `infra/local/kafka.sh`), for
-/// tests that stop the broker; its data survives a restart.
-pub struct Broker {
-    port: u16,
-    controller_port: u16,
-    dir: PathBuf,
-}
-
-impl Broker {
-    pub fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("kafka-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("broker dir");
-        let mut broker = Self {
-            port: free_port(),
-            controller_port: free_port(),
-            dir,
-        };
-        broker.restart();
-        broker
-    }
-
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Starts (again) on the same ports and storage; returns once the broker takes requests.
-    pub fn restart(&mut self) {
-        let status = Self::script()
-            .arg("up")
-            .arg(&self.dir)
-            .arg(self.port.to_string())
-            .arg(self.controller_port.to_string())
-            .stdout(Stdio::null())
-            .status()
-            .expect("run infra/local/kafka.sh");
-        assert!(status.success(), "the test's Kafka broker did not start");
-    }
-
-    pub fn stop(&mut self) {
-        let _ = Self::script()
-            .arg("down")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    fn script() -> Command {
-        Command::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../infra/local/kafka.sh"
-        ))
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::support::app::{spawn_app_on, TestApp};
+use crate::support::database::TestDatabase;
+use crate::support::kafka::{consume, shared_bootstrap, Consumed};
+use crate::support::registry::start_registry;
 
 /// The write side with its relay: command API, registry, a unique topic prefix.
 pub struct Stack {
@@ -103,7 +27,7 @@ pub struct Stack {
 }
 
 /// Settings for the write stack on `db` against `bootstrap` and `registry_url`.
-pub fn stack_settings(db: &TestDatabase, bootstrap: &str, registry_url: &str) -> Settings {
+fn stack_settings(db: &TestDatabase, bootstrap: &str, registry_url: &str) -> Settings {
     let mut settings = db.settings();
     settings.relay.enabled = true;
     settings.relay.poll_interval_ms = 200;
@@ -114,18 +38,44 @@ pub fn stack_settings(db: &TestDatabase, bootstrap: &str, registry_url: &str) ->
     settings
 }
 
+/// The write stack on `bootstrap` with its relay in this process.
 pub async fn spawn_stack(bootstrap: &str, adjust: impl FnOnce(&mut Settings)) -> Stack {
+    start_stack(bootstrap, adjust, true).await
+}
+
+/// A write stack on the shared brokers whose relay runs in separate processes: the command API
+/// runs without one, and the stack's settings are those for the relay processes.
+pub async fn stack_without_relay() -> Stack {
+    start_stack(&shared_bootstrap(), |_| {}, false).await
+}
+
+async fn start_stack(
+    bootstrap: &str,
+    adjust: impl FnOnce(&mut Settings),
+    relay_in_process: bool,
+) -> Stack {
     let db = TestDatabase::create().await;
     let registry_url = start_registry(&db).await;
     let mut settings = stack_settings(&db, bootstrap, &registry_url);
     adjust(&mut settings);
-    let app = crate::helpers::spawn_app_on(db, settings.clone()).await;
+    let mut app_settings = settings.clone();
+    if !relay_in_process {
+        app_settings.relay.enabled = false;
+    }
+    let app = spawn_app_on(db, app_settings).await;
     Stack {
         app,
         registry_url,
         bootstrap: bootstrap.to_owned(),
         prefix: settings.kafka.topic_prefix.clone(),
         settings,
+    }
+}
+
+impl Stack {
+    /// The URL of the stack's database.
+    pub fn database_url(&self) -> String {
+        self.settings.database.url.expose_secret().to_owned()
     }
 }
 
@@ -154,74 +104,6 @@ pub async fn wait_until_published(pool: &PgPool, timeout: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct Consumed {
-    pub topic: String,
-    pub partition: i32,
-    pub key: String,
-    pub headers: HashMap<String, String>,
-    pub payload: Vec<u8>,
-}
-
-/// Reads every partition of `topics` from the beginning until messages with `count` distinct
-/// event ids arrived (duplicates are kept) or `timeout` passed.
-pub async fn consume(
-    bootstrap: &str,
-    topics: &[String],
-    partitions: i32,
-    count: usize,
-    timeout: Duration,
-) -> Vec<Consumed> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("test-{}", Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    for topic in topics {
-        for partition in 0..partitions {
-            assignment
-                .add_partition_offset(topic, partition, Offset::Beginning)
-                .expect("assignment");
-        }
-    }
-    consumer.assign(&assignment).expect("assign");
-    let mut out: Vec<Consumed> = Vec::new();
-    let mut distinct = std::collections::HashSet::new();
-    let deadline = Instant::now() + timeout;
-    while distinct.len() < count && Instant::now() < deadline {
-        let Ok(Ok(message)) =
-            tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
-        else {
-            continue;
-        };
-        let headers: HashMap<String, String> = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|header| {
-                        let value = header.value.map(|v| String::from_utf8_lossy(v).to_string());
-                        (header.key.to_owned(), value.unwrap_or_default())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        distinct.insert(headers.get("event_id").cloned().unwrap_or_default());
-        out.push(Consumed {
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            key: message
-                .key()
-                .map(|k| String::from_utf8_lossy(k).to_string())
-                .unwrap_or_default(),
-            headers,
-            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-        });
-    }
-    out
 }
 
 /// Reads all three topics of the stack (expecting at least `count` messages), decodes every

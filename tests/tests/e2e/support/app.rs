@@ -1,98 +1,14 @@
-//! Test harness: every test spawns the real command API (the same `build` as `main`) on port 0
-//! against its own fresh PostgreSQL database, and drops that database afterwards.
+//! The command API in this process: [`spawn_app`] starts the real service (the same `build` as
+//! its binary) on port 0 against a fresh database; [`TestApp`] sends it requests and reads
+//! [`Answer`]s; request bodies and unique values for commands.
 
-use std::sync::OnceLock;
-
-use infra::secrecy::SecretString;
 use infra::settings::Settings;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-pub fn admin_url() -> String {
-    std::env::var("DATABASE_ADMIN_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/postgres".to_owned())
-}
-
-fn database_url(name: &str) -> String {
-    let admin = admin_url();
-    let base = admin
-        .rsplit_once('/')
-        .map(|(base, _)| base)
-        .unwrap_or(&admin);
-    format!("{base}/{name}")
-}
-
-fn init_logs() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        if std::env::var("TEST_LOG").is_ok() {
-            let mut settings = Settings::load_from(None).expect("default settings");
-            settings.log.filter = std::env::var("TEST_LOG").unwrap_or_default();
-            infra::telemetry::init_tracing(&settings.log);
-        }
-    });
-}
-
-/// A fresh database, dropped when this is dropped.
-pub struct TestDatabase {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDatabase {
-    pub async fn create() -> Self {
-        init_logs();
-        let name = format!("test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url())
-            .await
-            .expect("PostgreSQL must be running: run `make stack` (make test does it)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
-        admin.close().await.ok();
-        let url = database_url(&name);
-        Self { name, url }
-    }
-
-    /// Default settings pointing at this database, with ephemeral ports.
-    pub fn settings(&self) -> Settings {
-        let mut settings = Settings::load_from(None).expect("default settings");
-        settings.database.url = SecretString::from(self.url.clone());
-        settings.database.max_connections = 10;
-        settings.command_api.port = 0;
-        settings.schema_registry.port = 0;
-        settings.query_api.port = 0;
-        settings.projector.port = 0;
-        // Tests that need the relay turn it on (see `kafka.rs`).
-        settings.relay.enabled = false;
-        settings
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Async work cannot run in Drop; a scoped thread with its own runtime can.
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(runtime) = runtime {
-                    runtime.block_on(async {
-                        if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-                            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                            let _ = sqlx::query(&sql).execute(&mut admin).await;
-                        }
-                    });
-                }
-            });
-        });
-    }
-}
+use crate::support::database::TestDatabase;
 
 pub struct TestApp {
     pub url: String,
@@ -295,72 +211,9 @@ pub fn order_body(customer_id: &str) -> Value {
     })
 }
 
-/// A schema registry service on its own database.
-pub struct TestRegistry {
-    pub url: String,
-    pub client: reqwest::Client,
-    pub db: TestDatabase,
-}
-
-pub async fn spawn_registry() -> TestRegistry {
-    let db = TestDatabase::create().await;
-    let url = start_registry(&db).await;
-    TestRegistry {
-        url,
-        client: reqwest::Client::new(),
-        db,
-    }
-}
-
-/// Starts one more registry instance on `db`; returns its base URL.
-pub async fn start_registry(db: &TestDatabase) -> String {
-    let service = schema_registry::service::build(&db.settings())
-        .await
-        .expect("build the registry");
-    let url = format!("http://{}", service.address());
-    tokio::spawn(service.run_until(std::future::pending()));
-    url
-}
-
-impl TestRegistry {
-    /// Sends a request with the registry's content type; returns status, content type, body.
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, String, Value) {
-        call_registry(&self.client, &self.url, method, path, body).await
-    }
-}
-
-pub async fn call_registry(
-    client: &reqwest::Client,
-    base: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, String, Value) {
-    let mut request = client
-        .request(method, format!("{base}{path}"))
-        .header("accept", "application/vnd.schemaregistry.v1+json");
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/vnd.schemaregistry.v1+json")
-            .body(body.to_string());
-    }
-    let response = request.send().await.expect("registry request");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let text = response.text().await.unwrap_or_default();
-    (
-        status,
-        content_type,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+/// Asserts that a command succeeded; returns the version it produced.
+#[track_caller]
+pub fn accepted(answer: &Answer) -> i64 {
+    assert!(answer.status.is_success(), "{}", answer.body);
+    answer.version()
 }

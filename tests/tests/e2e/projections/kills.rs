@@ -1,0 +1,99 @@
+//! The projector as a process: killed (SIGKILL) again and again under load it still applies
+//! every event exactly once, and on SIGTERM it stops gracefully.
+
+use std::time::{Duration, Instant};
+
+use crate::support::commerce::commerce_load;
+use crate::support::fold::assert_read_models_match_the_events;
+use crate::support::kafka::shared_bootstrap;
+use crate::support::processes::spawn_projector;
+use crate::support::projector::wait_until_projected;
+use crate::support::stack::{spawn_stack, wait_until_published};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projector_killed_repeatedly_applies_everything_exactly_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let loaded = AtomicBool::new(false);
+    let load = async {
+        commerce_load(&stack.app, 250).await;
+        loaded.store(true, Ordering::SeqCst);
+    };
+    // SIGKILL and restart the projector each time it has made progress (so every kill lands
+    // in the middle of its work), until the load is written, at least four times.
+    let killer = async {
+        let applied = || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM projection_versions")
+                .fetch_one(&stack.app.pool)
+                .await
+                .unwrap()
+        };
+        let mut projector = spawn_projector(&stack.settings, None);
+        let (mut kills, mut seen, mut at_kills) = (0, 0, Vec::new());
+        while kills < 4 || !loaded.load(Ordering::SeqCst) {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while applied().await <= seen && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen = applied().await;
+            at_kills.push(seen);
+            tokio::time::sleep(Duration::from_millis(50 + 50 * (kills % 4))).await;
+            let old = std::mem::replace(&mut projector, spawn_projector(&stack.settings, None));
+            // Killing and reaping block: off the async workers.
+            tokio::task::spawn_blocking(move || drop(old))
+                .await
+                .expect("kill the projector");
+            kills += 1;
+        }
+        (projector, kills, at_kills)
+    };
+    let ((), (projector, kills, at_kills)) = tokio::join!(load, killer);
+    let pool = &stack.app.pool;
+    let events = stack.app.event_count().await;
+    assert!(events >= 2000, "only {events} events flowed");
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_until_projected(pool, Duration::from_secs(90)).await;
+    assert_read_models_match_the_events(pool).await;
+    eprintln!(
+        "{events} events flowed; the projector was killed {kills} times, \
+         having applied {at_kills:?} aggregate versions in all"
+    );
+    drop(projector);
+}
+
+/// SIGTERM during load: the projector finishes the batch in hand and exits 0 promptly; a new
+/// one carries on from what was committed, and nothing is lost or applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projector_stops_gracefully_on_sigterm() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let mut first = spawn_projector(&stack.settings, None);
+    let pool = &stack.app.pool;
+    // Once the projector is busy applying the load, SIGTERM it and wait (bounded) for it.
+    let stop_when_busy = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_versions")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            if applied > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the projector applied nothing");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::task::spawn_blocking(move || {
+            first.signal("-TERM");
+            first.wait_for_exit(Duration::from_secs(15), "the projector ignored SIGTERM")
+        })
+        .await
+        .expect("stopper thread")
+    };
+    let ((), status) = tokio::join!(commerce_load(&stack.app, 120), stop_when_busy);
+    assert!(status.success(), "the projector exited with {status}");
+    let second = spawn_projector(&stack.settings, None);
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_until_projected(pool, Duration::from_secs(60)).await;
+    assert_read_models_match_the_events(pool).await;
+    drop(second);
+}

@@ -1,0 +1,83 @@
+//! `projector verify`: each read model equals a rebuild from the events, and a difference is
+//! found and shown, by the library and by the command.
+
+use crate::support::processes::service_command;
+use crate::support::projector::projected_commerce;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_proves_each_read_model_equals_a_rebuild_and_shows_a_difference() {
+    use projections::verify::verify;
+    let (stack, projector) = projected_commerce(30).await;
+    let pool = &stack.app.pool;
+    projector.stop().await;
+
+    for model in projections::READ_MODELS {
+        let verification = verify(pool, *model).await.expect("verify");
+        assert!(verification.matches(), "{verification}");
+        assert!(verification.failed.is_empty(), "{verification}");
+        assert!(verification.events >= 30, "{verification}");
+        assert!(
+            verification.tables.iter().all(|t| t.live_rows > 0),
+            "{verification}"
+        );
+    }
+
+    // A live row that no event explains is found, and shown next to what the events say.
+    let tampered: uuid::Uuid = sqlx::query_scalar(
+        "UPDATE rm_orders SET status = 'delivered'
+         WHERE id = (SELECT id FROM rm_orders WHERE status = 'shipped' ORDER BY id LIMIT 1) RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("tamper with an order");
+    let orders = projections::read_model("orders").expect("the orders read model");
+    let verification = verify(pool, orders).await.expect("verify");
+    assert!(!verification.matches());
+    let table = &verification.tables[0];
+    assert_eq!(
+        (table.only_live.len(), table.only_rebuilt.len()),
+        (1, 1),
+        "{verification}"
+    );
+    assert!(
+        table.only_live[0].contains(&tampered.to_string())
+            && table.only_live[0].contains("delivered")
+    );
+    assert!(
+        table.only_rebuilt[0].contains(&tampered.to_string())
+            && table.only_rebuilt[0].contains("shipped")
+    );
+    let scratch: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE 'verify_%'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(scratch, 0, "the scratch schemas are dropped");
+
+    // The command: exit 0 when equal, 1 with the difference printed when not.
+    let settings = stack.settings.clone();
+    let (users, orders) = tokio::task::spawn_blocking(move || {
+        let run = |name: &str| {
+            service_command("projector", &settings)
+                .args(["verify", name])
+                .output()
+                .expect("run projector verify")
+        };
+        (run("users"), run("orders"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        users.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&users.stdout)
+    );
+    assert_eq!(orders.status.code(), Some(1));
+    let printed = String::from_utf8_lossy(&orders.stdout);
+    assert!(
+        printed.contains("DIFFERENT") && printed.contains(&tampered.to_string()),
+        "{printed}"
+    );
+}

@@ -1,0 +1,145 @@
+//! The process manager through the whole stack: a cancellation after capture is refunded
+//! exactly once although the projector is killed meanwhile, and a cancellation after a partial
+//! refund refunds what is left.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::support::app::{accepted, TestApp};
+use crate::support::commerce::paid_order;
+use crate::support::kafka::shared_bootstrap;
+use crate::support::processes::spawn_projector;
+use crate::support::projector::unprojected;
+use crate::support::query::spawn_read_stack;
+use crate::support::stack::{spawn_stack, unpublished, wait_until_published};
+
+/// Customers pay, then cancel. Each order is refunded exactly once by the process manager,
+/// although its projector process is killed (SIGKILL) and restarted while this happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_after_capture_refunds_exactly_once_across_projector_kills() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let app = &stack.app;
+    let (settings, url) = (stack.settings.clone(), app.url.clone());
+    let killer = tokio::task::spawn_blocking(move || {
+        let mut projector = spawn_projector(&settings, Some(&url));
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(900));
+            projector = spawn_projector(&settings, Some(&url)); // SIGKILLs the old one
+        }
+        projector
+    });
+    let payments = join_all((0..24).map(|_| pay_then_cancel(app))).await;
+    let projector = killer.await.expect("killer thread");
+    let pool = &app.pool;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+
+    // Every payment is refunded, and once the process manager has seen everything (its own
+    // refunds included), still exactly once.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let refunded = refunds(pool).await;
+        let caught_up = unprojected(pool, "process_manager", &["order", "payment"]).await == 0;
+        if refunded.len() == payments.len() && caught_up && unpublished_is_zero(pool).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} payments refunded",
+            refunded.len(),
+            payments.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refunded = refunds(pool).await;
+    for payment in &payments {
+        let (count, amount, actor) = refunded
+            .iter()
+            .find(|r| &r.0 == payment)
+            .map(|r| (r.1, r.2, r.3.clone()))
+            .unwrap_or_default();
+        assert_eq!(count, 1, "payment {payment} refunded {count} times");
+        assert_eq!(amount, 3000, "payment {payment}");
+        assert_eq!(actor, "process-manager");
+    }
+    drop(projector);
+}
+
+async fn unpublished_is_zero(pool: &PgPool) -> bool {
+    unpublished(pool).await == 0
+}
+
+/// Cancels the order; the process manager may confirm it at the same moment, so a version
+/// conflict is retried.
+async fn cancel(app: &TestApp, order: &str) {
+    for _ in 0..20 {
+        let answer = app
+            .post(
+                &format!("/v1/orders/{order}/cancel"),
+                json!({"reason": "changed_mind"}),
+            )
+            .await;
+        if answer.status.is_success() {
+            return;
+        }
+        answer.assert_problem(409, "version-conflict");
+    }
+    panic!("order {order} could not be cancelled");
+}
+
+/// Registers, orders, pays (captured) and cancels; returns the payment id.
+async fn pay_then_cancel(app: &TestApp) -> String {
+    let (order, payment) = paid_order(app).await;
+    cancel(app, &order).await;
+    payment
+}
+
+/// Per payment: refund events, total refunded, and the last refund's actor.
+async fn refunds(pool: &PgPool) -> Vec<(String, i64, i64, String)> {
+    sqlx::query_as(
+        "SELECT aggregate_id, count(*), sum((payload->>'amount_minor')::bigint)::bigint,
+             max(metadata->>'actor')
+         FROM events WHERE event_type = 'PaymentRefunded' GROUP BY aggregate_id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("refunds")
+}
+
+/// A refund the process manager has not seen yet: it refunds what is left, not the whole
+/// capture, so the customer gets the captured amount back exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancellation_refunds_what_is_left_after_a_partial_refund() {
+    let read_stack = spawn_read_stack(|s| s.query_api.max_wait_ms = 20_000).await;
+    let (app, query) = (&read_stack.stack.app, &read_stack.query);
+    let (order, payment) = paid_order(app).await;
+    // A goodwill refund, then the cancellation right behind it.
+    accepted(
+        &app.post(
+            &format!("/v1/payments/{payment}/refund"),
+            json!({"amount_minor": 1000, "reason": "goodwill"}),
+        )
+        .await,
+    );
+    cancel(app, &order).await;
+    let body = query.at_least(&format!("/v1/payments/{payment}"), 5).await;
+    assert_eq!(body["status"], "refunded", "{body}");
+    assert_eq!(body["refunded_minor"], 3000);
+    let refunds: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT (payload->>'amount_minor')::bigint, metadata->>'actor' FROM events
+         WHERE aggregate_id = $1 AND event_type = 'PaymentRefunded' ORDER BY sequence",
+    )
+    .bind(&payment)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        refunds,
+        [
+            (1000, "anonymous".to_owned()),
+            (2000, "process-manager".to_owned())
+        ]
+    );
+}

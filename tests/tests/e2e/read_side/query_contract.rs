@@ -1,0 +1,166 @@
+//! The query API's contract: a bounded wait for `min_version`, problems for unknown and
+//! invalid requests, conditional reads, stable pagination, ops routes and the OpenAPI document.
+
+use std::collections::HashSet;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::query::spawn_read_stack;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_query_api_answers_as_specified() {
+    let read_stack = spawn_read_stack(|s| s.query_api.max_wait_ms = 400).await;
+    let (app, query) = (&read_stack.stack.app, &read_stack.query);
+    let (user, order) = app.user_and_order().await;
+    query
+        .eventually(&format!("/v1/orders/{order}"), |b| b["version"] == 1)
+        .await;
+
+    // min_version beyond what exists: a bounded wait, then a distinct status and type.
+    let behind = query
+        .get(&format!("/v1/orders/{order}?min_version=9"))
+        .await;
+    behind.assert_problem(504, "read-model-behind");
+    assert_eq!(behind.body["current_version"], 1);
+    assert_eq!(behind.body["min_version"], 9);
+    assert!(behind.headers.contains_key("retry-after"));
+    // Not yet projected at all is the same, not a 404.
+    let unknown = uuid::Uuid::now_v7();
+    query
+        .get(&format!("/v1/users/{unknown}?min_version=1"))
+        .await
+        .assert_problem(504, "read-model-behind");
+
+    for path in [
+        format!("/v1/users/{unknown}"),
+        format!("/v1/orders/{unknown}"),
+        format!("/v1/payments/{unknown}"),
+        format!("/v1/orders/{unknown}/payments"),
+        format!("/v1/users/{unknown}/orders"),
+        format!("/v1/audit/order/{unknown}"),
+        format!("/v1/audit/invoice/{order}"),
+        "/v1/users/not-a-uuid".to_owned(),
+        "/v1/users?email=nobody@example.com".to_owned(),
+    ] {
+        query.get(&path).await.assert_problem(404, "not-found");
+    }
+    query
+        .get("/v1/nothing")
+        .await
+        .assert_problem(404, "route-not-found");
+    for (path, field) in [
+        (format!("/v1/users/{user}/orders?limit=0"), "limit"),
+        (format!("/v1/users/{user}/orders?limit=101"), "limit"),
+        (format!("/v1/users/{user}/orders?limit=ten"), "limit"),
+        (format!("/v1/users/{user}/orders?status=lost"), "status"),
+        (format!("/v1/users/{user}/orders?cursor=garbage"), "cursor"),
+        (format!("/v1/users/{user}/orders?colour=red"), "colour"),
+        (format!("/v1/orders/{order}?min_version=-1"), "min_version"),
+        (format!("/v1/orders/{order}?min_version=x"), "min_version"),
+        ("/v1/users".to_owned(), "email"),
+        ("/v1/users?email=not-an-email".to_owned(), "email"),
+        ("/v1/analytics/revenue?from=2026-02-30".to_owned(), "from"),
+        (
+            "/v1/analytics/revenue?from=2026-03-02&to=2026-03-01".to_owned(),
+            "from",
+        ),
+        ("/v1/analytics/revenue?currency=EURO".to_owned(), "currency"),
+        ("/v1/analytics/order-funnel?to=yesterday".to_owned(), "to"),
+        (format!("/v1/audit/order/{order}?cursor=-4"), "cursor"),
+        ("/v1/analytics/revenue?from=-5000-01-01".to_owned(), "from"),
+        (
+            "/v1/analytics/order-funnel?to=+20000-01-01".to_owned(),
+            "to",
+        ),
+        (format!("/v1/users/{user}/orders?limit=1&limit=2"), "limit"),
+    ] {
+        let answer = query.get(&path).await;
+        answer.assert_problem(422, "validation-failed");
+        assert_eq!(answer.error_fields(), [field], "{path}: {}", answer.body);
+    }
+
+    // Conditional reads.
+    let first = query.get(&format!("/v1/orders/{order}")).await;
+    let etag = first.headers["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, "\"1\"");
+    for tag in [etag.as_str(), "W/\"1\"", "\"0\", \"1\"", "*"] {
+        let answer = query
+            .get_with(&format!("/v1/orders/{order}"), &[("if-none-match", tag)])
+            .await;
+        assert_eq!(answer.status, StatusCode::NOT_MODIFIED, "{tag}");
+        assert_eq!(answer.headers["etag"], etag.as_str());
+    }
+
+    // Pagination: newest first, stable while orders are being placed.
+    let mut placed = vec![order.clone()];
+    for _ in 0..11 {
+        placed.push(app.place_order(&user).await.id());
+    }
+    let list_path = format!("/v1/users/{user}/orders");
+    query
+        .eventually(&list_path, |b| {
+            b["items"].as_array().is_some_and(|i| i.len() == 12)
+        })
+        .await;
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page_path = match &cursor {
+            Some(c) => format!("{list_path}?limit=5&cursor={c}"),
+            None => format!("{list_path}?limit=5"),
+        };
+        let page = query.get(&page_path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        // Meanwhile more orders arrive; they sort before the first page.
+        app.place_order(&user).await;
+        seen.extend(
+            page.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["id"].as_str().unwrap().to_owned()),
+        );
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a page repeated an order");
+    placed.reverse();
+    let original: Vec<&String> = seen.iter().filter(|id| placed.contains(id)).collect();
+    assert_eq!(
+        original,
+        placed.iter().collect::<Vec<_>>(),
+        "newest first, none skipped"
+    );
+    let created = query
+        .get(&format!("{list_path}?status=created&limit=100"))
+        .await;
+    assert!(created.body["items"].as_array().unwrap().len() >= 12);
+    let none = query.get(&format!("{list_path}?status=shipped")).await;
+    assert_eq!(none.body["items"], json!([]));
+
+    // Ops and the published contract.
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(query.get(path).await.status, StatusCode::OK, "{path}");
+    }
+    let spec = query.get("/openapi.json").await.body;
+    for path in [
+        "/v1/users/{id}",
+        "/v1/users",
+        "/v1/orders/{id}",
+        "/v1/users/{id}/orders",
+        "/v1/payments/{id}",
+        "/v1/orders/{id}/payments",
+        "/v1/analytics/revenue",
+        "/v1/analytics/order-funnel",
+        "/v1/audit/{aggregate_type}/{id}",
+    ] {
+        assert!(
+            spec["paths"][path]["get"].is_object(),
+            "{path} missing from the spec"
+        );
+    }
+}

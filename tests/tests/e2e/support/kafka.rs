@@ -1,0 +1,151 @@
+//! Apache Kafka for tests: the shared three-broker cluster ([`shared_bootstrap`]), a one-node
+//! cluster of the test's own that it may stop ([`Broker`]), and [`consume`], which reads topics
+//! from the beginning.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use uuid::Uuid;
+
+use crate::support::processes::free_port;
+
+/// The three-broker cluster `make test` starts, shared by tests that do not stop it.
+pub fn shared_bootstrap() -> String {
+    std::env::var("TEST_KAFKA_BOOTSTRAP")
+        .unwrap_or_else(|_| "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094".to_owned())
+}
+
+/// A one-node Apache Kafka cluster of the test's own (started with `infra/local/kafka.sh`), for
+/// tests that stop the broker; its data survives a restart.
+pub struct Broker {
+    port: u16,
+    controller_port: u16,
+    dir: PathBuf,
+}
+
+impl Broker {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("kafka-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("broker dir");
+        let mut broker = Self {
+            port: free_port(),
+            controller_port: free_port(),
+            dir,
+        };
+        broker.restart();
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same ports and storage; returns once the broker takes requests.
+    pub fn restart(&mut self) {
+        let status = Self::script()
+            .arg("up")
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .arg(self.controller_port.to_string())
+            .stdout(Stdio::null())
+            .status()
+            .expect("run infra/local/kafka.sh");
+        assert!(status.success(), "the test's Kafka broker did not start");
+    }
+
+    pub fn stop(&mut self) {
+        let _ = Self::script()
+            .arg("down")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    fn script() -> Command {
+        Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../infra/local/kafka.sh"
+        ))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub topic: String,
+    pub partition: i32,
+    pub key: String,
+    pub headers: HashMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
+/// Reads every partition of `topics` from the beginning until messages with `count` distinct
+/// event ids arrived (duplicates are kept) or `timeout` passed.
+pub async fn consume(
+    bootstrap: &str,
+    topics: &[String],
+    partitions: i32,
+    count: usize,
+    timeout: Duration,
+) -> Vec<Consumed> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("test-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        for partition in 0..partitions {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .expect("assignment");
+        }
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut out: Vec<Consumed> = Vec::new();
+    let mut distinct = HashSet::new();
+    let deadline = Instant::now() + timeout;
+    while distinct.len() < count && Instant::now() < deadline {
+        let Ok(Ok(message)) =
+            tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
+        else {
+            continue;
+        };
+        let headers: HashMap<String, String> = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|header| {
+                        let value = header.value.map(|v| String::from_utf8_lossy(v).to_string());
+                        (header.key.to_owned(), value.unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        distinct.insert(headers.get("event_id").cloned().unwrap_or_default());
+        out.push(Consumed {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).to_string())
+                .unwrap_or_default(),
+            headers,
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        });
+    }
+    out
+}

@@ -1,0 +1,26 @@
+//! The end-to-end harness, shared by every test file. Test files import from here only, never
+//! from each other.
+//!
+//! - [`database`]: a fresh database per test, and a private PostgreSQL cluster for tests that
+//!   stop the server.
+//! - [`app`]: the command API in this process, HTTP answers, request bodies.
+//! - [`commerce`]: multi-step customer flows (a paid order, a mixed commerce load).
+//! - [`registry`]: the schema registry service in this process.
+//! - [`kafka`]: the shared brokers, a private broker, reading topics from the beginning.
+//! - [`stack`]: the write stack with its relay and checks of the published log.
+//! - [`processes`]: free ports and the real binaries (command API, relay, projector) as child
+//!   processes, signalled and killed by pid.
+//! - [`projector`]: the projector in this process, and waiting until it has caught up.
+//! - [`fold`]: read models compared with an independent fold of the events table.
+//! - [`query`]: the query API in this process, its client, and the whole read stack.
+
+pub mod app;
+pub mod commerce;
+pub mod database;
+pub mod fold;
+pub mod kafka;
+pub mod processes;
+pub mod projector;
+pub mod query;
+pub mod registry;
+pub mod stack;

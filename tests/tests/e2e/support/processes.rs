@@ -1,0 +1,179 @@
+//! The real binaries as child processes of a test: free ports, one way to find a binary and
+//! start it with a stack's settings in its environment ([`service_command`]), the relay, the
+//! projector and the command API as processes, and [`Process`], which signals a child by its
+//! pid (pause, continue, terminate) and kills it (SIGKILL) when dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use infra::secrecy::ExposeSecret;
+use infra::settings::Settings;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The path of the workspace binary `name`, built next to this test binary.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let binary = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join(name);
+    assert!(
+        binary.exists(),
+        "{} missing: run `cargo build --bins` (make test does)",
+        binary.display()
+    );
+    binary
+}
+
+/// The binary `name` with the database, brokers, topic prefix and registry of `settings` in its
+/// environment, logging warnings only.
+pub fn service_command(name: &str, settings: &Settings) -> Command {
+    let mut command = Command::new(binary(name));
+    command
+        .env("APP__DATABASE__URL", settings.database.url.expose_secret())
+        .env(
+            "APP__KAFKA__BOOTSTRAP_SERVERS",
+            &settings.kafka.bootstrap_servers,
+        )
+        .env("APP__KAFKA__TOPIC_PREFIX", &settings.kafka.topic_prefix)
+        .env("APP__SCHEMA_REGISTRY__URL", &settings.schema_registry.url)
+        .env("APP__LOG__FILTER", "warn");
+    command
+}
+
+/// A child process of the test, killed (SIGKILL) and reaped when dropped, so a failing test
+/// leaves no process behind.
+pub struct Process(Child);
+
+impl Process {
+    /// Starts `command` with its output discarded.
+    pub fn spawn(mut command: Command, what: &str) -> Self {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        Self(child)
+    }
+
+    /// Sends `signal` (as `kill` takes it, e.g. `-STOP`) to the process by its pid.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {signal} failed");
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Waits (blocking, at most `timeout`) for the process to exit by itself.
+    pub fn wait_for_exit(&mut self, timeout: Duration, what: &str) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("wait for the process") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped (SIGSTOP) process too.
+        self.kill();
+    }
+}
+
+/// A relay of its own process (`command-api relay`), its ops routes on `ops_port`.
+pub fn spawn_relay(settings: &Settings, ops_port: u16) -> Process {
+    let mut command = service_command("command-api", settings);
+    command
+        .arg("relay")
+        .env("APP__COMMAND_API__PORT", ops_port.to_string())
+        .env(
+            "APP__KAFKA__DELIVERY_TIMEOUT_MS",
+            settings.kafka.delivery_timeout_ms.to_string(),
+        )
+        .env("APP__RELAY__POLL_INTERVAL_MS", "200")
+        .env("APP__RELAY__BATCH_SIZE", "50");
+    Process::spawn(command, "a relay process")
+}
+
+/// A projector process; with `command_api`, its process manager sends commands there.
+pub fn spawn_projector(settings: &Settings, command_api: Option<&str>) -> Process {
+    let mut command = service_command("projector", settings);
+    match command_api {
+        Some(url) => command.env("APP__PROJECTOR__COMMAND_API_URL", url),
+        None => command.env("APP__PROJECTOR__PROCESS_MANAGER", "false"),
+    };
+    command
+        .env("APP__PROJECTOR__PORT", free_port().to_string())
+        .env("APP__PROJECTOR__BATCH_SIZE", "50");
+    Process::spawn(command, "a projector process")
+}
+
+/// A `command-api` process (relay off, no migrations) and its base URL.
+pub struct CommandApiProcess {
+    pub process: Process,
+    pub url: String,
+}
+
+impl CommandApiProcess {
+    pub fn start(settings: &Settings) -> Self {
+        let port = free_port();
+        let mut command = service_command("command-api", settings);
+        command
+            .env("APP__DATABASE__MIGRATE_ON_START", "false")
+            .env("APP__RELAY__ENABLED", "false")
+            .env("APP__COMMAND_API__PORT", port.to_string());
+        Self {
+            process: Process::spawn(command, "a command-api process"),
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = client.get(format!("{}/readyz", self.url)).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the command API process never got ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Whether the service at `base_url` shows `line` on its `/metrics`; `None` if it does not answer.
+pub async fn metric_line(client: &reqwest::Client, base_url: &str, line: &str) -> Option<bool> {
+    let text = client
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(text.lines().any(|l| l.trim() == line))
+}
