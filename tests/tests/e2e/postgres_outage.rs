@@ -63,6 +63,11 @@ async fn postgres_stopped_under_load_gives_fast_503s_and_loses_nothing() {
     let placeholder = TestDatabase::create().await;
     let mut settings = placeholder.settings();
     settings.database.url = cluster.url().into();
+    // What this test checks is the production behaviour: its default acquire timeout.
+    settings.database.acquire_timeout_ms = infra::settings::Settings::load_from(None)
+        .expect("default settings")
+        .database
+        .acquire_timeout_ms;
     let app = spawn_app_on(placeholder, settings.clone()).await;
     let reads = spawn_query_api(&settings).await;
 

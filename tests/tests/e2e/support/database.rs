@@ -65,6 +65,9 @@ impl TestDatabase {
         let mut settings = Settings::load_from(None).expect("default settings");
         settings.database.url = SecretString::from(self.url.clone());
         settings.database.max_connections = 10;
+        // Many tests share two cores with their own load generators: a connection may take
+        // longer than the production default to free up, and that is not what they test.
+        settings.database.acquire_timeout_ms = 5_000;
         settings.command_api.port = 0;
         settings.schema_registry.port = 0;
         settings.query_api.port = 0;
