@@ -4,6 +4,7 @@
 mod bad_input;
 mod concurrency;
 mod event_store;
+mod gaps;
 mod helpers;
 mod idempotency;
 mod kafka;

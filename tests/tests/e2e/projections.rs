@@ -369,7 +369,7 @@ async fn republish_everything(stack: &crate::kafka::Stack) -> usize {
 
 /// A projector of its own process (`projector` binary), for kill -9.
 /// The `projector` binary with the settings of `settings` in its environment.
-fn projector_command(settings: &infra::settings::Settings) -> std::process::Command {
+pub fn projector_command(settings: &infra::settings::Settings) -> std::process::Command {
     use infra::secrecy::ExposeSecret;
     let exe = std::env::current_exe().expect("test binary path");
     let binary = exe
