@@ -123,6 +123,10 @@ impl Runner {
                 continue;
             }
             let started = Instant::now();
+            // Everything taken off the consumer, duplicates included: a restart that re-read the
+            // topics from the beginning would show here, not in the applied count.
+            metrics::counter!("projection_messages_consumed_total", "projection" => self.projection.name())
+                .increment(batch.len() as u64);
             // Anything below the stored offsets was applied before a restart (should the broker
             // hand out records before the requested offset).
             let batch: Vec<Raw> = batch

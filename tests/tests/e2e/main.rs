@@ -18,5 +18,6 @@ mod projections;
 mod read_side;
 mod registry;
 mod relay;
+mod restart;
 mod skeleton;
 mod users;
