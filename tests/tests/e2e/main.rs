@@ -2,8 +2,10 @@
 //! One binary (this file's modules) to keep link time down.
 
 mod bad_input;
+mod cluster;
 mod concurrency;
 mod event_store;
+mod faults;
 mod gaps;
 mod helpers;
 mod idempotency;
