@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cluster;
+mod command_api_killed;
 mod concurrency;
 mod event_store;
 mod faults;

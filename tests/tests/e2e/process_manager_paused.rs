@@ -21,13 +21,13 @@ const PAUSE: Duration = Duration::from_secs(20);
 const VISIBLE_WITHIN: Duration = Duration::from_secs(5);
 
 /// A `command-api` process of this test (relay off), ended by its pid when dropped.
-struct CommandApiProcess {
+pub struct CommandApiProcess {
     child: Child,
-    url: String,
+    pub url: String,
 }
 
 impl CommandApiProcess {
-    fn start(settings: &Settings) -> Self {
+    pub fn start(settings: &Settings) -> Self {
         let exe = std::env::current_exe().expect("test binary path");
         let binary = exe
             .parent()
@@ -62,7 +62,7 @@ impl CommandApiProcess {
         }
     }
 
-    async fn wait_ready(&self) {
+    pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -78,7 +78,7 @@ impl CommandApiProcess {
         }
     }
 
-    fn signal(&self, signal: &str) {
+    pub fn signal(&self, signal: &str) {
         let sent = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status()
