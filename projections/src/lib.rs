@@ -7,11 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod envelope;
+pub mod gap;
 pub mod models;
 pub mod process_manager;
 pub mod projection;
 pub mod runner;
 pub mod startup;
+pub mod stored;
 pub mod verify;
 
 use std::time::Duration;

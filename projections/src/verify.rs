@@ -12,14 +12,10 @@
 //! 3. Compare each table's row count and checksum (MD5 over the rows' text, sorted), and list
 //!    rows found on one side only. The scratch schema is dropped at the end.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use sqlx::{PgConnection, PgPool, Row};
 
-use infra::event_store::{message_headers, PublishedEvent};
-
-use crate::envelope::{Envelope, Source};
 use crate::projection::{ReadModel, Table};
 
 /// How many differing rows are listed per table and side.
@@ -163,14 +159,14 @@ async fn run(
     let mut after = 0i64;
     loop {
         let rows = sqlx::query(&format!(
-            "SELECT e.global_position, e.event_id, e.aggregate_type, e.aggregate_id, e.sequence,
-                 e.event_type, e.event_version, e.payload, e.metadata
+            "SELECT {columns}
              FROM events e
              JOIN {scratch}.applied a
                ON a.aggregate_type = e.aggregate_type AND a.aggregate_id = e.aggregate_id
              WHERE e.sequence <= a.version AND e.global_position > $1
              ORDER BY e.global_position
-             LIMIT $2"
+             LIMIT $2",
+            columns = crate::stored::COLUMNS
         ))
         .bind(after)
         .bind(CHUNK)
@@ -254,7 +250,7 @@ async fn apply_row(
     row: &sqlx::postgres::PgRow,
 ) -> Result<Result<(), (String, String)>, sqlx::Error> {
     let event_id: uuid::Uuid = row.try_get("event_id")?;
-    let envelope = match envelope(row) {
+    let envelope = match crate::stored::envelope(row) {
         Ok(envelope) => envelope,
         Err(error) => return Ok(Err((event_id.to_string(), error))),
     };
@@ -270,42 +266,4 @@ async fn apply_row(
             Ok(Err((event_id.to_string(), crate::error_chain(&error))))
         }
     }
-}
-
-/// The envelope a consumer would have built for this stored event: upcast, through the Avro
-/// round trip, with the relay's headers.
-fn envelope(row: &sqlx::postgres::PgRow) -> Result<Envelope, String> {
-    let text = |e: sqlx::Error| e.to_string();
-    let event_type: String = row.try_get("event_type").map_err(text)?;
-    let stored_version: String = row.try_get("event_version").map_err(text)?;
-    let payload: serde_json::Value = row.try_get("payload").map_err(text)?;
-    let metadata: serde_json::Value = row.try_get("metadata").map_err(text)?;
-    let (version, payload) = domain::upcast::upcast(&event_type, &stored_version, payload);
-    let payload =
-        schemas::wire::as_consumed(&event_type, &payload).map_err(|e| crate::error_chain(&e))?;
-    let position: i64 = row.try_get("global_position").map_err(text)?;
-    let (aggregate_type, aggregate_id): (String, String) = (
-        row.try_get("aggregate_type").map_err(text)?,
-        row.try_get("aggregate_id").map_err(text)?,
-    );
-    let published = PublishedEvent {
-        event_id: row.try_get("event_id").map_err(text)?,
-        event_type: &event_type,
-        event_version: &version,
-        aggregate_type: &aggregate_type,
-        aggregate_id: &aggregate_id,
-        sequence: row.try_get("sequence").map_err(text)?,
-        global_position: position,
-        metadata: &metadata,
-    };
-    let headers: HashMap<String, String> = message_headers(&published)
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value))
-        .collect();
-    let source = Source {
-        topic: "events".to_owned(),
-        partition: 0,
-        offset: position,
-    };
-    Envelope::from_parts(source, &headers, payload).map_err(|e| e.to_string())
 }

@@ -10,8 +10,12 @@
 mod support;
 
 mod bad_input;
+mod cluster;
+mod command_api_killed;
 mod concurrency;
 mod event_store;
+mod faults;
+mod gaps;
 mod idempotency;
 mod ops;
 mod orders;
@@ -23,5 +27,6 @@ mod projections;
 mod read_side;
 mod registry;
 mod relay;
+mod restart;
 mod skeleton;
 mod users;

@@ -7,14 +7,18 @@
 //! - [`commerce`]: multi-step customer flows (a paid order, a mixed commerce load).
 //! - [`registry`]: the schema registry service in this process.
 //! - [`kafka`]: the shared brokers, a private broker, reading topics from the beginning.
+//! - [`cluster`]: a private three-node Kafka cluster for fault tests, stalled, killed and
+//!   restarted by pid.
 //! - [`stack`]: the write stack with its relay and checks of the published log.
 //! - [`processes`]: free ports and the real binaries (command API, relay, projector) as child
 //!   processes, signalled and killed by pid.
-//! - [`projector`]: the projector in this process, and waiting until it has caught up.
+//! - [`projector`]: the projector in this process or as a process with a known ops port,
+//!   waiting until it has caught up, and reading its metrics.
 //! - [`fold`]: read models compared with an independent fold of the events table.
 //! - [`query`]: the query API in this process, its client, and the whole read stack.
 
 pub mod app;
+pub mod cluster;
 pub mod commerce;
 pub mod database;
 pub mod fold;

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::support::commerce::commerce_load;
+use crate::support::processes::{service_command, Process};
 use crate::support::kafka::shared_bootstrap;
 use crate::support::stack::{spawn_stack, wait_until_published, Stack};
 
@@ -104,4 +105,40 @@ pub async fn projected_commerce(customers: usize) -> (Stack, InProcessProjector)
     wait_until_published(pool, Duration::from_secs(60)).await;
     wait_until_projected(pool, Duration::from_secs(60)).await;
     (stack, projector)
+}
+
+/// The value of `metric{projection="<projection>"}` on a `/metrics` page (0 when absent).
+pub fn projection_counter(page: &str, metric: &str, projection: &str) -> f64 {
+    let series = format!("{metric}{{projection=\"{projection}\"}} ");
+    page.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A projector process (no process manager) whose ops port is `port`.
+pub fn spawn_projector_on(settings: &infra::settings::Settings, port: u16) -> Process {
+    let mut command = service_command("projector", settings);
+    command
+        .env("APP__PROJECTOR__PROCESS_MANAGER", "false")
+        .env("APP__PROJECTOR__PORT", port.to_string());
+    Process::spawn(command, "a projector process")
+}
+
+/// The projector's `/metrics` page, once it answers.
+pub async fn metrics_page(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await;
+        if let Ok(response) = answer {
+            if let Ok(page) = response.text().await {
+                return page;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the projector's /metrics never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -3,26 +3,29 @@
 //!
 //! Exactly-once effect: offsets commit with the rows, so a crash replays only uncommitted
 //! work; an event already applied (same aggregate sequence or lower, e.g. republished by the
-//! relay after a crash) is skipped by `projection_versions`. An event that cannot be applied is
-//! rolled back to a savepoint and, by policy, dead-lettered (and later aggregates go on) or
-//! halts the projection.
+//! relay after a crash) is skipped by `projection_versions`. No gap is applied over or
+//! skipped: an event later than its aggregate's next sequence is held back until the missing
+//! ones are applied from the event store in the same transaction ([`crate::gap`]). An event
+//! that cannot be applied is rolled back to a savepoint and, by policy, dead-lettered (and the
+//! aggregate's later events go on) or halts the projection.
+
+mod apply;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use infra::kafka::LagReporter;
-use infra::settings::{DeadLetterPolicy, Settings};
+use infra::settings::Settings;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 
 type Consumer = StreamConsumer<LagReporter>;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::wire::EventDecoder;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgPool, Row};
 use tokio::sync::watch;
-use tracing::Instrument;
 
-use crate::envelope::{Envelope, Source};
+use crate::envelope::Source;
 use crate::projection::Projection;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,13 @@ pub enum RunError {
     Transient {
         projection: &'static str,
         error: String,
+    },
+    #[error("projection {projection}: the event store lacks sequences {missing:?} of {aggregate_type} {aggregate_id}, which the log skipped")]
+    Unfillable {
+        projection: &'static str,
+        aggregate_type: String,
+        aggregate_id: String,
+        missing: Vec<i64>,
     },
     #[error("projection {projection} halted on {at:?}: {error}")]
     Halted {
@@ -113,6 +123,10 @@ impl Runner {
                 continue;
             }
             let started = Instant::now();
+            // Everything taken off the consumer, duplicates included: a restart that re-read the
+            // topics from the beginning would show here, not in the applied count.
+            metrics::counter!("projection_messages_consumed_total", "projection" => self.projection.name())
+                .increment(batch.len() as u64);
             // Anything below the stored offsets was applied before a restart (should the broker
             // hand out records before the requested offset).
             let batch: Vec<Raw> = batch
@@ -220,163 +234,4 @@ impl Runner {
         }
         Ok(batch)
     }
-
-    /// Applies the batch and stores its offsets in one transaction; returns how many events
-    /// changed the read model.
-    async fn apply_batch(&self, decoder: &EventDecoder, batch: &[Raw]) -> Result<u64, RunError> {
-        let mut tx = self.pool.begin().await?;
-        // Two instances of one projection (a restart overlapping the old process, or a second
-        // replica) take turns: the duplicate checks below then cannot race.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('projection:' || $1))")
-            .bind(self.projection.name())
-            .execute(&mut *tx)
-            .await?;
-        let mut next: HashMap<(String, i32), i64> = HashMap::new();
-        let mut occurred = Vec::new();
-        for raw in batch {
-            next.insert(
-                (raw.source.topic.clone(), raw.source.partition),
-                raw.source.offset + 1,
-            );
-            match self.apply_one(&mut tx, decoder, raw).await? {
-                Outcome::Applied(at) => occurred.push(at),
-                Outcome::Duplicate => {}
-                Outcome::Failed(error) => self.dead_letter(&mut tx, raw, &error).await?,
-            }
-        }
-        for ((topic, partition), offset) in next {
-            sqlx::query(
-                "INSERT INTO projection_offsets (projection, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
-            )
-            .bind(self.projection.name())
-            .bind(topic)
-            .bind(partition)
-            .bind(offset)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        // Freshness: from the event's occurrence (in the command handler) until its effect is
-        // committed here, relay and broker included.
-        let now = chrono::Utc::now();
-        let age = metrics::histogram!("projection_event_age_seconds", "projection" => self.projection.name());
-        for at in &occurred {
-            age.record((now - *at).as_seconds_f64().max(0.0));
-        }
-        Ok(occurred.len() as u64)
-    }
-
-    async fn apply_one(
-        &self,
-        conn: &mut PgConnection,
-        decoder: &EventDecoder,
-        raw: &Raw,
-    ) -> Result<Outcome, RunError> {
-        let envelope = match decoder.decode(&raw.payload).await {
-            Ok(decoded) => {
-                match Envelope::from_parts(raw.source.clone(), &raw.headers, decoded.payload) {
-                    Ok(envelope) => envelope,
-                    Err(error) => return Ok(Outcome::Failed(error.to_string())),
-                }
-            }
-            // The registry being unreachable says nothing about the message: retry the batch.
-            Err(schemas::SchemaError::RegistryUnreachable(error)) => {
-                return Err(RunError::Transient {
-                    projection: self.projection.name(),
-                    error: format!("schema registry unreachable: {error}"),
-                })
-            }
-            Err(error) => return Ok(Outcome::Failed(format!("undecodable: {error}"))),
-        };
-        let name = self.projection.name();
-        let applied: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM projection_versions WHERE projection = $1 AND aggregate_type = $2 AND aggregate_id = $3",
-        )
-        .bind(name)
-        .bind(&envelope.aggregate_type)
-        .bind(&envelope.aggregate_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if applied.is_some_and(|v| envelope.sequence <= v) {
-            return Ok(Outcome::Duplicate);
-        }
-        sqlx::query("SAVEPOINT apply_one")
-            .execute(&mut *conn)
-            .await?;
-        // The event's trace context goes with everything logged while applying it (the
-        // process manager also stores it with the commands it decides on).
-        let span = tracing::info_span!("apply", projection = name, event_type = %envelope.event_type,
-            event_id = %envelope.event_id, traceparent = %envelope.traceparent);
-        let applied = self
-            .projection
-            .apply(conn, &envelope)
-            .instrument(span)
-            .await;
-        match applied {
-            Ok(()) => {}
-            // Deadlock, serialization failure, lost connection: not the event's fault.
-            Err(crate::ApplyError::Database(error)) if infra::db::is_transient(&error) => {
-                return Err(RunError::Database(error))
-            }
-            Err(error) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT apply_one")
-                    .execute(&mut *conn)
-                    .await?;
-                return Ok(Outcome::Failed(crate::error_chain(&error)));
-            }
-        }
-        sqlx::query(
-            "INSERT INTO projection_versions (projection, aggregate_type, aggregate_id, version) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET version = EXCLUDED.version",
-        )
-        .bind(name)
-        .bind(&envelope.aggregate_type)
-        .bind(&envelope.aggregate_id)
-        .bind(envelope.sequence)
-        .execute(&mut *conn)
-        .await?;
-        Ok(Outcome::Applied(envelope.occurred_at))
-    }
-
-    async fn dead_letter(
-        &self,
-        conn: &mut PgConnection,
-        raw: &Raw,
-        error: &str,
-    ) -> Result<(), RunError> {
-        let name = self.projection.name();
-        if self.settings.projector.dead_letter_policy == DeadLetterPolicy::Halt {
-            return Err(RunError::Halted {
-                projection: name,
-                at: raw.source.clone(),
-                error: error.to_owned(),
-            });
-        }
-        tracing::warn!(projection = name, topic = %raw.source.topic, partition = raw.source.partition,
-            offset = raw.source.offset, %error, "event dead-lettered");
-        metrics::counter!("projection_dead_letters_total", "projection" => name).increment(1);
-        sqlx::query(
-            "INSERT INTO dead_letters (projection, topic, partition, \"offset\", event_id, aggregate_id, error, payload)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-        )
-        .bind(name)
-        .bind(&raw.source.topic)
-        .bind(raw.source.partition)
-        .bind(raw.source.offset)
-        .bind(raw.headers.get("event_id"))
-        .bind(raw.headers.get("aggregate_id"))
-        .bind(error)
-        .bind(&raw.payload)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
-}
-
-enum Outcome {
-    /// Applied; the event occurred then.
-    Applied(chrono::DateTime<chrono::Utc>),
-    Duplicate,
-    Failed(String),
 }
