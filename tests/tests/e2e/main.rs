@@ -5,6 +5,7 @@ mod bad_input;
 mod concurrency;
 mod event_store;
 mod helpers;
+mod hostile_input;
 mod idempotency;
 mod kafka;
 mod ops;
