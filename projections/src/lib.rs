@@ -8,6 +8,7 @@
 
 pub mod envelope;
 pub mod models;
+pub mod offsets;
 pub mod process_manager;
 pub mod projection;
 pub mod runner;

@@ -2,6 +2,7 @@
 //! One binary (this file's modules) to keep link time down.
 
 mod bad_input;
+mod bounded;
 mod concurrency;
 mod event_store;
 mod helpers;
@@ -18,5 +19,7 @@ mod projections;
 mod read_side;
 mod registry;
 mod relay;
+mod relay_parking;
 mod skeleton;
 mod users;
+mod version_waits;
