@@ -20,13 +20,6 @@ pub enum QueryError {
         current: Option<i64>,
         waited: Duration,
     },
-    /// `min_version` is beyond the aggregate's version in the event store: waiting cannot help.
-    #[error("the {what} is at version {committed}, before the requested {min_version}")]
-    Ahead {
-        what: &'static str,
-        min_version: i64,
-        committed: i64,
-    },
     /// The cap on reads waiting for `min_version` is reached.
     #[error("too many reads are waiting for a version")]
     TooManyWaiters,
@@ -78,20 +71,6 @@ impl IntoResponse for QueryError {
             .with_extension("min_version", min_version)
             .with_extension("current_version", current)
             .retry_after(1),
-            Self::Ahead {
-                what,
-                min_version,
-                committed,
-            } => Problem::new(
-                StatusCode::CONFLICT,
-                "min-version-ahead",
-                "Requested version does not exist",
-                format!(
-                    "the {what} is at version {committed}; version {min_version} has not been written"
-                ),
-            )
-            .with_extension("min_version", min_version)
-            .with_extension("current_version", committed),
             // 503: a bounded resource of this server is exhausted, not the client's quota.
             Self::TooManyWaiters => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,

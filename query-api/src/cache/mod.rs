@@ -27,9 +27,9 @@
 //! entity tag plus a fixed overhead.
 //!
 //! And whatever the cache holds, a read with `min_version = N` is never answered from an entry
-//! older than N: such a read goes to the database. If the read model is behind, the event store
-//! decides at once whether waiting can help: no such aggregate is `NotFound`, an `N` beyond
-//! the aggregate's committed version is `Ahead`. Otherwise the read waits (woken by the same
+//! older than N: such a read goes to the database. If the read model is behind and the event
+//! store has no such aggregate either, waiting cannot help: `NoSuchAggregate` at once.
+//! Otherwise the read waits (woken by the same
 //! notifications, polling as a fallback, sharing each database read with the other waiters on
 //! the resource; see `wait`) until the read model catches up or the bounded wait runs out,
 //! which the caller is told about explicitly. At most `query_api.max_version_waiters` reads
@@ -110,10 +110,6 @@ pub enum Miss<E> {
     },
     /// No aggregate with this id exists in the event store: there is nothing to wait for.
     NoSuchAggregate,
-    /// `min_version` is beyond the aggregate's committed version in the event store.
-    Ahead {
-        committed: i64,
-    },
     /// Too many reads are waiting for `min_version` already.
     Overloaded,
     Failed(E),
@@ -224,12 +220,10 @@ impl ReadCache {
         if let Some(found) = found.filter(|f| f.version >= min) {
             return Ok(found);
         }
-        match committed().await.map_err(Miss::Failed)? {
-            None => return Err(Miss::NoSuchAggregate),
-            Some(version) if version < min => {
-                return Err(Miss::Ahead { committed: version });
-            }
-            Some(_) => {}
+        // A version beyond the event store's may still be written within the wait (by the
+        // process manager, say), so only an aggregate without any event ends it at once.
+        if committed().await.map_err(Miss::Failed)?.is_none() {
+            return Err(Miss::NoSuchAggregate);
         }
         let found = self.wait_for(key, min, started, &load).await?;
         metrics::histogram!("query_min_version_wait_seconds", "resource" => kind)

@@ -95,20 +95,14 @@ where
                 current,
                 waited,
             },
-            Miss::Ahead { committed } => QueryError::Ahead {
-                what,
-                min_version: min_version.unwrap_or_default(),
-                committed,
-            },
             Miss::Overloaded => QueryError::TooManyWaiters,
             Miss::Failed(error) => QueryError::Database(error),
         })?;
     Ok(conditional(&found, request))
 }
 
-/// The aggregate's version in the event store, `None` when it has no events. The read
-/// models keep the aggregate's version (`what` is its aggregate type), so this is the newest
-/// version a read model can ever reach.
+/// The aggregate's version in the event store, `None` when it has no events (`what` is its
+/// aggregate type).
 async fn committed_version(
     pool: &PgPool,
     what: &'static str,
