@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test stack stop bench-write bench-relay bench-read fmt lint
+.PHONY: run test fuzz stack stop bench-write bench-relay bench-read fmt lint
 
 run:
 	./infra/local/run.sh
@@ -16,6 +16,13 @@ test: lint
 	$(CARGO) build --workspace --bins --locked
 	set -a && source .data/stack.env && set +a && \
 	  $(CARGO) test --workspace --locked --no-fail-fast -- --test-threads=$${TEST_THREADS:-4}
+	$(MAKE) fuzz
+
+# Both APIs fuzzed against their OpenAPI documents (Schemathesis, bounded examples); needs the
+# test stack's PostgreSQL and the debug binaries (`make test` builds both first).
+fuzz:
+	$(CARGO) build --workspace --bins --locked
+	set -a && source .data/stack.env && set +a && ./tests/fuzz/run.sh
 
 stack:
 	./infra/local/stack.sh up

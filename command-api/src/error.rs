@@ -126,6 +126,16 @@ fn command_problem(error: &CommandError) -> Problem {
             "Idempotency key reused",
             "this Idempotency-Key was used with a different request in the last 24 hours",
         ),
+        CommandError::Unstorable(_) => Problem::new(
+            S::UNPROCESSABLE_ENTITY,
+            "unstorable-value",
+            "Invalid request",
+            "the request carries a value that cannot be stored (such as a NUL character)",
+        )
+        .with_errors(vec![FieldProblem {
+            field: "body".to_owned(),
+            message: "contains a value that cannot be stored".to_owned(),
+        }]),
         CommandError::Unavailable(_) => Problem::unavailable("the database", 2),
         CommandError::Internal(_) => Problem::internal(),
     }
@@ -170,6 +180,9 @@ impl IntoResponse for ApiError {
         match &self {
             Self::Command(CommandError::Internal(source)) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "command failed");
+            }
+            Self::Command(CommandError::Unstorable(source)) => {
+                tracing::warn!(error = %error_chain(source.as_ref()), "value refused by the store");
             }
             Self::Command(CommandError::Unavailable(source)) => {
                 tracing::warn!(error = %error_chain(source.as_ref()), "database unavailable");

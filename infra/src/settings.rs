@@ -80,6 +80,9 @@ pub struct RelaySettings {
     pub enabled: bool,
     /// Most events read and published per batch.
     pub batch_size: i64,
+    /// Most bytes (payload and metadata as JSON text) read per batch; a batch always holds at
+    /// least one event.
+    pub batch_max_bytes: i64,
     /// Polling fallback when no notification arrives.
     pub poll_interval_ms: u64,
     /// Checkpoint row name; relays sharing a name share progress and the lock.
@@ -129,8 +132,11 @@ pub struct QueryApiSettings {
     pub worker_threads: usize,
     /// The longest a read with `min_version` waits for the read model to catch up.
     pub max_wait_ms: u64,
-    /// Most single-resource representations kept in the cache.
-    pub cache_capacity: u64,
+    /// Most bytes of single-resource representations (bodies and tags) kept in the cache.
+    pub cache_max_bytes: u64,
+    /// Most reads waiting for `min_version` at once; past it a read is answered 503 with
+    /// `Retry-After` instead of waiting.
+    pub max_version_waiters: usize,
     /// A cached entry is dropped after this long even without a change notification: a
     /// second line of defence should notifications ever be lost unnoticed.
     pub cache_ttl_secs: u64,
@@ -240,6 +246,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("kafka.fetch_wait_max_ms", "500"),
     ("relay.enabled", "true"),
     ("relay.batch_size", "5000"),
+    ("relay.batch_max_bytes", "8388608"),
     ("relay.poll_interval_ms", "500"),
     ("relay.name", "default"),
     ("projector.batch_size", "500"),
@@ -257,7 +264,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("query_api.port", "8081"),
     ("query_api.worker_threads", "0"),
     ("query_api.max_wait_ms", "5000"),
-    ("query_api.cache_capacity", "100000"),
+    ("query_api.cache_max_bytes", "268435456"),
+    ("query_api.max_version_waiters", "1000"),
     ("query_api.cache_ttl_secs", "60"),
     ("log.filter", "info,sqlx=warn"),
     ("log.format", "json"),

@@ -9,6 +9,7 @@
 pub mod envelope;
 pub mod gap;
 pub mod models;
+pub mod offsets;
 pub mod process_manager;
 pub mod projection;
 pub mod runner;

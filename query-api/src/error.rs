@@ -20,6 +20,9 @@ pub enum QueryError {
         current: Option<i64>,
         waited: Duration,
     },
+    /// The cap on reads waiting for `min_version` is reached.
+    #[error("too many reads are waiting for a version")]
+    TooManyWaiters,
     #[error("database error")]
     Database(#[from] sqlx::Error),
 }
@@ -68,12 +71,37 @@ impl IntoResponse for QueryError {
             .with_extension("min_version", min_version)
             .with_extension("current_version", current)
             .retry_after(1),
+            // 503: a bounded resource of this server is exhausted, not the client's quota.
+            Self::TooManyWaiters => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too-many-waiters",
+                "Too many waiting reads",
+                "too many reads are waiting for min_version; retry, or read without min_version",
+            )
+            .retry_after(1),
             Self::Database(error) if infra::db::is_unavailable(&error) => {
                 tracing::warn!(
                     error = &error as &dyn std::error::Error,
                     "database unavailable"
                 );
                 Problem::unavailable("the database", 2)
+            }
+            // A value PostgreSQL refused (class 22) came from the request.
+            Self::Database(error) if infra::db::is_data_exception(&error) => {
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "value refused by the database"
+                );
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation-failed",
+                    "Invalid request parameters",
+                    "a parameter carries a value the database cannot compare",
+                )
+                .with_errors(vec![FieldProblem {
+                    field: "query".to_owned(),
+                    message: "contains a value that cannot be compared".to_owned(),
+                }])
             }
             Self::Database(error) => {
                 tracing::error!(error = &error as &dyn std::error::Error, "query failed");

@@ -1,6 +1,7 @@
 //! The OpenAPI 3 document served at `GET /openapi.json`, generated from the handlers' and
 //! views' annotations so it cannot drift from the code.
 
+use infra::http::openapi::Problems;
 use utoipa::OpenApi;
 
 use crate::routes::{analytics, audit, orders, payments, users, Page};
@@ -25,6 +26,7 @@ use crate::routes::{analytics, audit, orders, payments, users, Page};
         payments::PaymentView, payments::OrderPayments, analytics::Revenue,
         analytics::RevenueDay, analytics::Funnel, audit::AuditEntry, Page<audit::AuditEntry>,
     )),
+    modifiers(&PROBLEMS),
     tags(
         (name = "users", description = "Users"),
         (name = "orders", description = "Orders"),
@@ -34,6 +36,18 @@ use crate::routes::{analytics, audit, orders, payments, users, Page};
     )
 )]
 pub struct ApiDoc;
+
+/// What any read can answer besides its own outcomes (503 and 504 are added for every
+/// service): an unknown id and a parameter that is unknown, malformed or out of range.
+const PROBLEMS: Problems = Problems {
+    statuses: &[
+        (404, "no such resource"),
+        (
+            422,
+            "a query parameter is unknown, malformed or out of range; `errors` names it",
+        ),
+    ],
+};
 
 pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(ApiDoc::openapi())

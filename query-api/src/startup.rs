@@ -24,9 +24,10 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
     let pool = db::connect(&settings.database).await?;
     let q = &settings.query_api;
     let cache = Arc::new(ReadCache::new(
-        q.cache_capacity,
+        q.cache_max_bytes,
         Duration::from_secs(q.cache_ttl_secs),
         Duration::from_millis(q.max_wait_ms),
+        q.max_version_waiters,
     ));
     let state = AppState {
         pool: pool.clone(),

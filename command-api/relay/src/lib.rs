@@ -190,7 +190,9 @@ impl Relay {
                 .execute(&mut lock)
                 .await
                 .map_err(|_| RelayError::LostLock)?;
-            let batch = tail::fetch(&self.pool, &cursor, self.settings.relay.batch_size).await?;
+            let relay = &self.settings.relay;
+            let batch =
+                tail::fetch(&self.pool, &cursor, relay.batch_size, relay.batch_max_bytes).await?;
             if batch.is_empty() {
                 if let Some(sent) = in_flight.take() {
                     self.settle(sent, &mut checkpoint).await?;
@@ -208,7 +210,7 @@ impl Relay {
                 cursor = last.checkpoint.clone();
             }
             tracing::debug!(events = batch.len(), "relay: publishing a batch");
-            let sent = publisher.send(batch).await?;
+            let sent = publisher.send(&self.pool, batch).await?;
             if let Some(previous) = in_flight.replace(sent) {
                 self.settle(previous, &mut checkpoint).await?;
             }

@@ -9,6 +9,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use schemas::wire::EventEncoder;
+use sqlx::PgPool;
 
 use crate::tail::{Checkpoint, StoredEvent};
 
@@ -21,6 +22,8 @@ pub enum PublishError {
         #[source]
         source: schemas::SchemaError,
     },
+    #[error("parking an unencodable event failed")]
+    Park(#[source] sqlx::Error),
     #[error("the broker did not acknowledge event {event_id}")]
     Delivery {
         event_id: uuid::Uuid,
@@ -109,10 +112,25 @@ impl Publisher {
     /// Encodes the batch and hands it to the producer; the broker's acknowledgements are
     /// awaited later ([`InFlight::acknowledged`]), so the next batch can be read and encoded
     /// meanwhile.
-    pub async fn send(&self, events: Vec<StoredEvent>) -> Result<InFlight, PublishError> {
+    ///
+    /// An event whose payload cannot be encoded against its schema is parked (see [`park`])
+    /// and left out; the registry being unreachable fails the batch, to be retried.
+    pub async fn send(
+        &self,
+        pool: &PgPool,
+        events: Vec<StoredEvent>,
+    ) -> Result<InFlight, PublishError> {
         let mut futures = Vec::with_capacity(events.len());
-        for event in &events {
-            let message = self.encode(event).await?;
+        let mut sent = Vec::with_capacity(events.len());
+        for event in events {
+            let message = match self.encode(&event).await {
+                Ok(message) => message,
+                Err(PublishError::Encode { source, .. }) if is_permanent(&source) => {
+                    park(pool, &event, &source).await?;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             let future = self
                 .enqueue(&message)
                 .await
@@ -121,12 +139,10 @@ impl Publisher {
                     source,
                 })?;
             futures.push(future);
+            sent.push((event.checkpoint, event.event_id));
         }
         Ok(InFlight {
-            events: events
-                .into_iter()
-                .map(|e| (e.checkpoint, e.event_id))
-                .collect(),
+            events: sent,
             futures,
             ack_timeout: self.ack_timeout,
         })
@@ -149,6 +165,43 @@ impl Publisher {
             }
         }
     }
+}
+
+/// True when encoding the same event again cannot succeed: the payload does not fit the
+/// schema, or there is no usable schema for it. The registry being unreachable or refusing a
+/// call may pass.
+fn is_permanent(error: &schemas::SchemaError) -> bool {
+    use schemas::SchemaError as E;
+    !matches!(error, E::Registry(_) | E::RegistryUnreachable(_))
+}
+
+/// Parks an event the relay cannot encode in `relay_parked_events`, counted by
+/// `relay_events_parked_total` and logged as an error, so one bad event never stops the relay.
+pub async fn park(
+    pool: &PgPool,
+    event: &StoredEvent,
+    error: &schemas::SchemaError,
+) -> Result<(), PublishError> {
+    let reason = infra::error_chain(error);
+    tracing::error!(event_id = %event.event_id, event_type = %event.event_type,
+        global_position = event.checkpoint.global_position, error = %reason,
+        "relay: event cannot be encoded; parked in relay_parked_events");
+    metrics::counter!("relay_events_parked_total").increment(1);
+    sqlx::query(
+        "INSERT INTO relay_parked_events
+             (event_id, global_position, aggregate_type, aggregate_id, event_type, error)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event.event_id)
+    .bind(event.checkpoint.global_position)
+    .bind(&event.aggregate_type)
+    .bind(&event.aggregate_id)
+    .bind(&event.event_type)
+    .bind(reason)
+    .execute(pool)
+    .await
+    .map_err(PublishError::Park)?;
+    Ok(())
 }
 
 /// A sent batch whose acknowledgements are still due.

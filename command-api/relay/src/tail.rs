@@ -31,24 +31,41 @@ pub struct StoredEvent {
     pub event_id: uuid::Uuid,
 }
 
+/// Up to `$3` events, cut where their running size passes `$4` bytes (the event that passes
+/// it is still included, so one event larger than the cap is read on its own).
 const FETCH_SQL: &str = "
-SELECT tx_id::text AS tx_id, global_position, aggregate_type, aggregate_id, sequence,
+SELECT tx_id, global_position, aggregate_type, aggregate_id, sequence,
        event_type, event_version, payload, metadata, event_id
-FROM events
-WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
-  AND (tx_id, global_position) > ($1::text::xid8, $2)
-ORDER BY tx_id, global_position
-LIMIT $3";
+FROM (
+    SELECT tx_id::text AS tx_id, global_position, aggregate_type, aggregate_id, sequence,
+           event_type, event_version, payload, metadata, event_id,
+           SUM(octet_length(payload::text) + octet_length(metadata::text))
+               OVER (ORDER BY tx_id, global_position) AS running,
+           octet_length(payload::text) + octet_length(metadata::text) AS size
+    FROM (
+        SELECT * FROM events
+        WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
+          AND (tx_id, global_position) > ($1::text::xid8, $2)
+        ORDER BY tx_id, global_position
+        LIMIT $3
+    ) AS next
+) AS sized
+WHERE running - size < $4
+ORDER BY tx_id::xid8, global_position";
 
+/// The next events after `after`: at most `limit` of them and about `max_bytes` of payload
+/// and metadata, whichever is reached first.
 pub async fn fetch(
     pool: &PgPool,
     after: &Checkpoint,
     limit: i64,
+    max_bytes: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let rows = sqlx::query(FETCH_SQL)
         .bind(after.tx_id.to_string())
         .bind(after.global_position)
         .bind(limit)
+        .bind(max_bytes)
         .fetch_all(pool)
         .await?;
     rows.iter()

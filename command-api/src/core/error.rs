@@ -28,6 +28,10 @@ pub enum CommandError {
     Taken { scope: String },
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyMismatch,
+    /// PostgreSQL refused a value the command carried (SQLSTATE class 22); the request is at
+    /// fault. Values are checked before they get this far, so this is the last line.
+    #[error("the event store refused a value of the request")]
+    Unstorable(#[source] Source),
     #[error("database unavailable")]
     Unavailable(#[source] Source),
     #[error("internal error")]
@@ -52,7 +56,9 @@ impl CommandError {
                 ErrorKind::Conflict => "rejected",
                 ErrorKind::Invalid { .. } => "invalid",
             },
-            Self::InvalidReference { .. } | Self::IdempotencyKeyMismatch => "invalid",
+            Self::InvalidReference { .. } | Self::IdempotencyKeyMismatch | Self::Unstorable(_) => {
+                "invalid"
+            }
             Self::VersionConflict { .. } | Self::Taken { .. } => "conflict",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "error",
@@ -60,10 +66,13 @@ impl CommandError {
     }
 }
 
-/// Maps a database error: unreachable means unavailable, anything else is ours.
+/// Maps a database error: unreachable means unavailable, a refused value is the request's,
+/// anything else is ours.
 pub fn database_error(error: sqlx::Error) -> CommandError {
     if infra::db::is_unavailable(&error) {
         CommandError::Unavailable(Box::new(error))
+    } else if infra::db::is_data_exception(&error) {
+        CommandError::Unstorable(Box::new(error))
     } else {
         CommandError::Internal(Box::new(error))
     }
@@ -73,6 +82,8 @@ pub fn database_error(error: sqlx::Error) -> CommandError {
 pub fn shared_database_error(error: std::sync::Arc<sqlx::Error>) -> CommandError {
     if infra::db::is_unavailable(&error) {
         CommandError::Unavailable(Box::new(error))
+    } else if infra::db::is_data_exception(&error) {
+        CommandError::Unstorable(Box::new(error))
     } else {
         CommandError::Internal(Box::new(error))
     }

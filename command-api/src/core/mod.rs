@@ -345,6 +345,7 @@ fn append_failed(error: AppendError) -> CommandError {
         }
         AppendError::ClaimTaken { scope } => CommandError::Taken { scope },
         AppendError::Database(error) => shared_database_error(error),
+        AppendError::InvalidData(error) => CommandError::Unstorable(Box::new(error)),
         AppendError::Closed => CommandError::Unavailable(Box::new(AppendError::Closed)),
         AppendError::Empty | AppendError::IdempotencyKeyUsed(_) => {
             CommandError::Internal(Box::new(error))

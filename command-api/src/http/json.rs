@@ -1,7 +1,8 @@
 //! [`JsonBody`]: reads the body under the configured limit, insists on JSON, rejects unknown
 //! fields (the DTOs say `deny_unknown_fields`), and reports wrong types and missing or unknown
-//! fields as 422 naming the field path. Syntax errors are 400. It also digests the raw body for
-//! idempotency checks.
+//! fields as 422 naming the field path. Syntax errors are 400. A NUL character in any string
+//! (key or value) is 422 naming the field too: PostgreSQL stores neither text nor jsonb with
+//! NUL in it. It also digests the raw body for idempotency checks.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -71,6 +72,14 @@ async fn read_limited(request: Request, limit: usize) -> Result<Bytes, ApiError>
 
 /// Parses with the failing field's path in the error.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Valid JSON can carry NUL only as the escape `\u0000`; only then is a second look needed.
+    if bytes.windows(6).any(|w| w == b"\\u0000") {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
+            if let Some(field) = nul_path(&value, String::new()) {
+                return Err(ApiError::field(field, "must not contain NUL characters"));
+            }
+        }
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -84,6 +93,36 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .end()
         .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     Ok(value)
+}
+
+/// The path (as serde_path_to_error writes it) of the first string holding a NUL; for a key
+/// holding one, the path of that key.
+fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(text) if text.contains('\0') => Some(if path.is_empty() {
+            ".".to_owned()
+        } else {
+            path
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path(item, format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            let here = if path.is_empty() {
+                key.replace('\0', "\\u0000")
+            } else {
+                format!("{path}.{}", key.replace('\0', "\\u0000"))
+            };
+            if key.contains('\0') {
+                Some(here)
+            } else {
+                nul_path(item, here)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// serde names unknown and missing fields in the message, relative to the path.
@@ -169,6 +208,24 @@ mod tests {
             parse::<Body>(b"{\"name\": \"a\", \"items\": []} trailing"),
             Err(ApiError::MalformedJson(_))
         ));
+    }
+
+    #[test]
+    fn nul_characters_are_refused_naming_the_field() {
+        assert_eq!(
+            field_of(r#"{"name": "a\u0000b", "items": []}"#).field,
+            "name"
+        );
+        let nested = r#"{"name": "a", "items": [{"sku": "s", "quantity": 1}, {"sku": "\u0000", "quantity": 1}]}"#;
+        assert_eq!(field_of(nested).field, "items[1].sku");
+        let value: serde_json::Value =
+            serde_json::from_str(r#"{"preferences": {"k\u0000": 1}}"#).unwrap();
+        assert_eq!(
+            nul_path(&value, String::new()).as_deref(),
+            Some("preferences.k\\u0000")
+        );
+        // An escaped backslash followed by `u0000` is six ordinary characters.
+        assert!(parse::<Body>(br#"{"name": "a\\u0000", "items": []}"#).is_ok());
     }
 
     #[test]

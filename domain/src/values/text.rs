@@ -131,12 +131,32 @@ impl Preferences {
         if map.len() > Self::MAX_KEYS || bytes > Self::MAX_BYTES {
             return Err(too_big);
         }
+        // Stored as jsonb, which cannot hold NUL in a key or a string.
+        if map
+            .iter()
+            .any(|(key, value)| key.contains('\0') || holds_nul(value))
+        {
+            return Err(ValueError::BadCharacters);
+        }
         Ok(Self(map))
     }
     pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
         &self.0
     }
 }
+/// True when a string anywhere in the value (key or value) contains NUL.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, item)| key.contains('\0') || holds_nul(item)),
+        _ => false,
+    }
+}
+
 impl TryFrom<serde_json::Value> for Preferences {
     type Error = ValueError;
     fn try_from(raw: serde_json::Value) -> Result<Self, Self::Error> {
@@ -193,6 +213,18 @@ mod tests {
         assert!(Preferences::parse(json!({"big": "x".repeat(9000)})).is_err());
         let many: serde_json::Map<_, _> = (0..65).map(|i| (i.to_string(), json!(i))).collect();
         assert!(Preferences::parse(serde_json::Value::Object(many)).is_err());
+    }
+
+    #[test]
+    fn preferences_cannot_hold_nul() {
+        for raw in [
+            json!({"note": "a\u{0}b"}),
+            json!({"k\u{0}": 1}),
+            json!({"deep": [{"x": ["\u{0}"]}]}),
+            json!({"deep": {"k\u{0}": true}}),
+        ] {
+            assert_eq!(Preferences::parse(raw), Err(ValueError::BadCharacters));
+        }
     }
 
     #[test]

@@ -67,6 +67,13 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         }))
 }
 
+/// True when PostgreSQL refused a value the request carried (SQLSTATE class 22, data
+/// exception: a NUL in text or jsonb, a number out of range, an untranslatable character):
+/// the request is at fault, never the server, so callers answer 422 and retrying cannot help.
+pub fn is_data_exception(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")))
+}
+
 /// True when the error means the database could not be reached (as opposed to a query that
 /// the database refused): callers answer 503 with `Retry-After` for these.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {

@@ -3,9 +3,10 @@
 //!
 //! Under load, one statement and one WAL flush then carry many commands instead of one each;
 //! when idle, a batch is a single request and adds no delay. A batch is all-or-nothing, so if
-//! it fails (a version conflict or a taken email in any one of its requests), every request in
-//! it is retried in halves until each gets its own answer: one request's conflict never fails
-//! another. If the database is unreachable, the whole batch gets that answer at once.
+//! it fails (a version conflict, a taken email or a value PostgreSQL refuses in any one of its
+//! requests), every request in it is retried in halves until each gets its own answer: one
+//! request's conflict or bad value never fails another. If the database is unreachable, the
+//! whole batch gets that answer at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -121,6 +122,10 @@ fn write_group<'a>(
         if crate::db::is_unavailable(&error) {
             return fail_all(error, requests.len());
         }
+        // A refused value (class 22) is some request's own: find it by halving.
+        if crate::db::is_data_exception(&error) {
+            return halve(pool, requests).await;
+        }
         let current = match current_versions(pool, requests).await {
             Ok(current) => current,
             Err(error) => return fail_all(error, requests.len()),
@@ -132,10 +137,7 @@ fn write_group<'a>(
         };
         let retry: Vec<&AppendRequest> = requests.iter().copied().filter(|r| !stale(r)).collect();
         let mut retried = if retry.len() == requests.len() {
-            let (left, right) = requests.split_at(requests.len() / 2);
-            let mut results = write_group(pool, left).await;
-            results.extend(write_group(pool, right).await);
-            results
+            halve(pool, requests).await
         } else {
             write_group(pool, &retry).await
         }
@@ -152,6 +154,14 @@ fn write_group<'a>(
             )
             .collect()
     })
+}
+
+/// Writes each half of the group on its own, so each request gets its own answer.
+async fn halve(pool: &PgPool, requests: &[&AppendRequest]) -> Vec<Result<Appended, AppendError>> {
+    let (left, right) = requests.split_at(requests.len() / 2);
+    let mut results = write_group(pool, left).await;
+    results.extend(write_group(pool, right).await);
+    results
 }
 
 /// The same database error for each of `count` requests.

@@ -97,14 +97,24 @@ pub enum AppendError {
     IdempotencyKeyUsed(Remembered),
     #[error("nothing to append")]
     Empty,
+    /// PostgreSQL refused a value of this request (SQLSTATE class 22); the request is at
+    /// fault, and in a group commit only this request gets the answer.
+    #[error("the event store refused a value of the request")]
+    InvalidData(#[source] Arc<sqlx::Error>),
     #[error("the event store is shutting down")]
     Closed,
     #[error("event store query failed")]
     Database(#[source] Arc<sqlx::Error>),
 }
 
+/// A database error of an append: a value PostgreSQL refused is the request's fault
+/// ([`AppendError::InvalidData`]), anything else the store's.
 pub(crate) fn db(error: sqlx::Error) -> AppendError {
-    AppendError::Database(Arc::new(error))
+    if crate::db::is_data_exception(&error) {
+        AppendError::InvalidData(Arc::new(error))
+    } else {
+        AppendError::Database(Arc::new(error))
+    }
 }
 
 /// Turns unique violations into the conflicts they mean.

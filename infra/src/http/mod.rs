@@ -1,6 +1,7 @@
 //! HTTP pieces every service shares: RFC 9457 problem responses, `/healthz`, `/readyz`,
 //! `/metrics`, a request-metrics middleware and the graceful-shutdown signal.
 
+pub mod openapi;
 mod ops;
 mod problem;
 

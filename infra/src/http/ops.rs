@@ -102,11 +102,11 @@ async fn render_metrics(State(state): State<OpsState>) -> Response {
 }
 
 /// Records `http_requests_total` and `http_request_duration_seconds` by method, matched route
-/// and status. Unmatched paths are recorded as `unmatched` so that random URLs cannot blow up
-/// the label set.
+/// and status. Unmatched paths are recorded as `unmatched` and methods outside the standard
+/// set as `other`, so that no client can create label values (series) of its own.
 pub async fn record_http_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method()).to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -119,6 +119,23 @@ pub async fn record_http_metrics(request: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The metric label of a request method: one of the standard methods, or `other`.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -168,4 +185,20 @@ pub async fn method_not_allowed(method: Method) -> Problem {
         "Method not allowed",
         format!("{method} is not allowed on this route"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::method_label;
+    use axum::http::Method;
+
+    #[test]
+    fn method_labels_are_a_fixed_set() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        for raw in ["FOO", "get", "X-ANYTHING-0123456789"] {
+            let method = Method::from_bytes(raw.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{raw}");
+        }
+    }
 }

@@ -17,21 +17,39 @@ ON CONFLICT (day, currency) DO UPDATE SET
     refunded_minor = rm_revenue_daily.refunded_minor + EXCLUDED.refunded_minor,
     orders = rm_revenue_daily.orders + EXCLUDED.orders";
 
+/// Adds to the day's totals. A total that would pass `bigint` (SQLSTATE 22003) parks the
+/// event: it is dead-lettered with an `Overflow` error, counted in
+/// `read_model_overflows_total` (alert on any increase) and logged as an error, so the totals
+/// never wrap and the projection never stops.
 async fn revenue(
     conn: &mut PgConnection,
     e: &Envelope,
     currency: &str,
     (captured, refunded, orders): (i64, i64, i64),
 ) -> Result<(), ApplyError> {
-    sqlx::query(REVENUE_SQL)
+    let added = sqlx::query(REVENUE_SQL)
         .bind(e.occurred_at)
         .bind(currency)
         .bind(captured)
         .bind(refunded)
         .bind(orders)
         .execute(conn)
-        .await?;
-    Ok(())
+        .await;
+    match added {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("22003") => {
+            let key = format!("{} {currency}", e.occurred_at.date_naive());
+            metrics::counter!("read_model_overflows_total", "table" => "rm_revenue_daily")
+                .increment(1);
+            tracing::error!(table = "rm_revenue_daily", %key, event_id = %e.event_id,
+                "revenue total would overflow; event parked in dead_letters");
+            Err(ApplyError::Overflow {
+                table: "rm_revenue_daily",
+                key,
+            })
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 async fn funnel(conn: &mut PgConnection, e: &Envelope, status: &str) -> Result<(), ApplyError> {

@@ -32,6 +32,10 @@ pub enum ApplyError {
         #[source]
         source: serde_json::Error,
     },
+    /// A running total would pass what its column holds: the event is parked (dead-lettered)
+    /// rather than the total wrapped or the projection stopped; see `analytics`.
+    #[error("{table}: the total for {key} would overflow")]
+    Overflow { table: &'static str, key: String },
     #[error("database error")]
     Database(#[from] sqlx::Error),
 }

@@ -41,10 +41,9 @@ impl Runner {
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
         let mut occurred = Vec::new();
         for raw in batch {
-            next.insert(
-                (raw.source.topic.clone(), raw.source.partition),
-                raw.source.offset + 1,
-            );
+            let key = (raw.source.topic.clone(), raw.source.partition);
+            let offset = next.entry(key).or_insert(0);
+            *offset = (*offset).max(raw.source.offset + 1);
             match self.decode(decoder, raw).await? {
                 Ok(envelope) => {
                     self.handle(&mut tx, &envelope, &raw.payload, &mut occurred)
@@ -62,15 +61,13 @@ impl Runner {
             }
         }
         for ((topic, partition), offset) in next {
-            sqlx::query(
-                "INSERT INTO projection_offsets (projection, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+            crate::offsets::save_offset(
+                &mut *tx,
+                self.projection.name(),
+                &topic,
+                partition,
+                offset,
             )
-            .bind(self.projection.name())
-            .bind(topic)
-            .bind(partition)
-            .bind(offset)
-            .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;

@@ -20,10 +20,20 @@
 //! - **Time to live.** Entries expire after `query_api.cache_ttl_secs` regardless, bounding
 //!   the damage of a notification lost in a way nobody noticed.
 //!
+//! A store that is skipped for one of these reasons also drops an entry older than what was
+//! read, so no reader is served a version older than one already read from the database.
+//!
+//! The cache is bounded by bytes (`query_api.cache_max_bytes`): each entry weighs its body and
+//! entity tag plus a fixed overhead.
+//!
 //! And whatever the cache holds, a read with `min_version = N` is never answered from an entry
-//! older than N: such a read goes to the database and, if the read model is behind, waits
-//! (woken by the same notifications, polling as a fallback) until it catches up or the bounded
-//! wait runs out, which the caller is told about explicitly.
+//! older than N: such a read goes to the database. If the read model is behind and the event
+//! store has no such aggregate either, waiting cannot help: `NoSuchAggregate` at once.
+//! Otherwise the read waits (woken by the same
+//! notifications, polling as a fallback, sharing each database read with the other waiters on
+//! the resource; see `wait`) until the read model catches up or the bounded wait runs out,
+//! which the caller is told about explicitly. At most `query_api.max_version_waiters` reads
+//! wait at once; past that, `Overloaded`.
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
@@ -37,6 +47,8 @@ use moka::ops::compute::Op;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use wait::Waits;
+
 /// The notification channel the read-model triggers send on.
 pub const CHANNEL: &str = "read_models";
 
@@ -45,6 +57,9 @@ const SHARDS: usize = 1024;
 
 /// How often a waiting read re-checks the database when no notification wakes it.
 const POLL: Duration = Duration::from_millis(100);
+
+/// What an entry weighs beyond its body and tag: key, version, pointers and moka's own share.
+const ENTRY_OVERHEAD: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Key {
@@ -93,6 +108,10 @@ pub enum Miss<E> {
         current: Option<i64>,
         waited: Duration,
     },
+    /// No aggregate with this id exists in the event store: there is nothing to wait for.
+    NoSuchAggregate,
+    /// Too many reads are waiting for `min_version` already.
+    Overloaded,
     Failed(E),
 }
 
@@ -107,13 +126,21 @@ pub struct ReadCache {
     hasher: std::collections::hash_map::RandomState,
     listening: AtomicBool,
     max_wait: Duration,
+    waits: Waits,
+}
+
+/// What an entry counts against `max_bytes`.
+fn weigh(_: &Key, representation: &Arc<Representation>) -> u32 {
+    let bytes = representation.body.len() + representation.etag.len() + ENTRY_OVERHEAD;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 impl ReadCache {
-    pub fn new(capacity: u64, ttl: Duration, max_wait: Duration) -> Self {
+    pub fn new(max_bytes: u64, ttl: Duration, max_wait: Duration, max_waiters: usize) -> Self {
         Self {
             entries: Cache::builder()
-                .max_capacity(capacity)
+                .weigher(weigh)
+                .max_capacity(max_bytes)
                 .time_to_live(ttl)
                 .build(),
             shards: (0..SHARDS)
@@ -125,6 +152,7 @@ impl ReadCache {
             hasher: Default::default(),
             listening: AtomicBool::new(false),
             max_wait,
+            waits: Waits::new(max_waiters),
         }
     }
 
@@ -155,16 +183,21 @@ impl ReadCache {
     }
 
     /// The representation of `key`, from the cache or from `load`; with `min_version`, one at
-    /// that version or newer, waiting (bounded) for the read model to reach it.
-    pub async fn get<E, F, Fut>(
+    /// that version or newer, waiting (bounded) for the read model to reach it. `committed`
+    /// answers the aggregate's version in the event store (`None`: no such aggregate); it is
+    /// asked only when the read model is behind `min_version`.
+    pub async fn get<E, F, Fut, C, CFut>(
         &self,
         key: Key,
         min_version: Option<i64>,
         load: F,
+        committed: C,
     ) -> Result<Arc<Representation>, Miss<E>>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Option<Representation>, E>>,
+        C: FnOnce() -> CFut,
+        CFut: Future<Output = Result<Option<i64>, E>>,
     {
         let kind = key.kind();
         if let Some(hit) = self.entries.get(&key).await {
@@ -177,41 +210,92 @@ impl ReadCache {
         metrics::counter!("query_cache_requests_total", "resource" => kind, "result" => "miss")
             .increment(1);
         let started = Instant::now();
+        let found = self
+            .load_and_store(key, &load)
+            .await
+            .map_err(Miss::Failed)?;
+        let Some(min) = min_version else {
+            return found.ok_or(Miss::NotFound);
+        };
+        if let Some(found) = found.filter(|f| f.version >= min) {
+            return Ok(found);
+        }
+        // A version beyond the event store's may still be written within the wait (by the
+        // process manager, say), so only an aggregate without any event ends it at once.
+        if committed().await.map_err(Miss::Failed)?.is_none() {
+            return Err(Miss::NoSuchAggregate);
+        }
+        let found = self.wait_for(key, min, started, &load).await?;
+        metrics::histogram!("query_min_version_wait_seconds", "resource" => kind)
+            .record(started.elapsed().as_secs_f64());
+        Ok(found)
+    }
+
+    /// Waits until `load` returns version `min` or newer, or the bounded wait runs out.
+    async fn wait_for<E, F, Fut>(
+        &self,
+        key: Key,
+        min: i64,
+        started: Instant,
+        load: &F,
+    ) -> Result<Arc<Representation>, Miss<E>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Option<Representation>, E>>,
+    {
+        let kind = key.kind();
+        let Some(waiter) = self.waits.join(key) else {
+            metrics::counter!("query_min_version_overloaded_total", "resource" => kind)
+                .increment(1);
+            return Err(Miss::Overloaded);
+        };
         let deadline = started + self.max_wait;
+        let mut fresh_since = started;
         loop {
             let shard = self.shard(&key);
             let notified = shard.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let generation = shard.generation.load(Ordering::SeqCst);
-            let loaded = load().await.map_err(Miss::Failed)?.map(Arc::new);
-            if let Some(fresh) = &loaded {
-                self.store(key, fresh, shard, generation).await;
+            let found = waiter
+                .wait()
+                .read(fresh_since, || self.load_and_store(key, load))
+                .await
+                .map_err(Miss::Failed)?;
+            if let Some(found) = found.as_ref().filter(|f| f.version >= min) {
+                return Ok(found.clone());
             }
-            let current = loaded.as_ref().map(|r| r.version);
-            match (loaded, min_version) {
-                (Some(found), None) => return Ok(found),
-                (None, None) => return Err(Miss::NotFound),
-                (Some(found), Some(min)) if found.version >= min => {
-                    metrics::histogram!("query_min_version_wait_seconds", "resource" => kind)
-                        .record(started.elapsed().as_secs_f64());
-                    return Ok(found);
-                }
-                (_, Some(_)) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        metrics::counter!("query_min_version_timeouts_total", "resource" => kind)
-                            .increment(1);
-                        return Err(Miss::Behind {
-                            current,
-                            waited: started.elapsed(),
-                        });
-                    }
-                    let nap = (deadline - now).min(POLL);
-                    let _ = tokio::time::timeout(nap, notified).await;
-                }
+            let now = Instant::now();
+            if now >= deadline {
+                metrics::counter!("query_min_version_timeouts_total", "resource" => kind)
+                    .increment(1);
+                return Err(Miss::Behind {
+                    current: found.map(|f| f.version),
+                    waited: started.elapsed(),
+                });
             }
+            let nap = (deadline - now).min(POLL);
+            let woken = tokio::time::timeout(nap, notified).await.is_ok();
+            fresh_since = wait::fresh_since(Instant::now(), woken, POLL);
         }
+    }
+
+    /// Reads `key` from the database and keeps it in the cache when that is safe.
+    async fn load_and_store<E, F, Fut>(
+        &self,
+        key: Key,
+        load: &F,
+    ) -> Result<Option<Arc<Representation>>, E>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Option<Representation>, E>>,
+    {
+        let shard = self.shard(&key);
+        let generation = shard.generation.load(Ordering::SeqCst);
+        let loaded = load().await?.map(Arc::new);
+        if let Some(fresh) = &loaded {
+            self.store(key, fresh, shard, generation).await;
+        }
+        Ok(loaded)
     }
 
     /// Stores `fresh` unless a change was notified since `generation` was read (then `fresh`
@@ -222,6 +306,7 @@ impl ReadCache {
         let unchanged =
             || self.is_listening() && shard.generation.load(Ordering::SeqCst) == generation;
         if !unchanged() {
+            self.drop_older(key, fresh.version).await;
             return;
         }
         let fresh = fresh.clone();
@@ -240,8 +325,20 @@ impl ReadCache {
             self.entries.invalidate(&key).await;
         }
     }
+
+    /// Drops the entry of `key` if it is older than `version` (which was just read).
+    async fn drop_older(&self, key: Key, version: i64) {
+        self.entries
+            .entry(key)
+            .and_compute_with(|existing| {
+                let older = existing.is_some_and(|e| e.value().version < version);
+                std::future::ready(if older { Op::Remove } else { Op::Nop })
+            })
+            .await;
+    }
 }
 
 mod listen;
 #[cfg(test)]
 mod tests;
+mod wait;

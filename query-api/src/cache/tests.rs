@@ -8,8 +8,18 @@ fn rep(version: i64) -> Representation {
     }
 }
 
+/// The event store's answer: the aggregate is at `version`.
+fn committed(version: i64) -> impl FnOnce() -> std::future::Ready<Result<Option<i64>, ()>> {
+    move || std::future::ready(Ok(Some(version)))
+}
+
 fn cache() -> ReadCache {
-    let cache = ReadCache::new(100, Duration::from_secs(60), Duration::from_millis(300));
+    let cache = ReadCache::new(
+        1 << 20,
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        8,
+    );
     cache.listening.store(true, Ordering::SeqCst);
     cache
 }
@@ -26,11 +36,32 @@ async fn a_cached_entry_is_served_until_a_change_is_notified() {
             std::future::ready(Ok::<_, ()>(Some(rep(v))))
         }
     };
-    assert_eq!(cache.get(key, None, load(1)).await.unwrap().version, 1);
-    assert_eq!(cache.get(key, None, load(2)).await.unwrap().version, 1);
+    assert_eq!(
+        cache
+            .get(key, None, load(1), committed(100))
+            .await
+            .unwrap()
+            .version,
+        1
+    );
+    assert_eq!(
+        cache
+            .get(key, None, load(2), committed(100))
+            .await
+            .unwrap()
+            .version,
+        1
+    );
     assert_eq!(loads.load(Ordering::SeqCst), 1);
     cache.changed(key).await;
-    assert_eq!(cache.get(key, None, load(2)).await.unwrap().version, 2);
+    assert_eq!(
+        cache
+            .get(key, None, load(2), committed(100))
+            .await
+            .unwrap()
+            .version,
+        2
+    );
     assert_eq!(loads.load(Ordering::SeqCst), 2);
 }
 
@@ -39,14 +70,22 @@ async fn min_version_bypasses_an_older_cached_entry() {
     let cache = cache();
     let key = Key::Order(Uuid::now_v7());
     cache
-        .get(key, None, || std::future::ready(Ok::<_, ()>(Some(rep(3)))))
+        .get(
+            key,
+            None,
+            || std::future::ready(Ok::<_, ()>(Some(rep(3)))),
+            committed(100),
+        )
         .await
         .unwrap();
     // No notification yet (it is in flight): the cache still holds version 3.
     let got = cache
-        .get(key, Some(4), || {
-            std::future::ready(Ok::<_, ()>(Some(rep(4))))
-        })
+        .get(
+            key,
+            Some(4),
+            || std::future::ready(Ok::<_, ()>(Some(rep(4)))),
+            committed(100),
+        )
         .await
         .unwrap();
     assert_eq!(got.version, 4);
@@ -58,9 +97,12 @@ async fn min_version_not_reached_says_behind_after_the_bounded_wait() {
     let key = Key::Payment(Uuid::now_v7());
     let started = Instant::now();
     let miss = cache
-        .get(key, Some(9), || {
-            std::future::ready(Ok::<_, ()>(Some(rep(2))))
-        })
+        .get(
+            key,
+            Some(9),
+            || std::future::ready(Ok::<_, ()>(Some(rep(2)))),
+            committed(100),
+        )
         .await
         .unwrap_err();
     match miss {
@@ -77,10 +119,15 @@ async fn a_read_that_raced_a_change_is_not_stored() {
     let cache_ref = &cache;
     // The change is notified while the load is in flight: what it read may be stale.
     let got = cache
-        .get(key, None, || async move {
-            cache_ref.changed(key).await;
-            Ok::<_, ()>(Some(rep(1)))
-        })
+        .get(
+            key,
+            None,
+            || async move {
+                cache_ref.changed(key).await;
+                Ok::<_, ()>(Some(rep(1)))
+            },
+            committed(100),
+        )
         .await
         .unwrap();
     assert_eq!(got.version, 1);
@@ -93,7 +140,12 @@ async fn nothing_is_stored_while_the_listener_is_down() {
     cache.listening.store(false, Ordering::SeqCst);
     let key = Key::User(Uuid::now_v7());
     cache
-        .get(key, None, || std::future::ready(Ok::<_, ()>(Some(rep(1)))))
+        .get(
+            key,
+            None,
+            || std::future::ready(Ok::<_, ()>(Some(rep(1)))),
+            committed(100),
+        )
         .await
         .unwrap();
     assert!(cache.entries.get(&key).await.is_none());
@@ -105,4 +157,107 @@ fn notification_payloads_parse() {
     assert_eq!(Key::parse(&format!("order:{id}")), Some(Key::Order(id)));
     assert_eq!(Key::parse(&format!("invoice:{id}")), None);
     assert_eq!(Key::parse("user:not-a-uuid"), None);
+}
+
+#[tokio::test]
+async fn a_missing_aggregate_is_answered_at_once() {
+    let cache = cache();
+    let key = Key::Order(Uuid::now_v7());
+    let none = || std::future::ready(Ok::<_, ()>(None));
+    let started = Instant::now();
+    let miss = cache
+        .get(key, Some(1), none, || std::future::ready(Ok(None)))
+        .await
+        .unwrap_err();
+    assert!(matches!(miss, Miss::NoSuchAggregate), "{miss:?}");
+    // It did not wait for the bounded wait (300 ms).
+    assert!(started.elapsed() < Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn waiters_past_the_cap_are_refused_and_waiters_on_one_key_share_reads() {
+    let cache = Arc::new(cache());
+    let key = Key::User(Uuid::now_v7());
+    let loads = Arc::new(AtomicU64::new(0));
+    let read = |cache: Arc<ReadCache>, loads: Arc<AtomicU64>| async move {
+        let load = || {
+            loads.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok::<_, ()>(Some(rep(1))))
+        };
+        cache.get(key, Some(2), load, committed(2)).await
+    };
+    // The cap is 8: eight wait, the ninth is refused at once.
+    let waiting: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(read(cache.clone(), loads.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let refused = read(cache.clone(), loads.clone()).await.unwrap_err();
+    assert!(matches!(refused, Miss::Overloaded), "{refused:?}");
+    for task in waiting {
+        assert!(matches!(task.await.unwrap(), Err(Miss::Behind { .. })));
+    }
+    // Nine first reads and one on joining each, then one shared read per poll (about three in
+    // 300 ms) instead of three for each of the eight waiters (which would be 9 + 8 + 24).
+    let loads = loads.load(Ordering::SeqCst);
+    assert!(loads < 9 + 8 + 8, "{loads} database reads");
+    assert_eq!(cache.waits.keys(), 0);
+}
+
+#[tokio::test]
+async fn a_skipped_store_leaves_no_older_entry_behind() {
+    let cache = cache();
+    let key = Key::User(Uuid::now_v7());
+    // Another key in the same shard: its change makes the store of `key` unsafe.
+    let neighbour = std::iter::repeat_with(|| Key::User(Uuid::now_v7()))
+        .find(|k| std::ptr::eq(cache.shard(k), cache.shard(&key)))
+        .unwrap();
+    let got = |v: i64| move || std::future::ready(Ok::<_, ()>(Some(rep(v))));
+    cache.get(key, None, got(1), committed(1)).await.unwrap();
+    let cache_ref = &cache;
+    let fresh = cache
+        .get(
+            key,
+            Some(2),
+            || async move {
+                cache_ref.changed(neighbour).await;
+                Ok::<_, ()>(Some(rep(2)))
+            },
+            committed(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fresh.version, 2);
+    // Version 1 must not be served any more once version 2 was read.
+    assert!(cache.entries.get(&key).await.is_none());
+}
+
+#[tokio::test]
+async fn the_cache_is_bounded_by_bytes() {
+    let cache = ReadCache::new(
+        64 * 1024,
+        Duration::from_secs(60),
+        Duration::from_millis(10),
+        1,
+    );
+    cache.listening.store(true, Ordering::SeqCst);
+    let big = |v: i64| Representation {
+        version: v,
+        etag: "\"1\"".to_owned(),
+        body: Bytes::from(vec![b'x'; 16 * 1024]),
+    };
+    for _ in 0..32 {
+        let key = Key::Order(Uuid::now_v7());
+        cache
+            .get(
+                key,
+                None,
+                || std::future::ready(Ok::<_, ()>(Some(big(1)))),
+                committed(1),
+            )
+            .await
+            .unwrap();
+    }
+    cache.entries.run_pending_tasks().await;
+    assert!(cache.entries.weighted_size() <= 64 * 1024);
+    assert!(cache.entries.entry_count() <= 4);
 }

@@ -77,21 +77,44 @@ where
     let what = key(Uuid::nil()).kind();
     let id = params::path_id(raw_id, what)?;
     let min_version = params::min_version(params.min_version)?;
+    let committed = || committed_version(&state.pool, what, id);
     let found = state
         .cache
-        .get(key(id), min_version, || load(state.pool.clone(), id))
+        .get(
+            key(id),
+            min_version,
+            || load(state.pool.clone(), id),
+            committed,
+        )
         .await
         .map_err(|miss| match miss {
-            Miss::NotFound => QueryError::NotFound { what },
+            Miss::NotFound | Miss::NoSuchAggregate => QueryError::NotFound { what },
             Miss::Behind { current, waited } => QueryError::Behind {
                 what,
                 min_version: min_version.unwrap_or_default(),
                 current,
                 waited,
             },
+            Miss::Overloaded => QueryError::TooManyWaiters,
             Miss::Failed(error) => QueryError::Database(error),
         })?;
     Ok(conditional(&found, request))
+}
+
+/// The aggregate's version in the event store, `None` when it has no events (`what` is its
+/// aggregate type).
+async fn committed_version(
+    pool: &PgPool,
+    what: &'static str,
+    id: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT MAX(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+    )
+    .bind(what)
+    .bind(id.to_string())
+    .fetch_one(pool)
+    .await
 }
 
 /// 200 with the body and `ETag`, or 304 when `If-None-Match` names the current tag.

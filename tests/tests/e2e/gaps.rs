@@ -3,7 +3,7 @@
 //! store, and counts every gap it saw.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use infra::event_store::{message_headers, PublishedEvent};
 use rdkafka::message::{Header, OwnedHeaders};

@@ -10,12 +10,13 @@
 mod support;
 
 mod bad_input;
-mod cluster;
+mod bounded;
 mod command_api_killed;
 mod concurrency;
 mod event_store;
 mod faults;
 mod gaps;
+mod hostile_input;
 mod idempotency;
 mod ops;
 mod orders;
@@ -27,6 +28,8 @@ mod projections;
 mod read_side;
 mod registry;
 mod relay;
+mod relay_parking;
 mod restart;
 mod skeleton;
 mod users;
+mod version_waits;

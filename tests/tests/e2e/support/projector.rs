@@ -9,8 +9,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::support::commerce::commerce_load;
-use crate::support::processes::{service_command, Process};
 use crate::support::kafka::shared_bootstrap;
+use crate::support::processes::{service_command, Process};
 use crate::support::stack::{spawn_stack, wait_until_published, Stack};
 
 /// Every projection of `projections::run_all` on the stack's database, in this process; told

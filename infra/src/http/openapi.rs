@@ -1,0 +1,143 @@
+//! The problem responses every operation of an API can give besides its own outcomes: those
+//! of the shared JSON and parameter extractors and of the service skeleton (`crate::server`:
+//! 503 when overloaded, 504 when a request times out). [`Problems`] adds them to each
+//! operation of a generated OpenAPI document, with the problem schema, so the document lists
+//! every status a client can see; an operation's own description of a status is kept.
+
+use utoipa::openapi::content::Content;
+use utoipa::openapi::header::Header;
+use utoipa::openapi::response::Response;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::{OpenApi, Ref, RefOr};
+use utoipa::Modify;
+
+/// The media type of every error answer.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Adds `statuses` (status, description) with a problem body to every operation.
+pub struct Problems {
+    pub statuses: &'static [(u16, &'static str)],
+}
+
+/// Statuses any route of either API can answer whatever it does.
+pub const SKELETON_STATUSES: &[(u16, &str)] = &[
+    (
+        503,
+        "the service is overloaded or its database is unavailable; nothing was done \
+         (`Retry-After`)",
+    ),
+    (
+        504,
+        "the request did not finish within the request timeout (`/problems/request-timeout`)",
+    ),
+];
+
+impl Modify for Problems {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .schemas
+            .insert("Problem".to_owned(), RefOr::T(problem_schema()));
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                for (status, description) in self.statuses.iter().chain(SKELETON_STATUSES) {
+                    responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| RefOr::T(Response::new(*description)));
+                }
+                for (status, response) in responses.iter_mut() {
+                    if let RefOr::T(response) = response {
+                        if status.starts_with('4') || status.starts_with('5') {
+                            as_problem(status, response);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Gives an error response the problem body (and `Retry-After` where it is sent).
+fn as_problem(status: &str, response: &mut Response) {
+    if response.content.is_empty() {
+        response.content.insert(
+            PROBLEM_JSON.to_owned(),
+            Content::new(Some(Ref::from_schema_name("Problem"))),
+        );
+    }
+    if matches!(status, "429" | "503" | "504") {
+        let seconds = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0));
+        response
+            .headers
+            .entry("Retry-After".to_owned())
+            .or_insert_with(|| Header::new(seconds));
+    }
+}
+
+/// RFC 9457 problem details as the services send them (`crate::http::Problem`).
+fn problem_schema() -> Schema {
+    let text = || ObjectBuilder::new().schema_type(Type::String);
+    let field = ObjectBuilder::new()
+        .property("field", text())
+        .property("message", text())
+        .required("field")
+        .required("message");
+    ObjectBuilder::new()
+        .property("type", text())
+        .property("title", text())
+        .property(
+            "status",
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(400))
+                .maximum(Some(599)),
+        )
+        .property("detail", text())
+        .property("errors", ArrayBuilder::new().items(field))
+        .required("type")
+        .required("title")
+        .required("status")
+        .required("detail")
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+    use utoipa::openapi::{OpenApiBuilder, PathsBuilder};
+
+    #[test]
+    fn every_operation_gets_every_problem_status_with_the_problem_schema() {
+        let operation = OperationBuilder::new()
+            .response("200", Response::new("ok"))
+            .response("404", Response::new("no such thing"));
+        let mut doc = OpenApiBuilder::new()
+            .paths(PathsBuilder::new().path("/x", PathItem::new(HttpMethod::Post, operation)))
+            .build();
+        Problems {
+            statuses: &[(400, "malformed"), (404, "not found")],
+        }
+        .modify(&mut doc);
+        let json = serde_json::to_value(&doc).unwrap();
+        let responses = &json["paths"]["/x"]["post"]["responses"];
+        for status in ["400", "404", "503", "504"] {
+            let problem = &responses[status]["content"][PROBLEM_JSON]["schema"]["$ref"];
+            assert_eq!(problem, "#/components/schemas/Problem", "{status}");
+        }
+        assert_eq!(responses["404"]["description"], "no such thing");
+        assert!(responses["503"]["headers"]["Retry-After"].is_object());
+        assert!(responses["200"]["content"].is_null());
+        assert!(json["components"]["schemas"]["Problem"].is_object());
+    }
+}

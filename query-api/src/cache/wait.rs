@@ -1,0 +1,126 @@
+//! Reads that wait for `min_version`: capped in number, and sharing one database read per key.
+//!
+//! Every waiter on one resource wakes on the same change notification (its shard's `Notify`)
+//! or poll; the first to get there reads the database and the others take that read instead of
+//! making their own, so many waiters on one resource cost about one query per wake-up. A read
+//! woken by a notification only takes a read that started after it woke (so it sees the
+//! change); one woken by its poll timer takes any read of the last poll interval.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{Key, Representation};
+
+/// The last database read of one key made on behalf of its waiters.
+#[derive(Default)]
+pub(super) struct KeyWait {
+    last: tokio::sync::Mutex<Option<(Instant, Option<Arc<Representation>>)>>,
+}
+
+impl KeyWait {
+    /// What `load` returns, or what a read that started at or after `fresh_since` returned.
+    pub(super) async fn read<E, F, Fut>(
+        &self,
+        fresh_since: Instant,
+        load: F,
+    ) -> Result<Option<Arc<Representation>>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Arc<Representation>>, E>>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((started, found)) = &*last {
+            if *started >= fresh_since {
+                return Ok(found.clone());
+            }
+        }
+        let started = Instant::now();
+        let found = load().await?;
+        *last = Some((started, found.clone()));
+        Ok(found)
+    }
+}
+
+/// The waiters of every key, and the cap on how many there are at once.
+pub(super) struct Waits {
+    keys: Mutex<HashMap<Key, Weak<KeyWait>>>,
+    permits: Arc<Semaphore>,
+}
+
+/// One waiter: its share of the key's reads and its permit; leaving cleans up after the last.
+pub(super) struct Waiter<'a> {
+    /// Always `Some` until dropped.
+    wait: Option<Arc<KeyWait>>,
+    key: Key,
+    waits: &'a Waits,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Waits {
+    pub(super) fn new(max_waiters: usize) -> Self {
+        Self {
+            keys: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(max_waiters)),
+        }
+    }
+
+    /// Joins the waiters of `key`; `None` when the cap is reached.
+    pub(super) fn join(&self, key: Key) -> Option<Waiter<'_>> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let wait = match keys.get(&key).and_then(Weak::upgrade) {
+            Some(wait) => wait,
+            None => {
+                let wait = Arc::new(KeyWait::default());
+                keys.insert(key, Arc::downgrade(&wait));
+                wait
+            }
+        };
+        metrics::gauge!("query_min_version_waiters").increment(1.0);
+        Some(Waiter {
+            wait: Some(wait),
+            key,
+            waits: self,
+            _permit: permit,
+        })
+    }
+
+    /// How many keys have waiters.
+    #[cfg(test)]
+    pub(super) fn keys(&self) -> usize {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Waiter<'_> {
+    pub(super) fn wait(&self) -> &KeyWait {
+        self.wait
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        metrics::gauge!("query_min_version_waiters").decrement(1.0);
+        let mut keys = self.waits.keys.lock().unwrap_or_else(|e| e.into_inner());
+        // Dropped under the lock, so the last waiter to leave sees no one left.
+        drop(self.wait.take());
+        if keys.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
+            keys.remove(&self.key);
+        }
+    }
+}
+
+/// Since when a read counts as fresh for a waiter that woke at `woke`: after a notification
+/// only a read begun since; after a poll, any read of the last `poll`.
+pub(super) fn fresh_since(woke: Instant, notified: bool, poll: Duration) -> Instant {
+    if notified {
+        woke
+    } else {
+        woke.checked_sub(poll).unwrap_or(woke)
+    }
+}
