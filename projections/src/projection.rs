@@ -12,7 +12,23 @@ use std::pin::Pin;
 use sqlx::PgConnection;
 
 use crate::envelope::Envelope;
-use crate::models::ApplyError;
+
+/// Why a projection could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("payload of {event_type} does not decode into a domain event")]
+    Payload {
+        event_type: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A running total would pass what its column holds: the event is parked (dead-lettered)
+    /// rather than the total wrapped or the projection stopped; see `analytics`.
+    #[error("{table}: the total for {key} would overflow")]
+    Overflow { table: &'static str, key: String },
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
 
 /// The future `apply` returns: boxed, so projections can be iterated as `&'static dyn`.
 pub type ApplyFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ApplyError>> + Send + 'a>>;

@@ -13,6 +13,7 @@ pub mod payments;
 pub mod users;
 
 use crate::envelope::Envelope;
+pub use crate::projection::ApplyError;
 use crate::projection::ReadModel;
 
 /// Every read model, in the order they are started and verified.
@@ -23,22 +24,6 @@ pub static READ_MODELS: &[&dyn ReadModel] = &[
     &analytics::Analytics,
     &audit::Audit,
 ];
-
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    #[error("payload of {event_type} does not decode into a domain event")]
-    Payload {
-        event_type: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    /// A running total would pass what its column holds: the event is parked (dead-lettered)
-    /// rather than the total wrapped or the projection stopped; see `analytics`.
-    #[error("{table}: the total for {key} would overflow")]
-    Overflow { table: &'static str, key: String },
-    #[error("database error")]
-    Database(#[from] sqlx::Error),
-}
 
 /// Decodes the payload into `E` (a domain event enum).
 pub fn event<E: serde::de::DeserializeOwned>(envelope: &Envelope) -> Result<E, ApplyError> {

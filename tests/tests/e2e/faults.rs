@@ -83,11 +83,7 @@ async fn recovers(stack: &Stack, acknowledged: u64, fault: &str) {
 
 /// A private cluster, the write stack on it and an in-process projector.
 async fn faulted_stack() -> (Arc<Cluster>, Stack, Projector) {
-    let cluster = Arc::new(
-        tokio::task::spawn_blocking(|| Cluster::start(3))
-            .await
-            .expect("cluster"),
-    );
+    let cluster = Arc::new(Cluster::start_in_turn(3).await);
     // The relay's producer fails undelivered messages after 5 s (the test stack's setting).
     let stack = spawn_stack(&cluster.bootstrap(), |_| {}).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);

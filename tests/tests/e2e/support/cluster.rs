@@ -1,10 +1,17 @@
 //! A private Apache Kafka cluster of N nodes for one fault test (started with
 //! `infra/local/kafka.sh` in a temporary directory, on free loopback ports), whose nodes the
 //! test can stall, kill and restart by their pids. Never the shared cluster.
+//!
+//! One private cluster runs at a time: three JVMs per cluster on two cores next to the shared
+//! brokers, and free ports picked for several clusters at once could collide, so fault tests
+//! take turns ([`Cluster::start_in_turn`]) instead of failing each other.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::processes::free_port;
 
@@ -12,9 +19,27 @@ pub struct Cluster {
     ports: Vec<u16>,
     controller_ports: Vec<u16>,
     dir: PathBuf,
+    /// Held while this cluster exists; dropped after the nodes are down (fields drop last).
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+/// The turn every private cluster waits for.
+fn turn() -> Arc<Mutex<()>> {
+    static TURN: OnceLock<Arc<Mutex<()>>> = OnceLock::new();
+    TURN.get_or_init(|| Arc::new(Mutex::new(()))).clone()
 }
 
 impl Cluster {
+    /// Waits until no other private cluster runs, then starts `nodes` nodes.
+    pub async fn start_in_turn(nodes: usize) -> Self {
+        let turn = turn().lock_owned().await;
+        let mut cluster = tokio::task::spawn_blocking(move || Self::start(nodes))
+            .await
+            .expect("start the cluster");
+        cluster._turn = Some(turn);
+        cluster
+    }
+
     /// Starts `nodes` nodes; returns once every one takes requests.
     pub fn start(nodes: usize) -> Self {
         let dir = std::env::temp_dir().join(format!("kafka-{}", uuid::Uuid::new_v4().simple()));
@@ -23,6 +48,7 @@ impl Cluster {
             ports: (0..nodes).map(|_| free_port()).collect(),
             controller_ports: (0..nodes).map(|_| free_port()).collect(),
             dir,
+            _turn: None,
         };
         cluster.up();
         cluster
