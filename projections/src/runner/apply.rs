@@ -31,6 +31,12 @@ impl Runner {
         decoder: &EventDecoder,
         batch: &[Raw],
     ) -> Result<u64, RunError> {
+        // Decoding may fetch a schema from the registry: a network call, so it happens before
+        // the transaction starts (no transaction is ever open across one).
+        let mut decoded = Vec::with_capacity(batch.len());
+        for raw in batch {
+            decoded.push(self.decode(decoder, raw).await?);
+        }
         let mut tx = self.pool.begin().await?;
         // Two instances of one projection (a restart overlapping the old process, or a second
         // replica) take turns: the sequence checks below then cannot race.
@@ -40,11 +46,11 @@ impl Runner {
             .await?;
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
         let mut occurred = Vec::new();
-        for raw in batch {
+        for (raw, decoded) in batch.iter().zip(decoded) {
             let key = (raw.source.topic.clone(), raw.source.partition);
             let offset = next.entry(key).or_insert(0);
             *offset = (*offset).max(raw.source.offset + 1);
-            match self.decode(decoder, raw).await? {
+            match decoded {
                 Ok(envelope) => {
                     self.handle(&mut tx, &envelope, &raw.payload, &mut occurred)
                         .await?
