@@ -17,7 +17,9 @@ use sqlx::{ConnectOptions, Connection};
 use tokio::sync::watch;
 
 const PROBE_EVERY: Duration = Duration::from_millis(250);
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Generous on purpose: a database that is really gone refuses a connection at once, while one
+/// that is only busy may take a while to start a backend, and must not be taken for an outage.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The database is known to be unreachable right now.
 #[derive(Debug, thiserror::Error)]
