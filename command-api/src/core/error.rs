@@ -69,22 +69,21 @@ impl CommandError {
 /// Maps a database error: unreachable means unavailable, a refused value is the request's,
 /// anything else is ours.
 pub fn database_error(error: sqlx::Error) -> CommandError {
-    if infra::db::is_unavailable(&error) {
-        CommandError::Unavailable(Box::new(error))
-    } else if infra::db::is_data_exception(&error) {
-        CommandError::Unstorable(Box::new(error))
-    } else {
-        CommandError::Internal(Box::new(error))
-    }
+    kind(&error)(Box::new(error))
 }
 
 /// As [`database_error`], for an error shared by every request of a group commit.
 pub fn shared_database_error(error: std::sync::Arc<sqlx::Error>) -> CommandError {
-    if infra::db::is_unavailable(&error) {
-        CommandError::Unavailable(Box::new(error))
-    } else if infra::db::is_data_exception(&error) {
-        CommandError::Unstorable(Box::new(error))
+    kind(&error)(Box::new(error))
+}
+
+/// The one decision both of the above share: which error a database failure becomes.
+fn kind(error: &sqlx::Error) -> fn(Source) -> CommandError {
+    if infra::db::is_unavailable(error) {
+        CommandError::Unavailable
+    } else if infra::db::is_data_exception(error) {
+        CommandError::Unstorable
     } else {
-        CommandError::Internal(Box::new(error))
+        CommandError::Internal
     }
 }
