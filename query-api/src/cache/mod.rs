@@ -30,7 +30,8 @@
 //! older than N: such a read goes to the database. If the read model is behind and the event
 //! store has no such aggregate either, waiting cannot help: `NoSuchAggregate` at once.
 //! Otherwise the read waits (woken by the same
-//! notifications, polling as a fallback, sharing each database read with the other waiters on
+//! notifications; polling every 100 ms while the listener is down and once a second as a
+//! safety net while it is up; sharing each database read with the other waiters on
 //! the resource; see `wait`) until the read model catches up or the bounded wait runs out,
 //! which the caller is told about explicitly. At most `query_api.max_version_waiters` reads
 //! wait at once; past that, `Overloaded`.
@@ -55,8 +56,15 @@ pub const CHANNEL: &str = "read_models";
 /// Shards of change generations and wake-ups; a notification touches one shard.
 const SHARDS: usize = 1024;
 
-/// How often a waiting read re-checks the database when no notification wakes it.
+/// How often a waiting read re-checks the database while the listener is down (no
+/// notification can wake it then).
 const POLL: Duration = Duration::from_millis(100);
+
+/// How often a waiting read re-checks the database while the listener is up. Every change of
+/// its row wakes it then, so this is only a safety net; a short interval here would make each
+/// waiter read the database ten times a second, and a read model that falls behind (many
+/// waiters) would then be slowed further by the reads of those waiting for it.
+const LISTENING_POLL: Duration = Duration::from_secs(1);
 
 /// What an entry weighs beyond its body and tag: key, version, pointers and moka's own share.
 const ENTRY_OVERHEAD: usize = 128;
@@ -217,13 +225,17 @@ impl ReadCache {
         let Some(min) = min_version else {
             return found.ok_or(Miss::NotFound);
         };
-        if let Some(found) = found.filter(|f| f.version >= min) {
-            return Ok(found);
-        }
-        // A version beyond the event store's may still be written within the wait (by the
-        // process manager, say), so only an aggregate without any event ends it at once.
-        if committed().await.map_err(Miss::Failed)?.is_none() {
-            return Err(Miss::NoSuchAggregate);
+        match found {
+            Some(found) if found.version >= min => return Ok(found),
+            // The read model has the resource, so the aggregate exists: wait for the version.
+            Some(_) => {}
+            // A version beyond the event store's may still be written within the wait (by the
+            // process manager, say), so only an aggregate without any event ends it at once.
+            None => {
+                if committed().await.map_err(Miss::Failed)?.is_none() {
+                    return Err(Miss::NoSuchAggregate);
+                }
+            }
         }
         let found = self.wait_for(key, min, started, &load).await?;
         metrics::histogram!("query_min_version_wait_seconds", "resource" => kind)
@@ -273,9 +285,15 @@ impl ReadCache {
                     waited: started.elapsed(),
                 });
             }
-            let nap = (deadline - now).min(POLL);
+            // Losing the listener wakes every waiter (`forget_all`), which then polls quickly.
+            let poll = if self.is_listening() {
+                LISTENING_POLL
+            } else {
+                POLL
+            };
+            let nap = (deadline - now).min(poll);
             let woken = tokio::time::timeout(nap, notified).await.is_ok();
-            fresh_since = wait::fresh_since(Instant::now(), woken, POLL);
+            fresh_since = wait::fresh_since(Instant::now(), woken, poll);
         }
     }
 

@@ -261,3 +261,86 @@ async fn the_cache_is_bounded_by_bytes() {
     assert!(cache.entries.weighted_size() <= 64 * 1024);
     assert!(cache.entries.entry_count() <= 4);
 }
+
+#[tokio::test]
+async fn a_wait_on_a_resource_the_read_model_has_does_not_ask_the_event_store() {
+    let cache = cache();
+    let key = Key::User(Uuid::now_v7());
+    let asked = AtomicU64::new(0);
+    let committed = || {
+        asked.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok::<_, ()>(Some(2)))
+    };
+    let miss = cache
+        .get(
+            key,
+            Some(2),
+            || std::future::ready(Ok::<_, ()>(Some(rep(1)))),
+            committed,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(miss, Miss::Behind { .. }), "{miss:?}");
+    // Version 1 is in the read model: the aggregate exists, so only waiting can help.
+    assert_eq!(asked.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_listening_cache_waits_for_notifications_instead_of_polling() {
+    let cache = cache();
+    let key = Key::User(Uuid::now_v7());
+    let loads = AtomicU64::new(0);
+    let load = || {
+        loads.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok::<_, ()>(Some(rep(1))))
+    };
+    let miss = cache
+        .get(key, Some(2), load, committed(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(miss, Miss::Behind { .. }), "{miss:?}");
+    // The first read and the one on joining the waiters; no notification came in the 300 ms,
+    // so no further read (a 100 ms poll would have made three more).
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_deaf_cache_polls_while_it_waits() {
+    let cache = cache();
+    cache.listening.store(false, Ordering::SeqCst);
+    let key = Key::User(Uuid::now_v7());
+    let started = Instant::now();
+    // The read model reaches version 2 after 150 ms; no notification says so.
+    let load = || {
+        let version = if started.elapsed() >= Duration::from_millis(150) {
+            2
+        } else {
+            1
+        };
+        std::future::ready(Ok::<_, ()>(Some(rep(version))))
+    };
+    let found = cache.get(key, Some(2), load, committed(2)).await.unwrap();
+    assert_eq!(found.version, 2);
+}
+
+#[tokio::test]
+async fn a_notification_wakes_a_waiting_read() {
+    let cache = Arc::new(cache());
+    let key = Key::User(Uuid::now_v7());
+    let version = Arc::new(AtomicU64::new(1));
+    let waiting = {
+        let (cache, version) = (cache.clone(), version.clone());
+        tokio::spawn(async move {
+            let load = || {
+                let v = version.load(Ordering::SeqCst) as i64;
+                std::future::ready(Ok::<_, ()>(Some(rep(v))))
+            };
+            cache.get(key, Some(2), load, committed(2)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    version.store(2, Ordering::SeqCst);
+    cache.changed(key).await;
+    let found = waiting.await.unwrap().unwrap();
+    assert_eq!(found.version, 2);
+}
