@@ -16,6 +16,7 @@ pub mod runner;
 pub mod startup;
 pub mod stored;
 pub mod verify;
+pub mod versions;
 
 use std::time::Duration;
 

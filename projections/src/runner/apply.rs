@@ -1,9 +1,12 @@
-//! Applying a batch: each message decoded, checked against its aggregate's applied sequence
+//! Applying a batch: each message decoded, checked against its aggregate's handled sequence
 //! (a duplicate is skipped, a gap filled from the event store first, see [`crate::gap`]),
-//! applied inside a savepoint or dead-lettered, and the offsets stored, all in one transaction.
-
-use std::collections::HashMap;
-use std::ops::RangeInclusive;
+//! applied or dead-lettered, and the offsets and sequences stored, all in one transaction.
+//!
+//! A batch is first applied without a savepoint per event: savepoints cost a round trip each,
+//! and past 64 written subtransactions in one transaction PostgreSQL's snapshots overflow,
+//! which slows every other session of the database. Should the projection refuse an event,
+//! that attempt is rolled back and the batch applied again with each event in its own
+//! savepoint, so the refused one is dead-lettered alone.
 
 use chrono::{DateTime, Utc};
 use infra::settings::DeadLetterPolicy;
@@ -11,9 +14,13 @@ use schemas::wire::EventDecoder;
 use sqlx::PgConnection;
 use tracing::Instrument;
 
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+
 use super::{Raw, RunError, Runner};
 use crate::envelope::{Envelope, Source};
 use crate::gap::{self, Position};
+use crate::versions::Versions;
 
 /// What a dead letter records of the message (or stored event) it could not apply.
 struct Letter<'a> {
@@ -21,6 +28,36 @@ struct Letter<'a> {
     event_id: Option<String>,
     aggregate_id: Option<&'a str>,
     payload: Option<&'a [u8]>,
+}
+
+/// A message as decoded: its envelope, or why no one can apply it.
+type Decoded = Result<Envelope, String>;
+
+/// Why an attempt at a batch stopped.
+enum Stop {
+    Failed(RunError),
+    /// The projection refused an event in an attempt without savepoints: apply the batch again
+    /// with them.
+    Isolate,
+}
+
+impl From<RunError> for Stop {
+    fn from(error: RunError) -> Self {
+        Self::Failed(error)
+    }
+}
+
+impl From<sqlx::Error> for Stop {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Failed(error.into())
+    }
+}
+
+/// One attempt at a batch: what it handled so far, and whether events get savepoints.
+struct Attempt {
+    versions: Versions,
+    occurred: Vec<DateTime<Utc>>,
+    savepoints: bool,
 }
 
 impl Runner {
@@ -37,22 +74,67 @@ impl Runner {
         for raw in batch {
             decoded.push(self.decode(decoder, raw).await?);
         }
+        let occurred = match self.attempt(batch, &decoded, false).await {
+            Ok(occurred) => occurred,
+            Err(Stop::Failed(error)) => return Err(error),
+            Err(Stop::Isolate) => {
+                metrics::counter!("projection_batches_isolated_total", "projection" => self.projection.name())
+                    .increment(1);
+                match self.attempt(batch, &decoded, true).await {
+                    Ok(occurred) => occurred,
+                    Err(Stop::Failed(error)) => return Err(error),
+                    // With savepoints a refused event is dead-lettered, never isolated.
+                    Err(Stop::Isolate) => {
+                        return Err(RunError::Transient {
+                            projection: self.projection.name(),
+                            error: "a refused event was not isolated".to_owned(),
+                        })
+                    }
+                }
+            }
+        };
+        // Freshness: from the event's occurrence (in the command handler) until its effect is
+        // committed here, relay and broker included.
+        let now = Utc::now();
+        let age = metrics::histogram!("projection_event_age_seconds", "projection" => self.projection.name());
+        for at in &occurred {
+            age.record((now - *at).as_seconds_f64().max(0.0));
+        }
+        Ok(occurred.len() as u64)
+    }
+
+    /// One transaction over the batch; returns when each applied event occurred.
+    async fn attempt(
+        &self,
+        batch: &[Raw],
+        decoded: &[Decoded],
+        savepoints: bool,
+    ) -> Result<Vec<DateTime<Utc>>, Stop> {
+        let name = self.projection.name();
         let mut tx = self.pool.begin().await?;
         // Two instances of one projection (a restart overlapping the old process, or a second
         // replica) take turns: the sequence checks below then cannot race.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('projection:' || $1))")
-            .bind(self.projection.name())
+            .bind(name)
             .execute(&mut *tx)
             .await?;
+        let aggregates = decoded
+            .iter()
+            .flatten()
+            .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str()));
+        let mut attempt = Attempt {
+            versions: Versions::load(&mut tx, name, aggregates).await?,
+            occurred: Vec::new(),
+            savepoints,
+        };
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
-        let mut occurred = Vec::new();
         for (raw, decoded) in batch.iter().zip(decoded) {
             let key = (raw.source.topic.clone(), raw.source.partition);
             let offset = next.entry(key).or_insert(0);
             *offset = (*offset).max(raw.source.offset + 1);
             match decoded {
                 Ok(envelope) => {
-                    self.handle(&mut tx, &envelope, &raw.payload, &mut occurred)
+                    self.handle(&mut tx, &mut attempt, envelope, &raw.payload)
                         .await?
                 }
                 Err(error) => {
@@ -62,29 +144,16 @@ impl Runner {
                         aggregate_id: raw.headers.get("aggregate_id").map(String::as_str),
                         payload: Some(&raw.payload),
                     };
-                    self.dead_letter(&mut tx, letter, &error).await?
+                    self.dead_letter(&mut tx, letter, error).await?
                 }
             }
         }
+        attempt.versions.save(&mut tx, name).await?;
         for ((topic, partition), offset) in next {
-            crate::offsets::save_offset(
-                &mut *tx,
-                self.projection.name(),
-                &topic,
-                partition,
-                offset,
-            )
-            .await?;
+            crate::offsets::save_offset(&mut *tx, name, &topic, partition, offset).await?;
         }
         tx.commit().await?;
-        // Freshness: from the event's occurrence (in the command handler) until its effect is
-        // committed here, relay and broker included.
-        let now = Utc::now();
-        let age = metrics::histogram!("projection_event_age_seconds", "projection" => self.projection.name());
-        for at in &occurred {
-            age.record((now - *at).as_seconds_f64().max(0.0));
-        }
-        Ok(occurred.len() as u64)
+        Ok(attempt.occurred)
     }
 
     /// The message's envelope, or (inside `Ok`) why it cannot be applied by anyone.
@@ -114,24 +183,19 @@ impl Runner {
     async fn handle(
         &self,
         conn: &mut PgConnection,
+        attempt: &mut Attempt,
         envelope: &Envelope,
         payload: &[u8],
-        occurred: &mut Vec<DateTime<Utc>>,
-    ) -> Result<(), RunError> {
-        let applied: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM projection_versions WHERE projection = $1 AND aggregate_type = $2 AND aggregate_id = $3",
-        )
-        .bind(self.projection.name())
-        .bind(&envelope.aggregate_type)
-        .bind(&envelope.aggregate_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        match gap::position(applied, envelope.sequence) {
+    ) -> Result<(), Stop> {
+        let handled = attempt
+            .versions
+            .handled(&envelope.aggregate_type, &envelope.aggregate_id);
+        match gap::position(handled, envelope.sequence) {
             Position::Duplicate => return Ok(()),
             Position::Next => {}
-            Position::Gap(missing) => self.fill(conn, envelope, missing, occurred).await?,
+            Position::Gap(missing) => self.fill(conn, attempt, envelope, missing).await?,
         }
-        self.apply_event(conn, envelope, Some(payload), occurred)
+        self.apply_event(conn, attempt, envelope, Some(payload))
             .await
     }
 
@@ -140,10 +204,10 @@ impl Runner {
     async fn fill(
         &self,
         conn: &mut PgConnection,
+        attempt: &mut Attempt,
         later: &Envelope,
         missing: RangeInclusive<i64>,
-        occurred: &mut Vec<DateTime<Utc>>,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), Stop> {
         let name = self.projection.name();
         metrics::counter!("projection_gaps_total", "projection" => name).increment(1);
         let rows =
@@ -156,16 +220,16 @@ impl Runner {
             "gap before an event: filling it from the event store");
         let unfilled = gap::unfilled(&missing, &found);
         if !unfilled.is_empty() {
-            return Err(RunError::Unfillable {
+            return Err(Stop::Failed(RunError::Unfillable {
                 projection: name,
                 aggregate_type: later.aggregate_type.clone(),
                 aggregate_id: later.aggregate_id.clone(),
                 missing: unfilled,
-            });
+            }));
         }
         for (row, sequence) in rows.iter().zip(found) {
             match crate::stored::envelope(row) {
-                Ok(envelope) => self.apply_event(conn, &envelope, None, occurred).await?,
+                Ok(envelope) => self.apply_event(conn, attempt, &envelope, None).await?,
                 Err(error) => {
                     let source = crate::stored::source(sqlx::Row::try_get(row, "global_position")?);
                     let letter = Letter {
@@ -177,8 +241,9 @@ impl Runner {
                         payload: None,
                     };
                     self.dead_letter(conn, letter, &error).await?;
-                    self.record(conn, &later.aggregate_type, &later.aggregate_id, sequence)
-                        .await?;
+                    attempt
+                        .versions
+                        .record(&later.aggregate_type, &later.aggregate_id, sequence);
                 }
             }
         }
@@ -187,34 +252,41 @@ impl Runner {
         Ok(())
     }
 
-    /// Applies one event inside a savepoint (dead-lettering it if the projection refuses it)
-    /// and records its sequence as handled either way.
+    /// Applies one event (inside a savepoint when the attempt takes them; otherwise a refusal
+    /// stops the attempt) and records its sequence as handled, dead-lettered or not.
     async fn apply_event(
         &self,
         conn: &mut PgConnection,
+        attempt: &mut Attempt,
         envelope: &Envelope,
         payload: Option<&[u8]>,
-        occurred: &mut Vec<DateTime<Utc>>,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), Stop> {
         let name = self.projection.name();
-        sqlx::query("SAVEPOINT apply_one")
-            .execute(&mut *conn)
-            .await?;
+        if attempt.savepoints {
+            sqlx::query("SAVEPOINT apply_one")
+                .execute(&mut *conn)
+                .await?;
+        }
         // The event's trace context goes with everything logged while applying it (the
         // process manager also stores it with the commands it decides on).
         let span = tracing::info_span!("apply", projection = name, event_type = %envelope.event_type,
             event_id = %envelope.event_id, traceparent = %envelope.traceparent);
         let applied = self.projection.apply(conn, envelope).instrument(span).await;
         match applied {
-            Ok(()) => occurred.push(envelope.occurred_at),
+            Ok(()) => attempt.occurred.push(envelope.occurred_at),
             // Deadlock, serialization failure, lost connection: not the event's fault.
             Err(crate::ApplyError::Database(error)) if infra::db::is_transient(&error) => {
-                return Err(RunError::Database(error))
+                return Err(RunError::Database(error).into())
             }
             Err(error) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT apply_one")
-                    .execute(&mut *conn)
-                    .await?;
+                let halts = self.settings.projector.dead_letter_policy == DeadLetterPolicy::Halt;
+                if attempt.savepoints {
+                    sqlx::query("ROLLBACK TO SAVEPOINT apply_one")
+                        .execute(&mut *conn)
+                        .await?;
+                } else if !halts {
+                    return Err(Stop::Isolate);
+                }
                 let letter = Letter {
                     source: &envelope.source,
                     event_id: Some(envelope.event_id.to_string()),
@@ -227,33 +299,11 @@ impl Runner {
         }
         // A dead-lettered event is handled too: the aggregate's later events must not wait
         // for it (a rebuild skips it the same way).
-        self.record(
-            conn,
+        attempt.versions.record(
             &envelope.aggregate_type,
             &envelope.aggregate_id,
             envelope.sequence,
-        )
-        .await
-    }
-
-    /// Records `sequence` as the aggregate's last handled one.
-    async fn record(
-        &self,
-        conn: &mut PgConnection,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        sequence: i64,
-    ) -> Result<(), RunError> {
-        sqlx::query(
-            "INSERT INTO projection_versions (projection, aggregate_type, aggregate_id, version) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET version = EXCLUDED.version",
-        )
-        .bind(self.projection.name())
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(sequence)
-        .execute(&mut *conn)
-        .await?;
+        );
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::support::app::unique_email;
+use crate::support::commerce::paid_order;
 use crate::support::kafka::shared_bootstrap;
 use crate::support::projector::{wait_until_projected, InProcessProjector};
 use crate::support::stack::{spawn_stack, wait_until_published};
@@ -67,5 +68,68 @@ async fn a_poison_event_is_dead_lettered_and_others_keep_flowing() {
             .all(|l| l.1 == poison && l.2.contains("undecodable")),
         "{letters:?}"
     );
+    projector.stop().await;
+}
+
+/// An event the projection refuses (here a revenue total that would overflow) is dead-lettered
+/// alone: the runner applies a batch without savepoints first, and when an event is refused it
+/// applies the batch again with one savepoint per event. Everything consumed with the refused
+/// event, before and after it, is applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_event_is_dead_lettered_alone_and_the_rest_of_its_batch_applies() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let pool = &stack.app.pool;
+    let today = chrono::Utc::now().date_naive();
+    // Today's EUR revenue is one capture away from overflowing.
+    sqlx::query(
+        "INSERT INTO rm_revenue_daily (day, currency, captured_minor, orders) VALUES ($1, 'EUR', $2, 0)",
+    )
+    .bind(today)
+    .bind(i64::MAX - 10)
+    .execute(pool)
+    .await
+    .unwrap();
+    // All of it is in the log before the projector starts, so it arrives in few batches.
+    let (paid, payment) = paid_order(&stack.app).await;
+    let (_, later) = stack.app.user_and_order().await;
+    wait_until_published(pool, Duration::from_secs(30)).await;
+    let projector = InProcessProjector::start(&stack, None);
+    wait_until_projected(pool, Duration::from_secs(60)).await;
+
+    let letters: Vec<(String, Option<String>, String)> =
+        sqlx::query_as("SELECT projection, aggregate_id, error FROM dead_letters")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].0, "analytics");
+    assert_eq!(letters[0].1.as_deref(), Some(payment.as_str()));
+    assert!(letters[0].2.contains("overflow"), "{letters:?}");
+    // The capture changed nothing; both orders (one before it in the log, one after) count.
+    let (captured, orders): (i64, i64) = sqlx::query_as(
+        "SELECT captured_minor, orders FROM rm_revenue_daily WHERE day = $1 AND currency = 'EUR'",
+    )
+    .bind(today)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(captured, i64::MAX - 10);
+    assert_eq!(orders, 2);
+    let funnel: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_funnel WHERE order_id = ANY($1)")
+        .bind(vec![
+            uuid::Uuid::parse_str(&paid).unwrap(),
+            uuid::Uuid::parse_str(&later).unwrap(),
+        ])
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(funnel, 2);
+    // The other read models took the capture.
+    let status: String = sqlx::query_scalar("SELECT status FROM rm_payments WHERE id = $1::uuid")
+        .bind(&payment)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "captured");
     projector.stop().await;
 }
