@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make run`: start PostgreSQL and Apache Kafka (three brokers), build the services in release
+# `make run`: start PostgreSQL and Apache Kafka (one broker; RUN_KAFKA_NODES=3 for three), build the services in release
 # mode, run them (schema registry, command API with the event relay, projector with the process
 # manager, query API) in the foreground with their logs, and stop everything on Ctrl-C.
 # Effective settings go to .data/stack.env.

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Local stack: a private PostgreSQL cluster and Apache Kafka (KRaft, three brokers on loopback)
-# under .data/.
+# Local stack: a private PostgreSQL cluster and Apache Kafka (KRaft on loopback) under .data/.
 #
 #   infra/local/stack.sh up          install what is missing, start PostgreSQL and the Kafka
-#                                    cluster of `make run` (ports 9092-9094, data in .data/kafka)
-#   infra/local/stack.sh up-test     the same, but the Kafka cluster of `make test` (ports
-#                                    19092-19094, data in .data/kafka-test, empty on each start)
+#                                    cluster of `make run`: RUN_KAFKA_NODES brokers (default 1;
+#                                    3 gives the replicated cluster of the tests) from port 9092,
+#                                    data in .data/kafka-run-<N>n
+#   infra/local/stack.sh up-test     the same, but the Kafka cluster of `make test`: always three
+#                                    brokers (ports 19092-19094, data in .data/kafka-test, empty
+#                                    on each start)
 #   infra/local/stack.sh kafka-test  only the test Kafka cluster (PostgreSQL already runs)
 #   infra/local/stack.sh down        stop what these started (by the pids under .data/)
 #   infra/local/stack.sh env         print the effective settings (also written to .data/stack.env)
@@ -27,6 +29,9 @@ COMMAND_API_PORT="${COMMAND_API_PORT:-8080}"
 QUERY_API_PORT="${QUERY_API_PORT:-8081}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 TEST_KAFKA_PORT="${TEST_KAFKA_PORT:-19092}"
+# One broker for `make run`: three replicated brokers cost about a core of this two-core
+# machine at 500 events/s, which the services then lack (docs/adr/0008-apache-kafka-for-local-and-ci.md).
+RUN_KAFKA_NODES="${RUN_KAFKA_NODES:-1}"
 REGISTRY_PORT="${REGISTRY_PORT:-8085}"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
@@ -110,11 +115,11 @@ create_database() {
 
 kafka() { "$ROOT/infra/local/kafka.sh" "$@"; }
 
-# ports BASE: the three consecutive ports from BASE, comma-separated.
-ports() { echo "$1,$(($1 + 1)),$(($1 + 2))"; }
+# ports BASE [N=3]: N consecutive ports from BASE, comma-separated.
+ports() { seq -s, "$1" "$(($1 + ${2:-3} - 1))"; }
 
-# bootstrap BASE: the three brokers' addresses, comma-separated.
-bootstrap() { echo "127.0.0.1:$1,127.0.0.1:$(($1 + 1)),127.0.0.1:$(($1 + 2))"; }
+# bootstrap BASE [N=3]: the addresses of N brokers from BASE, comma-separated.
+bootstrap() { local p; for p in $(ports "$1" "${2:-3}" | tr , ' '); do printf '127.0.0.1:%s\n' "$p"; done | paste -sd,; }
 
 # kafka_running DIR: some node started in DIR still runs.
 kafka_running() {
@@ -132,8 +137,11 @@ kafka_test_up() {
   kafka up "$DATA/kafka-test" "$(ports "$TEST_KAFKA_PORT")" "$(ports "$((TEST_KAFKA_PORT + 100))")"
 }
 
+kafka_run_dir() { echo "$DATA/kafka-run-${RUN_KAFKA_NODES}n"; }
+
 kafka_run_up() {
-  kafka up "$DATA/kafka" "$(ports "$KAFKA_PORT")" "$(ports "$((KAFKA_PORT + 100))")"
+  kafka up "$(kafka_run_dir)" "$(ports "$KAFKA_PORT" "$RUN_KAFKA_NODES")" \
+    "$(ports "$((KAFKA_PORT + 100))" "$RUN_KAFKA_NODES")"
 }
 
 write_env() {
@@ -143,7 +151,7 @@ DATABASE_URL=postgres://postgres@127.0.0.1:$PGPORT/$PGDATABASE
 DATABASE_ADMIN_URL=postgres://postgres@127.0.0.1:$PGPORT/postgres
 COMMAND_API_URL=http://127.0.0.1:$COMMAND_API_PORT
 QUERY_API_URL=http://127.0.0.1:$QUERY_API_PORT
-KAFKA_BOOTSTRAP=$(bootstrap "$KAFKA_PORT")
+KAFKA_BOOTSTRAP=$(bootstrap "$KAFKA_PORT" "$RUN_KAFKA_NODES")
 TEST_KAFKA_BOOTSTRAP=$(bootstrap "$TEST_KAFKA_PORT")
 SCHEMA_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 PG_BINDIR=$(pg_bindir)
@@ -170,8 +178,9 @@ case "${1:-up}" in
     write_env
     ;;
   down)
-    kafka down "$DATA/kafka"
-    kafka down "$DATA/kafka-test"
+    for dir in "$DATA"/kafka-run-*n "$DATA/kafka-test"; do
+      [ -d "$dir" ] && kafka down "$dir"
+    done
     bin="$(pg_bindir)"
     if [ -n "$bin" ] && [ -f "$PGDATA/PG_VERSION" ]; then
       as_pg "$bin/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true

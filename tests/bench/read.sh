@@ -9,8 +9,8 @@
 #
 #   tests/bench/read.sh [rate=500] [seconds=20] [concurrency=16]
 #
-# BENCH_BROKER=test (default) uses the Kafka cluster of `make test` (emptied when it starts);
-# BENCH_BROKER=run the one of `make run`.
+# BENCH_BROKER=run (default) uses the Kafka cluster of `make run` (one broker unless
+# RUN_KAFKA_NODES says otherwise); BENCH_BROKER=test the three replicated brokers of `make test`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -39,7 +39,7 @@ cargo build --release --locked -p command-api -p schema-registry -p projections 
 "$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "CREATE DATABASE $BENCH_DB"
 
 export APP__DATABASE__URL="$BENCH_URL" APP__LOG__FILTER=warn
-case "${BENCH_BROKER:-test}" in
+case "${BENCH_BROKER:-run}" in
   run) BROKER="$KAFKA_BOOTSTRAP" ;;
   test) ./infra/local/stack.sh up-test; BROKER="$TEST_KAFKA_BOOTSTRAP" ;;
   *) echo "BENCH_BROKER must be run or test" >&2; exit 2 ;;
@@ -72,7 +72,7 @@ wait_for_port $QUERY_PORT
 pids+=($!)
 wait_for_port $TRIVIAL_PORT
 
-echo "== machine: $(nproc) cores; broker: Apache Kafka, three brokers (${BENCH_BROKER:-test} cluster) on $BROKER"
+echo "== machine: $(nproc) cores; broker: Apache Kafka, $(tr , "\n" <<<"$BROKER" | wc -l) broker(s) (${BENCH_BROKER:-run} cluster) on $BROKER"
 echo "== visibility: $RATE commands/s for ${SECONDS_PER_PHASE}s (rename one of 500 users each)"
 ./target/release/loadgen visibility --command-url "http://127.0.0.1:$API_PORT" \
   --query-url "http://127.0.0.1:$QUERY_PORT" --rate "$RATE" --duration-secs "$SECONDS_PER_PHASE"

@@ -44,5 +44,5 @@ for _ in $(seq 1 100); do
 done
 sleep 2 # the relay creates its topics and registers its schemas
 
-echo "== machine: $(nproc) cores; broker: Apache Kafka, three brokers on $KAFKA_BOOTSTRAP"
+echo "== machine: $(nproc) cores; broker: Apache Kafka, $(tr , "\n" <<<"$KAFKA_BOOTSTRAP" | wc -l) broker(s) on $KAFKA_BOOTSTRAP"
 ./target/release/loadgen relay --database-url "$BENCH_URL" --bootstrap "$KAFKA_BOOTSTRAP" --events "$EVENTS"
