@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test fuzz stack stop bench-write bench-relay bench-read fmt lint
+.PHONY: run test fuzz stack stop bench-write bench-relay bench-read bench-backlog fmt lint
 
 run:
 	./infra/local/run.sh
@@ -42,6 +42,11 @@ bench-relay: stack
 # trivial axum handler, one run.
 bench-read: stack
 	./tests/bench/read.sh
+
+# Backlog benchmark: 1,000,000 events written with the relay off, then relay and projector
+# catch-up rates, a projector restart with the whole topic behind it, and latency after.
+bench-backlog: stack
+	./tests/bench/backlog.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Backlog benchmark, one run on one machine: how the pipeline recovers from a long outage of
+# everything behind the event store.
+#   1. With the relay off, `EVENTS` commands (register user: one event each, default 1,000,000)
+#      are written through the release command API: the backlog.
+#   2. The command API restarts with its relay, and a projector starts: both catch up at once,
+#      as after a real outage. Printed: when the relay has published everything, and when each
+#      read model reading the users topic has applied everything (events/s for each).
+#   3. The projector is killed and restarted with the full topic behind it, a few commands are
+#      written, and the time until they are projected is printed (restart cost must not grow
+#      with the topic).
+#   4. Command-to-visible latency at 100 commands/s for 10 s, to show latency back to normal.
+# Loopback only; every phase is bounded in time. Uses the Kafka cluster of `make run`.
+#
+#   tests/bench/backlog.sh [events=1000000]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+EVENTS="${1:-1000000}"
+
+./infra/local/stack.sh up
+set -a
+# shellcheck disable=SC1091
+source .data/stack.env
+set +a
+BENCH_DB="bench_backlog"
+BENCH_URL="${DATABASE_ADMIN_URL%/*}/$BENCH_DB"
+API_PORT=18280
+QUERY_PORT=18281
+PROJECTOR_PORT=18282
+REGISTRY_PORT=18285
+
+cargo build --release --locked -p command-api -p schema-registry -p projections -p query-api -p tests \
+  --bin command-api --bin schema-registry --bin projector --bin query-api --bin loadgen
+
+"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)"
+"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "CREATE DATABASE $BENCH_DB"
+sql() { "$PG_BINDIR/psql" "$BENCH_URL" -tAc "$1"; }
+
+export APP__DATABASE__URL="$BENCH_URL" APP__LOG__FILTER=warn
+export APP__KAFKA__BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP"
+export APP__KAFKA__TOPIC_PREFIX="backlog$(date +%s)."
+export APP__SCHEMA_REGISTRY__PORT=$REGISTRY_PORT
+export APP__SCHEMA_REGISTRY__URL="http://127.0.0.1:$REGISTRY_PORT"
+export APP__COMMAND_API__PORT=$API_PORT
+export APP__QUERY_API__PORT=$QUERY_PORT
+export APP__PROJECTOR__PORT=$PROJECTOR_PORT
+export APP__PROJECTOR__COMMAND_API_URL="http://127.0.0.1:$API_PORT"
+
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+# shellcheck source=infra/local/wait-for-port.sh
+source "$ROOT/infra/local/wait-for-port.sh"
+log() { echo "$ROOT/.data/bench-backlog-$1.log"; }
+now() { date +%s.%N; }
+elapsed() { python3 -c "print(f'{$(now) - $1:.1f}')"; }
+# Events a projection has applied since the projector started (its own metrics: no load on
+# the database while it catches up).
+applied() {
+  curl -fs "http://127.0.0.1:$PROJECTOR_PORT/metrics" 2>/dev/null |
+    awk -v p="projection=\"$1\"" '$0 ~ "^projection_events_applied_total" && index($0, p) {print $2}' |
+    sed 's/\..*//' | grep . || echo 0
+}
+
+./target/release/schema-registry >"$(log registry)" 2>&1 &
+pids+=($!)
+wait_for_port $REGISTRY_PORT
+
+echo "== machine: $(nproc) cores; broker: Apache Kafka, $(tr , "\n" <<<"$KAFKA_BOOTSTRAP" | wc -l) broker(s) on $KAFKA_BOOTSTRAP"
+echo "== 1. backlog: $EVENTS register-user commands with the relay off"
+APP__RELAY__ENABLED=false ./target/release/command-api >"$(log command-api-off)" 2>&1 &
+api=$!
+pids+=($api)
+wait_for_port $API_PORT
+./target/release/loadgen write --url "http://127.0.0.1:$API_PORT" --mode fresh --concurrency 16 \
+  --warmup-secs 0 --duration-secs 1800 --max-requests "$EVENTS" | grep -E 'requests=|throughput'
+kill "$api"
+wait "$api" 2>/dev/null || true
+total=$(sql "SELECT count(*) FROM events")
+echo "events in the store: $total"
+
+echo "== 2. catch-up: command API with its relay, and a projector, started together"
+started=$(now)
+./target/release/command-api >"$(log command-api)" 2>&1 &
+pids+=($!)
+./target/release/projector >"$(log projector)" 2>&1 &
+projector=$!
+pids+=($projector)
+wait_for_port $API_PORT
+relay_done="" users_done="" audit_done=""
+deadline=$(( $(date +%s) + 3600 ))
+while [[ -z $relay_done || -z $users_done || -z $audit_done ]]; do
+  if (( $(date +%s) > deadline )); then
+    echo "not caught up within an hour" >&2
+    exit 1
+  fi
+  sleep 1
+  if [[ -z $relay_done ]] && [[ $(sql "SELECT (c.tx_id, c.global_position) >= (e.tx_id, e.global_position)
+        FROM relay_checkpoints c, (SELECT tx_id, global_position FROM events
+          ORDER BY tx_id DESC, global_position DESC LIMIT 1) AS e WHERE c.name = 'default'") == t ]]; then
+    relay_done=$(elapsed "$started")
+    echo "relay: all $total published after ${relay_done} s ($(python3 -c "print(round($total / $relay_done))") events/s)"
+  fi
+  for model in users audit; do
+    var="${model}_done"
+    if [[ -z ${!var} ]] && [[ $(applied "$model") -ge $total ]]; then
+      printf -v "$var" '%s' "$(elapsed "$started")"
+      echo "projection $model: all $total applied after ${!var} s ($(python3 -c "print(round($total / ${!var}))") events/s)"
+    fi
+  done
+done
+
+for model in users audit; do
+  echo "projection $model: $(sql "SELECT count(*) FROM projection_versions WHERE projection = '$model'") aggregates recorded as applied"
+done
+
+echo "== 3. projector restart with $total events in the users topic"
+kill "$projector"
+wait "$projector" 2>/dev/null || true
+before=$(sql "SELECT count(*) FROM projection_versions WHERE projection = 'users'")
+restarted=$(now)
+./target/release/projector >"$(log projector-restarted)" 2>&1 &
+pids+=($!)
+./target/release/loadgen write --url "http://127.0.0.1:$API_PORT" --mode fresh --concurrency 4 \
+  --warmup-secs 0 --duration-secs 60 --max-requests 100 | grep -E 'requests='
+want=$(( before + 100 ))
+until [[ $(sql "SELECT count(*) FROM projection_versions WHERE projection = 'users'") -ge $want ]]; do
+  if (( $(date +%s) > deadline )); then
+    echo "the restarted projector did not catch up" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+echo "restarted projector: 100 new commands projected $(elapsed "$restarted") s after its start"
+consumed=$(curl -fs "http://127.0.0.1:$PROJECTOR_PORT/metrics" |
+  awk '/^projection_messages_consumed_total\{projection="users"\}/ {print $2}')
+echo "messages the restarted projector consumed for users: ${consumed:-0}"
+
+echo "== 4. latency after the catch-up: 100 commands/s for 10 s"
+./target/release/query-api >"$(log query-api)" 2>&1 &
+pids+=($!)
+wait_for_port $QUERY_PORT
+./target/release/loadgen visibility --command-url "http://127.0.0.1:$API_PORT" \
+  --query-url "http://127.0.0.1:$QUERY_PORT" --rate 100 --duration-secs 10 --users 100
