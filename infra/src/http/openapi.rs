@@ -111,6 +111,69 @@ fn problem_schema() -> Schema {
         .into()
 }
 
+/// The constraints a server enforces that its DTO derives do not state, merged into the
+/// generated document (a JSON value) by name, so they can be computed from the checking code.
+/// A name that is not in the document is a bug in the caller: it panics, and the unit test that
+/// builds each document finds it.
+pub struct Constraints<'a>(pub &'a mut serde_json::Value);
+
+impl Constraints<'_> {
+    /// `generated` as a JSON value with `constrain`'s constraints merged in.
+    pub fn apply(generated: OpenApi, constrain: fn(&mut Constraints<'_>)) -> serde_json::Value {
+        let mut doc = serde_json::to_value(generated).unwrap_or_default();
+        constrain(&mut Constraints(&mut doc));
+        doc
+    }
+
+    /// Merges `members` into the schema of `property` of component `schema`.
+    pub fn property(&mut self, schema: &str, property: &str, members: serde_json::Value) {
+        let pointer = format!("/components/schemas/{schema}/properties/{property}");
+        merge(self.at(&pointer), members);
+    }
+
+    /// Merges `members` into component `schema` itself.
+    pub fn schema(&mut self, schema: &str, members: serde_json::Value) {
+        merge(self.at(&format!("/components/schemas/{schema}")), members);
+    }
+
+    /// Merges `members` into parameter `name` of `method path`; a `schema` member is merged
+    /// into the parameter's schema.
+    pub fn parameter(&mut self, method: &str, path: &str, name: &str, members: serde_json::Value) {
+        let pointer = format!("/paths/{}/{method}/parameters", path.replace('/', "~1"));
+        let parameter = self
+            .at(&pointer)
+            .as_array_mut()
+            .and_then(|all| all.iter_mut().find(|p| p["name"] == name))
+            .unwrap_or_else(|| panic!("no parameter {name} of {method} {path}"));
+        merge(parameter, members);
+    }
+
+    fn at(&mut self, pointer: &str) -> &mut serde_json::Value {
+        self.0
+            .pointer_mut(pointer)
+            .unwrap_or_else(|| panic!("the document has no {pointer}"))
+    }
+}
+
+/// Object members are merged recursively; anything else replaces what was there.
+fn merge(target: &mut serde_json::Value, members: serde_json::Value) {
+    match (target, members) {
+        (serde_json::Value::Object(target), serde_json::Value::Object(members)) => {
+            for (key, value) in members {
+                match target.get_mut(&key) {
+                    Some(existing) if existing.is_object() && value.is_object() => {
+                        merge(existing, value)
+                    }
+                    _ => {
+                        target.insert(key, value);
+                    }
+                }
+            }
+        }
+        (target, members) => *target = members,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
