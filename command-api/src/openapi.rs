@@ -12,6 +12,7 @@ use infra::http::openapi::{Constraints, Problems};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 
+use crate::http::{IDEMPOTENCY_KEY_MAX, ID_HEADER_MAX, IF_MATCH_PATTERN, TOKEN_PATTERN};
 use crate::routes::{orders, payments, users, CommandAccepted};
 
 #[derive(OpenApi)]
@@ -180,6 +181,47 @@ fn constrain(c: &mut Constraints<'_>) {
     for schema in REQUEST_BODIES {
         c.schema(schema, json!({"additionalProperties": false}));
     }
+    headers(c);
+}
+
+/// The optional headers every command reads (`crate::http`'s request metadata); a value
+/// outside these schemas is 400 `/problems/bad-header`.
+fn headers(c: &mut Constraints<'_>) {
+    let token = |max: usize| {
+        json!({"type": "string", "minLength": 1, "maxLength": max,
+        "pattern": TOKEN_PATTERN})
+    };
+    let optional = |name: &str, description: &str, schema: Value| {
+        json!({"name": name, "in": "header", "required": false, "description": description,
+            "schema": schema})
+    };
+    c.parameter_everywhere(optional(
+        "Idempotency-Key",
+        "The same key with the same body within 24 h answers as the first time and writes \
+         nothing; with a different body it is 422 (a rule no schema can state).",
+        token(IDEMPOTENCY_KEY_MAX),
+    ));
+    c.parameter_everywhere(optional(
+        "If-Match",
+        "`\"N\"`: the aggregate's expected version (409 if it differs); `*` for any.",
+        json!({"type": "string", "pattern": IF_MATCH_PATTERN}),
+    ));
+    for (name, description) in [
+        (
+            "X-Actor",
+            "Who acts (until authentication exists); `anonymous` when absent.",
+        ),
+        (
+            "X-Correlation-Id",
+            "Recorded with the events; a new id when absent.",
+        ),
+        (
+            "X-Causation-Id",
+            "Recorded with the events; the command's own id when absent.",
+        ),
+    ] {
+        c.parameter_everywhere(optional(name, description, token(ID_HEADER_MAX)));
+    }
 }
 
 /// Every request body: the server rejects unknown fields in all of them (`deny_unknown_fields`).
@@ -291,6 +333,16 @@ mod tests {
             property(&doc, "ShipOrder", "carrier")["pattern"],
             patterns::TEXT
         );
+        let headers = &doc["paths"]["/v1/orders/{id}/ship"]["post"]["parameters"];
+        let names: Vec<_> = headers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].clone())
+            .collect();
+        for header in ["Idempotency-Key", "If-Match", "X-Actor"] {
+            assert!(names.contains(&json!(header)), "{header}");
+        }
         assert_eq!(
             property(&doc, "LineItemBody", "quantity")["maximum"],
             Quantity::MAX

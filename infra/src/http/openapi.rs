@@ -148,6 +148,28 @@ impl Constraints<'_> {
         merge(parameter, members);
     }
 
+    /// Adds `parameter` to every operation (e.g. an optional header every route reads).
+    pub fn parameter_everywhere(&mut self, parameter: serde_json::Value) {
+        let paths = self
+            .at("/paths")
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|p| p.values_mut());
+        for operation in paths
+            .flat_map(|item| item.as_object_mut())
+            .flat_map(|i| i.values_mut())
+        {
+            if let Some(operation) = operation.as_object_mut() {
+                let parameters = operation
+                    .entry("parameters")
+                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                if let Some(parameters) = parameters.as_array_mut() {
+                    parameters.push(parameter.clone());
+                }
+            }
+        }
+    }
+
     fn at(&mut self, pointer: &str) -> &mut serde_json::Value {
         self.0
             .pointer_mut(pointer)
