@@ -37,6 +37,7 @@ pub const AGGREGATE_TYPES: [&str; 3] = ["user", "order", "payment"];
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// Page size, 1 to 1000 (default 1000).
     pub limit: Option<i64>,

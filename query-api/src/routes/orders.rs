@@ -119,6 +119,7 @@ pub struct OrderSummary {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only orders in this status.
     pub status: Option<String>,
