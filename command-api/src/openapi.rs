@@ -1,9 +1,18 @@
 //! The OpenAPI 3 document served at `GET /openapi.json`, generated from the handlers' and
 //! DTOs' annotations so it cannot drift from the code.
 
-use infra::http::openapi::Problems;
+use std::sync::OnceLock;
+
+use domain::order::MAX_LINE_ITEMS;
+use domain::values::{
+    patterns, CountryCode, Currency, PaymentMethod, Preferences, Quantity, Role, EMAIL_MAX_CHARS,
+    MAX_AMOUNT_MINOR,
+};
+use infra::http::openapi::{Constraints, Problems};
+use serde_json::{json, Value};
 use utoipa::OpenApi;
 
+use crate::http::{IDEMPOTENCY_KEY_MAX, ID_HEADER_MAX, IF_MATCH_PATTERN, TOKEN_PATTERN};
 use crate::routes::{orders, payments, users, CommandAccepted};
 
 #[derive(OpenApi)]
@@ -52,6 +61,291 @@ const PROBLEMS: Problems = Problems {
     ],
 };
 
-pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(ApiDoc::openapi())
+/// The published document: the generated one plus the constraints of [`constrain`].
+pub fn document() -> Value {
+    Constraints::apply(ApiDoc::openapi(), constrain)
+}
+
+pub async fn openapi_json() -> axum::Json<Value> {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    axum::Json(DOCUMENT.get_or_init(document).clone())
+}
+
+/// Free text of at most `max` characters (`clean_text`).
+fn text(max: usize) -> Value {
+    json!({"minLength": 1, "maxLength": max, "pattern": patterns::TEXT})
+}
+
+/// Every constraint the handlers and the domain's value types enforce, computed from them.
+/// Rules a schema cannot state are in the descriptions, and `tests/fuzz/hooks.py` keeps the
+/// fuzzer to them.
+fn constrain(c: &mut Constraints<'_>) {
+    let email = json!({"format": "email", "minLength": 1, "maxLength": EMAIL_MAX_CHARS,
+        "pattern": patterns::EMAIL});
+    let currency = json!({"enum": Currency::codes().collect::<Vec<_>>()});
+    let amount = json!({"minimum": 1, "maximum": MAX_AMOUNT_MINOR});
+    let reason = text(500);
+    c.property("RegisterUser", "email", email.clone());
+    c.property("RegisterUser", "display_name", text(100));
+    c.property("ChangeProfile", "display_name", text(100));
+    c.property(
+        "ChangeProfile",
+        "preferences",
+        json!({"maxProperties": Preferences::MAX_KEYS, "propertyNames": {"pattern": "^[^\\x00]*$"},
+            "description": format!("Any JSON object of at most {} keys and {} bytes as \
+                compact JSON, without NUL characters in its strings; replaces the previous \
+                preferences.", Preferences::MAX_KEYS, Preferences::MAX_BYTES)}),
+    );
+    c.schema(
+        "ChangeProfile",
+        json!({"anyOf": [
+            {"required": ["display_name"], "properties": {"display_name": {"type": "string"}}},
+            {"required": ["preferences"], "properties": {"preferences": {"type": "object"}}},
+        ]}),
+    );
+    c.property("ChangeEmail", "email", email);
+    c.property("AddressBody", "label", text(40));
+    c.property("AddressBody", "line1", text(200));
+    c.property(
+        "AddressBody",
+        "line2",
+        json!({"maxLength": 200, "pattern": patterns::OPTIONAL_TEXT,
+            "description": "Blank or absent means none."}),
+    );
+    c.property("AddressBody", "city", text(100));
+    c.property(
+        "AddressBody",
+        "postal_code",
+        json!({"minLength": 1, "maxLength": 16, "pattern": patterns::POSTAL_CODE}),
+    );
+    c.property(
+        "AddressBody",
+        "country",
+        json!({"enum": CountryCode::codes().collect::<Vec<_>>()}),
+    );
+    let roles: Vec<_> = Role::ALL.iter().map(Role::as_str).collect();
+    c.property("GrantRole", "role", json!({"enum": roles}));
+    c.parameter(
+        "delete",
+        "/v1/users/{id}/roles/{role}",
+        "role",
+        json!({"schema": {"enum": roles}}),
+    );
+    c.property("Deactivate", "reason", reason.clone());
+    let code = json!({"minLength": 1, "maxLength": 64, "pattern": patterns::CODE});
+    c.property("LineItemBody", "sku", code.clone());
+    c.property(
+        "LineItemBody",
+        "quantity",
+        json!({"minimum": 1, "maximum": Quantity::MAX}),
+    );
+    c.property(
+        "LineItemBody",
+        "unit_price_minor",
+        json!({"minimum": 0, "maximum": MAX_AMOUNT_MINOR}),
+    );
+    c.property(
+        "PlaceOrder",
+        "customer_id",
+        json!({"format": "uuid",
+        "description": "An active user's id (422 otherwise)."}),
+    );
+    c.property("PlaceOrder", "currency", currency.clone());
+    c.property(
+        "PlaceOrder",
+        "items",
+        json!({"minItems": 1, "maxItems": MAX_LINE_ITEMS, "description": format!(
+            "Each `sku` at most once; the order's total (the sum of quantity times unit price) \
+             at most {MAX_AMOUNT_MINOR} minor units (422 otherwise).")}),
+    );
+    c.property("ShipOrder", "carrier", text(64));
+    c.property("ShipOrder", "tracking_number", code);
+    c.property("CancelOrder", "reason", reason.clone());
+    c.property(
+        "InitiatePayment",
+        "order_id",
+        json!({"format": "uuid",
+        "description": "An order awaiting payment (422 if there is no such order)."}),
+    );
+    c.property("InitiatePayment", "amount_minor", amount.clone());
+    c.property("InitiatePayment", "currency", currency);
+    let methods: Vec<_> = PaymentMethod::ALL
+        .iter()
+        .map(PaymentMethod::as_str)
+        .collect();
+    c.property("InitiatePayment", "method", json!({"enum": methods}));
+    c.property("Amount", "amount_minor", amount.clone());
+    c.property("FailPayment", "reason", reason.clone());
+    c.property("RefundPayment", "amount_minor", amount);
+    c.property("RefundPayment", "reason", reason);
+    for schema in REQUEST_BODIES {
+        c.schema(schema, json!({"additionalProperties": false}));
+    }
+    headers(c);
+}
+
+/// The optional headers every command reads (`crate::http`'s request metadata); a value
+/// outside these schemas is 400 `/problems/bad-header`.
+fn headers(c: &mut Constraints<'_>) {
+    let token = |max: usize| {
+        json!({"type": "string", "minLength": 1, "maxLength": max,
+        "pattern": TOKEN_PATTERN})
+    };
+    let optional = |name: &str, description: &str, schema: Value| {
+        json!({"name": name, "in": "header", "required": false, "description": description,
+            "schema": schema})
+    };
+    c.parameter_everywhere(optional(
+        "Idempotency-Key",
+        "The same key with the same body within 24 h answers as the first time and writes \
+         nothing; with a different body it is 422 (a rule no schema can state).",
+        token(IDEMPOTENCY_KEY_MAX),
+    ));
+    c.parameter_everywhere(optional(
+        "If-Match",
+        "`\"N\"`: the aggregate's expected version (409 if it differs); `*` for any.",
+        json!({"type": "string", "pattern": IF_MATCH_PATTERN}),
+    ));
+    for (name, description) in [
+        (
+            "X-Actor",
+            "Who acts (until authentication exists); `anonymous` when absent.",
+        ),
+        (
+            "X-Correlation-Id",
+            "Recorded with the events; a new id when absent.",
+        ),
+        (
+            "X-Causation-Id",
+            "Recorded with the events; the command's own id when absent.",
+        ),
+    ] {
+        c.parameter_everywhere(optional(name, description, token(ID_HEADER_MAX)));
+    }
+}
+
+/// Every request body: the server rejects unknown fields in all of them (`deny_unknown_fields`).
+const REQUEST_BODIES: &[&str] = &[
+    "RegisterUser",
+    "ChangeProfile",
+    "ChangeEmail",
+    "AddressBody",
+    "GrantRole",
+    "Deactivate",
+    "PlaceOrder",
+    "LineItemBody",
+    "ShipOrder",
+    "CancelOrder",
+    "InitiatePayment",
+    "Amount",
+    "FailPayment",
+    "RefundPayment",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn property(doc: &Value, schema: &str, property: &str) -> Value {
+        doc["components"]["schemas"][schema]["properties"][property].clone()
+    }
+
+    #[test]
+    fn the_document_carries_the_servers_constraints() {
+        let doc = document();
+        let currencies = property(&doc, "PlaceOrder", "currency")["enum"].clone();
+        let expected: Vec<_> = Currency::codes().collect();
+        assert_eq!(currencies, json!(expected));
+        assert!(expected.iter().all(|code| Currency::parse(code).is_ok()));
+        let name = property(&doc, "RegisterUser", "display_name");
+        assert_eq!(name["maxLength"], 100);
+        assert_eq!(name["minLength"], 1);
+        for schema in ["InitiatePayment", "Amount", "RefundPayment"] {
+            let amount = property(&doc, schema, "amount_minor");
+            assert_eq!(
+                (amount["minimum"].clone(), amount["maximum"].clone()),
+                (json!(1), json!(MAX_AMOUNT_MINOR))
+            );
+        }
+        let items = property(&doc, "PlaceOrder", "items");
+        assert_eq!(
+            (items["minItems"].clone(), items["maxItems"].clone()),
+            (json!(1), json!(100))
+        );
+        let countries = property(&doc, "AddressBody", "country")["enum"].clone();
+        assert_eq!(countries.as_array().map(Vec::len), Some(249));
+        for schema in REQUEST_BODIES {
+            assert_eq!(
+                doc["components"]["schemas"][schema]["additionalProperties"],
+                false
+            );
+        }
+        assert_eq!(
+            doc["components"]["schemas"]["ChangeProfile"]["anyOf"]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn every_enum_in_the_document_is_what_the_server_parses() {
+        let doc = document();
+        let words = |value: Value| -> Vec<String> { serde_json::from_value(value).unwrap() };
+        let roles = words(property(&doc, "GrantRole", "role")["enum"].clone());
+        assert_eq!(roles.len(), Role::ALL.len());
+        assert!(roles.iter().all(|r| Role::parse(r).is_ok()));
+        let path = &doc["paths"]["/v1/users/{id}/roles/{role}"]["delete"]["parameters"];
+        let role_param = path
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "role")
+            .unwrap();
+        assert_eq!(words(role_param["schema"]["enum"].clone()), roles);
+        let methods = words(property(&doc, "InitiatePayment", "method")["enum"].clone());
+        assert_eq!(methods.len(), PaymentMethod::ALL.len());
+        assert!(methods.iter().all(|m| PaymentMethod::parse(m).is_ok()));
+        for country in words(property(&doc, "AddressBody", "country")["enum"].clone()) {
+            assert!(CountryCode::parse(&country).is_ok(), "{country}");
+        }
+        // Words outside the lists are refused.
+        assert!(Role::parse("root").is_err() && !roles.contains(&"root".to_owned()));
+        assert!(Currency::parse("XYZ").is_err() && !Currency::codes().any(|c| c == "XYZ"));
+    }
+
+    #[test]
+    fn patterns_and_lengths_come_from_the_domain() {
+        let doc = document();
+        assert_eq!(
+            property(&doc, "RegisterUser", "email")["pattern"],
+            patterns::EMAIL
+        );
+        assert_eq!(
+            property(&doc, "LineItemBody", "sku")["pattern"],
+            patterns::CODE
+        );
+        assert_eq!(
+            property(&doc, "AddressBody", "postal_code")["maxLength"],
+            16
+        );
+        assert_eq!(
+            property(&doc, "ShipOrder", "carrier")["pattern"],
+            patterns::TEXT
+        );
+        let headers = &doc["paths"]["/v1/orders/{id}/ship"]["post"]["parameters"];
+        let names: Vec<_> = headers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].clone())
+            .collect();
+        for header in ["Idempotency-Key", "If-Match", "X-Actor"] {
+            assert!(names.contains(&json!(header)), "{header}");
+        }
+        assert_eq!(
+            property(&doc, "LineItemBody", "quantity")["maximum"],
+            Quantity::MAX
+        );
+    }
 }

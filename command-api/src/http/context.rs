@@ -20,14 +20,15 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMetadata {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let headers = &parts.headers;
         let command_id = Uuid::now_v7();
-        let actor = header_token(headers, "x-actor", 128)?.unwrap_or_else(|| "anonymous".into());
-        let correlation_id = header_token(headers, "x-correlation-id", 128)?
+        let actor =
+            header_token(headers, "x-actor", ID_HEADER_MAX)?.unwrap_or_else(|| "anonymous".into());
+        let correlation_id = header_token(headers, "x-correlation-id", ID_HEADER_MAX)?
             .unwrap_or_else(|| command_id.to_string());
-        let causation_id =
-            header_token(headers, "x-causation-id", 128)?.unwrap_or_else(|| command_id.to_string());
+        let causation_id = header_token(headers, "x-causation-id", ID_HEADER_MAX)?
+            .unwrap_or_else(|| command_id.to_string());
         let traceparent = continue_trace(headers.get("traceparent").and_then(|v| v.to_str().ok()));
         let expected_version = if_match(headers)?;
-        let idempotency_key = header_token(headers, "idempotency-key", 255)?;
+        let idempotency_key = header_token(headers, "idempotency-key", IDEMPOTENCY_KEY_MAX)?;
         Ok(Self {
             actor: Actor(actor),
             command_id,
@@ -40,6 +41,18 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMetadata {
         })
     }
 }
+
+/// Longest `X-Actor`, `X-Correlation-Id` and `X-Causation-Id`.
+pub const ID_HEADER_MAX: usize = 128;
+/// Longest `Idempotency-Key`.
+pub const IDEMPOTENCY_KEY_MAX: usize = 255;
+/// What [`header_token`] accepts (apart from the length), for the OpenAPI document.
+pub const TOKEN_PATTERN: &str = "^[!-~]+$";
+/// What [`if_match`] accepts, for the OpenAPI document: `*`, or a version of at most
+/// [`VERSION_DIGITS`] digits, bare, quoted or weak (`W/"N"`).
+pub const IF_MATCH_PATTERN: &str = r#"^(?:\*|(?:W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#;
+/// Most digits of an `If-Match` version (any version an aggregate can reach fits).
+const VERSION_DIGITS: usize = 18;
 
 /// A header of printable ASCII without spaces, at most `max` bytes; absent is `None`.
 fn header_token(
@@ -78,11 +91,19 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     if raw == "*" {
         return Ok(None);
     }
-    let unquoted = raw.trim_start_matches("W/").trim_matches('"');
-    unquoted
-        .parse::<i64>()
-        .ok()
-        .filter(|v| *v >= 0)
+    let digits = match raw.strip_prefix("W/") {
+        Some(weak) => weak.strip_prefix('"').and_then(|v| v.strip_suffix('"')),
+        None => Some(
+            raw.strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(&raw),
+        ),
+    };
+    digits
+        .filter(|d| {
+            (1..=VERSION_DIGITS).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+        })
+        .and_then(|d| d.parse::<i64>().ok())
         .map(Some)
         .ok_or(ApiError::BadHeader {
             name: "if-match",
@@ -153,10 +174,37 @@ mod tests {
             headers.insert("if-match", HeaderValue::from_static(raw));
             assert_eq!(if_match(&headers).unwrap(), expected, "{raw}");
         }
-        headers.insert("if-match", HeaderValue::from_static("\"abc\""));
-        assert!(matches!(
-            if_match(&headers),
-            Err(ApiError::BadHeader { .. })
-        ));
+        let pattern = regex_lite::Regex::new(IF_MATCH_PATTERN).unwrap();
+        for raw in [
+            "\"3\"",
+            "3",
+            "W/\"7\"",
+            "*",
+            "007",
+            "\"123456789012345678\"",
+        ] {
+            headers.insert("if-match", HeaderValue::from_static(raw));
+            assert!(if_match(&headers).is_ok(), "{raw}");
+            assert!(pattern.is_match(raw), "{raw}");
+        }
+        for raw in [
+            "\"abc\"",
+            "\"3",
+            "3\"",
+            "W/3",
+            "W/W/\"3\"",
+            "+3",
+            "-1",
+            "\"\"",
+            "1234567890123456789",
+            "**",
+        ] {
+            headers.insert("if-match", HeaderValue::from_static(raw));
+            assert!(
+                matches!(if_match(&headers), Err(ApiError::BadHeader { .. })),
+                "{raw}"
+            );
+            assert!(!pattern.is_match(raw), "{raw}");
+        }
     }
 }

@@ -6,5 +6,6 @@ mod context;
 mod json;
 mod validate;
 
+pub use context::{IDEMPOTENCY_KEY_MAX, ID_HEADER_MAX, IF_MATCH_PATTERN, TOKEN_PATTERN};
 pub use json::{EmptyBody, JsonBody};
 pub use validate::{parse_id, Validator};

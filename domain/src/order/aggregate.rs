@@ -23,7 +23,17 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
-    pub fn as_str(&self) -> &'static str {
+    /// Every status, in life-cycle order.
+    pub const ALL: [OrderStatus; 6] = [
+        Self::Created,
+        Self::Confirmed,
+        Self::Processing,
+        Self::Shipped,
+        Self::Delivered,
+        Self::Cancelled,
+    ];
+
+    pub const fn as_str(&self) -> &'static str {
         match self {
             Self::Created => "created",
             Self::Confirmed => "confirmed",

@@ -7,13 +7,18 @@ use super::{checked_string, clean_text, AddressLabel, FieldError, ValueError};
 
 const LOCAL_PART_SPECIALS: &str = "!#$%&'*+/=?^_`{|}~-.";
 
+/// Longest email address, in characters as sent (before trimming).
+pub const EMAIL_MAX_CHARS: usize = 254;
+
 fn check_email(raw: &str) -> Result<String, ValueError> {
+    if raw.chars().count() > EMAIL_MAX_CHARS {
+        return Err(ValueError::TooLong {
+            max: EMAIL_MAX_CHARS,
+        });
+    }
     let email = raw.trim();
     if email.is_empty() {
         return Err(ValueError::Empty);
-    }
-    if email.len() > 254 {
-        return Err(ValueError::TooLong { max: 254 });
     }
     let (local, domain) = email.split_once('@').ok_or(ValueError::BadEmail)?;
     let local_ok = !local.is_empty()
@@ -68,6 +73,13 @@ checked_string!(
     check_country
 );
 
+impl CountryCode {
+    /// Every code [`CountryCode::parse`] accepts.
+    pub fn codes() -> impl Iterator<Item = &'static str> {
+        COUNTRIES.iter().copied()
+    }
+}
+
 fn check_postal_code(raw: &str) -> Result<String, ValueError> {
     let code = clean_text(raw, 16)?;
     if code
@@ -116,8 +128,9 @@ impl Address {
         };
         let label = AddressLabel::parse(fields.label).map_err(|e| note("label", e));
         let line1 = clean_text(fields.line1, 200).map_err(|e| note("line1", e));
-        let line2 = match fields.line2.map(str::trim) {
-            None | Some("") => Ok(None),
+        let line2 = match fields.line2 {
+            None => Ok(None),
+            Some(blank) if blank.trim().is_empty() && blank.chars().count() <= 200 => Ok(None),
             Some(text) => clean_text(text, 200)
                 .map(Some)
                 .map_err(|e| note("line2", e)),
@@ -140,17 +153,34 @@ impl Address {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// Samples shared with the email pattern's test in domain/src/values/patterns.rs.
+    pub(crate) const GOOD_EMAILS: &[&str] = &[
+        "a@b.co",
+        "first.last+tag@example.com",
+        " padded@example.org ",
+        "x_y-z@sub.domain-1.example.io",
+    ];
+    pub(crate) const BAD_EMAILS: &[&str] = &[
+        "plain",
+        "@example.com",
+        "a@",
+        "a@b",
+        "a@@b.com",
+        "a b@c.com",
+        ".a@b.com",
+        "a..b@c.com",
+        "a@-b.com",
+        "a@b.c",
+        "a@b.c0m1",
+        "ä@b.com",
+    ];
 
     #[test]
     fn accepts_ordinary_emails() {
-        for good in [
-            "a@b.co",
-            "first.last+tag@example.com",
-            " padded@example.org ",
-            "x_y-z@sub.domain-1.example.io",
-        ] {
+        for good in GOOD_EMAILS {
             assert!(Email::parse(good).is_ok(), "{good} should be accepted");
         }
         assert_eq!(Email::parse(" a@b.co ").unwrap().as_str(), "a@b.co");
@@ -158,20 +188,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_emails() {
-        for bad in [
-            "plain",
-            "@example.com",
-            "a@",
-            "a@b",
-            "a@@b.com",
-            "a b@c.com",
-            ".a@b.com",
-            "a..b@c.com",
-            "a@-b.com",
-            "a@b.c",
-            "a@b.c0m1",
-            "ä@b.com",
-        ] {
+        for bad in BAD_EMAILS {
             assert_eq!(Email::parse(bad), Err(ValueError::BadEmail), "{bad}");
         }
         assert_eq!(Email::parse("  "), Err(ValueError::Empty));

@@ -7,9 +7,10 @@
 mod codes;
 mod contact;
 mod money;
+pub mod patterns;
 mod text;
 
-pub use contact::{Address, AddressFields, CountryCode, Email, PostalCode};
+pub use contact::{Address, AddressFields, CountryCode, Email, PostalCode, EMAIL_MAX_CHARS};
 pub use money::{positive_amount, Currency, Money, Quantity, UnitPrice, MAX_AMOUNT_MINOR};
 pub use text::{
     AddressLabel, Carrier, DisplayName, PaymentMethod, Preferences, Reason, Role, Sku,
@@ -48,13 +49,15 @@ pub struct FieldError {
 }
 
 /// Shared check for free-text values: trimmed, non-empty, bounded, no control characters.
+/// The length counts the characters (code points) as sent, before trimming, as JSON Schema's
+/// `maxLength` does.
 pub(crate) fn clean_text(raw: &str, max: usize) -> Result<String, ValueError> {
+    if raw.chars().count() > max {
+        return Err(ValueError::TooLong { max });
+    }
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(ValueError::Empty);
-    }
-    if trimmed.chars().count() > max {
-        return Err(ValueError::TooLong { max });
     }
     if trimmed.chars().any(char::is_control) {
         return Err(ValueError::BadCharacters);

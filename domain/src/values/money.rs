@@ -23,6 +23,11 @@ impl Currency {
         Ok(Self([bytes[0], bytes[1], bytes[2]]))
     }
 
+    /// Every code [`Currency::parse`] accepts.
+    pub fn codes() -> impl Iterator<Item = &'static str> {
+        CURRENCIES.iter().map(|(code, _)| *code)
+    }
+
     pub fn code(&self) -> &str {
         // Built only from the ASCII table above.
         std::str::from_utf8(&self.0).unwrap_or("XXX")

@@ -64,6 +64,7 @@ pub enum Role {
 
 impl Role {
     pub const ALLOWED: &'static str = "customer, admin, service";
+    pub const ALL: [Role; 3] = [Self::Customer, Self::Admin, Self::Service];
 
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         match raw {
@@ -95,6 +96,15 @@ pub enum PaymentMethod {
 
 impl PaymentMethod {
     pub const ALLOWED: &'static str = "card, bank_transfer, wallet";
+    pub const ALL: [PaymentMethod; 3] = [Self::Card, Self::BankTransfer, Self::Wallet];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Card => "card",
+            Self::BankTransfer => "bank_transfer",
+            Self::Wallet => "wallet",
+        }
+    }
 
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         match raw {
@@ -195,6 +205,21 @@ mod tests {
         assert_eq!(
             TrackingNumber::parse("1Z/9"),
             Err(ValueError::BadCharacters)
+        );
+    }
+
+    #[test]
+    fn closed_vocabularies_list_every_word_they_parse() {
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.as_str()), Ok(role));
+        }
+        for method in PaymentMethod::ALL {
+            assert_eq!(PaymentMethod::parse(method.as_str()), Ok(method));
+        }
+        assert_eq!(Role::ALLOWED.split(", ").count(), Role::ALL.len());
+        assert_eq!(
+            PaymentMethod::ALLOWED.split(", ").count(),
+            PaymentMethod::ALL.len()
         );
     }
 

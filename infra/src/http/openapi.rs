@@ -111,6 +111,91 @@ fn problem_schema() -> Schema {
         .into()
 }
 
+/// The constraints a server enforces that its DTO derives do not state, merged into the
+/// generated document (a JSON value) by name, so they can be computed from the checking code.
+/// A name that is not in the document is a bug in the caller: it panics, and the unit test that
+/// builds each document finds it.
+pub struct Constraints<'a>(pub &'a mut serde_json::Value);
+
+impl Constraints<'_> {
+    /// `generated` as a JSON value with `constrain`'s constraints merged in.
+    pub fn apply(generated: OpenApi, constrain: fn(&mut Constraints<'_>)) -> serde_json::Value {
+        let mut doc = serde_json::to_value(generated).unwrap_or_default();
+        constrain(&mut Constraints(&mut doc));
+        doc
+    }
+
+    /// Merges `members` into the schema of `property` of component `schema`.
+    pub fn property(&mut self, schema: &str, property: &str, members: serde_json::Value) {
+        let pointer = format!("/components/schemas/{schema}/properties/{property}");
+        merge(self.at(&pointer), members);
+    }
+
+    /// Merges `members` into component `schema` itself.
+    pub fn schema(&mut self, schema: &str, members: serde_json::Value) {
+        merge(self.at(&format!("/components/schemas/{schema}")), members);
+    }
+
+    /// Merges `members` into parameter `name` of `method path`; a `schema` member is merged
+    /// into the parameter's schema.
+    pub fn parameter(&mut self, method: &str, path: &str, name: &str, members: serde_json::Value) {
+        let pointer = format!("/paths/{}/{method}/parameters", path.replace('/', "~1"));
+        let parameter = self
+            .at(&pointer)
+            .as_array_mut()
+            .and_then(|all| all.iter_mut().find(|p| p["name"] == name))
+            .unwrap_or_else(|| panic!("no parameter {name} of {method} {path}"));
+        merge(parameter, members);
+    }
+
+    /// Adds `parameter` to every operation (e.g. an optional header every route reads).
+    pub fn parameter_everywhere(&mut self, parameter: serde_json::Value) {
+        let paths = self
+            .at("/paths")
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|p| p.values_mut());
+        for operation in paths
+            .flat_map(|item| item.as_object_mut())
+            .flat_map(|i| i.values_mut())
+        {
+            if let Some(operation) = operation.as_object_mut() {
+                let parameters = operation
+                    .entry("parameters")
+                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                if let Some(parameters) = parameters.as_array_mut() {
+                    parameters.push(parameter.clone());
+                }
+            }
+        }
+    }
+
+    fn at(&mut self, pointer: &str) -> &mut serde_json::Value {
+        self.0
+            .pointer_mut(pointer)
+            .unwrap_or_else(|| panic!("the document has no {pointer}"))
+    }
+}
+
+/// Object members are merged recursively; anything else replaces what was there.
+fn merge(target: &mut serde_json::Value, members: serde_json::Value) {
+    match (target, members) {
+        (serde_json::Value::Object(target), serde_json::Value::Object(members)) => {
+            for (key, value) in members {
+                match target.get_mut(&key) {
+                    Some(existing) if existing.is_object() && value.is_object() => {
+                        merge(existing, value)
+                    }
+                    _ => {
+                        target.insert(key, value);
+                    }
+                }
+            }
+        }
+        (target, members) => *target = members,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

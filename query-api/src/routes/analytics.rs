@@ -42,6 +42,7 @@ fn check_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<(), Que
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RevenueParams {
     /// First day, `YYYY-MM-DD` (UTC).
     pub from: Option<NaiveDate>,
@@ -112,6 +113,7 @@ pub async fn revenue(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FunnelParams {
     /// Orders placed on or after this day, `YYYY-MM-DD` (UTC).
     pub from: Option<NaiveDate>,

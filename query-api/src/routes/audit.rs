@@ -32,8 +32,12 @@ pub struct AuditEntry {
     pub payload: serde_json::Value,
 }
 
+/// The aggregate types with a history.
+pub const AGGREGATE_TYPES: [&str; 3] = ["user", "order", "payment"];
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// Page size, 1 to 1000 (default 1000).
     pub limit: Option<i64>,
@@ -52,16 +56,12 @@ pub async fn history(
     Path((aggregate_type, id)): Path<(String, String)>,
     Params(params): Params<HistoryParams>,
 ) -> Result<Json<Page<AuditEntry>>, QueryError> {
-    let what = match aggregate_type.as_str() {
-        "user" => "user",
-        "order" => "order",
-        "payment" => "payment",
-        _ => {
-            return Err(QueryError::NotFound {
-                what: "aggregate type",
-            })
-        }
-    };
+    let what = AGGREGATE_TYPES
+        .into_iter()
+        .find(|known| *known == aggregate_type)
+        .ok_or(QueryError::NotFound {
+            what: "aggregate type",
+        })?;
     let id = path_id(&id, what)?;
     let limit = params::limit(params.limit, 1000, 1000)?;
     let after: i64 = match params.cursor.as_deref() {

@@ -55,6 +55,7 @@ pub fn version_tag(version: i64) -> String {
 /// `?min_version=N` of single-resource reads.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReadParams {
     /// Wait (bounded) until the read model has reached this version.
     pub min_version: Option<i64>,
@@ -160,4 +161,29 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    /// A parameter is in the path exactly when the path template names it; all others are
+    /// query parameters (a struct deriving `IntoParams` defaults to the path).
+    #[test]
+    fn parameters_are_in_the_path_only_when_the_template_names_them() {
+        let doc = crate::openapi::document();
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut queries = 0;
+        for (path, item) in paths {
+            for parameter in item["get"]["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().expect("name");
+                let expected = if path.contains(&format!("{{{name}}}")) {
+                    "path"
+                } else {
+                    queries += 1;
+                    "query"
+                };
+                assert_eq!(parameter["in"], expected, "{name} of {path}");
+            }
+        }
+        assert!(queries >= 10, "{queries} query parameters");
+    }
 }

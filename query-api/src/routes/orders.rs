@@ -6,6 +6,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use domain::OrderStatus;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
@@ -22,14 +23,16 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/users/{id}/orders", get(customer_orders))
 }
 
-pub const STATUSES: [&str; 6] = [
-    "created",
-    "confirmed",
-    "processing",
-    "shipped",
-    "delivered",
-    "cancelled",
-];
+/// The names of [`OrderStatus::ALL`], as the read model stores them.
+pub const STATUSES: [&str; 6] = {
+    let mut names = [""; 6];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = OrderStatus::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 /// An order. `paid_minor` and `refunded_minor` sum its payments' captures and refunds.
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -116,6 +119,7 @@ pub struct OrderSummary {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only orders in this status.
     pub status: Option<String>,

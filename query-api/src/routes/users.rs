@@ -74,8 +74,10 @@ pub async fn user(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EmailParams {
     /// Compared case-insensitively, as registration does.
+    #[param(value_type = String)]
     pub email: Option<String>,
 }
 
