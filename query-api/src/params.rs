@@ -5,7 +5,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -43,6 +43,24 @@ fn unknown_parameter(message: &str) -> Option<String> {
         .strip_prefix("unknown field `")
         .or_else(|| message.strip_prefix("duplicate field `"))?;
     Some(rest.split('`').next()?.to_owned())
+}
+
+/// A day parameter exactly as RFC 3339's `full-date` (`YYYY-MM-DD`), what `format: date` in the
+/// document means; chrono's own parser would also take `2024-1-5`, spaces or a signed year.
+pub fn day<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<NaiveDate>, D::Error> {
+    let raw = <String as serde::Deserialize>::deserialize(deserializer)?;
+    let shaped = raw.len() == 10
+        && raw.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    shaped
+        .then(|| NaiveDate::parse_from_str(&raw, "%Y-%m-%d").ok())
+        .flatten()
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("must be a day, `YYYY-MM-DD`"))
 }
 
 /// A path id: anything that is not a UUID names no resource, so it is 404.
@@ -115,6 +133,36 @@ mod tests {
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("12|nope")).is_err());
         let far = format!("600000000000000000|{}", Uuid::now_v7()); // year 20983
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode(far)).is_err());
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Days {
+        #[serde(default, deserialize_with = "day")]
+        from: Option<NaiveDate>,
+    }
+
+    #[test]
+    fn days_are_full_dates_only() {
+        let parse = |query: &str| serde_urlencoded::from_str::<Days>(query).map(|d| d.from);
+        assert_eq!(parse("").unwrap(), None);
+        assert_eq!(
+            parse("from=2024-01-05").unwrap(),
+            NaiveDate::from_ymd_opt(2024, 1, 5)
+        );
+        assert!(parse("from=0001-01-01").is_ok());
+        for bad in [
+            "2024-1-5",
+            "2024-01-5",
+            "+2024-01-05",
+            "2024-01-05%20",
+            "%202024-01-05",
+            "2024-02-30",
+            "24-01-05",
+            "2024-01-05T00:00:00Z",
+            "",
+        ] {
+            assert!(parse(&format!("from={bad}")).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::orders::STATUSES;
 use super::AppState;
 use crate::error::QueryError;
-use crate::params::Params;
+use crate::params::{self, Params};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -45,8 +45,10 @@ fn check_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<(), Que
 #[into_params(parameter_in = Query)]
 pub struct RevenueParams {
     /// First day, `YYYY-MM-DD` (UTC).
+    #[serde(default, deserialize_with = "params::day")]
     pub from: Option<NaiveDate>,
     /// Last day, `YYYY-MM-DD` (UTC).
+    #[serde(default, deserialize_with = "params::day")]
     pub to: Option<NaiveDate>,
     /// Only this ISO 4217 currency.
     pub currency: Option<String>,
@@ -116,8 +118,10 @@ pub async fn revenue(
 #[into_params(parameter_in = Query)]
 pub struct FunnelParams {
     /// Orders placed on or after this day, `YYYY-MM-DD` (UTC).
+    #[serde(default, deserialize_with = "params::day")]
     pub from: Option<NaiveDate>,
     /// Orders placed on or before this day.
+    #[serde(default, deserialize_with = "params::day")]
     pub to: Option<NaiveDate>,
 }
 
