@@ -4,7 +4,8 @@
 # conforming body, nothing may answer 5xx, and every allowed request must be accepted
 # (`positive_data_acceptance`): only the statuses of ALLOWED below, which a valid request can
 # get for domain reasons, may answer it; a 400 or 422 is a constraint the server enforces and
-# the document does not state. The few rules JSON Schema cannot state are in the documents'
+# the document does not state; and every request the documents forbid must be refused with a
+# 4xx (`negative_data_rejection`). The few rules JSON Schema cannot state are in the documents'
 # descriptions and tests/fuzz/hooks.py keeps the generated requests to them. Starts a command
 # API and a query API from this tree's debug binaries on free ports against a database of
 # their own (relay off), runs a bounded number of examples per operation, and exits non-zero
@@ -19,8 +20,9 @@ SCHEMATHESIS_VERSION=3.39.16
 # Newer Hypothesis releases break this Schemathesis release.
 HYPOTHESIS_VERSION=6.122.0
 EXAMPLES=${FUZZ_EXAMPLES:-25}
-# `positive` (requests the documents allow) by default; `all` adds requests they forbid (which
-# must be refused with a 4xx). Only `positive` is part of `make test`.
+# `all` by default: requests the documents allow, and requests they forbid, which must be
+# refused with a 4xx (`negative_data_rejection`); `positive` sends only the first kind.
+# (`negative` alone cannot be generated for operations whose only parameter is a free string.)
 TARGET=${CARGO_TARGET_DIR:-target}
 VENV=.data/fuzz-venv
 
@@ -80,7 +82,7 @@ status=0
 for port in "$command_port" "$query_port"; do
   base="http://127.0.0.1:$port"
   "$VENV/bin/schemathesis" run "$base/openapi.json" --base-url "$base" \
-    --checks all --data-generation-method "${FUZZ_DATA:-positive}" --hypothesis-max-examples "$EXAMPLES" --hypothesis-deadline 5000 \
+    --checks all --data-generation-method "${FUZZ_DATA:-all}" --hypothesis-max-examples "$EXAMPLES" --hypothesis-deadline 5000 \
     --hypothesis-suppress-health-check all --request-timeout 10000 \
     --experimental=positive_data_acceptance \
     --experimental-positive-data-acceptance-allowed-statuses "${ALLOWED[$port]}" \
