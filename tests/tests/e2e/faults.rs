@@ -109,17 +109,24 @@ impl Projector {
     }
 }
 
+/// How long a fault lasts: `default` unless the variable `name` gives whole seconds (for
+/// longer runs by hand; `make test` keeps the defaults).
+fn fault_length(name: &str, default: Duration) -> Duration {
+    match std::env::var(name) {
+        Ok(secs) => Duration::from_secs(secs.parse().expect("whole seconds")),
+        Err(_) => default,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_whole_cluster_stall_past_the_delivery_timeout_loses_nothing() {
     let (cluster, stack, projector) = faulted_stack().await;
     // Past the delivery timeout by 5 s in `make test`; `FAULT_STALL_SECS=45` reproduces the
     // 45-second stall of the original report (docs/performance.md).
-    let stall = match std::env::var("FAULT_STALL_SECS") {
-        Ok(secs) => Duration::from_secs(secs.parse().expect("FAULT_STALL_SECS: whole seconds")),
-        Err(_) => {
-            Duration::from_millis(stack.settings.kafka.delivery_timeout_ms) + Duration::from_secs(5)
-        }
-    };
+    let stall = fault_length(
+        "FAULT_STALL_SECS",
+        Duration::from_millis(stack.settings.kafka.delivery_timeout_ms) + Duration::from_secs(5),
+    );
     let nodes = cluster.clone();
     let acknowledged = under_load(&stack, move || {
         std::thread::sleep(Duration::from_secs(3));
@@ -140,7 +147,11 @@ async fn one_broker_killed_and_restarted_under_load_loses_nothing() {
         std::thread::sleep(Duration::from_secs(3));
         nodes.signal(2, "KILL");
         nodes.wait_exited(2, Duration::from_secs(10));
-        std::thread::sleep(Duration::from_secs(10));
+        // 10 s in `make test`; `FAULT_BROKER_DOWN_SECS=120` keeps it down for minutes.
+        std::thread::sleep(fault_length(
+            "FAULT_BROKER_DOWN_SECS",
+            Duration::from_secs(10),
+        ));
         nodes.up();
     })
     .await;
