@@ -1,17 +1,18 @@
 # The two commands that matter:
-#   make run    bring up PostgreSQL, Kafka (three brokers) and the services; logs in the
+#   make run    bring up PostgreSQL, Kafka (one broker) and the services; logs in the
 #               foreground; Ctrl-C stops all
-#   make test   lint first (format check, clippy with warnings as errors), then bring up
+#   make test   lint first (format check, clippy with warnings as errors) and the offline
+#               checks of the deployment files, then bring up
 #               PostgreSQL and a test Kafka cluster and run the whole test suite (what CI runs)
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test fuzz stack stop bench-write bench-relay bench-read bench-backlog fmt lint
+.PHONY: run test fuzz deploy-check stack stop bench-write bench-relay bench-read bench-backlog fmt lint
 
 run:
 	./infra/local/run.sh
 
-test: lint
+test: lint deploy-check
 	./infra/local/stack.sh up-test
 	$(CARGO) build --workspace --bins --locked
 	set -a && source .data/stack.env && set +a && \
@@ -23,6 +24,11 @@ test: lint
 fuzz:
 	$(CARGO) build --workspace --bins --locked
 	set -a && source .data/stack.env && set +a && ./tests/fuzz/run.sh
+
+# Offline checks of the deployment files: promtool checks the alert rules and runs their unit
+# tests (promtool unpacked from Debian's prometheus package into .data/promtool).
+deploy-check:
+	./tests/deploy/check.sh
 
 stack:
 	./infra/local/stack.sh up
