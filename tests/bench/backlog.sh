@@ -19,34 +19,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 EVENTS="${1:-1000000}"
 
-./infra/local/stack.sh up
-set -a
-# shellcheck disable=SC1091
-source .data/stack.env
-set +a
-BENCH_DB="bench_backlog"
-BENCH_URL="${DATABASE_ADMIN_URL%/*}/$BENCH_DB"
-API_PORT=18280
-QUERY_PORT=18281
-PROJECTOR_PORT=18282
-REGISTRY_PORT=18285
-
-cargo build --release --locked -p command-api -p schema-registry -p projections -p query-api -p tests \
-  --bin command-api --bin schema-registry --bin projector --bin query-api --bin loadgen
-
-"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)"
-"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "CREATE DATABASE $BENCH_DB"
+# shellcheck source=tests/bench/common.sh
+source tests/bench/common.sh
+bench_stack
+build_pipeline
+fresh_bench_db bench_backlog
 sql() { "$PG_BINDIR/psql" "$BENCH_URL" -tAc "$1"; }
-
-export APP__DATABASE__URL="$BENCH_URL" APP__LOG__FILTER=warn
-export APP__KAFKA__BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP"
-export APP__KAFKA__TOPIC_PREFIX="backlog$(date +%s)."
-export APP__SCHEMA_REGISTRY__PORT=$REGISTRY_PORT
-export APP__SCHEMA_REGISTRY__URL="http://127.0.0.1:$REGISTRY_PORT"
-export APP__COMMAND_API__PORT=$API_PORT
-export APP__QUERY_API__PORT=$QUERY_PORT
-export APP__PROJECTOR__PORT=$PROJECTOR_PORT
-export APP__PROJECTOR__COMMAND_API_URL="http://127.0.0.1:$API_PORT"
+pipeline_env 18280 "$KAFKA_BOOTSTRAP" "backlog$(date +%s)."
 
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT

@@ -19,39 +19,18 @@ RATE="${1:-500}"
 SECONDS_PER_PHASE="${2:-20}"
 CLIENTS="${3:-16}"
 
-./infra/local/stack.sh up
-set -a
-# shellcheck disable=SC1091
-source .data/stack.env
-set +a
-BENCH_DB="bench_read"
-BENCH_URL="${DATABASE_ADMIN_URL%/*}/$BENCH_DB"
-API_PORT=18180
-QUERY_PORT=18181
-PROJECTOR_PORT=18182
-REGISTRY_PORT=18185
-TRIVIAL_PORT=18190
-
-cargo build --release --locked -p command-api -p schema-registry -p projections -p query-api -p tests \
-  --bin command-api --bin schema-registry --bin projector --bin query-api --bin loadgen
-
-"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)"
-"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "CREATE DATABASE $BENCH_DB"
-
-export APP__DATABASE__URL="$BENCH_URL" APP__LOG__FILTER=warn
+# shellcheck source=tests/bench/common.sh
+source tests/bench/common.sh
+bench_stack
+build_pipeline
+fresh_bench_db bench_read
 case "${BENCH_BROKER:-run}" in
   run) BROKER="$KAFKA_BOOTSTRAP" ;;
   test) ./infra/local/stack.sh up-test; BROKER="$TEST_KAFKA_BOOTSTRAP" ;;
   *) echo "BENCH_BROKER must be run or test" >&2; exit 2 ;;
 esac
-export APP__KAFKA__BOOTSTRAP_SERVERS="$BROKER"
-export APP__KAFKA__TOPIC_PREFIX="bench$(date +%s)."
-export APP__SCHEMA_REGISTRY__PORT=$REGISTRY_PORT
-export APP__SCHEMA_REGISTRY__URL="http://127.0.0.1:$REGISTRY_PORT"
-export APP__COMMAND_API__PORT=$API_PORT
-export APP__QUERY_API__PORT=$QUERY_PORT
-export APP__PROJECTOR__PORT=$PROJECTOR_PORT
-export APP__PROJECTOR__COMMAND_API_URL="http://127.0.0.1:$API_PORT"
+pipeline_env 18180 "$BROKER" "bench$(date +%s)."
+TRIVIAL_PORT=18190
 
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT

@@ -10,28 +10,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 EVENTS="${1:-50000}"
 
-./infra/local/stack.sh up
-set -a
-# shellcheck disable=SC1091
-source .data/stack.env
-set +a
-BENCH_DB="bench_relay"
-BENCH_URL="${DATABASE_ADMIN_URL%/*}/$BENCH_DB"
-API_PORT=18081
-REGISTRY_PORT=18086
-
+# shellcheck source=tests/bench/common.sh
+source tests/bench/common.sh
+bench_stack
 cargo build --release --locked -p command-api -p schema-registry -p tests \
   --bin command-api --bin schema-registry --bin loadgen
-
-"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)"
-"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "CREATE DATABASE $BENCH_DB"
-
-export APP__DATABASE__URL="$BENCH_URL" APP__LOG__FILTER=warn
-export APP__KAFKA__BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP"
-export APP__KAFKA__TOPIC_PREFIX="bench$(date +%s)."
-export APP__SCHEMA_REGISTRY__PORT=$REGISTRY_PORT
-export APP__SCHEMA_REGISTRY__URL="http://127.0.0.1:$REGISTRY_PORT"
-export APP__COMMAND_API__PORT=$API_PORT
+fresh_bench_db bench_relay
+# Command API (with the relay) on 18081, schema registry on 18086.
+pipeline_env 18081 "$KAFKA_BOOTSTRAP" "bench$(date +%s)."
 ./target/release/schema-registry >"$ROOT/.data/bench-registry.log" 2>&1 &
 REGISTRY_PID=$!
 sleep 1

@@ -12,22 +12,16 @@ cd "$ROOT"
 CLIENTS="${1:-16}"
 SECONDS_PER_PHASE="${2:-20}"
 
-./infra/local/stack.sh up
-set -a
-# shellcheck disable=SC1091
-source .data/stack.env
-set +a
-BENCH_DB="bench_write"
-BENCH_URL="${DATABASE_ADMIN_URL%/*}/$BENCH_DB"
+# shellcheck source=tests/bench/common.sh
+source tests/bench/common.sh
+bench_stack
 PORT=18080
 
 cargo build --release --locked -p command-api -p tests --bin command-api --bin loadgen
 
-"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)"
-"$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "CREATE DATABASE $BENCH_DB"
+fresh_bench_db bench_write
 
-APP__DATABASE__URL="$BENCH_URL" APP__COMMAND_API__PORT=$PORT APP__LOG__FILTER=warn \
-  ./target/release/command-api >"$ROOT/.data/bench-command-api.log" 2>&1 &
+APP__COMMAND_API__PORT=$PORT ./target/release/command-api >"$ROOT/.data/bench-command-api.log" 2>&1 &
 API_PID=$!
 trap 'kill $API_PID 2>/dev/null || true; wait $API_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

@@ -1,0 +1,46 @@
+# Shared by the benchmark scripts (sourced, after `cd "$ROOT"`): the local stack and its
+# settings, a fresh database per benchmark, and the settings of a whole pipeline on its own
+# ports.
+
+# Starts PostgreSQL and the `make run` Kafka cluster and exports .data/stack.env.
+bench_stack() {
+  ./infra/local/stack.sh up
+  set -a
+  # shellcheck disable=SC1091
+  source .data/stack.env
+  set +a
+}
+
+# fresh_bench_db NAME: an empty database NAME; sets BENCH_DB and BENCH_URL and points the
+# services at it (APP__DATABASE__URL, with warn-level logs).
+fresh_bench_db() {
+  BENCH_DB="$1"
+  BENCH_URL="${DATABASE_ADMIN_URL%/*}/$BENCH_DB"
+  "$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)"
+  "$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "CREATE DATABASE $BENCH_DB"
+  export APP__DATABASE__URL="$BENCH_URL" APP__LOG__FILTER=warn
+}
+
+# pipeline_env BASE_PORT BROKER TOPIC_PREFIX: the settings of a command API (BASE_PORT), query
+# API (+1), projector (+2) and schema registry (+5) that talk to each other and to BROKER;
+# sets API_PORT, QUERY_PORT, PROJECTOR_PORT and REGISTRY_PORT.
+pipeline_env() {
+  API_PORT=$1
+  QUERY_PORT=$(($1 + 1))
+  PROJECTOR_PORT=$(($1 + 2))
+  REGISTRY_PORT=$(($1 + 5))
+  export APP__KAFKA__BOOTSTRAP_SERVERS="$2"
+  export APP__KAFKA__TOPIC_PREFIX="$3"
+  export APP__SCHEMA_REGISTRY__PORT=$REGISTRY_PORT
+  export APP__SCHEMA_REGISTRY__URL="http://127.0.0.1:$REGISTRY_PORT"
+  export APP__COMMAND_API__PORT=$API_PORT
+  export APP__QUERY_API__PORT=$QUERY_PORT
+  export APP__PROJECTOR__PORT=$PROJECTOR_PORT
+  export APP__PROJECTOR__COMMAND_API_URL="http://127.0.0.1:$API_PORT"
+}
+
+# The release build of every service and the load generator.
+build_pipeline() {
+  cargo build --release --locked -p command-api -p schema-registry -p projections -p query-api \
+    -p tests --bin command-api --bin schema-registry --bin projector --bin query-api --bin loadgen
+}
