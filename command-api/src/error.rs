@@ -28,6 +28,14 @@ pub enum ApiError {
     #[error("{detail}")]
     NotFound { code: String, detail: String },
     #[error(transparent)]
+    Auth(#[from] infra::auth::AuthError),
+    #[error("rate limited")]
+    RateLimited(std::time::Duration),
+    #[error("webhook signature refused")]
+    Signature,
+    #[error("too many password hashes waiting")]
+    Overloaded,
+    #[error(transparent)]
     Command(#[from] CommandError),
 }
 
@@ -84,6 +92,10 @@ impl ApiError {
             Self::NotFound { code, detail } => {
                 Problem::new(S::NOT_FOUND, code, "Not found", detail.clone())
             }
+            Self::Auth(error) => error.problem(),
+            Self::RateLimited(wait) => crate::identity::routes::rate_limited(*wait),
+            Self::Signature => crate::webhook::signature_problem(),
+            Self::Overloaded => crate::identity::routes::hashing_busy(),
             Self::Command(error) => command_problem(error),
         }
     }
@@ -137,6 +149,13 @@ fn command_problem(error: &CommandError) -> Problem {
             message: "contains a value that cannot be stored".to_owned(),
         }]),
         CommandError::Unavailable(_) => Problem::unavailable("the database", 2),
+        CommandError::Unauthenticated => infra::auth::AuthError::Missing.problem(),
+        CommandError::Forbidden => Problem::new(
+            S::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            "your roles do not allow this",
+        ),
         CommandError::Internal(_) => Problem::internal(),
     }
 }
@@ -177,6 +196,18 @@ fn taken_problem(scope: &str) -> Problem {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // 401s carry the `WWW-Authenticate` challenge their own rendering adds.
+        let unauthenticated = match self {
+            Self::Auth(error) => return error.into_response(),
+            Self::Command(CommandError::Unauthenticated) => infra::auth::AuthError::Missing,
+            other => return other.render(),
+        };
+        unauthenticated.into_response()
+    }
+}
+
+impl ApiError {
+    fn render(self) -> Response {
         match &self {
             Self::Command(CommandError::Internal(source)) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "command failed");

@@ -9,10 +9,12 @@
 pub mod core;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod webhook;
 
 pub use infra::http::StartupError;
 pub use startup::{build, build_relay_only, App};

@@ -13,16 +13,24 @@ use serde_json::{json, Value};
 use utoipa::OpenApi;
 
 use crate::http::{IDEMPOTENCY_KEY_MAX, ID_HEADER_MAX, IF_MATCH_PATTERN, TOKEN_PATTERN};
+use crate::identity::passwords::{MAX_LENGTH, MIN_LENGTH};
 use crate::routes::{orders, payments, users, CommandAccepted};
+use crate::{identity, webhook};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Commerce command API",
         version = "1",
-        description = "Write endpoints. Every accepted command returns `{id, version, position}`. \
-            Errors are `application/problem+json`. Optional headers: `Idempotency-Key`, \
-            `If-Match: \"N\"`, `X-Actor`, `X-Correlation-Id`, `X-Causation-Id`, `traceparent`."
+        description = "Write endpoints and identity. Every accepted command returns \
+            `{id, version, position}`. Errors are `application/problem+json`. Every command needs \
+            `Authorization: Bearer <access token>` (from `POST /v1/auth/token`), except \
+            registration (a token is optional there) and the signed payments webhook; a customer \
+            acts only on what is theirs (anything else is answered as if it did not exist), \
+            fulfilment and payment state changes are for `admin` and `service`, roles for \
+            `admin`. The actor recorded with the events is the token's `sub`. Optional headers: \
+            `Idempotency-Key` (scoped to the token's `sub`), `If-Match: \"N\"`, \
+            `X-Correlation-Id`, `X-Causation-Id`, `traceparent`."
     ),
     paths(
         users::register, users::change_profile, users::change_email, users::add_address,
@@ -31,18 +39,26 @@ use crate::routes::{orders, payments, users, CommandAccepted};
         orders::cancel,
         payments::initiate, payments::authorize, payments::capture, payments::fail,
         payments::refund,
+        identity::routes::token, identity::routes::logout, identity::routes::password_reset,
+        identity::routes::password_reset_confirm, identity::routes::jwks,
+        webhook::payments,
     ),
     components(schemas(
         CommandAccepted, users::RegisterUser, users::ChangeProfile, users::ChangeEmail,
         users::AddressBody, users::GrantRole, users::Deactivate, orders::PlaceOrder,
         orders::LineItemBody, orders::ShipOrder, orders::CancelOrder, payments::InitiatePayment,
         payments::Amount, payments::FailPayment, payments::RefundPayment,
+        identity::routes::TokenRequest, identity::routes::TokenResponse,
+        identity::routes::LogoutRequest, identity::routes::ResetRequest,
+        identity::routes::ResetConfirm, webhook::PaymentCallback, webhook::CallbackKind,
     )),
     modifiers(&PROBLEMS),
     tags(
         (name = "users", description = "User registration and profile"),
         (name = "orders", description = "Order life cycle"),
         (name = "payments", description = "Payments of orders"),
+        (name = "auth", description = "Tokens, logout, password reset and the signing keys"),
+        (name = "webhooks", description = "Signed callbacks of the payment provider"),
     )
 )]
 pub struct ApiDoc;
@@ -53,11 +69,14 @@ pub struct ApiDoc;
 const PROBLEMS: Problems = Problems {
     statuses: &[
         (400, "malformed JSON or an invalid header (`/problems/malformed-json`, `/problems/bad-header`)"),
+        (401, "no or an invalid access token (`/problems/unauthenticated`, with `WWW-Authenticate: Bearer`)"),
+        (403, "the token's roles do not allow this (`/problems/forbidden`)"),
         (404, "no aggregate with this id"),
         (409, "version conflict, a value already taken, or the aggregate's rules refuse the command"),
         (413, "the body exceeds the configured limit"),
         (415, "the body is not `application/json`"),
         (422, "a field is missing, unknown, of the wrong type or invalid; `errors` names it"),
+        (429, "too many requests for this principal or address (`/problems/rate-limited`, with `Retry-After`)"),
     ],
 };
 
@@ -178,10 +197,79 @@ fn constrain(c: &mut Constraints<'_>) {
     c.property("FailPayment", "reason", reason.clone());
     c.property("RefundPayment", "amount_minor", amount);
     c.property("RefundPayment", "reason", reason);
+    c.property(
+        "RegisterUser",
+        "password",
+        json!({"minLength": MIN_LENGTH, "maxLength": MAX_LENGTH,
+            "description": "Stored only as an argon2id hash; never in an event or a response."}),
+    );
+    c.property(
+        "ResetConfirm",
+        "new_password",
+        json!({"minLength": MIN_LENGTH, "maxLength": MAX_LENGTH}),
+    );
+    c.property(
+        "PaymentCallback",
+        "provider_event_id",
+        json!({"minLength": 1, "maxLength": webhook::PROVIDER_EVENT_ID_MAX, "pattern": TOKEN_PATTERN}),
+    );
+    c.property("PaymentCallback", "payment_id", json!({"format": "uuid"}));
+    c.property(
+        "PaymentCallback",
+        "amount_minor",
+        json!({"minimum": 1, "maximum": MAX_AMOUNT_MINOR}),
+    );
+    c.property("PaymentCallback", "reason", text(500));
     for schema in REQUEST_BODIES {
         c.schema(schema, json!({"additionalProperties": false}));
     }
+    // Secrets may hold any character but NUL (no JSON body may carry one).
+    let secret = json!({"pattern": "^[^\\x00]*$"});
+    c.property("LogoutRequest", "refresh_token", secret.clone());
+    c.property("ResetConfirm", "token", secret.clone());
+    c.property("ResetConfirm", "new_password", secret.clone());
+    c.property("RegisterUser", "password", secret.clone());
+    c.property("ResetRequest", "email", secret.clone());
+    // Each grant of the token request is closed, and its strings NUL-free, too.
+    if let Some(grants) = c.0["components"]["schemas"]["TokenRequest"]["oneOf"].as_array_mut() {
+        for grant in grants {
+            grant["additionalProperties"] = json!(false);
+            if let Some(properties) = grant["properties"].as_object_mut() {
+                for (name, property) in properties.iter_mut() {
+                    if name != "grant_type" {
+                        property["pattern"] = secret["pattern"].clone();
+                    }
+                }
+            }
+        }
+    }
     headers(c);
+    security(c);
+}
+
+/// Routes that take no bearer token and read none of the command headers.
+fn unauthenticated(path: &str) -> bool {
+    path.starts_with("/v1/auth/")
+        || path.starts_with("/v1/webhooks/")
+        || path.starts_with("/.well-known/")
+}
+
+/// Bearer tokens: required on every command, optional on registration, absent elsewhere.
+fn security(c: &mut Constraints<'_>) {
+    c.security_scheme(
+        "bearer",
+        json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+            "description": "An access token from `POST /v1/auth/token`."}),
+    );
+    // Registration takes a token but does not need one (its description says so).
+    c.security_where(
+        |path| !unauthenticated(path) && path != "/v1/users",
+        json!([{"bearer": []}]),
+    );
+    c.security_where(
+        |path| unauthenticated(path) || path == "/v1/users",
+        json!([]),
+    );
 }
 
 /// The optional headers every command reads (`crate::http`'s request metadata); a value
@@ -195,22 +283,25 @@ fn headers(c: &mut Constraints<'_>) {
         json!({"name": name, "in": "header", "required": false, "description": description,
             "schema": schema})
     };
-    c.parameter_everywhere(optional(
-        "Idempotency-Key",
-        "The same key with the same body within 24 h answers as the first time and writes \
+    let commands = |path: &str| !unauthenticated(path);
+    c.parameter_where(
+        commands,
+        optional(
+            "Idempotency-Key",
+            "The same key with the same body within 24 h answers as the first time and writes \
          nothing; with a different body it is 422 (a rule no schema can state).",
-        token(IDEMPOTENCY_KEY_MAX),
-    ));
-    c.parameter_everywhere(optional(
-        "If-Match",
-        "`\"N\"`: the aggregate's expected version (409 if it differs); `*` for any.",
-        json!({"type": "string", "pattern": IF_MATCH_PATTERN}),
-    ));
-    for (name, description) in [
-        (
-            "X-Actor",
-            "Who acts (until authentication exists); `anonymous` when absent.",
+            token(IDEMPOTENCY_KEY_MAX),
         ),
+    );
+    c.parameter_where(
+        commands,
+        optional(
+            "If-Match",
+            "`\"N\"`: the aggregate's expected version (409 if it differs); `*` for any.",
+            json!({"type": "string", "pattern": IF_MATCH_PATTERN}),
+        ),
+    );
+    for (name, description) in [
         (
             "X-Correlation-Id",
             "Recorded with the events; a new id when absent.",
@@ -220,7 +311,7 @@ fn headers(c: &mut Constraints<'_>) {
             "Recorded with the events; the command's own id when absent.",
         ),
     ] {
-        c.parameter_everywhere(optional(name, description, token(ID_HEADER_MAX)));
+        c.parameter_where(commands, optional(name, description, token(ID_HEADER_MAX)));
     }
 }
 
@@ -240,6 +331,10 @@ const REQUEST_BODIES: &[&str] = &[
     "Amount",
     "FailPayment",
     "RefundPayment",
+    "LogoutRequest",
+    "ResetRequest",
+    "ResetConfirm",
+    "PaymentCallback",
 ];
 
 #[cfg(test)]
@@ -340,12 +435,42 @@ mod tests {
             .iter()
             .map(|p| p["name"].clone())
             .collect();
-        for header in ["Idempotency-Key", "If-Match", "X-Actor"] {
+        for header in ["Idempotency-Key", "If-Match", "X-Correlation-Id"] {
             assert!(names.contains(&json!(header)), "{header}");
         }
         assert_eq!(
             property(&doc, "LineItemBody", "quantity")["maximum"],
             Quantity::MAX
         );
+    }
+
+    #[test]
+    fn commands_need_a_bearer_token_and_identity_routes_do_not() {
+        let doc = document();
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        let security = |path: &str, method: &str| doc["paths"][path][method]["security"].clone();
+        assert_eq!(
+            security("/v1/orders/{id}/ship", "post"),
+            json!([{"bearer": []}])
+        );
+        assert_eq!(security("/v1/users", "post"), json!([]));
+        for path in ["/v1/auth/token", "/v1/webhooks/payments"] {
+            assert_eq!(security(path, "post"), json!([]), "{path}");
+            let names: Vec<Value> = doc["paths"][path]["post"]["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| p["name"].clone())
+                .collect();
+            assert!(!names.contains(&json!("Idempotency-Key")), "{path}");
+        }
+        assert_eq!(property(&doc, "RegisterUser", "password")["minLength"], 12);
+        let responses = &doc["paths"]["/v1/orders/{id}/ship"]["post"]["responses"];
+        for status in ["401", "403", "429"] {
+            assert!(responses.get(status).is_some(), "{status}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use infra::db;
 use infra::event_store::EventStore;
 use infra::http::StartupError;
@@ -16,9 +16,11 @@ use infra::settings::Settings;
 use relay::Relay;
 
 use crate::core::CommandBus;
+use crate::identity::{bootstrap, Identity};
 use crate::openapi::openapi_json;
 use crate::routes;
 use crate::state::AppState;
+use crate::webhook::{self, Webhook};
 
 /// A built, bound, not yet serving command API.
 pub type App = Service;
@@ -40,13 +42,36 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         settings.event_store.snapshot_every,
         availability,
     );
+    let identity = Arc::new(
+        Identity::new(pool.clone(), &settings.auth)
+            .map_err(|e| StartupError::config("identity settings", e))?,
+    );
+    let bus = Arc::new(bus);
+    let auth = &settings.auth;
+    if !auth.bootstrap_admin_email.is_empty() {
+        let password = infra::settings::secret_value(&auth.bootstrap_admin_password, "")
+            .map_err(|e| StartupError::config("auth.bootstrap_admin_password", e))?;
+        bootstrap::ensure_admin(&bus, &identity, &auth.bootstrap_admin_email, &password)
+            .await
+            .map_err(|e| StartupError::config("bootstrapping the admin", e))?;
+    }
+    let secrets =
+        infra::settings::secret_list(&settings.webhook.secrets, &settings.webhook.secrets_file)
+            .map_err(|e| StartupError::config("webhook.secrets_file", e))?;
     let state = AppState {
-        bus: Arc::new(bus),
+        bus,
+        identity: identity.clone(),
+        webhook: Arc::new(Webhook::new(
+            &secrets,
+            settings.webhook.tolerance_secs,
+            settings.command_api.body_limit_bytes,
+        )),
         body_limit: settings.command_api.body_limit_bytes,
     };
     let service = bind_api(settings, pool.clone(), router(state))
         .await?
-        .task("idempotency-expiry", expire_idempotency_keys(events));
+        .task("idempotency-expiry", expire_idempotency_keys(events))
+        .task("identity-upkeep", identity.upkeep());
     Ok(with_relay(service, settings, pool))
 }
 
@@ -102,12 +127,16 @@ fn start_relay(relay: Relay) -> impl std::future::Future<Output = ()> + Send {
 
 /// The command routes and the OpenAPI document; the skeleton adds ops routes and fallbacks.
 pub fn router(state: AppState) -> Router {
+    let verifier = state.identity.verifier.clone();
     Router::new()
         .merge(routes::users::routes())
         .merge(routes::orders::routes())
         .merge(routes::payments::routes())
+        .merge(crate::identity::routes::routes())
+        .merge(webhook::routes())
         .with_state(state)
         .route("/openapi.json", get(openapi_json))
+        .layer(Extension(verifier))
 }
 
 /// Forgets idempotency keys past their TTL, every ten minutes.

@@ -144,8 +144,35 @@ kafka_run_up() {
     "$(ports "$((KAFKA_PORT + 100))" "$RUN_KAFKA_NODES")"
 }
 
-write_env() {
+# Random secrets, made once per fresh .data/ (the admin's password, the webhook secret, the
+# registry's write credentials, the process manager's client secret) and kept in
+# .data/secrets.env, readable by its owner only.
+random_secret() { head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c "$1"; }
+
+ensure_secrets() {
   mkdir -p "$DATA"
+  local file="$DATA/secrets.env"
+  [ -f "$file" ] && return 0
+  (
+    umask 077
+    cat >"$file.tmp" <<SECRETS
+ADMIN_EMAIL=admin@example.com
+ADMIN_PASSWORD=$(random_secret 24)
+WEBHOOK_SECRET=$(random_secret 40)
+REGISTRY_USER=registry
+REGISTRY_PASSWORD=$(random_secret 24)
+PROCESS_MANAGER_SECRET=$(random_secret 40)
+SECRETS
+    mv "$file.tmp" "$file"
+  )
+  log "secrets written to $file"
+}
+
+write_env() {
+  ensure_secrets
+  # shellcheck disable=SC1091
+  source "$DATA/secrets.env"
+  umask 077
   cat >"$DATA/stack.env" <<ENV
 DATABASE_URL=postgres://postgres@127.0.0.1:$PGPORT/$PGDATABASE
 DATABASE_ADMIN_URL=postgres://postgres@127.0.0.1:$PGPORT/postgres
@@ -155,6 +182,20 @@ KAFKA_BOOTSTRAP=$(bootstrap "$KAFKA_PORT" "$RUN_KAFKA_NODES")
 TEST_KAFKA_BOOTSTRAP=$(bootstrap "$TEST_KAFKA_PORT")
 SCHEMA_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 PG_BINDIR=$(pg_bindir)
+ADMIN_EMAIL=$ADMIN_EMAIL
+ADMIN_PASSWORD=$ADMIN_PASSWORD
+WEBHOOK_SECRET=$WEBHOOK_SECRET
+REGISTRY_USER=$REGISTRY_USER
+REGISTRY_PASSWORD=$REGISTRY_PASSWORD
+APP__AUTH__KEYS_DIR=$DATA/keys
+APP__AUTH__BOOTSTRAP_ADMIN_EMAIL=$ADMIN_EMAIL
+APP__AUTH__BOOTSTRAP_ADMIN_PASSWORD=$ADMIN_PASSWORD
+APP__AUTH__CLIENTS=process-manager=$PROCESS_MANAGER_SECRET
+APP__AUTH__JWKS_URL=http://127.0.0.1:$COMMAND_API_PORT/.well-known/jwks.json
+APP__PROJECTOR__CLIENT_SECRET=$PROCESS_MANAGER_SECRET
+APP__WEBHOOK__SECRETS=$WEBHOOK_SECRET
+APP__SCHEMA_REGISTRY__USER=$REGISTRY_USER
+APP__SCHEMA_REGISTRY__PASSWORD=$REGISTRY_PASSWORD
 ENV
 }
 

@@ -3,6 +3,7 @@
 //! health, readiness, metrics) and the service skeleton all four binaries run on ([`server`]).
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod db;
 pub mod event_store;
 pub mod http;

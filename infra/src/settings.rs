@@ -17,6 +17,8 @@ pub struct Settings {
     pub log: LogSettings,
     pub event_store: EventStoreSettings,
     pub http: HttpSettings,
+    pub auth: AuthSettings,
+    pub webhook: WebhookSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +54,12 @@ pub struct RegistrySettings {
     pub default_compatibility: String,
     /// Where producers and consumers find a Confluent-compatible registry.
     pub url: String,
+    /// HTTP Basic credentials: the registry service requires them on writes (and refuses
+    /// every write while no password is set); the relay and projector send them.
+    pub user: String,
+    pub password: SecretString,
+    /// A file holding the password instead (its first line), e.g. a mounted secret.
+    pub password_file: String,
 }
 
 /// The Kafka cluster and the event topics.
@@ -121,6 +129,11 @@ pub struct ProjectorSettings {
     pub outbox_backoff_max_ms: u64,
     /// How often the dispatcher looks for due commands without a notification.
     pub outbox_poll_ms: u64,
+    /// The process manager's client credentials (`auth.clients` on the command API).
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// A file holding the secret instead (its first line).
+    pub client_secret_file: String,
 }
 
 /// The query API and its cache.
@@ -180,6 +193,96 @@ pub struct HttpSettings {
     /// After a shutdown signal: the longest the service drains in-flight requests and runs
     /// its shutdown hooks before it exits regardless.
     pub shutdown_deadline_ms: u64,
+    /// Origins allowed to call the service from a browser, comma-separated; empty allows none.
+    pub cors_allowed_origins: String,
+}
+
+/// Accounts and tokens (`docs/security.md`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    /// `iss` and `aud` of access tokens; both APIs accept only these.
+    pub issuer: String,
+    pub audience: String,
+    /// Lifetime of an access token (at most 900 seconds, whatever is set).
+    pub access_ttl_secs: u64,
+    /// Lifetime of a refresh token; every use replaces it with a new one.
+    pub refresh_ttl_secs: u64,
+    /// Command API: directory of Ed25519 private keys, one `<kid>.pem` (PKCS#8) each.
+    pub keys_dir: String,
+    /// The key that signs; empty signs with the last by name.
+    pub signing_kid: String,
+    /// Generate a key when `keys_dir` holds none (local use; switch off in production).
+    pub generate_key: bool,
+    /// Query API: where the command API publishes its keys.
+    pub jwks_url: String,
+    /// Machine clients: `client_id=secret` pairs, comma-separated (e.g. the process manager).
+    pub clients: SecretString,
+    /// A file with one `client_id=secret` per line instead.
+    pub clients_file: String,
+    /// An admin account the command API creates at start if no account has this email.
+    pub bootstrap_admin_email: String,
+    pub bootstrap_admin_password: SecretString,
+    /// argon2id cost: memory in KiB, passes, lanes.
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// Password hashes computed at once (each on a blocking thread), and how many more may
+    /// wait; past that a login or registration is answered 503 at once.
+    pub hashing_threads: usize,
+    pub hashing_queue: usize,
+    /// Failed logins tolerated per account and per client address within the window; more
+    /// are answered 429 until the window has passed.
+    pub login_failures_per_account: u32,
+    pub login_failures_per_address: u32,
+    pub login_window_secs: u64,
+    /// Commands per second (sustained, and burst) per principal; services get their own rate.
+    pub commands_per_second: u32,
+    pub commands_burst: u32,
+    pub service_commands_per_second: u32,
+    /// Registrations and password-reset requests per client address per minute.
+    pub anonymous_per_minute: u32,
+    /// How long a password-reset token stays usable.
+    pub reset_token_ttl_secs: u64,
+}
+
+/// The payment provider's signed callbacks.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookSettings {
+    /// HMAC-SHA256 secrets, comma-separated: the current one and, while rotating, the
+    /// previous one. Empty refuses every callback.
+    pub secrets: SecretString,
+    /// A file with one secret per line instead.
+    pub secrets_file: String,
+    /// How far the signature's timestamp may be from now.
+    pub tolerance_secs: u64,
+}
+
+/// A secret given directly or, if `file` is set, as the first line of that file.
+pub fn secret_value(direct: &SecretString, file: &str) -> std::io::Result<SecretString> {
+    use secrecy::ExposeSecret;
+    if file.is_empty() {
+        return Ok(SecretString::from(direct.expose_secret().to_owned()));
+    }
+    let text = std::fs::read_to_string(file)?;
+    Ok(SecretString::from(
+        text.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
+}
+
+/// Secrets given as a comma-separated list or, if `file` is set, one per line of that file.
+pub fn secret_list(direct: &SecretString, file: &str) -> std::io::Result<Vec<SecretString>> {
+    use secrecy::ExposeSecret;
+    let text = if file.is_empty() {
+        direct.expose_secret().replace(',', "\n")
+    } else {
+        std::fs::read_to_string(file)?
+    };
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| SecretString::from(l.to_owned()))
+        .collect())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +338,9 @@ const DEFAULTS: &[(&str, &str)] = &[
         "BACKWARD_TRANSITIVE",
     ),
     ("schema_registry.url", "http://127.0.0.1:8085"),
+    ("schema_registry.user", "registry"),
+    ("schema_registry.password", ""),
+    ("schema_registry.password_file", ""),
     (
         "kafka.bootstrap_servers",
         "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094",
@@ -260,6 +366,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("projector.outbox_backoff_initial_ms", "200"),
     ("projector.outbox_backoff_max_ms", "30000"),
     ("projector.outbox_poll_ms", "500"),
+    ("projector.client_id", "process-manager"),
+    ("projector.client_secret", ""),
+    ("projector.client_secret_file", ""),
     ("query_api.host", "127.0.0.1"),
     ("query_api.port", "8081"),
     ("query_api.worker_threads", "0"),
@@ -277,6 +386,39 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("http.max_in_flight", "1024"),
     ("http.queue_timeout_ms", "5000"),
     ("http.shutdown_deadline_ms", "10000"),
+    ("http.cors_allowed_origins", ""),
+    ("auth.issuer", "commerce"),
+    ("auth.audience", "commerce-api"),
+    ("auth.access_ttl_secs", "900"),
+    ("auth.refresh_ttl_secs", "2592000"),
+    ("auth.keys_dir", ".data/keys"),
+    ("auth.signing_kid", ""),
+    ("auth.generate_key", "true"),
+    (
+        "auth.jwks_url",
+        "http://127.0.0.1:8080/.well-known/jwks.json",
+    ),
+    ("auth.clients", ""),
+    ("auth.clients_file", ""),
+    ("auth.bootstrap_admin_email", ""),
+    ("auth.bootstrap_admin_password", ""),
+    // OWASP's first argon2id recommendation: 19 MiB, two passes, one lane.
+    ("auth.argon2_memory_kib", "19456"),
+    ("auth.argon2_iterations", "2"),
+    ("auth.argon2_parallelism", "1"),
+    ("auth.hashing_threads", "2"),
+    ("auth.hashing_queue", "64"),
+    ("auth.login_failures_per_account", "5"),
+    ("auth.login_failures_per_address", "50"),
+    ("auth.login_window_secs", "300"),
+    ("auth.commands_per_second", "50"),
+    ("auth.commands_burst", "100"),
+    ("auth.service_commands_per_second", "5000"),
+    ("auth.anonymous_per_minute", "600"),
+    ("auth.reset_token_ttl_secs", "1800"),
+    ("webhook.secrets", ""),
+    ("webhook.secrets_file", ""),
+    ("webhook.tolerance_secs", "300"),
 ];
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 pub use models::{ApplyError, READ_MODELS};
-pub use process_manager::Commands;
+pub use process_manager::{ClientCredentials, Commands};
 pub use projection::{Projection, ReadModel, Table};
 
 pub use infra::error_chain;
@@ -78,12 +78,28 @@ pub async fn run_all(
 }
 
 /// The process manager's command client, when `projector.process_manager` is on.
-pub fn process_manager_commands(settings: &Settings) -> Result<Option<Commands>, reqwest::Error> {
-    settings
-        .projector
-        .process_manager
-        .then(|| Commands::new(&settings.projector.command_api_url))
-        .transpose()
+pub fn process_manager_commands(
+    settings: &Settings,
+) -> Result<Option<Commands>, Box<dyn std::error::Error + Send + Sync>> {
+    let projector = &settings.projector;
+    if !projector.process_manager {
+        return Ok(None);
+    }
+    let client_secret =
+        infra::settings::secret_value(&projector.client_secret, &projector.client_secret_file)?;
+    if infra::secrecy::ExposeSecret::expose_secret(&client_secret).is_empty() {
+        return Err(
+            "projector.client_secret is empty while projector.process_manager is on".into(),
+        );
+    }
+    let credentials = ClientCredentials {
+        client_id: projector.client_id.clone(),
+        client_secret,
+    };
+    Ok(Some(Commands::new(
+        &projector.command_api_url,
+        credentials,
+    )?))
 }
 
 async fn supervise(runner: runner::Runner, stopped: watch::Receiver<bool>) {

@@ -18,8 +18,8 @@ pub type App = Service;
 pub enum ProjectorError {
     #[error(transparent)]
     Startup(#[from] StartupError),
-    #[error("cannot build the process manager's HTTP client")]
-    Commands(#[source] reqwest::Error),
+    #[error("cannot set up the process manager's command client")]
+    Commands(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 pub async fn build(settings: &Settings) -> Result<App, ProjectorError> {

@@ -8,8 +8,12 @@ use infra::http::{FieldProblem, Problem};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
+    /// Also the answer to a customer asking for what another customer owns.
     #[error("{what} not found")]
     NotFound { what: &'static str },
+    /// No role of the principal allows the read (`crate::policy`).
+    #[error("the principal's roles do not allow this read")]
+    Forbidden,
     #[error("invalid request parameters")]
     Invalid(Vec<FieldProblem>),
     /// The read model did not reach `min_version` within the bounded wait.
@@ -44,6 +48,12 @@ impl IntoResponse for QueryError {
                 "not-found",
                 "Not found",
                 format!("no {what} with that identifier"),
+            ),
+            Self::Forbidden => Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                "your roles do not allow this read",
             ),
             Self::Invalid(errors) => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

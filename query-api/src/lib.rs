@@ -1,12 +1,14 @@
 //! The query API: every read route of the HTTP contract (`docs/api.md`) over the read models
 //! the projector maintains, with a change-notified cache ([`cache`]), `min_version` waits for
-//! read-your-writes, `ETag`/`If-None-Match`, and keyset pagination.
+//! read-your-writes, `ETag`/`If-None-Match`, and keyset pagination; every read route needs a
+//! bearer access token, and `policy` decides what its principal may read.
 #![forbid(unsafe_code)]
 
 pub mod cache;
 mod error;
 mod openapi;
 mod params;
+mod policy;
 mod routes;
 mod startup;
 

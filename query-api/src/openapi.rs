@@ -1,12 +1,19 @@
 //! The OpenAPI 3 document served at `GET /openapi.json`, generated from the handlers' and
-//! views' annotations so it cannot drift from the code.
+//! views' annotations so it cannot drift from the code. Every `/v1/...` operation requires the
+//! `bearer` security scheme (an access token from the command API) and documents the 401 and
+//! 403 answers of `crate::policy` ([`Bearer`]).
 
 use std::sync::OnceLock;
 
 use domain::values::{patterns, Currency, EMAIL_MAX_CHARS};
 use infra::http::openapi::{Constraints, Problems};
 use serde_json::{json, Value};
-use utoipa::OpenApi;
+use utoipa::openapi::header::Header;
+use utoipa::openapi::response::Response;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::RefOr;
+use utoipa::{Modify, OpenApi};
 
 use crate::routes::audit::AGGREGATE_TYPES;
 use crate::routes::orders::STATUSES;
@@ -20,7 +27,13 @@ use crate::routes::{analytics, audit, orders, payments, users, Page};
         description = "Read endpoints over the read models. Single-resource reads accept \
             `?min_version=N` (wait, bounded, until the read model reaches version N; 504 with \
             problem type `/problems/read-model-behind` if it does not) and carry an `ETag`; \
-            `If-None-Match` gives 304. Errors are `application/problem+json`."
+            `If-None-Match` gives 304. Errors are `application/problem+json`. \
+            Every `/v1/...` route needs `Authorization: Bearer <access token>` (issued by the \
+            command API; 401 without a valid one). `support` and `admin` read everything, \
+            `service` every user, order and payment; a `customer` reads only their own user, \
+            orders and payments, and another customer's is answered 404 exactly as a missing \
+            one. Lookup by email, analytics and audit are for `support` and `admin` (403 \
+            otherwise)."
     ),
     paths(
         users::user, users::by_email, orders::order, orders::customer_orders,
@@ -32,7 +45,7 @@ use crate::routes::{analytics, audit, orders, payments, users, Page};
         payments::PaymentView, payments::OrderPayments, analytics::Revenue,
         analytics::RevenueDay, analytics::Funnel, audit::AuditEntry, Page<audit::AuditEntry>,
     )),
-    modifiers(&PROBLEMS),
+    modifiers(&Bearer, &PROBLEMS),
     tags(
         (name = "users", description = "Users"),
         (name = "orders", description = "Orders"),
@@ -42,6 +55,63 @@ use crate::routes::{analytics, audit, orders, payments, users, Page};
     )
 )]
 pub struct ApiDoc;
+
+/// The name of the security scheme in `components.securitySchemes`.
+pub const BEARER: &str = "bearer";
+
+/// Declares the bearer scheme (a JWT access token) and requires it on every `/v1/...`
+/// operation, with its 401 and 403 answers. Runs before [`PROBLEMS`], which gives those their
+/// problem body; an operation's own description of 403 is kept.
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some(
+                "An EdDSA-signed access token from the command API (`POST /v1/auth/token`).",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(BEARER, SecurityScheme::Http(scheme));
+        for (path, operation) in infra::http::openapi::operations_mut(openapi) {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+            let responses = &mut operation.responses.responses;
+            responses
+                .entry("401".to_owned())
+                .or_insert_with(|| RefOr::T(unauthenticated()));
+            responses.entry("403".to_owned()).or_insert_with(|| {
+                RefOr::T(Response::new(
+                    "no role of the token's principal allows this read \
+                     (`/problems/forbidden`)",
+                ))
+            });
+        }
+    }
+}
+
+/// The 401 answer: no token, or one that is malformed, expired or not signed by a current key.
+fn unauthenticated() -> Response {
+    let mut response = Response::new(
+        "no valid bearer access token: missing, malformed, expired or not signed by a current \
+         key (`/problems/unauthenticated`)",
+    );
+    let mut challenge = Header::new(ObjectBuilder::new().schema_type(Type::String));
+    challenge.description = Some(
+        "`Bearer realm=\"commerce\"`, with `error=\"invalid_token\"` when a token was sent"
+            .to_owned(),
+    );
+    response
+        .headers
+        .insert("WWW-Authenticate".to_owned(), challenge);
+    response
+}
 
 /// What any read can answer besides its own outcomes (503 and 504 are added for every
 /// service): an unknown id and a parameter that is unknown, malformed or out of range.
@@ -169,6 +239,32 @@ mod tests {
         assert_eq!(email["required"], true);
         let kinds = parameter(&doc, "/v1/audit/{aggregate_type}/{id}", "aggregate_type");
         assert_eq!(kinds["schema"]["enum"], json!(["user", "order", "payment"]));
+    }
+
+    #[test]
+    fn every_route_requires_the_bearer_scheme_and_documents_401_and_403() {
+        let doc = document();
+        let scheme = &doc["components"]["securitySchemes"][BEARER];
+        assert_eq!(scheme["type"], "http");
+        assert_eq!(scheme["scheme"], "bearer");
+        assert_eq!(scheme["bearerFormat"], "JWT");
+        let paths = doc["paths"].as_object().unwrap();
+        assert_eq!(paths.len(), 9);
+        for (path, item) in paths {
+            assert!(path.starts_with("/v1/"), "{path}");
+            let get = &item["get"];
+            assert_eq!(get["security"], json!([{BEARER: []}]), "{path}");
+            for status in ["401", "403"] {
+                let problem = &get["responses"][status]["content"]["application/problem+json"];
+                assert!(problem.is_object(), "{status} of {path}");
+            }
+            assert!(get["responses"]["401"]["headers"]["WWW-Authenticate"].is_object());
+        }
+        let analytics = &doc["paths"]["/v1/analytics/revenue"]["get"]["responses"]["403"];
+        assert!(analytics["description"]
+            .as_str()
+            .unwrap()
+            .contains("`support` and `admin`"));
     }
 
     #[test]

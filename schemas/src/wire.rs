@@ -44,10 +44,18 @@ pub struct EventEncoder {
 }
 
 impl EventEncoder {
+    /// For a registry that takes writes without credentials.
     pub fn new(registry_url: &str) -> Self {
         Self {
             encoder: AvroEncoder::new(SrSettings::new(registry_url.to_owned())),
         }
+    }
+
+    /// With HTTP Basic credentials on every call, as a registry that protects writes needs.
+    pub fn with_basic(registry_url: &str, user: &str, password: &str) -> Result<Self, SchemaError> {
+        Ok(Self {
+            encoder: AvroEncoder::new(basic_settings(registry_url, user, password)?),
+        })
     }
 
     /// `payload` is the event's JSON form at its newest version (upcast it first).
@@ -106,6 +114,13 @@ impl EventDecoder {
         }
     }
 
+    /// With HTTP Basic credentials (reads need none here, but a registry may ask for them).
+    pub fn with_basic(registry_url: &str, user: &str, password: &str) -> Result<Self, SchemaError> {
+        Ok(Self {
+            decoder: AvroDecoder::new(basic_settings(registry_url, user, password)?),
+        })
+    }
+
     pub async fn decode(&self, bytes: &[u8]) -> Result<Decoded, SchemaError> {
         let result = self
             .decoder
@@ -124,4 +139,12 @@ impl EventDecoder {
             payload,
         })
     }
+}
+
+/// Registry client settings sending `Authorization: Basic` on every call.
+fn basic_settings(url: &str, user: &str, password: &str) -> Result<SrSettings, SchemaError> {
+    SrSettings::new_builder(url.to_owned())
+        .set_basic_authorization(user, Some(password))
+        .build()
+        .map_err(|e| SchemaError::Registry(e.to_string()))
 }

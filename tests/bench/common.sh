@@ -37,6 +37,8 @@ pipeline_env() {
   export APP__QUERY_API__PORT=$QUERY_PORT
   export APP__PROJECTOR__PORT=$PROJECTOR_PORT
   export APP__PROJECTOR__COMMAND_API_URL="http://127.0.0.1:$API_PORT"
+  # The query API verifies tokens against this command API's keys.
+  export APP__AUTH__JWKS_URL="http://127.0.0.1:$API_PORT/.well-known/jwks.json"
 }
 
 # The release build of every service and the load generator.

@@ -36,6 +36,7 @@ One filter applies to every request, allowed or forbidden:
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 
@@ -60,7 +61,9 @@ def _is_positive(case) -> bool:
 
 
 def _post(base_url: str, path: str, body: dict) -> dict:
-    response = requests.post(f"{base_url}{path}", json=body, timeout=10)
+    # As the admin the fuzzer acts as (`tests/fuzz/run.sh` exports its token).
+    headers = {"Authorization": f"Bearer {os.environ['FUZZ_TOKEN']}"}
+    response = requests.post(f"{base_url}{path}", json=body, headers=headers, timeout=10)
     if response.status_code != 201:
         raise RuntimeError(f"fixture {path} answered {response.status_code}: {response.text}")
     return response.json()
@@ -73,7 +76,11 @@ def _fixture(base_url: str) -> dict:
         user = _post(
             base_url,
             "/v1/users",
-            {"email": f"fuzz-{uuid.uuid4().hex}@example.com", "display_name": "Fuzz fixture"},
+            {
+                "email": f"fuzz-{uuid.uuid4().hex}@example.com",
+                "display_name": "Fuzz fixture",
+                "password": uuid.uuid4().hex,
+            },
         )
         order = _post(
             base_url,

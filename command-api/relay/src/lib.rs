@@ -38,6 +38,8 @@ pub enum RelayError {
     Publish(#[from] PublishError),
     #[error("lost the relay lock")]
     LostLock,
+    #[error("the schema registry client cannot be set up")]
+    RegistryClient(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("registering the schema of {event_type} failed")]
     Registry {
         event_type: String,
@@ -164,7 +166,7 @@ impl Relay {
         let kafka = &self.settings.kafka;
         infra::kafka::ensure_topics(kafka, &infra::kafka::event_topics(kafka)).await?;
         tracing::debug!("relay: topics ready");
-        let encoder = schemas::wire::EventEncoder::new(&self.settings.schema_registry.url);
+        let encoder = encoder(&self.settings.schema_registry)?;
         register_schemas(&encoder, &kafka.topic_prefix).await?;
         tracing::debug!("relay: schemas registered");
         let ack_timeout = Duration::from_millis(kafka.delivery_timeout_ms) + Duration::from_secs(5);
@@ -243,6 +245,21 @@ impl Relay {
             }
         }
     }
+}
+
+/// The relay's registry client: with HTTP Basic credentials when a password is configured
+/// (the registry refuses writes without them).
+fn encoder(
+    registry: &infra::settings::RegistrySettings,
+) -> Result<schemas::wire::EventEncoder, RelayError> {
+    use infra::secrecy::ExposeSecret;
+    let password = infra::settings::secret_value(&registry.password, &registry.password_file)
+        .map_err(|e| RelayError::RegistryClient(Box::new(e)))?;
+    if password.expose_secret().is_empty() {
+        return Ok(schemas::wire::EventEncoder::new(&registry.url));
+    }
+    schemas::wire::EventEncoder::with_basic(&registry.url, &registry.user, password.expose_secret())
+        .map_err(|e| RelayError::RegistryClient(Box::new(e)))
 }
 
 async fn register_schemas(

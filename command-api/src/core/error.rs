@@ -28,6 +28,12 @@ pub enum CommandError {
     Taken { scope: String },
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyMismatch,
+    /// The command needs a principal and has none.
+    #[error("not authenticated")]
+    Unauthenticated,
+    /// The principal's roles do not allow this command.
+    #[error("forbidden")]
+    Forbidden,
     /// PostgreSQL refused a value the command carried (SQLSTATE class 22); the request is at
     /// fault. Values are checked before they get this far, so this is the last line.
     #[error("the event store refused a value of the request")]
@@ -60,6 +66,7 @@ impl CommandError {
                 "invalid"
             }
             Self::VersionConflict { .. } | Self::Taken { .. } => "conflict",
+            Self::Unauthenticated | Self::Forbidden => "forbidden",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "error",
         }

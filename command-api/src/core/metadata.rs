@@ -4,17 +4,20 @@
 //! arrive the same way, and the core never sees a header.
 
 use chrono::{SecondsFormat, Utc};
+use infra::auth::Principal;
 use infra::event_store::EventMetadata;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-/// Who issues a command. Recorded as the actor of every event the command produces, and the
-/// scope of its idempotency keys.
+/// Who issues a command, as recorded in every event it produces: the principal's `sub`
+/// (`user:<id>` or `service:<client_id>`); for a registration without a token, the new user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor(pub String);
 
 #[derive(Debug, Clone)]
 pub struct RequestMetadata {
+    /// The authenticated caller; `None` only for a registration without a token.
+    pub principal: Option<Principal>,
     pub actor: Actor,
     /// This command's own id; the default causation id.
     pub command_id: Uuid,
@@ -31,6 +34,15 @@ pub struct RequestMetadata {
 }
 
 impl RequestMetadata {
+    /// The namespace of this caller's idempotency keys: its `sub`, so that no client can use
+    /// up a key another will send.
+    pub fn idempotency_scope(&self) -> String {
+        match &self.principal {
+            Some(principal) => principal.sub(),
+            None => "anonymous".to_owned(),
+        }
+    }
+
     /// The metadata of an event this command produces.
     pub fn event_metadata(&self, event_id: Uuid) -> EventMetadata {
         EventMetadata {

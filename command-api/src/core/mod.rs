@@ -11,6 +11,7 @@
 mod error;
 mod metadata;
 mod outcome;
+pub mod policy;
 mod references;
 
 use std::time::Instant;
@@ -21,7 +22,8 @@ use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventStore as _};
 use domain::{DomainError, Order, Payment, UniqueClaim, User};
 use infra::db::{Availability, DatabaseDown};
 use infra::event_store::{
-    AppendError, AppendRequest, Claim, EventStore, Idempotency, NewEvent, PgEventRepository,
+    AppendError, AppendRequest, Claim, Credential, EventStore, Idempotency, NewEvent,
+    PgEventRepository,
 };
 use uuid::Uuid;
 
@@ -44,7 +46,7 @@ pub struct CommandBus {
 }
 
 /// An aggregate the bus can drive.
-pub trait Target: Aggregate<Services = ()> + Send + Sync
+pub trait Target: Aggregate<Services = ()> + policy::Governed + Send + Sync
 where
     Self::Error: DomainError,
 {
@@ -83,6 +85,8 @@ pub struct Dispatch<A: Aggregate> {
     pub command: A::Command,
     /// SHA-256 of the request body, for binding an idempotency key to it.
     pub body_digest: [u8; 32],
+    /// A password hash to store with a new user's events (registration only).
+    pub credential: Option<String>,
 }
 
 impl<A: Aggregate> Dispatch<A> {
@@ -99,6 +103,7 @@ impl<A: Aggregate> Dispatch<A> {
             new: false,
             command,
             body_digest,
+            credential: None,
         }
     }
 
@@ -110,6 +115,7 @@ impl<A: Aggregate> Dispatch<A> {
             new: true,
             command,
             body_digest,
+            credential: None,
         }
     }
 }
@@ -185,8 +191,9 @@ impl CommandBus {
     where
         A::Error: DomainError,
     {
+        let must_own = policy::admit(meta.principal.as_ref(), A::access(&dispatch.command))?;
         let idempotency = meta.idempotency_key.as_ref().map(|key| Idempotency {
-            scope: meta.actor.0.clone(),
+            scope: meta.idempotency_scope(),
             key: key.clone(),
             request_hash: meta.request_hash(&dispatch.body_digest),
         });
@@ -194,6 +201,22 @@ impl CommandBus {
             return Ok(replay);
         }
         let mut context = self.context::<A>(&dispatch).await?;
+        if must_own {
+            let customer = meta.principal.as_ref().and_then(|p| p.user_id());
+            let customer = customer.ok_or(CommandError::Forbidden)?;
+            self.check_owner(
+                customer,
+                &context.aggregate,
+                dispatch.id,
+                &dispatch.command,
+                dispatch.new,
+            )
+            .await?;
+        }
+        let credential = dispatch.credential.map(|password_hash| Credential {
+            user_id: dispatch.id,
+            password_hash,
+        });
         let current = context.current_sequence as i64;
         if let Some(expected) = meta.expected_version {
             if expected != current && current > 0 {
@@ -211,7 +234,9 @@ impl CommandBus {
             return Err(CommandError::from_domain(&error));
         }
         let events = sink.collect().await;
-        let request = self.append_request::<A>(meta, &context, current, &events, idempotency)?;
+        let mut request =
+            self.append_request::<A>(meta, &context, current, &events, idempotency)?;
+        request.credential = credential;
         match self.events.append(request).await {
             Ok(appended) => {
                 metrics::counter!("events_appended_total", "aggregate_type" => A::TYPE)
@@ -293,6 +318,7 @@ impl CommandBus {
             snapshot,
             claims,
             idempotency,
+            credential: None,
         })
     }
 

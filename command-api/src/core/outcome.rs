@@ -81,6 +81,7 @@ mod tests {
             snapshot: None,
             claims: vec![],
             idempotency: None,
+            credential: None,
         };
         let appended = Appended {
             version: 4,

@@ -1,6 +1,7 @@
-//! Builds the core's [`RequestMetadata`] from a request's headers:
+//! Builds the core's [`RequestMetadata`] from a request:
 //!
-//! - `X-Actor` (until authentication exists; otherwise `anonymous`);
+//! - the principal of its bearer token (401 without one), after the per-principal command
+//!   rate (429); the actor of its events is the token's `sub`, whatever headers say;
 //! - `X-Correlation-Id` (or a new UUIDv7), `X-Causation-Id` (or this command's own id);
 //! - `traceparent` (W3C; continued with a new span id, or a new trace is started);
 //! - `If-Match: "N"` (expected aggregate version) and `Idempotency-Key`;
@@ -9,40 +10,86 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
+use infra::auth::{Authenticated, OptionalPrincipal, Principal};
 use uuid::Uuid;
 
 use crate::core::{Actor, RequestMetadata};
 use crate::error::ApiError;
+use crate::state::AppState;
 
-impl<S: Send + Sync> FromRequestParts<S> for RequestMetadata {
+impl FromRequestParts<AppState> for RequestMetadata {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let headers = &parts.headers;
-        let command_id = Uuid::now_v7();
-        let actor =
-            header_token(headers, "x-actor", ID_HEADER_MAX)?.unwrap_or_else(|| "anonymous".into());
-        let correlation_id = header_token(headers, "x-correlation-id", ID_HEADER_MAX)?
-            .unwrap_or_else(|| command_id.to_string());
-        let causation_id = header_token(headers, "x-causation-id", ID_HEADER_MAX)?
-            .unwrap_or_else(|| command_id.to_string());
-        let traceparent = continue_trace(headers.get("traceparent").and_then(|v| v.to_str().ok()));
-        let expected_version = if_match(headers)?;
-        let idempotency_key = header_token(headers, "idempotency-key", IDEMPOTENCY_KEY_MAX)?;
-        Ok(Self {
-            actor: Actor(actor),
-            command_id,
-            correlation_id,
-            causation_id,
-            traceparent,
-            expected_version,
-            idempotency_key,
-            operation: format!("{} {}", parts.method, parts.uri.path()),
-        })
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Authenticated(principal) = Authenticated::from_request_parts(parts, state).await?;
+        state
+            .identity
+            .admit_command(&principal)
+            .map_err(ApiError::RateLimited)?;
+        metadata(parts, Some(principal))
     }
 }
 
-/// Longest `X-Actor`, `X-Correlation-Id` and `X-Causation-Id`.
+/// The metadata of a registration: a token is optional (an admin may register someone), and
+/// without one the actor is the new user itself, set once its id is known.
+pub struct Registration(pub RequestMetadata);
+
+impl FromRequestParts<AppState> for Registration {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let OptionalPrincipal(principal) =
+            OptionalPrincipal::from_request_parts(parts, state).await?;
+        let limited = match &principal {
+            Some(principal) => state.identity.admit_command(principal),
+            None => match crate::identity::routes::ClientAddress::from_request_parts(parts, state)
+                .await
+            {
+                Ok(crate::identity::routes::ClientAddress(Some(ip))) => {
+                    state.identity.anonymous.check(&ip)
+                }
+                _ => Ok(()),
+            },
+        };
+        limited.map_err(ApiError::RateLimited)?;
+        Ok(Self(metadata(parts, principal)?))
+    }
+}
+
+pub fn metadata(parts: &Parts, principal: Option<Principal>) -> Result<RequestMetadata, ApiError> {
+    let headers = &parts.headers;
+    let command_id = Uuid::now_v7();
+    let actor = principal
+        .as_ref()
+        .map(Principal::sub)
+        .unwrap_or_else(|| "anonymous".into());
+    let correlation_id = header_token(headers, "x-correlation-id", ID_HEADER_MAX)?
+        .unwrap_or_else(|| command_id.to_string());
+    let causation_id = header_token(headers, "x-causation-id", ID_HEADER_MAX)?
+        .unwrap_or_else(|| command_id.to_string());
+    let traceparent = continue_trace(headers.get("traceparent").and_then(|v| v.to_str().ok()));
+    let expected_version = if_match(headers)?;
+    let idempotency_key = header_token(headers, "idempotency-key", IDEMPOTENCY_KEY_MAX)?;
+    Ok(RequestMetadata {
+        principal,
+        actor: Actor(actor),
+        command_id,
+        correlation_id,
+        causation_id,
+        traceparent,
+        expected_version,
+        idempotency_key,
+        operation: format!("{} {}", parts.method, parts.uri.path()),
+    })
+}
+
+/// Longest `X-Correlation-Id` and `X-Causation-Id`.
 pub const ID_HEADER_MAX: usize = 128;
 /// Longest `Idempotency-Key`.
 pub const IDEMPOTENCY_KEY_MAX: usize = 255;

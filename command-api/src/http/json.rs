@@ -56,7 +56,7 @@ fn is_json_content_type(value: &str) -> bool {
         || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-async fn read_limited(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_limited(request: Request, limit: usize) -> Result<Bytes, ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -10,10 +10,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Reply;
-use crate::core::{Dispatch, RequestMetadata};
+use crate::core::{Actor, Dispatch, RequestMetadata};
 use crate::error::ApiError;
-use crate::http::{parse_id, EmptyBody, JsonBody, Validator};
+use crate::http::{parse_id, EmptyBody, JsonBody, Registration, Validator};
+use crate::identity::passwords::check_length;
 use crate::state::AppState;
+use infra::secrecy::{ExposeSecret, SecretString};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -35,6 +37,9 @@ pub fn routes() -> Router<AppState> {
 pub struct RegisterUser {
     pub email: String,
     pub display_name: String,
+    /// 12 to 128 characters; stored only as an argon2id hash, never in an event.
+    #[schema(value_type = String, min_length = 12, max_length = 128)]
+    pub password: SecretString,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -67,7 +72,7 @@ pub struct AddressBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantRole {
-    /// `customer`, `admin` or `service`.
+    /// `customer`, `admin`, `service` or `support`.
     pub role: String,
 }
 
@@ -98,25 +103,42 @@ pub fn parse_address(v: &mut Validator, prefix: &str, body: &AddressBody) -> Opt
     }
 }
 
+/// Registration needs no token; with one (an admin registering someone), its subject is
+/// recorded as the actor.
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = RegisterUser,
     responses((status = 201, body = super::CommandAccepted), (status = 409, description = "email taken"),
         (status = 422, description = "invalid field")))]
 pub async fn register(
     State(state): State<AppState>,
-    meta: RequestMetadata,
+    Registration(mut meta): Registration,
     body: JsonBody<RegisterUser>,
 ) -> Result<Reply, ApiError> {
     let mut v = Validator::default();
     let email = v.check("email", Email::parse(&body.value.email));
     let name = v.check("display_name", DisplayName::parse(&body.value.display_name));
-    let (Some(email), Some(display_name)) = (email, name) else {
+    v.check(
+        "password",
+        check_length(body.value.password.expose_secret()),
+    );
+    let (Some(email), Some(display_name), true) = (email, name, v.is_clean()) else {
         return Err(v.into_error());
     };
+    let hash = state
+        .identity
+        .passwords
+        .hash(&body.value.password)
+        .await
+        .map_err(crate::identity::routes::hash_error)?;
     let command = UserCommand::Register {
         email,
         display_name,
     };
-    let dispatch = Dispatch::<User>::create("register_user", command, body.digest);
+    let mut dispatch = Dispatch::<User>::create("register_user", command, body.digest);
+    dispatch.credential = Some(hash);
+    if meta.principal.is_none() {
+        // Self-registration: the new user is the actor of their own first event.
+        meta.actor = Actor(format!("user:{}", dispatch.id));
+    }
     Ok(Reply::created(&state.bus.execute(&meta, dispatch).await?))
 }
 

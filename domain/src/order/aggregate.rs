@@ -74,6 +74,11 @@ struct OrderState {
 }
 
 impl Order {
+    /// The customer who placed the order.
+    pub fn customer_id(&self) -> Option<Uuid> {
+        self.state.as_ref().map(|s| s.customer_id)
+    }
+
     pub fn status(&self) -> Option<OrderStatus> {
         self.state.as_ref().map(|s| s.status)
     }

@@ -90,6 +90,11 @@ fn initiate(
 }
 
 impl Payment {
+    /// The order the payment is for.
+    pub fn order_id(&self) -> Option<Uuid> {
+        self.state.as_ref().map(|s| s.order_id)
+    }
+
     pub fn status(&self) -> Option<PaymentStatus> {
         self.state.as_ref().map(|s| s.status)
     }

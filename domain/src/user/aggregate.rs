@@ -37,6 +37,14 @@ struct UserState {
 }
 
 impl User {
+    /// The roles the user holds now.
+    pub fn roles(&self) -> Vec<Role> {
+        self.state
+            .as_ref()
+            .map(|s| s.roles.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     pub fn status(&self) -> Option<UserStatus> {
         self.state.as_ref().map(|s| s.status)
     }

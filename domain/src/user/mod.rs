@@ -8,4 +8,4 @@ mod events;
 pub use aggregate::{User, UserStatus, MAX_ADDRESSES};
 pub use commands::UserCommand;
 pub use error::UserError;
-pub use events::UserEvent;
+pub use events::{UserEvent, EMAIL_SCOPE};

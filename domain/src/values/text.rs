@@ -60,17 +60,20 @@ pub enum Role {
     Customer,
     Admin,
     Service,
+    /// Reads everything, writes nothing.
+    Support,
 }
 
 impl Role {
-    pub const ALLOWED: &'static str = "customer, admin, service";
-    pub const ALL: [Role; 3] = [Self::Customer, Self::Admin, Self::Service];
+    pub const ALLOWED: &'static str = "customer, admin, service, support";
+    pub const ALL: [Role; 4] = [Self::Customer, Self::Admin, Self::Service, Self::Support];
 
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         match raw {
             "customer" => Ok(Self::Customer),
             "admin" => Ok(Self::Admin),
             "service" => Ok(Self::Service),
+            "support" => Ok(Self::Support),
             _ => Err(ValueError::NotOneOf {
                 allowed: Self::ALLOWED,
             }),
@@ -81,6 +84,7 @@ impl Role {
             Self::Customer => "customer",
             Self::Admin => "admin",
             Self::Service => "service",
+            Self::Support => "support",
         }
     }
 }

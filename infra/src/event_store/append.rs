@@ -1,6 +1,6 @@
 //! Appending events with their side writes, atomically.
 //!
-//! Without an idempotency key and without released claims, the append is one SQL statement
+//! Without an idempotency key, a credential or released claims, the append is one SQL statement
 //! (claims and snapshot in CTEs), group-committed with other such appends (see `batch`).
 //! Otherwise it is a transaction that first takes the idempotency key (blocking a concurrent
 //! request with the same key until this one ends), then writes everything, then records the
@@ -104,8 +104,9 @@ impl EventStore {
         if request.events.is_empty() {
             return Err(AppendError::Empty);
         }
-        let needs_transaction =
-            request.idempotency.is_some() || request.claims.iter().any(|c| c.release);
+        let needs_transaction = request.idempotency.is_some()
+            || request.credential.is_some()
+            || request.claims.iter().any(|c| c.release);
         let aggregate = (request.aggregate_type.clone(), request.aggregate_id.clone());
         let result = if needs_transaction {
             self.append_in_transaction(&request).await
@@ -167,6 +168,14 @@ impl EventStore {
             .map_err(|e| classify(e, request))?
             .pop()
             .ok_or(AppendError::Empty)?;
+        if let Some(credential) = &request.credential {
+            sqlx::query("INSERT INTO credentials (user_id, password_hash) VALUES ($1, $2)")
+                .bind(credential.user_id)
+                .bind(&credential.password_hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
         if let Some(idempotency) = &request.idempotency {
             let outcome = serde_json::to_value(request.outcome(&appended))
                 .map_err(|e| db(sqlx::Error::Encode(Box::new(e))))?;

@@ -21,5 +21,6 @@ pub use append::EventStore;
 pub use metadata::{message_headers, EventMetadata, PublishedEvent};
 pub use repository::PgEventRepository;
 pub use types::{
-    AppendError, AppendRequest, Appended, Claim, Idempotency, NewEvent, RecordedOutcome, Remembered,
+    AppendError, AppendRequest, Appended, Claim, Credential, Idempotency, NewEvent,
+    RecordedOutcome, Remembered,
 };

@@ -78,6 +78,7 @@ impl PersistedEventRepository for PgEventRepository {
             snapshot: snapshot_update.map(|(_, state, _)| state),
             claims: Vec::new(),
             idempotency: None,
+            credential: None,
         };
         match self.store.append(request).await {
             Ok(_) => Ok(()),

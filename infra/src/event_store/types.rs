@@ -64,6 +64,24 @@ pub struct AppendRequest {
     pub snapshot: Option<serde_json::Value>,
     pub claims: Vec<Claim>,
     pub idempotency: Option<Idempotency>,
+    /// A credential to store with the events (a new user's password hash): never an event,
+    /// but written in the same transaction so that neither exists without the other.
+    pub credential: Option<Credential>,
+}
+
+/// A password hash for the user the events create.
+#[derive(Clone)]
+pub struct Credential {
+    pub user_id: Uuid,
+    pub password_hash: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AppendRequest {

@@ -6,10 +6,27 @@
 
 use utoipa::openapi::content::Content;
 use utoipa::openapi::header::Header;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::Response;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{OpenApi, Ref, RefOr};
 use utoipa::Modify;
+
+/// Every operation of a generated document, with its path.
+pub fn operations_mut(openapi: &mut OpenApi) -> impl Iterator<Item = (&str, &mut Operation)> {
+    openapi.paths.paths.iter_mut().flat_map(|(path, item)| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        .map(move |operation| (path.as_str(), operation))
+    })
+}
 
 /// The media type of every error answer.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -38,26 +55,17 @@ impl Modify for Problems {
         components
             .schemas
             .insert("Problem".to_owned(), RefOr::T(problem_schema()));
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
-                let responses = &mut operation.responses.responses;
-                for (status, description) in self.statuses.iter().chain(SKELETON_STATUSES) {
-                    responses
-                        .entry(status.to_string())
-                        .or_insert_with(|| RefOr::T(Response::new(*description)));
-                }
-                for (status, response) in responses.iter_mut() {
-                    if let RefOr::T(response) = response {
-                        if status.starts_with('4') || status.starts_with('5') {
-                            as_problem(status, response);
-                        }
+        for (_, operation) in operations_mut(openapi) {
+            let responses = &mut operation.responses.responses;
+            for (status, description) in self.statuses.iter().chain(SKELETON_STATUSES) {
+                responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| RefOr::T(Response::new(*description)));
+            }
+            for (status, response) in responses.iter_mut() {
+                if let RefOr::T(response) = response {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        as_problem(status, response);
                     }
                 }
             }
@@ -150,24 +158,56 @@ impl Constraints<'_> {
 
     /// Adds `parameter` to every operation (e.g. an optional header every route reads).
     pub fn parameter_everywhere(&mut self, parameter: serde_json::Value) {
-        let paths = self
-            .at("/paths")
-            .as_object_mut()
-            .into_iter()
-            .flat_map(|p| p.values_mut());
-        for operation in paths
-            .flat_map(|item| item.as_object_mut())
-            .flat_map(|i| i.values_mut())
-        {
-            if let Some(operation) = operation.as_object_mut() {
-                let parameters = operation
-                    .entry("parameters")
-                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-                if let Some(parameters) = parameters.as_array_mut() {
-                    parameters.push(parameter.clone());
-                }
+        self.parameter_where(|_| true, parameter);
+    }
+
+    /// Adds a parameter to every operation of the paths `applies` accepts.
+    pub fn parameter_where(
+        &mut self,
+        applies: impl Fn(&str) -> bool,
+        parameter: serde_json::Value,
+    ) {
+        for operation in self.operations_where(applies) {
+            let parameters = operation
+                .entry("parameters")
+                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+            if let Some(parameters) = parameters.as_array_mut() {
+                parameters.push(parameter.clone());
             }
         }
+    }
+
+    /// Declares a security scheme under `components.securitySchemes`.
+    pub fn security_scheme(&mut self, name: &str, scheme: serde_json::Value) {
+        let components = self.at("/components");
+        if let Some(components) = components.as_object_mut() {
+            let schemes = components
+                .entry("securitySchemes")
+                .or_insert_with(|| serde_json::json!({}));
+            schemes[name] = scheme;
+        }
+    }
+
+    /// Sets `security` on every operation of the paths `applies` accepts.
+    pub fn security_where(&mut self, applies: impl Fn(&str) -> bool, security: serde_json::Value) {
+        for operation in self.operations_where(applies) {
+            operation.insert("security".to_owned(), security.clone());
+        }
+    }
+
+    /// Every operation object of the paths `applies` accepts.
+    fn operations_where(
+        &mut self,
+        applies: impl Fn(&str) -> bool,
+    ) -> impl Iterator<Item = &mut serde_json::Map<String, serde_json::Value>> {
+        self.at("/paths")
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|p| p.iter_mut())
+            .filter(move |(path, _)| applies(path))
+            .flat_map(|(_, item)| item.as_object_mut())
+            .flat_map(|item| item.values_mut())
+            .flat_map(|operation| operation.as_object_mut())
     }
 
     fn at(&mut self, pointer: &str) -> &mut serde_json::Value {

@@ -41,6 +41,25 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// Settings that cannot work (keys, secrets, clients), found before serving.
+    #[error("{what}")]
+    Config {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StartupError {
+    pub fn config(
+        what: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Config {
+            what,
+            source: Box::new(source),
+        }
+    }
 }
 
 /// Binds `host:port` (port 0: any free port) and reports the address actually bound.

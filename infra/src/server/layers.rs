@@ -13,6 +13,10 @@
 //!    for up to `queue_timeout_ms` and are then shed with 503 `overloaded` and `Retry-After`;
 //! 6. request timeout: a handler still running after `request_timeout_ms` is dropped and the
 //!    caller gets 504 `request-timeout`.
+//!
+//! Around all of them: security headers on every response ([`SECURITY_HEADERS`], unless the
+//! handler set its own) and, only when `http.cors_allowed_origins` names origins, CORS for
+//! exactly those origins (closed by default: browsers on other sites cannot read answers).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -49,7 +53,7 @@ pub fn apply(router: Router, http: &HttpSettings) -> Router {
         request_timeout: Duration::from_millis(http.request_timeout_ms),
     };
     // `Router::layer` wraps what came before: the last layer added runs first.
-    router
+    let router = router
         .layer(from_fn_with_state(limit.clone(), time_limit))
         .layer(from_fn_with_state(limit, concurrency_limit))
         .layer(CatchPanicLayer::custom(panic_problem))
@@ -60,6 +64,76 @@ pub fn apply(router: Router, http: &HttpSettings) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(from_fn(request_id))
+        .layer(from_fn(security_headers));
+    match cors(&http.cors_allowed_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// Headers every answer carries: these are JSON APIs, never documents to render, frame or
+/// sniff, and nothing they say is for a referrer.
+pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    ("referrer-policy", "no-referrer"),
+];
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        if !headers.contains_key(name) {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+    }
+    response
+}
+
+/// CORS for the listed origins (comma-separated); `None` when there are none.
+fn cors(origins: &str) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, Method};
+    let origins: Vec<HeaderValue> = origins
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let request_headers = [
+        header::AUTHORIZATION,
+        header::CONTENT_TYPE,
+        header::IF_MATCH,
+        header::IF_NONE_MATCH,
+        HeaderName::from_static("idempotency-key"),
+        HeaderName::from_static("x-correlation-id"),
+        HeaderName::from_static("x-causation-id"),
+        HeaderName::from_static("traceparent"),
+    ];
+    let exposed = [
+        header::ETAG,
+        header::RETRY_AFTER,
+        header::WWW_AUTHENTICATE,
+        HeaderName::from_static("idempotent-replayed"),
+        REQUEST_ID,
+    ];
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers(request_headers)
+            .expose_headers(exposed)
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 #[derive(Clone)]

@@ -129,7 +129,11 @@ impl Service {
             }
         });
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<Instant>();
-        let serve = axum::serve(listener, self.router)
+        // The peer address reaches handlers as `ConnectInfo` (per-address login limits).
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!(service = name, "shutting down; draining in-flight requests");

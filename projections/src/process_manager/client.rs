@@ -2,15 +2,22 @@
 //! understood. Problem types are recognised by their exact code (shared constants in
 //! `domain::problem_types`), never by matching text.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use domain::problem_types::{AVAILABLE, REFUND_EXCEEDS_CAPTURED, VERSION_CONFLICT};
+use infra::secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use tokio::sync::Mutex;
 
 use super::command::Command;
 
-/// The actor the process manager's commands carry (idempotency keys are scoped per actor).
-pub const ACTOR: &str = "process-manager";
+/// The process manager's client credentials (`auth.clients` on the command API). Its commands
+/// carry `sub = service:<client_id>`, which scopes its idempotency keys.
+#[derive(Clone)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
 
 /// What became of one attempt to send a command.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,37 +79,86 @@ pub fn classify(status: u16, problem: Value) -> Answer {
             code,
             problem,
         },
-        429 | 500..=599 => Answer::Retry(format!("status {status} {}", code.unwrap_or_default())),
+        // 401: the token expired or the signing key rotated under it; a new one is fetched.
+        401 | 429 | 500..=599 => {
+            Answer::Retry(format!("status {status} {}", code.unwrap_or_default()))
+        }
         _ => Answer::Reject(format!("status {status}: {problem}")),
     }
 }
 
-/// Sends commands to the command API.
+/// Sends commands to the command API, authenticated with an access token from the
+/// client-credentials grant, kept until shortly before it expires.
 #[derive(Clone)]
 pub struct Commands {
     http: reqwest::Client,
     base: String,
+    credentials: ClientCredentials,
+    token: std::sync::Arc<Mutex<Option<(String, Instant)>>>,
 }
 
 impl Commands {
-    pub fn new(base_url: &str) -> Result<Self, reqwest::Error> {
+    pub fn new(base_url: &str, credentials: ClientCredentials) -> Result<Self, reqwest::Error> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(REQUEST_TIMEOUT)
                 .build()?,
             base: base_url.trim_end_matches('/').to_owned(),
+            credentials,
+            token: Default::default(),
         })
     }
 
-    /// One attempt; the headers say who acts (the process manager), why (the triggering event)
-    /// and under which key, so the command API can answer a repeat with its first response.
+    /// A live access token, fetched when there is none or it is about to expire.
+    async fn token(&self) -> Result<String, String> {
+        let mut cached = self.token.lock().await;
+        if let Some((token, renew_at)) = cached.as_ref() {
+            if Instant::now() < *renew_at {
+                return Ok(token.clone());
+            }
+        }
+        let requested = Instant::now();
+        let response = self
+            .http
+            .post(format!("{}/v1/auth/token", self.base))
+            .json(&serde_json::json!({
+                "grant_type": "client_credentials",
+                "client_id": self.credentials.client_id,
+                "client_secret": self.credentials.client_secret.expose_secret(),
+            }))
+            .send()
+            .await
+            .map_err(|e| format!("token request: {}", infra::error_chain(&e)))?;
+        if !response.status().is_success() {
+            return Err(format!("token request answered {}", response.status()));
+        }
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| format!("token response: {e}"))?;
+        let token = body["access_token"]
+            .as_str()
+            .ok_or("token response without access_token")?
+            .to_owned();
+        let expires_in = body["expires_in"].as_u64().unwrap_or(60);
+        let renew_at = infra::auth::token::renew_at(requested, expires_in);
+        *cached = Some((token.clone(), renew_at));
+        Ok(token)
+    }
+
+    /// One attempt; the headers say why (the triggering event) and under which key, so the
+    /// command API can answer a repeat with its first response; the token says who acts.
     pub async fn send(&self, command: &Command) -> Answer {
         let cause = &command.cause;
+        let token = match self.token().await {
+            Ok(token) => token,
+            Err(error) => return Answer::Retry(error),
+        };
         let sent = self
             .http
             .post(format!("{}{}", self.base, command.path))
+            .bearer_auth(&token)
             .header("Idempotency-Key", &command.idempotency_key)
-            .header("X-Actor", ACTOR)
             .header("X-Correlation-Id", &cause.correlation_id)
             .header("X-Causation-Id", cause.event_id.to_string())
             .header("traceparent", &cause.traceparent)
@@ -114,6 +170,10 @@ impl Commands {
             Err(error) => return Answer::Retry(infra::error_chain(&error)),
         };
         let status = response.status().as_u16();
+        if status == 401 {
+            // Forget the token; the retry fetches a new one.
+            *self.token.lock().await = None;
+        }
         let problem = match response.status().is_success() {
             true => Value::Null,
             // A body that is not a problem document is classified by its status alone.

@@ -33,7 +33,7 @@ use domain::{OrderEvent, PaymentEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-pub use client::{Commands, ACTOR};
+pub use client::{ClientCredentials, Commands};
 pub use dispatcher::{Dispatcher, RetryPolicy};
 
 use crate::envelope::Envelope;

@@ -22,6 +22,9 @@
 //!
 //! A store that is skipped for one of these reasons also drops an entry older than what was
 //! read, so no reader is served a version older than one already read from the database.
+//! Nor is a representation whose owner is not known yet stored: a payment read before its
+//! order was projected would, once cached, stay hidden from its customer until it expired,
+//! since the order's arrival notifies the order, not its payments.
 //!
 //! The cache is bounded by bytes (`query_api.cache_max_bytes`): each entry weighs its body and
 //! entity tag plus a fixed overhead.
@@ -98,13 +101,19 @@ impl Key {
     }
 }
 
-/// A resource as served: its version, its entity tag and its JSON body.
+/// A resource as served: its version, its entity tag, its JSON body, and the customer who owns
+/// it. The cache is shared by every principal, so whoever reads an entry decides afterwards,
+/// from `owner`, whether its principal may see it (`crate::policy`).
 #[derive(Debug, Clone)]
 pub struct Representation {
     pub version: i64,
     /// Quoted, as sent in `ETag`.
     pub etag: String,
     pub body: Bytes,
+    /// A user: itself; an order: its customer; a payment: its order's customer. `None` while
+    /// not known (a payment whose order is not projected yet); such a representation is
+    /// never stored, as nothing would invalidate it when its order arrives.
+    pub owner: Option<Uuid>,
 }
 
 /// Why a read produced no representation.
@@ -317,13 +326,14 @@ impl ReadCache {
     }
 
     /// Stores `fresh` unless a change was notified since `generation` was read (then `fresh`
-    /// may be superseded already) or the listener is down; never replaces a newer version.
-    /// The check is repeated after the store: a notification that arrived in between may
-    /// have invalidated the key before the store, so the store is undone.
+    /// may be superseded already), the listener is down, or its owner is not known yet;
+    /// never replaces a newer version. The check is repeated after the store: a notification
+    /// that arrived in between may have invalidated the key before the store, so the store is
+    /// undone.
     async fn store(&self, key: Key, fresh: &Arc<Representation>, shard: &Shard, generation: u64) {
         let unchanged =
             || self.is_listening() && shard.generation.load(Ordering::SeqCst) == generation;
-        if !unchanged() {
+        if fresh.owner.is_none() || !unchanged() {
             self.drop_older(key, fresh.version).await;
             return;
         }

@@ -1,10 +1,14 @@
 use super::*;
 
+/// The customer who owns every representation of these tests.
+const OWNER: Uuid = Uuid::from_u128(7);
+
 fn rep(version: i64) -> Representation {
     Representation {
         version,
         etag: format!("\"{version}\""),
         body: Bytes::from(format!("{{\"version\":{version}}}")),
+        owner: Some(OWNER),
     }
 }
 
@@ -244,6 +248,7 @@ async fn the_cache_is_bounded_by_bytes() {
         version: v,
         etag: "\"1\"".to_owned(),
         body: Bytes::from(vec![b'x'; 16 * 1024]),
+        owner: Some(OWNER),
     };
     for _ in 0..32 {
         let key = Key::Order(Uuid::now_v7());
@@ -343,4 +348,24 @@ async fn a_notification_wakes_a_waiting_read() {
     cache.changed(key).await;
     let found = waiting.await.unwrap().unwrap();
     assert_eq!(found.version, 2);
+}
+
+#[tokio::test]
+async fn a_representation_without_a_known_owner_is_served_but_not_stored() {
+    let cache = cache();
+    let key = Key::Payment(Uuid::now_v7());
+    let orphan = || {
+        std::future::ready(Ok::<_, ()>(Some(Representation {
+            owner: None,
+            ..rep(1)
+        })))
+    };
+    let found = cache.get(key, None, orphan, committed(1)).await.unwrap();
+    assert_eq!((found.version, found.owner), (1, None));
+    assert!(cache.entries.get(&key).await.is_none());
+    // Once its owner is known, it is stored as usual.
+    let owned = || std::future::ready(Ok::<_, ()>(Some(rep(1))));
+    cache.get(key, None, owned, committed(1)).await.unwrap();
+    let cached = cache.entries.get(&key).await.map(|e| e.owner);
+    assert_eq!(cached, Some(Some(OWNER)));
 }

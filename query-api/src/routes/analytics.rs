@@ -1,5 +1,6 @@
 //! `GET /v1/analytics/revenue` (per day and currency) and `GET /v1/analytics/order-funnel`.
-//! Days are UTC; `from` and `to` are inclusive and optional (no bound when absent).
+//! Days are UTC; `from` and `to` are inclusive and optional (no bound when absent). For
+//! `support` and `admin` only.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::NaiveDate;
 use domain::values::Currency;
+use infra::auth::Authenticated;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -15,6 +17,7 @@ use super::orders::STATUSES;
 use super::AppState;
 use crate::error::QueryError;
 use crate::params::{self, Params};
+use crate::policy::{self, Query};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -79,11 +82,15 @@ pub struct Revenue {
 
 #[utoipa::path(get, path = "/v1/analytics/revenue", tag = "analytics", params(RevenueParams),
     responses((status = 200, body = Revenue),
+        (status = 403, description = "only `support` and `admin` read analytics"),
         (status = 422, description = "invalid date, range or currency")))]
 pub async fn revenue(
+    Authenticated(principal): Authenticated,
     State(state): State<AppState>,
-    Params(params): Params<RevenueParams>,
+    params: Result<Params<RevenueParams>, QueryError>,
 ) -> Result<Json<Revenue>, QueryError> {
+    policy::require_all(&principal, Query::Analytics)?;
+    let Params(params) = params?;
     check_range(params.from, params.to)?;
     let currency = params
         .currency
@@ -138,11 +145,15 @@ pub struct Funnel {
 
 #[utoipa::path(get, path = "/v1/analytics/order-funnel", tag = "analytics", params(FunnelParams),
     responses((status = 200, body = Funnel),
+        (status = 403, description = "only `support` and `admin` read analytics"),
         (status = 422, description = "invalid date or range")))]
 pub async fn funnel(
+    Authenticated(principal): Authenticated,
     State(state): State<AppState>,
-    Params(params): Params<FunnelParams>,
+    params: Result<Params<FunnelParams>, QueryError>,
 ) -> Result<Json<Funnel>, QueryError> {
+    policy::require_all(&principal, Query::Analytics)?;
+    let Params(params) = params?;
     check_range(params.from, params.to)?;
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT status, count(*) FROM rm_funnel

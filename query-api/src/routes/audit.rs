@@ -1,10 +1,12 @@
 //! `GET /v1/audit/{aggregate_type}/{id}`: every event of one aggregate, in order, with its
-//! metadata (who, when, why, trace), from the audit projection.
+//! metadata (who, when, why, trace), from the audit projection. For `support` and `admin`
+//! only.
 
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use infra::auth::Authenticated;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -12,6 +14,7 @@ use uuid::Uuid;
 use super::{AppState, Page};
 use crate::error::QueryError;
 use crate::params::{self, path_id, Params};
+use crate::policy::{self, Query};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/audit/{aggregate_type}/{id}", get(history))
@@ -49,13 +52,17 @@ pub struct HistoryParams {
     params(("aggregate_type" = String, Path, description = "`user`, `order` or `payment`"),
         ("id" = Uuid, Path), HistoryParams),
     responses((status = 200, body = Page<AuditEntry>),
+        (status = 403, description = "only `support` and `admin` read audit histories"),
         (status = 404, description = "unknown aggregate type, or no events for that id"),
         (status = 422, description = "invalid `limit` or `cursor`")))]
 pub async fn history(
+    Authenticated(principal): Authenticated,
     State(state): State<AppState>,
     Path((aggregate_type, id)): Path<(String, String)>,
-    Params(params): Params<HistoryParams>,
+    params: Result<Params<HistoryParams>, QueryError>,
 ) -> Result<Json<Page<AuditEntry>>, QueryError> {
+    policy::require_all(&principal, Query::Audit)?;
+    let Params(params) = params?;
     let what = AGGREGATE_TYPES
         .into_iter()
         .find(|known| *known == aggregate_type)

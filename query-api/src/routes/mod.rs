@@ -1,6 +1,11 @@
 //! The read routes of the HTTP contract (`docs/api.md`), and what single-resource reads share:
-//! the cache, `min_version`, `ETag` and `If-None-Match`.
+//! the cache, `min_version`, `ETag` and `If-None-Match`, and the ownership check that keeps a
+//! customer to what is theirs (`crate::policy`). Every route needs a bearer token; each handler
+//! takes [`Authenticated`](infra::auth::Authenticated) first and asks the policy before it
+//! validates parameters, so the order of answers is 401, then 403, then 422 or 404.
 
+#[cfg(test)]
+mod access_tests;
 pub mod analytics;
 pub mod audit;
 pub mod orders;
@@ -21,6 +26,7 @@ use uuid::Uuid;
 use crate::cache::{Key, Miss, ReadCache, Representation};
 use crate::error::QueryError;
 use crate::params;
+use crate::policy::Scope;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -37,13 +43,19 @@ pub fn routes() -> Router<AppState> {
         .merge(audit::routes())
 }
 
-/// Serializes a resource for serving and caching.
-pub fn represent<T: Serialize>(version: i64, etag: String, value: &T) -> Representation {
+/// Serializes a resource for serving and caching; `owner` is the customer it belongs to.
+pub fn represent<T: Serialize>(
+    version: i64,
+    etag: String,
+    owner: Option<Uuid>,
+    value: &T,
+) -> Representation {
     Representation {
         version,
         etag,
         // Serializing plain structs of strings, numbers and JSON values cannot fail.
         body: Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+        owner,
     }
 }
 
@@ -62,9 +74,20 @@ pub struct ReadParams {
 }
 
 /// A single-resource read: the id from the path, the representation through the cache
-/// (honouring `min_version`), and a conditional response.
+/// (honouring `min_version`), the policy's verdict on its owner, and a conditional response.
+///
+/// For a customer (`Scope::Own`) another customer's resource must look exactly like a missing
+/// one, including under `min_version`, where a missing one is 404 at once and an existing one
+/// may be waited for: so what `load` finds is passed on only when the scope permits its owner
+/// (otherwise it counts as absent), and the event store is asked whether an aggregate this
+/// customer owns exists ([`committed_version`]), not whether any does. The owner is checked
+/// again on what the cache returns, before anything (a 304 included) is answered. A payment
+/// whose order is not projected yet has no known owner, so its customer is told 404 (or,
+/// waiting, is answered once the order arrives, at the wait's next poll: the order's arrival
+/// notifies the order, not its payments).
 pub async fn single<F, Fut>(
     state: &AppState,
+    scope: Scope,
     raw_id: &str,
     key: fn(Uuid) -> Key,
     params: ReadParams,
@@ -78,15 +101,14 @@ where
     let what = key(Uuid::nil()).kind();
     let id = params::path_id(raw_id, what)?;
     let min_version = params::min_version(params.min_version)?;
-    let committed = || committed_version(&state.pool, what, id);
+    let visible = || {
+        let loading = load(state.pool.clone(), id);
+        async move { Ok(loading.await?.filter(|r| scope.permits(r.owner))) }
+    };
+    let committed = || committed_version(&state.pool, key(id), scope.viewer());
     let found = state
         .cache
-        .get(
-            key(id),
-            min_version,
-            || load(state.pool.clone(), id),
-            committed,
-        )
+        .get(key(id), min_version, visible, committed)
         .await
         .map_err(|miss| match miss {
             Miss::NotFound | Miss::NoSuchAggregate => QueryError::NotFound { what },
@@ -99,23 +121,48 @@ where
             Miss::Overloaded => QueryError::TooManyWaiters,
             Miss::Failed(error) => QueryError::Database(error),
         })?;
+    // A cache hit was stored by whoever read it first.
+    scope.check(found.owner, what)?;
     Ok(conditional(&found, request))
 }
 
-/// The aggregate's version in the event store, `None` when it has no events (`what` is its
-/// aggregate type).
+/// The aggregate's version in the event store, `None` when it has no events; with a `viewer`
+/// (a customer), also `None` unless that customer owns it. Ownership is read from the
+/// aggregate's first event (an order's `OrderPlaced` names its customer, a payment's
+/// `PaymentInitiated` its order), since this is asked when the read model has nothing yet.
 async fn committed_version(
     pool: &PgPool,
-    what: &'static str,
-    id: Uuid,
+    key: Key,
+    viewer: Option<Uuid>,
 ) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT MAX(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
-    )
-    .bind(what)
-    .bind(id.to_string())
-    .fetch_one(pool)
-    .await
+    const ANY: &str =
+        "SELECT MAX(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2";
+    const OWN_ORDER: &str = "SELECT MAX(sequence) FROM events
+        WHERE aggregate_type = 'order' AND aggregate_id = $1
+          AND EXISTS (SELECT 1 FROM events
+              WHERE aggregate_type = 'order' AND aggregate_id = $1 AND sequence = 1
+                AND payload->>'customer_id' = $2)";
+    const OWN_PAYMENT: &str = "SELECT MAX(sequence) FROM events
+        WHERE aggregate_type = 'payment' AND aggregate_id = $1
+          AND EXISTS (SELECT 1 FROM events p
+              JOIN events o ON o.aggregate_type = 'order'
+                  AND o.aggregate_id = p.payload->>'order_id' AND o.sequence = 1
+              WHERE p.aggregate_type = 'payment' AND p.aggregate_id = $1 AND p.sequence = 1
+                AND o.payload->>'customer_id' = $2)";
+    let id = match key {
+        Key::User(id) | Key::Order(id) | Key::Payment(id) => id,
+    };
+    let (sql, first, second) = match (key, viewer) {
+        (Key::User(_), Some(viewer)) if viewer != id => return Ok(None),
+        (Key::User(_), _) | (_, None) => (ANY, key.kind().to_owned(), id.to_string()),
+        (Key::Order(_), Some(viewer)) => (OWN_ORDER, id.to_string(), viewer.to_string()),
+        (Key::Payment(_), Some(viewer)) => (OWN_PAYMENT, id.to_string(), viewer.to_string()),
+    };
+    sqlx::query_scalar(sql)
+        .bind(first)
+        .bind(second)
+        .fetch_one(pool)
+        .await
 }
 
 /// 200 with the body and `ETag`, or 304 when `If-None-Match` names the current tag.

@@ -1,4 +1,6 @@
-//! `GET /v1/orders/{id}` and `GET /v1/users/{id}/orders` (newest first, keyset-paginated).
+//! `GET /v1/orders/{id}` and `GET /v1/users/{id}/orders` (newest first, keyset-paginated). A
+//! customer reads only their own orders and order list; another customer's order is 404 as a
+//! missing one is, and another customer's list is answered as an unknown user's.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -7,6 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::OrderStatus;
+use infra::auth::Authenticated;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
@@ -16,6 +19,7 @@ use super::{represent, single, AppState, Page, ReadParams};
 use crate::cache::{Key, Representation};
 use crate::error::QueryError;
 use crate::params::{self, path_id, Cursor, Params};
+use crate::policy::{self, Query};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -87,21 +91,24 @@ async fn load(pool: PgPool, id: Uuid) -> Result<Option<Representation>, sqlx::Er
     .bind(id)
     .fetch_optional(&pool)
     .await?;
-    Ok(order.map(|o| represent(o.version, order_tag(&o), &o)))
+    Ok(order.map(|o| represent(o.version, order_tag(&o), Some(o.customer_id), &o)))
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", params(("id" = Uuid, Path), ReadParams),
     responses((status = 200, body = OrderView, headers(("ETag" = String))),
         (status = 304, description = "`If-None-Match` names the current representation"),
-        (status = 404, description = "no such order"),
+        (status = 404, description = "no such order, or (for a customer) another customer's"),
         (status = 504, description = "the read model did not reach `min_version` in time")))]
 pub async fn order(
+    Authenticated(principal): Authenticated,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Params(params): Params<ReadParams>,
+    params: Result<Params<ReadParams>, QueryError>,
     headers: HeaderMap,
 ) -> Result<Response, QueryError> {
-    single(&state, &id, Key::Order, params, &headers, load).await
+    let scope = policy::admit(&principal, Query::Order)?;
+    let Params(params) = params?;
+    single(&state, scope, &id, Key::Order, params, &headers, load).await
 }
 
 /// One line of a customer's order list.
@@ -132,14 +139,20 @@ pub struct ListParams {
 #[utoipa::path(get, path = "/v1/users/{id}/orders", tag = "orders",
     params(("id" = Uuid, Path), ListParams),
     responses((status = 200, body = Page<OrderSummary>),
-        (status = 404, description = "no such user"),
+        (status = 404, description = "no such user, or (for a customer) another user"),
         (status = 422, description = "invalid `status`, `limit` or `cursor`")))]
 pub async fn customer_orders(
+    Authenticated(principal): Authenticated,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Params(params): Params<ListParams>,
+    params: Result<Params<ListParams>, QueryError>,
 ) -> Result<Json<Page<OrderSummary>>, QueryError> {
+    let scope = policy::admit(&principal, Query::CustomerOrders)?;
+    let Params(params) = params?;
     let customer = path_id(&id, "user")?;
+    // Another customer's list is answered exactly as an unknown user's: after the same
+    // parameter checks, no orders; then 404 on a first page, an empty page after a cursor.
+    let visible = scope.permits(Some(customer));
     let limit = params::limit(params.limit, 20, 100)?;
     if let Some(status) = &params.status {
         if !STATUSES.contains(&status.as_str()) {
@@ -152,8 +165,9 @@ pub async fn customer_orders(
     let cursor = params.cursor.as_deref().map(Cursor::decode).transpose()?;
     // Keyset pagination on (placed_at, id), newest first: orders placed while a client pages
     // land before its first page, so pages never repeat or skip a row.
-    let mut items = sqlx::query_as::<_, OrderSummary>(
-        "SELECT id, status, currency, total_minor, jsonb_array_length(items) AS item_count,
+    let mut items = if visible {
+        sqlx::query_as::<_, OrderSummary>(
+            "SELECT id, status, currency, total_minor, jsonb_array_length(items) AS item_count,
              version, placed_at, updated_at
          FROM rm_orders
          WHERE customer_id = $1
@@ -161,14 +175,17 @@ pub async fn customer_orders(
            AND ($3::timestamptz IS NULL OR (placed_at, id) < ($3, $4))
          ORDER BY placed_at DESC, id DESC
          LIMIT $5",
-    )
-    .bind(customer)
-    .bind(&params.status)
-    .bind(cursor.map(|c| c.at))
-    .bind(cursor.map(|c| c.id))
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
+        )
+        .bind(customer)
+        .bind(&params.status)
+        .bind(cursor.map(|c| c.at))
+        .bind(cursor.map(|c| c.id))
+        .bind(limit + 1)
+        .fetch_all(&state.pool)
+        .await?
+    } else {
+        Vec::new()
+    };
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
         items.last().map(|o| {
@@ -182,8 +199,8 @@ pub async fn customer_orders(
         None
     };
     if items.is_empty() && cursor.is_none() {
-        let known: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_users WHERE id = $1)")
+        let known = visible
+            && sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_users WHERE id = $1)")
                 .bind(customer)
                 .fetch_one(&state.pool)
                 .await?;

@@ -1,4 +1,6 @@
-//! `GET /v1/payments/{id}` and `GET /v1/orders/{id}/payments`.
+//! `GET /v1/payments/{id}` and `GET /v1/orders/{id}/payments`. A payment belongs to its
+//! order's customer, who alone of the customers may read it; to any other customer it, and
+//! the payments of an order not theirs, are 404 as missing ones are.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -6,6 +8,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use infra::auth::Authenticated;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
@@ -15,6 +18,7 @@ use super::{represent, single, version_tag, AppState, ReadParams};
 use crate::cache::{Key, Representation};
 use crate::error::QueryError;
 use crate::params::{path_id, Params};
+use crate::policy::{self, Query};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -43,26 +47,46 @@ pub struct PaymentView {
 const SELECT: &str = "SELECT id, order_id, status, amount_minor, authorized_minor, captured_minor,
     refunded_minor, currency, method, version, created_at, updated_at FROM rm_payments";
 
+/// A payment and the customer of its order (`None` while the order is not projected).
+#[derive(sqlx::FromRow)]
+struct OwnedPayment {
+    #[sqlx(flatten)]
+    payment: PaymentView,
+    owner: Option<Uuid>,
+}
+
 async fn load(pool: PgPool, id: Uuid) -> Result<Option<Representation>, sqlx::Error> {
-    let payment = sqlx::query_as::<_, PaymentView>(&format!("{SELECT} WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&pool)
-        .await?;
-    Ok(payment.map(|p| represent(p.version, version_tag(p.version), &p)))
+    let found = sqlx::query_as::<_, OwnedPayment>(
+        "SELECT p.id, p.order_id, p.status, p.amount_minor, p.authorized_minor,
+             p.captured_minor, p.refunded_minor, p.currency, p.method, p.version, p.created_at,
+             p.updated_at, o.customer_id AS owner
+         FROM rm_payments p LEFT JOIN rm_orders o ON o.id = p.order_id
+         WHERE p.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&pool)
+    .await?;
+    Ok(found.map(|OwnedPayment { payment: p, owner }| {
+        represent(p.version, version_tag(p.version), owner, &p)
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments", params(("id" = Uuid, Path), ReadParams),
     responses((status = 200, body = PaymentView, headers(("ETag" = String))),
         (status = 304, description = "`If-None-Match` names the current version"),
-        (status = 404, description = "no such payment"),
+        (status = 404, description = "no such payment, or (for a customer) one of another \
+            customer's order"),
         (status = 504, description = "the read model did not reach `min_version` in time")))]
 pub async fn payment(
+    Authenticated(principal): Authenticated,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Params(params): Params<ReadParams>,
+    params: Result<Params<ReadParams>, QueryError>,
     headers: HeaderMap,
 ) -> Result<Response, QueryError> {
-    single(&state, &id, Key::Payment, params, &headers, load).await
+    let scope = policy::admit(&principal, Query::Payment)?;
+    let Params(params) = params?;
+    single(&state, scope, &id, Key::Payment, params, &headers, load).await
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -78,13 +102,25 @@ pub struct NoParams {}
 #[utoipa::path(get, path = "/v1/orders/{id}/payments", tag = "payments",
     params(("id" = Uuid, Path)),
     responses((status = 200, body = OrderPayments),
-        (status = 404, description = "no such order")))]
+        (status = 404, description = "no such order, or (for a customer) another customer's")))]
 pub async fn order_payments(
+    Authenticated(principal): Authenticated,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Params(_): Params<NoParams>,
+    params: Result<Params<NoParams>, QueryError>,
 ) -> Result<Json<OrderPayments>, QueryError> {
+    let scope = policy::admit(&principal, Query::OrderPayments)?;
+    let Params(_) = params?;
     let order = path_id(&id, "order")?;
+    if scope.viewer().is_some() {
+        // An order not (yet) in the read model has no known owner: hidden, as a missing one.
+        let owner: Option<Uuid> =
+            sqlx::query_scalar("SELECT customer_id FROM rm_orders WHERE id = $1")
+                .bind(order)
+                .fetch_optional(&state.pool)
+                .await?;
+        scope.check(owner, "order")?;
+    }
     let items = sqlx::query_as::<_, PaymentView>(&format!(
         "{SELECT} WHERE order_id = $1 ORDER BY created_at, id"
     ))

@@ -1,4 +1,5 @@
-//! `GET /v1/users/{id}` and `GET /v1/users?email=`.
+//! `GET /v1/users/{id}` (staff, services, and a customer for themselves) and
+//! `GET /v1/users?email=` (support and admin only).
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -7,6 +8,7 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use domain::values::Email;
+use infra::auth::Authenticated;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
@@ -16,6 +18,7 @@ use super::{conditional, represent, single, version_tag, AppState, ReadParams};
 use crate::cache::{Key, Representation};
 use crate::error::QueryError;
 use crate::params::Params;
+use crate::policy::{self, Query};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -46,8 +49,14 @@ pub struct UserView {
 const SELECT: &str = "SELECT id, email, display_name, preferences, addresses, roles, status,
     version, created_at, updated_at FROM rm_users";
 
+/// A user's representation; a user is its own owner.
 fn representation(user: UserView) -> Representation {
-    represent(user.version, version_tag(user.version), &user)
+    represent(
+        user.version,
+        version_tag(user.version),
+        Some(user.id),
+        &user,
+    )
 }
 
 async fn load(pool: PgPool, id: Uuid) -> Result<Option<Representation>, sqlx::Error> {
@@ -61,15 +70,18 @@ async fn load(pool: PgPool, id: Uuid) -> Result<Option<Representation>, sqlx::Er
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path), ReadParams),
     responses((status = 200, body = UserView, headers(("ETag" = String))),
         (status = 304, description = "`If-None-Match` names the current version"),
-        (status = 404, description = "no such user"),
+        (status = 404, description = "no such user, or (for a customer) another user"),
         (status = 504, description = "the read model did not reach `min_version` in time")))]
 pub async fn user(
+    Authenticated(principal): Authenticated,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Params(params): Params<ReadParams>,
+    params: Result<Params<ReadParams>, QueryError>,
     headers: HeaderMap,
 ) -> Result<Response, QueryError> {
-    single(&state, &id, Key::User, params, &headers, load).await
+    let scope = policy::admit(&principal, Query::User)?;
+    let Params(params) = params?;
+    single(&state, scope, &id, Key::User, params, &headers, load).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -83,13 +95,17 @@ pub struct EmailParams {
 
 #[utoipa::path(get, path = "/v1/users", tag = "users", params(EmailParams),
     responses((status = 200, body = UserView, headers(("ETag" = String))),
+        (status = 403, description = "only `support` and `admin` look users up by email"),
         (status = 404, description = "no user has that email"),
         (status = 422, description = "`email` missing or not an email address")))]
 pub async fn by_email(
+    Authenticated(principal): Authenticated,
     State(state): State<AppState>,
-    Params(params): Params<EmailParams>,
+    params: Result<Params<EmailParams>, QueryError>,
     headers: HeaderMap,
 ) -> Result<Response, QueryError> {
+    policy::require_all(&principal, Query::UserByEmail)?;
+    let Params(params) = params?;
     let raw = params
         .email
         .ok_or_else(|| QueryError::invalid("email", "is required"))?;

@@ -5,12 +5,14 @@
 //! subject (`POST /subjects/{s}`), schema by id, subjects, versions, a version or `latest` (and
 //! its raw schema), compatibility checks against a version or all live ones, global and
 //! per-subject compatibility levels, and soft deletion of versions and subjects. Responses use
-//! `application/vnd.schemaregistry.v1+json` and Confluent's error codes.
+//! `application/vnd.schemaregistry.v1+json` and Confluent's error codes. Writes need HTTP Basic
+//! credentials; reads are open ([`auth`]).
 //!
 //! The event contracts themselves (schema files, conversion, wire format) live in the `schemas`
 //! crate, which depends on neither HTTP serving nor the database.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 mod compat;
 mod error;
 mod routes;

@@ -6,6 +6,7 @@ use infra::db;
 use infra::http::StartupError;
 use infra::settings::Settings;
 
+use crate::auth::{require_for_writes, WriteCredentials};
 use crate::compat::Level;
 use crate::routes::routes;
 use crate::store::Store;
@@ -28,7 +29,15 @@ pub async fn build(settings: &Settings) -> Result<Service, ServiceError> {
     let level = Level::parse(&registry.default_compatibility)
         .ok_or_else(|| ServiceError::Level(registry.default_compatibility.clone()))?;
     let pool = db::connect(&settings.database).await?;
-    let routes = routes(Store::new(pool.clone(), level));
+    let password = infra::settings::secret_value(&registry.password, &registry.password_file)
+        .map_err(|e| StartupError::config("schema_registry.password_file", e))?;
+    let credentials = WriteCredentials::new(
+        &registry.user,
+        infra::secrecy::ExposeSecret::expose_secret(&password),
+    );
+    let routes = routes(Store::new(pool.clone(), level)).layer(
+        axum::middleware::from_fn_with_state(credentials, require_for_writes),
+    );
     let service = Service::bind(
         "schema-registry",
         &registry.host,

@@ -64,7 +64,7 @@ async fn bad_input_is_a_clear_4xx_and_writes_nothing() {
             path: "/v1/users".into(),
             content_type: Some("application/json"),
             body: serde_json::to_vec(
-                &json!({"email": "a@b.co", "display_name": "x".repeat(70_000)}),
+                &json!({"email": "a@b.co", "display_name": "x".repeat(70_000), "password": "customer-password-1"}),
             )
             .unwrap(),
             status: 413,
@@ -74,7 +74,7 @@ async fn bad_input_is_a_clear_4xx_and_writes_nothing() {
         json_case(
             "unknown field",
             "/v1/users",
-            json!({"email": "a@b.co", "display_name": "A", "admin": true}),
+            json!({"email": "a@b.co", "display_name": "A", "admin": true, "password": "customer-password-1"}),
             &["admin"],
         ),
         json_case(
@@ -86,13 +86,13 @@ async fn bad_input_is_a_clear_4xx_and_writes_nothing() {
         json_case(
             "wrong type",
             "/v1/users",
-            json!({"email": 42, "display_name": "A"}),
+            json!({"email": 42, "display_name": "A", "password": "customer-password-1"}),
             &["email"],
         ),
         json_case(
             "bad email",
             "/v1/users",
-            json!({"email": "a@b", "display_name": "A"}),
+            json!({"email": "a@b", "display_name": "A", "password": "customer-password-1"}),
             &["email"],
         ),
         json_case(
@@ -171,11 +171,13 @@ async fn bad_input_is_a_clear_4xx_and_writes_nothing() {
 #[tokio::test]
 async fn bad_headers_are_400() {
     let app = spawn_app().await;
-    let body = Some(json!({"email": unique_email(), "display_name": "A"}));
+    let body = Some(
+        json!({"email": unique_email(), "display_name": "A", "password": "customer-password-1"}),
+    );
     for (header, value) in [
         ("If-Match", "\"-1\""),
         ("Idempotency-Key", "has space"),
-        ("X-Actor", ""),
+        ("X-Correlation-Id", ""),
     ] {
         let answer = app
             .send(

@@ -24,7 +24,13 @@ type Acknowledged = Mutex<Vec<(String, i64)>>;
 /// Posts `body` to `url`; the aggregate id and version of a 2xx answer, None otherwise (a
 /// refused connection once the process is gone).
 async fn post(client: &reqwest::Client, url: &str, body: Value) -> Option<(String, i64)> {
-    let response = client.post(url).json(&body).send().await.ok()?;
+    let response = client
+        .post(url)
+        .bearer_auth(crate::support::auth::admin_token())
+        .json(&body)
+        .send()
+        .await
+        .ok()?;
     if !response.status().is_success() {
         return None;
     }
@@ -39,7 +45,7 @@ async fn post(client: &reqwest::Client, url: &str, body: Value) -> Option<(Strin
 async fn write(base: &str, dead: &AtomicBool, acknowledged: &Acknowledged) {
     let client = reqwest::Client::new();
     while !dead.load(Ordering::SeqCst) {
-        let body = json!({"email": unique_email(), "display_name": "Killed"});
+        let body = json!({"email": unique_email(), "display_name": "Killed", "password": "customer-password-1"});
         let Some((user, version)) = post(&client, &format!("{base}/v1/users"), body).await else {
             return;
         };

@@ -70,7 +70,7 @@ async fn concurrent_registrations_of_one_email_have_one_winner() {
     let email = unique_email();
     let requests = (0..16).map(|i| {
         let app = &app;
-        let body = json!({"email": email.to_uppercase(), "display_name": format!("racer {i}")});
+        let body = json!({"email": email.to_uppercase(), "display_name": format!("racer {i}"), "password": "customer-password-1"});
         async move { app.post("/v1/users", body).await }
     });
     let answers = join_all(requests).await;
@@ -100,7 +100,7 @@ async fn a_refused_command_in_a_group_commit_does_not_fail_the_others() {
         async move {
             app.post(
                 "/v1/users",
-                json!({"email": email, "display_name": "batch"}),
+                json!({"email": email, "display_name": "batch", "password": "customer-password-1"}),
             )
             .await
         }

@@ -3,21 +3,30 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::app::{spawn_app, spawn_app_with, unique_email};
+use crate::support::app::{spawn_app, spawn_app_with, unique_email, Auth};
 
 #[tokio::test]
 async fn events_carry_ids_positions_transaction_ids_and_metadata() {
     let app = spawn_app().await;
     let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    // An `X-Actor` header is ignored: the actor is who the token says (here, a self-registration
+    // without a token, so the new user).
     let headers = [
-        ("X-Actor", "support-agent-7"),
+        ("X-Actor", "process-manager"),
         ("X-Correlation-Id", "corr-123"),
         ("X-Causation-Id", "cause-9"),
         ("traceparent", trace),
     ];
-    let body = json!({"email": unique_email(), "display_name": "Meta"});
+    let body =
+        json!({"email": unique_email(), "display_name": "Meta", "password": "customer-password-1"});
     let answer = app
-        .send(Method::POST, "/v1/users", Some(body), &headers)
+        .send_as(
+            Auth::Anonymous,
+            Method::POST,
+            "/v1/users",
+            Some(body),
+            &headers,
+        )
         .await;
     assert_eq!(answer.status, StatusCode::CREATED);
     let row: (uuid::Uuid, i64, String, serde_json::Value, String) = sqlx::query_as(
@@ -33,7 +42,7 @@ async fn events_carry_ids_positions_transaction_ids_and_metadata() {
     assert!(tx_id.parse::<u64>().unwrap() > 0);
     assert_eq!(event_type, "UserRegistered");
     assert_eq!(metadata["event_id"], event_id.to_string());
-    assert_eq!(metadata["actor"], "support-agent-7");
+    assert_eq!(metadata["actor"], format!("user:{}", answer.id()));
     assert_eq!(metadata["correlation_id"], "corr-123");
     assert_eq!(metadata["causation_id"], "cause-9");
     let traceparent = metadata["traceparent"].as_str().unwrap();
@@ -42,12 +51,12 @@ async fn events_carry_ids_positions_transaction_ids_and_metadata() {
 }
 
 #[tokio::test]
-async fn anonymous_commands_get_fresh_correlation_and_trace() {
+async fn commands_without_correlation_headers_get_fresh_correlation_and_trace() {
     let app = spawn_app().await;
     let answer = app
         .post(
             "/v1/users",
-            json!({"email": unique_email(), "display_name": "Anon"}),
+            json!({"email": unique_email(), "display_name": "Anon", "password": "customer-password-1"}),
         )
         .await;
     let metadata: serde_json::Value =
@@ -56,7 +65,8 @@ async fn anonymous_commands_get_fresh_correlation_and_trace() {
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    assert_eq!(metadata["actor"], "anonymous");
+    // Sent with the admin's token: the actor is its subject.
+    assert_eq!(metadata["actor"], format!("user:{}", uuid::Uuid::nil()));
     assert!(uuid::Uuid::parse_str(metadata["correlation_id"].as_str().unwrap()).is_ok());
     assert_eq!(metadata["traceparent"].as_str().unwrap().len(), 55);
 }
@@ -104,7 +114,7 @@ async fn an_unreachable_database_is_503_with_retry_after() {
     let answer = app
         .post(
             "/v1/users",
-            json!({"email": unique_email(), "display_name": "Down"}),
+            json!({"email": unique_email(), "display_name": "Down", "password": "customer-password-1"}),
         )
         .await;
     answer.assert_problem(503, "service-unavailable");

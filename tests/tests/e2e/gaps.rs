@@ -51,7 +51,7 @@ pub async fn encode_stored(stack: &Stack) -> HashMap<(String, i64), Message> {
     .fetch_all(&stack.app.pool)
     .await
     .expect("read events");
-    let encoder = schemas::wire::EventEncoder::new(&stack.registry_url);
+    let encoder = crate::support::registry::encoder(&stack.registry_url);
     let mut out = HashMap::new();
     for (event_id, kind, id, sequence, event_type, version, payload, metadata, position) in rows {
         let (version, payload) = domain::upcast::upcast(&event_type, &version, payload);

@@ -77,6 +77,7 @@ fn request(payload: Value) -> AppendRequest {
         snapshot: None,
         claims: Vec::new(),
         idempotency: None,
+        credential: None,
     }
 }
 

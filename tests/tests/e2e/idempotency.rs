@@ -4,12 +4,13 @@ use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::app::{spawn_app, unique_email};
+use crate::support::app::{spawn_app, unique_email, Auth};
 
 #[tokio::test]
 async fn same_key_and_body_replays_the_first_response() {
     let app = spawn_app().await;
-    let body = json!({"email": unique_email(), "display_name": "Once"});
+    let body =
+        json!({"email": unique_email(), "display_name": "Once", "password": "customer-password-1"});
     let headers = [("Idempotency-Key", "register-1")];
     let first = app
         .send(Method::POST, "/v1/users", Some(body.clone()), &headers)
@@ -30,18 +31,28 @@ async fn same_key_and_body_replays_the_first_response() {
         .await;
     mismatch.assert_problem(422, "idempotency-key-reused");
 
-    // Keys belong to an actor: another actor may use the same key for its own request.
-    let theirs = json!({"email": unique_email(), "display_name": "Other"});
+    // Keys belong to a principal: another may use the same key for its own request, and an
+    // `X-Actor` header does not move a request into someone else's namespace.
+    let customer = app.customer().await;
+    let theirs = json!({"display_name": "Other"});
     let other_actor = [
         ("Idempotency-Key", "register-1"),
-        ("X-Actor", "someone-else"),
+        ("X-Actor", "user:00000000-0000-0000-0000-000000000000"),
     ];
+    let path = format!("/v1/users/{}/profile", customer.id);
     let answer = app
-        .send(Method::POST, "/v1/users", Some(theirs), &other_actor)
+        .send_as(
+            Auth::Bearer(&customer.token),
+            Method::POST,
+            &path,
+            Some(theirs),
+            &other_actor,
+        )
         .await;
-    assert_eq!(answer.status, StatusCode::CREATED);
-    assert_ne!(answer.id(), first.id());
-    assert_eq!(app.event_count().await, 2);
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.id(), customer.id);
+    assert!(answer.headers.get("idempotent-replayed").is_none());
+    assert_eq!(app.event_count().await, 3);
 }
 
 #[tokio::test]
@@ -65,7 +76,7 @@ async fn replays_of_state_changing_commands_do_not_apply_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_with_one_key_commit_once() {
     let app = spawn_app().await;
-    let body = json!({"email": unique_email(), "display_name": "Concurrent"});
+    let body = json!({"email": unique_email(), "display_name": "Concurrent", "password": "customer-password-1"});
     let requests = (0..8).map(|_| {
         let app = &app;
         let body = body.clone();

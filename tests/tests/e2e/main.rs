@@ -18,6 +18,7 @@ mod faults;
 mod gaps;
 mod hostile_input;
 mod idempotency;
+mod identity;
 mod ops;
 mod orders;
 mod payments;

@@ -12,11 +12,14 @@ async fn health_readiness_and_metrics() {
     assert_eq!(app.get("/readyz").await.0, StatusCode::OK);
     app.post(
         "/v1/users",
-        json!({"email": unique_email(), "display_name": "M"}),
+        json!({"email": unique_email(), "display_name": "M", "password": "customer-password-1"}),
     )
     .await;
-    app.post("/v1/users", json!({"email": "bad", "display_name": "M"}))
-        .await;
+    app.post(
+        "/v1/users",
+        json!({"email": "bad", "display_name": "M", "password": "customer-password-1"}),
+    )
+    .await;
     let (status, metrics) = app.get("/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(

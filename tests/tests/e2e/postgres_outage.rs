@@ -35,6 +35,7 @@ async fn write_until(url: String, user: String, stop: Arc<AtomicBool>, limit: us
         let started = Instant::now();
         let response = client
             .post(format!("{url}/v1/users/{user}/profile"))
+            .bearer_auth(crate::support::auth::admin_token())
             .json(&json!({ "display_name": format!("Name {i}") }))
             .timeout(Duration::from_secs(10))
             .send()

@@ -78,7 +78,7 @@ async fn apply(pool: &PgPool, events: &[Envelope]) -> i64 {
 /// Runs a dispatcher to `url` until no row is pending (bounded).
 async fn dispatch(pool: &PgPool, url: &str, policy: RetryPolicy) {
     let (stop, stopped) = watch::channel(false);
-    let commands = Commands::new(url).unwrap();
+    let commands = Commands::new(url, crate::support::auth::pm_credentials()).unwrap();
     let task = tokio::spawn(Dispatcher::new(pool.clone(), commands, policy).run(stopped));
     let deadline = Instant::now() + Duration::from_secs(30);
     while pending(pool).await > 0 {
@@ -175,7 +175,7 @@ async fn decisions_are_sent_once_and_a_refund_takes_what_is_left() {
     assert_eq!(refunds[0].0, 1000);
     assert_eq!(
         refunds[1],
-        (2000, "process-manager".to_owned(), c.to_string())
+        (2000, "service:process-manager".to_owned(), c.to_string())
     );
 }
 
@@ -210,7 +210,7 @@ async fn unsendable_commands_are_parked_visibly_and_can_be_retried() {
     assert_eq!((status.as_str(), attempts), ("done", 1));
     let confirmed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE event_type = 'OrderConfirmed'
-             AND metadata->>'actor' = 'process-manager'",
+             AND metadata->>'actor' = 'service:process-manager'",
     )
     .fetch_one(pool)
     .await

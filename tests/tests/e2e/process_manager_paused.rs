@@ -137,7 +137,7 @@ async fn a_paused_command_api_does_not_hold_back_the_read_models() {
     let by_pm = count(
         pool,
         "SELECT count(*) FROM events WHERE event_type = 'OrderConfirmed'
-             AND metadata->>'actor' = 'process-manager'",
+             AND metadata->>'actor' = 'service:process-manager'",
     )
     .await;
     assert_eq!(

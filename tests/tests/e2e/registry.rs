@@ -283,7 +283,7 @@ async fn instances_sharing_a_database_never_issue_duplicate_ids() {
 #[tokio::test]
 async fn the_converter_client_round_trips_every_event_type() {
     let r = spawn_registry().await;
-    let encoder = schemas::wire::EventEncoder::new(&r.url);
+    let encoder = crate::support::registry::encoder(&r.url);
     let decoder = schemas::wire::EventDecoder::new(&r.url);
     let id = "0190a000-0000-7000-8000-000000000001";
     let samples = [
@@ -326,4 +326,75 @@ async fn the_converter_client_round_trips_every_event_type() {
         "{subjects:?}"
     );
     assert!(subjects.contains(&"payments.events-commerce.payment.PaymentCaptured"));
+}
+
+#[tokio::test]
+async fn writes_need_the_basic_credentials_and_reads_do_not() {
+    let r = spawn_registry().await;
+    let schema = json!({"schema": r#"{"type": "record", "name": "A", "fields": []}"#});
+    let url = format!("{}/subjects/guarded-value/versions", r.url);
+    let client = reqwest::Client::new();
+    for credentials in [
+        None,
+        Some(("registry", "wrong")),
+        Some(("other", "test-registry-password")),
+    ] {
+        let mut request = client
+            .post(&url)
+            .header("content-type", "application/vnd.schemaregistry.v1+json")
+            .body(schema.to_string());
+        if let Some((user, password)) = credentials {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{credentials:?}");
+        assert!(response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic"));
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error_code"], 40101);
+    }
+    let put = client
+        .put(format!("{}/config", r.url))
+        .body(r#"{"compatibility": "NONE"}"#);
+    assert_eq!(put.send().await.unwrap().status(), 401, "PUT /config");
+    for path in ["/config/guarded-value", "/subjects/guarded-value"] {
+        let response = client
+            .delete(format!("{}{path}", r.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "DELETE {path}");
+    }
+    // Nothing was written; with the credentials the write succeeds and reads stay open.
+    assert_eq!(
+        client
+            .get(format!("{}/subjects", r.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "[]"
+    );
+    let (status, _, _) = r
+        .call(
+            Method::POST,
+            "/subjects/guarded-value/versions",
+            Some(schema),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let listed = client
+        .get(format!("{}/subjects", r.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    assert_eq!(
+        listed.json::<Value>().await.unwrap(),
+        json!(["guarded-value"])
+    );
 }

@@ -232,3 +232,60 @@ async fn stop_hook(ran: Arc<AtomicBool>) {
 async fn panics() -> &'static str {
     panic!("deliberate test panic")
 }
+
+#[tokio::test]
+async fn every_answer_carries_security_headers_and_cors_is_closed_unless_configured() {
+    let routes = Router::new().route("/hello", get(|| async { "hello" }));
+    let closed = run(skeleton(http_settings(), routes.clone()).await);
+    for path in ["/hello", "/no-such-route"] {
+        let answer = closed.call(Method::GET, path, &[]).await;
+        for (name, value) in infra::server::layers::SECURITY_HEADERS {
+            assert_eq!(answer.headers[name], value, "{name} on {path}");
+        }
+    }
+    let preflight = [
+        ("Origin", "https://shop.example"),
+        ("Access-Control-Request-Method", "POST"),
+        (
+            "Access-Control-Request-Headers",
+            "authorization,content-type",
+        ),
+    ];
+    let answer = closed.call(Method::OPTIONS, "/hello", &preflight).await;
+    assert!(!answer.headers.contains_key("access-control-allow-origin"));
+    let answer = closed.call(Method::GET, "/hello", &preflight[..1]).await;
+    assert!(!answer.headers.contains_key("access-control-allow-origin"));
+    closed.stop(Duration::from_secs(5)).await;
+
+    let mut http = http_settings();
+    http.cors_allowed_origins = "https://shop.example, https://admin.example".into();
+    let open = run(skeleton(http, routes).await);
+    let answer = open.call(Method::OPTIONS, "/hello", &preflight).await;
+    assert_eq!(
+        answer.headers["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let allowed = answer.headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let other = open
+        .call(
+            Method::OPTIONS,
+            "/hello",
+            &[
+                ("Origin", "https://evil.example"),
+                preflight[1],
+                preflight[2],
+            ],
+        )
+        .await;
+    assert!(!other.headers.contains_key("access-control-allow-origin"));
+    let simple = open.call(Method::GET, "/hello", &preflight[..1]).await;
+    assert_eq!(
+        simple.headers["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    open.stop(Duration::from_secs(5)).await;
+}

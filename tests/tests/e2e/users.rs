@@ -11,7 +11,7 @@ async fn register_returns_id_version_and_position() {
     let answer = app
         .post(
             "/v1/users",
-            json!({"email": unique_email(), "display_name": "Ada"}),
+            json!({"email": unique_email(), "display_name": "Ada", "password": "customer-password-1"}),
         )
         .await;
     assert_eq!(answer.status, StatusCode::CREATED);
@@ -28,7 +28,7 @@ async fn email_is_unique_ignoring_case_and_freed_when_changed() {
     let taken = app
         .post(
             "/v1/users",
-            json!({"email": "jane@example.COM", "display_name": "J"}),
+            json!({"email": "jane@example.COM", "display_name": "J", "password": "customer-password-1"}),
         )
         .await;
     taken.assert_problem(409, "email-taken");

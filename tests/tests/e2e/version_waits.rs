@@ -29,7 +29,17 @@ async fn waits_that_cannot_succeed_are_answered_at_once_and_waiters_are_capped()
 
     // The user exists but is not projected: its reads wait (bounded), at most one at a time.
     let url = format!("{}/v1/users/{user}?min_version=1", query.url);
-    let waiting = tokio::spawn(async move { reqwest::get(url).await.unwrap().status() });
+    let token = crate::support::auth::admin_token();
+    let waiting = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = query.get(&format!("/v1/users/{user}?min_version=1")).await;
     refused.assert_problem(503, "too-many-waiters");

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::common::{self, loopback_base_url, RunArgs};
 use crate::stats::Report;
+use crate::write::Account;
 
 #[derive(Debug, Args)]
 pub struct VisibilityArgs {
@@ -93,20 +94,20 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Registers `n` users through the command API; returns their ids.
-async fn register_users(client: &Client, command: &str, n: usize) -> Result<Vec<String>> {
-    let ids = crate::write::register_users(client, command, n).await?;
-    Ok(ids.iter().map(ToString::to_string).collect())
+/// Registers and logs in `n` users through the command API.
+async fn register_users(client: &Client, command: &str, n: usize) -> Result<Vec<Account>> {
+    crate::write::register_users(client, command, n).await
 }
 
 /// Waits (up to a minute: the projector may still be starting) until the query API has every
 /// user at version 1 or later.
-async fn await_visible(client: &Client, query: &str, ids: &[String]) -> Result<()> {
+async fn await_visible(client: &Client, query: &str, accounts: &[Account]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    for id in ids {
+    for account in accounts {
         loop {
             let response = client
-                .get(format!("{query}/v1/users/{id}?min_version=1"))
+                .get(format!("{query}/v1/users/{}?min_version=1", account.id))
+                .bearer_auth(&account.token)
                 .send()
                 .await
                 .context("reading a user")?;
@@ -124,10 +125,11 @@ async fn await_visible(client: &Client, query: &str, ids: &[String]) -> Result<(
     Ok(())
 }
 
-async fn one_tick(client: Client, command: String, query: String, user: String, n: u64) -> Sample {
+async fn one_tick(client: Client, command: String, query: String, user: Account, n: u64) -> Sample {
     let started = Instant::now();
     let sent = client
-        .post(format!("{command}/v1/users/{user}/profile"))
+        .post(format!("{command}/v1/users/{}/profile", user.id))
+        .bearer_auth(&user.token)
         .json(&json!({"display_name": format!("Reader {n}")}))
         .send()
         .await;
@@ -147,7 +149,11 @@ async fn one_tick(client: Client, command: String, query: String, user: String, 
     let command_latency = accepted - started;
     let version = body["version"].as_i64().unwrap_or(0);
     let read = client
-        .get(format!("{query}/v1/users/{user}?min_version={version}"))
+        .get(format!(
+            "{query}/v1/users/{}?min_version={version}",
+            user.id
+        ))
+        .bearer_auth(&user.token)
         .send()
         .await;
     match read {
@@ -325,8 +331,12 @@ pub async fn reads(args: ReadsArgs) -> Result<()> {
         let run = args.run.clone();
         async move {
             common::run_closed_loop(&run, move |r| {
-                let id = &ids[(r as usize) % ids.len()];
-                common::send_command(client.get(format!("{base}/v1/users/{id}")))
+                let account = &ids[(r as usize) % ids.len()];
+                common::send_command(
+                    client
+                        .get(format!("{base}/v1/users/{}", account.id))
+                        .bearer_auth(&account.token),
+                )
             })
             .await
         }

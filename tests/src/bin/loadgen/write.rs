@@ -62,12 +62,16 @@ pub async fn run(args: WriteArgs) -> Result<()> {
         Mode::Hot => args.hot_aggregates,
         Mode::Mixed => MIXED_CUSTOMERS,
     };
-    let ids = Arc::new(
+    let accounts = Arc::new(
         register_users(&client, &base, setup_users)
             .await
             .context("setup failed; nothing was measured")?,
     );
-    let target = Target { client, base, ids };
+    let target = Target {
+        client,
+        base,
+        accounts,
+    };
     let mode = args.mode;
     let result =
         common::run_closed_loop(&args.run, move |r| target.clone().request(mode, r)).await?;
@@ -95,38 +99,76 @@ struct Created {
     id: Uuid,
 }
 
-/// Registers `n` users one after the other (setup, not measured).
-pub async fn register_users(client: &Client, base: &str, n: usize) -> Result<Vec<Uuid>> {
+#[derive(Deserialize)]
+struct Tokens {
+    access_token: String,
+}
+
+/// A registered, logged-in user: every command and read of the load acts as one, with its own
+/// token, as customers do.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: Uuid,
+    pub token: String,
+}
+
+/// The password of every user the load generator registers.
+pub const PASSWORD: &str = "loadgen-password-1";
+
+/// Registers `n` users one after the other and logs each in (setup, not measured).
+pub async fn register_users(client: &Client, base: &str, n: usize) -> Result<Vec<Account>> {
     if n > 0 {
-        eprintln!("setup: registering {n} users");
+        eprintln!("setup: registering and logging in {n} users");
     }
-    let mut ids = Vec::with_capacity(n);
+    let mut accounts = Vec::with_capacity(n);
     for i in 0..n {
-        let resp = client
-            .post(format!("{base}/v1/users"))
-            .json(&new_user_body(&format!("lg-setup-{i}")))
-            .send()
-            .await
-            .with_context(|| format!("POST /v1/users (setup user {i})"))?;
-        let status = resp.status();
-        let body = resp.bytes().await.context("reading the setup response")?;
-        if !status.is_success() {
-            bail!(
-                "POST /v1/users (setup user {i}) returned {status}: {}",
-                common::snippet(&body)
-            );
-        }
-        let created: Created = serde_json::from_slice(&body)
-            .with_context(|| format!("setup user {i}: response has no \"id\" uuid"))?;
-        ids.push(created.id);
+        let email = format!("lg-{}@load.example", Uuid::now_v7());
+        let created: Created = post_json(
+            client,
+            &format!("{base}/v1/users"),
+            &json!({"email": email, "display_name": format!("lg-setup-{i}"), "password": PASSWORD}),
+        )
+        .await
+        .with_context(|| format!("registering setup user {i}"))?;
+        let tokens: Tokens = post_json(
+            client,
+            &format!("{base}/v1/auth/token"),
+            &json!({"grant_type": "password", "email": email, "password": PASSWORD}),
+        )
+        .await
+        .with_context(|| format!("logging in setup user {i}"))?;
+        accounts.push(Account {
+            id: created.id,
+            token: tokens.access_token,
+        });
     }
-    Ok(ids)
+    Ok(accounts)
+}
+
+async fn post_json<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    url: &str,
+    body: &Value,
+) -> Result<T> {
+    let resp = client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.context("reading the response")?;
+    if !status.is_success() {
+        bail!("POST {url} returned {status}: {}", common::snippet(&bytes));
+    }
+    serde_json::from_slice(&bytes).with_context(|| format!("POST {url}: unexpected response"))
 }
 
 fn new_user_body(display_name: &str) -> Value {
     json!({
         "email": format!("lg-{}@load.example", Uuid::now_v7()),
         "display_name": display_name,
+        "password": PASSWORD,
     })
 }
 
@@ -135,7 +177,7 @@ fn new_user_body(display_name: &str) -> Value {
 struct Target {
     client: Client,
     base: String,
-    ids: Arc<Vec<Uuid>>,
+    accounts: Arc<Vec<Account>>,
 }
 
 impl Target {
@@ -146,25 +188,34 @@ impl Target {
                 .client
                 .post(format!("{}/v1/users", self.base))
                 .json(&new_user_body(&format!("lg-{:08x}", r as u32))),
-            Mode::Hot => self
-                .client
-                .post(format!("{}/v1/users/{}/profile", self.base, self.pick(r)))
-                .json(&json!({ "display_name": format!("hot-{r:016x}") })),
-            Mode::Mixed => self
-                .client
-                .post(format!("{}/v1/orders", self.base))
-                .json(&order_body(self.pick(r), r)),
+            Mode::Hot => {
+                let user = self.pick(r);
+                self.client
+                    .post(format!("{}/v1/users/{}/profile", self.base, user.id))
+                    .bearer_auth(&user.token)
+                    .json(&json!({ "display_name": format!("hot-{r:016x}") }))
+            }
+            Mode::Mixed => {
+                let user = self.pick(r);
+                self.client
+                    .post(format!("{}/v1/orders", self.base))
+                    .bearer_auth(&user.token)
+                    .json(&order_body(user.id, r))
+            }
         };
         common::send_command(req).await
     }
 
-    fn pick(&self, r: u64) -> Uuid {
-        // Setup guarantees at least one id in hot and mixed modes.
-        let len = self.ids.len().max(1) as u64;
-        self.ids
+    fn pick(&self, r: u64) -> Account {
+        // Setup guarantees at least one account in hot and mixed modes.
+        let len = self.accounts.len().max(1) as u64;
+        self.accounts
             .get((r % len) as usize)
-            .copied()
-            .unwrap_or_default()
+            .cloned()
+            .unwrap_or(Account {
+                id: Uuid::nil(),
+                token: String::new(),
+            })
     }
 }
 

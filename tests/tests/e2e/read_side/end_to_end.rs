@@ -29,7 +29,10 @@ async fn an_order_flows_end_to_end_and_every_step_is_visible() {
 
     let email = unique_email();
     let registered = app
-        .post("/v1/users", json!({"email": email, "display_name": "Ada"}))
+        .post(
+            "/v1/users",
+            json!({"email": email, "display_name": "Ada", "password": "customer-password-1"}),
+        )
         .await;
     let user = registered.id();
     let v = accepted(&registered);
@@ -139,7 +142,7 @@ async fn an_order_flows_end_to_end_and_every_step_is_visible() {
     );
     let confirmed = &audit["items"][1];
     let pool = &app.pool;
-    assert_eq!(confirmed["actor"], "process-manager");
+    assert_eq!(confirmed["actor"], "service:process-manager");
     assert_eq!(
         confirmed["causation_id"],
         event_id(pool, &payment, "PaymentCaptured").await,
@@ -191,5 +194,5 @@ async fn an_order_flows_end_to_end_and_every_step_is_visible() {
         .await;
     assert_eq!(history["items"][1]["event_type"], "OrderCancelled");
     assert_eq!(history["items"][1]["payload"]["reason"], "payment_failed");
-    assert_eq!(history["items"][1]["actor"], "process-manager");
+    assert_eq!(history["items"][1]["actor"], "service:process-manager");
 }

@@ -62,7 +62,7 @@ async fn cancel_after_capture_refunds_exactly_once_across_projector_kills() {
             .unwrap_or_default();
         assert_eq!(count, 1, "payment {payment} refunded {count} times");
         assert_eq!(amount, 3000, "payment {payment}");
-        assert_eq!(actor, "process-manager");
+        assert_eq!(actor, "service:process-manager");
     }
     drop(projector);
 }
@@ -138,8 +138,8 @@ async fn a_cancellation_refunds_what_is_left_after_a_partial_refund() {
     assert_eq!(
         refunds,
         [
-            (1000, "anonymous".to_owned()),
-            (2000, "process-manager".to_owned())
+            (1000, format!("user:{}", uuid::Uuid::nil())),
+            (2000, "service:process-manager".to_owned())
         ]
     );
 }

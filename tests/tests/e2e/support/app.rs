@@ -1,6 +1,7 @@
 //! The command API in this process: [`spawn_app`] starts the real service (the same `build` as
-//! its binary) on port 0 against a fresh database; [`TestApp`] sends it requests and reads
-//! [`Answer`]s; request bodies and unique values for commands.
+//! its binary) on port 0 against a fresh database; [`TestApp`] sends it requests (as the
+//! bootstrap admin unless told otherwise, see [`Auth`]) and reads [`Answer`]s; request bodies
+//! and unique values for commands.
 
 use infra::settings::Settings;
 use reqwest::{Method, StatusCode};
@@ -8,14 +9,36 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::support::auth::{login, CUSTOMER_PASSWORD};
 use crate::support::database::TestDatabase;
 
 pub struct TestApp {
     pub url: String,
     pub client: reqwest::Client,
     pub pool: PgPool,
+    admin: tokio::sync::OnceCell<String>,
     /// Dropped (and the database with it) when the app is.
     _db: TestDatabase,
+}
+
+/// Who a request is sent as.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth<'a> {
+    /// An admin.
+    Admin,
+    /// `Authorization: Bearer <token>`.
+    Bearer(&'a str),
+    /// No `Authorization` header.
+    Anonymous,
+}
+
+/// A registered, logged-in customer.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub id: String,
+    pub email: String,
+    pub token: String,
+    pub refresh_token: String,
 }
 
 /// Spawns the command API on its own database with default settings.
@@ -40,6 +63,7 @@ pub async fn spawn_app_on(db: TestDatabase, settings: Settings) -> TestApp {
         url,
         client: reqwest::Client::new(),
         pool,
+        admin: tokio::sync::OnceCell::new(),
         _db: db,
     }
 }
@@ -99,6 +123,29 @@ impl Answer {
 }
 
 impl TestApp {
+    /// An admin's access token (minted with the test key: see `auth::admin_token`).
+    pub async fn admin_token(&self) -> String {
+        self.admin
+            .get_or_init(|| async { crate::support::auth::admin_token() })
+            .await
+            .clone()
+    }
+
+    /// Registers a customer (without a token, as anyone may) and logs them in.
+    pub async fn customer(&self) -> Customer {
+        let email = unique_email();
+        let id = self.register(&email).await;
+        let (token, refresh_token) =
+            login(&self.client, &self.url, &email, CUSTOMER_PASSWORD).await;
+        Customer {
+            id,
+            email,
+            token,
+            refresh_token,
+        }
+    }
+
+    /// Sends a request as the admin.
     pub async fn send(
         &self,
         method: Method,
@@ -106,7 +153,23 @@ impl TestApp {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> Answer {
+        self.send_as(Auth::Admin, method, path, body, headers).await
+    }
+
+    pub async fn send_as(
+        &self,
+        auth: Auth<'_>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let mut request = self.client.request(method, format!("{}{path}", self.url));
+        match auth {
+            Auth::Admin => request = request.bearer_auth(self.admin_token().await),
+            Auth::Bearer(token) => request = request.bearer_auth(token),
+            Auth::Anonymous => {}
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -129,8 +192,18 @@ impl TestApp {
         self.send(Method::DELETE, path, None, &[]).await
     }
 
+    /// `POST` as someone else (a customer's token, or nobody).
+    pub async fn post_as(&self, auth: Auth<'_>, path: &str, body: Value) -> Answer {
+        self.send_as(auth, Method::POST, path, Some(body), &[])
+            .await
+    }
+
     pub async fn raw_post(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Answer {
-        let mut request = self.client.post(format!("{}{path}", self.url)).body(body);
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(self.admin_token().await)
+            .body(body);
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
         }
@@ -141,6 +214,7 @@ impl TestApp {
         let response = self
             .client
             .get(format!("{}{path}", self.url))
+            .bearer_auth(self.admin_token().await)
             .send()
             .await
             .expect("request failed");
@@ -155,12 +229,10 @@ impl TestApp {
             .expect("count events")
     }
 
+    /// Registers a user (without a token) with [`CUSTOMER_PASSWORD`]; returns its id.
     pub async fn register(&self, email: &str) -> String {
         let answer = self
-            .post(
-                "/v1/users",
-                json!({"email": email, "display_name": "Test User"}),
-            )
+            .post_as(Auth::Anonymous, "/v1/users", registration(email))
             .await;
         assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
         answer.id()
@@ -193,6 +265,11 @@ pub async fn read(response: reqwest::Response) -> Answer {
 
 pub fn unique_email() -> String {
     format!("u-{}@example.com", Uuid::now_v7().simple())
+}
+
+/// A registration body with [`CUSTOMER_PASSWORD`].
+pub fn registration(email: &str) -> Value {
+    json!({"email": email, "display_name": "Test User", "password": CUSTOMER_PASSWORD})
 }
 
 pub fn address() -> Value {

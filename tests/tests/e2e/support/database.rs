@@ -74,6 +74,7 @@ impl TestDatabase {
         settings.projector.port = 0;
         // Tests that need the relay turn it on (see `stack.rs`).
         settings.relay.enabled = false;
+        crate::support::auth::configure(&mut settings);
         settings
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`database`]: a fresh database per test, and a private PostgreSQL cluster for tests that
 //!   stop the server.
-//! - [`app`]: the command API in this process, HTTP answers, request bodies.
+//! - [`auth`]: the test identity configuration (keys, admin, clients, secrets) and login.
+//! - [`app`]: the command API in this process, HTTP answers as admin or anyone, request bodies.
 //! - [`commerce`]: multi-step customer flows (a paid order, a mixed commerce load).
 //! - [`registry`]: the schema registry service in this process.
 //! - [`kafka`]: the shared brokers, a private broker, reading topics from the beginning.
@@ -18,6 +19,7 @@
 //! - [`query`]: the query API in this process, its client, and the whole read stack.
 
 pub mod app;
+pub mod auth;
 pub mod cluster;
 pub mod commerce;
 pub mod database;

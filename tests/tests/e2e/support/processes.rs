@@ -46,7 +46,8 @@ pub fn service_command(name: &str, settings: &Settings) -> Command {
         )
         .env("APP__KAFKA__TOPIC_PREFIX", &settings.kafka.topic_prefix)
         .env("APP__SCHEMA_REGISTRY__URL", &settings.schema_registry.url)
-        .env("APP__LOG__FILTER", "warn");
+        .env("APP__LOG__FILTER", "warn")
+        .envs(crate::support::auth::env(settings));
     command
 }
 
@@ -55,6 +56,18 @@ pub fn service_command(name: &str, settings: &Settings) -> Command {
 pub struct Process(Child);
 
 impl Process {
+    /// Starts `command` with its standard output and error written to `log`.
+    pub fn spawn_logged(mut command: Command, what: &str, log: &std::path::Path) -> Self {
+        let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("create {log:?}: {e}"));
+        let errors = file.try_clone().expect("clone the log file");
+        let child = command
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(errors))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        Self(child)
+    }
+
     /// Starts `command` with its output discarded.
     pub fn spawn(mut command: Command, what: &str) -> Self {
         let child = command
@@ -136,16 +149,31 @@ pub struct CommandApiProcess {
 
 impl CommandApiProcess {
     pub fn start(settings: &Settings) -> Self {
+        let (command, url) = Self::command(settings);
+        Self {
+            process: Process::spawn(command, "a command-api process"),
+            url,
+        }
+    }
+
+    /// As [`Self::start`], logging everything down to `filter` into `log`.
+    pub fn start_logged(settings: &Settings, filter: &str, log: &std::path::Path) -> Self {
+        let (mut command, url) = Self::command(settings);
+        command.env("APP__LOG__FILTER", filter);
+        Self {
+            process: Process::spawn_logged(command, "a command-api process", log),
+            url,
+        }
+    }
+
+    fn command(settings: &Settings) -> (Command, String) {
         let port = free_port();
         let mut command = service_command("command-api", settings);
         command
             .env("APP__DATABASE__MIGRATE_ON_START", "false")
             .env("APP__RELAY__ENABLED", "false")
             .env("APP__COMMAND_API__PORT", port.to_string());
-        Self {
-            process: Process::spawn(command, "a command-api process"),
-            url: format!("http://127.0.0.1:{port}"),
-        }
+        (command, format!("http://127.0.0.1:{port}"))
     }
 
     pub async fn wait_ready(&self) {

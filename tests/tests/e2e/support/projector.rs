@@ -23,8 +23,10 @@ pub struct InProcessProjector {
 impl InProcessProjector {
     /// Starts the projections; with `command_api`, the process manager too, sending there.
     pub fn start(stack: &Stack, command_api: Option<&str>) -> Self {
-        let commands =
-            command_api.map(|url| projections::Commands::new(url).expect("a command client"));
+        let commands = command_api.map(|url| {
+            projections::Commands::new(url, crate::support::auth::pm_credentials())
+                .expect("a command client")
+        });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(projections::run_all(
             stack.app.pool.clone(),

@@ -25,11 +25,26 @@ pub struct ReadStack {
 pub struct QueryClient {
     pub url: String,
     client: reqwest::Client,
+    /// Sent as `Authorization: Bearer` (an admin's, unless a test sets another).
+    pub token: Option<String>,
 }
 
 impl QueryClient {
     pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        self.get_as(self.token.as_deref(), path, headers).await
+    }
+
+    /// `GET` with this token (or none).
+    pub async fn get_as(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let mut request = self.client.get(format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -91,7 +106,11 @@ pub async fn spawn_query_api(settings: &Settings) -> QueryClient {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    QueryClient { url, client }
+    QueryClient {
+        url,
+        client,
+        token: Some(crate::support::auth::admin_token()),
+    }
 }
 
 pub async fn spawn_read_stack(adjust: impl FnOnce(&mut Settings)) -> ReadStack {

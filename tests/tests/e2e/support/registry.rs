@@ -1,10 +1,11 @@
 //! The schema registry service in this process: [`spawn_registry`] on a fresh database,
-//! [`start_registry`] for one more instance on a database, and [`call_registry`] for requests
-//! in the registry's content type.
+//! [`start_registry`] for one more instance on a database, [`call_registry`] for requests
+//! in the registry's content type (with the write credentials), and [`encoder`].
 
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::support::auth::{REGISTRY_PASSWORD, REGISTRY_USER};
 use crate::support::database::TestDatabase;
 
 /// A schema registry service on its own database.
@@ -55,6 +56,7 @@ pub async fn call_registry(
 ) -> (u16, String, Value) {
     let mut request = client
         .request(method, format!("{base}{path}"))
+        .basic_auth(REGISTRY_USER, Some(REGISTRY_PASSWORD))
         .header("accept", "application/vnd.schemaregistry.v1+json");
     if let Some(body) = body {
         request = request
@@ -75,4 +77,10 @@ pub async fn call_registry(
         content_type,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// An encoder that registers schemas with the test credentials.
+pub fn encoder(url: &str) -> schemas::wire::EventEncoder {
+    schemas::wire::EventEncoder::with_basic(url, REGISTRY_USER, REGISTRY_PASSWORD)
+        .expect("a registry client")
 }

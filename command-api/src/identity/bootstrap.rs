@@ -1,0 +1,101 @@
+//! The first admin: with `auth.bootstrap_admin_email` and a password set, the command API
+//! registers that account at start and grants it `admin`, unless an account with that email
+//! exists already. An existing account is never promoted (someone else may have registered
+//! the address first); that is logged as an error instead.
+
+use domain::values::{DisplayName, Email, Role};
+use domain::{User, UserCommand};
+use infra::auth::{Principal, Subject};
+use infra::secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::passwords::check_length;
+use super::{store, Identity};
+use crate::core::{Actor, CommandBus, CommandError, Dispatch, RequestMetadata};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("auth.bootstrap_admin_email: {0}")]
+    Email(String),
+    #[error("auth.bootstrap_admin_password: {0}")]
+    Password(String),
+    #[error("hashing the bootstrap admin's password")]
+    Hash(#[source] super::passwords::HashError),
+    #[error("registering the bootstrap admin")]
+    Command(#[source] CommandError),
+    #[error("looking up the bootstrap admin")]
+    Database(#[source] sqlx::Error),
+}
+
+/// Creates the admin if needed; returns its id when it was created now.
+pub async fn ensure_admin(
+    bus: &CommandBus,
+    identity: &Identity,
+    email: &str,
+    password: &SecretString,
+) -> Result<Option<Uuid>, BootstrapError> {
+    let email = Email::parse(email).map_err(|e| BootstrapError::Email(e.to_string()))?;
+    check_length(password.expose_secret()).map_err(BootstrapError::Password)?;
+    if let Some(existing) = store::user_by_email(&identity.pool, &email.normalized())
+        .await
+        .map_err(BootstrapError::Database)?
+    {
+        let user = bus
+            .load::<User>(existing)
+            .await
+            .map_err(BootstrapError::Command)?;
+        if !user.is_some_and(|u| u.roles().contains(&Role::Admin)) {
+            tracing::error!(user = %existing, "the bootstrap admin's email belongs to an account without the admin role; it was not promoted");
+        }
+        return Ok(None);
+    }
+    let hash = identity
+        .passwords
+        .hash(password)
+        .await
+        .map_err(BootstrapError::Hash)?;
+    let principal = Principal::new(
+        Subject::Service("bootstrap".to_owned()),
+        [infra::auth::Role::Admin],
+    );
+    let meta = |operation: &str| RequestMetadata {
+        actor: Actor(principal.sub()),
+        principal: Some(principal.clone()),
+        command_id: Uuid::now_v7(),
+        correlation_id: Uuid::now_v7().to_string(),
+        causation_id: Uuid::now_v7().to_string(),
+        traceparent: format!(
+            "00-{}-{}-01",
+            Uuid::new_v4().simple(),
+            &Uuid::new_v4().simple().to_string()[..16]
+        ),
+        expected_version: None,
+        idempotency_key: None,
+        operation: operation.to_owned(),
+    };
+    let command = UserCommand::Register {
+        email,
+        display_name: DisplayName::parse("Administrator")
+            .map_err(|e| BootstrapError::Email(e.to_string()))?,
+    };
+    let mut register = Dispatch::<User>::create("register_user", command, [0; 32]);
+    register.credential = Some(hash);
+    let id = register.id;
+    match bus.execute(&meta("bootstrap register"), register).await {
+        Ok(_) => {}
+        // Another instance bootstrapping at the same moment won.
+        Err(CommandError::Taken { .. }) => return Ok(None),
+        Err(error) => return Err(BootstrapError::Command(error)),
+    }
+    let grant = Dispatch::<User>::existing(
+        "grant_role",
+        id,
+        UserCommand::GrantRole { role: Role::Admin },
+        [0; 32],
+    );
+    bus.execute(&meta("bootstrap grant admin"), grant)
+        .await
+        .map_err(BootstrapError::Command)?;
+    tracing::info!(user = %id, "bootstrap admin created");
+    Ok(Some(id))
+}

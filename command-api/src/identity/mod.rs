@@ -1,0 +1,136 @@
+//! Identity on the command API: accounts (password hashes beside the user's events), the
+//! token endpoint and its grants, refresh-token families, password reset, the JWKS, machine
+//! clients, the bootstrap admin and the abuse limits. Verifying tokens is shared with the
+//! query API (`infra::auth`); deciding what a principal may do is the core's policy
+//! (`crate::core::policy`).
+
+pub mod bootstrap;
+pub mod clients;
+pub mod limits;
+pub mod passwords;
+pub mod routes;
+pub mod store;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use infra::auth::{Principal, SigningKeys, Verifier};
+use infra::settings::{secret_list, AuthSettings};
+use sqlx::PgPool;
+
+use clients::Clients;
+use limits::{FailureLimiter, RateLimiter};
+use passwords::Passwords;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(transparent)]
+    Keys(#[from] infra::auth::KeyError),
+    #[error(transparent)]
+    Clients(#[from] clients::ClientsError),
+    #[error("reading auth.clients_file")]
+    ClientsFile(#[source] std::io::Error),
+    #[error(transparent)]
+    Hashing(#[from] passwords::HashError),
+}
+
+/// Everything identity needs at run time, shared by the handlers.
+pub struct Identity {
+    pub pool: PgPool,
+    pub keys: SigningKeys,
+    pub verifier: Arc<Verifier>,
+    pub passwords: Passwords,
+    pub clients: Clients,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub reset_ttl: Duration,
+    pub failures_by_account: FailureLimiter,
+    pub failures_by_address: FailureLimiter,
+    /// Commands per principal (`sub`); services have their own, higher rate.
+    pub commands: RateLimiter<String>,
+    pub service_commands: RateLimiter<String>,
+    /// Unauthenticated work (registration, reset requests) per client address.
+    pub anonymous: RateLimiter<IpAddr>,
+}
+
+impl Identity {
+    pub fn new(pool: PgPool, settings: &AuthSettings) -> Result<Self, IdentityError> {
+        let keys = SigningKeys::load(
+            std::path::Path::new(&settings.keys_dir),
+            &settings.signing_kid,
+            settings.generate_key,
+        )?;
+        let verifier = Verifier::new(&settings.issuer, &settings.audience).with_keys(&keys);
+        let client_entries = secret_list(&settings.clients, &settings.clients_file)
+            .map_err(IdentityError::ClientsFile)?;
+        let window = Duration::from_secs(settings.login_window_secs.max(1));
+        Ok(Self {
+            pool,
+            verifier: Arc::new(verifier),
+            keys,
+            passwords: Passwords::new(settings)?,
+            clients: Clients::parse(&client_entries)?,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            access_ttl: Duration::from_secs(settings.access_ttl_secs),
+            refresh_ttl: Duration::from_secs(settings.refresh_ttl_secs),
+            reset_ttl: Duration::from_secs(settings.reset_token_ttl_secs),
+            failures_by_account: FailureLimiter::new(settings.login_failures_per_account, window),
+            failures_by_address: FailureLimiter::new(settings.login_failures_per_address, window),
+            commands: RateLimiter::per_second(
+                settings.commands_per_second,
+                settings.commands_burst,
+            ),
+            service_commands: RateLimiter::per_second(
+                settings.service_commands_per_second,
+                settings.service_commands_per_second,
+            ),
+            anonymous: RateLimiter::per_minute(settings.anonymous_per_minute),
+        })
+    }
+
+    /// An access token for the principal.
+    pub fn access_token(
+        &self,
+        principal: &Principal,
+    ) -> Result<infra::auth::Issued, infra::auth::TokenError> {
+        infra::auth::token::issue(
+            &self.keys,
+            &self.issuer,
+            &self.audience,
+            principal,
+            self.access_ttl,
+        )
+    }
+
+    /// Whether this principal may send another command now; else how long to wait.
+    pub fn admit_command(&self, principal: &Principal) -> Result<(), Duration> {
+        if principal.has(infra::auth::Role::Service) {
+            self.service_commands.check(&principal.sub())
+        } else {
+            self.commands.check(&principal.sub())
+        }
+    }
+
+    /// Housekeeping every few minutes: forget idle rate-limit keys, purge dead tokens.
+    pub async fn upkeep(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            self.commands.sweep();
+            self.service_commands.sweep();
+            self.anonymous.sweep();
+            match store::purge(&self.pool).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "purged expired tokens and messages"),
+                Err(error) => tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "purging expired tokens failed"
+                ),
+            }
+        }
+    }
+}

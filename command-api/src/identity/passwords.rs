@@ -1,0 +1,168 @@
+//! Password hashing with argon2id, off the async runtime and bounded: at most
+//! `auth.hashing_threads` hashes run at once (each on a blocking thread) and at most
+//! `auth.hashing_queue` more wait; past that the request is refused at once, so a login flood
+//! cannot starve other requests of threads or memory.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use infra::secrecy::{ExposeSecret, SecretString};
+use infra::settings::AuthSettings;
+use tokio::sync::Semaphore;
+
+/// Shortest and longest password, in characters.
+pub const MIN_LENGTH: usize = 12;
+pub const MAX_LENGTH: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("too many password hashes are waiting")]
+    Busy,
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+/// Checks a new password's length (in characters, as the contract counts).
+pub fn check_length(password: &str) -> Result<(), String> {
+    let length = password.chars().count();
+    if !(MIN_LENGTH..=MAX_LENGTH).contains(&length) {
+        return Err(format!(
+            "must be {MIN_LENGTH} to {MAX_LENGTH} characters long"
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Clone)]
+pub struct Passwords {
+    params: Params,
+    running: Arc<Semaphore>,
+    waiting: Arc<Semaphore>,
+    /// A hash of a random password, verified against when an account does not exist so
+    /// that the answer takes as long as for a wrong password.
+    decoy: Arc<String>,
+}
+
+impl Passwords {
+    pub fn new(settings: &AuthSettings) -> Result<Self, HashError> {
+        let params = Params::new(
+            settings.argon2_memory_kib,
+            settings.argon2_iterations,
+            settings.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| HashError::Failed(e.to_string()))?;
+        let decoy = hasher(&params)
+            .hash_password(uuid::Uuid::new_v4().as_bytes())
+            .map_err(|e| HashError::Failed(e.to_string()))?
+            .to_string();
+        Ok(Self {
+            params,
+            running: Arc::new(Semaphore::new(settings.hashing_threads.max(1))),
+            waiting: Arc::new(Semaphore::new(
+                settings.hashing_threads.max(1) + settings.hashing_queue,
+            )),
+            decoy: Arc::new(decoy),
+        })
+    }
+
+    /// The PHC string of a new hash (salted).
+    pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
+        let password = password.clone();
+        let params = self.params.clone();
+        self.bounded(move || {
+            hasher(&params)
+                .hash_password(password.expose_secret().as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| HashError::Failed(e.to_string()))
+        })
+        .await?
+    }
+
+    /// Whether `password` matches `stored`; with no stored hash, a decoy is checked so the
+    /// time taken does not tell whether the account exists.
+    pub async fn verify(
+        &self,
+        password: &SecretString,
+        stored: Option<String>,
+    ) -> Result<bool, HashError> {
+        let password = password.clone();
+        let exists = stored.is_some();
+        let stored = stored.unwrap_or_else(|| self.decoy.as_str().to_owned());
+        let params = self.params.clone();
+        let matched = self
+            .bounded(move || {
+                hasher(&params)
+                    .verify_password(password.expose_secret().as_bytes(), stored.as_str())
+                    .is_ok()
+            })
+            .await?;
+        Ok(exists && matched)
+    }
+
+    async fn bounded<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let _queued = self.waiting.try_acquire().map_err(|_| HashError::Busy)?;
+        let _running = self.running.acquire().await.map_err(|_| HashError::Busy)?;
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| HashError::Failed(e.to_string()));
+        metrics::histogram!("password_hash_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+fn hasher(params: &Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> AuthSettings {
+        let mut settings = infra::settings::Settings::load_from(None).unwrap().auth;
+        settings.argon2_memory_kib = 1024;
+        settings.argon2_iterations = 1;
+        settings.hashing_threads = 1;
+        settings.hashing_queue = 0;
+        settings
+    }
+
+    #[tokio::test]
+    async fn a_hash_verifies_its_password_only() {
+        let passwords = Passwords::new(&settings()).unwrap();
+        let secret = SecretString::from("correct horse battery".to_owned());
+        let hash = passwords.hash(&secret).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{hash}");
+        assert!(!hash.contains("correct"));
+        assert!(passwords.verify(&secret, Some(hash.clone())).await.unwrap());
+        let wrong = SecretString::from("correct horse battery!".to_owned());
+        assert!(!passwords.verify(&wrong, Some(hash)).await.unwrap());
+        assert!(!passwords.verify(&secret, None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn past_the_queue_a_hash_is_refused_at_once() {
+        let passwords = Passwords::new(&settings()).unwrap();
+        let _held = passwords.waiting.clone().try_acquire_owned().unwrap();
+        let secret = SecretString::from("correct horse battery".to_owned());
+        assert!(matches!(
+            passwords.hash(&secret).await,
+            Err(HashError::Busy)
+        ));
+    }
+
+    #[test]
+    fn lengths_are_counted_in_characters() {
+        assert!(check_length(&"é".repeat(12)).is_ok());
+        assert!(check_length(&"a".repeat(11)).is_err());
+        assert!(check_length(&"a".repeat(129)).is_err());
+        assert!(check_length(&"a".repeat(128)).is_ok());
+    }
+}

@@ -1,0 +1,490 @@
+//! `/v1/auth/*` and `/.well-known/jwks.json` (`docs/api.md`, "Identity and access").
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use domain::values::Email;
+use domain::{User, UserStatus};
+use infra::auth::{Principal, Role, Subject};
+use infra::http::Problem;
+use infra::secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::limits::retry_after_secs;
+use super::passwords::{check_length, HashError};
+use super::store::{self, Rotation};
+use crate::core::CommandError;
+use crate::error::ApiError;
+use crate::http::JsonBody;
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/token", post(token))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/auth/password-reset", post(password_reset))
+        .route(
+            "/v1/auth/password-reset/confirm",
+            post(password_reset_confirm),
+        )
+        .route("/.well-known/jwks.json", get(jwks))
+}
+
+/// The address a request came from (the TCP peer; proxies' headers are not trusted).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
+}
+
+impl ClientAddress {
+    pub fn key(&self) -> String {
+        self.0
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// One of the three grants, by `grant_type`.
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "grant_type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TokenRequest {
+    Password {
+        email: String,
+        #[schema(value_type = String)]
+        password: SecretString,
+    },
+    RefreshToken {
+        #[schema(value_type = String)]
+        refresh_token: SecretString,
+    },
+    ClientCredentials {
+        client_id: String,
+        #[schema(value_type = String)]
+        client_secret: SecretString,
+    },
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Absent for the client-credentials grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutRequest {
+    #[schema(value_type = String)]
+    pub refresh_token: SecretString,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    pub email: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetConfirm {
+    #[schema(value_type = String)]
+    pub token: SecretString,
+    /// 12 to 128 characters.
+    #[schema(value_type = String, min_length = 12, max_length = 128)]
+    pub new_password: SecretString,
+}
+
+/// Why an identity request failed; rendered as a problem.
+#[derive(Debug)]
+pub enum AuthProblem {
+    InvalidCredentials,
+    InvalidGrant,
+    InvalidResetToken,
+    RateLimited(std::time::Duration),
+    Busy,
+    Api(ApiError),
+}
+
+impl From<ApiError> for AuthProblem {
+    fn from(error: ApiError) -> Self {
+        Self::Api(error)
+    }
+}
+
+impl From<sqlx::Error> for AuthProblem {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Api(ApiError::Command(crate::core::database_error(error)))
+    }
+}
+
+impl From<CommandError> for AuthProblem {
+    fn from(error: CommandError) -> Self {
+        Self::Api(ApiError::Command(error))
+    }
+}
+
+impl From<HashError> for AuthProblem {
+    fn from(error: HashError) -> Self {
+        match error {
+            HashError::Busy => Self::Busy,
+            failed => Self::Api(hash_error(failed)),
+        }
+    }
+}
+
+impl IntoResponse for AuthProblem {
+    fn into_response(self) -> Response {
+        let problem = match self {
+            Self::InvalidCredentials => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-credentials",
+                "Invalid credentials",
+                "the email and password (or client id and secret) do not match an account",
+            ),
+            Self::InvalidGrant => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-grant",
+                "Invalid refresh token",
+                "the refresh token is unknown, expired, revoked or already used; log in again",
+            ),
+            Self::InvalidResetToken => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-reset-token",
+                "Invalid reset token",
+                "the reset token is unknown, expired or already used; ask for a new one",
+            ),
+            Self::RateLimited(wait) => rate_limited(wait),
+            Self::Busy => hashing_busy(),
+            Self::Api(error) => return error.into_response(),
+        };
+        problem.into_response()
+    }
+}
+
+/// A hashing failure as an API error (registration): busy is 503, anything else ours.
+pub fn hash_error(error: HashError) -> ApiError {
+    match error {
+        HashError::Busy => ApiError::Overloaded,
+        HashError::Failed(detail) => ApiError::Command(CommandError::Internal(detail.into())),
+    }
+}
+
+/// 429 `/problems/rate-limited` with `Retry-After`.
+pub fn rate_limited(wait: std::time::Duration) -> Problem {
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "Too many requests",
+        "slow down; retry after the number of seconds in Retry-After",
+    )
+    .retry_after(retry_after_secs(wait))
+}
+
+/// 503 `/problems/overloaded`: too many password hashes waiting.
+pub fn hashing_busy() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "Overloaded",
+        "too many password checks are waiting; retry shortly",
+    )
+    .retry_after(1)
+}
+
+fn no_store(body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+#[utoipa::path(post, path = "/v1/auth/token", tag = "auth", request_body = TokenRequest,
+    responses((status = 200, body = TokenResponse),
+        (status = 401, description = "`/problems/invalid-credentials` or `/problems/invalid-grant`"),
+        (status = 422, description = "malformed request"),
+        (status = 429, description = "`/problems/rate-limited`: too many failed attempts")))]
+pub async fn token(
+    State(state): State<AppState>,
+    address: ClientAddress,
+    body: JsonBody<TokenRequest>,
+) -> Result<Response, AuthProblem> {
+    let response = match body.value {
+        TokenRequest::Password { email, password } => {
+            password_grant(&state, address, &email, &password).await?
+        }
+        TokenRequest::RefreshToken { refresh_token } => {
+            refresh_grant(&state, &refresh_token).await?
+        }
+        TokenRequest::ClientCredentials {
+            client_id,
+            client_secret,
+        } => client_grant(&state, address, &client_id, &client_secret)?,
+    };
+    Ok(no_store(Json(response)))
+}
+
+async fn password_grant(
+    state: &AppState,
+    address: ClientAddress,
+    email: &str,
+    password: &SecretString,
+) -> Result<TokenResponse, AuthProblem> {
+    let identity = &state.identity;
+    let account = Email::parse(email)
+        .map(|e| e.normalized())
+        .unwrap_or_else(|_| email.to_lowercase());
+    let address = address.key();
+    let blocked = identity
+        .failures_by_account
+        .blocked(&account)
+        .or_else(|| identity.failures_by_address.blocked(&address));
+    if let Some(wait) = blocked {
+        metrics::counter!("auth_logins_total", "outcome" => "limited").increment(1);
+        return Err(AuthProblem::RateLimited(wait));
+    }
+    let stored = store::credentials_by_email(&identity.pool, &account).await?;
+    let user_id = stored.as_ref().map(|(id, _)| *id);
+    let matched = identity
+        .passwords
+        .verify(password, stored.map(|(_, hash)| hash))
+        .await?;
+    let user = match (matched, user_id) {
+        (true, Some(id)) => active_user(state, id).await?,
+        _ => None,
+    };
+    let Some((id, roles)) = user else {
+        identity.failures_by_account.fail(&account);
+        identity.failures_by_address.fail(&address);
+        metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
+        return Err(AuthProblem::InvalidCredentials);
+    };
+    identity.failures_by_account.clear(&account);
+    metrics::counter!("auth_logins_total", "outcome" => "ok").increment(1);
+    let principal = Principal::new(Subject::User(id), roles);
+    let refresh = store::start_family(&identity.pool, id, identity.refresh_ttl).await?;
+    issue(state, &principal, Some(refresh))
+}
+
+async fn refresh_grant(
+    state: &AppState,
+    refresh_token: &SecretString,
+) -> Result<TokenResponse, AuthProblem> {
+    use infra::secrecy::ExposeSecret;
+    let identity = &state.identity;
+    match store::rotate(
+        &identity.pool,
+        refresh_token.expose_secret(),
+        identity.refresh_ttl,
+    )
+    .await?
+    {
+        Rotation::Rotated {
+            user_id,
+            family_id,
+            token,
+        } => {
+            // Roles and status are read afresh: a revoked role or a deactivation takes
+            // effect at the next refresh.
+            let Some((id, roles)) = active_user(state, user_id).await? else {
+                store::revoke_family(&identity.pool, family_id, "deactivated").await?;
+                return Err(AuthProblem::InvalidGrant);
+            };
+            metrics::counter!("auth_refreshes_total", "outcome" => "ok").increment(1);
+            issue(
+                state,
+                &Principal::new(Subject::User(id), roles),
+                Some(token),
+            )
+        }
+        Rotation::Reused => {
+            tracing::warn!("a rotated refresh token was presented again; its family is revoked");
+            metrics::counter!("auth_refreshes_total", "outcome" => "reused").increment(1);
+            Err(AuthProblem::InvalidGrant)
+        }
+        Rotation::Refused => {
+            metrics::counter!("auth_refreshes_total", "outcome" => "refused").increment(1);
+            Err(AuthProblem::InvalidGrant)
+        }
+    }
+}
+
+fn client_grant(
+    state: &AppState,
+    address: ClientAddress,
+    client_id: &str,
+    secret: &SecretString,
+) -> Result<TokenResponse, AuthProblem> {
+    use infra::secrecy::ExposeSecret;
+    let identity = &state.identity;
+    let address = address.key();
+    if let Some(wait) = identity.failures_by_address.blocked(&address) {
+        return Err(AuthProblem::RateLimited(wait));
+    }
+    if !identity.clients.verify(client_id, secret.expose_secret()) {
+        identity.failures_by_address.fail(&address);
+        metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
+        return Err(AuthProblem::InvalidCredentials);
+    }
+    let principal = Principal::new(Subject::Service(client_id.to_owned()), [Role::Service]);
+    issue(state, &principal, None)
+}
+
+/// The user's roles if the user exists and is active.
+async fn active_user(
+    state: &AppState,
+    id: uuid::Uuid,
+) -> Result<Option<(uuid::Uuid, Vec<Role>)>, AuthProblem> {
+    let Some(user) = state.bus.load::<User>(id).await? else {
+        return Ok(None);
+    };
+    if user.status() != Some(UserStatus::Active) {
+        return Ok(None);
+    }
+    let roles = user
+        .roles()
+        .iter()
+        .filter_map(|r| Role::parse(r.as_str()))
+        .collect();
+    Ok(Some((id, roles)))
+}
+
+fn issue(
+    state: &AppState,
+    principal: &Principal,
+    refresh_token: Option<String>,
+) -> Result<TokenResponse, AuthProblem> {
+    let issued = state
+        .identity
+        .access_token(principal)
+        .map_err(|e| AuthProblem::from(CommandError::Internal(Box::new(e))))?;
+    Ok(TokenResponse {
+        access_token: issued.token,
+        token_type: "Bearer",
+        expires_in: issued.expires_in,
+        refresh_token,
+    })
+}
+
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = LogoutRequest,
+    responses((status = 204, description = "the token's family is revoked (also when the token was unknown)")))]
+pub async fn logout(
+    State(state): State<AppState>,
+    body: JsonBody<LogoutRequest>,
+) -> Result<StatusCode, AuthProblem> {
+    use infra::secrecy::ExposeSecret;
+    store::revoke_family_of(
+        &state.identity.pool,
+        body.value.refresh_token.expose_secret(),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/auth/password-reset", tag = "auth", request_body = ResetRequest,
+    responses((status = 202, description = "accepted whether or not the account exists"),
+        (status = 429, description = "`/problems/rate-limited`")))]
+pub async fn password_reset(
+    State(state): State<AppState>,
+    address: ClientAddress,
+    body: JsonBody<ResetRequest>,
+) -> Result<StatusCode, AuthProblem> {
+    if let Some(ip) = address.0 {
+        state
+            .identity
+            .anonymous
+            .check(&ip)
+            .map_err(AuthProblem::RateLimited)?;
+    }
+    // The answer is the same and immediate whether or not the account exists; the token is
+    // made and queued afterwards.
+    if let Ok(email) = Email::parse(&body.value.email) {
+        let identity = state.identity.clone();
+        tokio::spawn(async move {
+            let result = async {
+                if let Some(user_id) =
+                    store::user_by_email(&identity.pool, &email.normalized()).await?
+                {
+                    store::request_reset(
+                        &identity.pool,
+                        user_id,
+                        email.as_str(),
+                        identity.reset_ttl,
+                    )
+                    .await?;
+                }
+                Ok::<_, sqlx::Error>(())
+            }
+            .await;
+            if let Err(error) = result {
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "queueing a password reset failed"
+                );
+            }
+        });
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[utoipa::path(post, path = "/v1/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirm,
+    responses((status = 204, description = "password changed; every refresh family of the user revoked"),
+        (status = 400, description = "`/problems/invalid-reset-token`"),
+        (status = 422, description = "the new password is not 12 to 128 characters")))]
+pub async fn password_reset_confirm(
+    State(state): State<AppState>,
+    body: JsonBody<ResetConfirm>,
+) -> Result<StatusCode, AuthProblem> {
+    use infra::secrecy::ExposeSecret;
+    check_length(body.value.new_password.expose_secret())
+        .map_err(|message| ApiError::field("new_password", message))?;
+    let hash = state
+        .identity
+        .passwords
+        .hash(&body.value.new_password)
+        .await?;
+    match store::confirm_reset(
+        &state.identity.pool,
+        body.value.token.expose_secret(),
+        &hash,
+    )
+    .await?
+    {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(AuthProblem::InvalidResetToken),
+    }
+}
+
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "the public keys access tokens are signed with")))]
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = Json(state.identity.keys.jwks()).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}

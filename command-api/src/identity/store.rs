@@ -1,0 +1,277 @@
+//! The identity tables (`infra/migrations/20261201000001_identity.sql`): credentials, refresh
+//! families and tokens, reset tokens and the notification outbox. Tokens handed out are
+//! random 256-bit strings; only their SHA-256 is stored, so a copy of the database cannot be
+//! used to log in.
+
+use std::time::Duration;
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+/// A new opaque token: 32 random bytes, base64url.
+pub fn new_token() -> Result<String, sqlx::Error> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| sqlx::Error::Protocol("no randomness available".into()))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn secs(ttl: Duration) -> f64 {
+    ttl.as_secs_f64()
+}
+
+/// The user holding this email (normalised) and their password hash.
+pub async fn credentials_by_email(
+    pool: &PgPool,
+    normalized_email: &str,
+) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT c.user_id, c.password_hash
+         FROM unique_claims u JOIN credentials c ON c.user_id::text = u.aggregate_id
+         WHERE u.scope = $1 AND u.key = $2 AND u.aggregate_type = 'user'",
+    )
+    .bind(domain::user::EMAIL_SCOPE)
+    .bind(normalized_email)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| Ok((r.try_get("user_id")?, r.try_get("password_hash")?)))
+        .transpose()
+}
+
+/// The user holding this email (normalised), with or without credentials.
+pub async fn user_by_email(
+    pool: &PgPool,
+    normalized_email: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let id: Option<String> = sqlx::query_scalar(
+        "SELECT aggregate_id FROM unique_claims
+         WHERE scope = $1 AND key = $2 AND aggregate_type = 'user'",
+    )
+    .bind(domain::user::EMAIL_SCOPE)
+    .bind(normalized_email)
+    .fetch_optional(pool)
+    .await?;
+    Ok(id.and_then(|id| Uuid::parse_str(&id).ok()))
+}
+
+/// Starts a refresh family for a login; returns its first token.
+pub async fn start_family(
+    pool: &PgPool,
+    user_id: Uuid,
+    ttl: Duration,
+) -> Result<String, sqlx::Error> {
+    let token = new_token()?;
+    sqlx::query(
+        "WITH family AS (INSERT INTO refresh_families (id, user_id) VALUES ($1, $2))
+         INSERT INTO refresh_tokens (token_hash, family_id, expires_at)
+         VALUES ($3, $1, now() + make_interval(secs => $4))",
+    )
+    .bind(Uuid::now_v7())
+    .bind(user_id)
+    .bind(token_hash(&token))
+    .bind(secs(ttl))
+    .execute(pool)
+    .await?;
+    Ok(token)
+}
+
+/// What presenting a refresh token came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was live: it is now used up and `token` replaces it.
+    Rotated {
+        user_id: Uuid,
+        family_id: Uuid,
+        token: String,
+    },
+    /// It had been used already: its whole family is now revoked.
+    Reused,
+    /// Unknown, expired or of a revoked family.
+    Refused,
+}
+
+/// Uses up a refresh token and issues its successor in one transaction. Two requests with
+/// the same token serialise on its row: the second sees it used and revokes the family.
+pub async fn rotate(pool: &PgPool, token: &str, ttl: Duration) -> Result<Rotation, sqlx::Error> {
+    let hash = token_hash(token);
+    let mut tx = pool.begin().await?;
+    let live = sqlx::query(
+        "UPDATE refresh_tokens t SET rotated_at = now()
+         FROM refresh_families f
+         WHERE t.token_hash = $1 AND t.rotated_at IS NULL AND t.expires_at > now()
+           AND f.id = t.family_id AND f.revoked_at IS NULL
+         RETURNING f.id, f.user_id",
+    )
+    .bind(&hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = live {
+        let family_id: Uuid = row.try_get("id")?;
+        let user_id: Uuid = row.try_get("user_id")?;
+        let next = new_token()?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, expires_at)
+             VALUES ($1, $2, now() + make_interval(secs => $3))",
+        )
+        .bind(token_hash(&next))
+        .bind(family_id)
+        .bind(secs(ttl))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(Rotation::Rotated {
+            user_id,
+            family_id,
+            token: next,
+        });
+    }
+    let reused = sqlx::query(
+        "UPDATE refresh_families f SET revoked_at = now(), revoked_reason = 'reuse'
+         FROM refresh_tokens t
+         WHERE t.token_hash = $1 AND t.rotated_at IS NOT NULL AND f.id = t.family_id
+           AND f.revoked_at IS NULL
+         RETURNING f.id",
+    )
+    .bind(&hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(match reused {
+        Some(_) => Rotation::Reused,
+        None => Rotation::Refused,
+    })
+}
+
+/// Revokes the family of a refresh token (logout); false when the token is unknown.
+pub async fn revoke_family_of(pool: &PgPool, token: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE refresh_families f SET revoked_at = now(), revoked_reason = 'logout'
+         FROM refresh_tokens t
+         WHERE t.token_hash = $1 AND f.id = t.family_id AND f.revoked_at IS NULL",
+    )
+    .bind(token_hash(token))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Revokes one family (the user behind it can no longer log in with it).
+pub async fn revoke_family(
+    pool: &PgPool,
+    family_id: Uuid,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE refresh_families SET revoked_at = now(), revoked_reason = $2
+         WHERE id = $1 AND revoked_at IS NULL",
+    )
+    .bind(family_id)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+async fn revoke_user(
+    tx: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+    reason: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE refresh_families SET revoked_at = now(), revoked_reason = $2
+         WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Creates a reset token for the user and queues the message that carries it.
+pub async fn request_reset(
+    pool: &PgPool,
+    user_id: Uuid,
+    recipient: &str,
+    ttl: Duration,
+) -> Result<(), sqlx::Error> {
+    let token = new_token()?;
+    sqlx::query(
+        "WITH reset AS (
+             INSERT INTO password_reset_tokens (token_hash, user_id, expires_at)
+             VALUES ($1, $2, now() + make_interval(secs => $3)))
+         INSERT INTO notification_outbox (kind, recipient, payload)
+         VALUES ('password_reset', $4, jsonb_build_object('user_id', $2::text, 'token', $5::text,
+                 'expires_in_secs', $3))",
+    )
+    .bind(token_hash(&token))
+    .bind(user_id)
+    .bind(secs(ttl))
+    .bind(recipient)
+    .bind(&token)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Uses a reset token: sets the new password hash, ends every other reset token of the user
+/// and revokes all their refresh families, in one transaction. `None` when the token is
+/// unknown, used or expired.
+pub async fn confirm_reset(
+    pool: &PgPool,
+    token: &str,
+    password_hash: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let user_id: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE password_reset_tokens SET used_at = now()
+         WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
+         RETURNING user_id",
+    )
+    .bind(token_hash(token))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(user_id) = user_id else {
+        return Ok(None);
+    };
+    sqlx::query("UPDATE credentials SET password_hash = $2, updated_at = now() WHERE user_id = $1")
+        .bind(user_id)
+        .bind(password_hash)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE password_reset_tokens SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
+    )
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    revoke_user(&mut tx, user_id, "password-reset").await?;
+    tx.commit().await?;
+    Ok(Some(user_id))
+}
+
+/// Deletes what can no longer be used: expired refresh tokens and reset tokens (a day after
+/// expiry, so reuse is still recognised for a while), families left with no token, and
+/// outbox messages older than a day.
+pub async fn purge(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let mut purged = 0;
+    for statement in [
+        "DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'",
+        "DELETE FROM refresh_families f WHERE created_at < now() - interval '1 day'
+           AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id)",
+        "DELETE FROM password_reset_tokens WHERE expires_at < now() - interval '1 day'",
+        "DELETE FROM notification_outbox WHERE created_at < now() - interval '1 day'",
+    ] {
+        purged += sqlx::query(statement).execute(pool).await?.rows_affected();
+    }
+    Ok(purged)
+}

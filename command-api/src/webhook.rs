@@ -1,0 +1,323 @@
+//! `POST /v1/webhooks/payments`: the payment provider's signed callbacks.
+//!
+//! The provider signs `"<t>.<raw body>"` with HMAC-SHA256 and sends
+//! `X-Signature: t=<unix seconds>,v1=<hex>`. A callback is accepted when some `v1` matches
+//! one of the configured secrets (two during a rotation), compared in constant time, and `t`
+//! is within `webhook.tolerance_secs` of now. Its `provider_event_id` is the idempotency key
+//! of the resulting command, so the dedup record is written in the same transaction as the
+//! events: a replayed callback is answered 200 and writes nothing.
+
+use aws_lc_rs::hmac;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use domain::values::Reason;
+use domain::{Payment, PaymentCommand};
+use infra::auth::{Principal, Role, Subject};
+use infra::http::Problem;
+use infra::secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::core::{Dispatch, RequestMetadata};
+use crate::error::ApiError;
+use crate::http::{metadata, parse};
+use crate::routes::Reply;
+use crate::state::AppState;
+
+/// The principal callbacks act as; the actor of the events they cause.
+pub const CLIENT_ID: &str = "payments-webhook";
+/// Longest `provider_event_id`.
+pub const PROVIDER_EVENT_ID_MAX: usize = 255;
+
+pub struct Webhook {
+    keys: Vec<hmac::Key>,
+    tolerance_secs: i64,
+    body_limit: usize,
+}
+
+/// Why a callback's signature was not accepted.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("no X-Signature header")]
+    Missing,
+    #[error("X-Signature is not `t=<unix seconds>,v1=<hex>`")]
+    Malformed,
+    #[error("the signature's timestamp is too far from now")]
+    Stale,
+    #[error("no signature matches")]
+    Mismatch,
+}
+
+impl Webhook {
+    pub fn new(secrets: &[SecretString], tolerance_secs: u64, body_limit: usize) -> Self {
+        Self {
+            keys: secrets
+                .iter()
+                .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s.expose_secret().as_bytes()))
+                .collect(),
+            tolerance_secs: tolerance_secs as i64,
+            body_limit,
+        }
+    }
+
+    /// Checks `X-Signature` against the raw body at time `now` (unix seconds).
+    pub fn verify(
+        &self,
+        header: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), SignatureError> {
+        let header = header.ok_or(SignatureError::Missing)?;
+        let mut timestamp = None;
+        let mut signatures = Vec::new();
+        for part in header.split(',') {
+            match part.trim().split_once('=') {
+                Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
+                Some(("v1", value)) => {
+                    signatures.push(hex::decode(value).map_err(|_| SignatureError::Malformed)?)
+                }
+                _ => {}
+            }
+        }
+        let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
+        if signatures.is_empty() {
+            return Err(SignatureError::Malformed);
+        }
+        if (now - timestamp).abs() > self.tolerance_secs {
+            return Err(SignatureError::Stale);
+        }
+        let mut signed = Vec::with_capacity(body.len() + 24);
+        signed.extend_from_slice(timestamp.to_string().as_bytes());
+        signed.push(b'.');
+        signed.extend_from_slice(body);
+        let matched = self.keys.iter().any(|key| {
+            signatures
+                .iter()
+                .any(|signature| hmac::verify(key, &signed, signature).is_ok())
+        });
+        matched.then_some(()).ok_or(SignatureError::Mismatch)
+    }
+}
+
+/// The `X-Signature` a provider sends for `body` at `t` (unix seconds) with `secret`: what
+/// [`Webhook::verify`] checks, for providers' client code and tests.
+pub fn signature_header(secret: &str, t: i64, body: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let mut signed = format!("{t}.").into_bytes();
+    signed.extend_from_slice(body);
+    format!(
+        "t={t},v1={}",
+        hex::encode(hmac::sign(&key, &signed).as_ref())
+    )
+}
+
+/// A provider callback.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentCallback {
+    /// The provider's id of this notification; a repeat is acknowledged and ignored.
+    pub provider_event_id: String,
+    pub payment_id: String,
+    #[serde(rename = "type")]
+    pub kind: CallbackKind,
+    pub amount_minor: i64,
+    /// Why a payment failed or was refunded, if the provider says.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackKind {
+    Authorized,
+    Captured,
+    Failed,
+    Refunded,
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/webhooks/payments", post(payments))
+}
+
+#[utoipa::path(post, path = "/v1/webhooks/payments", tag = "webhooks", request_body = PaymentCallback,
+    params(("X-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">`")),
+    responses((status = 200, body = crate::routes::CommandAccepted,
+            description = "applied, or a replay of a callback already applied (nothing written)"),
+        (status = 401, description = "`/problems/invalid-signature`: missing or bad signature, or `t` more than 300 s away"),
+        (status = 404, description = "no such payment"), (status = 409, description = "the payment's state forbids it"),
+        (status = 422, description = "invalid field")))]
+pub async fn payments(
+    State(state): State<AppState>,
+    parts: Parts,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let webhook = &state.webhook;
+    if body.len() > webhook.body_limit {
+        return Err(ApiError::PayloadTooLarge {
+            limit: webhook.body_limit,
+        });
+    }
+    let header = parts
+        .headers
+        .get("x-signature")
+        .and_then(|v| v.to_str().ok());
+    if let Err(error) = webhook.verify(header, &body, chrono::Utc::now().timestamp()) {
+        metrics::counter!("webhook_signatures_refused_total").increment(1);
+        tracing::warn!(%error, "payment callback refused");
+        return Err(ApiError::Signature);
+    }
+    let callback: PaymentCallback = parse(&body)?;
+    let (payment_id, command) = command(&callback)?;
+    let principal = Principal::new(Subject::Service(CLIENT_ID.to_owned()), [Role::Service]);
+    let mut meta: RequestMetadata = metadata(&parts, Some(principal))?;
+    meta.idempotency_key = Some(callback.provider_event_id.clone());
+    meta.expected_version = None;
+    let digest: [u8; 32] = Sha256::digest(&body).into();
+    let dispatch =
+        Dispatch::<Payment>::existing(command_name(callback.kind), payment_id, command, digest);
+    let outcome = state.bus.execute(&meta, dispatch).await?;
+    Ok(Reply::ok(&outcome))
+}
+
+fn command_name(kind: CallbackKind) -> &'static str {
+    match kind {
+        CallbackKind::Authorized => "webhook_authorize_payment",
+        CallbackKind::Captured => "webhook_capture_payment",
+        CallbackKind::Failed => "webhook_fail_payment",
+        CallbackKind::Refunded => "webhook_refund_payment",
+    }
+}
+
+fn command(callback: &PaymentCallback) -> Result<(Uuid, PaymentCommand), ApiError> {
+    let id = &callback.provider_event_id;
+    if id.is_empty()
+        || id.len() > PROVIDER_EVENT_ID_MAX
+        || !id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::field(
+            "provider_event_id",
+            format!("must be 1 to {PROVIDER_EVENT_ID_MAX} printable ASCII characters"),
+        ));
+    }
+    let payment_id = Uuid::parse_str(&callback.payment_id)
+        .map_err(|_| ApiError::field("payment_id", "must be a UUID"))?;
+    let amount_minor = callback.amount_minor;
+    if amount_minor <= 0 && !matches!(callback.kind, CallbackKind::Failed) {
+        return Err(ApiError::field("amount_minor", "must be positive"));
+    }
+    let reason = |default: &str| {
+        Reason::parse(callback.reason.as_deref().unwrap_or(default))
+            .map_err(|e| ApiError::field("reason", e.to_string()))
+    };
+    let command = match callback.kind {
+        CallbackKind::Authorized => PaymentCommand::Authorize { amount_minor },
+        CallbackKind::Captured => PaymentCommand::Capture { amount_minor },
+        CallbackKind::Failed => PaymentCommand::Fail {
+            reason: reason("reported failed by the payment provider")?,
+        },
+        CallbackKind::Refunded => PaymentCommand::Refund {
+            amount_minor,
+            reason: reason("refunded by the payment provider")?,
+        },
+    };
+    Ok((payment_id, command))
+}
+
+/// 401 `/problems/invalid-signature`.
+pub fn signature_problem() -> Problem {
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid-signature",
+        "Invalid signature",
+        "X-Signature is missing, does not match, or its timestamp is more than the tolerance from now",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::signature_header as sign;
+
+    fn webhook() -> Webhook {
+        let secrets = [
+            SecretString::from("current-secret".to_owned()),
+            SecretString::from("previous-secret".to_owned()),
+        ];
+        Webhook::new(&secrets, 300, 65536)
+    }
+
+    #[test]
+    fn a_signature_by_either_secret_within_the_tolerance_is_accepted() {
+        let body = br#"{"provider_event_id":"e1"}"#;
+        let now = 1_800_000_000;
+        for secret in ["current-secret", "previous-secret"] {
+            assert_eq!(
+                webhook().verify(Some(&sign(secret, now, body)), body, now),
+                Ok(())
+            );
+            assert_eq!(
+                webhook().verify(Some(&sign(secret, now - 300, body)), body, now),
+                Ok(())
+            );
+        }
+    }
+
+    #[test]
+    fn bad_stale_or_missing_signatures_are_refused() {
+        let body = br#"{"provider_event_id":"e1"}"#;
+        let now = 1_800_000_000;
+        let w = webhook();
+        assert_eq!(w.verify(None, body, now), Err(SignatureError::Missing));
+        assert_eq!(
+            w.verify(Some("v1=00"), body, now),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            w.verify(Some("t=1"), body, now),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            w.verify(Some("t=x,v1=zz"), body, now),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            w.verify(Some(&sign("other-secret", now, body)), body, now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            w.verify(Some(&sign("current-secret", now - 301, body)), body, now),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            w.verify(Some(&sign("current-secret", now + 301, body)), body, now),
+            Err(SignatureError::Stale)
+        );
+        let tampered = br#"{"provider_event_id":"e2"}"#;
+        assert_eq!(
+            w.verify(Some(&sign("current-secret", now, body)), tampered, now),
+            Err(SignatureError::Mismatch)
+        );
+        // The timestamp is signed: moving it breaks the signature.
+        let moved = sign("current-secret", now, body)
+            .replace(&format!("t={now}"), &format!("t={}", now - 1));
+        assert_eq!(
+            w.verify(Some(&moved), body, now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            Webhook::new(&[], 300, 65536).verify(
+                Some(&sign("current-secret", now, body)),
+                body,
+                now
+            ),
+            Err(SignatureError::Mismatch),
+            "no secret configured refuses everything"
+        );
+    }
+}

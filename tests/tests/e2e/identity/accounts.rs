@@ -1,0 +1,235 @@
+//! Accounts: password reset (single use, expiring, revoking every session), failed-login
+//! limits per account and per address, the bounded hashing queue, and the bootstrap admin.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::app::{spawn_app, spawn_app_with, unique_email, Answer, Auth, TestApp};
+use crate::support::auth::{login, ADMIN_EMAIL, ADMIN_PASSWORD, CUSTOMER_PASSWORD};
+
+async fn password_login(app: &TestApp, email: &str, password: &str) -> Answer {
+    app.post_as(
+        Auth::Anonymous,
+        "/v1/auth/token",
+        json!({"grant_type": "password", "email": email, "password": password}),
+    )
+    .await
+}
+
+/// The reset token queued for `email`, once the (asynchronous) request has queued it.
+async fn reset_token(app: &TestApp, email: &str) -> String {
+    for _ in 0..100 {
+        let token: Option<Value> = sqlx::query_scalar(
+            "SELECT payload->'token' FROM notification_outbox
+             WHERE kind = 'password_reset' AND recipient = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(email)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+        if let Some(token) = token.and_then(|t| t.as_str().map(str::to_owned)) {
+            return token;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no reset message was queued for {email}");
+}
+
+#[tokio::test]
+async fn a_password_reset_is_single_use_and_ends_every_session() {
+    let app = spawn_app().await;
+    let customer = app.customer().await;
+    let reset = |email: String| {
+        app.post_as(
+            Auth::Anonymous,
+            "/v1/auth/password-reset",
+            json!({"email": email}),
+        )
+    };
+    // Known and unknown addresses get the same answer; only the known one gets a message.
+    assert_eq!(
+        reset(customer.email.clone()).await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(reset(unique_email()).await.status, StatusCode::ACCEPTED);
+    let token = reset_token(&app, &customer.email).await;
+    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT token_hash FROM password_reset_tokens")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "one token, for the known account");
+    assert!(
+        stored.iter().all(|h| h != token.as_bytes()),
+        "the token is kept only hashed"
+    );
+
+    let confirm = |token: &str, password: &str| {
+        app.post_as(
+            Auth::Anonymous,
+            "/v1/auth/password-reset/confirm",
+            json!({"token": token, "new_password": password}),
+        )
+    };
+    confirm(&token, "short")
+        .await
+        .assert_problem(422, "validation-failed");
+    let done = confirm(&token, "a-brand-new-password").await;
+    assert_eq!(done.status, StatusCode::NO_CONTENT, "{}", done.body);
+    confirm(&token, "yet-another-password")
+        .await
+        .assert_problem(400, "invalid-reset-token");
+    confirm("never-issued", "yet-another-password")
+        .await
+        .assert_problem(400, "invalid-reset-token");
+
+    password_login(&app, &customer.email, CUSTOMER_PASSWORD)
+        .await
+        .assert_problem(401, "invalid-credentials");
+    let ok = password_login(&app, &customer.email, "a-brand-new-password").await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    // The session from before the reset is over.
+    app.post_as(
+        Auth::Anonymous,
+        "/v1/auth/token",
+        json!({"grant_type": "refresh_token", "refresh_token": customer.refresh_token}),
+    )
+    .await
+    .assert_problem(401, "invalid-grant");
+}
+
+#[tokio::test]
+async fn an_expired_reset_token_is_refused() {
+    let app = spawn_app_with(|s| s.auth.reset_token_ttl_secs = 1).await;
+    let customer = app.customer().await;
+    app.post_as(
+        Auth::Anonymous,
+        "/v1/auth/password-reset",
+        json!({"email": customer.email}),
+    )
+    .await;
+    let token = reset_token(&app, &customer.email).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.post_as(
+        Auth::Anonymous,
+        "/v1/auth/password-reset/confirm",
+        json!({"token": token, "new_password": "a-brand-new-password"}),
+    )
+    .await
+    .assert_problem(400, "invalid-reset-token");
+}
+
+#[tokio::test]
+async fn repeated_failed_logins_lock_the_account_even_for_the_right_password() {
+    let app = spawn_app_with(|s| {
+        s.auth.login_failures_per_account = 3;
+        s.auth.login_failures_per_address = 100;
+    })
+    .await;
+    let customer = app.customer().await;
+    for _ in 0..3 {
+        password_login(&app, &customer.email, "wrong-password-1")
+            .await
+            .assert_problem(401, "invalid-credentials");
+    }
+    let locked = password_login(&app, &customer.email, CUSTOMER_PASSWORD).await;
+    locked.assert_problem(429, "rate-limited");
+    let wait: u64 = locked.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=300).contains(&wait), "{wait}");
+    // Another account from the same address is not locked.
+    let other = app.customer().await;
+    assert_eq!(
+        password_login(&app, &other.email, CUSTOMER_PASSWORD)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_address_across_accounts() {
+    let app = spawn_app_with(|s| {
+        s.auth.login_failures_per_account = 100;
+        s.auth.login_failures_per_address = 4;
+    })
+    .await;
+    for _ in 0..4 {
+        password_login(&app, &unique_email(), "wrong-password-1")
+            .await
+            .assert_problem(401, "invalid-credentials");
+    }
+    password_login(&app, &unique_email(), "wrong-password-1")
+        .await
+        .assert_problem(429, "rate-limited");
+}
+
+#[tokio::test]
+async fn a_login_flood_past_the_hashing_queue_is_shed_with_503() {
+    let app = spawn_app_with(|s| {
+        s.auth.hashing_threads = 1;
+        s.auth.hashing_queue = 1;
+        s.auth.argon2_memory_kib = 32_768;
+        s.auth.argon2_iterations = 3;
+        s.auth.login_failures_per_address = 1000;
+    })
+    .await;
+    let email = unique_email();
+    let answers = join_all((0..12).map(|_| password_login(&app, &email, "wrong-password-1"))).await;
+    let shed: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(
+        !shed.is_empty(),
+        "nothing was shed: {:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    for answer in shed {
+        answer.assert_problem(503, "overloaded");
+        assert!(answer.headers.contains_key("retry-after"));
+    }
+    // Other requests are served meanwhile.
+    let (status, _) = app.get("/.well-known/jwks.json").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_bootstrap_admin_is_created_once_and_can_act() {
+    let db = crate::support::database::TestDatabase::create().await;
+    let mut settings = db.settings();
+    settings.auth.bootstrap_admin_email = ADMIN_EMAIL.to_owned();
+    settings.auth.bootstrap_admin_password =
+        infra::secrecy::SecretString::from(ADMIN_PASSWORD.to_owned());
+    let url = db.url.clone();
+    let app = crate::support::app::spawn_app_on(db, settings.clone()).await;
+    let (token, _) = login(&app.client, &app.url, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let customer = app.customer().await;
+    let granted = app
+        .post_as(
+            Auth::Bearer(&token),
+            &format!("/v1/users/{}/roles", customer.id),
+            json!({"role": "support"}),
+        )
+        .await;
+    assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
+    // A second start on the same database creates nothing more.
+    let admins = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE event_type = 'UserRegistered' AND payload->>'email' = $1")
+            .bind(ADMIN_EMAIL)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(admins().await, 1);
+    let mut again = settings.clone();
+    again.database.url = infra::secrecy::SecretString::from(url);
+    let second = command_api::build(&again).await.expect("a second start");
+    drop(second);
+    assert_eq!(admins().await, 1);
+}
