@@ -61,11 +61,22 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
     let state = AppState {
         bus,
         identity: identity.clone(),
-        webhook: Arc::new(Webhook::new(
-            &secrets,
-            settings.webhook.tolerance_secs,
-            settings.command_api.body_limit_bytes,
-        )),
+        webhook: Arc::new(
+            Webhook::new(
+                &secrets,
+                settings.webhook.tolerance_secs,
+                settings.command_api.body_limit_bytes,
+            )
+            .map_err(|short| {
+                StartupError::config(
+                    "webhook.secrets",
+                    std::io::Error::other(format!(
+                        "{short} secret(s) shorter than {} characters",
+                        webhook::MIN_SECRET_CHARS
+                    )),
+                )
+            })?,
+        ),
         body_limit: settings.command_api.body_limit_bytes,
     };
     let service = bind_api(settings, pool.clone(), router(state))

@@ -10,7 +10,6 @@
 use aws_lc_rs::hmac;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
@@ -26,7 +25,7 @@ use uuid::Uuid;
 
 use crate::core::{Dispatch, RequestMetadata};
 use crate::error::ApiError;
-use crate::http::{metadata, parse};
+use crate::http::{metadata, parse, read_limited};
 use crate::routes::Reply;
 use crate::state::AppState;
 
@@ -40,6 +39,9 @@ pub struct Webhook {
     tolerance_secs: i64,
     body_limit: usize,
 }
+
+/// Shortest webhook secret accepted in the settings.
+pub const MIN_SECRET_CHARS: usize = 16;
 
 /// Why a callback's signature was not accepted.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -55,15 +57,27 @@ pub enum SignatureError {
 }
 
 impl Webhook {
-    pub fn new(secrets: &[SecretString], tolerance_secs: u64, body_limit: usize) -> Self {
-        Self {
+    /// Secrets shorter than [`MIN_SECRET_CHARS`] are refused: `Err` names how many were.
+    pub fn new(
+        secrets: &[SecretString],
+        tolerance_secs: u64,
+        body_limit: usize,
+    ) -> Result<Self, usize> {
+        let short = secrets
+            .iter()
+            .filter(|s| s.expose_secret().chars().count() < MIN_SECRET_CHARS)
+            .count();
+        if short > 0 {
+            return Err(short);
+        }
+        Ok(Self {
             keys: secrets
                 .iter()
                 .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s.expose_secret().as_bytes()))
                 .collect(),
             tolerance_secs: tolerance_secs as i64,
             body_limit,
-        }
+        })
     }
 
     /// Checks `X-Signature` against the raw body at time `now` (unix seconds).
@@ -89,7 +103,7 @@ impl Webhook {
         if signatures.is_empty() {
             return Err(SignatureError::Malformed);
         }
-        if (now - timestamp).abs() > self.tolerance_secs {
+        if now.abs_diff(timestamp) > self.tolerance_secs.unsigned_abs() {
             return Err(SignatureError::Stale);
         }
         let mut signed = Vec::with_capacity(body.len() + 24);
@@ -153,15 +167,12 @@ pub fn routes() -> Router<AppState> {
         (status = 422, description = "invalid field")))]
 pub async fn payments(
     State(state): State<AppState>,
-    parts: Parts,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Result<Reply, ApiError> {
     let webhook = &state.webhook;
-    if body.len() > webhook.body_limit {
-        return Err(ApiError::PayloadTooLarge {
-            limit: webhook.body_limit,
-        });
-    }
+    let (parts, body) = request.into_parts();
+    let request = axum::extract::Request::from_parts(parts.clone(), body);
+    let body: Bytes = read_limited(request, webhook.body_limit).await?;
     let header = parts
         .headers
         .get("x-signature")
@@ -246,17 +257,17 @@ mod tests {
 
     fn webhook() -> Webhook {
         let secrets = [
-            SecretString::from("current-secret".to_owned()),
-            SecretString::from("previous-secret".to_owned()),
+            SecretString::from("current-secret-0001".to_owned()),
+            SecretString::from("previous-secret-0002".to_owned()),
         ];
-        Webhook::new(&secrets, 300, 65536)
+        Webhook::new(&secrets, 300, 65536).unwrap()
     }
 
     #[test]
     fn a_signature_by_either_secret_within_the_tolerance_is_accepted() {
         let body = br#"{"provider_event_id":"e1"}"#;
         let now = 1_800_000_000;
-        for secret in ["current-secret", "previous-secret"] {
+        for secret in ["current-secret-0001", "previous-secret-0002"] {
             assert_eq!(
                 webhook().verify(Some(&sign(secret, now, body)), body, now),
                 Ok(())
@@ -291,28 +302,36 @@ mod tests {
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            w.verify(Some(&sign("current-secret", now - 301, body)), body, now),
+            w.verify(
+                Some(&sign("current-secret-0001", now - 301, body)),
+                body,
+                now
+            ),
             Err(SignatureError::Stale)
         );
         assert_eq!(
-            w.verify(Some(&sign("current-secret", now + 301, body)), body, now),
+            w.verify(
+                Some(&sign("current-secret-0001", now + 301, body)),
+                body,
+                now
+            ),
             Err(SignatureError::Stale)
         );
         let tampered = br#"{"provider_event_id":"e2"}"#;
         assert_eq!(
-            w.verify(Some(&sign("current-secret", now, body)), tampered, now),
+            w.verify(Some(&sign("current-secret-0001", now, body)), tampered, now),
             Err(SignatureError::Mismatch)
         );
         // The timestamp is signed: moving it breaks the signature.
-        let moved = sign("current-secret", now, body)
+        let moved = sign("current-secret-0001", now, body)
             .replace(&format!("t={now}"), &format!("t={}", now - 1));
         assert_eq!(
             w.verify(Some(&moved), body, now),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            Webhook::new(&[], 300, 65536).verify(
-                Some(&sign("current-secret", now, body)),
+            Webhook::new(&[], 300, 65536).unwrap().verify(
+                Some(&sign("current-secret-0001", now, body)),
                 body,
                 now
             ),

@@ -56,9 +56,18 @@ pub fn admit(principal: Option<&Principal>, access: Access) -> Result<bool, Comm
     }
 }
 
+/// The role check of [`Governed::creation_access`] alone.
+pub fn admit_creation<A: Governed>(principal: Option<&Principal>) -> Result<(), CommandError> {
+    admit(principal, A::creation_access()).map(|_| ())
+}
+
 /// What an aggregate tells the policy.
 pub trait Governed: cqrs_es::Aggregate {
     fn access(command: &Self::Command) -> Access;
+    /// The access of the command that creates one; routes that look up a reference before
+    /// they can build that command check this first ([`admit_creation`]), so that a role
+    /// that may not create one learns nothing from the lookup.
+    fn creation_access() -> Access;
     /// The owner: from the state, or for a new aggregate from the command.
     fn owner(&self, id: Uuid, command: &Self::Command) -> Option<Owner>;
     /// What a customer who does not own it is told: exactly what they would be told if it
@@ -69,10 +78,13 @@ pub trait Governed: cqrs_es::Aggregate {
 impl Governed for User {
     fn access(command: &UserCommand) -> Access {
         match command {
-            UserCommand::Register { .. } => Access::Public,
+            UserCommand::Register { .. } => Self::creation_access(),
             UserCommand::GrantRole { .. } | UserCommand::RevokeRole { .. } => Access::Admin,
             _ => Access::Owner { service: false },
         }
+    }
+    fn creation_access() -> Access {
+        Access::Public
     }
     fn owner(&self, id: Uuid, _command: &UserCommand) -> Option<Owner> {
         Some(Owner::Customer(id))
@@ -85,10 +97,13 @@ impl Governed for User {
 impl Governed for Order {
     fn access(command: &OrderCommand) -> Access {
         match command {
-            OrderCommand::Place { .. } => Access::Owner { service: false },
+            OrderCommand::Place { .. } => Self::creation_access(),
             OrderCommand::Cancel { .. } => Access::Owner { service: true },
             _ => Access::Operator,
         }
+    }
+    fn creation_access() -> Access {
+        Access::Owner { service: false }
     }
     fn owner(&self, _id: Uuid, command: &OrderCommand) -> Option<Owner> {
         match (self.customer_id(), command) {
@@ -112,9 +127,12 @@ impl Governed for Order {
 impl Governed for Payment {
     fn access(command: &PaymentCommand) -> Access {
         match command {
-            PaymentCommand::Initiate { .. } => Access::Owner { service: true },
+            PaymentCommand::Initiate { .. } => Self::creation_access(),
             _ => Access::Operator,
         }
+    }
+    fn creation_access() -> Access {
+        Access::Owner { service: true }
     }
     fn owner(&self, _id: Uuid, command: &PaymentCommand) -> Option<Owner> {
         match (self.order_id(), command) {

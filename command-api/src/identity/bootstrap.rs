@@ -13,6 +13,9 @@ use super::passwords::check_length;
 use super::{store, Identity};
 use crate::core::{Actor, CommandBus, CommandError, Dispatch, RequestMetadata};
 
+/// The client id the bootstrap acts as (reserved: see `super::clients::RESERVED`).
+const ACTOR: &str = "bootstrap";
+
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
     #[error("auth.bootstrap_admin_email: {0}")]
@@ -44,9 +47,16 @@ pub async fn ensure_admin(
             .load::<User>(existing)
             .await
             .map_err(BootstrapError::Command)?;
-        if !user.is_some_and(|u| u.roles().contains(&Role::Admin)) {
-            tracing::error!(user = %existing, "the bootstrap admin's email belongs to an account without the admin role; it was not promoted");
+        if user.is_some_and(|u| u.roles().contains(&Role::Admin)) {
+            return Ok(None);
         }
+        // Registered by an earlier bootstrap that stopped before the grant: finish it.
+        if registered_by_bootstrap(&identity.pool, existing).await? {
+            grant_admin(bus, existing).await?;
+            tracing::info!(user = %existing, "bootstrap admin promoted");
+            return Ok(None);
+        }
+        tracing::error!(user = %existing, "the bootstrap admin's email belongs to an account without the admin role; it was not promoted");
         return Ok(None);
     }
     let hash = identity
@@ -54,11 +64,32 @@ pub async fn ensure_admin(
         .hash(password)
         .await
         .map_err(BootstrapError::Hash)?;
+    let command = UserCommand::Register {
+        email,
+        display_name: DisplayName::parse("Administrator")
+            .map_err(|e| BootstrapError::Email(e.to_string()))?,
+    };
+    let mut register = Dispatch::<User>::create("register_user", command, [0; 32]);
+    register.credential = Some(hash);
+    let id = register.id;
+    match bus.execute(&metadata("bootstrap register"), register).await {
+        Ok(_) => {}
+        // Another instance bootstrapping at the same moment won.
+        Err(CommandError::Taken { .. }) => return Ok(None),
+        Err(error) => return Err(BootstrapError::Command(error)),
+    }
+    grant_admin(bus, id).await?;
+    tracing::info!(user = %id, "bootstrap admin created");
+    Ok(Some(id))
+}
+
+/// The bootstrap's own principal and request metadata.
+fn metadata(operation: &str) -> RequestMetadata {
     let principal = Principal::new(
-        Subject::Service("bootstrap".to_owned()),
+        Subject::Service(ACTOR.to_owned()),
         [infra::auth::Role::Admin],
     );
-    let meta = |operation: &str| RequestMetadata {
+    RequestMetadata {
         actor: Actor(principal.sub()),
         principal: Some(principal.clone()),
         command_id: Uuid::now_v7(),
@@ -72,30 +103,31 @@ pub async fn ensure_admin(
         expected_version: None,
         idempotency_key: None,
         operation: operation.to_owned(),
-    };
-    let command = UserCommand::Register {
-        email,
-        display_name: DisplayName::parse("Administrator")
-            .map_err(|e| BootstrapError::Email(e.to_string()))?,
-    };
-    let mut register = Dispatch::<User>::create("register_user", command, [0; 32]);
-    register.credential = Some(hash);
-    let id = register.id;
-    match bus.execute(&meta("bootstrap register"), register).await {
-        Ok(_) => {}
-        // Another instance bootstrapping at the same moment won.
-        Err(CommandError::Taken { .. }) => return Ok(None),
-        Err(error) => return Err(BootstrapError::Command(error)),
     }
+}
+
+async fn grant_admin(bus: &CommandBus, id: Uuid) -> Result<(), BootstrapError> {
     let grant = Dispatch::<User>::existing(
         "grant_role",
         id,
         UserCommand::GrantRole { role: Role::Admin },
         [0; 32],
     );
-    bus.execute(&meta("bootstrap grant admin"), grant)
+    bus.execute(&metadata("bootstrap grant admin"), grant)
         .await
-        .map_err(BootstrapError::Command)?;
-    tracing::info!(user = %id, "bootstrap admin created");
-    Ok(Some(id))
+        .map(|_| ())
+        .map_err(BootstrapError::Command)
+}
+
+/// Whether the user's registration was the bootstrap's own.
+async fn registered_by_bootstrap(pool: &sqlx::PgPool, id: Uuid) -> Result<bool, BootstrapError> {
+    let actor: Option<String> = sqlx::query_scalar(
+        "SELECT metadata->>'actor' FROM events
+         WHERE aggregate_type = 'user' AND aggregate_id = $1 AND sequence = 1",
+    )
+    .bind(id.to_string())
+    .fetch_optional(pool)
+    .await
+    .map_err(BootstrapError::Database)?;
+    Ok(actor.as_deref() == Some(&format!("service:{ACTOR}")))
 }

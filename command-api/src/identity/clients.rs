@@ -12,9 +12,14 @@ use sha2::{Digest, Sha256};
 #[error("auth.clients: {0}")]
 pub struct ClientsError(String);
 
+/// Client ids the command API uses for itself: no configured client may take one (it would
+/// share their actor and idempotency scope).
+pub const RESERVED: [&str; 2] = ["payments-webhook", "bootstrap"];
+
 #[derive(Default)]
 pub struct Clients {
-    digests: HashMap<String, [u8; 32]>,
+    /// Every secret a client may use: several while one is being rotated.
+    digests: HashMap<String, Vec<[u8; 32]>>,
 }
 
 impl Clients {
@@ -32,28 +37,34 @@ impl Clients {
                     "{id:?} is not a client id ([a-z0-9._-], 1 to 64)"
                 )));
             }
+            if RESERVED.contains(&id) {
+                return Err(ClientsError(format!("{id:?} is reserved")));
+            }
             if secret.trim().chars().count() < 16 {
                 return Err(ClientsError(format!(
                     "the secret of {id} is shorter than 16 characters"
                 )));
             }
-            digests.insert(
-                id.to_owned(),
-                Sha256::digest(secret.trim().as_bytes()).into(),
-            );
+            digests
+                .entry(id.to_owned())
+                .or_insert_with(Vec::new)
+                .push(Sha256::digest(secret.trim().as_bytes()).into());
         }
         Ok(Self { digests })
     }
 
-    /// Whether `secret` is the client's. Unknown clients cost the same comparison.
+    /// Whether `secret` is one of the client's. Unknown clients cost a comparison too.
     pub fn verify(&self, client_id: &str, secret: &str) -> bool {
         let offered: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        let (known, expected) = match self.digests.get(client_id) {
-            Some(digest) => (true, *digest),
-            None => (false, [0u8; 32]),
-        };
-        let equal = verify_slices_are_equal(&offered, &expected).is_ok();
-        known && equal
+        match self.digests.get(client_id) {
+            Some(digests) => digests.iter().fold(false, |any, expected| {
+                verify_slices_are_equal(&offered, expected).is_ok() | any
+            }),
+            None => {
+                let _ = verify_slices_are_equal(&offered, &[0u8; 32]);
+                false
+            }
+        }
     }
 }
 
@@ -74,8 +85,26 @@ mod tests {
     }
 
     #[test]
-    fn malformed_entries_and_short_secrets_are_refused() {
-        for entry in ["no-equals", "Bad Id=0123456789abcdef", "pm=short"] {
+    fn two_secrets_of_one_client_both_work_during_a_rotation() {
+        let clients = Clients::parse(&[
+            secret("process-manager=0123456789abcdef"),
+            secret("process-manager=fedcba9876543210"),
+        ])
+        .unwrap();
+        assert!(clients.verify("process-manager", "0123456789abcdef"));
+        assert!(clients.verify("process-manager", "fedcba9876543210"));
+        assert!(!clients.verify("process-manager", "0000000000000000"));
+    }
+
+    #[test]
+    fn malformed_entries_short_secrets_and_reserved_ids_are_refused() {
+        for entry in [
+            "no-equals",
+            "Bad Id=0123456789abcdef",
+            "pm=short",
+            "payments-webhook=0123456789abcdef",
+            "bootstrap=0123456789abcdef",
+        ] {
             assert!(Clients::parse(&[secret(entry)]).is_err(), "{entry}");
         }
     }

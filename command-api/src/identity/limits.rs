@@ -11,13 +11,20 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-/// Counts failures per key in a fixed window that starts at the first failure; once `max`
-/// failures are in the window, the key is blocked until the window ends.
+/// Counts attempts per key in a fixed window that starts at the first one; once `max` are in
+/// the window, the key is blocked until the window ends. An attempt is counted when it
+/// starts ([`FailureLimiter::attempt`]), before the password is checked, so concurrent
+/// guesses cannot slip past the limit; a success takes its attempt back
+/// ([`FailureLimiter::succeeded`]). At most [`MAX_KEYS`] keys are tracked: past that,
+/// expired ones are dropped, and if none has expired a new key is refused until one does.
 pub struct FailureLimiter {
     max: u32,
     window: Duration,
     entries: Mutex<HashMap<String, (u32, Instant)>>,
 }
+
+/// Most keys a [`FailureLimiter`] tracks (bounded memory whatever callers send).
+pub const MAX_KEYS: usize = 100_000;
 
 impl FailureLimiter {
     pub fn new(max: u32, window: Duration) -> Self {
@@ -36,26 +43,47 @@ impl FailureLimiter {
         (*count >= self.max).then_some(left)
     }
 
-    pub fn fail(&self, key: &str) {
+    /// Counts an attempt; `Err` with the time left when the key is blocked already (then
+    /// nothing is counted).
+    pub fn attempt(&self, key: &str) -> Result<(), Duration> {
         let Ok(mut entries) = self.entries.lock() else {
-            return;
+            return Err(self.window);
         };
         let now = Instant::now();
+        if !entries.contains_key(key) && entries.len() >= MAX_KEYS {
+            let window = self.window;
+            entries.retain(|_, (_, since)| since.elapsed() < window);
+            if entries.len() >= MAX_KEYS {
+                return Err(self.window);
+            }
+        }
         let entry = entries.entry(key.to_owned()).or_insert((0, now));
         if entry.1.elapsed() >= self.window {
             *entry = (0, now);
         }
+        if entry.0 >= self.max {
+            return Err(self.window.saturating_sub(entry.1.elapsed()));
+        }
         entry.0 += 1;
-        // Bounded memory: an address spraying many accounts cannot grow the map for ever.
-        if entries.len() > 100_000 {
-            let window = self.window;
-            entries.retain(|_, (_, since)| since.elapsed() < window);
+        Ok(())
+    }
+
+    /// Takes back an attempt that succeeded; with `forget`, the key's whole count.
+    pub fn succeeded(&self, key: &str, forget: bool) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if forget {
+                entries.remove(key);
+            } else if let Some(entry) = entries.get_mut(key) {
+                entry.0 = entry.0.saturating_sub(1);
+            }
         }
     }
 
-    pub fn clear(&self, key: &str) {
+    /// Drops keys whose window has ended.
+    pub fn sweep(&self) {
         if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(key);
+            let window = self.window;
+            entries.retain(|_, (_, since)| since.elapsed() < window);
         }
     }
 }
@@ -107,27 +135,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failures_block_after_the_maximum_and_only_that_key() {
+    fn attempts_block_after_the_maximum_and_only_that_key() {
         let limiter = FailureLimiter::new(3, Duration::from_secs(60));
-        for _ in 0..2 {
-            limiter.fail("a");
+        for _ in 0..3 {
+            assert!(limiter.attempt("a").is_ok());
         }
-        assert_eq!(limiter.blocked("a"), None);
-        limiter.fail("a");
-        let left = limiter.blocked("a").expect("blocked");
+        assert!(limiter.blocked("a").is_some());
+        let left = limiter.attempt("a").expect_err("blocked");
         assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(55));
-        assert_eq!(limiter.blocked("b"), None);
-        limiter.clear("a");
+        assert!(limiter.attempt("b").is_ok());
+        limiter.succeeded("a", true);
         assert_eq!(limiter.blocked("a"), None);
+    }
+
+    #[test]
+    fn a_success_takes_its_attempt_back() {
+        let limiter = FailureLimiter::new(2, Duration::from_secs(60));
+        for _ in 0..10 {
+            assert!(limiter.attempt("a").is_ok());
+            limiter.succeeded("a", false);
+        }
+        assert!(limiter.attempt("a").is_ok());
+        assert!(limiter.attempt("a").is_ok());
+        assert!(limiter.attempt("a").is_err());
     }
 
     #[test]
     fn a_block_ends_with_its_window() {
         let limiter = FailureLimiter::new(1, Duration::from_millis(30));
-        limiter.fail("a");
+        assert!(limiter.attempt("a").is_ok());
         assert!(limiter.blocked("a").is_some());
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(limiter.blocked("a"), None);
+        limiter.sweep();
+        assert!(limiter.entries.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_number_of_keys_is_bounded() {
+        let limiter = FailureLimiter::new(5, Duration::from_secs(60));
+        for i in 0..MAX_KEYS {
+            assert!(limiter.attempt(&i.to_string()).is_ok());
+        }
+        assert!(limiter.attempt("one-more").is_err());
+        assert!(limiter.attempt("7").is_ok(), "known keys still count");
     }
 
     #[test]

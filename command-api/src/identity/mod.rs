@@ -123,6 +123,8 @@ impl Identity {
             self.commands.sweep();
             self.service_commands.sweep();
             self.anonymous.sweep();
+            self.failures_by_account.sweep();
+            self.failures_by_address.sweep();
             match store::purge(&self.pool).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "purged expired tokens and messages"),

@@ -254,19 +254,23 @@ async fn password_grant(
     password: &SecretString,
 ) -> Result<TokenResponse, AuthProblem> {
     let identity = &state.identity;
-    let account = Email::parse(email)
-        .map(|e| e.normalized())
-        .unwrap_or_else(|_| email.to_lowercase());
+    // An address that is not an email names no account: only the address is counted.
+    let account = Email::parse(email).ok().map(|e| e.normalized());
     let address = address.key();
-    let blocked = identity
-        .failures_by_account
-        .blocked(&account)
-        .or_else(|| identity.failures_by_address.blocked(&address));
-    if let Some(wait) = blocked {
-        metrics::counter!("auth_logins_total", "outcome" => "limited").increment(1);
-        return Err(AuthProblem::RateLimited(wait));
+    identity
+        .failures_by_address
+        .attempt(&address)
+        .map_err(limited)?;
+    if let Some(account) = &account {
+        if let Err(wait) = identity.failures_by_account.attempt(account) {
+            identity.failures_by_address.succeeded(&address, false);
+            return Err(limited(wait));
+        }
     }
-    let stored = store::credentials_by_email(&identity.pool, &account).await?;
+    let stored = match &account {
+        Some(account) => store::credentials_by_email(&identity.pool, account).await?,
+        None => None,
+    };
     let user_id = stored.as_ref().map(|(id, _)| *id);
     let matched = identity
         .passwords
@@ -277,12 +281,13 @@ async fn password_grant(
         _ => None,
     };
     let Some((id, roles)) = user else {
-        identity.failures_by_account.fail(&account);
-        identity.failures_by_address.fail(&address);
         metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
         return Err(AuthProblem::InvalidCredentials);
     };
-    identity.failures_by_account.clear(&account);
+    identity.failures_by_address.succeeded(&address, false);
+    if let Some(account) = &account {
+        identity.failures_by_account.succeeded(account, true);
+    }
     metrics::counter!("auth_logins_total", "outcome" => "ok").increment(1);
     let principal = Principal::new(Subject::User(id), roles);
     let refresh = store::start_family(&identity.pool, id, identity.refresh_ttl).await?;
@@ -341,16 +346,23 @@ fn client_grant(
     use infra::secrecy::ExposeSecret;
     let identity = &state.identity;
     let address = address.key();
-    if let Some(wait) = identity.failures_by_address.blocked(&address) {
-        return Err(AuthProblem::RateLimited(wait));
-    }
+    identity
+        .failures_by_address
+        .attempt(&address)
+        .map_err(limited)?;
     if !identity.clients.verify(client_id, secret.expose_secret()) {
-        identity.failures_by_address.fail(&address);
         metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
         return Err(AuthProblem::InvalidCredentials);
     }
+    identity.failures_by_address.succeeded(&address, false);
     let principal = Principal::new(Subject::Service(client_id.to_owned()), [Role::Service]);
     issue(state, &principal, None)
+}
+
+/// A refused attempt, counted.
+fn limited(wait: std::time::Duration) -> AuthProblem {
+    metrics::counter!("auth_logins_total", "outcome" => "limited").increment(1);
+    AuthProblem::RateLimited(wait)
 }
 
 /// The user's roles if the user exists and is active.

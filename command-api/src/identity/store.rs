@@ -84,6 +84,9 @@ pub async fn start_family(
     Ok(token)
 }
 
+/// Longest a login's refresh family lives, however often it is refreshed.
+pub const FAMILY_MAX_AGE_DAYS: i32 = 90;
+
 /// What presenting a refresh token came to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rotation {
@@ -109,9 +112,11 @@ pub async fn rotate(pool: &PgPool, token: &str, ttl: Duration) -> Result<Rotatio
          FROM refresh_families f
          WHERE t.token_hash = $1 AND t.rotated_at IS NULL AND t.expires_at > now()
            AND f.id = t.family_id AND f.revoked_at IS NULL
+           AND f.created_at > now() - make_interval(days => $2)
          RETURNING f.id, f.user_id",
     )
     .bind(&hash)
+    .bind(FAMILY_MAX_AGE_DAYS)
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(row) = live {
@@ -197,7 +202,8 @@ async fn revoke_user(
     Ok(done.rows_affected())
 }
 
-/// Creates a reset token for the user and queues the message that carries it.
+/// Creates a reset token for the user and queues the message that carries it, unless one
+/// was made for the user in the last minute (so nobody can flood a mailbox with resets).
 pub async fn request_reset(
     pool: &PgPool,
     user_id: Uuid,
@@ -206,12 +212,17 @@ pub async fn request_reset(
 ) -> Result<(), sqlx::Error> {
     let token = new_token()?;
     sqlx::query(
-        "WITH reset AS (
+        "WITH recent AS (
+             SELECT 1 FROM password_reset_tokens
+             WHERE user_id = $2 AND created_at > now() - interval '1 minute'
+         ), reset AS (
              INSERT INTO password_reset_tokens (token_hash, user_id, expires_at)
-             VALUES ($1, $2, now() + make_interval(secs => $3)))
+             SELECT $1, $2, now() + make_interval(secs => $3)
+             WHERE NOT EXISTS (SELECT 1 FROM recent))
          INSERT INTO notification_outbox (kind, recipient, payload)
-         VALUES ('password_reset', $4, jsonb_build_object('user_id', $2::text, 'token', $5::text,
-                 'expires_in_secs', $3))",
+         SELECT 'password_reset', $4, jsonb_build_object('user_id', $2::text, 'token', $5::text,
+                'expires_in_secs', $3)
+         WHERE NOT EXISTS (SELECT 1 FROM recent)",
     )
     .bind(token_hash(&token))
     .bind(user_id)
@@ -221,6 +232,17 @@ pub async fn request_reset(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Whether a reset token is known, unused and unexpired (checked before hashing anything).
+pub async fn reset_token_usable(pool: &PgPool, token: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM password_reset_tokens
+                        WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now())",
+    )
+    .bind(token_hash(token))
+    .fetch_one(pool)
+    .await
 }
 
 /// Uses a reset token: sets the new password hash, ends every other reset token of the user

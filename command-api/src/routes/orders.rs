@@ -113,6 +113,7 @@ pub async fn place(
     meta: RequestMetadata,
     body: JsonBody<PlaceOrder>,
 ) -> Result<Reply, ApiError> {
+    crate::core::policy::admit_creation::<Order>(meta.principal.as_ref())?;
     let command = parse_place(&body.value)?;
     if let OrderCommand::Place { customer_id, .. } = &command {
         state.bus.require_active_customer(*customer_id).await?;

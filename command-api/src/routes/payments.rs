@@ -80,6 +80,7 @@ pub async fn initiate(
     };
     let amount = Money::positive(amount, currency)
         .map_err(|e| ApiError::field("amount_minor", e.to_string()))?;
+    crate::core::policy::admit_creation::<Payment>(meta.principal.as_ref())?;
     let order = state.bus.payment_terms(order_id).await?;
     let command = PaymentCommand::Initiate {
         order_id,

@@ -56,9 +56,12 @@ impl JwksSource {
         })
     }
 
-    /// Fetches the keys unless the last fetch was less than [`MIN_REFETCH`] ago.
+    /// Fetches the keys unless the last fetch was less than [`MIN_REFETCH`] ago or another is
+    /// under way (requests naming an unknown key do not queue behind a slow fetch).
     pub async fn fetch_if_due(&self) -> Result<Option<Vec<(String, Vec<u8>)>>, JwksError> {
-        let mut last = self.last.lock().await;
+        let Ok(mut last) = self.last.try_lock() else {
+            return Ok(None);
+        };
         if last.is_some_and(|at| at.elapsed() < MIN_REFETCH) {
             return Ok(None);
         }

@@ -13,6 +13,10 @@ use super::{Principal, Role, SigningKeys, Subject};
 
 /// Longest lifetime of an access token, whatever the settings say.
 pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
+/// The `typ` of access tokens (RFC 9068).
+pub const TOKEN_TYPE: &str = "at+jwt";
+/// Most verified tokens remembered per process.
+const VERIFIED_CAPACITY: u64 = 100_000;
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: u64 = 30;
 
@@ -76,7 +80,7 @@ pub fn issue(
     let key = keys.current();
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(key.kid.clone());
-    header.typ = Some("at+jwt".to_owned());
+    header.typ = Some(TOKEN_TYPE.to_owned());
     let token =
         jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(TokenError::Signing)?;
     Ok(Issued {
@@ -92,6 +96,11 @@ pub struct Verifier {
     keys: RwLock<HashMap<String, DecodingKey>>,
     validation: Validation,
     source: Option<JwksSource>,
+    /// Tokens already verified, by their exact text, with the principal and expiry: a client
+    /// sends the same token for up to 15 minutes, and checking an Ed25519 signature costs
+    /// more than serving a cached read. Emptied whenever the trusted keys change, so a
+    /// removed key's tokens stop working at once.
+    verified: moka::sync::Cache<String, (Principal, i64)>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -112,6 +121,10 @@ impl Verifier {
             keys: RwLock::new(HashMap::new()),
             validation,
             source: None,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_live(MAX_ACCESS_TTL)
+                .build(),
         }
     }
 
@@ -134,12 +147,17 @@ impl Verifier {
 
     /// Replaces the trusted keys: `(kid, raw Ed25519 public key)`.
     pub fn replace_keys(&self, keys: Vec<(String, Vec<u8>)>) {
-        let decoded = keys
+        let decoded: HashMap<String, DecodingKey> = keys
             .into_iter()
             .map(|(kid, public)| (kid, DecodingKey::from_ed_der(&public)))
             .collect();
         if let Ok(mut guard) = self.keys.write() {
+            let changed =
+                guard.len() != decoded.len() || decoded.keys().any(|kid| !guard.contains_key(kid));
             *guard = decoded;
+            if changed {
+                self.verified.invalidate_all();
+            }
         }
     }
 
@@ -160,8 +178,16 @@ impl Verifier {
 
     /// The principal a bearer token stands for.
     pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        if let Some((principal, exp)) = self.verified.get(token) {
+            if chrono::Utc::now().timestamp() < exp + LEEWAY_SECS as i64 {
+                return Ok(principal);
+            }
+            self.verified.invalidate(token);
+            return Err(TokenError::Expired);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
-        if header.alg != Algorithm::EdDSA {
+        // Explicitly typed (RFC 8725 3.11): no other kind of JWT signed with these keys passes.
+        if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(TOKEN_TYPE) {
             return Err(TokenError::Invalid);
         }
         let kid = header.kid.ok_or(TokenError::Invalid)?;
@@ -265,6 +291,7 @@ mod tests {
     fn header(kid: &str) -> Header {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(kid.into());
+        header.typ = Some(TOKEN_TYPE.into());
         header
     }
 
@@ -290,12 +317,13 @@ mod tests {
         let now = good.iat;
         let mut cases: Vec<(&str, String)> = Vec::new();
         // alg none: header and claims, no signature.
-        let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
+        let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"at+jwt","kid":"k1"}"#);
         let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&good).unwrap());
         cases.push(("alg none", format!("{none_header}.{body}.")));
         // HS256 keyed with the public key (the classic confusion attack).
         let mut hs = Header::new(Algorithm::HS256);
         hs.kid = Some("k1".into());
+        hs.typ = Some(TOKEN_TYPE.into());
         let hmac = jsonwebtoken::EncodingKey::from_secret(&keys.current().public).unwrap();
         cases.push(("hs256", jsonwebtoken::encode(&hs, &good, &hmac).unwrap()));
         // Tampered claims: a signed token whose payload was swapped.
@@ -309,7 +337,12 @@ mod tests {
         let stranger = self::keys("k1");
         cases.push(("foreign key", sign(&stranger, &header("k1"), &good)));
         cases.push(("unknown kid", sign(&keys, &header("k9"), &good)));
-        cases.push(("no kid", sign(&keys, &Header::new(Algorithm::EdDSA), &good)));
+        let mut no_kid = header("k1");
+        no_kid.kid = None;
+        cases.push(("no kid", sign(&keys, &no_kid, &good)));
+        let mut untyped = header("k1");
+        untyped.typ = Some("JWT".into());
+        cases.push(("another type of JWT", sign(&keys, &untyped, &good)));
         let with = |f: &dyn Fn(&mut Claims)| {
             let mut c = good.clone();
             f(&mut c);
@@ -351,6 +384,23 @@ mod tests {
             );
         }
         assert!(block_on(verifier.verify(&sign(&keys, &header("k1"), &good))).is_ok());
+    }
+
+    #[test]
+    fn a_remembered_token_stops_working_when_its_key_is_removed() {
+        let keys = keys("k1");
+        let verifier = Verifier::new("iss", "aud").with_keys(&keys);
+        let token = issue(&keys, "iss", "aud", &customer(), Duration::from_secs(60)).unwrap();
+        assert!(block_on(verifier.verify(&token.token)).is_ok());
+        assert!(
+            block_on(verifier.verify(&token.token)).is_ok(),
+            "from the cache"
+        );
+        verifier.replace_keys(vec![(
+            "k2".into(),
+            self::keys("k2").current().public.clone(),
+        )]);
+        assert!(block_on(verifier.verify(&token.token)).is_err());
     }
 
     #[test]

@@ -216,8 +216,30 @@ impl ReadCache {
         C: FnOnce() -> CFut,
         CFut: Future<Output = Result<Option<i64>, E>>,
     {
+        self.get_for(key, min_version, load, committed, &|_| true)
+            .await
+    }
+
+    /// As [`Self::get`], for a reader who may see only representations `accept` allows: one
+    /// it may not see counts as absent. Loads and the cache stay shared by all readers (what
+    /// is loaded and stored is never filtered), so waiters of different principals on one
+    /// resource never hand each other a view filtered for someone else.
+    pub async fn get_for<E, F, Fut, C, CFut>(
+        &self,
+        key: Key,
+        min_version: Option<i64>,
+        load: F,
+        committed: C,
+        accept: &(dyn Fn(&Representation) -> bool + Sync),
+    ) -> Result<Arc<Representation>, Miss<E>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Option<Representation>, E>>,
+        C: FnOnce() -> CFut,
+        CFut: Future<Output = Result<Option<i64>, E>>,
+    {
         let kind = key.kind();
-        if let Some(hit) = self.entries.get(&key).await {
+        if let Some(hit) = self.entries.get(&key).await.filter(|hit| accept(hit)) {
             if min_version.is_none_or(|min| hit.version >= min) {
                 metrics::counter!("query_cache_requests_total", "resource" => kind, "result" => "hit")
                     .increment(1);
@@ -230,7 +252,8 @@ impl ReadCache {
         let found = self
             .load_and_store(key, &load)
             .await
-            .map_err(Miss::Failed)?;
+            .map_err(Miss::Failed)?
+            .filter(|found| accept(found));
         let Some(min) = min_version else {
             return found.ok_or(Miss::NotFound);
         };
@@ -246,7 +269,7 @@ impl ReadCache {
                 }
             }
         }
-        let found = self.wait_for(key, min, started, &load).await?;
+        let found = self.wait_for(key, min, started, &load, accept).await?;
         metrics::histogram!("query_min_version_wait_seconds", "resource" => kind)
             .record(started.elapsed().as_secs_f64());
         Ok(found)
@@ -259,6 +282,7 @@ impl ReadCache {
         min: i64,
         started: Instant,
         load: &F,
+        accept: &(dyn Fn(&Representation) -> bool + Sync),
     ) -> Result<Arc<Representation>, Miss<E>>
     where
         F: Fn() -> Fut,
@@ -281,7 +305,8 @@ impl ReadCache {
                 .wait()
                 .read(fresh_since, || self.load_and_store(key, load))
                 .await
-                .map_err(Miss::Failed)?;
+                .map_err(Miss::Failed)?
+                .filter(|found| accept(found));
             if let Some(found) = found.as_ref().filter(|f| f.version >= min) {
                 return Ok(found.clone());
             }

@@ -369,3 +369,36 @@ async fn a_representation_without_a_known_owner_is_served_but_not_stored() {
     let cached = cache.entries.get(&key).await.map(|e| e.owner);
     assert_eq!(cached, Some(Some(OWNER)));
 }
+
+/// Readers who may not see a representation are told it is absent, while what was loaded and
+/// cached stays whole for those who may: two waiters on one key never hand each other a view
+/// filtered for the other.
+#[tokio::test]
+async fn a_reader_who_may_not_see_it_is_told_absent_and_the_cache_stays_whole() {
+    let cache = cache();
+    let key = Key::Payment(Uuid::now_v7());
+    let load = || std::future::ready(Ok::<_, ()>(Some(rep(3))));
+    let nobody = |_: &Representation| false;
+    let owner = |r: &Representation| r.owner == Some(OWNER);
+    let refused = cache.get_for(key, None, load, committed(3), &nobody).await;
+    assert!(matches!(refused, Err(Miss::NotFound)));
+    // Loaded once, stored whole: the owner gets it from the cache.
+    let loads = AtomicU64::new(0);
+    let counting = || {
+        loads.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok::<_, ()>(Some(rep(3))))
+    };
+    let seen = cache
+        .get_for(key, Some(3), counting, committed(3), &owner)
+        .await;
+    assert_eq!(seen.unwrap().version, 3);
+    assert_eq!(loads.load(Ordering::SeqCst), 0, "served from the cache");
+    // Waiting cannot make it visible to someone who may not see it: the wait runs out.
+    let waited = cache
+        .get_for(key, Some(3), load, committed(3), &nobody)
+        .await;
+    assert!(
+        matches!(waited, Err(Miss::Behind { current: None, .. })),
+        "{waited:?}"
+    );
+}

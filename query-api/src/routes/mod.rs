@@ -78,8 +78,9 @@ pub struct ReadParams {
 ///
 /// For a customer (`Scope::Own`) another customer's resource must look exactly like a missing
 /// one, including under `min_version`, where a missing one is 404 at once and an existing one
-/// may be waited for: so what `load` finds is passed on only when the scope permits its owner
-/// (otherwise it counts as absent), and the event store is asked whether an aggregate this
+/// may be waited for: so what the cache finds counts for this reader only when the scope
+/// permits its owner (otherwise it counts as absent; loads and the cache stay shared and
+/// unfiltered), and the event store is asked whether an aggregate this
 /// customer owns exists ([`committed_version`]), not whether any does. The owner is checked
 /// again on what the cache returns, before anything (a 304 included) is answered. A payment
 /// whose order is not projected yet has no known owner, so its customer is told 404 (or,
@@ -101,14 +102,17 @@ where
     let what = key(Uuid::nil()).kind();
     let id = params::path_id(raw_id, what)?;
     let min_version = params::min_version(params.min_version)?;
-    let visible = || {
-        let loading = load(state.pool.clone(), id);
-        async move { Ok(loading.await?.filter(|r| scope.permits(r.owner))) }
-    };
     let committed = || committed_version(&state.pool, key(id), scope.viewer());
+    let permitted = |r: &Representation| scope.permits(r.owner);
     let found = state
         .cache
-        .get(key(id), min_version, visible, committed)
+        .get_for(
+            key(id),
+            min_version,
+            || load(state.pool.clone(), id),
+            committed,
+            &permitted,
+        )
         .await
         .map_err(|miss| match miss {
             Miss::NotFound | Miss::NoSuchAggregate => QueryError::NotFound { what },

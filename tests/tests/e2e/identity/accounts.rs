@@ -232,4 +232,75 @@ async fn the_bootstrap_admin_is_created_once_and_can_act() {
     let second = command_api::build(&again).await.expect("a second start");
     drop(second);
     assert_eq!(admins().await, 1);
+    // A bootstrap that stopped between registering and granting is finished by the next
+    // start (simulated by taking the role away); an account someone else registered under
+    // that email would not be promoted.
+    let admin_id: String = sqlx::query_scalar(
+        "SELECT aggregate_id FROM events WHERE event_type = 'UserRegistered' AND payload->>'email' = $1",
+    )
+    .bind(ADMIN_EMAIL)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let revoked = app
+        .send_as(
+            Auth::Bearer(&token),
+            reqwest::Method::DELETE,
+            &format!("/v1/users/{admin_id}/roles/admin"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    drop(command_api::build(&again).await.expect("a third start"));
+    let (token, _) = login(&app.client, &app.url, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let roles = app
+        .post_as(
+            Auth::Bearer(&token),
+            &format!("/v1/users/{}/roles", customer.id),
+            json!({"role": "admin"}),
+        )
+        .await;
+    assert_eq!(
+        roles.status,
+        StatusCode::OK,
+        "the admin role was not restored: {}",
+        roles.body
+    );
+}
+
+/// A registration's idempotency fingerprint leaves the password out (it is kept for a day, and
+/// a fast hash of a body holding the password would bypass argon2id): the same key, email and
+/// name with another password replay the first registration.
+#[tokio::test]
+async fn a_registration_fingerprint_holds_no_password() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    let register = |password: &'static str| {
+        app.send_as(
+            Auth::Anonymous,
+            reqwest::Method::POST,
+            "/v1/users",
+            Some(json!({"email": email, "display_name": "Idem", "password": password})),
+            &[("Idempotency-Key", "signup-1")],
+        )
+    };
+    let first = register("first-password-1").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let second = register("second-password-2").await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.body);
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.headers["idempotent-replayed"], "true");
+    // The first password is the one that counts.
+    assert_eq!(
+        password_login(&app, &email, "first-password-1")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT request_hash FROM idempotency_keys")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 32);
 }

@@ -207,7 +207,7 @@ async fn forged_and_unfit_tokens_are_refused_by_both_apis() {
     let good = customer.token.clone();
     let parts: Vec<&str> = good.split('.').collect();
     let mut forged: Vec<(&str, String)> = Vec::new();
-    let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"at+jwt"}"#);
     forged.push(("alg none", format!("{none_header}.{}.", parts[1])));
     // HS256 keyed with the published public key.
     let (_, jwks) = app.get("/.well-known/jwks.json").await;
@@ -216,6 +216,7 @@ async fn forged_and_unfit_tokens_are_refused_by_both_apis() {
         .decode(jwks["keys"][0]["x"].as_str().unwrap())
         .unwrap();
     let mut hs = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs.typ = Some(infra::auth::token::TOKEN_TYPE.into());
     hs.kid = header(&good)["kid"].as_str().map(str::to_owned);
     let hmac_key = jsonwebtoken::EncodingKey::from_secret(&public).unwrap();
     forged.push((
@@ -231,6 +232,7 @@ async fn forged_and_unfit_tokens_are_refused_by_both_apis() {
         format!("{}.{elevated}.{}", parts[0], parts[2]),
     ));
     let mut unknown = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    unknown.typ = Some(infra::auth::token::TOKEN_TYPE.into());
     unknown.kid = Some("no-such-key".into());
     let signed_elsewhere =
         infra::auth::keys::key_from_pem("k", &infra::auth::keys::generate_pem().unwrap()).unwrap();
@@ -239,6 +241,7 @@ async fn forged_and_unfit_tokens_are_refused_by_both_apis() {
         jsonwebtoken::encode(&unknown, &claims(&good), &signed_elsewhere.encoding).unwrap(),
     ));
     let mut wrong_key = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    wrong_key.typ = Some(infra::auth::token::TOKEN_TYPE.into());
     wrong_key.kid = header(&good)["kid"].as_str().map(str::to_owned);
     forged.push((
         "known kid, other key",
@@ -250,6 +253,7 @@ async fn forged_and_unfit_tokens_are_refused_by_both_apis() {
         let keys =
             infra::auth::SigningKeys::load(&crate::support::auth::keys_dir(), "", false).unwrap();
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        h.typ = Some(infra::auth::token::TOKEN_TYPE.into());
         h.kid = Some(keys.current().kid.clone());
         jsonwebtoken::encode(&h, &c, &keys.current().encoding).unwrap()
     };
