@@ -216,7 +216,10 @@ impl Verifier {
                     _ => TokenError::Invalid,
                 }
             })?;
-        principal(&data.claims)
+        let principal = principal(&data.claims)?;
+        self.verified
+            .insert(token.to_owned(), (principal.clone(), data.claims.exp));
+        Ok(principal)
     }
 }
 
@@ -392,6 +395,10 @@ mod tests {
         let verifier = Verifier::new("iss", "aud").with_keys(&keys);
         let token = issue(&keys, "iss", "aud", &customer(), Duration::from_secs(60)).unwrap();
         assert!(block_on(verifier.verify(&token.token)).is_ok());
+        assert!(
+            verifier.verified.get(&token.token).is_some(),
+            "a verified token is remembered"
+        );
         assert!(
             block_on(verifier.verify(&token.token)).is_ok(),
             "from the cache"
