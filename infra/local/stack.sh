@@ -147,7 +147,7 @@ kafka_run_up() {
 # Random secrets, made once per fresh .data/ (the admin's password, the webhook secret, the
 # registry's write credentials, the process manager's client secret) and kept in
 # .data/secrets.env, readable by its owner only.
-random_secret() { head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c "$1"; }
+random_secret() { python3 -c 'import secrets, sys; print(secrets.token_hex(int(sys.argv[1]) // 2))' "$1"; }
 
 ensure_secrets() {
   mkdir -p "$DATA"
@@ -172,7 +172,9 @@ write_env() {
   ensure_secrets
   # shellcheck disable=SC1091
   source "$DATA/secrets.env"
-  umask 077
+  # It holds the secrets too: readable by its owner only, also when it existed before.
+  touch "$DATA/stack.env"
+  chmod 600 "$DATA/stack.env"
   cat >"$DATA/stack.env" <<ENV
 DATABASE_URL=postgres://postgres@127.0.0.1:$PGPORT/$PGDATABASE
 DATABASE_ADMIN_URL=postgres://postgres@127.0.0.1:$PGPORT/postgres
