@@ -93,9 +93,9 @@ impl ApiError {
                 Problem::new(S::NOT_FOUND, code, "Not found", detail.clone())
             }
             Self::Auth(error) => error.problem(),
-            Self::RateLimited(wait) => crate::identity::routes::rate_limited(*wait),
+            Self::RateLimited(wait) => crate::identity::http::rate_limited(*wait),
             Self::Signature => crate::webhook::signature_problem(),
-            Self::Overloaded => crate::identity::routes::hashing_busy(),
+            Self::Overloaded => crate::identity::http::hashing_busy(),
             Self::Command(error) => command_problem(error),
         }
     }

@@ -48,14 +48,14 @@ impl FromRequestParts<AppState> for Registration {
             OptionalPrincipal::from_request_parts(parts, state).await?;
         let limited = match &principal {
             Some(principal) => state.identity.admit_command(principal),
-            None => match crate::identity::routes::ClientAddress::from_request_parts(parts, state)
-                .await
-            {
-                Ok(crate::identity::routes::ClientAddress(Some(ip))) => {
-                    state.identity.anonymous.check(&ip)
+            None => {
+                match crate::identity::http::ClientAddress::from_request_parts(parts, state).await {
+                    Ok(crate::identity::http::ClientAddress(Some(ip))) => {
+                        state.identity.anonymous.check(&ip)
+                    }
+                    _ => Ok(()),
                 }
-                _ => Ok(()),
-            },
+            }
         };
         limited.map_err(ApiError::RateLimited)?;
         Ok(Self(metadata(parts, principal)?))

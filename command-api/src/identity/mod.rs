@@ -6,6 +6,7 @@
 
 pub mod bootstrap;
 pub mod clients;
+pub mod http;
 pub mod limits;
 pub mod passwords;
 pub mod routes;

@@ -129,7 +129,7 @@ pub async fn register(
         .passwords
         .hash(&body.value.password)
         .await
-        .map_err(crate::identity::routes::hash_error)?;
+        .map_err(crate::identity::http::hash_error)?;
     let command = UserCommand::Register {
         email,
         display_name,
