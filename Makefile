@@ -25,8 +25,10 @@ fuzz:
 	$(CARGO) build --workspace --bins --locked
 	set -a && source .data/stack.env && set +a && ./tests/fuzz/run.sh
 
-# Offline checks of the deployment files: promtool checks the alert rules and runs their unit
-# tests (promtool unpacked from Debian's prometheus package into .data/promtool).
+# Offline checks of the deployment files (infra/deploy/): promtool on the Prometheus config and
+# alert rules, kustomize renders validated against the Kubernetes schemas, compose.yaml against
+# the Compose Specification, dashboards, collector config, Dockerfile. The tools are installed
+# into .data/ on the first run (tests/deploy/check.sh lists them).
 deploy-check:
 	./tests/deploy/check.sh
 
