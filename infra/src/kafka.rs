@@ -22,6 +22,10 @@ fn base(settings: &KafkaSettings) -> ClientConfig {
         // Small requests (one event, one fetch) must not wait for Nagle's algorithm to meet
         // the peer's delayed ACK: that alone adds up to 40 ms per hop on Linux.
         .set("socket.nagle.disable", "true");
+    // Operators' properties last, so they win: TLS, SASL and anything else librdkafka takes.
+    for (key, value) in &settings.properties.0 {
+        config.set(key, value);
+    }
     config
 }
 

@@ -164,8 +164,10 @@ impl Relay {
         stopped: &mut watch::Receiver<bool>,
     ) -> Result<(), RelayError> {
         let kafka = &self.settings.kafka;
-        infra::kafka::ensure_topics(kafka, &infra::kafka::event_topics(kafka)).await?;
-        tracing::debug!("relay: topics ready");
+        if kafka.create_topics {
+            infra::kafka::ensure_topics(kafka, &infra::kafka::event_topics(kafka)).await?;
+            tracing::debug!("relay: topics ready");
+        }
         let encoder = encoder(&self.settings.schema_registry)?;
         register_schemas(&encoder, &kafka.topic_prefix).await?;
         tracing::debug!("relay: schemas registered");
