@@ -9,14 +9,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let settings = Settings::load().context("loading settings")?;
-    infra::telemetry::init_tracing(&settings.log);
-    infra::server::block_on(settings.query_api.worker_threads, async {
-        let app = query_api::build(&settings)
-            .await
-            .context("starting the query API")?;
-        app.run_until(infra::http::shutdown_signal())
-            .await
-            .context("serving the query API")
-    })
+    infra::server::run_service(
+        "query-api",
+        &settings.log,
+        settings.query_api.worker_threads,
+        async {
+            let app = query_api::build(&settings)
+                .await
+                .context("starting the query API")?;
+            app.run_until(infra::http::shutdown_signal())
+                .await
+                .context("serving the query API")
+        },
+    )
     .context("starting the async runtime")?
 }

@@ -44,6 +44,7 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         pool: pool.clone(),
         cache: cache.clone(),
     };
+    let report_size = cache.clone().report_size(Duration::from_secs(5));
     let listen = cache.listen(pool.clone());
     let service = Service::bind(
         "query-api",
@@ -56,6 +57,7 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
     .await?;
     Ok(service
         .task("cache-listener", listen)
+        .task("cache-size", report_size)
         .task("jwks-refresh", refresh_keys(verifier)))
 }
 

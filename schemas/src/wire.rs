@@ -8,7 +8,11 @@ use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use serde_json::Value as Json;
+use tracing::Instrument;
 
 use crate::catalogue::{latest, EventSchema};
 use crate::convert::{avro_to_json, json_to_avro};
@@ -38,9 +42,39 @@ fn strategy(topic: &str, schema: &EventSchema) -> SubjectNameStrategy {
     )
 }
 
+/// What an encoder or decoder has already fetched from the registry: the converter keeps
+/// what it fetched, so only a first use calls the registry, and only a first use gets a
+/// client span ([`lookup_span`]).
+#[derive(Default)]
+struct Seen<K>(Mutex<HashSet<K>>);
+
+impl<K: std::hash::Hash + Eq> Seen<K> {
+    /// True the first time `key` is asked about (and until [`Self::forget`] is called).
+    fn first(&self, key: K) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key)
+    }
+
+    fn forget(&self, key: &K) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+/// A client span around a call that fetches from (or registers with) the schema registry,
+/// a child of the current span.
+fn lookup_span(operation: &'static str, subject: &str, schema_id: Option<u32>) -> tracing::Span {
+    tracing::info_span!(
+        "schema_registry",
+        otel.name = %format_args!("schema registry {operation}"),
+        otel.kind = "client",
+        subject,
+        schema_id,
+    )
+}
+
 /// Encodes events with their newest schema, registering it (idempotently) on first use.
 pub struct EventEncoder {
     encoder: AvroEncoder,
+    seen: Seen<String>,
 }
 
 impl EventEncoder {
@@ -48,6 +82,7 @@ impl EventEncoder {
     pub fn new(registry_url: &str) -> Self {
         Self {
             encoder: AvroEncoder::new(SrSettings::new(registry_url.to_owned())),
+            seen: Seen::default(),
         }
     }
 
@@ -55,6 +90,7 @@ impl EventEncoder {
     pub fn with_basic(registry_url: &str, user: &str, password: &str) -> Result<Self, SchemaError> {
         Ok(Self {
             encoder: AvroEncoder::new(basic_settings(registry_url, user, password)?),
+            seen: Seen::default(),
         })
     }
 
@@ -67,10 +103,24 @@ impl EventEncoder {
     ) -> Result<Vec<u8>, SchemaError> {
         let schema = latest(event_type)?;
         let value = json_to_avro(payload, &schema.schema)?;
-        self.encoder
+        let key = subject(topic, schema);
+        if !self.seen.first(key.clone()) {
+            return self
+                .encoder
+                .encode_value(value, &strategy(topic, schema))
+                .await
+                .map_err(registry_error);
+        }
+        let encoded = self
+            .encoder
             .encode_value(value, &strategy(topic, schema))
+            .instrument(lookup_span("register", &key, None))
             .await
-            .map_err(registry_error)
+            .map_err(registry_error);
+        if encoded.is_err() {
+            self.seen.forget(&key);
+        }
+        encoded
     }
 
     /// Registers every event type's newest schema under its subject on `topic`.
@@ -78,6 +128,7 @@ impl EventEncoder {
         let key = subject(topic, schema);
         self.encoder
             .get_schema_and_id(&key, strategy(topic, schema))
+            .instrument(lookup_span("register", &key, None))
             .await
             .map(|registered| registered.id)
             .map_err(registry_error)
@@ -105,12 +156,14 @@ pub struct Decoded {
 /// records), fetching writer schemas from the registry by id.
 pub struct EventDecoder {
     decoder: AvroDecoder,
+    seen: Seen<u32>,
 }
 
 impl EventDecoder {
     pub fn new(registry_url: &str) -> Self {
         Self {
             decoder: AvroDecoder::new(SrSettings::new(registry_url.to_owned())),
+            seen: Seen::default(),
         }
     }
 
@@ -118,14 +171,30 @@ impl EventDecoder {
     pub fn with_basic(registry_url: &str, user: &str, password: &str) -> Result<Self, SchemaError> {
         Ok(Self {
             decoder: AvroDecoder::new(basic_settings(registry_url, user, password)?),
+            seen: Seen::default(),
         })
     }
 
     pub async fn decode(&self, bytes: &[u8]) -> Result<Decoded, SchemaError> {
-        let result = self
-            .decoder
-            .decode_with_schema(Some(bytes))
-            .await
+        // The writer schema's id, bytes 1 to 4 of the Confluent wire format.
+        let id = bytes
+            .get(1..5)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes);
+        let decoding = self.decoder.decode_with_schema(Some(bytes));
+        let decoded = match id.filter(|id| self.seen.first(*id)) {
+            Some(id) => {
+                let decoded = decoding
+                    .instrument(lookup_span("fetch", "", Some(id)))
+                    .await;
+                if decoded.is_err() {
+                    self.seen.forget(&id);
+                }
+                decoded
+            }
+            None => decoding.await,
+        };
+        let result = decoded
             .map_err(registry_error)?
             .ok_or_else(|| SchemaError::Registry("empty message".to_owned()))?;
         let event_type = result

@@ -5,11 +5,13 @@
 use std::time::Duration;
 
 use infra::event_store::{message_headers, PublishedEvent};
+use infra::telemetry::propagation;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use schemas::wire::EventEncoder;
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use crate::tail::{Checkpoint, StoredEvent};
 
@@ -46,9 +48,41 @@ struct Outgoing {
     key: String,
     payload: Vec<u8>,
     headers: OwnedHeaders,
+    /// Its producer span while spans are exported; it ends with the broker's answer.
+    span: Option<tracing::Span>,
 }
 
-fn headers(event: &StoredEvent, event_version: &str) -> OwnedHeaders {
+/// The producer span of one message (OpenTelemetry's messaging conventions), a child of the
+/// trace stored with the event.
+fn producer_span(event: &StoredEvent, topic: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "publish",
+        otel.name = %format_args!("send {topic}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = %topic,
+        messaging.destination.partition.id = tracing::field::Empty,
+        messaging.kafka.message.key = %event.aggregate_id,
+        messaging.kafka.offset = tracing::field::Empty,
+        messaging.message.id = %event.event_id,
+        global_position = event.checkpoint.global_position,
+    );
+    let stored = event
+        .metadata
+        .get(propagation::TRACEPARENT)
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    propagation::set_parent(&span, &propagation::from_traceparent(stored));
+    span
+}
+
+/// The message headers; `traceparent` names the producer span when there is one.
+fn headers(event: &StoredEvent, event_version: &str, span: Option<&tracing::Span>) -> OwnedHeaders {
+    let traceparent = span.and_then(propagation::traceparent_of_span);
     let published = PublishedEvent {
         event_id: event.event_id,
         event_type: &event.event_type,
@@ -62,6 +96,10 @@ fn headers(event: &StoredEvent, event_version: &str) -> OwnedHeaders {
     message_headers(&published).iter().fold(
         OwnedHeaders::new_with_capacity(12),
         |headers, (key, value)| {
+            let value = match &traceparent {
+                Some(ours) if *key == propagation::TRACEPARENT => ours,
+                _ => value,
+            };
             headers.insert(Header {
                 key,
                 value: Some(value.as_str()),
@@ -92,20 +130,24 @@ impl Publisher {
             event.payload.clone(),
         );
         let topic = infra::kafka::topic_for(&self.topic_prefix, &event.aggregate_type);
-        let bytes = self
-            .encoder
-            .encode(&topic, &event.event_type, &payload)
-            .await
-            .map_err(|source| PublishError::Encode {
-                event_type: event.event_type.clone(),
-                event_id: event.event_id,
-                source,
-            })?;
+        let span = infra::telemetry::exporting().then(|| producer_span(event, &topic));
+        // A registry call on a schema's first use is a child of the producer span.
+        let encoding = self.encoder.encode(&topic, &event.event_type, &payload);
+        let encoded = match &span {
+            Some(span) => encoding.instrument(span.clone()).await,
+            None => encoding.await,
+        };
+        let bytes = encoded.map_err(|source| PublishError::Encode {
+            event_type: event.event_type.clone(),
+            event_id: event.event_id,
+            source,
+        })?;
         Ok(Outgoing {
-            topic,
             key: event.aggregate_id.clone(),
             payload: bytes,
-            headers: headers(event, &version),
+            headers: headers(event, &version, span.as_ref()),
+            topic,
+            span,
         })
     }
 
@@ -122,6 +164,7 @@ impl Publisher {
     ) -> Result<InFlight, PublishError> {
         let mut futures = Vec::with_capacity(events.len());
         let mut sent = Vec::with_capacity(events.len());
+        let mut spans = Vec::new();
         for event in events {
             let message = match self.encode(&event).await {
                 Ok(message) => message,
@@ -140,10 +183,15 @@ impl Publisher {
                 })?;
             futures.push(future);
             sent.push((event.checkpoint, event.event_id));
+            if let Some(span) = message.span {
+                spans.resize_with(sent.len() - 1, || None);
+                spans.push(Some(span));
+            }
         }
         Ok(InFlight {
             events: sent,
             futures,
+            spans,
             ack_timeout: self.ack_timeout,
         })
     }
@@ -208,6 +256,8 @@ pub async fn park(
 pub struct InFlight {
     events: Vec<(Checkpoint, uuid::Uuid)>,
     futures: Vec<DeliveryFuture>,
+    /// Producer spans by position in `events` (empty while spans are not exported).
+    spans: Vec<Option<tracing::Span>>,
     ack_timeout: Duration,
 }
 
@@ -221,9 +271,15 @@ impl InFlight {
         // re-publishes instead of waiting forever.
         let deadline = tokio::time::Instant::now() + self.ack_timeout;
         let (mut last, mut count) = (None, 0);
+        let mut spans = self.spans.into_iter();
         for ((checkpoint, event_id), future) in self.events.into_iter().zip(self.futures) {
+            let span = spans.next().flatten();
             let failure = match tokio::time::timeout_at(deadline, future).await {
-                Ok(Ok(Ok(_))) => {
+                Ok(Ok(Ok(delivery))) => {
+                    if let Some(span) = &span {
+                        span.record("messaging.destination.partition.id", delivery.partition);
+                        span.record("messaging.kafka.offset", delivery.offset);
+                    }
                     last = Some(checkpoint);
                     count += 1;
                     continue;
@@ -232,6 +288,9 @@ impl InFlight {
                 Ok(Err(_)) => KafkaError::Canceled,
                 Err(_) => KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
             };
+            if let Some(span) = &span {
+                span.record("otel.status_code", "error");
+            }
             return (
                 last,
                 count,

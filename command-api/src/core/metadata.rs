@@ -51,7 +51,10 @@ impl RequestMetadata {
             actor: self.actor.0.clone(),
             correlation_id: self.correlation_id.clone(),
             causation_id: self.causation_id.clone(),
-            traceparent: self.traceparent.clone(),
+            // Under the command's span while spans are exported, so that the relay's and the
+            // projector's spans join the trace below it.
+            traceparent: infra::telemetry::propagation::current_traceparent()
+                .unwrap_or_else(|| self.traceparent.clone()),
         }
     }
 

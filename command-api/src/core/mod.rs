@@ -25,6 +25,7 @@ use infra::event_store::{
     AppendError, AppendRequest, Claim, Credential, EventStore, Idempotency, NewEvent,
     PgEventRepository,
 };
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub use error::{database_error, CommandError};
@@ -158,25 +159,42 @@ impl CommandBus {
     {
         let started = Instant::now();
         let name = dispatch.name;
+        let span = tracing::info_span!(
+            "command",
+            otel.name = %format_args!("command {name}"),
+            otel.status_code = tracing::field::Empty,
+            command.name = name,
+            aggregate.type = A::TYPE,
+            aggregate.id = %dispatch.id,
+            outcome = tracing::field::Empty,
+        );
         // While the database is down, nothing waits for the pool's timeout: a command is
         // refused at once, and one already waiting gives up when the outage is noticed.
         let result = match self.database.check() {
-            Ok(()) => tokio::select! {
-                result = self.run(meta, dispatch) => result,
-                () = self.database.went_down() => {
-                    Err(CommandError::Unavailable(Box::new(DatabaseDown)))
+            Ok(()) => {
+                async {
+                    tokio::select! {
+                        result = self.run(meta, dispatch) => result,
+                        () = self.database.went_down() => {
+                            Err(CommandError::Unavailable(Box::new(DatabaseDown)))
+                        }
+                    }
                 }
-            },
+                .instrument(span.clone())
+                .await
+            }
             Err(down) => Err(CommandError::Unavailable(Box::new(down))),
         };
         if matches!(result, Err(CommandError::Unavailable(_))) {
             self.database.suspect();
+            span.record("otel.status_code", "error");
         }
         let outcome = match &result {
             Ok(outcome) if outcome.replayed => "replayed",
             Ok(_) => "accepted",
             Err(error) => error.outcome(),
         };
+        span.record("outcome", outcome);
         metrics::counter!("commands_total", "command" => name, "outcome" => outcome).increment(1);
         metrics::histogram!("command_duration_seconds", "command" => name)
             .record(started.elapsed().as_secs_f64());

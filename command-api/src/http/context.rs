@@ -3,7 +3,8 @@
 //! - the principal of its bearer token (401 without one), after the per-principal command
 //!   rate (429); the actor of its events is the token's `sub`, whatever headers say;
 //! - `X-Correlation-Id` (or a new UUIDv7), `X-Causation-Id` (or this command's own id);
-//! - `traceparent` (W3C; continued with a new span id, or a new trace is started);
+//! - `traceparent` (W3C, read by OpenTelemetry's propagator; continued with a new span id, or
+//!   a new trace is started);
 //! - `If-Match: "N"` (expected aggregate version) and `Idempotency-Key`;
 //! - the method and path, as the operation an idempotency key is bound to.
 
@@ -11,6 +12,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use infra::auth::{Authenticated, OptionalPrincipal, Principal};
+use infra::telemetry::propagation;
 use uuid::Uuid;
 
 use crate::core::{Actor, RequestMetadata};
@@ -73,7 +75,7 @@ pub fn metadata(parts: &Parts, principal: Option<Principal>) -> Result<RequestMe
         .unwrap_or_else(|| command_id.to_string());
     let causation_id = header_token(headers, "x-causation-id", ID_HEADER_MAX)?
         .unwrap_or_else(|| command_id.to_string());
-    let traceparent = continue_trace(headers.get("traceparent").and_then(|v| v.to_str().ok()));
+    let traceparent = propagation::continue_trace(&propagation::from_headers(headers));
     let expected_version = if_match(headers)?;
     let idempotency_key = header_token(headers, "idempotency-key", IDEMPOTENCY_KEY_MAX)?;
     Ok(RequestMetadata {
@@ -158,55 +160,10 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         })
 }
 
-/// Continues an incoming W3C trace (same trace id, new span id) or starts a new one.
-fn continue_trace(incoming: Option<&str>) -> String {
-    let span_id = &Uuid::new_v4().simple().to_string()[..16];
-    if let Some(parent) = incoming.and_then(parse_traceparent) {
-        return format!("00-{}-{span_id}-{}", parent.0, parent.1);
-    }
-    format!("00-{}-{span_id}-01", Uuid::new_v4().simple())
-}
-
-/// Returns (trace id, flags) of a valid version-00 `traceparent`.
-fn parse_traceparent(value: &str) -> Option<(String, String)> {
-    let parts: Vec<&str> = value.trim().split('-').collect();
-    let hex = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    };
-    match parts.as_slice() {
-        [version, trace, parent, flags]
-            if *version == "00"
-                && hex(trace, 32)
-                && hex(parent, 16)
-                && hex(flags, 2)
-                && trace.bytes().any(|b| b != b'0')
-                && parent.bytes().any(|b| b != b'0') =>
-        {
-            Some(((*trace).to_owned(), (*flags).to_owned()))
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
-
-    #[test]
-    fn traces_are_continued_or_started() {
-        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let next = continue_trace(Some(incoming));
-        assert!(next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
-        assert_ne!(next, incoming);
-        let fresh = continue_trace(Some("garbage"));
-        assert!(parse_traceparent(&fresh).is_some());
-        assert!(
-            parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
-        );
-    }
 
     #[test]
     fn if_match_forms() {

@@ -8,6 +8,7 @@
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
+use tracing::Instrument;
 
 use super::batch::CommitQueue;
 use super::insert::insert;
@@ -108,16 +109,32 @@ impl EventStore {
             || request.credential.is_some()
             || request.claims.iter().any(|c| c.release);
         let aggregate = (request.aggregate_type.clone(), request.aggregate_id.clone());
-        let result = if needs_transaction {
-            self.append_in_transaction(&request).await
-        } else if let Some(queue) = &self.queue {
-            queue.submit(request).await
-        } else {
-            insert(&self.pool, &[&request])
-                .await
-                .map_err(|e| classify(e, &request))
-                .and_then(|mut v| v.pop().ok_or(AppendError::Empty))
-        };
+        // A database client span (OpenTelemetry's database conventions); with group commit it
+        // covers the wait for the shared statement.
+        let span = tracing::info_span!(
+            "append",
+            otel.name = "INSERT events",
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.operation.name = "INSERT",
+            db.collection.name = "events",
+            aggregate.type = %request.aggregate_type,
+            events = request.events.len(),
+        );
+        let result = async {
+            if needs_transaction {
+                self.append_in_transaction(&request).await
+            } else if let Some(queue) = &self.queue {
+                queue.submit(request).await
+            } else {
+                insert(&self.pool, &[&request])
+                    .await
+                    .map_err(|e| classify(e, &request))
+                    .and_then(|mut v| v.pop().ok_or(AppendError::Empty))
+            }
+        }
+        .instrument(span)
+        .await;
         match result {
             // 0 means the writer did not learn the current version; look it up.
             Err(AppendError::VersionConflict { current_version: 0 }) => {

@@ -21,12 +21,12 @@ pub struct OpsState {
 }
 
 impl OpsState {
-    /// Readiness checks `pool`; metrics come from the process-wide recorder.
+    /// Readiness checks `pool`; metrics come from the process-wide recorder, which also
+    /// reports the pool's use.
     pub fn new(pool: PgPool) -> Self {
-        Self {
-            pool,
-            metrics: crate::telemetry::metrics_handle(),
-        }
+        let metrics = crate::telemetry::metrics_handle();
+        crate::telemetry::metrics::watch_pool(&pool);
+        Self { pool, metrics }
     }
 }
 

@@ -3,8 +3,9 @@
 //! 1. request id: a sane incoming `x-request-id` is kept, anything else is replaced by a fresh
 //!    UUID; the id is on the request (header and [`RequestId`] extension) and echoed on every
 //!    response, including problems produced by the layers below;
-//! 2. trace: one `http` span per request (method, matched route, request id, correlation id)
-//!    and one log line per response with its status and latency;
+//! 2. trace: one server span per request, named `<METHOD> <route>` with OpenTelemetry's HTTP
+//!    attributes (and request and correlation ids), continuing the caller's `traceparent`
+//!    while spans are exported; one `response` log line per request with status and latency;
 //! 3. HTTP metrics (`http_requests_total`, `http_request_duration_seconds`);
 //! 4. catch-panic: a panicking handler answers 500 with the same problem as
 //!    [`Problem::internal`] and the panic is logged inside the request's span; the connection
@@ -29,8 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
 use crate::http::{record_http_metrics, Problem};
 use crate::settings::HttpSettings;
@@ -61,7 +61,7 @@ pub fn apply(router: Router, http: &HttpSettings) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(http_span)
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(on_response),
         )
         .layer(from_fn(request_id))
         .layer(from_fn(security_headers));
@@ -174,6 +174,8 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     response
 }
 
+/// The server span of a request, named and attributed after OpenTelemetry's HTTP semantic
+/// conventions; while spans are exported, it continues the caller's `traceparent`.
 fn http_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     let header = |name: &str| {
         request
@@ -188,14 +190,38 @@ fn http_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    tracing::info_span!(
+    let method = request.method();
+    let span = tracing::info_span!(
         "http",
-        method = %request.method(),
-        route = %route,
-        path = %request.uri().path(),
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
         request_id = %header(REQUEST_ID.as_str()),
         correlation_id = %header(CORRELATION_ID),
-    )
+    );
+    if crate::telemetry::exporting() {
+        let parent = crate::telemetry::propagation::from_headers(request.headers());
+        crate::telemetry::propagation::set_parent(&span, &parent);
+    }
+    span
+}
+
+/// Records the status on the request's span (5xx marks it as an error) and logs one line.
+fn on_response<B>(response: &Response<B>, latency: Duration, span: &tracing::Span) {
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    tracing::info!(
+        status,
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "response"
+    );
 }
 
 fn panic_problem(panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -213,3 +213,20 @@ pub fn block_on<T>(worker_threads: usize, main: impl Future<Output = T>) -> std:
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(out)
 }
+
+/// [`block_on`] for a service's `main`: starts telemetry (logs, span export when configured,
+/// `build_info`) inside the runtime, runs `main`, then flushes buffered spans.
+pub fn run_service<T>(
+    service: &'static str,
+    log: &crate::settings::LogSettings,
+    worker_threads: usize,
+    main: impl Future<Output = T>,
+) -> std::io::Result<T> {
+    block_on(worker_threads, async {
+        let telemetry = crate::telemetry::init(service, log);
+        crate::telemetry::metrics::record_build_info(service);
+        let out = main.await;
+        telemetry.shutdown().await;
+        out
+    })
+}

@@ -25,14 +25,16 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<ExitCode> {
     let settings = Settings::load().context("loading settings")?;
-    infra::telemetry::init_tracing(&settings.log);
+    let log = settings.log.clone();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        None => infra::server::block_on(0, serve(settings))
+        None => infra::server::run_service("projector", &log, 0, serve(settings))
             .context("starting the async runtime")?
             .map(|()| ExitCode::SUCCESS),
-        Some("verify") => infra::server::block_on(0, verify(settings, &args[1..]))
-            .context("starting the async runtime")?,
+        Some("verify") => {
+            { infra::server::run_service("projector", &log, 0, verify(settings, &args[1..])) }
+                .context("starting the async runtime")?
+        }
         Some(other) => bail!(
             "unknown command {other:?}; usage: projector [verify <projection>... | verify all]"
         ),

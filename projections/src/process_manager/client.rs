@@ -154,6 +154,9 @@ impl Commands {
             Ok(token) => token,
             Err(error) => return Answer::Retry(error),
         };
+        // The client span's context while spans are exported, else the triggering event's.
+        let traceparent = infra::telemetry::propagation::current_traceparent()
+            .unwrap_or_else(|| cause.traceparent.clone());
         let sent = self
             .http
             .post(format!("{}{}", self.base, command.path))
@@ -161,15 +164,23 @@ impl Commands {
             .header("Idempotency-Key", &command.idempotency_key)
             .header("X-Correlation-Id", &cause.correlation_id)
             .header("X-Causation-Id", cause.event_id.to_string())
-            .header("traceparent", &cause.traceparent)
+            .header("traceparent", traceparent)
             .json(&command.body)
             .send()
             .await;
+        let span = tracing::Span::current();
         let response = match sent {
             Ok(response) => response,
-            Err(error) => return Answer::Retry(infra::error_chain(&error)),
+            Err(error) => {
+                span.record("otel.status_code", "error");
+                return Answer::Retry(infra::error_chain(&error));
+            }
         };
         let status = response.status().as_u16();
+        span.record("http.response.status_code", status);
+        if status >= 500 {
+            span.record("otel.status_code", "error");
+        }
         if status == 401 {
             // Forget the token; the retry fetches a new one.
             *self.token.lock().await = None;

@@ -21,7 +21,10 @@ impl Cause {
         Self {
             event_id: event.event_id,
             correlation_id: event.correlation_id.clone(),
-            traceparent: event.traceparent.clone(),
+            // The consumer span applying the event while spans are exported, so that the
+            // command joins the trace below it; else the event's own context.
+            traceparent: infra::telemetry::propagation::current_traceparent()
+                .unwrap_or_else(|| event.traceparent.clone()),
         }
     }
 }

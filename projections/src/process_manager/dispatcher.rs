@@ -137,9 +137,24 @@ impl Dispatcher {
 
     async fn attempt(&self, row: Claimed) -> Result<(), sqlx::Error> {
         let command = &row.command;
-        let span = tracing::info_span!("process_manager_command", path = %command.path,
-            key = %command.idempotency_key, attempt = row.attempts,
-            traceparent = %command.cause.traceparent);
+        // An HTTP client span, a child of the consumer span that decided on the command.
+        let span = tracing::info_span!(
+            parent: None,
+            "process_manager_command",
+            otel.name = %format_args!("POST {}", command.kind.as_str()),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "POST",
+            http.response.status_code = tracing::field::Empty,
+            url.path = %command.path,
+            key = %command.idempotency_key,
+            attempt = row.attempts,
+            traceparent = %command.cause.traceparent,
+        );
+        infra::telemetry::propagation::set_parent(
+            &span,
+            &infra::telemetry::propagation::from_traceparent(&command.cause.traceparent),
+        );
         let answer = self.commands.send(command).instrument(span).await;
         metrics::counter!("process_manager_commands_total", "outcome" => answer.label())
             .increment(1);

@@ -267,10 +267,31 @@ impl Runner {
                 .execute(&mut *conn)
                 .await?;
         }
-        // The event's trace context goes with everything logged while applying it (the
-        // process manager also stores it with the commands it decides on).
-        let span = tracing::info_span!("apply", projection = name, event_type = %envelope.event_type,
-            event_id = %envelope.event_id, traceparent = %envelope.traceparent);
+        // A consumer span (OpenTelemetry's messaging conventions), a child of the producer's
+        // span named by the message's `traceparent`. The event's trace context goes with
+        // everything logged while applying it (the process manager also passes it on with the
+        // commands it decides on).
+        let span = tracing::info_span!(
+            parent: None,
+            "apply",
+            otel.name = %format_args!("process {}", envelope.source.topic),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.operation.name = "apply",
+            messaging.destination.name = %envelope.source.topic,
+            messaging.destination.partition.id = envelope.source.partition,
+            messaging.kafka.offset = envelope.source.offset,
+            messaging.message.id = %envelope.event_id,
+            projection = name,
+            event_type = %envelope.event_type,
+            event_id = %envelope.event_id,
+            traceparent = %envelope.traceparent,
+        );
+        infra::telemetry::propagation::set_parent(
+            &span,
+            &infra::telemetry::propagation::from_traceparent(&envelope.traceparent),
+        );
         let applied = self.projection.apply(conn, envelope).instrument(span).await;
         match applied {
             Ok(()) => attempt.occurred.push(envelope.occurred_at),

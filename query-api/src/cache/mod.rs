@@ -177,6 +177,18 @@ impl ReadCache {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
+    /// Reports the cache's size (`query_cache_entries`, `query_cache_bytes`) every
+    /// `every`, after moka's pending maintenance; runs until dropped.
+    pub async fn report_size(self: Arc<Self>, every: Duration) {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            self.entries.run_pending_tasks().await;
+            metrics::gauge!("query_cache_entries").set(self.entries.entry_count() as f64);
+            metrics::gauge!("query_cache_bytes").set(self.entries.weighted_size() as f64);
+        }
+    }
+
     /// Whether the cache is hearing change notifications (and so storing entries).
     pub fn is_listening(&self) -> bool {
         self.listening.load(Ordering::SeqCst)

@@ -6,8 +6,7 @@ use infra::settings::Settings;
 
 fn main() -> anyhow::Result<()> {
     let settings = Settings::load().context("loading settings")?;
-    infra::telemetry::init_tracing(&settings.log);
-    infra::server::block_on(0, async {
+    infra::server::run_service("schema-registry", &settings.log, 0, async {
         let app = schema_registry::service::build(&settings)
             .await
             .context("starting the schema registry")?;

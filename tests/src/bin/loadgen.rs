@@ -58,6 +58,8 @@ mod read;
 mod relay;
 #[path = "loadgen/stats.rs"]
 mod stats;
+#[path = "loadgen/traces.rs"]
+mod traces;
 #[path = "loadgen/write.rs"]
 mod write;
 
@@ -90,6 +92,8 @@ enum Command {
     Reads(read::ReadsArgs),
     /// Serve the trivial baseline handler that `reads` compares with.
     TrivialServer(read::TrivialArgs),
+    /// Receive OTLP/HTTP traces and print each as a tree (for a local look at tracing).
+    Traces(traces::TracesArgs),
 }
 
 #[tokio::main]
@@ -101,6 +105,7 @@ async fn main() -> ExitCode {
         Command::Visibility(args) => read::visibility(args).await,
         Command::Reads(args) => read::reads(args).await,
         Command::TrivialServer(args) => read::trivial_server(args).await,
+        Command::Traces(args) => traces::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

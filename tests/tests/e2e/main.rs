@@ -32,5 +32,6 @@ mod relay;
 mod relay_parking;
 mod restart;
 mod skeleton;
+mod tracing;
 mod users;
 mod version_waits;

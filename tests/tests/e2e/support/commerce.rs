@@ -46,6 +46,20 @@ pub async fn commerce_load(app: &TestApp, customers: usize) {
 
 /// Registers, orders and pays 3000 (captured); returns the order and payment ids.
 pub async fn paid_order(app: &TestApp) -> (String, String) {
+    let (order, payment) = authorized_payment(app).await;
+    accepted(
+        &app.post(
+            &format!("/v1/payments/{payment}/capture"),
+            json!({"amount_minor": 3000}),
+        )
+        .await,
+    );
+    (order, payment)
+}
+
+/// Registers, orders and authorizes a payment of 3000 (not captured); returns the order and
+/// payment ids.
+pub async fn authorized_payment(app: &TestApp) -> (String, String) {
     let (_, order) = app.user_and_order().await;
     let payment = app
         .post(
@@ -54,14 +68,12 @@ pub async fn paid_order(app: &TestApp) -> (String, String) {
         )
         .await
         .id();
-    for step in ["authorize", "capture"] {
-        accepted(
-            &app.post(
-                &format!("/v1/payments/{payment}/{step}"),
-                json!({"amount_minor": 3000}),
-            )
-            .await,
-        );
-    }
+    accepted(
+        &app.post(
+            &format!("/v1/payments/{payment}/authorize"),
+            json!({"amount_minor": 3000}),
+        )
+        .await,
+    );
     (order, payment)
 }

@@ -33,7 +33,8 @@ fn init_logs() {
         if std::env::var("TEST_LOG").is_ok() {
             let mut settings = Settings::load_from(None).expect("default settings");
             settings.log.filter = std::env::var("TEST_LOG").unwrap_or_default();
-            infra::telemetry::init_tracing(&settings.log);
+            // No span export here (no runtime yet, and no endpoint): logs only.
+            let _logs_only = infra::telemetry::init("tests", &settings.log);
         }
     });
 }
