@@ -126,12 +126,16 @@ impl EventEncoder {
     /// Registers every event type's newest schema under its subject on `topic`.
     pub async fn register(&self, topic: &str, schema: &EventSchema) -> Result<u32, SchemaError> {
         let key = subject(topic, schema);
-        self.encoder
+        let registered = self
+            .encoder
             .get_schema_and_id(&key, strategy(topic, schema))
             .instrument(lookup_span("register", &key, None))
             .await
             .map(|registered| registered.id)
-            .map_err(registry_error)
+            .map_err(registry_error)?;
+        // The converter keeps what it registered: encoding with it calls the registry no more.
+        self.seen.first(key);
+        Ok(registered)
     }
 }
 

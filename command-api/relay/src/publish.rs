@@ -276,9 +276,13 @@ impl InFlight {
             let span = spans.next().flatten();
             let failure = match tokio::time::timeout_at(deadline, future).await {
                 Ok(Ok(Ok(delivery))) => {
+                    // Entered once more so that the span ends with the acknowledgement (a
+                    // span's end is the last time it was left, not when it is dropped).
                     if let Some(span) = &span {
-                        span.record("messaging.destination.partition.id", delivery.partition);
-                        span.record("messaging.kafka.offset", delivery.offset);
+                        span.in_scope(|| {
+                            span.record("messaging.destination.partition.id", delivery.partition);
+                            span.record("messaging.kafka.offset", delivery.offset);
+                        });
                     }
                     last = Some(checkpoint);
                     count += 1;
@@ -289,7 +293,7 @@ impl InFlight {
                 Err(_) => KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
             };
             if let Some(span) = &span {
-                span.record("otel.status_code", "error");
+                span.in_scope(|| span.record("otel.status_code", "error"));
             }
             return (
                 last,
