@@ -134,8 +134,10 @@ fn describe() {
     }
 }
 
-/// Records `build_info{service, version}` = 1 for this process.
+/// Records `build_info{service, version}` = 1 for this process (installing the recorder
+/// first: a series recorded before there is one is lost).
 pub fn record_build_info(service: &'static str) {
+    metrics_handle();
     metrics::gauge!("build_info", "service" => service, "version" => env!("CARGO_PKG_VERSION"))
         .set(1.0);
 }

@@ -114,10 +114,19 @@ pub fn init(service: &'static str, settings: &LogSettings) -> Telemetry {
     } else {
         None
     };
-    // Spans at INFO and above are exported whatever `log.filter` keeps for the logs.
+    // Spans at INFO and above are exported whatever `log.filter` keeps for the logs. Each
+    // carries the attributes it declares and nothing per span besides: no source location,
+    // thread or busy/idle timings (attributes cost time on every request and say little), and
+    // no OpenTelemetry context is activated on enter (propagation reads a span's context
+    // explicitly, see `propagation`).
     let spans = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(service))
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_target(false)
+            .with_context_activation(false)
             .with_filter(LevelFilter::INFO)
     });
     let registry = tracing_subscriber::registry().with(spans);

@@ -5,7 +5,8 @@
 //! the projections' consumer spans, the process manager's client span, the confirmation it
 //! causes in the command API, its producer span and the orders projection's consumer span,
 //! each the child of the one before. The command API's JSON logs inside those spans carry the
-//! trace and span ids.
+//! trace and span ids, and their `/metrics` describe every series and report the build, the
+//! process and the database pool.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -230,4 +231,38 @@ async fn a_traced_command_is_one_trace_from_the_command_api_to_the_read_models()
         "the capture's response line is not in its server span: {ours:#?}"
     );
     std::fs::remove_dir_all(&logs).ok();
+
+    // The same processes' metrics: described, with build, process and pool series.
+    for (url, service) in [
+        (command_api_url.clone(), "command-api"),
+        (format!("http://127.0.0.1:{projector_port}"), "projector"),
+    ] {
+        let text = app
+            .client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap();
+        for expected in [
+            "# HELP http_requests_total HTTP requests answered",
+            "# HELP process_resident_memory_bytes",
+            "# TYPE http_request_duration_seconds histogram",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "db_pool_max_connections ",
+            "db_pool_connections{state=\"in_use\"}",
+            &format!(
+                "build_info{{service=\"{service}\",version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            ),
+        ] {
+            assert!(
+                text.contains(expected),
+                "{service}: no {expected:?} in\n{text}"
+            );
+        }
+    }
 }
