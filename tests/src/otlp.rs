@@ -178,3 +178,43 @@ impl Receiver {
         }
     }
 }
+
+/// A receiver that keeps nothing: it answers every export and counts requests and bytes
+/// without decoding them, so that a benchmark's sink costs the machine as little as possible
+/// (a collector would run elsewhere).
+#[derive(Clone, Default)]
+pub struct Sink {
+    requests: Arc<std::sync::atomic::AtomicU64>,
+    bytes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+async fn swallow(State(sink): State<Sink>, body: Bytes) -> StatusCode {
+    use std::sync::atomic::Ordering;
+    sink.requests.fetch_add(1, Ordering::Relaxed);
+    sink.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    StatusCode::OK
+}
+
+impl Sink {
+    pub async fn start_on(address: &str) -> std::io::Result<(Self, String)> {
+        let sink = Self::default();
+        let app = Router::new()
+            .route("/v1/traces", post(swallow))
+            .with_state(sink.clone());
+        let listener = tokio::net::TcpListener::bind(address).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        Ok((sink, url))
+    }
+
+    /// Export requests and bytes received so far.
+    pub fn received(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+}
