@@ -6,6 +6,7 @@
 //! dispatcher sends after commit.
 #![forbid(unsafe_code)]
 
+pub mod dead_letters;
 pub mod envelope;
 pub mod gap;
 pub mod models;
@@ -14,6 +15,7 @@ pub mod process_manager;
 pub mod projection;
 pub mod runner;
 pub mod startup;
+pub mod status;
 pub mod stored;
 pub mod verify;
 pub mod versions;

@@ -1,4 +1,5 @@
-//! Reads settings, starts telemetry and serves the query API until Ctrl-C or SIGTERM.
+//! The query API's command line: `query-api` or `query-api serve` reads settings, starts
+//! telemetry and serves the query API until Ctrl-C or SIGTERM.
 
 use anyhow::Context;
 use infra::settings::Settings;
@@ -8,19 +9,16 @@ use infra::settings::Settings;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    infra::server::serve_only_command_line("query-api", "Read endpoints of the commerce backend");
     let settings = Settings::load().context("loading settings")?;
-    infra::server::run_service(
-        "query-api",
-        &settings.log,
-        settings.query_api.worker_threads,
-        async {
-            let app = query_api::build(&settings)
-                .await
-                .context("starting the query API")?;
-            app.run_until(infra::http::shutdown_signal())
-                .await
-                .context("serving the query API")
-        },
-    )
+    let threads = settings.query_api.worker_threads;
+    infra::server::run_service("query-api", &settings.log, threads, async {
+        let app = query_api::build(&settings)
+            .await
+            .context("starting the query API")?;
+        app.run_until(infra::http::shutdown_signal())
+            .await
+            .context("serving the query API")
+    })
     .context("starting the async runtime")?
 }

@@ -15,6 +15,7 @@
 //! thread of its own next to the routes (or alone, as `command-api relay`).
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
 mod publish;
 pub mod tail;
 
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use infra::settings::Settings;
 use sqlx::postgres::PgListener;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
 use crate::publish::{InFlight, PublishError, Publisher};
@@ -143,19 +144,7 @@ impl Relay {
 
     /// The advisory lock on a connection of its own, or None if another relay holds it.
     async fn try_lock(&self) -> Result<Option<PgConnection>, RelayError> {
-        let options = self.pool.connect_options().as_ref().clone();
-        let mut connection = PgConnection::connect_with(&options).await?;
-        let locked: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('event-relay:' || $1))")
-                .bind(&self.settings.relay.name)
-                .fetch_one(&mut connection)
-                .await?;
-        if locked {
-            Ok(Some(connection))
-        } else {
-            connection.close().await.ok();
-            Ok(None)
-        }
+        Ok(checkpoint::lock(&self.pool, &self.settings.relay.name).await?)
     }
 
     async fn active(

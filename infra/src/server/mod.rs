@@ -230,3 +230,33 @@ pub fn run_service<T>(
         out
     })
 }
+
+/// [`block_on`] for a command-line operation (migrate, status, ...): telemetry as for a
+/// service, but logs on standard error and no `build_info`.
+pub fn run_command<T>(
+    name: &'static str,
+    log: &crate::settings::LogSettings,
+    main: impl Future<Output = T>,
+) -> std::io::Result<T> {
+    block_on(0, async {
+        let telemetry = crate::telemetry::init_for_command(name, log);
+        let out = main.await;
+        telemetry.shutdown().await;
+        out
+    })
+}
+
+/// The command line of a binary whose only command is `serve` (also the default): parses the
+/// arguments, so that `--help`, `--version` and bad usage (exit code 2) behave as in the other
+/// binaries.
+pub fn serve_only_command_line(name: &'static str, about: &'static str) {
+    clap::Command::new(name)
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"))
+        .after_help(
+            "Settings come from APP_CONFIG_FILE, DATABASE_URL, RUST_LOG and APP__SECTION__KEY \
+             variables (see the README).",
+        )
+        .subcommand(clap::Command::new("serve").about("Serve (the default)"))
+        .get_matches();
+}

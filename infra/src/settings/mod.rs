@@ -1,8 +1,11 @@
-//! Settings: built-in defaults, then an optional TOML file named by `APP_CONFIG_FILE`, then
-//! `APP__SECTION__KEY` environment variables (e.g. `APP__DATABASE__URL`). Every setting has a
-//! default that works with the local stack, so `make run` needs no editing.
+//! Settings: built-in defaults, then an optional TOML file named by `APP_CONFIG_FILE`, then the
+//! conventional `DATABASE_URL` and `RUST_LOG` variables (as `database.url` and `log.filter`),
+//! then `APP__SECTION__KEY` environment variables (e.g. `APP__DATABASE__URL`). Every setting
+//! has a default that works with the local stack, so `make run` needs no editing.
 
 mod identity;
+
+use std::collections::HashMap;
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -270,13 +273,34 @@ pub struct HttpSettings {
 pub struct SettingsError(#[source] config::ConfigError);
 
 impl Settings {
-    /// Defaults, then `APP_CONFIG_FILE` (if set), then `APP__...` environment variables.
+    /// Defaults, then `APP_CONFIG_FILE` (if set), then `DATABASE_URL` and `RUST_LOG`, then
+    /// `APP__...` environment variables.
     pub fn load() -> Result<Self, SettingsError> {
         let file = std::env::var("APP_CONFIG_FILE").ok();
-        Self::load_from(file.as_deref())
+        let conventional = [
+            ("DATABASE_URL", "database__url"),
+            ("RUST_LOG", "log__filter"),
+        ]
+        .into_iter()
+        .filter_map(|(variable, key)| {
+            let value = std::env::var(variable).ok()?;
+            (!value.trim().is_empty()).then(|| (key.to_owned(), value))
+        })
+        .collect();
+        Self::load_with(file.as_deref(), conventional)
     }
 
+    /// Defaults, then `file`, then `APP__...` environment variables.
     pub fn load_from(file: Option<&str>) -> Result<Self, SettingsError> {
+        Self::load_with(file, HashMap::new())
+    }
+
+    /// As [`Self::load_from`], with `conventional` (keys like `database__url`) between the
+    /// file and the `APP__...` variables.
+    fn load_with(
+        file: Option<&str>,
+        conventional: HashMap<String, String>,
+    ) -> Result<Self, SettingsError> {
         let mut builder = config::Config::builder();
         for (key, value) in DEFAULTS {
             builder = builder.set_default(*key, *value).map_err(SettingsError)?;
@@ -285,6 +309,11 @@ impl Settings {
             builder = builder.add_source(config::File::with_name(path).required(true));
         }
         builder
+            .add_source(
+                config::Environment::default()
+                    .separator("__")
+                    .source(Some(conventional)),
+            )
             .add_source(
                 config::Environment::with_prefix("APP")
                     .prefix_separator("__")
@@ -421,6 +450,26 @@ mod tests {
         assert!(!debug.contains("55432"), "the database URL leaked: {debug}");
         assert!(settings.kafka.create_topics);
         assert!(settings.kafka.properties.0.is_empty());
+    }
+
+    #[test]
+    fn conventional_variables_sit_between_the_file_and_app_variables() {
+        let conventional = HashMap::from([
+            (
+                "database__url".to_owned(),
+                "postgres://elsewhere:5432/x".to_owned(),
+            ),
+            ("log__filter".to_owned(), "debug".to_owned()),
+        ]);
+        let settings = Settings::load_with(None, conventional).unwrap();
+        assert_eq!(
+            settings.database.url.expose_secret(),
+            "postgres://elsewhere:5432/x"
+        );
+        assert_eq!(settings.log.filter, "debug");
+        // The defaults stay where nothing conventional is given.
+        let settings = Settings::load_with(None, HashMap::new()).unwrap();
+        assert_eq!(settings.log.filter, "info,sqlx=warn");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use opentelemetry_sdk::Resource;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
@@ -105,6 +106,16 @@ fn provider(service: &'static str) -> Result<SdkTracerProvider, String> {
 /// services in one test process) keep the first subscriber and return a guard with nothing
 /// to flush, so this never fails the caller. Call it inside the Tokio runtime.
 pub fn init(service: &'static str, settings: &LogSettings) -> Telemetry {
+    init_writing(service, settings, BoxMakeWriter::new(std::io::stdout))
+}
+
+/// [`init`] for a command-line tool: logs go to standard error, so that what the command
+/// prints on standard output (a table, JSON) stays clean.
+pub fn init_for_command(service: &'static str, settings: &LogSettings) -> Telemetry {
+    init_writing(service, settings, BoxMakeWriter::new(std::io::stderr))
+}
+
+fn init_writing(service: &'static str, settings: &LogSettings, writer: BoxMakeWriter) -> Telemetry {
     let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let mut export_error = None;
     let provider = if export_requested() {
@@ -134,6 +145,7 @@ pub fn init(service: &'static str, settings: &LogSettings) -> Telemetry {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
                     .json()
                     .event_format(WithTraceIds(
                         tracing_subscriber::fmt::format()
@@ -146,7 +158,11 @@ pub fn init(service: &'static str, settings: &LogSettings) -> Telemetry {
             )
             .try_init(),
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_filter(filter))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .with_filter(filter),
+            )
             .try_init(),
     };
     if let Some(error) = export_error {

@@ -11,6 +11,7 @@ mod support;
 
 mod bad_input;
 mod bounded;
+mod cli;
 mod command_api_killed;
 mod concurrency;
 mod event_store;

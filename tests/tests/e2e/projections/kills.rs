@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::support::commerce::commerce_load;
 use crate::support::fold::assert_read_models_match_the_events;
 use crate::support::kafka::shared_bootstrap;
-use crate::support::processes::spawn_projector;
+use crate::support::processes::{spawn_projector, spawn_projector_logged};
 use crate::support::projector::wait_until_projected;
 use crate::support::stack::{spawn_stack, wait_until_published};
 
@@ -66,7 +66,8 @@ async fn projector_killed_repeatedly_applies_everything_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn projector_stops_gracefully_on_sigterm() {
     let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
-    let mut first = spawn_projector(&stack.settings, None);
+    let log = std::env::temp_dir().join(format!("projector-{}.log", uuid::Uuid::new_v4()));
+    let mut first = spawn_projector_logged(&stack.settings, None, &log);
     let pool = &stack.app.pool;
     // Once the projector is busy applying the load, SIGTERM it and wait (bounded) for it.
     let stop_when_busy = async {
@@ -79,7 +80,15 @@ async fn projector_stops_gracefully_on_sigterm() {
             if applied > 0 {
                 break;
             }
-            assert!(Instant::now() < deadline, "the projector applied nothing");
+            let output = || std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(status) = first.exited() {
+                panic!("the projector exited early with {status}:\n{}", output());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the projector applied nothing in 30 s; its output:\n{}",
+                output()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::task::spawn_blocking(move || {
@@ -96,4 +105,5 @@ async fn projector_stops_gracefully_on_sigterm() {
     wait_until_projected(pool, Duration::from_secs(60)).await;
     assert_read_models_match_the_events(pool).await;
     drop(second);
+    std::fs::remove_file(&log).ok();
 }

@@ -87,6 +87,11 @@ impl Process {
         assert!(sent.success(), "kill {signal} failed");
     }
 
+    /// The exit status if the process has ended (without waiting).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.0.try_wait().expect("poll the process")
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         let _ = self.0.kill();
@@ -130,6 +135,26 @@ pub fn spawn_relay(settings: &Settings, ops_port: u16) -> Process {
 
 /// A projector process; with `command_api`, its process manager sends commands there.
 pub fn spawn_projector(settings: &Settings, command_api: Option<&str>) -> Process {
+    Process::spawn(
+        projector_command(settings, command_api),
+        "a projector process",
+    )
+}
+
+/// As [`spawn_projector`], its output (warnings and errors) written to `log`.
+pub fn spawn_projector_logged(
+    settings: &Settings,
+    command_api: Option<&str>,
+    log: &std::path::Path,
+) -> Process {
+    Process::spawn_logged(
+        projector_command(settings, command_api),
+        "a projector process",
+        log,
+    )
+}
+
+fn projector_command(settings: &Settings, command_api: Option<&str>) -> Command {
     let mut command = service_command("projector", settings);
     match command_api {
         Some(url) => command.env("APP__PROJECTOR__COMMAND_API_URL", url),
@@ -138,7 +163,7 @@ pub fn spawn_projector(settings: &Settings, command_api: Option<&str>) -> Proces
     command
         .env("APP__PROJECTOR__PORT", free_port().to_string())
         .env("APP__PROJECTOR__BATCH_SIZE", "50");
-    Process::spawn(command, "a projector process")
+    command
 }
 
 /// A `command-api` process (relay off, no migrations) and its base URL.

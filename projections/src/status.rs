@@ -1,0 +1,215 @@
+//! `projector status`: where each projection is (its stored offsets against the brokers' high
+//! watermarks), what it set aside (dead letters, the newest error), the process manager's
+//! outbox and the relay's checkpoint. Everything but the watermarks comes from the database;
+//! brokers that do not answer leave the lag unknown instead of failing the report.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use infra::settings::Settings;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use serde::Serialize;
+use sqlx::{PgPool, Row};
+
+use crate::Projection;
+
+/// How long the brokers get to answer each watermark request.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Serialize)]
+pub struct ProjectionStatus {
+    pub name: &'static str,
+    /// Messages applied (or skipped) so far, summed over its topic partitions.
+    pub consumed: i64,
+    /// Messages on the brokers not yet consumed; `None` when the brokers did not answer.
+    pub lag: Option<i64>,
+    pub dead_letters: i64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub projections: Vec<ProjectionStatus>,
+    /// Process-manager commands by outbox status (pending, done, refused, parked).
+    pub outbox: HashMap<String, i64>,
+    /// The relay's last published position per relay name, and the store's newest position.
+    pub relay_checkpoints: HashMap<String, i64>,
+    pub newest_position: i64,
+    /// Why the lag is unknown, if it is.
+    pub brokers_error: Option<String>,
+}
+
+impl Status {
+    /// True when nothing waits for a person: no dead letters and no parked command.
+    pub fn healthy(&self) -> bool {
+        self.projections.iter().all(|p| p.dead_letters == 0)
+            && self.outbox.get("parked").copied().unwrap_or(0) == 0
+    }
+}
+
+/// Gathers the status of `projections`.
+pub async fn status(
+    pool: &PgPool,
+    settings: &Settings,
+    projections: &[&'static dyn Projection],
+) -> Result<Status, sqlx::Error> {
+    let watermarks = tokio::task::spawn_blocking({
+        let settings = settings.clone();
+        let topics: Vec<String> = projections
+            .iter()
+            .flat_map(|p| p.topics(&settings.kafka.topic_prefix))
+            .collect();
+        move || high_watermarks(&settings, &topics)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let mut out = Vec::new();
+    for projection in projections {
+        let name = projection.name();
+        let offsets: Vec<(String, i32, i64)> = sqlx::query_as(
+            "SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1",
+        )
+        .bind(name)
+        .fetch_all(pool)
+        .await?;
+        let stored: HashMap<(String, i32), i64> =
+            offsets.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+        let consumed = stored.values().sum();
+        let lag = watermarks.as_ref().ok().map(|high| {
+            high.iter()
+                .filter(|((topic, _), _)| {
+                    projection
+                        .topics(&settings.kafka.topic_prefix)
+                        .contains(topic)
+                })
+                .map(|(key, high)| (high - stored.get(key).copied().unwrap_or(0)).max(0))
+                .sum()
+        });
+        let letters = sqlx::query(
+            "SELECT count(*) AS n,
+                    (SELECT error FROM dead_letters WHERE projection = $1 ORDER BY id DESC LIMIT 1) AS error,
+                    max(created_at) AS at
+             FROM dead_letters WHERE projection = $1",
+        )
+        .bind(name)
+        .fetch_one(pool)
+        .await?;
+        out.push(ProjectionStatus {
+            name,
+            consumed,
+            lag,
+            dead_letters: letters.try_get("n")?,
+            last_error: letters.try_get("error")?,
+            last_error_at: letters.try_get("at")?,
+        });
+    }
+    let outbox = sqlx::query_as::<_, (String, i64)>(
+        "SELECT status, count(*) FROM pm_outbox GROUP BY status",
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
+    let relay_checkpoints =
+        sqlx::query_as::<_, (String, i64)>("SELECT name, global_position FROM relay_checkpoints")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect();
+    let newest_position: i64 =
+        sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events")
+            .fetch_one(pool)
+            .await?;
+    Ok(Status {
+        projections: out,
+        outbox,
+        relay_checkpoints,
+        newest_position,
+        brokers_error: watermarks.err(),
+    })
+}
+
+/// The high watermark of every partition of `topics`.
+fn high_watermarks(
+    settings: &Settings,
+    topics: &[String],
+) -> Result<HashMap<(String, i32), i64>, String> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+        .set("client.id", "commerce-projector-status");
+    for (key, value) in &settings.kafka.properties.0 {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+    let mut out = HashMap::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), BROKER_TIMEOUT)
+            .map_err(|e| format!("metadata of {topic}: {e}"))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        for partition in 0..partitions as i32 {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, partition, BROKER_TIMEOUT)
+                .map_err(|e| format!("watermarks of {topic}/{partition}: {e}"))?;
+            out.insert((topic.clone(), partition), high);
+        }
+    }
+    Ok(out)
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<16} {:>10} {:>8} {:>12}  last error",
+            "projection", "consumed", "lag", "dead letters"
+        )?;
+        for p in &self.projections {
+            let lag = p.lag.map_or("?".to_owned(), |l| l.to_string());
+            let error = match (&p.last_error, &p.last_error_at) {
+                (Some(error), Some(at)) => format!("{} {error}", at.format("%Y-%m-%dT%H:%M:%SZ")),
+                _ => "-".to_owned(),
+            };
+            writeln!(
+                f,
+                "{:<16} {:>10} {:>8} {:>12}  {error}",
+                p.name, p.consumed, lag, p.dead_letters
+            )?;
+        }
+        if let Some(error) = &self.brokers_error {
+            writeln!(f, "lag unknown: {error}")?;
+        }
+        let mut outbox: Vec<_> = self.outbox.iter().collect();
+        outbox.sort();
+        let outbox: Vec<String> = outbox.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        writeln!(
+            f,
+            "process manager outbox: {}",
+            if outbox.is_empty() {
+                "empty".to_owned()
+            } else {
+                outbox.join(", ")
+            }
+        )?;
+        let mut relays: Vec<_> = self.relay_checkpoints.iter().collect();
+        relays.sort();
+        for (name, position) in relays {
+            writeln!(
+                f,
+                "relay {name}: published through position {position} of {} ({} behind)",
+                self.newest_position,
+                (self.newest_position - position).max(0)
+            )?;
+        }
+        Ok(())
+    }
+}

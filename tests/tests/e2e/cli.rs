@@ -1,0 +1,250 @@
+//! The binaries' command lines: help and version, bad usage (exit 2), `projector status` and
+//! `dead-letters` (exit 1 while something waits for a person), `command-api relay-checkpoint`
+//! (refused while a relay runs or forward; a reset republishes), and `DATABASE_URL` in place
+//! of `APP__DATABASE__URL`.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::app::unique_email;
+use crate::support::processes::service_command;
+use crate::support::stack::{spawn_stack, stack_without_relay, wait_until_published};
+
+fn run(mut command: Command) -> Output {
+    command.output().expect("run the binary")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn every_binary_has_help_version_and_refuses_bad_usage() {
+    let settings = infra::settings::Settings::load_from(None).unwrap();
+    for (binary, subcommands) in [
+        (
+            "command-api",
+            &["serve", "relay", "migrate", "relay-checkpoint"][..],
+        ),
+        (
+            "projector",
+            &["run", "verify", "status", "dead-letters"][..],
+        ),
+        ("query-api", &["serve"][..]),
+        ("schema-registry", &["serve"][..]),
+    ] {
+        let mut help = service_command(binary, &settings);
+        help.arg("--help");
+        let out = run(help);
+        assert!(out.status.success(), "{binary} --help: {out:?}");
+        let shown = text(&out.stdout);
+        for subcommand in subcommands {
+            assert!(
+                shown.contains(subcommand),
+                "{binary} --help lacks {subcommand}: {shown}"
+            );
+        }
+        let mut version = service_command(binary, &settings);
+        version.arg("--version");
+        let out = run(version);
+        assert!(out.status.success());
+        assert!(
+            text(&out.stdout).contains(env!("CARGO_PKG_VERSION")),
+            "{out:?}"
+        );
+        let mut wrong = service_command(binary, &settings);
+        wrong.arg("no-such-command");
+        assert_eq!(
+            run(wrong).status.code(),
+            Some(2),
+            "{binary} no-such-command"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_dead_letters_report_and_discard() {
+    let stack = spawn_stack(&crate::support::kafka::shared_bootstrap(), |_| {}).await;
+    stack.app.register(&unique_email()).await;
+    wait_until_published(&stack.app.pool, Duration::from_secs(30)).await;
+
+    let status = |json: bool| {
+        let mut command = service_command("projector", &stack.settings);
+        command.arg("status");
+        if json {
+            command.arg("--json");
+        }
+        run(command)
+    };
+    let out = status(true);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    let names: Vec<&str> = report["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "users",
+        "orders",
+        "payments",
+        "analytics",
+        "audit",
+        "process_manager",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {report}");
+    }
+    assert!(report["newest_position"].as_i64().unwrap() >= 1, "{report}");
+    assert!(
+        report["relay_checkpoints"]["default"].as_i64().unwrap() >= 1,
+        "the relay's progress is reported: {report}"
+    );
+    // Nothing consumed yet (no projector runs here): the brokers hold the registration.
+    let users = &report["projections"][0];
+    assert_eq!(users["name"], "users");
+    assert!(users["lag"].as_i64().unwrap() >= 1, "{report}");
+
+    // A dead letter waits for a person: status says so with exit code 1.
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO dead_letters (projection, topic, partition, \"offset\", event_id, error)
+         VALUES ('orders', 'orders.events', 0, 42, 'e-1', 'refused: test') RETURNING id",
+    )
+    .fetch_one(&stack.app.pool)
+    .await
+    .unwrap();
+    let out = status(false);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("refused: test"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let mut list = service_command("projector", &stack.settings);
+    list.args(["dead-letters", "list", "--projection", "orders", "--json"]);
+    let out = run(list);
+    assert!(out.status.success(), "{out:?}");
+    let letter: Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(letter["id"], id);
+    assert_eq!(letter["offset"], 42);
+
+    let mut unknown = service_command("projector", &stack.settings);
+    unknown.args(["dead-letters", "list", "--projection", "nope"]);
+    assert_eq!(run(unknown).status.code(), Some(2));
+
+    let discard = |ids: &[i64]| {
+        let mut command = service_command("projector", &stack.settings);
+        command.args(["dead-letters", "discard"]);
+        command.args(ids.iter().map(i64::to_string));
+        run(command)
+    };
+    assert_eq!(discard(&[id]).status.code(), Some(0));
+    let out = discard(&[id]);
+    assert_eq!(out.status.code(), Some(1), "an id no longer there: {out:?}");
+    assert_eq!(status(true).status.code(), Some(0), "healthy again");
+
+    // DATABASE_URL stands in for APP__DATABASE__URL.
+    let mut conventional = service_command("projector", &stack.settings);
+    conventional
+        .env_remove("APP__DATABASE__URL")
+        .env("DATABASE_URL", stack.database_url())
+        .args(["dead-letters", "list"]);
+    let out = run(conventional);
+    assert!(out.status.success(), "{out:?}");
+    let mut broken = service_command("projector", &stack.settings);
+    broken
+        .env_remove("APP__DATABASE__URL")
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+        .env("APP__DATABASE__ACQUIRE_TIMEOUT_MS", "300")
+        .args(["dead-letters", "list"]);
+    assert_eq!(run(broken).status.code(), Some(2), "it used DATABASE_URL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_checkpoint_is_shown_and_moved_back_only_while_no_relay_runs() {
+    // A relay runs in this process: a reset must be refused.
+    let running = spawn_stack(&crate::support::kafka::shared_bootstrap(), |_| {}).await;
+    running.app.register(&unique_email()).await;
+    wait_until_published(&running.app.pool, Duration::from_secs(30)).await;
+    let checkpoint = |settings: &infra::settings::Settings, args: &[&str]| {
+        let mut command = service_command("command-api", settings);
+        command.arg("relay-checkpoint").args(args);
+        run(command)
+    };
+    let out = checkpoint(&running.settings, &["show", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["relay_running"], true, "{shown}");
+    let out = checkpoint(&running.settings, &["reset", "--to", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("is running"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(running);
+
+    // No relay: the checkpoint moves back, and only back.
+    let stack = stack_without_relay().await;
+    let pool = &stack.app.pool;
+    for _ in 0..3 {
+        stack.app.register(&unique_email()).await;
+    }
+    let newest: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let tx_id: String =
+        sqlx::query_scalar("SELECT tx_id::text FROM events WHERE global_position = $1")
+            .bind(newest)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    sqlx::query(
+        "INSERT INTO relay_checkpoints (name, tx_id, global_position) VALUES ('default', $1::text::xid8, $2)",
+    )
+    .bind(&tx_id)
+    .bind(newest)
+    .execute(pool)
+    .await
+    .unwrap();
+    let out = checkpoint(&stack.settings, &["show", "--json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["relay_running"], false);
+    assert_eq!(shown["global_position"], newest);
+    assert_eq!(shown["pending"], 0);
+
+    let out = checkpoint(
+        &stack.settings,
+        &["reset", "--to", &(newest + 1000).to_string()],
+    );
+    assert_eq!(out.status.code(), Some(1), "no such event: {out:?}");
+    let first: i64 = sqlx::query_scalar("SELECT min(global_position) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let out = checkpoint(&stack.settings, &["reset", "--to", &first.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let shown: Value =
+        serde_json::from_slice(&checkpoint(&stack.settings, &["show", "--json"]).stdout).unwrap();
+    assert_eq!(shown["global_position"], first - 1);
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        shown["pending"], all,
+        "every event is to be published again"
+    );
+    // Forward again is refused: it would leave events unpublished.
+    let out = checkpoint(&stack.settings, &["reset", "--to", &newest.to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("only moves it back"),
+        "{}",
+        text(&out.stderr)
+    );
+}
