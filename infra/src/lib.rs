@@ -3,11 +3,13 @@
 //! health, readiness, metrics) and the service skeleton all four binaries run on ([`server`]).
 #![forbid(unsafe_code)]
 
+pub mod audit_export;
 pub mod auth;
 pub mod db;
 pub mod event_store;
 pub mod http;
 pub mod kafka;
+pub mod progress;
 pub mod server;
 pub mod settings;
 pub mod telemetry;

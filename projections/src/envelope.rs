@@ -23,6 +23,8 @@ pub struct Envelope {
     pub aggregate_type: String,
     pub aggregate_id: String,
     pub sequence: i64,
+    /// The event's position in the event store.
+    pub global_position: i64,
     pub occurred_at: DateTime<Utc>,
     pub actor: String,
     pub correlation_id: String,
@@ -61,6 +63,9 @@ impl Envelope {
             sequence: text("sequence")?
                 .parse()
                 .map_err(|_| EnvelopeError::Header("sequence"))?,
+            global_position: text("global_position")?
+                .parse()
+                .map_err(|_| EnvelopeError::Header("global_position"))?,
             occurred_at: text("occurred_at")?
                 .parse()
                 .map_err(|_| EnvelopeError::Header("occurred_at"))?,

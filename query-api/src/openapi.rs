@@ -39,6 +39,7 @@ use crate::routes::{analytics, audit, orders, payments, users, Page};
         users::user, users::by_email, orders::order, orders::customer_orders,
         payments::payment, payments::order_payments, analytics::revenue, analytics::funnel,
         audit::history,
+        audit::export,
     ),
     components(schemas(
         users::UserView, orders::OrderView, orders::OrderSummary, Page<orders::OrderSummary>,
@@ -203,6 +204,26 @@ fn constrain(c: &mut Constraints<'_>) {
         "currency",
         json!({"schema": {"enum": Currency::codes().collect::<Vec<_>>()}}),
     );
+    let export = "/v1/audit/export";
+    c.parameter(
+        "get",
+        export,
+        "aggregate_type",
+        json!({"schema": {"enum": AGGREGATE_TYPES}}),
+    );
+    c.parameter("get", export, "after_position", version);
+    for (name, what) in [("from", "at or after"), ("to", "before")] {
+        let description = format!(
+            "Events that occurred {what} this instant (RFC 3339); `from` must be before `to` \
+             (422 otherwise)."
+        );
+        c.parameter(
+            "get",
+            export,
+            name,
+            json!({"description": description, "schema": {"format": "date-time"}}),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +260,23 @@ mod tests {
         assert_eq!(email["required"], true);
         let kinds = parameter(&doc, "/v1/audit/{aggregate_type}/{id}", "aggregate_type");
         assert_eq!(kinds["schema"]["enum"], json!(["user", "order", "payment"]));
+        let export = "/v1/audit/export";
+        assert_eq!(
+            parameter(&doc, export, "aggregate_type")["schema"]["enum"],
+            json!(["user", "order", "payment"])
+        );
+        assert_eq!(
+            parameter(&doc, export, "after_position")["schema"]["minimum"],
+            0
+        );
+        for name in ["from", "to"] {
+            assert_eq!(
+                parameter(&doc, export, name)["schema"]["format"],
+                "date-time"
+            );
+        }
+        let ok = &doc["paths"][export]["get"]["responses"]["200"]["content"];
+        assert!(ok["application/x-ndjson"].is_object(), "{ok}");
     }
 
     #[test]
@@ -249,7 +287,7 @@ mod tests {
         assert_eq!(scheme["scheme"], "bearer");
         assert_eq!(scheme["bearerFormat"], "JWT");
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 9);
+        assert_eq!(paths.len(), 10);
         for (path, item) in paths {
             assert!(path.starts_with("/v1/"), "{path}");
             let get = &item["get"];

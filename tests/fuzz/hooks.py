@@ -21,7 +21,9 @@ forbidden, whatever part of it was made wrong.
    first, until it fits with a margin (Python and serde_json print some numbers differently).
 5. Query `cursor`: opaque, only a `next_cursor` the API returned is valid
    (query-api/src/params.rs, query-api/src/routes/audit.rs). Never sent.
-6. Analytics `from` must not be after `to` (query-api/src/routes/analytics.rs). Swapped.
+6. Analytics `from` must not be after `to` (query-api/src/routes/analytics.rs); the audit
+   export's `from` must be before its `to` (query-api/src/routes/audit.rs). Swapped, and an
+   export's equal pair loses its `to`.
 7. `Idempotency-Key`, if a document lists it: the same key with another body is 422
    (docs/api.md). Each request gets a key of its own (the generated key, a unique suffix).
 
@@ -35,6 +37,7 @@ One filter applies to every request, allowed or forbidden:
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -155,12 +158,31 @@ def _keep_preferences_rules(body: dict) -> None:
         del preferences[largest]
 
 
+def _instant(value):
+    try:
+        return datetime.datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+    except (ValueError, AttributeError):
+        return None
+
+
 def _keep_query_rules(query: dict) -> None:
     query.pop("cursor", None)
     first, last = query.get("from"), query.get("to")
-    # Days are `YYYY-MM-DD` with four-digit years, so text order is day order.
-    if isinstance(first, str) and isinstance(last, str) and first > last:
+    if not (isinstance(first, str) and isinstance(last, str)):
+        return
+    if len(first) == 10 and len(last) == 10:
+        # Days are `YYYY-MM-DD` with four-digit years, so text order is day order.
+        if first > last:
+            query["from"], query["to"] = last, first
+        return
+    # Instants (the audit export): compared as instants, whatever their offsets.
+    a, b = _instant(first), _instant(last)
+    if a is None or b is None or a.tzinfo is None or b.tzinfo is None:
+        return
+    if a > b:
         query["from"], query["to"] = last, first
+    elif a == b:
+        del query["to"]
 
 
 def _unique_idempotency_key(headers: dict) -> None:

@@ -32,8 +32,8 @@ impl ReadModel for Audit {
 async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
     sqlx::query(
         "INSERT INTO rm_audit (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version,
-             occurred_at, actor, correlation_id, causation_id, traceparent, payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             occurred_at, actor, correlation_id, causation_id, traceparent, payload, global_position)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING",
     )
     .bind(&e.aggregate_type)
@@ -48,6 +48,7 @@ async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> 
     .bind(&e.causation_id)
     .bind(&e.traceparent)
     .bind(&e.payload)
+    .bind(e.global_position)
     .execute(conn)
     .await?;
     Ok(())

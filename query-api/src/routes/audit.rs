@@ -1,15 +1,15 @@
 //! `GET /v1/audit/{aggregate_type}/{id}`: every event of one aggregate, in order, with its
-//! metadata (who, when, why, trace), from the audit projection. For `support` and `admin`
-//! only.
+//! metadata (who, when, why, trace), from the audit projection; `GET /v1/audit/export`: every
+//! event in log order as NDJSON, filtered and resumable by position. For `support` and
+//! `admin` only.
 
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use infra::auth::Authenticated;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::{AppState, Page};
 use crate::error::QueryError;
@@ -17,26 +17,16 @@ use crate::params::{self, path_id, Params};
 use crate::policy::{self, Query};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/audit/{aggregate_type}/{id}", get(history))
+    Router::new()
+        .route("/v1/audit/export", get(export))
+        .route("/v1/audit/{aggregate_type}/{id}", get(history))
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct AuditEntry {
-    pub sequence: i64,
-    pub event_id: Uuid,
-    pub event_type: String,
-    pub event_version: String,
-    pub occurred_at: DateTime<Utc>,
-    pub actor: String,
-    pub correlation_id: String,
-    pub causation_id: String,
-    pub traceparent: String,
-    #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
-}
+/// One audit entry: the event with its metadata and position (also one line of the export).
+pub use infra::audit_export::AuditEntry;
 
 /// The aggregate types with a history.
-pub const AGGREGATE_TYPES: [&str; 3] = ["user", "order", "payment"];
+pub use infra::audit_export::AGGREGATE_TYPES;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -80,8 +70,8 @@ pub async fn history(
             .ok_or_else(|| QueryError::invalid("cursor", "not a cursor this API returned"))?,
     };
     let mut items = sqlx::query_as::<_, AuditEntry>(
-        "SELECT sequence, event_id, event_type, event_version, occurred_at, actor,
-             correlation_id, causation_id, traceparent, payload
+        "SELECT global_position, aggregate_type, aggregate_id, sequence, event_id, event_type,
+             event_version, occurred_at, actor, correlation_id, causation_id, traceparent, payload
          FROM rm_audit
          WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
          ORDER BY sequence
@@ -103,4 +93,123 @@ pub async fn history(
         None
     };
     Ok(Json(Page { items, next_cursor }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportParams {
+    /// Only this aggregate type: `user`, `order` or `payment`.
+    pub aggregate_type: Option<String>,
+    /// Events that occurred at or after this instant (RFC 3339).
+    #[serde(default, deserialize_with = "rfc3339")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub from: Option<DateTime<Utc>>,
+    /// Events that occurred before this instant (RFC 3339).
+    #[serde(default, deserialize_with = "rfc3339")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub to: Option<DateTime<Utc>>,
+    /// Resume after this global position (the last `global_position` received; default 0).
+    pub after_position: Option<i64>,
+}
+
+/// An instant exactly as RFC 3339 writes it (`date-time` in the document); chrono's general
+/// parser would also take a space for the `T`.
+fn rfc3339<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let raw = <String as Deserialize>::deserialize(deserializer)?;
+    let separated = raw
+        .as_bytes()
+        .get(10)
+        .is_some_and(|b| matches!(b, b'T' | b't'));
+    separated
+        .then(|| DateTime::parse_from_rfc3339(&raw).ok())
+        .flatten()
+        .map(|at| Some(at.with_timezone(&Utc)))
+        .ok_or_else(|| serde::de::Error::custom("must be an RFC 3339 date-time"))
+}
+
+/// The content type of the export: one JSON object per line.
+pub const NDJSON: &str = "application/x-ndjson";
+
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(ExportParams),
+    responses((status = 200, content_type = "application/x-ndjson",
+            body = AuditEntry,
+            description = "One entry per line, in global position order. The stream is read a page \
+                at a time; if it breaks off, ask again with `after_position` set to the last \
+                `global_position` received."),
+        (status = 403, description = "only `support` and `admin` export the audit log"),
+        (status = 422, description = "an invalid parameter, or `from` not before `to`")))]
+pub async fn export(
+    Authenticated(principal): Authenticated,
+    State(state): State<AppState>,
+    params: Result<Params<ExportParams>, QueryError>,
+) -> Result<axum::response::Response, QueryError> {
+    use axum::response::IntoResponse;
+    policy::require_all(&principal, Query::Audit)?;
+    let Params(params) = params?;
+    let aggregate_type = match params.aggregate_type {
+        None => None,
+        Some(raw) => Some(
+            AGGREGATE_TYPES
+                .into_iter()
+                .find(|known| *known == raw)
+                .ok_or_else(|| {
+                    QueryError::invalid("aggregate_type", "must be `user`, `order` or `payment`")
+                })?
+                .to_owned(),
+        ),
+    };
+    if let (Some(from), Some(to)) = (params.from, params.to) {
+        if from >= to {
+            return Err(QueryError::invalid("from", "must be before `to`"));
+        }
+    }
+    let after = match params.after_position {
+        None => 0,
+        Some(n) if n >= 0 => n,
+        Some(_) => {
+            return Err(QueryError::invalid(
+                "after_position",
+                "must be a position, 0 or more",
+            ))
+        }
+    };
+    let filter = infra::audit_export::Filter {
+        aggregate_type,
+        from: params.from,
+        to: params.to,
+    };
+    let pool = state.pool.clone();
+    // A page per chunk, each its own query: nothing is held open between them, and a client
+    // that stops reading only stops the next page.
+    let pages = futures::stream::unfold(Some(after), move |after| {
+        let (pool, filter) = (pool.clone(), filter.clone());
+        async move {
+            let after = after?;
+            match infra::audit_export::page(&pool, &filter, after, infra::audit_export::PAGE).await
+            {
+                Ok(entries) if entries.is_empty() => None,
+                Ok(entries) => {
+                    let full = entries.len() as i64 == infra::audit_export::PAGE;
+                    let next = entries.last().map(|e| e.global_position);
+                    let chunk: String = entries.iter().map(|e| e.json_line()).collect();
+                    Some((Ok(bytes::Bytes::from(chunk)), next.filter(|_| full)))
+                }
+                Err(error) => {
+                    tracing::error!(%error, after, "audit export: reading a page failed; stream cut");
+                    Some((Err(std::io::Error::other(error)), None))
+                }
+            }
+        }
+    });
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, NDJSON),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Body::from_stream(pages),
+    )
+        .into_response())
 }

@@ -100,6 +100,7 @@ async fn a_revenue_total_that_would_overflow_is_parked_not_wrapped() {
         aggregate_type: "payment".to_owned(),
         aggregate_id: uuid::Uuid::now_v7().to_string(),
         sequence: 3,
+        global_position: 1,
         occurred_at: at,
         actor: "test".to_owned(),
         correlation_id: "c".to_owned(),

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod audit_export;
 mod bad_input;
 mod bounded;
 mod cli;

@@ -294,3 +294,19 @@ pub fn accepted(answer: &Answer) -> i64 {
     assert!(answer.status.is_success(), "{}", answer.body);
     answer.version()
 }
+
+/// A response's status, content type and body text.
+pub async fn status_type_text(response: reqwest::Response) -> (u16, String, String) {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (
+        status,
+        content_type,
+        response.text().await.unwrap_or_default(),
+    )
+}

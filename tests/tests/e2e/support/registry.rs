@@ -64,14 +64,7 @@ pub async fn call_registry(
             .body(body.to_string());
     }
     let response = request.send().await.expect("registry request");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let text = response.text().await.unwrap_or_default();
+    let (status, content_type, text) = crate::support::app::status_type_text(response).await;
     (
         status,
         content_type,
