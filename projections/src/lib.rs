@@ -13,6 +13,7 @@ pub mod models;
 pub mod offsets;
 pub mod process_manager;
 pub mod projection;
+pub mod replay;
 pub mod runner;
 pub mod startup;
 pub mod status;

@@ -244,7 +244,7 @@ async fn checksum(pool: &PgPool, table: &str) -> Result<(i64, String), sqlx::Err
 
 /// Applies one stored event as the projector would have received it; `Err` inside `Ok` is an
 /// event the projection cannot apply (rolled back to a savepoint, like a dead letter).
-async fn apply_row(
+pub(crate) async fn apply_row(
     conn: &mut PgConnection,
     model: &'static dyn ReadModel,
     row: &sqlx::postgres::PgRow,

@@ -5,6 +5,9 @@
 //!   SIGTERM, committing the batch in hand before it exits;
 //! - `projector verify <projection>... | all`: rebuilds each read model from the events table
 //!   beside the live one and compares them (see `projections::verify`);
+//! - `projector replay <projection>... | all`, `rollback <projection>`, `prune <projection>...
+//!   | all`: rebuilds beside the live set and swaps in with no downtime, swaps the replaced set
+//!   back, drops it (see `projections::replay`);
 //! - `projector status`: offsets, lag, dead letters, the process manager's outbox and the
 //!   relay's checkpoint (see `projections::status`);
 //! - `projector dead-letters list | discard`: the events projections set aside;
@@ -60,6 +63,21 @@ enum Command {
     DeadLetters(DeadLetters),
     /// Export the audit log (every event with its metadata, in log order) to a file.
     AuditExport(AuditExport),
+    /// Rebuild read models from the event store beside the live ones and swap them in, with
+    /// no downtime; the replaced set is kept for `rollback` until `prune`.
+    Replay {
+        /// Read model names, or `all`.
+        #[arg(required = true)]
+        projections: Vec<String>,
+    },
+    /// Swap the set a replay replaced back in (brought up to date first).
+    Rollback { projection: String },
+    /// Drop the set a replay replaced (no rollback after this).
+    Prune {
+        /// Read model names, or `all`.
+        #[arg(required = true)]
+        projections: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -150,6 +168,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::AuditExport(args) => {
             infra::server::run_command("audit-export", &log, audit_export(settings, args))
         }
+        Command::Replay { projections } => {
+            infra::server::run_command("replay", &log, replay(settings, &projections))
+        }
+        Command::Rollback { projection } => {
+            infra::server::run_command("rollback", &log, rollback(settings, &projection))
+        }
+        Command::Prune { projections } => {
+            infra::server::run_command("prune", &log, prune(settings, &projections))
+        }
     };
     ran.context("starting the async runtime")?
 }
@@ -160,14 +187,101 @@ async fn connect(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
         .context("connecting to the database")
 }
 
-async fn verify(settings: Settings, names: &[String]) -> anyhow::Result<ExitCode> {
-    let models: Vec<&'static dyn ReadModel> = match names {
-        [all] if all == "all" => projections::READ_MODELS.to_vec(),
+/// The read models `names` name (`all`: every one).
+fn models(names: &[String]) -> anyhow::Result<Vec<&'static dyn ReadModel>> {
+    match names {
+        [all] if all == "all" => Ok(projections::READ_MODELS.to_vec()),
         names => names
             .iter()
             .map(|n| projections::read_model(n).with_context(|| format!("no read model {n:?}")))
-            .collect::<anyhow::Result<_>>()?,
-    };
+            .collect(),
+    }
+}
+
+async fn replay(settings: Settings, names: &[String]) -> anyhow::Result<ExitCode> {
+    let models = models(names)?;
+    let pool = connect(&settings).await?;
+    let mut clean = true;
+    for model in models {
+        let total: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = ANY($1)")
+                .bind(model.aggregates())
+                .fetch_one(&pool)
+                .await?;
+        let mut progress = infra::progress::Progress::new("replay", total as u64);
+        let report = projections::replay::replay(&pool, model, &mut |n| progress.advance(n))
+            .await
+            .with_context(|| format!("replaying {}", model.name()))?;
+        progress.finish();
+        println!(
+            "{}: rebuilt from {} events and swapped in; the replaced tables are in {} \
+             (projector rollback {} | prune {})",
+            model.name(),
+            report.events,
+            report.previous_schema,
+            model.name(),
+            model.name()
+        );
+        for (event, error) in &report.failed {
+            println!("  could not apply event {event}: {error}");
+        }
+        clean &= report.failed.is_empty();
+    }
+    pool.close().await;
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn rollback(settings: Settings, name: &str) -> anyhow::Result<ExitCode> {
+    let model = projections::read_model(name).with_context(|| format!("no read model {name:?}"))?;
+    let pool = connect(&settings).await?;
+    let mut progress = infra::progress::Progress::new("rollback", 0);
+    let result = projections::replay::rollback(&pool, model, &mut |n| progress.advance(n)).await;
+    progress.finish();
+    pool.close().await;
+    match result {
+        Ok(report) => {
+            println!(
+                "{name}: the previous tables are live again ({} events caught up); the replaced \
+                 ones are in {}",
+                report.events, report.previous_schema
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(projections::replay::ReplayError::NoPrevious(_)) => {
+            eprintln!("projector: {name} has no previous table set");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(error) => Err(error).context("rolling back"),
+    }
+}
+
+async fn prune(settings: Settings, names: &[String]) -> anyhow::Result<ExitCode> {
+    let models = models(names)?;
+    let pool = connect(&settings).await?;
+    for model in models {
+        let dropped = projections::replay::prune(&pool, model)
+            .await
+            .with_context(|| format!("pruning {}", model.name()))?;
+        println!(
+            "{}: {}",
+            model.name(),
+            if dropped {
+                "previous tables dropped"
+            } else {
+                "no previous tables"
+            }
+        );
+    }
+    pool.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(settings: Settings, names: &[String]) -> anyhow::Result<ExitCode> {
+    let models = models(names)?;
     let pool = connect(&settings).await?;
     let mut all_equal = true;
     for model in models {

@@ -46,6 +46,12 @@ impl ReadCache {
         metrics::gauge!("query_cache_listening").set(1.0);
         tracing::info!(channel = CHANNEL, "listening for read-model changes");
         while let Some(notification) = listener.try_recv().await? {
+            // `*`: whole tables were replaced (a replay's swap); nothing cached is current.
+            if notification.payload() == "*" {
+                tracing::info!("read models replaced; the cache starts afresh");
+                self.forget_all();
+                continue;
+            }
             match Key::parse(notification.payload()) {
                 Some(key) => self.changed(key).await,
                 None => tracing::warn!(

@@ -32,6 +32,7 @@ mod read_side;
 mod registry;
 mod relay;
 mod relay_parking;
+mod replay;
 mod restart;
 mod skeleton;
 mod tracing;
