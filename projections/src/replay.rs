@@ -29,8 +29,9 @@ use crate::projection::ReadModel;
 
 /// Events read per query.
 const CHUNK: i64 = 2000;
-/// A catch-up round leaves the rest to the swap once it folded fewer events than this.
-const SMALL: u64 = 500;
+/// A catch-up round leaves the rest to the swap (which holds the projection's lock) once it
+/// folded fewer events than this.
+const SMALL: u64 = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -121,10 +122,10 @@ impl Set {
             sqlx::query(&format!("SET LOCAL search_path TO {}, public", self.schema))
                 .execute(&mut *conn)
                 .await?;
+            report
+                .failed
+                .extend(crate::verify::apply_rows(conn, model, &fresh).await?);
             for row in &fresh {
-                if let Err(failure) = crate::verify::apply_row(conn, model, row).await? {
-                    report.failed.push(failure);
-                }
                 let key = (row.try_get("aggregate_type")?, row.try_get("aggregate_id")?);
                 self.applied.insert(key, row.try_get("sequence")?);
             }

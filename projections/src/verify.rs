@@ -180,12 +180,10 @@ async fn run(
         sqlx::query(&format!("SET LOCAL search_path TO {scratch}, public"))
             .execute(&mut *tx)
             .await?;
-        for row in &rows {
-            match apply_row(&mut tx, model, row).await? {
-                Ok(()) => events += 1,
-                Err(failure) => failed.push(failure),
-            }
-        }
+        let all: Vec<&sqlx::postgres::PgRow> = rows.iter().collect();
+        let refused = apply_rows(&mut tx, model, &all).await?;
+        events += (rows.len() - refused.len()) as u64;
+        failed.extend(refused);
         tx.commit().await?;
     }
 
@@ -242,9 +240,55 @@ async fn checksum(pool: &PgPool, table: &str) -> Result<(i64, String), sqlx::Err
     Ok((row.try_get("n")?, row.try_get("sum")?))
 }
 
+/// Applies stored events in order as the projector would have received them; returns those
+/// the projection could not apply (event id and error), as it would have dead-lettered them.
+///
+/// The rows go in under one savepoint: a savepoint per event would give the transaction a
+/// subtransaction per event, and past 64 of them PostgreSQL's snapshots overflow, which slows
+/// every other session of the database. Only when the projection refuses one are the rows
+/// applied again one by one, each in a savepoint of its own.
+pub(crate) async fn apply_rows(
+    conn: &mut PgConnection,
+    model: &'static dyn ReadModel,
+    rows: &[&sqlx::postgres::PgRow],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query("SAVEPOINT apply_rows")
+        .execute(&mut *conn)
+        .await?;
+    let mut clean = true;
+    for row in rows {
+        let applied = match crate::stored::envelope(row) {
+            Ok(envelope) => model.apply(conn, &envelope).await.is_ok(),
+            Err(_) => false,
+        };
+        if !applied {
+            clean = false;
+            break;
+        }
+    }
+    if !clean {
+        sqlx::query("ROLLBACK TO SAVEPOINT apply_rows")
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("RELEASE SAVEPOINT apply_rows")
+        .execute(&mut *conn)
+        .await?;
+    if clean {
+        return Ok(Vec::new());
+    }
+    let mut failed = Vec::new();
+    for row in rows {
+        if let Err(failure) = apply_row(conn, model, row).await? {
+            failed.push(failure);
+        }
+    }
+    Ok(failed)
+}
+
 /// Applies one stored event as the projector would have received it; `Err` inside `Ok` is an
 /// event the projection cannot apply (rolled back to a savepoint, like a dead letter).
-pub(crate) async fn apply_row(
+async fn apply_row(
     conn: &mut PgConnection,
     model: &'static dyn ReadModel,
     row: &sqlx::postgres::PgRow,
@@ -258,7 +302,12 @@ pub(crate) async fn apply_row(
         .execute(&mut *conn)
         .await?;
     match model.apply(conn, &envelope).await {
-        Ok(()) => Ok(Ok(())),
+        Ok(()) => {
+            sqlx::query("RELEASE SAVEPOINT verify_one")
+                .execute(&mut *conn)
+                .await?;
+            Ok(Ok(()))
+        }
         Err(error) => {
             sqlx::query("ROLLBACK TO SAVEPOINT verify_one")
                 .execute(&mut *conn)
