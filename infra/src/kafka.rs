@@ -14,7 +14,9 @@ use rdkafka::ClientConfig;
 
 use crate::settings::KafkaSettings;
 
-fn base(settings: &KafkaSettings) -> ClientConfig {
+/// The settings every client of the event topics shares: the brokers, small requests sent at
+/// once, and the operator's `kafka.properties` (TLS, SASL, ...) last, so they win.
+pub fn base(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &settings.bootstrap_servers)

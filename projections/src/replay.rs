@@ -311,12 +311,9 @@ pub async fn replay(
             .execute(&mut *conn)
             .await?;
     }
-    sqlx::query(&format!(
-        "CREATE TABLE {schema}.applied (aggregate_type text, aggregate_id text, version bigint,
-             PRIMARY KEY (aggregate_type, aggregate_id))"
-    ))
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(&crate::verify::applied_table_sql(&schema))
+        .execute(&mut *conn)
+        .await?;
     let start = xmin(&mut conn).await?;
     drop(conn);
     let mut set = Set {

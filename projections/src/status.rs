@@ -10,7 +10,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use infra::settings::Settings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
@@ -59,7 +58,8 @@ pub async fn status(
 ) -> Result<Status, sqlx::Error> {
     let watermarks = tokio::task::spawn_blocking({
         let settings = settings.clone();
-        let topics: Vec<String> = projections
+        // Each topic once: several projections read the same topics.
+        let topics: std::collections::BTreeSet<String> = projections
             .iter()
             .flat_map(|p| p.topics(&settings.kafka.topic_prefix))
             .collect();
@@ -79,13 +79,10 @@ pub async fn status(
         let stored: HashMap<(String, i32), i64> =
             offsets.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
         let consumed = stored.values().sum();
+        let topics = projection.topics(&settings.kafka.topic_prefix);
         let lag = watermarks.as_ref().ok().map(|high| {
             high.iter()
-                .filter(|((topic, _), _)| {
-                    projection
-                        .topics(&settings.kafka.topic_prefix)
-                        .contains(topic)
-                })
+                .filter(|((topic, _), _)| topics.contains(topic))
                 .map(|(key, high)| (high - stored.get(key).copied().unwrap_or(0)).max(0))
                 .sum()
         });
@@ -136,16 +133,11 @@ pub async fn status(
 /// The high watermark of every partition of `topics`.
 fn high_watermarks(
     settings: &Settings,
-    topics: &[String],
+    topics: &std::collections::BTreeSet<String>,
 ) -> Result<HashMap<(String, i32), i64>, String> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
-        .set("client.id", "commerce-projector-status");
-    for (key, value) in &settings.kafka.properties.0 {
-        config.set(key, value);
-    }
-    let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+    let consumer: BaseConsumer = infra::kafka::base(&settings.kafka)
+        .create()
+        .map_err(|e| e.to_string())?;
     let mut out = HashMap::new();
     for topic in topics {
         let metadata = consumer

@@ -138,12 +138,9 @@ async fn run(
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query(&format!(
-        "CREATE TABLE {scratch}.applied (aggregate_type text, aggregate_id text, version bigint,
-             PRIMARY KEY (aggregate_type, aggregate_id))"
-    ))
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(&applied_table_sql(scratch))
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(&format!(
         "INSERT INTO {scratch}.applied SELECT aggregate_type, aggregate_id, version
          FROM projection_versions WHERE projection = $1"
@@ -238,6 +235,15 @@ async fn checksum(pool: &PgPool, table: &str) -> Result<(i64, String), sqlx::Err
         .fetch_one(pool)
         .await?;
     Ok((row.try_get("n")?, row.try_get("sum")?))
+}
+
+/// `<schema>.applied`: the last sequence applied per aggregate, in a table set outside
+/// `public` (what `projection_versions` holds for the live set); `verify` and replay use it.
+pub(crate) fn applied_table_sql(schema: &str) -> String {
+    format!(
+        "CREATE TABLE {schema}.applied (aggregate_type text, aggregate_id text, version bigint,
+             PRIMARY KEY (aggregate_type, aggregate_id))"
+    )
 }
 
 /// Applies stored events in order as the projector would have received them; returns those

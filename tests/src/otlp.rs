@@ -117,12 +117,7 @@ impl Receiver {
         let app = Router::new()
             .route("/v1/traces", post(receive))
             .with_state(receiver.clone());
-        let listener = tokio::net::TcpListener::bind(address).await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
-        Ok((receiver, url))
+        Ok((receiver, serve(address, app).await?))
     }
 
     /// Removes and returns the traces that received nothing for `quiet` (finished, as far as
@@ -201,12 +196,7 @@ impl Sink {
         let app = Router::new()
             .route("/v1/traces", post(swallow))
             .with_state(sink.clone());
-        let listener = tokio::net::TcpListener::bind(address).await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
-        Ok((sink, url))
+        Ok((sink, serve(address, app).await?))
     }
 
     /// Export requests and bytes received so far.
@@ -217,4 +207,14 @@ impl Sink {
             self.bytes.load(Ordering::Relaxed),
         )
     }
+}
+
+/// Serves `app` on `address` in the background; returns its base URL.
+async fn serve(address: &str, app: Router) -> std::io::Result<String> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.ok();
+    });
+    Ok(url)
 }
