@@ -3,17 +3,19 @@
 #               foreground; Ctrl-C stops all
 #   make test   lint first (format check, clippy with warnings as errors) and the offline
 #               checks of the deployment files, then bring up
-#               PostgreSQL and a test Kafka cluster and run the whole test suite (what CI runs)
+#               PostgreSQL and a test Kafka cluster, install Chromium for the admin console's
+#               browser test, and run the whole test suite (what CI runs)
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test fuzz deploy-check stack stop bench-write bench-relay bench-read bench-backlog fmt lint
+.PHONY: run test fuzz deploy-check stack stop bench-write bench-relay bench-read bench-backlog bench-replay fmt lint
 
 run:
 	./infra/local/run.sh
 
 test: lint deploy-check
 	./infra/local/stack.sh up-test
+	./tests/browser/install.sh
 	$(CARGO) build --workspace --bins --locked
 	set -a && source .data/stack.env && set +a && \
 	  $(CARGO) test --workspace --locked --no-fail-fast -- --test-threads=$${TEST_THREADS:-4}
@@ -55,6 +57,11 @@ bench-read: stack
 # catch-up rates, a projector restart with the whole topic behind it, and latency after.
 bench-backlog: stack
 	./tests/bench/backlog.sh
+
+# Replay benchmark: 1,000,000 events seeded into a fresh event store, then `projector replay
+# all`, `replay audit` alone and `verify all`, timed (events/s over the store).
+bench-replay: stack
+	./tests/bench/replay.sh
 
 fmt:
 	$(CARGO) fmt --all

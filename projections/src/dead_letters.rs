@@ -1,12 +1,17 @@
-//! `projector dead-letters list | discard`: the events projections set aside (policy `skip`),
-//! for an operator to read and, once dealt with, to discard. The projection has already gone
-//! on past each of them; discarding only removes the record.
+//! `projector dead-letters list | discard | retry`: the events projections set aside (policy
+//! `skip`), for an operator to read, to apply again once the cause is gone ([`retry`]), or,
+//! once dealt with, to discard. The projection has already gone on past each of them;
+//! discarding only removes the record.
+
+pub mod retry;
 
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
+
+pub use retry::{retry, Retried, RetryError};
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct DeadLetter {

@@ -6,6 +6,7 @@
 //! dispatcher sends after commit.
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 pub mod dead_letters;
 pub mod envelope;
 pub mod gap;
@@ -13,6 +14,7 @@ pub mod models;
 pub mod offsets;
 pub mod process_manager;
 pub mod projection;
+pub mod rebuild;
 pub mod replay;
 pub mod runner;
 pub mod startup;
@@ -50,7 +52,20 @@ pub fn projections(with_process_manager: bool) -> Vec<&'static dyn Projection> {
     all
 }
 
-/// Runs every read model (and, with `commands`, the process manager and its dispatcher) until
+/// The read models `projector.read_models` names (`all`: every one), or the name it does not
+/// know.
+pub fn selected_read_models(spec: &str) -> Result<Vec<&'static dyn ReadModel>, String> {
+    let spec = spec.trim();
+    if spec.is_empty() || spec == "all" {
+        return Ok(READ_MODELS.to_vec());
+    }
+    spec.split(',')
+        .map(str::trim)
+        .map(|name| read_model(name).ok_or_else(|| name.to_owned()))
+        .collect()
+}
+
+/// Runs the selected read models (and, with `commands`, the process manager and its dispatcher) until
 /// `stopped`; a projection that fails restarts from its stored offsets after a backoff, so one
 /// failing projection does not stop the others.
 pub async fn run_all(
@@ -59,7 +74,17 @@ pub async fn run_all(
     commands: Option<Commands>,
     stopped: watch::Receiver<bool>,
 ) {
-    let mut tasks: Vec<_> = projections(commands.is_some())
+    // `startup::build` refused a selection naming an unknown model before this runs.
+    let mut selected: Vec<&'static dyn Projection> =
+        selected_read_models(&settings.projector.read_models)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m as &'static dyn Projection)
+            .collect();
+    if commands.is_some() {
+        selected.push(&process_manager::ProcessManager);
+    }
+    let mut tasks: Vec<_> = selected
         .into_iter()
         .map(|projection| {
             let runner = runner::Runner {

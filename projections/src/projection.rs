@@ -56,6 +56,9 @@ pub trait Projection: Send + Sync {
 pub trait ReadModel: Projection {
     /// The tables it owns, all in the `public` schema; nothing else writes them.
     fn tables(&self) -> &'static [Table];
+    /// An empty in-memory fold of its tables (replay's and verify's fast path, see
+    /// [`crate::bulk`]): same rows as [`Projection::apply`], written in bulk.
+    fn fold(&self) -> Box<dyn crate::bulk::Fold>;
 }
 
 /// A table a read model owns, with what verify and replay need to copy and compare it.
@@ -72,6 +75,56 @@ impl Table {
             "CREATE TABLE {schema}.{name} (LIKE public.{name} INCLUDING ALL)",
             name = self.name
         )
+    }
+
+    /// The same, without its indexes (keys included): a bulk load into it, then
+    /// [`Table::add_indexes`], is several times faster than a load that maintains them row by
+    /// row.
+    pub fn create_unindexed_sql(&self, schema: &str) -> String {
+        format!(
+            "CREATE TABLE {schema}.{name} (LIKE public.{name} INCLUDING ALL EXCLUDING INDEXES)",
+            name = self.name
+        )
+    }
+
+    /// Gives `<schema>.<name>` the live table's keys and indexes, under the same names (each
+    /// schema has its own): constraints by their definitions, other indexes by theirs.
+    pub async fn add_indexes(
+        &self,
+        conn: &mut PgConnection,
+        schema: &str,
+    ) -> Result<(), sqlx::Error> {
+        let name = self.name;
+        let definitions: Vec<(Option<String>, String)> = sqlx::query_as(
+            "SELECT c.conname::text,
+                    CASE WHEN c.oid IS NULL THEN pg_get_indexdef(i.indexrelid)
+                         ELSE pg_get_constraintdef(c.oid) END
+             FROM pg_index i
+             LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.contype IN ('p', 'u', 'x')
+             WHERE i.indrelid = ('public.' || $1)::regclass
+             ORDER BY c.oid IS NULL, i.indexrelid",
+        )
+        .bind(name)
+        .fetch_all(&mut *conn)
+        .await?;
+        let live = format!(" ON public.{name} ");
+        for (constraint, definition) in definitions {
+            let sql = match constraint {
+                Some(constraint) => {
+                    format!("ALTER TABLE {schema}.{name} ADD CONSTRAINT {constraint} {definition}")
+                }
+                None if definition.contains(&live) => {
+                    definition.replacen(&live, &format!(" ON {schema}.{name} "), 1)
+                }
+                None => {
+                    return Err(sqlx::Error::Protocol(format!(
+                        "index of {name} not understood: {definition}"
+                    )))
+                }
+            };
+            sqlx::query(&sql).execute(&mut *conn).await?;
+        }
+        Ok(())
     }
 
     /// A copy of the live rows as `<schema>.live_<name>`, taken in the caller's snapshot.

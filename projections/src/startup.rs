@@ -20,9 +20,13 @@ pub enum ProjectorError {
     Startup(#[from] StartupError),
     #[error("cannot set up the process manager's command client")]
     Commands(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("projector.read_models names {0:?}, which is no read model")]
+    UnknownReadModel(String),
 }
 
 pub async fn build(settings: &Settings) -> Result<App, ProjectorError> {
+    crate::selected_read_models(&settings.projector.read_models)
+        .map_err(ProjectorError::UnknownReadModel)?;
     let pool = infra::db::connect(&settings.database)
         .await
         .map_err(StartupError::from)?;

@@ -7,8 +7,10 @@
 //! 2. Rebuild the projection from the PostgreSQL events table into empty tables of the same
 //!    shape in the scratch schema: every event up to the version the live model had applied
 //!    for its aggregate, in log order, each turned into exactly what a consumer sees (upcast,
-//!    Avro round trip, the relay's headers) and applied by the same code the projector runs,
-//!    with the scratch schema first on the `search_path`.
+//!    Avro round trip, the relay's headers) and folded in memory by the model's
+//!    [`Fold`](crate::bulk::Fold),
+//!    written with `COPY`. The live tables were built by the model's `apply`, event by event:
+//!    verify checks the two against each other as well as the live rows against the log.
 //! 3. Compare each table's row count and checksum (MD5 over the rows' text, sorted), and list
 //!    rows found on one side only. The scratch schema is dropped at the end.
 
@@ -17,11 +19,10 @@ use std::fmt;
 use sqlx::{PgConnection, PgPool, Row};
 
 use crate::projection::{ReadModel, Table};
+use crate::rebuild::{self, Target};
 
 /// How many differing rows are listed per table and side.
 const SHOWN: i64 = 10;
-/// Events applied per rebuild transaction.
-const CHUNK: i64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -131,7 +132,8 @@ async fn run(
         .execute(&mut *tx)
         .await?;
     for table in tables {
-        sqlx::query(&table.create_empty_sql(scratch))
+        // No indexes: the rebuild is only compared, never looked up.
+        sqlx::query(&table.create_unindexed_sql(scratch))
             .execute(&mut *tx)
             .await?;
         sqlx::query(&table.copy_live_sql(scratch))
@@ -150,39 +152,15 @@ async fn run(
     .await?;
     tx.commit().await?;
 
-    // 2. The rebuild, in log order, a chunk per transaction.
-    let mut events = 0;
-    let mut failed = Vec::new();
-    let mut after = 0i64;
-    loop {
-        let rows = sqlx::query(&format!(
-            "SELECT {columns}
-             FROM events e
-             JOIN {scratch}.applied a
-               ON a.aggregate_type = e.aggregate_type AND a.aggregate_id = e.aggregate_id
-             WHERE e.sequence <= a.version AND e.global_position > $1
-             ORDER BY e.global_position
-             LIMIT $2",
-            columns = crate::stored::COLUMNS
-        ))
-        .bind(after)
-        .bind(CHUNK)
-        .fetch_all(pool)
-        .await?;
-        let Some(last) = rows.last() else {
-            break;
-        };
-        after = last.try_get("global_position")?;
-        let mut tx = pool.begin().await?;
-        sqlx::query(&format!("SET LOCAL search_path TO {scratch}, public"))
-            .execute(&mut *tx)
-            .await?;
-        let all: Vec<&sqlx::postgres::PgRow> = rows.iter().collect();
-        let refused = apply_rows(&mut tx, model, &all).await?;
-        events += (rows.len() - refused.len()) as u64;
-        failed.extend(refused);
-        tx.commit().await?;
-    }
+    // 2. The rebuild, in log order, folded in memory and written in bulk.
+    let mut targets = [Target::new(model, scratch)];
+    let filter = format!(
+        "EXISTS (SELECT 1 FROM {scratch}.applied a WHERE a.aggregate_type = e.aggregate_type
+             AND a.aggregate_id = e.aggregate_id AND e.sequence <= a.version)"
+    );
+    rebuild::fold_events(pool, &mut targets, &filter, &mut |_| {}).await?;
+    let [target] = targets;
+    let (events, failed) = (target.events, target.failed);
 
     // 3. Compare.
     let mut checks = Vec::new();

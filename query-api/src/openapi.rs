@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::audit::AGGREGATE_TYPES;
 use crate::routes::orders::STATUSES;
-use crate::routes::{analytics, audit, orders, payments, users, Page};
+use crate::routes::{analytics, audit, customer_value, orders, payments, users, Page};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,13 +38,15 @@ use crate::routes::{analytics, audit, orders, payments, users, Page};
     paths(
         users::user, users::by_email, orders::order, orders::customer_orders,
         payments::payment, payments::order_payments, analytics::revenue, analytics::funnel,
+        customer_value::customer_value,
         audit::history,
         audit::export,
     ),
     components(schemas(
         users::UserView, orders::OrderView, orders::OrderSummary, Page<orders::OrderSummary>,
         payments::PaymentView, payments::OrderPayments, analytics::Revenue,
-        analytics::RevenueDay, analytics::Funnel, audit::AuditEntry, Page<audit::AuditEntry>,
+        analytics::RevenueDay, analytics::Funnel,
+        customer_value::CustomerValue, customer_value::CustomerValues, audit::AuditEntry, Page<audit::AuditEntry>,
     )),
     modifiers(&Bearer, &PROBLEMS),
     tags(
@@ -147,6 +149,37 @@ fn constrain(c: &mut Constraints<'_>) {
     for path in ["/v1/users/{id}", "/v1/orders/{id}", "/v1/payments/{id}"] {
         c.parameter("get", path, "min_version", version.clone());
     }
+    let as_of = json!({"description": "The name of an as-of set (`projector replay --as-of`): \
+        the read is answered from what the read models said at that point of the log instead \
+        of the live ones. Operators only (403 for a customer); not with `min_version` (422); \
+        404 when no set of that name holds the read models the read needs.",
+        "schema": {"pattern": "^[a-z0-9][a-z0-9_-]{0,39}$"}});
+    for path in [
+        "/v1/users/{id}",
+        "/v1/orders/{id}",
+        "/v1/payments/{id}",
+        "/v1/users/{id}/orders",
+        "/v1/orders/{id}/payments",
+        "/v1/analytics/revenue",
+        "/v1/analytics/order-funnel",
+        "/v1/analytics/customer-value",
+        "/v1/audit/{aggregate_type}/{id}",
+    ] {
+        c.parameter("get", path, "as_of", as_of.clone());
+    }
+    let value = "/v1/analytics/customer-value";
+    c.parameter(
+        "get",
+        value,
+        "limit",
+        json!({"schema": {"minimum": 1, "maximum": 100}}),
+    );
+    c.parameter(
+        "get",
+        value,
+        "currency",
+        json!({"schema": {"enum": Currency::codes().collect::<Vec<_>>()}}),
+    );
     c.parameter(
         "get",
         "/v1/users",
@@ -287,7 +320,7 @@ mod tests {
         assert_eq!(scheme["scheme"], "bearer");
         assert_eq!(scheme["bearerFormat"], "JWT");
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 10);
+        assert_eq!(paths.len(), 11);
         for (path, item) in paths {
             assert!(path.starts_with("/v1/"), "{path}");
             let get = &item["get"];

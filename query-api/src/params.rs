@@ -64,6 +64,14 @@ pub fn day<'de, D: serde::Deserializer<'de>>(
 }
 
 /// A path id: anything that is not a UUID names no resource, so it is 404.
+/// `?currency=`: an ISO 4217 code this system knows, as stored (422 otherwise).
+pub fn currency(raw: Option<&str>) -> Result<Option<String>, QueryError> {
+    raw.map(domain::values::Currency::parse)
+        .transpose()
+        .map_err(|e| QueryError::invalid("currency", e.to_string()))
+        .map(|c| c.map(|c| c.code().to_owned()))
+}
+
 pub fn path_id(raw: &str, what: &'static str) -> Result<Uuid, QueryError> {
     Uuid::parse_str(raw).map_err(|_| QueryError::NotFound { what })
 }

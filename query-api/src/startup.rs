@@ -40,9 +40,16 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         Duration::from_millis(q.max_wait_ms),
         q.max_version_waiters,
     ));
+    let console = crate::admin::Console::new(settings)
+        .map_err(|e| StartupError::config("query_api.command_api_url", e))?;
     let state = AppState {
         pool: pool.clone(),
         cache: cache.clone(),
+        console: Arc::new(console),
+        as_of: Arc::new(crate::as_of::AsOfPools::new(
+            db::connect_options(&settings.database)
+                .map_err(|e| StartupError::config("database.url", e))?,
+        )),
     };
     let report_size = cache.clone().report_size(Duration::from_secs(5));
     let listen = cache.listen(pool.clone());

@@ -24,12 +24,14 @@ forbidden, whatever part of it was made wrong.
 6. Analytics `from` must not be after `to` (query-api/src/routes/analytics.rs); the audit
    export's `from` must be before its `to` (query-api/src/routes/audit.rs). Swapped, and an
    export's equal pair loses its `to`.
-7. `Idempotency-Key`, if a document lists it: the same key with another body is 422
+7. Query `as_of` and `min_version` are never sent together (422, query-api/src/as_of.rs):
+   `min_version` is dropped.
+8. `Idempotency-Key`, if a document lists it: the same key with another body is 422
    (docs/api.md). Each request gets a key of its own (the generated key, a unique suffix).
 
 One filter applies to every request, allowed or forbidden:
 
-8. A header value with a control character other than horizontal tab is not an HTTP field
+9. A header value with a control character other than horizontal tab is not an HTTP field
    value (RFC 9110, section 5.5), so such a request is not an HTTP message at all: the HTTP
    parser answers it 400 without a body before the service sees it, and no document can say
    otherwise. The negative run generates them; they are not sent.
@@ -54,7 +56,7 @@ IDEMPOTENCY_KEY_MAX = 255
 
 _fixtures: dict[str, dict] = {}
 
-# Characters no HTTP field value may hold (rule 8).
+# Characters no HTTP field value may hold (rule 9).
 _NOT_IN_FIELD_VALUES = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
@@ -167,6 +169,8 @@ def _instant(value):
 
 def _keep_query_rules(query: dict) -> None:
     query.pop("cursor", None)
+    if "as_of" in query:
+        query.pop("min_version", None)
     first, last = query.get("from"), query.get("to")
     if not (isinstance(first, str) and isinstance(last, str)):
         return
@@ -213,7 +217,7 @@ def map_case(context, case):
 
 @schemathesis.hook
 def filter_case(context, case):
-    """Rule 8: only requests that are HTTP messages."""
+    """Rule 9: only requests that are HTTP messages."""
     return not any(
         isinstance(value, str) and _NOT_IN_FIELD_VALUES.search(value)
         for value in (case.headers or {}).values()

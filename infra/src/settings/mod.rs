@@ -5,6 +5,7 @@
 
 mod identity;
 mod kafka;
+mod query_api;
 
 use std::collections::HashMap;
 
@@ -13,6 +14,7 @@ use serde::Deserialize;
 
 pub use identity::{secret_list, secret_value, AuthSettings, WebhookSettings};
 pub use kafka::{KafkaProperties, KafkaSettings};
+pub use query_api::QueryApiSettings;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -108,6 +110,10 @@ pub struct ProjectorSettings {
     /// `/healthz`, `/readyz` and `/metrics` of the projector.
     pub host: String,
     pub port: u16,
+    /// The read models this projector runs: `all`, or names separated by commas (a model
+    /// left out is neither consumed nor kept current here; `projector replay` still rebuilds
+    /// it).
+    pub read_models: String,
     /// Run the order–payment process manager alongside the projections.
     pub process_manager: bool,
     /// Where the process manager sends its commands.
@@ -124,25 +130,6 @@ pub struct ProjectorSettings {
     pub client_secret: SecretString,
     /// A file holding the secret instead (its first line).
     pub client_secret_file: String,
-}
-
-/// The query API and its cache.
-#[derive(Debug, Clone, Deserialize)]
-pub struct QueryApiSettings {
-    pub host: String,
-    pub port: u16,
-    /// Async runtime threads; 0 means one per CPU core.
-    pub worker_threads: usize,
-    /// The longest a read with `min_version` waits for the read model to catch up.
-    pub max_wait_ms: u64,
-    /// Most bytes of single-resource representations (bodies and tags) kept in the cache.
-    pub cache_max_bytes: u64,
-    /// Most reads waiting for `min_version` at once; past it a read is answered 503 with
-    /// `Retry-After` instead of waiting.
-    pub max_version_waiters: usize,
-    /// A cached entry is dropped after this long even without a change notification: a
-    /// second line of defence should notifications ever be lost unnoticed.
-    pub cache_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -289,6 +276,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("projector.group_prefix", "projection-"),
     ("projector.host", "127.0.0.1"),
     ("projector.port", "8082"),
+    ("projector.read_models", "all"),
     ("projector.process_manager", "true"),
     ("projector.command_api_url", "http://127.0.0.1:8080"),
     ("projector.outbox_max_attempts", "12"),
@@ -305,6 +293,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("query_api.cache_max_bytes", "268435456"),
     ("query_api.max_version_waiters", "1000"),
     ("query_api.cache_ttl_secs", "60"),
+    ("query_api.command_api_url", "http://127.0.0.1:8080"),
+    ("query_api.admin_secure_cookie", "false"),
     ("log.filter", "info,sqlx=warn"),
     ("log.format", "json"),
     ("event_store.snapshot_every", "50"),

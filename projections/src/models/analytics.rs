@@ -2,10 +2,15 @@
 //! placed) and the order funnel (`rm_funnel`: each order's current status and placing day).
 //! Days are UTC days of the events' `occurred_at`.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
 use domain::{OrderEvent, PaymentEvent};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::{event, id, ApplyError};
+use crate::bulk::{CopyRows, Fold, WriteFuture};
 use crate::envelope::Envelope;
 use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
@@ -38,17 +43,21 @@ async fn revenue(
     match added {
         Ok(_) => Ok(()),
         Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("22003") => {
-            let key = format!("{} {currency}", e.occurred_at.date_naive());
-            metrics::counter!("read_model_overflows_total", "table" => "rm_revenue_daily")
-                .increment(1);
-            tracing::error!(table = "rm_revenue_daily", %key, event_id = %e.event_id,
-                "revenue total would overflow; event parked in dead_letters");
-            Err(ApplyError::Overflow {
-                table: "rm_revenue_daily",
-                key,
-            })
+            Err(overflow(e, currency))
         }
         Err(error) => Err(error.into()),
+    }
+}
+
+/// Counts and logs a revenue total that would overflow, and the error that parks its event.
+fn overflow(e: &Envelope, currency: &str) -> ApplyError {
+    let key = format!("{} {currency}", e.occurred_at.date_naive());
+    metrics::counter!("read_model_overflows_total", "table" => "rm_revenue_daily").increment(1);
+    tracing::error!(table = "rm_revenue_daily", %key, event_id = %e.event_id,
+        "revenue total would overflow; event parked in dead_letters");
+    ApplyError::Overflow {
+        table: "rm_revenue_daily",
+        key,
     }
 }
 
@@ -87,6 +96,10 @@ impl ReadModel for Analytics {
             Table { name: "rm_funnel" },
         ]
     }
+
+    fn fold(&self) -> Box<dyn Fold> {
+        Box::<AnalyticsFold>::default()
+    }
 }
 
 async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> {
@@ -123,5 +136,110 @@ async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> 
             _ => Ok(()),
         },
         _ => Ok(()),
+    }
+}
+
+/// Both analytics tables folded in memory (see [`crate::bulk`]).
+#[derive(Default)]
+struct AnalyticsFold {
+    /// (day, currency) -> (captured, refunded, orders).
+    revenue: HashMap<(NaiveDate, String), [i64; 3]>,
+    /// order -> (status, placed_at).
+    funnel: HashMap<Uuid, (&'static str, DateTime<Utc>)>,
+}
+
+impl AnalyticsFold {
+    /// Adds to the day's totals, or refuses the event (changing nothing) if one would overflow.
+    fn add(&mut self, e: &Envelope, currency: &str, added: [i64; 3]) -> Result<(), ApplyError> {
+        let key = (e.occurred_at.date_naive(), currency.to_owned());
+        let totals = self.revenue.get(&key).copied().unwrap_or([0; 3]);
+        let mut sums = [0; 3];
+        for i in 0..3 {
+            sums[i] = totals[i]
+                .checked_add(added[i])
+                .ok_or_else(|| overflow(e, currency))?;
+        }
+        self.revenue.insert(key, sums);
+        Ok(())
+    }
+
+    fn status(&mut self, e: &Envelope, status: &'static str) -> Result<(), ApplyError> {
+        if let Some(row) = self.funnel.get_mut(&id(e)?) {
+            row.0 = status;
+        }
+        Ok(())
+    }
+}
+
+impl Fold for AnalyticsFold {
+    fn fold(&mut self, e: &Envelope) -> Result<(), ApplyError> {
+        match e.aggregate_type.as_str() {
+            "order" => match event::<OrderEvent>(e)? {
+                OrderEvent::Placed { currency, .. } => {
+                    let order = id(e)?;
+                    self.add(e, currency.code(), [0, 0, 1])?;
+                    self.funnel
+                        .entry(order)
+                        .or_insert(("created", e.occurred_at));
+                    Ok(())
+                }
+                OrderEvent::Confirmed => self.status(e, "confirmed"),
+                OrderEvent::ProcessingStarted => self.status(e, "processing"),
+                OrderEvent::Shipped { .. } => self.status(e, "shipped"),
+                OrderEvent::Delivered => self.status(e, "delivered"),
+                OrderEvent::Cancelled { .. } => self.status(e, "cancelled"),
+            },
+            "payment" => match event::<PaymentEvent>(e)? {
+                PaymentEvent::Captured {
+                    amount_minor,
+                    currency,
+                    ..
+                } => self.add(e, currency.code(), [amount_minor, 0, 0]),
+                PaymentEvent::Refunded {
+                    amount_minor,
+                    currency,
+                    ..
+                } => self.add(e, currency.code(), [0, amount_minor, 0]),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    fn write<'a>(
+        &'a mut self,
+        conn: &'a mut PgConnection,
+        schema: &'a str,
+        done: bool,
+    ) -> WriteFuture<'a> {
+        Box::pin(async move {
+            if !done {
+                return Ok(());
+            }
+            let mut out = CopyRows::new();
+            for ((day, currency), [captured, refunded, orders]) in self.revenue.drain() {
+                out.date(day)
+                    .text(&currency)
+                    .int(captured)
+                    .int(refunded)
+                    .int(orders)
+                    .end_row();
+            }
+            out.copy_into(
+                conn,
+                &format!("{schema}.rm_revenue_daily"),
+                "day, currency, captured_minor, refunded_minor, orders",
+            )
+            .await?;
+            for (order, (status, placed_at)) in self.funnel.drain() {
+                out.uuid(&order).text(status).time(&placed_at).end_row();
+            }
+            out.copy_into(
+                conn,
+                &format!("{schema}.rm_funnel"),
+                "order_id, status, placed_at",
+            )
+            .await
+        })
     }
 }

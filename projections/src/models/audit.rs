@@ -3,6 +3,7 @@
 use sqlx::PgConnection;
 
 use super::ApplyError;
+use crate::bulk::{CopyRows, Fold, WriteFuture};
 use crate::envelope::Envelope;
 use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
@@ -26,6 +27,10 @@ impl Projection for Audit {
 impl ReadModel for Audit {
     fn tables(&self) -> &'static [Table] {
         &[Table { name: "rm_audit" }]
+    }
+
+    fn fold(&self) -> Box<dyn Fold> {
+        Box::new(AuditFold(CopyRows::new()))
     }
 }
 
@@ -52,4 +57,49 @@ async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> 
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// `rm_audit` folded in memory: a row per event, written after every chunk (see
+/// [`crate::bulk`]). The log holds each (aggregate, sequence) once, so `apply`'s conflict
+/// clause never applies to a rebuild.
+struct AuditFold(CopyRows);
+
+impl Fold for AuditFold {
+    fn fold(&mut self, e: &Envelope) -> Result<(), ApplyError> {
+        self.0
+            .text(&e.aggregate_type)
+            .text(&e.aggregate_id)
+            .int(e.sequence)
+            .uuid(&e.event_id)
+            .text(&e.event_type)
+            .text(&e.event_version)
+            .time(&e.occurred_at)
+            .text(&e.actor)
+            .text(&e.correlation_id)
+            .text(&e.causation_id)
+            .text(&e.traceparent)
+            .json(&e.payload)
+            .int(e.global_position)
+            .end_row();
+        Ok(())
+    }
+
+    fn write<'a>(
+        &'a mut self,
+        conn: &'a mut PgConnection,
+        schema: &'a str,
+        _done: bool,
+    ) -> WriteFuture<'a> {
+        Box::pin(async move {
+            self.0
+                .copy_into(
+                    conn,
+                    &format!("{schema}.rm_audit"),
+                    "aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, \
+                     occurred_at, actor, correlation_id, causation_id, traceparent, payload, \
+                     global_position",
+                )
+                .await
+        })
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod analytics;
 pub mod audit;
+pub mod customer_value;
 pub mod orders;
 pub mod payments;
 pub mod users;
@@ -23,11 +24,12 @@ pub static READ_MODELS: &[&dyn ReadModel] = &[
     &payments::Payments,
     &analytics::Analytics,
     &audit::Audit,
+    &customer_value::CustomerValue,
 ];
 
 /// Decodes the payload into `E` (a domain event enum).
 pub fn event<E: serde::de::DeserializeOwned>(envelope: &Envelope) -> Result<E, ApplyError> {
-    serde_json::from_value(envelope.payload.clone()).map_err(|source| ApplyError::Payload {
+    E::deserialize(&envelope.payload).map_err(|source| ApplyError::Payload {
         event_type: envelope.event_type.clone(),
         source,
     })

@@ -2,11 +2,16 @@
 //! Paid and refunded totals come from `rm_payments` at query time, so the two topics may be
 //! consumed in any relative order.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 use domain::OrderEvent;
-use serde_json::json;
+use serde_json::{json, Value};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::{event, id, ApplyError};
+use crate::bulk::{write_when_done, Fold, WriteFuture};
 use crate::envelope::Envelope;
 use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
@@ -30,6 +35,10 @@ impl Projection for Orders {
 impl ReadModel for Orders {
     fn tables(&self) -> &'static [Table] {
         &[Table { name: "rm_orders" }]
+    }
+
+    fn fold(&self) -> Box<dyn Fold> {
+        Box::<OrdersFold>::default()
     }
 }
 
@@ -97,4 +106,102 @@ async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> 
         }
     }
     Ok(())
+}
+
+/// A row of `rm_orders`, in memory.
+struct OrderRow {
+    customer_id: Uuid,
+    status: &'static str,
+    items: Value,
+    currency: String,
+    total_minor: i64,
+    shipping_address: Value,
+    carrier: Option<String>,
+    tracking_number: Option<String>,
+    version: i64,
+    placed_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// `rm_orders` folded in memory (see [`crate::bulk`]).
+#[derive(Default)]
+struct OrdersFold {
+    rows: HashMap<Uuid, OrderRow>,
+}
+
+impl Fold for OrdersFold {
+    fn fold(&mut self, e: &Envelope) -> Result<(), ApplyError> {
+        let order = id(e)?;
+        let (version, at) = (e.sequence, e.occurred_at);
+        let status = match event::<OrderEvent>(e)? {
+            OrderEvent::Placed {
+                customer_id,
+                currency,
+                items,
+                total_minor,
+                shipping_address,
+            } => {
+                self.rows.entry(order).or_insert_with(|| OrderRow {
+                    customer_id,
+                    status: "created",
+                    items: json!(items),
+                    currency: currency.code().to_owned(),
+                    total_minor,
+                    shipping_address: json!(shipping_address),
+                    carrier: None,
+                    tracking_number: None,
+                    version,
+                    placed_at: at,
+                    updated_at: at,
+                });
+                return Ok(());
+            }
+            OrderEvent::Shipped {
+                carrier,
+                tracking_number,
+            } => {
+                if let Some(row) = self.rows.get_mut(&order) {
+                    row.carrier = Some(carrier.as_str().to_owned());
+                    row.tracking_number = Some(tracking_number.as_str().to_owned());
+                }
+                "shipped"
+            }
+            OrderEvent::Confirmed => "confirmed",
+            OrderEvent::ProcessingStarted => "processing",
+            OrderEvent::Delivered => "delivered",
+            OrderEvent::Cancelled { .. } => "cancelled",
+        };
+        if let Some(row) = self.rows.get_mut(&order) {
+            (row.status, row.version, row.updated_at) = (status, version, at);
+        }
+        Ok(())
+    }
+
+    fn write<'a>(
+        &'a mut self,
+        conn: &'a mut PgConnection,
+        schema: &'a str,
+        done: bool,
+    ) -> WriteFuture<'a> {
+        let target = (
+            schema,
+            "rm_orders",
+            "id, customer_id, status, items, currency, total_minor, shipping_address, \
+             carrier, tracking_number, version, placed_at, updated_at",
+        );
+        write_when_done(&mut self.rows, conn, target, done, |out, id, row| {
+            out.uuid(&id)
+                .uuid(&row.customer_id)
+                .text(row.status)
+                .json(&row.items)
+                .text(&row.currency)
+                .int(row.total_minor)
+                .json(&row.shipping_address)
+                .opt_text(row.carrier.as_deref())
+                .opt_text(row.tracking_number.as_deref())
+                .int(row.version)
+                .time(&row.placed_at)
+                .time(&row.updated_at);
+        })
+    }
 }

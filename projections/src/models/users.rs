@@ -1,10 +1,15 @@
 //! `rm_users`: one row per user with profile, addresses, roles and status.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 use domain::UserEvent;
-use serde_json::json;
+use serde_json::{json, Value};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::{event, id, ApplyError};
+use crate::bulk::{write_when_done, Fold, WriteFuture};
 use crate::envelope::Envelope;
 use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
@@ -28,6 +33,10 @@ impl Projection for Users {
 impl ReadModel for Users {
     fn tables(&self) -> &'static [Table] {
         &[Table { name: "rm_users" }]
+    }
+
+    fn fold(&self) -> Box<dyn Fold> {
+        Box::<UsersFold>::default()
     }
 }
 
@@ -115,4 +124,130 @@ async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> 
         }
     }
     Ok(())
+}
+
+/// A row of `rm_users`, in memory.
+struct UserRow {
+    email: String,
+    email_key: String,
+    display_name: String,
+    preferences: Value,
+    addresses: Vec<Value>,
+    roles: Vec<Value>,
+    status: &'static str,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// `rm_users` folded in memory (see [`crate::bulk`]), with `apply`'s JSON operations:
+/// `||` appends, `- role` removes every equal string, an address is removed by its `id`.
+#[derive(Default)]
+struct UsersFold {
+    rows: HashMap<Uuid, UserRow>,
+}
+
+impl Fold for UsersFold {
+    fn fold(&mut self, e: &Envelope) -> Result<(), ApplyError> {
+        let user = id(e)?;
+        let (version, at) = (e.sequence, e.occurred_at);
+        let decoded = event::<UserEvent>(e)?;
+        if let UserEvent::Registered {
+            email,
+            display_name,
+            roles,
+        } = &decoded
+        {
+            let roles = match json!(roles) {
+                Value::Array(roles) => roles,
+                other => vec![other],
+            };
+            self.rows.entry(user).or_insert_with(|| UserRow {
+                email: email.as_str().to_owned(),
+                email_key: email.normalized(),
+                display_name: display_name.as_str().to_owned(),
+                preferences: json!({}),
+                addresses: Vec::new(),
+                roles,
+                status: "active",
+                version,
+                created_at: at,
+                updated_at: at,
+            });
+            return Ok(());
+        }
+        let Some(row) = self.rows.get_mut(&user) else {
+            return Ok(());
+        };
+        match decoded {
+            UserEvent::Registered { .. } => return Ok(()),
+            UserEvent::ProfileChanged {
+                display_name,
+                preferences,
+            } => {
+                if let Some(name) = display_name {
+                    row.display_name = String::from(name);
+                }
+                if let Some(preferences) = preferences {
+                    row.preferences = Value::from(preferences);
+                }
+            }
+            UserEvent::EmailChanged { email, .. } => {
+                row.email = email.as_str().to_owned();
+                row.email_key = email.normalized();
+            }
+            UserEvent::AddressAdded {
+                address_id,
+                address,
+            } => {
+                let mut entry = json!(address);
+                entry["id"] = json!(address_id);
+                row.addresses.push(entry);
+            }
+            UserEvent::AddressRemoved { address_id } => {
+                let removed = address_id.to_string();
+                // `a->>'id' <> $4`: an entry without an id compares as null and goes too.
+                row.addresses.retain(|a| match a.get("id") {
+                    Some(Value::String(id)) => *id != removed,
+                    Some(Value::Null) | None => false,
+                    // A number, object or array as text never reads as a UUID: kept.
+                    Some(_) => true,
+                });
+            }
+            UserEvent::RoleGranted { role } => row.roles.push(json!(role.as_str())),
+            UserEvent::RoleRevoked { role } => {
+                row.roles.retain(|r| r.as_str() != Some(role.as_str()))
+            }
+            UserEvent::Deactivated { .. } => row.status = "deactivated",
+        }
+        (row.version, row.updated_at) = (version, at);
+        Ok(())
+    }
+
+    fn write<'a>(
+        &'a mut self,
+        conn: &'a mut PgConnection,
+        schema: &'a str,
+        done: bool,
+    ) -> WriteFuture<'a> {
+        let target = (
+            schema,
+            "rm_users",
+            "id, email, email_key, display_name, preferences, addresses, roles, status, \
+             version, created_at, updated_at",
+        );
+        write_when_done(&mut self.rows, conn, target, done, |out, id, row| {
+            out.uuid(&id)
+                .text(&row.email)
+                .text(&row.email_key)
+                .text(&row.display_name)
+                .json(&row.preferences)
+                .json(&Value::Array(row.addresses))
+                .json(&Value::Array(row.roles))
+                .text(row.status)
+                .int(row.version)
+                .time(&row.created_at)
+                .time(&row.updated_at);
+        })
+    }
 }

@@ -37,6 +37,17 @@ async fn serve() -> Served {
             Duration::from_millis(100),
             8,
         )),
+        console: Arc::new(
+            crate::admin::Console::new(
+                &infra::settings::Settings::load_from(None).expect("default settings"),
+            )
+            .expect("a console"),
+        ),
+        as_of: Arc::new(crate::as_of::AsOfPools::new(
+            "postgres://nobody@127.0.0.1:1/nothing"
+                .parse()
+                .expect("options"),
+        )),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -97,10 +108,11 @@ fn service() -> Principal {
     Principal::new(Subject::Service("process-manager".into()), [Role::Service])
 }
 
-const STAFF_ROUTES: [&str; 4] = [
+const STAFF_ROUTES: [&str; 5] = [
     "/v1/users?email=someone%40example.com",
     "/v1/analytics/revenue",
     "/v1/analytics/order-funnel",
+    "/v1/analytics/customer-value",
     "/v1/audit/user/0190a3c4-0000-7000-8000-000000000000",
 ];
 

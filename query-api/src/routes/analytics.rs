@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::NaiveDate;
-use domain::values::Currency;
 use infra::auth::Authenticated;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -17,7 +16,7 @@ use super::orders::STATUSES;
 use super::AppState;
 use crate::error::QueryError;
 use crate::params::{self, Params};
-use crate::policy::{self, Query};
+use crate::policy::{self, Query, Scope};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -55,6 +54,8 @@ pub struct RevenueParams {
     pub to: Option<NaiveDate>,
     /// Only this ISO 4217 currency.
     pub currency: Option<String>,
+    /// Read this as-of set instead of the live read model.
+    pub as_of: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -92,13 +93,10 @@ pub async fn revenue(
     policy::require_all(&principal, Query::Analytics)?;
     let Params(params) = params?;
     check_range(params.from, params.to)?;
-    let currency = params
-        .currency
-        .as_deref()
-        .map(Currency::parse)
-        .transpose()
-        .map_err(|e| QueryError::invalid("currency", e.to_string()))?
-        .map(|c| c.code().to_owned());
+    let pool = state
+        .read_pool(Scope::All, params.as_of.as_deref(), &["rm_revenue_daily"])
+        .await?;
+    let currency = params::currency(params.currency.as_deref())?;
     let items = sqlx::query_as::<_, RevenueDay>(
         "SELECT day, currency, captured_minor, refunded_minor,
              captured_minor - refunded_minor AS net_minor, orders
@@ -110,7 +108,7 @@ pub async fn revenue(
     .bind(params.from)
     .bind(params.to)
     .bind(&currency)
-    .fetch_all(&state.pool)
+    .fetch_all(&pool)
     .await?;
     Ok(Json(Revenue {
         from: params.from,
@@ -130,6 +128,8 @@ pub struct FunnelParams {
     /// Orders placed on or before this day.
     #[serde(default, deserialize_with = "params::day")]
     pub to: Option<NaiveDate>,
+    /// Read this as-of set instead of the live read model.
+    pub as_of: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -155,6 +155,9 @@ pub async fn funnel(
     policy::require_all(&principal, Query::Analytics)?;
     let Params(params) = params?;
     check_range(params.from, params.to)?;
+    let pool = state
+        .read_pool(Scope::All, params.as_of.as_deref(), &["rm_funnel"])
+        .await?;
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT status, count(*) FROM rm_funnel
          WHERE ($1::date IS NULL OR (placed_at AT TIME ZONE 'UTC')::date >= $1)
@@ -163,7 +166,7 @@ pub async fn funnel(
     )
     .bind(params.from)
     .bind(params.to)
-    .fetch_all(&state.pool)
+    .fetch_all(&pool)
     .await?;
     let mut counts: BTreeMap<String, i64> = STATUSES.iter().map(|s| (s.to_string(), 0)).collect();
     for (status, n) in rows {

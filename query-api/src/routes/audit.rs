@@ -14,7 +14,7 @@ use utoipa::IntoParams;
 use super::{AppState, Page};
 use crate::error::QueryError;
 use crate::params::{self, path_id, Params};
-use crate::policy::{self, Query};
+use crate::policy::{self, Query, Scope};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -36,6 +36,8 @@ pub struct HistoryParams {
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Read this as-of set instead of the live audit log.
+    pub as_of: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/audit/{aggregate_type}/{id}", tag = "audit",
@@ -61,6 +63,9 @@ pub async fn history(
         })?;
     let id = path_id(&id, what)?;
     let limit = params::limit(params.limit, 1000, 1000)?;
+    let pool = state
+        .read_pool(Scope::All, params.as_of.as_deref(), &["rm_audit"])
+        .await?;
     let after: i64 = match params.cursor.as_deref() {
         None => 0,
         Some(raw) => raw
@@ -81,7 +86,7 @@ pub async fn history(
     .bind(id.to_string())
     .bind(after)
     .bind(limit + 1)
-    .fetch_all(&state.pool)
+    .fetch_all(&pool)
     .await?;
     if items.is_empty() && after == 0 {
         return Err(QueryError::NotFound { what });

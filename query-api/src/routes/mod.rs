@@ -8,6 +8,7 @@
 mod access_tests;
 pub mod analytics;
 pub mod audit;
+pub mod customer_value;
 pub mod orders;
 pub mod payments;
 pub mod users;
@@ -32,6 +33,26 @@ use crate::policy::Scope;
 pub struct AppState {
     pub pool: PgPool,
     pub cache: Arc<ReadCache>,
+    /// The admin console's settings and login client.
+    pub console: Arc<crate::admin::Console>,
+    /// Pools of the as-of sets read (`?as_of=`).
+    pub as_of: Arc<crate::as_of::AsOfPools>,
+}
+
+impl AppState {
+    /// Where a read of `tables` goes: the live tables, or the as-of set `as_of` names (see
+    /// [`crate::as_of`]).
+    pub async fn read_pool(
+        &self,
+        scope: Scope,
+        as_of: Option<&str>,
+        tables: &[&str],
+    ) -> Result<PgPool, QueryError> {
+        match as_of {
+            None => Ok(self.pool.clone()),
+            Some(name) => self.as_of.pool(&self.pool, scope, name, None, tables).await,
+        }
+    }
 }
 
 pub fn routes() -> Router<AppState> {
@@ -40,7 +61,9 @@ pub fn routes() -> Router<AppState> {
         .merge(orders::routes())
         .merge(payments::routes())
         .merge(analytics::routes())
+        .merge(customer_value::routes())
         .merge(audit::routes())
+        .merge(crate::admin::routes())
 }
 
 /// Serializes a resource for serving and caching; `owner` is the customer it belongs to.
@@ -71,6 +94,9 @@ pub fn version_tag(version: i64) -> String {
 pub struct ReadParams {
     /// Wait (bounded) until the read model has reached this version.
     pub min_version: Option<i64>,
+    /// Read the as-of set of this name (`projector replay --as-of`) instead of the live read
+    /// model; operators only, not with `min_version`.
+    pub as_of: Option<String>,
 }
 
 /// A single-resource read: the id from the path, the representation through the cache
@@ -86,6 +112,10 @@ pub struct ReadParams {
 /// whose order is not projected yet has no known owner, so its customer is told 404 (or,
 /// waiting, is answered once the order arrives, at the wait's next poll: the order's arrival
 /// notifies the order, not its payments).
+///
+/// With `as_of`, the representation comes from that as-of set (which must hold `tables`),
+/// uncached.
+#[allow(clippy::too_many_arguments)]
 pub async fn single<F, Fut>(
     state: &AppState,
     scope: Scope,
@@ -93,6 +123,7 @@ pub async fn single<F, Fut>(
     key: fn(Uuid) -> Key,
     params: ReadParams,
     request: &HeaderMap,
+    tables: &[&str],
     load: F,
 ) -> Result<Response, QueryError>
 where
@@ -101,6 +132,13 @@ where
 {
     let what = key(Uuid::nil()).kind();
     let id = params::path_id(raw_id, what)?;
+    if let Some(name) = &params.as_of {
+        let pool = (state.as_of)
+            .pool(&state.pool, scope, name, params.min_version, tables)
+            .await?;
+        let found = load(pool, id).await?.ok_or(QueryError::NotFound { what })?;
+        return Ok(conditional(&found, request));
+    }
     let min_version = params::min_version(params.min_version)?;
     let committed = || committed_version(&state.pool, key(id), scope.viewer());
     let permitted = |r: &Representation| scope.permits(r.owner);

@@ -108,7 +108,18 @@ pub async fn order(
 ) -> Result<Response, QueryError> {
     let scope = policy::admit(&principal, Query::Order)?;
     let Params(params) = params?;
-    single(&state, scope, &id, Key::Order, params, &headers, load).await
+    let tables = ["rm_orders", "rm_payments"];
+    single(
+        &state,
+        scope,
+        &id,
+        Key::Order,
+        params,
+        &headers,
+        &tables,
+        load,
+    )
+    .await
 }
 
 /// One line of a customer's order list.
@@ -134,6 +145,8 @@ pub struct ListParams {
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Read this as-of set instead of the live read model (operators only).
+    pub as_of: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/users/{id}/orders", tag = "orders",
@@ -163,6 +176,9 @@ pub async fn customer_orders(
         }
     }
     let cursor = params.cursor.as_deref().map(Cursor::decode).transpose()?;
+    let pool = state
+        .read_pool(scope, params.as_of.as_deref(), &["rm_orders", "rm_users"])
+        .await?;
     // Keyset pagination on (placed_at, id), newest first: orders placed while a client pages
     // land before its first page, so pages never repeat or skip a row.
     let mut items = if visible {
@@ -181,7 +197,7 @@ pub async fn customer_orders(
         .bind(cursor.map(|c| c.at))
         .bind(cursor.map(|c| c.id))
         .bind(limit + 1)
-        .fetch_all(&state.pool)
+        .fetch_all(&pool)
         .await?
     } else {
         Vec::new()
@@ -202,7 +218,7 @@ pub async fn customer_orders(
         let known = visible
             && sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_users WHERE id = $1)")
                 .bind(customer)
-                .fetch_one(&state.pool)
+                .fetch_one(&pool)
                 .await?;
         if !known {
             return Err(QueryError::NotFound { what: "user" });

@@ -86,7 +86,18 @@ pub async fn payment(
 ) -> Result<Response, QueryError> {
     let scope = policy::admit(&principal, Query::Payment)?;
     let Params(params) = params?;
-    single(&state, scope, &id, Key::Payment, params, &headers, load).await
+    let tables = ["rm_payments", "rm_orders"];
+    single(
+        &state,
+        scope,
+        &id,
+        Key::Payment,
+        params,
+        &headers,
+        &tables,
+        load,
+    )
+    .await
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -97,27 +108,38 @@ pub struct OrderPayments {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct NoParams {}
+#[into_params(parameter_in = Query)]
+pub struct OrderPaymentsParams {
+    /// Read this as-of set instead of the live read models (operators only).
+    pub as_of: Option<String>,
+}
 
 #[utoipa::path(get, path = "/v1/orders/{id}/payments", tag = "payments",
-    params(("id" = Uuid, Path)),
+    params(("id" = Uuid, Path), OrderPaymentsParams),
     responses((status = 200, body = OrderPayments),
         (status = 404, description = "no such order, or (for a customer) another customer's")))]
 pub async fn order_payments(
     Authenticated(principal): Authenticated,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    params: Result<Params<NoParams>, QueryError>,
+    params: Result<Params<OrderPaymentsParams>, QueryError>,
 ) -> Result<Json<OrderPayments>, QueryError> {
     let scope = policy::admit(&principal, Query::OrderPayments)?;
-    let Params(_) = params?;
+    let Params(params) = params?;
     let order = path_id(&id, "order")?;
+    let pool = state
+        .read_pool(
+            scope,
+            params.as_of.as_deref(),
+            &["rm_payments", "rm_orders"],
+        )
+        .await?;
     if scope.viewer().is_some() {
         // An order not (yet) in the read model has no known owner: hidden, as a missing one.
         let owner: Option<Uuid> =
             sqlx::query_scalar("SELECT customer_id FROM rm_orders WHERE id = $1")
                 .bind(order)
-                .fetch_optional(&state.pool)
+                .fetch_optional(&pool)
                 .await?;
         scope.check(owner, "order")?;
     }
@@ -125,13 +147,13 @@ pub async fn order_payments(
         "{SELECT} WHERE order_id = $1 ORDER BY created_at, id"
     ))
     .bind(order)
-    .fetch_all(&state.pool)
+    .fetch_all(&pool)
     .await?;
     if items.is_empty() {
         let known: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_orders WHERE id = $1)")
                 .bind(order)
-                .fetch_one(&state.pool)
+                .fetch_one(&pool)
                 .await?;
         if !known {
             return Err(QueryError::NotFound { what: "order" });

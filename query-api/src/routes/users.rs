@@ -81,7 +81,17 @@ pub async fn user(
 ) -> Result<Response, QueryError> {
     let scope = policy::admit(&principal, Query::User)?;
     let Params(params) = params?;
-    single(&state, scope, &id, Key::User, params, &headers, load).await
+    single(
+        &state,
+        scope,
+        &id,
+        Key::User,
+        params,
+        &headers,
+        &["rm_users"],
+        load,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

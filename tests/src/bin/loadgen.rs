@@ -52,10 +52,14 @@
 // The crate root resolves modules next to itself, hence the explicit paths.
 #[path = "loadgen/common.rs"]
 mod common;
+#[path = "loadgen/consume.rs"]
+mod consume;
 #[path = "loadgen/read.rs"]
 mod read;
 #[path = "loadgen/relay.rs"]
 mod relay;
+#[path = "loadgen/seed.rs"]
+mod seed;
 #[path = "loadgen/stats.rs"]
 mod stats;
 #[path = "loadgen/traces.rs"]
@@ -94,6 +98,10 @@ enum Command {
     TrivialServer(read::TrivialArgs),
     /// Receive OTLP/HTTP traces and print each as a tree (for a local look at tracing).
     Traces(traces::TracesArgs),
+    /// Write a commerce history straight into an event store (for the replay benchmark).
+    Seed(seed::SeedArgs),
+    /// Read topics from start to end with a raw consumer (the baseline of replay from Kafka).
+    Consume(consume::ConsumeArgs),
 }
 
 #[tokio::main]
@@ -106,6 +114,8 @@ async fn main() -> ExitCode {
         Command::Reads(args) => read::reads(args).await,
         Command::TrivialServer(args) => read::trivial_server(args).await,
         Command::Traces(args) => traces::run(args).await,
+        Command::Seed(args) => seed::run(args).await,
+        Command::Consume(args) => consume::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

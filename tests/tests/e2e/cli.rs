@@ -1,5 +1,6 @@
 //! The binaries' command lines: help and version, bad usage (exit 2), `projector status` and
-//! `dead-letters` (exit 1 while something waits for a person), `command-api relay-checkpoint`
+//! `dead-letters` (exit 1 while something waits for a person; `retry` applies one again, or
+//! says why not), `command-api relay-checkpoint`
 //! (refused while a relay runs or forward; a reset republishes), and `DATABASE_URL` in place
 //! of `APP__DATABASE__URL`.
 
@@ -247,4 +248,83 @@ async fn the_relay_checkpoint_is_shown_and_moved_back_only_while_no_relay_runs()
         "{}",
         text(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_retried_from_the_command_line() {
+    // No projector runs: the users read model is empty until a retry applies the event.
+    let stack = stack_without_relay().await;
+    let pool = &stack.app.pool;
+    let user = stack.app.register(&unique_email()).await;
+    let letter = |projection: &'static str, offset: i64| {
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO dead_letters (projection, topic, partition, \"offset\", event_id, aggregate_id, error)
+             SELECT $1, 'users.events', 0, $2, event_id::text, aggregate_id, 'transient: test'
+             FROM events WHERE aggregate_type = 'user' AND aggregate_id = $3 AND sequence = 1
+             RETURNING id",
+        )
+        .bind(projection)
+        .bind(offset)
+        .bind(&user)
+        .fetch_one(pool)
+    };
+    let retry = |ids: &[i64]| {
+        let mut command = service_command("projector", &stack.settings);
+        command.args(["dead-letters", "retry"]);
+        command.args(ids.iter().map(i64::to_string));
+        run(command)
+    };
+    let first = letter("users", 1).await.unwrap();
+    let out = retry(&[first]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_users WHERE id = $1::uuid")
+        .bind(&user)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "the retried event is applied");
+    let version: i64 = sqlx::query_scalar(
+        "SELECT version FROM projection_versions WHERE projection = 'users' AND aggregate_id = $1",
+    )
+    .bind(&user)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(version, 1);
+    assert_eq!(retry(&[first]).status.code(), Some(1), "no longer there");
+
+    // A later event of the aggregate was applied: the old one is refused, and stays.
+    sqlx::query("UPDATE projection_versions SET version = 3 WHERE projection = 'users' AND aggregate_id = $1")
+        .bind(&user)
+        .execute(pool)
+        .await
+        .unwrap();
+    let late = letter("users", 2).await.unwrap();
+    let out = retry(&[late]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("replay the projection instead"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The audit model keeps one row per event: order does not matter there.
+    sqlx::query("INSERT INTO projection_versions VALUES ('audit', 'user', $1, 3)")
+        .bind(&user)
+        .execute(pool)
+        .await
+        .unwrap();
+    let audit = letter("audit", 3).await.unwrap();
+    let manager = letter("process_manager", 4).await.unwrap();
+    let out = retry(&[audit, manager]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("process manager"),
+        "{}",
+        text(&out.stderr)
+    );
+    let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM dead_letters ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![late, manager], "applied: only the audit one");
 }

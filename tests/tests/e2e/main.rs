@@ -9,12 +9,15 @@
 
 mod support;
 
+mod admin_console;
+mod as_of;
 mod audit_export;
 mod bad_input;
 mod bounded;
 mod cli;
 mod command_api_killed;
 mod concurrency;
+mod customer_value;
 mod event_store;
 mod faults;
 mod gaps;

@@ -1,4 +1,4 @@
-//! `projector status` and `projector dead-letters list | discard`.
+//! `projector status` and `projector dead-letters list | discard | retry`.
 
 use std::process::ExitCode;
 
@@ -26,6 +26,17 @@ pub enum DeadLetters {
         #[arg(required = true)]
         ids: Vec<i64>,
     },
+    /// Apply dead letters again once their cause is gone, and remove those applied; exits 1
+    /// if one stays (refused, failed again) or was not there.
+    Retry {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+}
+
+/// Who runs the command, for the log: the operating-system user.
+fn actor() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
 }
 
 pub async fn status(settings: Settings, json: bool) -> anyhow::Result<ExitCode> {
@@ -76,6 +87,7 @@ pub async fn dead_letters(settings: Settings, command: DeadLetters) -> anyhow::R
             ExitCode::SUCCESS
         }
         DeadLetters::Discard { ids } => {
+            tracing::info!(actor = %actor(), ?ids, "discarding dead letters");
             let removed = projections::dead_letters::discard(&pool, &ids)
                 .await
                 .context("discarding dead letters")?;
@@ -92,7 +104,39 @@ pub async fn dead_letters(settings: Settings, command: DeadLetters) -> anyhow::R
                 ExitCode::FAILURE
             }
         }
+        DeadLetters::Retry { ids } => retry(&pool, &ids).await?,
     };
     pool.close().await;
     Ok(code)
+}
+
+/// Retries each of `ids` in turn; a database error stops at once (exit 2).
+async fn retry(pool: &sqlx::PgPool, ids: &[i64]) -> anyhow::Result<ExitCode> {
+    use projections::dead_letters::RetryError;
+    tracing::info!(actor = %actor(), ?ids, "retrying dead letters");
+    let mut all = true;
+    for id in ids {
+        match projections::dead_letters::retry(pool, *id).await {
+            Ok(done) => println!(
+                "retried {id}: {} applied event {} ({} {} sequence {})",
+                done.projection,
+                done.event_id,
+                done.aggregate_type,
+                done.aggregate_id,
+                done.sequence
+            ),
+            Err(RetryError::Database(error)) => {
+                return Err(error).context("retrying dead letters");
+            }
+            Err(refused) => {
+                eprintln!("projector: {refused}");
+                all = false;
+            }
+        }
+    }
+    Ok(if all {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -1,28 +1,57 @@
-//! `projector replay | rollback | prune` (see `projections::replay`), with progress on
-//! standard error.
+//! `projector replay | rollback | prune` and as-of sets (see `projections::replay`), with
+//! progress on standard error.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use infra::settings::Settings;
 
+use projections::replay::as_of::{self, AsOfError, Bound};
+use projections::replay::runs::Run;
+use projections::replay::Origin;
+
 use crate::{connect, models};
 
-pub async fn replay(settings: Settings, names: &[String]) -> anyhow::Result<ExitCode> {
+pub async fn replay(
+    settings: Settings,
+    names: &[String],
+    from_kafka: bool,
+) -> anyhow::Result<ExitCode> {
     let models = models(names)?;
     let pool = connect(&settings).await?;
+    let types: Vec<&str> = models
+        .iter()
+        .flat_map(|m| m.aggregates().iter().copied())
+        .collect();
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = ANY($1)")
+            .bind(&types)
+            .fetch_one(&pool)
+            .await?;
+    let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
+    let run = Run::start(&pool, &names.join(" "), "replay", Some(total)).await?;
+    let mut progress = infra::progress::Progress::new("replay", total as u64);
+    let origin = if from_kafka {
+        Origin::Kafka(&settings)
+    } else {
+        Origin::Store
+    };
+    let replayed = projections::replay::replay(&pool, &models, origin, &mut |n| {
+        progress.advance(n);
+        run.advance(n);
+    })
+    .await;
+    progress.finish();
+    run.finish(
+        replayed
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| projections::error_chain(e)),
+    )
+    .await?;
+    let reports = replayed.context("replaying")?;
     let mut clean = true;
-    for model in models {
-        let total: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = ANY($1)")
-                .bind(model.aggregates())
-                .fetch_one(&pool)
-                .await?;
-        let mut progress = infra::progress::Progress::new("replay", total as u64);
-        let report = projections::replay::replay(&pool, model, &mut |n| progress.advance(n))
-            .await
-            .with_context(|| format!("replaying {}", model.name()))?;
-        progress.finish();
+    for (model, report) in models.iter().zip(&reports) {
         println!(
             "{}: rebuilt from {} events and swapped in; the replaced tables are in {} \
              (projector rollback {} | prune {})",
@@ -48,9 +77,21 @@ pub async fn replay(settings: Settings, names: &[String]) -> anyhow::Result<Exit
 pub async fn rollback(settings: Settings, name: &str) -> anyhow::Result<ExitCode> {
     let model = projections::read_model(name).with_context(|| format!("no read model {name:?}"))?;
     let pool = connect(&settings).await?;
+    let run = Run::start(&pool, name, "rollback", None).await?;
     let mut progress = infra::progress::Progress::new("rollback", 0);
-    let result = projections::replay::rollback(&pool, model, &mut |n| progress.advance(n)).await;
+    let result = projections::replay::rollback(&pool, model, &mut |n| {
+        progress.advance(n);
+        run.advance(n);
+    })
+    .await;
     progress.finish();
+    run.finish(
+        result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| projections::error_chain(e)),
+    )
+    .await?;
     pool.close().await;
     match result {
         Ok(report) => {
@@ -88,4 +129,97 @@ pub async fn prune(settings: Settings, names: &[String]) -> anyhow::Result<ExitC
     }
     pool.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Subcommand)]
+pub enum AsOf {
+    /// Every as-of set: name, position, what was asked for, read models, when built.
+    List,
+    /// Drop as-of sets (their tables and their record).
+    Drop {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+pub async fn as_of(
+    settings: Settings,
+    names: &[String],
+    bound: Bound,
+    name: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let models = models(names)?;
+    let pool = connect(&settings).await?;
+    let name = name.unwrap_or_else(|| bound.default_name());
+    let mut progress = infra::progress::Progress::new("as-of", 0);
+    let built = as_of::build(&pool, &models, &bound, &name, &mut |n| progress.advance(n)).await;
+    progress.finish();
+    pool.close().await;
+    let report = match built {
+        Ok(report) => report,
+        Err(error @ (AsOfError::BadName(_) | AsOfError::Exists(_))) => {
+            eprintln!("projector: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(error) => return Err(error).context("building the as-of set"),
+    };
+    println!(
+        "as-of set {} built: read models {} at global position {} (asked for {}); read it with \
+         ?as_of={}",
+        report.set.name,
+        report.set.projections.join(", "),
+        report.set.position,
+        report.set.requested,
+        report.set.name
+    );
+    let mut clean = true;
+    for model in &report.models {
+        println!("  {}: {} events", model.name, model.events);
+        for (event, error) in &model.failed {
+            println!("    could not apply event {event}: {error}");
+        }
+        clean &= model.failed.is_empty();
+    }
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn as_of_sets(settings: Settings, command: AsOf) -> anyhow::Result<ExitCode> {
+    let pool = connect(&settings).await?;
+    let code = match command {
+        AsOf::List => {
+            for set in as_of::list(&pool).await? {
+                println!(
+                    "{:<24} position {:<10} asked {:<26} {} built {}",
+                    set.name,
+                    set.position,
+                    set.requested,
+                    set.projections.join(","),
+                    set.created_at.format("%Y-%m-%dT%H:%M:%SZ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        AsOf::Drop { names } => {
+            let mut all = true;
+            for name in &names {
+                let dropped = as_of::drop_set(&pool, name).await?;
+                println!(
+                    "{name}: {}",
+                    if dropped { "dropped" } else { "no such set" }
+                );
+                all &= dropped;
+            }
+            if all {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    };
+    pool.close().await;
+    Ok(code)
 }

@@ -3,5 +3,6 @@
 
 mod dead_letters;
 mod exactly_once;
+mod fold;
 mod kills;
 mod verify;

@@ -1,6 +1,7 @@
 //! The end-to-end harness, shared by every test file. Test files import from here only, never
 //! from each other.
 //!
+//! - [`browser`]: a headless Chromium over WebDriver, for the admin console.
 //! - [`database`]: a fresh database per test, and a private PostgreSQL cluster for tests that
 //!   stop the server.
 //! - [`auth`]: the test identity configuration (keys, admin, clients, secrets) and login.
@@ -20,6 +21,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod browser;
 pub mod cluster;
 pub mod commerce;
 pub mod database;

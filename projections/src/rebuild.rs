@@ -1,0 +1,166 @@
+//! Folds a run of the events table into several read models at once (replay's first pass and
+//! verify's rebuild): one ordered scan, each event turned into what a consumer sees once, and
+//! handed to every model that reads its aggregate type; the models' rows go out with `COPY`
+//! (see [`crate::bulk`]).
+
+use std::collections::HashMap;
+
+use futures::TryStreamExt;
+use sqlx::{ConnectOptions, Connection, PgPool, Row};
+
+use crate::bulk::Fold;
+use crate::envelope::Envelope;
+use crate::projection::ReadModel;
+
+/// Events folded between two writes (and progress reports).
+const CHUNK: u64 = 20_000;
+
+/// Per aggregate (type, id), the last sequence folded.
+pub(crate) type Applied = HashMap<(String, String), i64>;
+
+/// A model being folded into the tables of `schema`.
+pub(crate) struct Target {
+    pub model: &'static dyn ReadModel,
+    pub schema: String,
+    fold: Box<dyn Fold>,
+    /// Events folded.
+    pub events: u64,
+    /// Events it could not apply (event id, error), as the live projection would have
+    /// dead-lettered them.
+    pub failed: Vec<(String, String)>,
+}
+
+impl Target {
+    pub fn new(model: &'static dyn ReadModel, schema: &str) -> Self {
+        Self {
+            model,
+            schema: schema.to_owned(),
+            fold: model.fold(),
+            events: 0,
+            failed: Vec::new(),
+        }
+    }
+
+    fn reads(&self, aggregate_type: &str) -> bool {
+        self.model.aggregates().contains(&aggregate_type)
+    }
+}
+
+/// The aggregate types any of `targets` reads, as an SQL array literal (they are names from
+/// the code, never input).
+pub(crate) fn aggregate_types_sql(targets: &[Target]) -> String {
+    let mut types: Vec<&str> = targets
+        .iter()
+        .flat_map(|t| t.model.aggregates().iter().copied())
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    let quoted: Vec<String> = types.iter().map(|t| format!("'{t}'")).collect();
+    format!("ARRAY[{}]::text[]", quoted.join(","))
+}
+
+/// One pass of events into `targets`: folds each into every target that reads its aggregate
+/// type, writes the targets' rows every [`CHUNK`] events and at the end, and keeps what was
+/// folded per aggregate (every event seen, including those a target refused: the live
+/// projection goes past those too).
+pub(crate) struct Pass<'a> {
+    targets: &'a mut [Target],
+    write: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    pending: u64,
+    pub applied: Applied,
+}
+
+impl<'a> Pass<'a> {
+    pub async fn new(pool: &PgPool, targets: &'a mut [Target]) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            targets,
+            write: pool.acquire().await?,
+            pending: 0,
+            applied: Applied::new(),
+        })
+    }
+
+    /// Folds one event (or records, for every target reading its type, why it could not be
+    /// turned into what a consumer sees).
+    pub async fn add(
+        &mut self,
+        key: (String, String),
+        sequence: i64,
+        event_id: uuid::Uuid,
+        envelope: Result<&Envelope, &str>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), sqlx::Error> {
+        for target in self.targets.iter_mut().filter(|t| t.reads(&key.0)) {
+            let folded = match envelope {
+                Ok(envelope) => target
+                    .fold
+                    .fold(envelope)
+                    .map_err(|e| crate::error_chain(&e)),
+                Err(error) => Err(error.to_owned()),
+            };
+            match folded {
+                Ok(()) => target.events += 1,
+                Err(error) => target.failed.push((event_id.to_string(), error)),
+            }
+        }
+        self.applied.insert(key, sequence);
+        self.pending += 1;
+        if self.pending == CHUNK {
+            self.flush(false).await?;
+            progress(self.pending);
+            self.pending = 0;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, done: bool) -> Result<(), sqlx::Error> {
+        for target in self.targets.iter_mut() {
+            target
+                .fold
+                .write(&mut self.write, &target.schema, done)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything left; returns what was folded per aggregate.
+    pub async fn finish(mut self, progress: &mut dyn FnMut(u64)) -> Result<Applied, sqlx::Error> {
+        self.flush(true).await?;
+        progress(self.pending);
+        Ok(self.applied)
+    }
+}
+
+/// Folds the events `filter` selects (an SQL condition on `events e`, built by the caller from
+/// its own names), in log order, into every target that reads their aggregate type, and writes
+/// the targets' rows into their schemas; returns what was folded per aggregate.
+pub(crate) async fn fold_events(
+    pool: &PgPool,
+    targets: &mut [Target],
+    filter: &str,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Applied, sqlx::Error> {
+    // The scan is one statement that streams for as long as the fold takes: on a connection
+    // of its own that does not report it as a slow statement.
+    let options = (*pool.connect_options())
+        .clone()
+        .disable_statement_logging();
+    let mut read = sqlx::PgConnection::connect_with(&options).await?;
+    let sql = format!(
+        "SELECT {columns} FROM events e WHERE {filter} ORDER BY e.global_position",
+        columns = crate::stored::COLUMNS
+    );
+    let mut pass = Pass::new(pool, targets).await?;
+    let mut rows = sqlx::query(&sql).fetch(&mut read);
+    while let Some(row) = rows.try_next().await? {
+        let key = (row.try_get("aggregate_type")?, row.try_get("aggregate_id")?);
+        let event_id: uuid::Uuid = row.try_get("event_id")?;
+        let envelope = crate::stored::envelope(&row);
+        let envelope = envelope.as_ref().map_err(String::as_str);
+        pass.add(key, row.try_get("sequence")?, event_id, envelope, progress)
+            .await?;
+    }
+    drop(rows);
+    read.close().await?;
+    pass.finish(progress).await
+}

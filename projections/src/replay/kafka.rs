@@ -1,0 +1,277 @@
+//! `projector replay --from kafka`: the first pass reads the models' topics instead of the
+//! events table, from their start to the high watermarks taken when it starts, decoding each
+//! message as the runner does (Avro through the schema registry, the relay's headers).
+//!
+//! A topic may hold an event twice (the relay publishes again after a crash) or lack one (see
+//! `crate::gap`): an event at or below its aggregate's folded sequence is skipped, and the
+//! sequences missing before one are taken from the event store first, as the runner does. The
+//! topics must hold the whole history (the event topics are kept forever, `docs/operations.md`).
+//! What the topics did not have yet is left to the catch-up rounds, which read the event store
+//! from the transaction of the oldest last message among the topics (the relay publishes in
+//! transaction order, so everything of older transactions was in the topics) and skip what the
+//! pass folded.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use infra::settings::Settings;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use schemas::wire::EventDecoder;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+use super::ReplayError;
+use crate::envelope::{Envelope, Source};
+use crate::rebuild::{Applied, Pass, Target};
+
+/// How long the brokers get to answer metadata and watermark requests.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages handed from the consuming thread at a time.
+const HANDFUL: usize = 1000;
+/// A poll that returns nothing this long, with partitions left to read, fails the replay.
+const STALLED: Duration = Duration::from_secs(60);
+
+/// A message off the topics, owned.
+struct Raw {
+    source: Source,
+    headers: HashMap<String, String>,
+    payload: Vec<u8>,
+}
+
+/// What the first pass folded, and the transaction the catch-up starts from.
+pub(super) struct FromTopics {
+    pub applied: Applied,
+    pub catch_up_from: String,
+}
+
+/// Reads every partition of `topics` from its start to its high watermark (taken first) on a
+/// thread of its own, handing messages over in handfuls.
+fn consume(
+    settings: &Settings,
+    topics: &[String],
+    out: mpsc::Sender<Vec<Raw>>,
+) -> Result<(), String> {
+    let consumer: BaseConsumer = infra::kafka::base(&settings.kafka)
+        .set("group.id", format!("replay-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), BROKER_TIMEOUT)
+            .map_err(|e| format!("metadata of {topic}: {e}"))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len());
+        for partition in 0..partitions as i32 {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, BROKER_TIMEOUT)
+                .map_err(|e| format!("watermarks of {topic}/{partition}: {e}"))?;
+            if high > low {
+                ends.insert((topic.clone(), partition), high);
+                assignment
+                    .add_partition_offset(topic, partition, Offset::Offset(low))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    if ends.is_empty() {
+        return Ok(());
+    }
+    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    let mut handful = Vec::with_capacity(HANDFUL);
+    let mut quiet = std::time::Instant::now();
+    while !ends.is_empty() {
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            if quiet.elapsed() > STALLED {
+                return Err(format!("no message from the brokers for {STALLED:?}"));
+            }
+            continue;
+        };
+        quiet = std::time::Instant::now();
+        let message = message.map_err(|e| e.to_string())?;
+        let key = (message.topic().to_owned(), message.partition());
+        let Some(&end) = ends.get(&key) else { continue };
+        if message.offset() >= end {
+            continue;
+        }
+        if message.offset() + 1 >= end {
+            ends.remove(&key);
+        }
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|header| {
+                        let value = header.value.map(String::from_utf8_lossy);
+                        (
+                            header.key.to_owned(),
+                            value.unwrap_or_default().into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        handful.push(Raw {
+            source: Source {
+                topic: key.0,
+                partition: key.1,
+                offset: message.offset(),
+            },
+            headers,
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        });
+        if handful.len() == HANDFUL && out.blocking_send(std::mem::take(&mut handful)).is_err() {
+            return Ok(());
+        }
+    }
+    if !handful.is_empty() {
+        let _ = out.blocking_send(handful);
+    }
+    Ok(())
+}
+
+/// The first pass from the topics (see the module documentation).
+pub(super) async fn fold_topics(
+    pool: &PgPool,
+    settings: &Settings,
+    targets: &mut [Target],
+    progress: &mut dyn FnMut(u64),
+) -> Result<FromTopics, ReplayError> {
+    let mut types: Vec<&'static str> = targets
+        .iter()
+        .flat_map(|t| t.model.aggregates().iter().copied())
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    let topics: Vec<String> = types
+        .iter()
+        .map(|t| infra::kafka::topic_for(&settings.kafka.topic_prefix, t))
+        .collect();
+    let (sender, mut handfuls) = mpsc::channel(4);
+    let consuming = tokio::task::spawn_blocking({
+        let (settings, topics) = (settings.clone(), topics.clone());
+        move || consume(&settings, &topics, sender)
+    });
+    let decoder = EventDecoder::new(&settings.schema_registry.url);
+    let mut pass = Pass::new(pool, targets).await?;
+    // The newest global position seen per topic.
+    let mut newest: HashMap<String, i64> = HashMap::new();
+    while let Some(handful) = handfuls.recv().await {
+        for raw in handful {
+            let header = |name: &str| raw.headers.get(name).cloned().unwrap_or_default();
+            let key = (header("aggregate_type"), header("aggregate_id"));
+            let Ok(sequence) = header("sequence").parse::<i64>() else {
+                return Err(ReplayError::Source(format!(
+                    "{}/{}@{}: no sequence header",
+                    raw.source.topic, raw.source.partition, raw.source.offset
+                )));
+            };
+            if let Ok(position) = header("global_position").parse::<i64>() {
+                let top = newest.entry(raw.source.topic.clone()).or_default();
+                *top = (*top).max(position);
+            }
+            let folded = pass.applied.get(&key).copied().unwrap_or(0);
+            if sequence <= folded {
+                continue; // published twice
+            }
+            if sequence > folded + 1 {
+                fill(pool, &mut pass, &key, folded, sequence, progress).await?;
+                let now = pass.applied.get(&key).copied().unwrap_or(0);
+                if now + 1 != sequence {
+                    return Err(ReplayError::Source(format!(
+                        "the event store lacks sequences {} to {} of {} {}, which the topic skipped",
+                        now + 1,
+                        sequence - 1,
+                        key.0,
+                        key.1
+                    )));
+                }
+            }
+            let event_id = header("event_id").parse().unwrap_or_default();
+            let envelope = match decoder.decode(&raw.payload).await {
+                Ok(decoded) => {
+                    Envelope::from_parts(raw.source.clone(), &raw.headers, decoded.payload)
+                        .map_err(|e| e.to_string())
+                }
+                Err(error) => Err(crate::error_chain(&error)),
+            };
+            let envelope = envelope.as_ref().map_err(String::as_str);
+            pass.add(key, sequence, event_id, envelope, progress)
+                .await?;
+        }
+    }
+    consuming
+        .await
+        .map_err(|e| ReplayError::Source(e.to_string()))?
+        .map_err(ReplayError::Source)?;
+    let applied = pass.finish(progress).await?;
+    // Every topic's newest message was published; the oldest of their transactions bounds
+    // what all the topics held.
+    let mut catch_up_from = None::<String>;
+    for topic in &topics {
+        let tx: Option<String> = match newest.get(topic) {
+            None => None,
+            Some(position) => {
+                sqlx::query_scalar("SELECT tx_id::text FROM events WHERE global_position = $1")
+                    .bind(position)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        };
+        let tx = tx.unwrap_or_else(|| "0".to_owned());
+        catch_up_from = Some(match catch_up_from {
+            Some(current) if current.parse::<u64>().ok() <= tx.parse::<u64>().ok() => current,
+            _ => tx,
+        });
+    }
+    Ok(FromTopics {
+        applied,
+        catch_up_from: catch_up_from.unwrap_or_else(|| "0".to_owned()),
+    })
+}
+
+/// Folds the sequences `(folded, before)` of `key` from the event store (missing from the
+/// topics).
+async fn fill(
+    pool: &PgPool,
+    pass: &mut Pass<'_>,
+    key: &(String, String),
+    folded: i64,
+    before: i64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {columns} FROM events e
+         WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence > $3 AND e.sequence < $4
+         ORDER BY e.sequence",
+        columns = crate::stored::COLUMNS
+    ))
+    .bind(&key.0)
+    .bind(&key.1)
+    .bind(folded)
+    .bind(before)
+    .fetch_all(pool)
+    .await?;
+    for row in rows {
+        use sqlx::Row;
+        let envelope = crate::stored::envelope(&row);
+        let envelope = envelope.as_ref().map_err(String::as_str);
+        pass.add(
+            key.clone(),
+            row.try_get("sequence")?,
+            row.try_get("event_id")?,
+            envelope,
+            progress,
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! `projector replay | rollback | prune`: rebuild a read model beside the live one and swap
+//! it in without stopping reads or the projector.
+//!
+//! A table set is the model's tables in a schema of their own, plus `applied`, the last
+//! sequence folded per aggregate. A replay builds a new set per model from the events table,
+//! in log order:
+//!
+//! 1. Everything written by transactions older than the oldest one running when it starts
+//!    (`pg_snapshot_xmin`, as the relay reads): those have all ended, so nothing can appear
+//!    among them later. One scan folds them into every model replayed, in memory, and the
+//!    rows go out with `COPY` ([`crate::rebuild`], [`crate::bulk`]).
+//! 2. Catch-up rounds over the transactions since, until little is left, with the
+//!    projector's own `apply` (the set's schema first on the `search_path`).
+//! 3. The swap, in one transaction holding the projection's advisory lock (the one the
+//!    runner takes per batch, so no batch is applied meanwhile): the last events are folded,
+//!    the live tables move to a `previous_*` schema and the new ones to `public` (with the
+//!    live tables' triggers), and the model's `projection_versions` become the new set's.
+//!    The runner goes on from its Kafka offsets; what the new set already holds it skips by
+//!    those versions. Readers resolve the table names again at their next statement, so the
+//!    query API serves the old tables until the commit and the new ones after it; a
+//!    notification makes it forget its cache.
+//!
+//! `rollback` catches the previous set up on every event of the transactions since the swap
+//! (deduplicated by its versions) and swaps it back the same way; `prune` drops it.
+
+pub mod as_of;
+mod kafka;
+pub mod runs;
+mod set;
+mod swap;
+
+use sqlx::{PgConnection, PgPool};
+
+use crate::projection::ReadModel;
+use crate::rebuild::{self, Target};
+use set::Set;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("{0} has no previous table set (nothing to roll back to)")]
+    NoPrevious(&'static str),
+    #[error("reading the topics: {0}")]
+    Source(String),
+}
+
+/// Where a replay's first pass reads the log.
+pub enum Origin<'a> {
+    /// The events table (the default).
+    Store,
+    /// The models' Kafka topics, with these settings (see [`kafka`]).
+    Kafka(&'a infra::settings::Settings),
+}
+
+/// What a replay or rollback did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Events folded into the set brought in.
+    pub events: u64,
+    /// Events it could not apply, as the live projection would have dead-lettered them.
+    pub failed: Vec<(String, String)>,
+    /// The schema holding the set that was swapped out.
+    pub previous_schema: String,
+}
+
+fn suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+async fn xmin(executor: &mut PgConnection) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+        .fetch_one(executor)
+        .await
+}
+
+/// Rebuilds `models` from the events table into new sets and swaps each in: one ordered
+/// scan folds them all in memory and writes them in bulk (see [`crate::rebuild`]), then each
+/// is caught up and swapped in turn. Returns a report per model, in their order.
+pub async fn replay(
+    pool: &PgPool,
+    models: &[&'static dyn ReadModel],
+    origin: Origin<'_>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<Report>, ReplayError> {
+    let mut targets = Vec::new();
+    let mut conn = pool.acquire().await?;
+    for model in models {
+        let schema = format!("replay_{}_{}", model.name(), suffix());
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut *conn)
+            .await?;
+        for table in model.tables() {
+            sqlx::query(&table.create_unindexed_sql(&schema))
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::query(&crate::verify::applied_table_sql(&schema))
+            .execute(&mut *conn)
+            .await?;
+        targets.push(Target::new(*model, &schema));
+    }
+    let start = xmin(&mut conn).await?;
+    drop(conn);
+    let schemas: Vec<String> = targets.iter().map(|t| t.schema.clone()).collect();
+    let built = async {
+        let (applied, catch_up_from) = match origin {
+            Origin::Store => {
+                let filter = format!(
+                    "e.tx_id < '{start}'::xid8 AND e.aggregate_type = ANY({})",
+                    rebuild::aggregate_types_sql(&targets)
+                );
+                let applied = rebuild::fold_events(pool, &mut targets, &filter, progress).await?;
+                (applied, start.clone())
+            }
+            Origin::Kafka(settings) => {
+                let from = kafka::fold_topics(pool, settings, &mut targets, progress).await?;
+                (from.applied, from.catch_up_from)
+            }
+        };
+        let mut reports = Vec::new();
+        for target in targets {
+            let mut conn = pool.acquire().await?;
+            for table in target.model.tables() {
+                table.add_indexes(&mut conn, &target.schema).await?;
+            }
+            let own = set::save_all(&mut conn, &target.schema, target.model, &applied).await?;
+            drop(conn);
+            let mut report = Report {
+                events: target.events,
+                failed: target.failed,
+                previous_schema: String::new(),
+            };
+            let set = Set::saved(&target.schema, own);
+            swap::catch_up_and_swap(
+                pool,
+                target.model,
+                set,
+                catch_up_from.clone(),
+                &mut report,
+                progress,
+            )
+            .await?;
+            reports.push(report);
+        }
+        Ok::<_, ReplayError>(reports)
+    }
+    .await;
+    if built.is_err() {
+        // Half-built sets are of no use (those swapped in are gone from their schemas
+        // already); the live sets are untouched.
+        for schema in schemas {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(pool)
+                .await;
+        }
+    }
+    built
+}
+
+/// Brings the previous set up to date and swaps it back in (the live set becomes the
+/// previous one).
+pub async fn rollback(
+    pool: &PgPool,
+    model: &'static dyn ReadModel,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Report, ReplayError> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT schema_name, swapped_xmin::text FROM projection_previous_sets WHERE projection = $1",
+    )
+    .bind(model.name())
+    .fetch_optional(pool)
+    .await?;
+    let (schema, since) = row.ok_or(ReplayError::NoPrevious(model.name()))?;
+    let mut conn = pool.acquire().await?;
+    let set = Set::load(&mut conn, &schema).await?;
+    drop(conn);
+    let mut report = Report::default();
+    let swapped = swap::catch_up_and_swap(pool, model, set, since, &mut report, progress).await;
+    swapped.map(|()| report)
+}
+
+/// Drops the previous set; false if there was none.
+pub async fn prune(pool: &PgPool, model: &'static dyn ReadModel) -> Result<bool, ReplayError> {
+    let sql = "DELETE FROM projection_previous_sets WHERE projection = $1 RETURNING schema_name";
+    Ok(drop_recorded(pool, sql, model.name()).await?)
+}
+
+/// Deletes the record `delete` (one parameter, `key`; returning the set's schema) and drops
+/// that schema with its tables, in one transaction; false if there was no such record.
+pub(crate) async fn drop_recorded(
+    pool: &PgPool,
+    delete: &str,
+    key: &str,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let schema: Option<String> = sqlx::query_scalar(delete)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(schema) = &schema {
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(schema.is_some())
+}

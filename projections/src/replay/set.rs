@@ -1,0 +1,164 @@
+//! A table set being built or caught up event by event: its schema and, per aggregate, the
+//! last sequence folded.
+
+use sqlx::{PgConnection, Row};
+
+use super::Report;
+use crate::projection::ReadModel;
+use crate::rebuild::Applied;
+
+/// Events read per query while catching up.
+const CHUNK: i64 = 2000;
+
+pub(super) struct Set {
+    pub schema: String,
+    pub applied: Applied,
+    /// What changed in `applied` since it was last saved.
+    changed: Applied,
+}
+
+impl Set {
+    /// A set whose `<schema>.applied` already holds `applied`.
+    pub fn saved(schema: &str, applied: Applied) -> Self {
+        Self {
+            schema: schema.to_owned(),
+            applied,
+            changed: Applied::new(),
+        }
+    }
+
+    pub async fn load(conn: &mut PgConnection, schema: &str) -> Result<Self, sqlx::Error> {
+        // Sets swapped out by earlier versions kept `applied` without a key; catching up
+        // upserts into it.
+        sqlx::query(&format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS applied_key ON {schema}.applied (aggregate_type, aggregate_id)"
+        ))
+        .execute(&mut *conn)
+        .await?;
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(&format!(
+            "SELECT aggregate_type, aggregate_id, version FROM {schema}.applied"
+        ))
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(Self::saved(
+            schema,
+            rows.into_iter().map(|(t, i, v)| ((t, i), v)).collect(),
+        ))
+    }
+
+    /// Folds the events of transactions in `[from, to)` (`to` open: every visible one) into
+    /// the set with the model's `apply`, in log order, skipping what it holds; calls
+    /// `progress` per chunk. With `own_transactions` each chunk commits on its own (each
+    /// event applies in a savepoint, and one transaction with many of them would slow every
+    /// other session); without, the caller's transaction holds it all.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fold(
+        &mut self,
+        conn: &mut PgConnection,
+        model: &'static dyn ReadModel,
+        from: &str,
+        to: Option<&str>,
+        own_transactions: bool,
+        report: &mut Report,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, sqlx::Error> {
+        let mut after = 0i64;
+        let mut folded = 0;
+        loop {
+            let rows = sqlx::query(&format!(
+                "SELECT {columns} FROM events e
+                 WHERE e.tx_id >= $1::text::xid8 AND ($2::text IS NULL OR e.tx_id < $2::text::xid8)
+                   AND e.global_position > $3 AND e.aggregate_type = ANY($4)
+                 ORDER BY e.global_position LIMIT $5",
+                columns = crate::stored::COLUMNS
+            ))
+            .bind(from)
+            .bind(to)
+            .bind(after)
+            .bind(model.aggregates())
+            .bind(CHUNK)
+            .fetch_all(&mut *conn)
+            .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.try_get("global_position")?;
+            let mut fresh = Vec::new();
+            for row in &rows {
+                let key: (String, String) =
+                    (row.try_get("aggregate_type")?, row.try_get("aggregate_id")?);
+                let sequence: i64 = row.try_get("sequence")?;
+                if self.applied.get(&key).is_none_or(|v| sequence > *v) {
+                    fresh.push((row, key, sequence));
+                }
+            }
+            if own_transactions {
+                sqlx::query("BEGIN").execute(&mut *conn).await?;
+            }
+            sqlx::query(&format!("SET LOCAL search_path TO {}, public", self.schema))
+                .execute(&mut *conn)
+                .await?;
+            let rows: Vec<&sqlx::postgres::PgRow> = fresh.iter().map(|(row, _, _)| *row).collect();
+            report
+                .failed
+                .extend(crate::verify::apply_rows(conn, model, &rows).await?);
+            for (_, key, sequence) in fresh.iter().cloned() {
+                self.applied.insert(key.clone(), sequence);
+                self.changed.insert(key, sequence);
+            }
+            sqlx::query("SET LOCAL search_path TO public")
+                .execute(&mut *conn)
+                .await?;
+            if own_transactions {
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+            }
+            folded += fresh.len() as u64;
+            progress(fresh.len() as u64);
+        }
+        report.events += folded;
+        Ok(folded)
+    }
+
+    /// Writes what changed since the last save into `<schema>.applied`.
+    pub async fn save_changed(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let (mut types, mut ids, mut versions) = (Vec::new(), Vec::new(), Vec::new());
+        for ((t, i), v) in self.changed.drain() {
+            types.push(t);
+            ids.push(i);
+            versions.push(v);
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {}.applied SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET version = EXCLUDED.version",
+            self.schema
+        ))
+        .bind(types)
+        .bind(ids)
+        .bind(versions)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Writes `applied` (of the aggregate types `model` reads) into the empty `<schema>.applied`.
+pub(super) async fn save_all(
+    conn: &mut PgConnection,
+    schema: &str,
+    model: &'static dyn ReadModel,
+    applied: &Applied,
+) -> Result<Applied, sqlx::Error> {
+    let mut own = Applied::new();
+    let mut out = crate::bulk::CopyRows::new();
+    for ((t, i), v) in applied {
+        if model.aggregates().contains(&t.as_str()) {
+            out.text(t).text(i).int(*v).end_row();
+            own.insert((t.clone(), i.clone()), *v);
+        }
+    }
+    out.copy_into(
+        conn,
+        &format!("{schema}.applied"),
+        "aggregate_type, aggregate_id, version",
+    )
+    .await?;
+    Ok(own)
+}

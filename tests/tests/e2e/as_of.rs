@@ -1,0 +1,214 @@
+//! As-of sets: `projector replay --as-of` builds what the read models said at a point of the
+//! log, and the query API serves it with `?as_of=<name>` while the live models move on; only
+//! operators may read one, never with `min_version`, and a set that lacks a read model the
+//! read needs is a 404, never the live table.
+
+use std::time::Duration;
+
+use crate::support::commerce::commerce_load;
+use crate::support::processes::service_command;
+use crate::support::projector::wait_until_projected;
+use crate::support::query::spawn_read_stack;
+use crate::support::stack::wait_until_published;
+
+fn projector(settings: &infra::settings::Settings, args: &[&str]) -> std::process::Output {
+    let mut command = service_command("projector", settings);
+    command.args(args);
+    command.output().expect("run the projector")
+}
+
+async fn run(settings: &infra::settings::Settings, args: &[&str]) -> std::process::Output {
+    let (settings, args): (_, Vec<String>) = (
+        settings.clone(),
+        args.iter().map(|a| a.to_string()).collect(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        projector(&settings, &args)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_as_of_set_shows_the_past_while_the_live_models_move_on() {
+    let read = spawn_read_stack(|_| {}).await;
+    let (app, query, settings) = (&read.stack.app, &read.query, &read.stack.settings);
+    let pool = &app.pool;
+    commerce_load(app, 6).await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_until_projected(pool, Duration::from_secs(60)).await;
+    let order: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM rm_orders WHERE status = 'shipped' LIMIT 1")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let position: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let revenue_before = query.get("/v1/analytics/revenue").await.body;
+
+    let out = run(
+        settings,
+        &[
+            "replay",
+            "all",
+            "--as-of",
+            &position.to_string(),
+            "--name",
+            "before-delivery",
+        ],
+    )
+    .await;
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        printed.contains("before-delivery")
+            && printed.contains(&format!("global position {position}")),
+        "{printed}"
+    );
+    let out = run(
+        settings,
+        &[
+            "replay",
+            "users",
+            "--as-of",
+            &position.to_string(),
+            "--name",
+            "users-only",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    // A name is taken once.
+    let out = run(
+        settings,
+        &["replay", "users", "--as-of", "1", "--name", "users-only"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
+    // The live order moves on; the set does not.
+    let answer = app.post_empty(&format!("/v1/orders/{order}/deliver")).await;
+    assert!(answer.status.is_success(), "{}", answer.body);
+    wait_until_published(pool, Duration::from_secs(30)).await;
+    wait_until_projected(pool, Duration::from_secs(30)).await;
+    let live = query
+        .eventually(&format!("/v1/orders/{order}"), |o| {
+            o["status"] == "delivered"
+        })
+        .await;
+    let past = query
+        .get(&format!("/v1/orders/{order}?as_of=before-delivery"))
+        .await;
+    assert_eq!(past.status, 200, "{}", past.body);
+    assert_eq!(past.body["status"], "shipped");
+    assert_eq!(
+        past.body["version"].as_i64().unwrap() + 1,
+        live["version"].as_i64().unwrap()
+    );
+    assert_eq!(
+        past.body["paid_minor"], live["paid_minor"],
+        "payments come from the set too"
+    );
+    let history = query
+        .get(&format!("/v1/audit/order/{order}?as_of=before-delivery"))
+        .await;
+    let live_history = query.get(&format!("/v1/audit/order/{order}")).await;
+    assert_eq!(
+        history.body["items"].as_array().unwrap().len() + 1,
+        live_history.body["items"].as_array().unwrap().len()
+    );
+    let revenue = query
+        .get("/v1/analytics/revenue?as_of=before-delivery")
+        .await;
+    assert_eq!(revenue.body, revenue_before);
+    let customer =
+        sqlx::query_scalar::<_, uuid::Uuid>("SELECT customer_id FROM rm_orders WHERE id = $1")
+            .bind(order)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let orders = query
+        .get(&format!(
+            "/v1/users/{customer}/orders?as_of=before-delivery"
+        ))
+        .await;
+    assert_eq!(orders.status, 200, "{}", orders.body);
+    assert_eq!(orders.body["items"][0]["status"], "shipped");
+    let payments = query
+        .get(&format!(
+            "/v1/orders/{order}/payments?as_of=before-delivery"
+        ))
+        .await;
+    assert_eq!(payments.status, 200, "{}", payments.body);
+
+    // Refusals.
+    let status = |path: String| async move { query.get(&path).await.status };
+    assert_eq!(status(format!("/v1/orders/{order}?as_of=nope")).await, 404);
+    assert_eq!(
+        status(format!("/v1/orders/{order}?as_of=users-only")).await,
+        404,
+        "the set lacks orders"
+    );
+    assert_eq!(
+        status(format!("/v1/users/{customer}?as_of=users-only")).await,
+        200
+    );
+    assert_eq!(
+        status(format!("/v1/orders/{order}?as_of=Bad%21")).await,
+        422
+    );
+    assert_eq!(
+        status(format!(
+            "/v1/orders/{order}?as_of=before-delivery&min_version=1"
+        ))
+        .await,
+        422
+    );
+    let someone = app.customer().await;
+    let mine = query
+        .get_as(
+            Some(&someone.token),
+            &format!("/v1/users/{}?as_of=before-delivery", someone.id),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        mine.status, 403,
+        "only operators read as-of sets: {}",
+        mine.body
+    );
+
+    // A set at a time, named after it; listing and dropping.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let out = run(settings, &["replay", "orders", "payments", "--as-of", &now]).await;
+    assert!(out.status.success(), "{out:?}");
+    let out = run(settings, &["as-of", "list"]).await;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("before-delivery")
+            && listed.contains("users-only")
+            && listed.contains("at-"),
+        "{listed}"
+    );
+    let out = run(settings, &["as-of", "drop", "before-delivery"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        status(format!("/v1/orders/{order}?as_of=before-delivery")).await,
+        404
+    );
+    let out = run(settings, &["as-of", "drop", "before-delivery"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let schemas: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE 'asof\\_%'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        schemas, 2,
+        "the dropped set's tables are gone, the others kept"
+    );
+}
