@@ -153,7 +153,7 @@ fn constrain(c: &mut Constraints<'_>) {
         the read is answered from what the read models said at that point of the log instead \
         of the live ones. Operators only (403 for a customer); not with `min_version` (422); \
         404 when no set of that name holds the read models the read needs.",
-        "schema": {"pattern": "^[a-z0-9][a-z0-9_-]{0,39}$"}});
+        "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,39}$"}});
     for path in [
         "/v1/users/{id}",
         "/v1/orders/{id}",
@@ -168,6 +168,13 @@ fn constrain(c: &mut Constraints<'_>) {
         c.parameter("get", path, "as_of", as_of.clone());
     }
     let value = "/v1/analytics/customer-value";
+    c.parameter(
+        "get",
+        value,
+        "customer_id",
+        json!({"schema": {"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36,
+            "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"}}),
+    );
     c.parameter(
         "get",
         value,

@@ -63,7 +63,6 @@ pub fn day<'de, D: serde::Deserializer<'de>>(
         .ok_or_else(|| serde::de::Error::custom("must be a day, `YYYY-MM-DD`"))
 }
 
-/// A path id: anything that is not a UUID names no resource, so it is 404.
 /// `?currency=`: an ISO 4217 code this system knows, as stored (422 otherwise).
 pub fn currency(raw: Option<&str>) -> Result<Option<String>, QueryError> {
     raw.map(domain::values::Currency::parse)
@@ -72,6 +71,7 @@ pub fn currency(raw: Option<&str>) -> Result<Option<String>, QueryError> {
         .map(|c| c.map(|c| c.code().to_owned()))
 }
 
+/// A path id: anything that is not a UUID names no resource, so it is 404.
 pub fn path_id(raw: &str, what: &'static str) -> Result<Uuid, QueryError> {
     Uuid::parse_str(raw).map_err(|_| QueryError::NotFound { what })
 }

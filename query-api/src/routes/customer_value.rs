@@ -25,8 +25,8 @@ pub fn routes() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ValueParams {
-    /// Only this customer.
-    pub customer_id: Option<Uuid>,
+    /// Only this customer: a user id, hyphenated.
+    pub customer_id: Option<String>,
     /// Only this ISO 4217 currency.
     pub currency: Option<String>,
     /// Most rows, 1 to 100 (default 20).
@@ -73,6 +73,17 @@ pub async fn customer_value(
     let pool = state
         .read_pool(Scope::All, params.as_of.as_deref(), &["rm_customer_value"])
         .await?;
+    let customer = params
+        .customer_id
+        .as_deref()
+        .map(|raw| {
+            // The hyphenated form only, as the document's pattern says.
+            Some(raw)
+                .filter(|raw| raw.len() == 36)
+                .and_then(|raw| Uuid::parse_str(raw).ok())
+                .ok_or_else(|| QueryError::invalid("customer_id", "must be a UUID, hyphenated"))
+        })
+        .transpose()?;
     let items = sqlx::query_as::<_, CustomerValue>(
         "SELECT customer_id, currency, count(*) AS orders,
              sum(captured_minor)::bigint AS captured_minor,
@@ -86,7 +97,7 @@ pub async fn customer_value(
          ORDER BY net_minor DESC, customer_id, currency
          LIMIT $3",
     )
-    .bind(params.customer_id)
+    .bind(customer)
     .bind(&currency)
     .bind(limit)
     .fetch_all(&pool)
