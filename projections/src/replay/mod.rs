@@ -95,7 +95,7 @@ pub async fn replay(
                 .execute(&mut *conn)
                 .await?;
         }
-        sqlx::query(&crate::verify::applied_table_sql(&schema))
+        sqlx::query(&set::applied_table_sql(&schema, model.name()))
             .execute(&mut *conn)
             .await?;
         targets.push(Target::new(*model, &schema));
@@ -173,7 +173,7 @@ pub async fn rollback(
     .await?;
     let (schema, since) = row.ok_or(ReplayError::NoPrevious(model.name()))?;
     let mut conn = pool.acquire().await?;
-    let set = Set::load(&mut conn, &schema).await?;
+    let set = Set::load(&mut conn, &schema, model).await?;
     drop(conn);
     let mut report = Report::default();
     let swapped = swap::catch_up_and_swap(pool, model, set, since, &mut report, progress).await;

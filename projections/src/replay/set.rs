@@ -27,14 +27,42 @@ impl Set {
         }
     }
 
-    pub async fn load(conn: &mut PgConnection, schema: &str) -> Result<Self, sqlx::Error> {
-        // Sets swapped out by earlier versions kept `applied` without a key; catching up
-        // upserts into it.
-        sqlx::query(&format!(
-            "CREATE UNIQUE INDEX IF NOT EXISTS applied_key ON {schema}.applied (aggregate_type, aggregate_id)"
-        ))
-        .execute(&mut *conn)
+    pub async fn load(
+        conn: &mut PgConnection,
+        schema: &str,
+        model: &'static dyn ReadModel,
+    ) -> Result<Self, sqlx::Error> {
+        // A set swapped out before `projection_versions` was partitioned kept `applied` as
+        // (aggregate_type, aggregate_id, version): made a partition-ready table now.
+        let old: bool = sqlx::query_scalar(
+            "SELECT NOT EXISTS (SELECT 1 FROM information_schema.columns
+                 WHERE table_schema = $1 AND table_name = 'applied' AND column_name = 'projection')",
+        )
+        .bind(schema)
+        .fetch_one(&mut *conn)
         .await?;
+        if old {
+            sqlx::query(&format!(
+                "ALTER TABLE {schema}.applied RENAME TO applied_before"
+            ))
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(&applied_table_sql(schema, model.name()))
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(&format!(
+                "INSERT INTO {schema}.applied (aggregate_type, aggregate_id, version)
+                 SELECT aggregate_type, aggregate_id, version FROM {schema}.applied_before"
+            ))
+            .execute(&mut *conn)
+            .await?;
+            for statement in [
+                format!("DROP TABLE {schema}.applied_before"),
+                format!("ALTER TABLE {schema}.applied ADD PRIMARY KEY (projection, aggregate_type, aggregate_id)"),
+            ] {
+                sqlx::query(&statement).execute(&mut *conn).await?;
+            }
+        }
         let rows: Vec<(String, String, i64)> = sqlx::query_as(&format!(
             "SELECT aggregate_type, aggregate_id, version FROM {schema}.applied"
         ))
@@ -118,7 +146,11 @@ impl Set {
     }
 
     /// Writes what changed since the last save into `<schema>.applied`.
-    pub async fn save_changed(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    pub async fn save_changed(
+        &mut self,
+        conn: &mut PgConnection,
+        projection: &str,
+    ) -> Result<(), sqlx::Error> {
         let (mut types, mut ids, mut versions) = (Vec::new(), Vec::new(), Vec::new());
         for ((t, i), v) in self.changed.drain() {
             types.push(t);
@@ -126,20 +158,36 @@ impl Set {
             versions.push(v);
         }
         sqlx::query(&format!(
-            "INSERT INTO {}.applied SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])
-             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET version = EXCLUDED.version",
+            "INSERT INTO {}.applied (projection, aggregate_type, aggregate_id, version)
+             SELECT $4, * FROM UNNEST($1::text[], $2::text[], $3::bigint[])
+             ON CONFLICT (projection, aggregate_type, aggregate_id)
+             DO UPDATE SET version = EXCLUDED.version",
             self.schema
         ))
         .bind(types)
         .bind(ids)
         .bind(versions)
+        .bind(projection)
         .execute(&mut *conn)
         .await?;
         Ok(())
     }
 }
 
-/// Writes `applied` (of the aggregate types `model` reads) into the empty `<schema>.applied`.
+/// `<schema>.applied` of a set: the versions it holds, shaped as a partition of
+/// `projection_versions` for `projection` (its projection column fixed by default and by a
+/// CHECK, so the swap attaches it without a scan), without its key (added after a bulk load).
+pub(super) fn applied_table_sql(schema: &str, projection: &str) -> String {
+    format!(
+        "CREATE TABLE {schema}.applied (
+             projection text NOT NULL DEFAULT '{projection}',
+             aggregate_type text NOT NULL, aggregate_id text NOT NULL, version bigint NOT NULL,
+             CONSTRAINT projection_is CHECK (projection = '{projection}'))"
+    )
+}
+
+/// Writes `applied` (of the aggregate types `model` reads) into the empty `<schema>.applied`,
+/// then gives it its key.
 pub(super) async fn save_all(
     conn: &mut PgConnection,
     schema: &str,
@@ -159,6 +207,11 @@ pub(super) async fn save_all(
         &format!("{schema}.applied"),
         "aggregate_type, aggregate_id, version",
     )
+    .await?;
+    sqlx::query(&format!(
+        "ALTER TABLE {schema}.applied ADD PRIMARY KEY (projection, aggregate_type, aggregate_id)"
+    ))
+    .execute(&mut *conn)
     .await?;
     Ok(own)
 }

@@ -39,27 +39,13 @@ pub(super) async fn catch_up_and_swap(
     incoming
         .fold(&mut tx, model, &from, None, false, report, progress)
         .await?;
-    incoming.save_changed(&mut tx).await?;
+    incoming.save_changed(&mut tx, name).await?;
     let swapped_xmin = xmin(&mut tx).await?;
     // The set swapped out, with the versions it had.
     let outgoing = format!("previous_{name}_{}", suffix());
     sqlx::query(&format!("CREATE SCHEMA {outgoing}"))
         .execute(&mut *tx)
         .await?;
-    // With its key (added after the rows, which is faster): a rollback's catch-up upserts
-    // into it.
-    sqlx::query(&format!(
-        "CREATE TABLE {outgoing}.applied AS SELECT aggregate_type, aggregate_id, version
-         FROM projection_versions WHERE projection = $1"
-    ))
-    .bind(name)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(&format!(
-        "ALTER TABLE {outgoing}.applied ADD PRIMARY KEY (aggregate_type, aggregate_id)"
-    ))
-    .execute(&mut *tx)
-    .await?;
     for table in model.tables() {
         let t = table.name;
         // The live table's triggers (change notifications) go with the name, not the rows: the
@@ -89,39 +75,7 @@ pub(super) async fn catch_up_and_swap(
             sqlx::query(&definition).execute(&mut *tx).await?;
         }
     }
-    // The projection's versions become the new set's. They mostly equal the live ones already
-    // (both sets are current), so only the differences are written: the lock is held for a
-    // read of both, not a rewrite of every row. A model that has none yet (new) gets a plain
-    // insert, which is faster than the upsert.
-    let live: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM projection_versions WHERE projection = $1)",
-    )
-    .bind(name)
-    .fetch_one(&mut *tx)
-    .await?;
-    let upsert = if live {
-        "ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET version = EXCLUDED.version
-         WHERE projection_versions.version <> EXCLUDED.version"
-    } else {
-        ""
-    };
-    sqlx::query(&format!(
-        "INSERT INTO projection_versions (projection, aggregate_type, aggregate_id, version)
-         SELECT $1, aggregate_type, aggregate_id, version FROM {}.applied {upsert}",
-        incoming.schema
-    ))
-    .bind(name)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(&format!(
-        "DELETE FROM projection_versions v WHERE v.projection = $1 AND NOT EXISTS (
-             SELECT 1 FROM {}.applied a
-             WHERE a.aggregate_type = v.aggregate_type AND a.aggregate_id = v.aggregate_id)",
-        incoming.schema
-    ))
-    .bind(name)
-    .execute(&mut *tx)
-    .await?;
+    swap_versions(&mut tx, name, &incoming.schema, &outgoing).await?;
     sqlx::query(&format!("DROP SCHEMA {} CASCADE", incoming.schema))
         .execute(&mut *tx)
         .await?;
@@ -152,5 +106,80 @@ pub(super) async fn catch_up_and_swap(
         .await?;
     tx.commit().await?;
     report.previous_schema = outgoing;
+    Ok(())
+}
+
+/// The projection's versions become the new set's: its partition of `projection_versions`
+/// (or, for a projection that has none yet, its rows of the default partition) leaves with
+/// the outgoing set as its `applied`, and the incoming set's `applied` is attached in its
+/// place. Both are catalogue changes, whatever the number of aggregates; the incoming table
+/// carries a CHECK on its projection, so attaching it scans nothing. Detaching locks
+/// `projection_versions` until the swap commits: the other projections wait that long (the
+/// swap's last steps are catalogue changes too).
+async fn swap_versions(
+    tx: &mut sqlx::PgConnection,
+    name: &str,
+    incoming: &str,
+    outgoing: &str,
+) -> Result<(), sqlx::Error> {
+    let partition = format!("projection_versions_{name}");
+    let attached: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE i.inhparent = 'public.projection_versions'::regclass
+           AND n.nspname = 'public' AND c.relname = $1)",
+    )
+    .bind(&partition)
+    .fetch_one(&mut *tx)
+    .await?;
+    let statements = if attached {
+        vec![
+            format!("ALTER TABLE projection_versions DETACH PARTITION public.{partition}"),
+            format!("ALTER TABLE public.{partition} SET SCHEMA {outgoing}"),
+            format!("ALTER TABLE {outgoing}.{partition} RENAME TO applied"),
+        ]
+    } else {
+        vec![
+            format!(
+                "CREATE TABLE {outgoing}.applied (LIKE projection_versions,
+                     CONSTRAINT projection_is CHECK (projection = '{name}'))"
+            ),
+            format!(
+                "WITH moved AS (DELETE FROM projection_versions_default WHERE projection = '{name}'
+                     RETURNING *)
+                 INSERT INTO {outgoing}.applied SELECT * FROM moved"
+            ),
+            format!(
+                "ALTER TABLE {outgoing}.applied ADD PRIMARY KEY (projection, aggregate_type, aggregate_id)"
+            ),
+        ]
+    };
+    for statement in statements {
+        sqlx::query(&statement).execute(&mut *tx).await?;
+    }
+    // The key's index takes the partition's name (index names are unique per schema).
+    let key: String = sqlx::query_scalar(&format!(
+        "SELECT conname::text FROM pg_constraint
+         WHERE conrelid = '{incoming}.applied'::regclass AND contype = 'p'"
+    ))
+    .fetch_one(&mut *tx)
+    .await?;
+    let wanted = format!("{partition}_pkey");
+    if key != wanted {
+        sqlx::query(&format!(
+            "ALTER TABLE {incoming}.applied RENAME CONSTRAINT {key} TO {wanted}"
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    for statement in [
+        format!("ALTER TABLE {incoming}.applied RENAME TO {partition}"),
+        format!("ALTER TABLE {incoming}.{partition} SET SCHEMA public"),
+        format!(
+            "ALTER TABLE projection_versions ATTACH PARTITION public.{partition} FOR VALUES IN ('{name}')"
+        ),
+    ] {
+        sqlx::query(&statement).execute(&mut *tx).await?;
+    }
     Ok(())
 }

@@ -69,6 +69,14 @@ async fn a_new_read_model_is_brought_live_by_replay_alone() {
     let read = spawn_read_stack(|s| s.projector.read_models = WITHOUT.into()).await;
     let (app, query, settings) = (&read.stack.app, &read.query, &read.stack.settings);
     let pool = &app.pool;
+    // A model added after `projection_versions` was partitioned has no partition of its own:
+    // its versions live in the default partition until its first replay gives it one.
+    for statement in [
+        "ALTER TABLE projection_versions DETACH PARTITION projection_versions_customer_value",
+        "DROP TABLE projection_versions_customer_value",
+    ] {
+        sqlx::query(statement).execute(pool).await.unwrap();
+    }
     commerce_load(app, 10).await;
     wait_until_published(pool, Duration::from_secs(60)).await;
     wait_until_projected(pool, Duration::from_secs(60)).await;
@@ -110,6 +118,18 @@ async fn a_new_read_model_is_brought_live_by_replay_alone() {
     };
     let (out, ()) = tokio::join!(replay, load);
     assert!(out.status.success(), "replay customer_value: {out:?}");
+    let partitioned: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits
+             WHERE inhrelid = 'public.projection_versions_customer_value'::regclass
+               AND inhparent = 'projection_versions'::regclass)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(
+        partitioned,
+        "the replay gave the model its partition of projection_versions"
+    );
     assert!(reads.load(Ordering::Relaxed) > 0);
     assert_eq!(failures.load(Ordering::Relaxed), 0, "no read failed");
     let after = query.get("/v1/analytics/customer-value?limit=100").await;
