@@ -136,3 +136,27 @@ pub fn event_topics(settings: &KafkaSettings) -> Vec<String> {
 pub fn topic_for(prefix: &str, aggregate_type: &str) -> String {
     format!("{prefix}{aggregate_type}s.events")
 }
+
+/// Every partition of `topic` with its low and high watermarks, as `consumer` gets them from
+/// the brokers (each request bounded by `timeout`); the error names what did not answer.
+pub fn watermarks<C: rdkafka::consumer::Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<(i32, i64, i64)>, String> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| format!("metadata of {topic}: {e}"))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len());
+    (0..partitions as i32)
+        .map(|partition| {
+            consumer
+                .fetch_watermarks(topic, partition, timeout)
+                .map(|(low, high)| (partition, low, high))
+                .map_err(|e| format!("watermarks of {topic}/{partition}: {e}"))
+        })
+        .collect()
+}

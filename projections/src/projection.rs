@@ -68,16 +68,8 @@ pub struct Table {
 }
 
 impl Table {
-    /// An empty table of the same columns, keys and indexes in `schema`, without triggers (a
-    /// rebuild notifies nobody).
-    pub fn create_empty_sql(&self, schema: &str) -> String {
-        format!(
-            "CREATE TABLE {schema}.{name} (LIKE public.{name} INCLUDING ALL)",
-            name = self.name
-        )
-    }
-
-    /// The same, without its indexes (keys included): a bulk load into it, then
+    /// An empty table of the live one's columns in `schema`, without its indexes (keys
+    /// included) or triggers (a rebuild notifies nobody): a bulk load into it, then
     /// [`Table::add_indexes`], is several times faster than a load that maintains them row by
     /// row.
     pub fn create_unindexed_sql(&self, schema: &str) -> String {

@@ -46,15 +46,20 @@ impl Target {
     }
 }
 
-/// The aggregate types any of `targets` reads, as an SQL array literal (they are names from
-/// the code, never input).
-pub(crate) fn aggregate_types_sql(targets: &[Target]) -> String {
-    let mut types: Vec<&str> = targets
+/// The aggregate types any of `targets` reads, each once.
+pub(crate) fn aggregate_types(targets: &[Target]) -> Vec<&'static str> {
+    let mut types: Vec<&'static str> = targets
         .iter()
         .flat_map(|t| t.model.aggregates().iter().copied())
         .collect();
     types.sort_unstable();
     types.dedup();
+    types
+}
+
+/// [`aggregate_types`] as an SQL array literal (they are names from the code, never input).
+pub(crate) fn aggregate_types_sql(targets: &[Target]) -> String {
+    let types = aggregate_types(targets);
     let quoted: Vec<String> = types.iter().map(|t| format!("'{t}'")).collect();
     format!("ARRAY[{}]::text[]", quoted.join(","))
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use infra::settings::Settings;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
@@ -140,18 +140,7 @@ fn high_watermarks(
         .map_err(|e| e.to_string())?;
     let mut out = HashMap::new();
     for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), BROKER_TIMEOUT)
-            .map_err(|e| format!("metadata of {topic}: {e}"))?;
-        let partitions = metadata
-            .topics()
-            .first()
-            .map(|t| t.partitions().len())
-            .unwrap_or(0);
-        for partition in 0..partitions as i32 {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, partition, BROKER_TIMEOUT)
-                .map_err(|e| format!("watermarks of {topic}/{partition}: {e}"))?;
+        for (partition, _, high) in infra::kafka::watermarks(&consumer, topic, BROKER_TIMEOUT)? {
             out.insert((topic.clone(), partition), high);
         }
     }

@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgPool, Row};
 
 use crate::projection::{ReadModel, Table};
 use crate::rebuild::{self, Target};
@@ -215,88 +215,11 @@ async fn checksum(pool: &PgPool, table: &str) -> Result<(i64, String), sqlx::Err
     Ok((row.try_get("n")?, row.try_get("sum")?))
 }
 
-/// `<schema>.applied`: the last sequence applied per aggregate, in a table set outside
-/// `public` (what `projection_versions` holds for the live set); `verify` and replay use it.
-pub(crate) fn applied_table_sql(schema: &str) -> String {
+/// `<schema>.applied` of verify's scratch schema: the live model's versions, copied (a replay's
+/// set has its own, partition-shaped: `replay::set`).
+fn applied_table_sql(schema: &str) -> String {
     format!(
         "CREATE TABLE {schema}.applied (aggregate_type text, aggregate_id text, version bigint,
              PRIMARY KEY (aggregate_type, aggregate_id))"
     )
-}
-
-/// Applies stored events in order as the projector would have received them; returns those
-/// the projection could not apply (event id and error), as it would have dead-lettered them.
-///
-/// The rows go in under one savepoint: a savepoint per event would give the transaction a
-/// subtransaction per event, and past 64 of them PostgreSQL's snapshots overflow, which slows
-/// every other session of the database. Only when the projection refuses one are the rows
-/// applied again one by one, each in a savepoint of its own.
-pub(crate) async fn apply_rows(
-    conn: &mut PgConnection,
-    model: &'static dyn ReadModel,
-    rows: &[&sqlx::postgres::PgRow],
-) -> Result<Vec<(String, String)>, sqlx::Error> {
-    sqlx::query("SAVEPOINT apply_rows")
-        .execute(&mut *conn)
-        .await?;
-    let mut clean = true;
-    for row in rows {
-        let applied = match crate::stored::envelope(row) {
-            Ok(envelope) => model.apply(conn, &envelope).await.is_ok(),
-            Err(_) => false,
-        };
-        if !applied {
-            clean = false;
-            break;
-        }
-    }
-    if !clean {
-        sqlx::query("ROLLBACK TO SAVEPOINT apply_rows")
-            .execute(&mut *conn)
-            .await?;
-    }
-    sqlx::query("RELEASE SAVEPOINT apply_rows")
-        .execute(&mut *conn)
-        .await?;
-    if clean {
-        return Ok(Vec::new());
-    }
-    let mut failed = Vec::new();
-    for row in rows {
-        if let Err(failure) = apply_row(conn, model, row).await? {
-            failed.push(failure);
-        }
-    }
-    Ok(failed)
-}
-
-/// Applies one stored event as the projector would have received it; `Err` inside `Ok` is an
-/// event the projection cannot apply (rolled back to a savepoint, like a dead letter).
-async fn apply_row(
-    conn: &mut PgConnection,
-    model: &'static dyn ReadModel,
-    row: &sqlx::postgres::PgRow,
-) -> Result<Result<(), (String, String)>, sqlx::Error> {
-    let event_id: uuid::Uuid = row.try_get("event_id")?;
-    let envelope = match crate::stored::envelope(row) {
-        Ok(envelope) => envelope,
-        Err(error) => return Ok(Err((event_id.to_string(), error))),
-    };
-    sqlx::query("SAVEPOINT verify_one")
-        .execute(&mut *conn)
-        .await?;
-    match model.apply(conn, &envelope).await {
-        Ok(()) => {
-            sqlx::query("RELEASE SAVEPOINT verify_one")
-                .execute(&mut *conn)
-                .await?;
-            Ok(Ok(()))
-        }
-        Err(error) => {
-            sqlx::query("ROLLBACK TO SAVEPOINT verify_one")
-                .execute(&mut *conn)
-                .await?;
-            Ok(Err((event_id.to_string(), crate::error_chain(&error))))
-        }
-    }
 }

@@ -1,7 +1,9 @@
 //! [`CommandError`]: why the core did not run a command. HTTP-agnostic; the edge turns it into a
 //! problem response in one place (`crate::error`).
 
+use cqrs_es::AggregateError;
 use domain::{DomainError, ErrorKind};
+use infra::event_store::AppendError;
 
 type Source = Box<dyn std::error::Error + Send + Sync>;
 
@@ -92,5 +94,35 @@ fn kind(error: &sqlx::Error) -> fn(Source) -> CommandError {
         CommandError::Unstorable
     } else {
         CommandError::Internal
+    }
+}
+
+/// A failed append as the command's error.
+pub(super) fn append_failed(error: AppendError) -> CommandError {
+    match error {
+        AppendError::VersionConflict { current_version } => {
+            CommandError::VersionConflict { current_version }
+        }
+        AppendError::ClaimTaken { scope } => CommandError::Taken { scope },
+        AppendError::Database(error) => shared_database_error(error),
+        AppendError::InvalidData(error) => CommandError::Unstorable(Box::new(error)),
+        AppendError::Closed => CommandError::Unavailable(Box::new(AppendError::Closed)),
+        AppendError::Empty | AppendError::IdempotencyKeyUsed(_) => {
+            CommandError::Internal(Box::new(error))
+        }
+    }
+}
+
+/// Loading failed: an unreachable database is unavailable, anything else is ours.
+pub(super) fn load_error<E: std::error::Error>(error: AggregateError<E>) -> CommandError {
+    match error {
+        AggregateError::DatabaseConnectionError(source) => CommandError::Unavailable(source),
+        AggregateError::UnexpectedError(source) => match source.downcast::<sqlx::Error>() {
+            Ok(sql) => database_error(*sql),
+            Err(other) => CommandError::Internal(other),
+        },
+        AggregateError::DeserializationError(source) => CommandError::Internal(source),
+        AggregateError::UserError(inner) => CommandError::Internal(inner.to_string().into()),
+        AggregateError::AggregateConflict => CommandError::VersionConflict { current_version: 0 },
     }
 }

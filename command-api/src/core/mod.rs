@@ -13,12 +13,13 @@ mod metadata;
 mod outcome;
 pub mod policy;
 mod references;
+mod target;
 
 use std::time::Instant;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
-use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventStore as _};
+use cqrs_es::{Aggregate, DomainEvent, EventStore as _};
 use domain::{DomainError, Order, Payment, UniqueClaim, User};
 use infra::db::{Availability, DatabaseDown};
 use infra::event_store::{
@@ -31,10 +32,12 @@ use uuid::Uuid;
 pub use error::{database_error, CommandError};
 pub use metadata::{Actor, RequestMetadata};
 pub use outcome::Outcome;
+pub use target::Target;
 
-use error::shared_database_error;
+use error::{append_failed, load_error};
+use target::store;
 
-type Store<A> = PersistedEventStore<PgEventRepository, A>;
+pub(crate) type Store<A> = PersistedEventStore<PgEventRepository, A>;
 
 pub struct CommandBus {
     events: EventStore,
@@ -44,36 +47,6 @@ pub struct CommandBus {
     users: Store<User>,
     orders: Store<Order>,
     payments: Store<Payment>,
-}
-
-/// An aggregate the bus can drive.
-pub trait Target: Aggregate<Services = ()> + policy::Governed + Send + Sync
-where
-    Self::Error: DomainError,
-{
-    fn store(bus: &CommandBus) -> &Store<Self>;
-    fn claims(_event: &Self::Event) -> Vec<UniqueClaim> {
-        Vec::new()
-    }
-}
-
-impl Target for User {
-    fn store(bus: &CommandBus) -> &Store<Self> {
-        &bus.users
-    }
-    fn claims(event: &Self::Event) -> Vec<UniqueClaim> {
-        event.unique_claims()
-    }
-}
-impl Target for Order {
-    fn store(bus: &CommandBus) -> &Store<Self> {
-        &bus.orders
-    }
-}
-impl Target for Payment {
-    fn store(bus: &CommandBus) -> &Store<Self> {
-        &bus.payments
-    }
 }
 
 /// One command for one aggregate.
@@ -379,44 +352,5 @@ fn claim(claim: UniqueClaim) -> Claim {
             key,
             release: true,
         },
-    }
-}
-
-fn append_failed(error: AppendError) -> CommandError {
-    match error {
-        AppendError::VersionConflict { current_version } => {
-            CommandError::VersionConflict { current_version }
-        }
-        AppendError::ClaimTaken { scope } => CommandError::Taken { scope },
-        AppendError::Database(error) => shared_database_error(error),
-        AppendError::InvalidData(error) => CommandError::Unstorable(Box::new(error)),
-        AppendError::Closed => CommandError::Unavailable(Box::new(AppendError::Closed)),
-        AppendError::Empty | AppendError::IdempotencyKeyUsed(_) => {
-            CommandError::Internal(Box::new(error))
-        }
-    }
-}
-
-fn store<A: Aggregate>(events: &EventStore, snapshot_every: usize) -> Store<A> {
-    let repo = PgEventRepository::new(events.clone());
-    let store = if snapshot_every > 0 {
-        PersistedEventStore::new_snapshot_store(repo, snapshot_every)
-    } else {
-        PersistedEventStore::new_event_store(repo)
-    };
-    store.with_upcasters(domain::upcast::upcasters())
-}
-
-/// Loading failed: an unreachable database is unavailable, anything else is ours.
-fn load_error<E: std::error::Error>(error: AggregateError<E>) -> CommandError {
-    match error {
-        AggregateError::DatabaseConnectionError(source) => CommandError::Unavailable(source),
-        AggregateError::UnexpectedError(source) => match source.downcast::<sqlx::Error>() {
-            Ok(sql) => database_error(*sql),
-            Err(other) => CommandError::Internal(other),
-        },
-        AggregateError::DeserializationError(source) => CommandError::Internal(source),
-        AggregateError::UserError(inner) => CommandError::Internal(inner.to_string().into()),
-        AggregateError::AggregateConflict => CommandError::VersionConflict { current_version: 0 },
     }
 }

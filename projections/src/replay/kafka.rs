@@ -63,17 +63,7 @@ fn consume(
     let mut ends: HashMap<(String, i32), i64> = HashMap::new();
     let mut assignment = TopicPartitionList::new();
     for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), BROKER_TIMEOUT)
-            .map_err(|e| format!("metadata of {topic}: {e}"))?;
-        let partitions = metadata
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len());
-        for partition in 0..partitions as i32 {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition, BROKER_TIMEOUT)
-                .map_err(|e| format!("watermarks of {topic}/{partition}: {e}"))?;
+        for (partition, low, high) in infra::kafka::watermarks(&consumer, topic, BROKER_TIMEOUT)? {
             if high > low {
                 ends.insert((topic.clone(), partition), high);
                 assignment
@@ -145,13 +135,7 @@ pub(super) async fn fold_topics(
     targets: &mut [Target],
     progress: &mut dyn FnMut(u64),
 ) -> Result<FromTopics, ReplayError> {
-    let mut types: Vec<&'static str> = targets
-        .iter()
-        .flat_map(|t| t.model.aggregates().iter().copied())
-        .collect();
-    types.sort_unstable();
-    types.dedup();
-    let topics: Vec<String> = types
+    let topics: Vec<String> = crate::rebuild::aggregate_types(targets)
         .iter()
         .map(|t| infra::kafka::topic_for(&settings.kafka.topic_prefix, t))
         .collect();

@@ -125,9 +125,7 @@ impl Set {
                 .execute(&mut *conn)
                 .await?;
             let rows: Vec<&sqlx::postgres::PgRow> = fresh.iter().map(|(row, _, _)| *row).collect();
-            report
-                .failed
-                .extend(crate::verify::apply_rows(conn, model, &rows).await?);
+            report.failed.extend(apply_rows(conn, model, &rows).await?);
             for (_, key, sequence) in fresh.iter().cloned() {
                 self.applied.insert(key.clone(), sequence);
                 self.changed.insert(key, sequence);
@@ -214,4 +212,81 @@ pub(super) async fn save_all(
     .execute(&mut *conn)
     .await?;
     Ok(own)
+}
+
+/// Applies stored events in order as the projector would have received them; returns those
+/// the projection could not apply (event id and error), as it would have dead-lettered them.
+///
+/// The rows go in under one savepoint: a savepoint per event would give the transaction a
+/// subtransaction per event, and past 64 of them PostgreSQL's snapshots overflow, which slows
+/// every other session of the database. Only when the projection refuses one are the rows
+/// applied again one by one, each in a savepoint of its own.
+async fn apply_rows(
+    conn: &mut PgConnection,
+    model: &'static dyn ReadModel,
+    rows: &[&sqlx::postgres::PgRow],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query("SAVEPOINT apply_rows")
+        .execute(&mut *conn)
+        .await?;
+    let mut clean = true;
+    for row in rows {
+        let applied = match crate::stored::envelope(row) {
+            Ok(envelope) => model.apply(conn, &envelope).await.is_ok(),
+            Err(_) => false,
+        };
+        if !applied {
+            clean = false;
+            break;
+        }
+    }
+    if !clean {
+        sqlx::query("ROLLBACK TO SAVEPOINT apply_rows")
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("RELEASE SAVEPOINT apply_rows")
+        .execute(&mut *conn)
+        .await?;
+    if clean {
+        return Ok(Vec::new());
+    }
+    let mut failed = Vec::new();
+    for row in rows {
+        if let Err(failure) = apply_row(conn, model, row).await? {
+            failed.push(failure);
+        }
+    }
+    Ok(failed)
+}
+
+/// Applies one stored event as the projector would have received it; `Err` inside `Ok` is an
+/// event the projection cannot apply (rolled back to a savepoint, like a dead letter).
+async fn apply_row(
+    conn: &mut PgConnection,
+    model: &'static dyn ReadModel,
+    row: &sqlx::postgres::PgRow,
+) -> Result<Result<(), (String, String)>, sqlx::Error> {
+    let event_id: uuid::Uuid = row.try_get("event_id")?;
+    let envelope = match crate::stored::envelope(row) {
+        Ok(envelope) => envelope,
+        Err(error) => return Ok(Err((event_id.to_string(), error))),
+    };
+    sqlx::query("SAVEPOINT verify_one")
+        .execute(&mut *conn)
+        .await?;
+    match model.apply(conn, &envelope).await {
+        Ok(()) => {
+            sqlx::query("RELEASE SAVEPOINT verify_one")
+                .execute(&mut *conn)
+                .await?;
+            Ok(Ok(()))
+        }
+        Err(error) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT verify_one")
+                .execute(&mut *conn)
+                .await?;
+            Ok(Err((event_id.to_string(), crate::error_chain(&error))))
+        }
+    }
 }

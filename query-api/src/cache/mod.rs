@@ -40,18 +40,18 @@
 //! wait at once; past that, `Overloaded`.
 
 use std::future::Future;
-use std::hash::{BuildHasher, Hash};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use moka::future::Cache;
 use moka::ops::compute::Op;
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 use wait::Waits;
+
+pub use entry::{Key, Miss, Representation};
 
 /// The notification channel the read-model triggers send on.
 pub const CHANNEL: &str = "read_models";
@@ -71,66 +71,6 @@ const LISTENING_POLL: Duration = Duration::from_secs(1);
 
 /// What an entry weighs beyond its body and tag: key, version, pointers and moka's own share.
 const ENTRY_OVERHEAD: usize = 128;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Key {
-    User(Uuid),
-    Order(Uuid),
-    Payment(Uuid),
-}
-
-impl Key {
-    /// Parses a notification payload, `<kind>:<uuid>`.
-    pub fn parse(payload: &str) -> Option<Self> {
-        let (kind, id) = payload.split_once(':')?;
-        let id = Uuid::parse_str(id).ok()?;
-        match kind {
-            "user" => Some(Self::User(id)),
-            "order" => Some(Self::Order(id)),
-            "payment" => Some(Self::Payment(id)),
-            _ => None,
-        }
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::User(_) => "user",
-            Self::Order(_) => "order",
-            Self::Payment(_) => "payment",
-        }
-    }
-}
-
-/// A resource as served: its version, its entity tag, its JSON body, and the customer who owns
-/// it. The cache is shared by every principal, so whoever reads an entry decides afterwards,
-/// from `owner`, whether its principal may see it (`crate::policy`).
-#[derive(Debug, Clone)]
-pub struct Representation {
-    pub version: i64,
-    /// Quoted, as sent in `ETag`.
-    pub etag: String,
-    pub body: Bytes,
-    /// A user: itself; an order: its customer; a payment: its order's customer. `None` while
-    /// not known (a payment whose order is not projected yet); such a representation is
-    /// never stored, as nothing would invalidate it when its order arrives.
-    pub owner: Option<Uuid>,
-}
-
-/// Why a read produced no representation.
-#[derive(Debug)]
-pub enum Miss<E> {
-    NotFound,
-    /// `min_version` was not reached within the wait; `current` is what the read model has.
-    Behind {
-        current: Option<i64>,
-        waited: Duration,
-    },
-    /// No aggregate with this id exists in the event store: there is nothing to wait for.
-    NoSuchAggregate,
-    /// Too many reads are waiting for `min_version` already.
-    Overloaded,
-    Failed(E),
-}
 
 struct Shard {
     generation: AtomicU64,
@@ -403,6 +343,7 @@ impl ReadCache {
     }
 }
 
+mod entry;
 mod listen;
 #[cfg(test)]
 mod tests;

@@ -1,3 +1,6 @@
+use bytes::Bytes;
+use uuid::Uuid;
+
 use super::*;
 
 /// The customer who owns every representation of these tests.

@@ -211,10 +211,11 @@ async fn tables_in(conn: &mut PgConnection, model: &dyn ReadModel, schema: &str)
         .await
         .unwrap();
     for table in model.tables() {
-        sqlx::query(&table.create_empty_sql(schema))
+        sqlx::query(&table.create_unindexed_sql(schema))
             .execute(&mut *conn)
             .await
             .unwrap();
+        table.add_indexes(&mut *conn, schema).await.unwrap();
     }
 }
 
