@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{ConsumerContext, StreamConsumer};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
-use rdkafka::statistics::Statistics;
 use rdkafka::ClientConfig;
 
 use crate::settings::KafkaSettings;
@@ -46,51 +45,27 @@ pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> 
         .create()
 }
 
-/// A consumer in `group`, committing nothing by itself (callers store their offsets).
-/// Every five seconds it reports `projection_consumer_lag{projection = label}`.
-pub fn consumer(
-    settings: &KafkaSettings,
-    group: &str,
-    label: &'static str,
-) -> Result<StreamConsumer<LagReporter>, KafkaError> {
-    base(settings)
+/// The configuration of a consumer in `group` that commits nothing to Kafka (callers store
+/// their offsets) and reads a partition from its beginning when told nothing else; librdkafka's
+/// statistics every five seconds go to the client context. A group member that stops
+/// heartbeating (killed) gives its partitions up after ten seconds.
+pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
+    let mut config = base(settings);
+    config
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("statistics.interval.ms", "5000")
-        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
-        .create_with_context(LagReporter { label })
-}
-
-/// Turns librdkafka's periodic statistics into the consumer-lag gauge: per assigned partition,
-/// the high watermark minus the next offset handed to the application. (librdkafka's own
-/// `consumer_lag` counts from offsets committed to Kafka, which these consumers never do.)
-pub struct LagReporter {
-    label: &'static str,
-}
-
-impl ClientContext for LagReporter {
-    fn stats(&self, statistics: Statistics) {
-        let lag: i64 = statistics
-            .topics
-            .values()
-            .flat_map(|topic| topic.partitions.values())
-            .filter(|p| p.partition >= 0 && p.hi_offset >= 0)
-            .map(|p| {
-                let consumed = if p.app_offset >= 0 {
-                    p.app_offset
-                } else {
-                    p.lo_offset.max(0)
-                };
-                (p.hi_offset - consumed).max(0)
-            })
-            .sum();
-        metrics::gauge!("projection_consumer_lag", "projection" => self.label).set(lag as f64);
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "2000")
+        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string());
+    // Operators' properties last again, so they win over these too.
+    for (key, value) in &settings.properties.0 {
+        config.set(key, value);
     }
+    config
 }
-
-impl ConsumerContext for LagReporter {}
 
 /// Creates the topics that do not exist yet, with unlimited retention (replays read them).
 pub async fn ensure_topics(settings: &KafkaSettings, topics: &[String]) -> Result<(), KafkaError> {

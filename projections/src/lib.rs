@@ -1,5 +1,5 @@
-//! Projector workers: each projection consumes the event topics in its own consumer group and
-//! builds its tables in PostgreSQL, exactly once in effect (see [`runner`]).
+//! Projector workers: one consumer per process reads the event topics for all its projections,
+//! each of which builds its tables in PostgreSQL, exactly once in effect (see [`runner`]).
 //!
 //! The read models are declared once each (see [`projection`] and [`models::READ_MODELS`]);
 //! the order–payment [`process_manager`] runs the same way, but decides on commands that its
@@ -84,17 +84,16 @@ pub async fn run_all(
     if commands.is_some() {
         selected.push(&process_manager::ProcessManager);
     }
-    let mut tasks: Vec<_> = selected
+    let runners = selected
         .into_iter()
-        .map(|projection| {
-            let runner = runner::Runner {
-                projection,
-                pool: pool.clone(),
-                settings: settings.clone(),
-            };
-            tokio::spawn(supervise(runner, stopped.clone()))
+        .map(|projection| runner::Runner {
+            projection,
+            pool: pool.clone(),
+            settings: settings.clone(),
         })
         .collect();
+    let fanout = runner::Fanout::new(runners, pool.clone(), settings.clone());
+    let mut tasks = vec![tokio::spawn(supervise(fanout, stopped.clone()))];
     if let Some(commands) = commands {
         let policy = process_manager::RetryPolicy::from_settings(&settings.projector);
         let dispatcher = process_manager::Dispatcher::new(pool.clone(), commands, policy);
@@ -130,16 +129,22 @@ pub fn process_manager_commands(
     )?))
 }
 
-async fn supervise(runner: runner::Runner, stopped: watch::Receiver<bool>) {
+/// Runs the fan-out until `stopped`; when its consumer fails (a broker error, topics not yet
+/// created, the database gone while positions are read), it starts again from the stored
+/// offsets after a backoff. A projection's own failures do not come here: the fan-out retries
+/// that projection alone while the others go on.
+async fn supervise(mut fanout: runner::Fanout, stopped: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(200);
-    let name = runner.projection.name();
     while !*stopped.borrow() {
-        match runner.run(stopped.clone()).await {
+        match fanout.run(stopped.clone()).await {
             Ok(()) => break,
             Err(error) => {
-                metrics::counter!("projection_restarts_total", "projection" => name).increment(1);
-                tracing::warn!(projection = name, error = %error_chain(&error),
-                    retry_in_ms = backoff.as_millis() as u64, "projection interrupted");
+                for name in fanout.names() {
+                    metrics::counter!("projection_restarts_total", "projection" => name)
+                        .increment(1);
+                }
+                tracing::warn!(group = %fanout.group(), error = %error_chain(&error),
+                    retry_in_ms = backoff.as_millis() as u64, "projector consumer interrupted");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }

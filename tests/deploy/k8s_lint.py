@@ -1,7 +1,7 @@
 """Checks rendered Kubernetes manifests (`kustomize build` output of infra/deploy/k8s/):
 every object against the Kubernetes JSON schemas bundled in the kubernetes-validate package
 (strict: unknown fields are errors), then the rules of this deployment: hardened pods,
-probes, resources, one relay and one projector, references that resolve.
+probes, resources, one relay (projector replicas share partitions), references that resolve.
 
     python k8s_lint.py KUBERNETES_VERSION NAME=RENDERED.yaml...
 """
@@ -13,7 +13,7 @@ from kubernetes_validate import utils as kv
 from lintlib import Problems, load_yaml_all
 
 SERVICES = {"command-api", "query-api", "projector", "relay", "schema-registry"}
-SINGLE_REPLICA = {"relay", "projector"}
+SINGLE_REPLICA = {"relay"}
 SCALED = {"command-api", "query-api"}
 
 

@@ -1,4 +1,4 @@
-//! Applying a batch: each message decoded, checked against its aggregate's handled sequence
+//! Applying a batch: each decoded message checked against its aggregate's handled sequence
 //! (a duplicate is skipped, a gap filled from the event store first, see [`crate::gap`]),
 //! applied or dead-lettered, and the offsets and sequences stored, all in one transaction.
 //!
@@ -10,14 +10,13 @@
 
 use chrono::{DateTime, Utc};
 use infra::settings::DeadLetterPolicy;
-use schemas::wire::EventDecoder;
 use sqlx::PgConnection;
 use tracing::Instrument;
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
-use super::{Raw, RunError, Runner};
+use super::{Message, RunError, Runner};
 use crate::envelope::{Envelope, Source};
 use crate::gap::{self, Position};
 use crate::versions::Versions;
@@ -29,9 +28,6 @@ struct Letter<'a> {
     aggregate_id: Option<&'a str>,
     payload: Option<&'a [u8]>,
 }
-
-/// A message as decoded: its envelope, or why no one can apply it.
-type Decoded = Result<Envelope, String>;
 
 /// Why an attempt at a batch stopped.
 enum Stop {
@@ -63,24 +59,14 @@ struct Attempt {
 impl Runner {
     /// Applies the batch and stores its offsets in one transaction; returns how many events
     /// changed the read model.
-    pub(super) async fn apply_batch(
-        &self,
-        decoder: &EventDecoder,
-        batch: &[Raw],
-    ) -> Result<u64, RunError> {
-        // Decoding may fetch a schema from the registry: a network call, so it happens before
-        // the transaction starts (no transaction is ever open across one).
-        let mut decoded = Vec::with_capacity(batch.len());
-        for raw in batch {
-            decoded.push(self.decode(decoder, raw).await?);
-        }
-        let occurred = match self.attempt(batch, &decoded, false).await {
+    pub(super) async fn apply_batch(&self, batch: &[&Message]) -> Result<u64, RunError> {
+        let occurred = match self.attempt(batch, false).await {
             Ok(occurred) => occurred,
             Err(Stop::Failed(error)) => return Err(error),
             Err(Stop::Isolate) => {
                 metrics::counter!("projection_batches_isolated_total", "projection" => self.projection.name())
                     .increment(1);
-                match self.attempt(batch, &decoded, true).await {
+                match self.attempt(batch, true).await {
                     Ok(occurred) => occurred,
                     Err(Stop::Failed(error)) => return Err(error),
                     // With savepoints a refused event is dead-lettered, never isolated.
@@ -106,8 +92,7 @@ impl Runner {
     /// One transaction over the batch; returns when each applied event occurred.
     async fn attempt(
         &self,
-        batch: &[Raw],
-        decoded: &[Decoded],
+        batch: &[&Message],
         savepoints: bool,
     ) -> Result<Vec<DateTime<Utc>>, Stop> {
         let name = self.projection.name();
@@ -118,9 +103,9 @@ impl Runner {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        let aggregates = decoded
+        let aggregates = batch
             .iter()
-            .flatten()
+            .filter_map(|m| m.decoded.as_ref().ok())
             .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str()));
         let mut attempt = Attempt {
             versions: Versions::load(&mut tx, name, aggregates).await?,
@@ -128,7 +113,7 @@ impl Runner {
             savepoints,
         };
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
-        for (raw, decoded) in batch.iter().zip(decoded) {
+        for Message { raw, decoded } in batch.iter().copied() {
             let key = (raw.source.topic.clone(), raw.source.partition);
             let offset = next.entry(key).or_insert(0);
             *offset = (*offset).max(raw.source.offset + 1);
@@ -154,28 +139,6 @@ impl Runner {
         }
         tx.commit().await?;
         Ok(attempt.occurred)
-    }
-
-    /// The message's envelope, or (inside `Ok`) why it cannot be applied by anyone.
-    async fn decode(
-        &self,
-        decoder: &EventDecoder,
-        raw: &Raw,
-    ) -> Result<Result<Envelope, String>, RunError> {
-        match decoder.decode(&raw.payload).await {
-            Ok(decoded) => {
-                Ok(
-                    Envelope::from_parts(raw.source.clone(), &raw.headers, decoded.payload)
-                        .map_err(|error| error.to_string()),
-                )
-            }
-            // The registry being unreachable says nothing about the message: retry the batch.
-            Err(schemas::SchemaError::RegistryUnreachable(error)) => Err(RunError::Transient {
-                projection: self.projection.name(),
-                error: format!("schema registry unreachable: {error}"),
-            }),
-            Err(error) => Ok(Err(format!("undecodable: {error}"))),
-        }
     }
 
     /// Applies the event if it is its aggregate's next one, skips it if it was applied, and

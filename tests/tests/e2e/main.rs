@@ -37,6 +37,7 @@ mod relay;
 mod relay_parking;
 mod replay;
 mod restart;
+mod scale_out;
 mod skeleton;
 mod tracing;
 mod users;

@@ -1,0 +1,321 @@
+//! Where each projection of this process stands in each topic partition, shared by the consumer
+//! loop ([`super::fanout`]) and the consumer's callbacks (rebalances and statistics).
+//!
+//! The stored offsets in `projection_offsets` are the truth; what is kept here is never ahead of
+//! them (it is loaded from them, and moved only after a batch committed), so a partition
+//! assigned at [`Positions::start`] can never skip a message a projection still needs: at worst
+//! it reads again what was applied, which the projection then skips.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, RebalanceProtocol};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Notify;
+
+/// A topic partition.
+pub(super) type Partition = (String, i32);
+
+/// One projection's place: its topics and, per partition, the next offset it has to apply.
+struct Track {
+    name: &'static str,
+    topics: Vec<String>,
+    next: HashMap<Partition, i64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    tracks: Vec<Track>,
+    /// The partitions the group gave this process, with the offset each was assigned at.
+    assigned: HashMap<Partition, Option<i64>>,
+    /// Assigned since the loop last looked: their stored offsets may have moved on (another
+    /// process applied them), so the loop reads them again.
+    fresh: HashSet<Partition>,
+}
+
+pub(super) struct Positions {
+    inner: Mutex<Inner>,
+    /// Woken by an assignment, so a loop with nothing to consume yet looks at it.
+    pub(super) assigned: Notify,
+}
+
+impl Positions {
+    pub(super) fn new(projections: impl IntoIterator<Item = (&'static str, Vec<String>)>) -> Self {
+        let tracks = projections
+            .into_iter()
+            .map(|(name, topics)| Track {
+                name,
+                topics,
+                next: HashMap::new(),
+            })
+            .collect();
+        Self {
+            inner: Mutex::new(Inner {
+                tracks,
+                ..Inner::default()
+            }),
+            assigned: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain numbers behind, still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes stored offsets in (`projection`, topic, partition, next offset); a position only
+    /// moves forward.
+    pub(super) fn merge(&self, stored: impl IntoIterator<Item = (String, Partition, i64)>) {
+        let mut inner = self.lock();
+        for (projection, partition, next) in stored {
+            if let Some(track) = inner.tracks.iter_mut().find(|t| t.name == projection) {
+                let at = track.next.entry(partition).or_insert(next);
+                *at = (*at).max(next);
+            }
+        }
+    }
+
+    /// `projection` has applied everything in `partition` below `next`.
+    pub(super) fn advance(&self, projection: &str, partition: Partition, next: i64) {
+        self.merge([(projection.to_owned(), partition, next)]);
+    }
+
+    /// The next offset `projection` needs in `partition`, if it has stored one.
+    pub(super) fn next(&self, projection: &str, topic: &str, partition: i32) -> Option<i64> {
+        let inner = self.lock();
+        let track = inner.tracks.iter().find(|t| t.name == projection)?;
+        track.next.get(&(topic.to_owned(), partition)).copied()
+    }
+
+    /// Where a consumer of `partition` has to start so that every projection reading its topic
+    /// gets what it still needs: the lowest of their offsets, the beginning if one has none.
+    pub(super) fn start(&self, topic: &str, partition: i32) -> Option<i64> {
+        start(&self.lock(), topic, partition)
+    }
+
+    /// The partitions assigned since the last call, with the offset each was assigned at.
+    pub(super) fn take_fresh(&self) -> Vec<(Partition, Option<i64>)> {
+        let mut inner = self.lock();
+        let fresh: Vec<Partition> = inner.fresh.drain().collect();
+        fresh
+            .into_iter()
+            .filter_map(|p| inner.assigned.get(&p).map(|at| (p.clone(), *at)))
+            .collect()
+    }
+
+    /// The assigned partitions of `topics`.
+    pub(super) fn assigned_of(&self, topics: &[String]) -> Vec<Partition> {
+        self.lock()
+            .assigned
+            .keys()
+            .filter(|(topic, _)| topics.contains(topic))
+            .cloned()
+            .collect()
+    }
+
+    fn assign(&self, tpl: &mut TopicPartitionList) {
+        let mut inner = self.lock();
+        let partitions: Vec<Partition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        for (topic, partition) in partitions {
+            let at = start(&inner, &topic, partition);
+            let offset = at.map_or(Offset::Beginning, Offset::Offset);
+            if let Err(error) = tpl.set_partition_offset(&topic, partition, offset) {
+                tracing::warn!(%topic, partition, %error, "cannot set an assigned partition's offset");
+            }
+            inner.assigned.insert((topic.clone(), partition), at);
+            inner.fresh.insert((topic, partition));
+        }
+    }
+
+    fn revoke(&self, tpl: &TopicPartitionList) {
+        let mut inner = self.lock();
+        for element in tpl.elements() {
+            let partition = (element.topic().to_owned(), element.partition());
+            inner.assigned.remove(&partition);
+            inner.fresh.remove(&partition);
+        }
+    }
+}
+
+fn start(inner: &Inner, topic: &str, partition: i32) -> Option<i64> {
+    let key = (topic.to_owned(), partition);
+    let mut lowest: Option<i64> = None;
+    for track in inner
+        .tracks
+        .iter()
+        .filter(|t| t.topics.iter().any(|t| t == topic))
+    {
+        let next = *track.next.get(&key)?;
+        lowest = Some(lowest.map_or(next, |l| l.min(next)));
+    }
+    lowest
+}
+
+/// The consumer's callbacks: every assigned partition starts at [`Positions::start`], and
+/// librdkafka's periodic statistics become each projection's lag.
+pub(super) struct Context {
+    pub(super) positions: Arc<Positions>,
+}
+
+impl ClientContext for Context {
+    /// `projection_consumer_lag{projection}`: per assigned partition of its topics, the high
+    /// watermark minus the next offset it has to apply (librdkafka's own lag counts from
+    /// offsets committed to Kafka, which this consumer never commits: they live in PostgreSQL).
+    fn stats(&self, statistics: Statistics) {
+        let inner = self.positions.lock();
+        for track in &inner.tracks {
+            let mut lag = 0i64;
+            for (topic, partition) in inner.assigned.keys() {
+                if !track.topics.contains(topic) {
+                    continue;
+                }
+                let Some(stats) = statistics
+                    .topics
+                    .get(topic)
+                    .and_then(|t| t.partitions.get(partition))
+                else {
+                    continue;
+                };
+                if stats.hi_offset < 0 {
+                    continue;
+                }
+                let next = track
+                    .next
+                    .get(&(topic.clone(), *partition))
+                    .copied()
+                    .unwrap_or(stats.lo_offset.max(0));
+                lag += (stats.hi_offset - next).max(0);
+            }
+            metrics::gauge!("projection_consumer_lag", "projection" => track.name).set(lag as f64);
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            self.positions.assign(tpl);
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+            self.positions.assigned.notify_one();
+            if cooperative {
+                consumer.incremental_assign(tpl)
+            } else {
+                consumer.assign(tpl)
+            }
+        } else {
+            if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                tracing::warn!(error = ?err, "rebalance error: giving up the partitions");
+            }
+            self.positions.revoke(tpl);
+            tracing::info!(partitions = tpl.count(), "partitions revoked");
+            if cooperative {
+                consumer.incremental_unassign(tpl)
+            } else {
+                consumer.unassign()
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "applying a rebalance failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn positions() -> Positions {
+        Positions::new([
+            ("users", vec!["users.events".to_owned()]),
+            (
+                "audit",
+                vec!["users.events".to_owned(), "orders.events".to_owned()],
+            ),
+        ])
+    }
+
+    fn p(topic: &str, partition: i32) -> Partition {
+        (topic.to_owned(), partition)
+    }
+
+    #[test]
+    fn a_partition_starts_at_the_lowest_offset_of_the_projections_reading_it() {
+        let positions = positions();
+        positions.merge([
+            ("users".to_owned(), p("users.events", 0), 40),
+            ("audit".to_owned(), p("users.events", 0), 25),
+            ("audit".to_owned(), p("orders.events", 0), 7),
+        ]);
+        assert_eq!(positions.start("users.events", 0), Some(25));
+        assert_eq!(positions.start("orders.events", 0), Some(7));
+    }
+
+    #[test]
+    fn a_projection_without_a_stored_offset_starts_its_partitions_at_the_beginning() {
+        let positions = positions();
+        positions.merge([("users".to_owned(), p("users.events", 1), 40)]);
+        assert_eq!(positions.start("users.events", 1), None, "audit has none");
+        assert_eq!(positions.start("orders.events", 1), None);
+    }
+
+    #[test]
+    fn positions_only_move_forward() {
+        let positions = positions();
+        positions.advance("users", p("users.events", 0), 30);
+        positions.merge([("users".to_owned(), p("users.events", 0), 12)]);
+        assert_eq!(positions.next("users", "users.events", 0), Some(30));
+        positions.advance("users", p("users.events", 0), 31);
+        assert_eq!(positions.next("users", "users.events", 0), Some(31));
+        assert_eq!(positions.next("nobody", "users.events", 0), None);
+    }
+
+    #[test]
+    fn an_assignment_starts_each_partition_where_the_projections_need_it_and_is_reported_once() {
+        let positions = positions();
+        positions.merge([
+            ("users".to_owned(), p("users.events", 0), 40),
+            ("audit".to_owned(), p("users.events", 0), 25),
+        ]);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("users.events", 0);
+        tpl.add_partition("users.events", 1);
+        positions.assign(&mut tpl);
+        let offsets: Vec<Offset> = tpl.elements().iter().map(|e| e.offset()).collect();
+        assert_eq!(offsets, vec![Offset::Offset(25), Offset::Beginning]);
+        let mut fresh = positions.take_fresh();
+        fresh.sort();
+        assert_eq!(
+            fresh,
+            vec![
+                (p("users.events", 0), Some(25)),
+                (p("users.events", 1), None)
+            ]
+        );
+        assert!(positions.take_fresh().is_empty());
+        assert_eq!(positions.assigned_of(&["users.events".to_owned()]).len(), 2);
+
+        let mut revoked = TopicPartitionList::new();
+        revoked.add_partition("users.events", 1);
+        positions.revoke(&revoked);
+        assert_eq!(
+            positions.assigned_of(&["users.events".to_owned()]),
+            vec![p("users.events", 0)]
+        );
+    }
+}
