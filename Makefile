@@ -8,7 +8,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test fuzz deploy-check stack stop bench-write bench-relay bench-read bench-backlog bench-replay fmt lint
+.PHONY: run test fuzz deploy-check stack stop bench-write bench-relay bench-read bench-visibility bench-scale-out bench-backlog bench-replay fmt lint
 
 run:
 	./infra/local/run.sh
@@ -52,6 +52,16 @@ bench-relay: stack
 # trivial axum handler, one run.
 bench-read: stack
 	./tests/bench/read.sh
+
+# Command-to-visible benchmark: five runs at 1,000 commands/s with authentication and span
+# export on, each run's latency percentiles plotted (docs/plots/), services' memory.
+bench-visibility: stack
+	./tests/bench/visibility.sh
+
+# Projector scale-out: one projector process, then two sharing the partitions, through a
+# backlog of 300,000 events on the topics; rates over time plotted (docs/plots/).
+bench-scale-out: stack
+	./tests/bench/scale_out.sh
 
 # Backlog benchmark: 1,000,000 events written with the relay off, then relay and projector
 # catch-up rates, a projector restart with the whole topic behind it, and latency after.

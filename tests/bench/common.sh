@@ -46,3 +46,31 @@ build_pipeline() {
   cargo build --release --locked -p command-api -p schema-registry -p projections -p query-api \
     -p tests --bin command-api --bin schema-registry --bin projector --bin query-api --bin loadgen
 }
+
+# The TrueType font `loadgen plot` draws text with (Debian's fonts-dejavu-core, installed with
+# apt when missing); sets PLOT_FONT.
+PLOT_FONT=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+ensure_plot_font() {
+  if [ -f "$PLOT_FONT" ]; then return; fi
+  echo "[bench] installing fonts-dejavu-core with apt (the plots' text)" >&2
+  if [ "$(id -u)" -eq 0 ]; then
+    env DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-dejavu-core
+  else
+    sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-dejavu-core
+  fi
+}
+
+# wait_until_relayed URL MINUTES: waits until the relay's checkpoint in the database at URL has
+# passed the newest event; fails after MINUTES.
+wait_until_relayed() {
+  local deadline=$(($(date +%s) + 60 * $2))
+  until [[ $("$PG_BINDIR/psql" "$1" -tAc "SELECT coalesce((SELECT (c.tx_id, c.global_position) >= (e.tx_id, e.global_position)
+      FROM relay_checkpoints c, (SELECT tx_id, global_position FROM events
+        ORDER BY tx_id DESC, global_position DESC LIMIT 1) AS e WHERE c.name = 'default'), false)") == t ]]; do
+    if (($(date +%s) > deadline)); then
+      echo "the relay did not publish everything within $2 minutes" >&2
+      return 1
+    fi
+    sleep 1
+  done
+}

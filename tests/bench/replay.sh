@@ -74,16 +74,7 @@ started=$(now)
 ./target/release/command-api >"$ROOT/.data/bench-replay-command-api.log" 2>&1 &
 api=$!
 pids+=($api)
-deadline=$(( $(date +%s) + 900 ))
-until [[ $(sql "SELECT coalesce((SELECT (c.tx_id, c.global_position) >= (e.tx_id, e.global_position)
-      FROM relay_checkpoints c, (SELECT tx_id, global_position FROM events
-        ORDER BY tx_id DESC, global_position DESC LIMIT 1) AS e WHERE c.name = 'default'), false)") == t ]]; do
-  if (( $(date +%s) > deadline )); then
-    echo "the relay did not publish everything within 15 minutes" >&2
-    exit 1
-  fi
-  sleep 1
-done
+wait_until_relayed "$BENCH_URL" 15
 python3 -c "s = $(now) - $started; print(f'relay: {$total} events published in {s:.1f} s (start-up included), {$total / s:,.0f} events/s')"
 kill "$api"
 wait "$api" 2>/dev/null || true

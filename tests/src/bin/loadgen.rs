@@ -54,6 +54,8 @@
 mod common;
 #[path = "loadgen/consume.rs"]
 mod consume;
+#[path = "loadgen/plot.rs"]
+mod plot;
 #[path = "loadgen/read.rs"]
 mod read;
 #[path = "loadgen/relay.rs"]
@@ -64,6 +66,8 @@ mod seed;
 mod stats;
 #[path = "loadgen/traces.rs"]
 mod traces;
+#[path = "loadgen/visibility.rs"]
+mod visibility;
 #[path = "loadgen/write.rs"]
 mod write;
 
@@ -91,7 +95,7 @@ enum Command {
     /// Measure relay throughput (commit to broker acknowledgement) next to a raw producer.
     Relay(relay::RelayArgs),
     /// Measure command-to-visible latency at a steady command rate.
-    Visibility(read::VisibilityArgs),
+    Visibility(visibility::VisibilityArgs),
     /// Measure cached reads from the query API next to a trivial handler.
     Reads(read::ReadsArgs),
     /// Serve the trivial baseline handler that `reads` compares with.
@@ -102,6 +106,8 @@ enum Command {
     Seed(seed::SeedArgs),
     /// Read topics from start to end with a raw consumer (the baseline of replay from Kafka).
     Consume(consume::ConsumeArgs),
+    /// Draw a benchmark's figures (latency percentiles, or values over time) as a PNG.
+    Plot(plot::PlotArgs),
 }
 
 #[tokio::main]
@@ -110,7 +116,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Write(args) => write::run(args).await,
         Command::Relay(args) => relay::run(args).await,
-        Command::Visibility(args) => read::visibility(args).await,
+        Command::Visibility(args) => visibility::run(args).await,
+        Command::Plot(args) => plot::run(&args),
         Command::Reads(args) => read::reads(args).await,
         Command::TrivialServer(args) => read::trivial_server(args).await,
         Command::Traces(args) => traces::run(args).await,

@@ -120,29 +120,45 @@ pub async fn register_users(client: &Client, base: &str, n: usize) -> Result<Vec
     if n > 0 {
         eprintln!("setup: registering and logging in {n} users");
     }
+    // Sixteen at a time: thousands of users one by one would take minutes of round trips.
     let mut accounts = Vec::with_capacity(n);
+    let mut pending = tokio::task::JoinSet::new();
     for i in 0..n {
-        let email = format!("lg-{}@load.example", Uuid::now_v7());
-        let created: Created = post_json(
-            client,
-            &format!("{base}/v1/users"),
-            &json!({"email": email, "display_name": format!("lg-setup-{i}"), "password": PASSWORD}),
-        )
-        .await
-        .with_context(|| format!("registering setup user {i}"))?;
-        let tokens: Tokens = post_json(
-            client,
-            &format!("{base}/v1/auth/token"),
-            &json!({"grant_type": "password", "email": email, "password": PASSWORD}),
-        )
-        .await
-        .with_context(|| format!("logging in setup user {i}"))?;
-        accounts.push(Account {
-            id: created.id,
-            token: tokens.access_token,
-        });
+        if pending.len() >= 16 {
+            if let Some(done) = pending.join_next().await {
+                accounts.push(done.context("a registration task")??);
+            }
+        }
+        let (client, base) = (client.clone(), base.to_owned());
+        pending.spawn(async move { register_one(&client, &base, i).await });
+    }
+    while let Some(done) = pending.join_next().await {
+        accounts.push(done.context("a registration task")??);
     }
     Ok(accounts)
+}
+
+/// Registers setup user `i` and logs it in.
+async fn register_one(client: &Client, base: &str, i: usize) -> Result<Account> {
+    let email = format!("lg-{}@load.example", Uuid::now_v7());
+    let created: Created = post_json(
+        client,
+        &format!("{base}/v1/users"),
+        &json!({"email": email, "display_name": format!("lg-setup-{i}"), "password": PASSWORD}),
+    )
+    .await
+    .with_context(|| format!("registering setup user {i}"))?;
+    let tokens: Tokens = post_json(
+        client,
+        &format!("{base}/v1/auth/token"),
+        &json!({"grant_type": "password", "email": email, "password": PASSWORD}),
+    )
+    .await
+    .with_context(|| format!("logging in setup user {i}"))?;
+    Ok(Account {
+        id: created.id,
+        token: tokens.access_token,
+    })
 }
 
 async fn post_json<T: serde::de::DeserializeOwned>(
