@@ -8,7 +8,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test fuzz deploy-check stack stop bench-write bench-relay bench-read bench-visibility bench-scale-out bench-backlog bench-replay fmt lint
+.PHONY: run test fuzz deploy-check stack stop bench-write bench-relay bench-read bench-visibility bench-scale-out bench-growth bench-backlog bench-replay fmt lint
 
 run:
 	./infra/local/run.sh
@@ -62,6 +62,11 @@ bench-visibility: stack
 # backlog of 300,000 events on the topics; rates over time plotted (docs/plots/).
 bench-scale-out: stack
 	./tests/bench/scale_out.sh
+
+# Growth: appends, relay tailing and min_version reads on an empty store and on one of
+# 10,000,000 events, with their query plans and the store's size.
+bench-growth: stack
+	./tests/bench/growth.sh
 
 # Backlog benchmark: 1,000,000 events written with the relay off, then relay and projector
 # catch-up rates, a projector restart with the whole topic behind it, and latency after.

@@ -118,12 +118,24 @@ impl Console {
         browser.goto(&self.url("/admin/login")).await;
         browser.type_into("input[name=email]", email).await;
         browser.type_into("input[name=password]", password).await;
-        browser.click("main form button").await;
+        browser.submit("main form button").await;
     }
 
+    /// Waits (up to 15 s: a login hashes a password, slow while the whole suite runs) until
+    /// the browser is at `path`; otherwise fails with the page's text.
     async fn at(&self, browser: &Browser, path: &str) {
-        let url = browser.url().await;
-        assert!(url.ends_with(path), "at {url}, not {path}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let url = browser.url().await;
+            if url.ends_with(path) {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                let page = browser.text("body").await;
+                panic!("at {url}, not {path}; the page says: {page}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 }
 
@@ -172,7 +184,7 @@ async fn admin_and_support_use_the_console_in_a_browser() {
     event_browser(&console, &browser).await;
     replays(&console, &browser).await;
     retry_and_discard(&console, &browser, retried, discarded).await;
-    browser.click("header form button").await;
+    browser.submit("header form button").await;
     console.at(&browser, "/admin/login").await;
     browser.goto(&console.url("/admin")).await;
     console.at(&browser, "/admin/login").await;
@@ -207,7 +219,7 @@ async fn event_browser(console: &Console, browser: &Browser) {
     browser
         .type_into("input[name=aggregate_id]", &console.order_id)
         .await;
-    browser.click("main form button").await;
+    browser.submit("main form button").await;
     let history = browser.text("#events").await;
     assert!(history.contains("OrderPlaced"), "{history}");
     assert!(history.contains("correlation_id"), "{history}");
@@ -238,14 +250,14 @@ async fn retry_and_discard(console: &Console, browser: &Browser, retried: i64, d
     assert!(browser.text("#dead-letters").await.contains(HOSTILE));
     browser.screenshot("dead-letters").await;
     let retry = format!("#dead-letter-{retried} form[action$='/retry'] button");
-    browser.click(&retry).await;
+    browser.submit(&retry).await;
     let notice = browser.text(".notice").await;
     assert!(notice.contains("applied and removed"), "{notice}");
     let audit = "SELECT count(*) FROM rm_audit WHERE event_id = $1::uuid";
     assert_eq!(console.count(audit, &console.placed).await, 1, "back");
     assert_eq!(console.count(LETTER_SQL, &retried.to_string()).await, 0);
     let discard = format!("#dead-letter-{discarded} form[action$='/discard'] button");
-    browser.click(&discard).await;
+    browser.submit(&discard).await;
     assert!(browser.text(".notice").await.contains("discarded"));
     assert_eq!(console.count(LETTER_SQL, &discarded.to_string()).await, 0);
     browser.screenshot("dead-letters-after").await;

@@ -167,6 +167,36 @@ impl Browser {
             .await;
     }
 
+    /// Clicks `css` (a form's button, a link) and waits, up to 15 s, until the page it leads to
+    /// has replaced this one: WebDriver's click returns without waiting for a form's answer,
+    /// and reading the page meanwhile would see the old one (or lose an element under it).
+    pub async fn submit(&self, css: &str) {
+        let page = self.find("html").await;
+        self.click(css).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let path = format!("{}/element/{page}/name", self.session);
+        loop {
+            let answer: Value = self
+                .http
+                .get(&path)
+                .send()
+                .await
+                .expect("a WebDriver request")
+                .json()
+                .await
+                .expect("a WebDriver answer");
+            if answer["value"]["error"] == "stale element reference" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clicking {css} led nowhere within 15 s (still at {})",
+                self.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn click(&self, css: &str) {
         let element = self.find(css).await;
         let path = format!("/element/{element}/click");
