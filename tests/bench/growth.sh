@@ -11,7 +11,11 @@
 # rebuilt by `projector replay all`, and the relay's checkpoint set past it (those events are
 # history; only new ones are published). Query plans of the statements that touch the events
 # table on every command and every relay round are printed for both stores, with the store's
-# size on disk. Loopback only; bounded by EVENTS and by each tool's time limit.
+# size on disk. Each store is checkpointed before it is measured, so that neither pays for
+# the other's (or the seeding's) dirty pages. The large store (16 GB at 10 million events) is
+# dropped at the end unless GROWTH_KEEP_STORE=1, which also reuses the store an earlier such
+# run kept when it holds at least EVENTS events (seeding and rebuilding take ten minutes).
+# Loopback only; bounded by EVENTS and by each tool's time limit.
 #
 #   tests/bench/growth.sh [events=10000000]
 set -euo pipefail
@@ -62,6 +66,7 @@ plans() {
 # measure LABEL: the three measurements against the current bench database.
 measure() {
   local label=$1 base=$2
+  "$PG_BINDIR/psql" "$BENCH_URL" -qc "CHECKPOINT"
   pipeline_env "$base" "$KAFKA_BOOTSTRAP" "growth$label$(date +%s)."
   ./target/release/schema-registry >"$OUT/registry-$label.log" 2>&1 &
   pids+=($!)
@@ -91,26 +96,42 @@ measure() {
   echo "-- $label: events table with its indexes: $("$PG_BINDIR/psql" "$BENCH_URL" -tAc "SELECT pg_size_pretty(pg_total_relation_size('events'))"), database: $("$PG_BINDIR/psql" "$BENCH_URL" -tAc "SELECT pg_size_pretty(pg_database_size(current_database()))")"
 }
 
-echo "== machine: $(nproc) cores; PostgreSQL on $BENCH_URL; Apache Kafka on $KAFKA_BOOTSTRAP"
+echo "== machine: $(nproc) cores; Apache Kafka on $KAFKA_BOOTSTRAP"
 echo "== 1. empty store"
 fresh_bench_db bench_growth_empty
 ./target/release/command-api migrate >/dev/null
 measure empty 18680
 
 echo "== 2. a store of $EVENTS events"
-fresh_bench_db bench_growth_full
-./target/release/command-api migrate >/dev/null
-started=$(now)
-DATABASE_URL="$BENCH_URL" ./target/release/loadgen seed --database-url "$BENCH_URL" --events "$EVENTS" |
-  sed 's/^/  /'
-"$PG_BINDIR/psql" "$BENCH_URL" -qc "VACUUM ANALYZE events"
-python3 -c "print(f'  seeded and analysed in {$(now) - $started:.0f} s')"
-# The seeded events are history: the relay starts after the last of them.
-"$PG_BINDIR/psql" "$BENCH_URL" -qc "INSERT INTO relay_checkpoints (name, tx_id, global_position)
-  SELECT 'default', tx_id, global_position FROM events ORDER BY tx_id DESC, global_position DESC LIMIT 1"
-started=$(now)
-DATABASE_URL="$BENCH_URL" ./target/release/projector replay all >"$OUT/replay.log" 2>"$OUT/replay.err"
-DATABASE_URL="$BENCH_URL" ./target/release/projector prune all >/dev/null
-"$PG_BINDIR/psql" "$BENCH_URL" -qc "VACUUM ANALYZE"
-python3 -c "print(f'  read models rebuilt by projector replay all in {$(now) - $started:.0f} s')"
+kept=0
+if [ "${GROWTH_KEEP_STORE:-0}" = 1 ]; then
+  kept=$("$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -tAc "SELECT count(*) FROM pg_database WHERE datname = 'bench_growth_full'")
+  if [ "$kept" = 1 ]; then
+    BENCH_URL="${DATABASE_ADMIN_URL%/*}/bench_growth_full"
+    export APP__DATABASE__URL="$BENCH_URL" APP__LOG__FILTER=warn
+    kept=$("$PG_BINDIR/psql" "$BENCH_URL" -tAc "SELECT (count(*) >= $EVENTS)::int FROM events")
+  fi
+fi
+if [ "$kept" = 1 ]; then
+  echo "  reusing the store of an earlier run ($("$PG_BINDIR/psql" "$BENCH_URL" -tAc "SELECT count(*) FROM events") events)"
+else
+  fresh_bench_db bench_growth_full
+  ./target/release/command-api migrate >/dev/null
+  started=$(now)
+  DATABASE_URL="$BENCH_URL" ./target/release/loadgen seed --database-url "$BENCH_URL" --events "$EVENTS" |
+    sed 's/^/  /'
+  "$PG_BINDIR/psql" "$BENCH_URL" -qc "VACUUM ANALYZE events"
+  python3 -c "print(f'  seeded and analysed in {$(now) - $started:.0f} s')"
+  # The seeded events are history: the relay starts after the last of them.
+  "$PG_BINDIR/psql" "$BENCH_URL" -qc "INSERT INTO relay_checkpoints (name, tx_id, global_position)
+    SELECT 'default', tx_id, global_position FROM events ORDER BY tx_id DESC, global_position DESC LIMIT 1"
+  started=$(now)
+  DATABASE_URL="$BENCH_URL" ./target/release/projector replay all >"$OUT/replay.log" 2>"$OUT/replay.err"
+  DATABASE_URL="$BENCH_URL" ./target/release/projector prune all >/dev/null
+  "$PG_BINDIR/psql" "$BENCH_URL" -qc "VACUUM ANALYZE"
+  python3 -c "print(f'  read models rebuilt by projector replay all in {$(now) - $started:.0f} s')"
+fi
 measure full 18780
+if [ "${GROWTH_KEEP_STORE:-0}" != 1 ]; then
+  "$PG_BINDIR/psql" "$DATABASE_ADMIN_URL" -qc "DROP DATABASE bench_growth_full WITH (FORCE)"
+fi
