@@ -381,3 +381,27 @@ async fn headers_cookie_and_tokens(console: &Console) {
         assert!(cross.headers().get("set-cookie").is_none());
     }
 }
+
+/// A session dropped without `quit` (a test that failed half-way) leaves no Chromium behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_dropped_without_quitting_leaves_no_process_behind() {
+    let browser = Browser::start().await;
+    let profile = browser.profile().display().to_string();
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &profile])
+            .output()
+            .map(|found| !found.stdout.is_empty())
+            .expect("run pgrep")
+    };
+    assert!(running(), "Chromium runs with the session's profile");
+    drop(browser);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Chromium outlived its dropped session"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

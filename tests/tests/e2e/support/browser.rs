@@ -20,8 +20,8 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// The fixed window every screenshot is taken at.
 const WINDOW: &str = "--window-size=1280,1000";
 
-/// One browser session; chromedriver is killed when this is dropped (call [`Browser::quit`]
-/// first to end the browser cleanly).
+/// One browser session; chromedriver and Chromium are killed when this is dropped (call
+/// [`Browser::quit`] first to end the browser cleanly).
 pub struct Browser {
     http: reqwest::Client,
     session: String,
@@ -244,6 +244,23 @@ impl Browser {
     /// Ends the browser session (the driver is killed on drop).
     pub async fn quit(self) {
         let _ = self.http.delete(&self.session).send().await;
+    }
+
+    /// The profile directory only this session's Chromium uses.
+    pub fn profile(&self) -> &Path {
+        &self.profile
+    }
+}
+
+impl Drop for Browser {
+    /// A test that fails before [`Browser::quit`] must not leave its Chromium running:
+    /// chromedriver dies with `_driver`, but the browser it started lives on in a process group
+    /// of its own. Its processes are the ones whose command line names this session's profile
+    /// directory (a fresh UUID), so nothing else is matched.
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.profile.display().to_string()])
+            .status();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
