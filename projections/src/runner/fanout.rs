@@ -21,14 +21,14 @@ use schemas::wire::EventDecoder;
 use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 
+use super::batch::{decode, fill_batch};
 use super::positions::{Context, Positions};
-use super::{own, Message, Raw, RunError, Runner};
-use crate::envelope::Envelope;
+use super::{own, Message, RunError, Runner};
 
-type Consumer = StreamConsumer<Context>;
+pub(super) type Consumer = StreamConsumer<Context>;
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A projection in the fan-out, and when it may try again after a failed batch.
 struct Slot {
@@ -208,13 +208,17 @@ impl Fanout {
                 // re-read the topics from the beginning would show here, not in the applied count.
                 metrics::counter!("projection_messages_consumed_total", "projection" => name)
                     .increment(mine.len() as u64);
+                let stored = positions.next_of(name);
                 let new: Vec<&Message> = mine
                     .into_iter()
                     .filter(|m| {
                         let s = &m.raw.source;
-                        positions
-                            .next(name, &s.topic, s.partition)
-                            .is_none_or(|next| s.offset >= next)
+                        stored
+                            .iter()
+                            .find(|((topic, partition), _)| {
+                                *partition == s.partition && *topic == s.topic
+                            })
+                            .is_none_or(|(_, next)| s.offset >= *next)
                     })
                     .collect();
                 if new.is_empty() {
@@ -223,10 +227,25 @@ impl Fanout {
                 let started = Instant::now();
                 match slot.runner.apply_batch(&new).await {
                     Ok(applied) => {
+                        // Once per partition: the batch's highest offset in it, plus one.
+                        let mut reached: Vec<((String, i32), i64)> = Vec::new();
                         for m in &new {
                             let s = &m.raw.source;
-                            positions.advance(name, (s.topic.clone(), s.partition), s.offset + 1);
+                            match reached
+                                .iter_mut()
+                                .find(|(p, _)| p.1 == s.partition && p.0 == s.topic)
+                            {
+                                Some((_, next)) => *next = (*next).max(s.offset + 1),
+                                None => {
+                                    reached.push(((s.topic.clone(), s.partition), s.offset + 1))
+                                }
+                            }
                         }
+                        positions.merge(
+                            reached
+                                .into_iter()
+                                .map(|(p, next)| (name.to_owned(), p, next)),
+                        );
                         slot.backoff = FIRST_BACKOFF;
                         tracing::debug!(
                             projection = name,
@@ -329,66 +348,4 @@ fn seek(consumer: &Consumer, tpl: TopicPartitionList) -> Result<(), RunError> {
         }
     }
     Ok(())
-}
-
-/// Decodes every message once for all projections (a schema fetch happens here, before any
-/// transaction starts). While the registry cannot be reached the batch waits and tries again;
-/// `None` if the process is told to stop meanwhile.
-async fn decode(
-    decoder: &EventDecoder,
-    batch: Vec<Raw>,
-    stopped: &mut watch::Receiver<bool>,
-) -> Result<Option<Vec<Message>>, RunError> {
-    let mut backoff = FIRST_BACKOFF;
-    'attempt: loop {
-        let mut decoded = Vec::with_capacity(batch.len());
-        for raw in &batch {
-            match decoder.decode(&raw.payload).await {
-                Ok(event) => decoded.push(
-                    Envelope::from_parts(raw.source.clone(), &raw.headers, event.payload)
-                        .map_err(|error| error.to_string()),
-                ),
-                // The registry being unreachable says nothing about the message.
-                Err(schemas::SchemaError::RegistryUnreachable(error)) => {
-                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64,
-                        "schema registry unreachable: the batch waits");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stopped.changed() => return Ok(None),
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue 'attempt;
-                }
-                Err(error) => decoded.push(Err(format!("undecodable: {error}"))),
-            }
-        }
-        return Ok(Some(
-            batch
-                .into_iter()
-                .zip(decoded)
-                .map(|(raw, decoded)| Message { raw, decoded })
-                .collect(),
-        ));
-    }
-}
-
-/// After a batch's first message, takes what else is already fetched or arrives within a
-/// millisecond: a fetch hands over many messages at once, so batches stay large under load
-/// without delaying a lone event.
-async fn fill_batch(
-    consumer: &Consumer,
-    first: Raw,
-    batch_size: usize,
-) -> Result<Vec<Raw>, RunError> {
-    let mut batch = vec![first];
-    let deadline = Instant::now() + Duration::from_millis(1);
-    while batch.len() < batch_size {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, consumer.recv()).await {
-            Ok(Ok(message)) => batch.push(own(&message)),
-            Ok(Err(error)) => return Err(error.into()),
-            Err(_) => break,
-        }
-    }
-    Ok(batch)
 }

@@ -11,6 +11,7 @@
 //! aggregate's later events go on) or halts the projection.
 
 mod apply;
+mod batch;
 mod fanout;
 mod positions;
 

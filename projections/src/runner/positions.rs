@@ -78,9 +78,16 @@ impl Positions {
         }
     }
 
-    /// `projection` has applied everything in `partition` below `next`.
-    pub(super) fn advance(&self, projection: &str, partition: Partition, next: i64) {
-        self.merge([(projection.to_owned(), partition, next)]);
+    /// The next offset `projection` needs in each partition it has stored one for: one
+    /// look-up per batch, not one per message.
+    pub(super) fn next_of(&self, projection: &str) -> Vec<(Partition, i64)> {
+        let inner = self.lock();
+        inner
+            .tracks
+            .iter()
+            .find(|t| t.name == projection)
+            .map(|track| track.next.iter().map(|(p, n)| (p.clone(), *n)).collect())
+            .unwrap_or_default()
     }
 
     /// The next offset `projection` needs in `partition`, if it has stored one.
@@ -277,12 +284,14 @@ mod tests {
     #[test]
     fn positions_only_move_forward() {
         let positions = positions();
-        positions.advance("users", p("users.events", 0), 30);
+        positions.merge([("users".to_owned(), p("users.events", 0), 30)]);
         positions.merge([("users".to_owned(), p("users.events", 0), 12)]);
         assert_eq!(positions.next("users", "users.events", 0), Some(30));
-        positions.advance("users", p("users.events", 0), 31);
+        positions.merge([("users".to_owned(), p("users.events", 0), 31)]);
         assert_eq!(positions.next("users", "users.events", 0), Some(31));
         assert_eq!(positions.next("nobody", "users.events", 0), None);
+        assert_eq!(positions.next_of("users"), vec![(p("users.events", 0), 31)]);
+        assert!(positions.next_of("nobody").is_empty());
     }
 
     #[test]
