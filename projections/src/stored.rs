@@ -15,35 +15,12 @@ use sqlx::Row;
 
 use crate::envelope::{Envelope, EnvelopeError, Source};
 
-/// A metadata field as a header has it: its text when it is a string, empty (null here)
-/// otherwise.
-macro_rules! metadata_field {
-    ($key:literal) => {
-        concat!(
-            "CASE WHEN jsonb_typeof(e.metadata->'",
-            $key,
-            "') = 'string' THEN e.metadata->>'",
-            $key,
-            "' END AS ",
-            $key
-        )
-    };
-}
-
 /// The columns [`envelope`] reads, for a `SELECT … FROM events e`: the metadata's fields are
 /// taken out by PostgreSQL.
 pub const COLUMNS: &str = concat!(
     "e.global_position, e.event_id, e.aggregate_type, e.aggregate_id, e.sequence, ",
     "e.event_type, e.event_version, e.payload, ",
-    metadata_field!("occurred_at"),
-    ", ",
-    metadata_field!("actor"),
-    ", ",
-    metadata_field!("correlation_id"),
-    ", ",
-    metadata_field!("causation_id"),
-    ", ",
-    metadata_field!("traceparent")
+    infra::header_metadata_columns!()
 );
 
 /// Where an event taken from the events table says it came from: the table, at its global
@@ -76,9 +53,7 @@ pub struct Stored {
 
 impl Stored {
     pub fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
-        let text = |name: &str| -> Result<String, sqlx::Error> {
-            Ok(row.try_get::<Option<String>, _>(name)?.unwrap_or_default())
-        };
+        let metadata = infra::event_store::HeaderMetadata::from_row(row)?;
         Ok(Self {
             global_position: row.try_get("global_position")?,
             event_id: row.try_get("event_id")?,
@@ -88,11 +63,11 @@ impl Stored {
             event_type: row.try_get("event_type")?,
             event_version: row.try_get("event_version")?,
             payload: row.try_get("payload")?,
-            occurred_at: text("occurred_at")?,
-            actor: text("actor")?,
-            correlation_id: text("correlation_id")?,
-            causation_id: text("causation_id")?,
-            traceparent: text("traceparent")?,
+            occurred_at: metadata.occurred_at,
+            actor: metadata.actor,
+            correlation_id: metadata.correlation_id,
+            causation_id: metadata.causation_id,
+            traceparent: metadata.traceparent,
         })
     }
 
@@ -138,7 +113,7 @@ pub fn envelope(row: &PgRow) -> Result<Envelope, String> {
 mod tests {
     use std::collections::HashMap;
 
-    use infra::event_store::{message_headers, PublishedEvent};
+    use infra::event_store::{message_headers, HeaderMetadata, PublishedEvent};
     use serde_json::json;
 
     use super::*;
@@ -160,11 +135,11 @@ mod tests {
             aggregate_id: &stored.aggregate_id,
             sequence: stored.sequence,
             global_position: stored.global_position,
-            metadata,
+            metadata: &HeaderMetadata::of_json(metadata),
         };
         let headers: HashMap<String, String> = message_headers(&published)
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
+            .map(|(k, v)| (k.to_owned(), v.into_owned()))
             .collect();
         Envelope::from_parts(source(stored.global_position), &headers, payload)
             .map_err(|e| e.to_string())

@@ -39,6 +39,8 @@ pub enum RelayError {
     Publish(#[from] PublishError),
     #[error("lost the relay lock")]
     LostLock,
+    #[error("the task reading the next batch ended abnormally")]
+    Reader(#[source] tokio::task::JoinError),
     #[error("the schema registry client cannot be set up")]
     RegistryClient(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("registering the schema of {event_type} failed")]
@@ -69,14 +71,18 @@ impl Relay {
         Self { pool, settings }
     }
 
-    /// Runs the relay on a thread and runtime of its own, with its own connections: no task of
-    /// the host process (a handler, a blocking client call) can starve it.
+    /// Runs the relay on threads and a runtime of its own, with its own connections: no task
+    /// of the host process (a handler, a blocking client call) can starve it. The loop runs
+    /// on the `event-relay` thread; the next batch is read on the runtime's one worker
+    /// (`event-relay-read`) meanwhile.
     pub fn spawn(self) -> (RelayHandle, std::thread::JoinHandle<()>) {
         let (stop, stopped) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("event-relay".to_owned())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("event-relay-read")
                     .enable_all()
                     .build();
                 match runtime {
@@ -173,22 +179,28 @@ impl Relay {
         let mut checkpoint = tail::load_checkpoint(&self.pool, name).await?;
         let poll = Duration::from_millis(self.settings.relay.poll_interval_ms);
         let mut lag = LagProbe::default();
-        // Reading runs one batch ahead of acknowledgement: `cursor` is the last event sent,
-        // `checkpoint` the last one acknowledged (and stored).
+        // Three batches move at once: the one being read (`reading`, after `cursor`, on the
+        // runtime's worker), the one being encoded and sent, and the one before it, awaiting
+        // its acknowledgements (`in_flight`). `checkpoint` is the last event acknowledged (and
+        // stored). Dropping `reading` (an error, a stop) aborts the read.
         let mut cursor = checkpoint.clone();
         let mut in_flight: Option<InFlight> = None;
+        let mut reading = tokio::task::JoinSet::new();
+        reading.spawn(self.read_after(cursor.clone()));
         while !*stopped.borrow() {
             // Publish only while the lock is certainly ours.
             sqlx::query("SELECT 1")
                 .execute(&mut lock)
                 .await
                 .map_err(|_| RelayError::LostLock)?;
-            let relay = &self.settings.relay;
-            let batch =
-                tail::fetch(&self.pool, &cursor, relay.batch_size, relay.batch_max_bytes).await?;
+            let batch = match reading.join_next().await {
+                Some(read) => read.map_err(RelayError::Reader)??,
+                None => Vec::new(),
+            };
             if batch.is_empty() {
                 if let Some(sent) = in_flight.take() {
                     self.settle(sent, &mut checkpoint).await?;
+                    reading.spawn(self.read_after(cursor.clone()));
                     continue;
                 }
                 lag.record(&self.pool, &checkpoint).await;
@@ -197,11 +209,13 @@ impl Relay {
                     () = tokio::time::sleep(poll) => {}
                     _ = stopped.changed() => {}
                 }
+                reading.spawn(self.read_after(cursor.clone()));
                 continue;
             }
             if let Some(last) = batch.last() {
                 cursor = last.checkpoint.clone();
             }
+            reading.spawn(self.read_after(cursor.clone()));
             tracing::debug!(events = batch.len(), "relay: publishing a batch");
             let sent = publisher.send(&self.pool, batch).await?;
             if let Some(previous) = in_flight.replace(sent) {
@@ -216,9 +230,21 @@ impl Relay {
     }
 }
 
-/// Registers every event type's newest schema under its subject, so consumers can decode
-/// from the first message and an incompatible schema stops the relay before it publishes.
 impl Relay {
+    /// Reads the batch after `after` (a task of its own, so it runs while the loop encodes).
+    fn read_after(
+        &self,
+        after: Checkpoint,
+    ) -> impl std::future::Future<Output = Result<Vec<tail::StoredEvent>, sqlx::Error>> + Send + 'static
+    {
+        let pool = self.pool.clone();
+        let (limit, max_bytes) = (
+            self.settings.relay.batch_size,
+            self.settings.relay.batch_max_bytes,
+        );
+        async move { tail::fetch(&pool, &after, limit, max_bytes).await }
+    }
+
     /// Waits for a sent batch's acknowledgements and stores the checkpoint of what was
     /// acknowledged; an unacknowledged event ends the active phase (it is re-sent later).
     async fn settle(&self, sent: InFlight, checkpoint: &mut Checkpoint) -> Result<(), RelayError> {
@@ -253,6 +279,8 @@ fn encoder(
         .map_err(|e| RelayError::RegistryClient(Box::new(e)))
 }
 
+/// Registers every event type's newest schema under its subject, so consumers can decode
+/// from the first message and an incompatible schema stops the relay before it publishes.
 async fn register_schemas(
     encoder: &schemas::wire::EventEncoder,
     prefix: &str,

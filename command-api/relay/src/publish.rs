@@ -71,12 +71,10 @@ fn producer_span(event: &StoredEvent, topic: &str) -> tracing::Span {
         messaging.message.id = %event.event_id,
         global_position = event.checkpoint.global_position,
     );
-    let stored = event
-        .metadata
-        .get(propagation::TRACEPARENT)
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
-    propagation::set_parent(&span, &propagation::from_traceparent(stored));
+    propagation::set_parent(
+        &span,
+        &propagation::from_traceparent(&event.metadata.traceparent),
+    );
     span
 }
 
@@ -96,13 +94,13 @@ fn headers(event: &StoredEvent, event_version: &str, span: Option<&tracing::Span
     message_headers(&published).iter().fold(
         OwnedHeaders::new_with_capacity(12),
         |headers, (key, value)| {
-            let value = match &traceparent {
+            let value: &str = match &traceparent {
                 Some(ours) if *key == propagation::TRACEPARENT => ours,
                 _ => value,
             };
             headers.insert(Header {
                 key,
-                value: Some(value.as_str()),
+                value: Some(value),
             })
         },
     )
@@ -123,12 +121,14 @@ impl Publisher {
         }
     }
 
-    async fn encode(&self, event: &StoredEvent) -> Result<Outgoing, PublishError> {
-        let (version, payload) = domain::upcast::upcast(
-            &event.event_type,
-            &event.event_version,
-            event.payload.clone(),
-        );
+    /// The message for `event`, whose payload (taken out of it) is `payload`.
+    async fn encode(
+        &self,
+        event: &StoredEvent,
+        payload: serde_json::Value,
+    ) -> Result<Outgoing, PublishError> {
+        let (version, payload) =
+            domain::upcast::upcast(&event.event_type, &event.event_version, payload);
         let topic = infra::kafka::topic_for(&self.topic_prefix, &event.aggregate_type);
         let span = infra::telemetry::exporting().then(|| producer_span(event, &topic));
         // A registry call on a schema's first use is a child of the producer span.
@@ -165,8 +165,9 @@ impl Publisher {
         let mut futures = Vec::with_capacity(events.len());
         let mut sent = Vec::with_capacity(events.len());
         let mut spans = Vec::new();
-        for event in events {
-            let message = match self.encode(&event).await {
+        for mut event in events {
+            let payload = std::mem::take(&mut event.payload);
+            let message = match self.encode(&event, payload).await {
                 Ok(message) => message,
                 Err(PublishError::Encode { source, .. }) if is_permanent(&source) => {
                     park(pool, &event, &source).await?;
@@ -174,8 +175,13 @@ impl Publisher {
                 }
                 Err(error) => return Err(error),
             };
+            let span = message.span;
+            let record = FutureRecord::to(&message.topic)
+                .key(&message.key)
+                .payload(&message.payload)
+                .headers(message.headers);
             let future = self
-                .enqueue(&message)
+                .enqueue(record)
                 .await
                 .map_err(|source| PublishError::Delivery {
                     event_id: event.event_id,
@@ -183,7 +189,7 @@ impl Publisher {
                 })?;
             futures.push(future);
             sent.push((event.checkpoint, event.event_id));
-            if let Some(span) = message.span {
+            if let Some(span) = span {
                 spans.resize_with(sent.len() - 1, || None);
                 spans.push(Some(span));
             }
@@ -196,17 +202,18 @@ impl Publisher {
         })
     }
 
-    /// Hands one message to the producer, waiting while its local queue is full.
-    async fn enqueue(&self, message: &Outgoing) -> Result<DeliveryFuture, KafkaError> {
+    /// Hands one message to the producer, waiting while its local queue is full (the record
+    /// comes back with the refusal and is offered again as it is, headers included).
+    async fn enqueue<'a>(
+        &self,
+        mut record: FutureRecord<'a, String, Vec<u8>>,
+    ) -> Result<DeliveryFuture, KafkaError> {
         loop {
-            let record = FutureRecord::to(&message.topic)
-                .key(&message.key)
-                .payload(&message.payload)
-                .headers(message.headers.clone());
             match self.producer.send_result(record) {
                 Ok(future) => return Ok(future),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), refused)) => {
                     tracing::debug!("relay: producer queue full");
+                    record = refused;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((error, _)) => return Err(error),

@@ -7,6 +7,7 @@
 //! (`pg_snapshot_xmin`): those have all committed or rolled back, so nothing can appear below
 //! them any more. Rows are read in `(tx_id, global_position)` order after the checkpoint.
 
+use infra::event_store::HeaderMetadata;
 use sqlx::{PgPool, Row};
 
 /// Where the relay has got to: the last acknowledged event's transaction and position.
@@ -27,31 +28,36 @@ pub struct StoredEvent {
     pub event_type: String,
     pub event_version: String,
     pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
+    /// What the headers carry of the stored metadata (taken out by PostgreSQL).
+    pub metadata: HeaderMetadata,
     pub event_id: uuid::Uuid,
 }
 
 /// Up to `$3` events, cut where their running size passes `$4` bytes (the event that passes
-/// it is still included, so one event larger than the cap is read on its own).
-const FETCH_SQL: &str = "
-SELECT tx_id, global_position, aggregate_type, aggregate_id, sequence,
-       event_type, event_version, payload, metadata, event_id
-FROM (
-    SELECT tx_id::text AS tx_id, global_position, aggregate_type, aggregate_id, sequence,
-           event_type, event_version, payload, metadata, event_id,
-           SUM(octet_length(payload::text) + octet_length(metadata::text))
-               OVER (ORDER BY tx_id, global_position) AS running,
-           octet_length(payload::text) + octet_length(metadata::text) AS size
-    FROM (
-        SELECT * FROM events
-        WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
-          AND (tx_id, global_position) > ($1::text::xid8, $2)
-        ORDER BY tx_id, global_position
-        LIMIT $3
-    ) AS next
-) AS sized
-WHERE running - size < $4
-ORDER BY tx_id::xid8, global_position";
+/// it is still included, so one event larger than the cap is read on its own). The size is
+/// the stored (`jsonb`, possibly compressed) size of payload and metadata, which PostgreSQL
+/// knows without rendering them as text.
+const FETCH_SQL: &str = concat!(
+    "SELECT e.tx_id::text AS tx_id, e.global_position, e.aggregate_type, e.aggregate_id,
+            e.sequence, e.event_type, e.event_version, e.payload, e.event_id, ",
+    infra::header_metadata_columns!(),
+    "
+     FROM (
+         SELECT next.*,
+                SUM(pg_column_size(next.payload) + pg_column_size(next.metadata))
+                    OVER (ORDER BY next.tx_id, next.global_position) AS running,
+                pg_column_size(next.payload) + pg_column_size(next.metadata) AS size
+         FROM (
+             SELECT * FROM events
+             WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
+               AND (tx_id, global_position) > ($1::text::xid8, $2)
+             ORDER BY tx_id, global_position
+             LIMIT $3
+         ) AS next
+     ) AS e
+     WHERE e.running - e.size < $4
+     ORDER BY e.tx_id, e.global_position"
+);
 
 /// The next events after `after`: at most `limit` of them and about `max_bytes` of payload
 /// and metadata, whichever is reached first.
@@ -78,7 +84,7 @@ pub async fn fetch(
                 event_type: row.try_get("event_type")?,
                 event_version: row.try_get("event_version")?,
                 payload: row.try_get("payload")?,
-                metadata: row.try_get("metadata")?,
+                metadata: HeaderMetadata::from_row(row)?,
                 event_id: row.try_get("event_id")?,
             })
         })

@@ -1,5 +1,6 @@
 //! Metadata carried by every event (guarantee 9 in `docs/architecture.md`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,72 @@ impl EventMetadata {
     }
 }
 
+/// The metadata fields a message header carries, each as its text when it is a string in the
+/// stored object and empty otherwise (missing, or not a string).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderMetadata {
+    pub occurred_at: String,
+    pub actor: String,
+    pub correlation_id: String,
+    pub causation_id: String,
+    pub traceparent: String,
+}
+
+/// The columns [`HeaderMetadata::from_row`] reads, for a `SELECT … FROM events e`: PostgreSQL
+/// takes the fields out of the stored object, so the reader never parses it.
+#[macro_export]
+macro_rules! header_metadata_columns {
+    () => {
+        concat!(
+            "CASE WHEN jsonb_typeof(e.metadata->'occurred_at') = 'string' \
+             THEN e.metadata->>'occurred_at' END AS occurred_at, ",
+            "CASE WHEN jsonb_typeof(e.metadata->'actor') = 'string' \
+             THEN e.metadata->>'actor' END AS actor, ",
+            "CASE WHEN jsonb_typeof(e.metadata->'correlation_id') = 'string' \
+             THEN e.metadata->>'correlation_id' END AS correlation_id, ",
+            "CASE WHEN jsonb_typeof(e.metadata->'causation_id') = 'string' \
+             THEN e.metadata->>'causation_id' END AS causation_id, ",
+            "CASE WHEN jsonb_typeof(e.metadata->'traceparent') = 'string' \
+             THEN e.metadata->>'traceparent' END AS traceparent"
+        )
+    };
+}
+
+impl HeaderMetadata {
+    /// From a stored metadata object.
+    pub fn of_json(metadata: &serde_json::Value) -> Self {
+        let field = |key: &str| {
+            metadata
+                .get(key)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned()
+        };
+        Self {
+            occurred_at: field("occurred_at"),
+            actor: field("actor"),
+            correlation_id: field("correlation_id"),
+            causation_id: field("causation_id"),
+            traceparent: field("traceparent"),
+        }
+    }
+
+    /// From a row selected with [`header_metadata_columns!`](crate::header_metadata_columns).
+    pub fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let text = |name: &str| -> Result<String, sqlx::Error> {
+            Ok(row.try_get::<Option<String>, _>(name)?.unwrap_or_default())
+        };
+        Ok(Self {
+            occurred_at: text("occurred_at")?,
+            actor: text("actor")?,
+            correlation_id: text("correlation_id")?,
+            causation_id: text("causation_id")?,
+            traceparent: text("traceparent")?,
+        })
+    }
+}
+
 /// A stored event as the relay publishes it, for [`message_headers`].
 pub struct PublishedEvent<'a> {
     pub event_id: Uuid,
@@ -57,34 +124,30 @@ pub struct PublishedEvent<'a> {
     pub aggregate_id: &'a str,
     pub sequence: i64,
     pub global_position: i64,
-    /// The stored metadata object ([`EventMetadata`]'s fields).
-    pub metadata: &'a serde_json::Value,
+    pub metadata: &'a HeaderMetadata,
 }
 
 /// The twelve headers every published message carries (listed in `docs/architecture.md`), so
 /// that any consumer can discard duplicates and trace the event. The relay sends them;
-/// `projector verify` rebuilds what a consumer saw from them.
-pub fn message_headers(event: &PublishedEvent<'_>) -> [(&'static str, String); 12] {
-    let meta = |key: &str| {
-        event
-            .metadata
-            .get(key)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_owned()
-    };
+/// `projector verify` rebuilds what a consumer saw from them. Text fields are borrowed, so the
+/// relay copies each value once, into the message.
+pub fn message_headers<'a>(event: &PublishedEvent<'a>) -> [(&'static str, Cow<'a, str>); 12] {
+    let metadata = event.metadata;
     [
-        ("event_id", event.event_id.to_string()),
-        ("event_type", event.event_type.to_owned()),
-        ("event_version", event.event_version.to_owned()),
-        ("aggregate_type", event.aggregate_type.to_owned()),
-        ("aggregate_id", event.aggregate_id.to_owned()),
-        ("sequence", event.sequence.to_string()),
-        ("global_position", event.global_position.to_string()),
-        ("correlation_id", meta("correlation_id")),
-        ("causation_id", meta("causation_id")),
-        ("traceparent", meta("traceparent")),
-        ("occurred_at", meta("occurred_at")),
-        ("actor", meta("actor")),
+        ("event_id", Cow::Owned(event.event_id.to_string())),
+        ("event_type", Cow::Borrowed(event.event_type)),
+        ("event_version", Cow::Borrowed(event.event_version)),
+        ("aggregate_type", Cow::Borrowed(event.aggregate_type)),
+        ("aggregate_id", Cow::Borrowed(event.aggregate_id)),
+        ("sequence", Cow::Owned(event.sequence.to_string())),
+        (
+            "global_position",
+            Cow::Owned(event.global_position.to_string()),
+        ),
+        ("correlation_id", Cow::Borrowed(&metadata.correlation_id)),
+        ("causation_id", Cow::Borrowed(&metadata.causation_id)),
+        ("traceparent", Cow::Borrowed(&metadata.traceparent)),
+        ("occurred_at", Cow::Borrowed(&metadata.occurred_at)),
+        ("actor", Cow::Borrowed(&metadata.actor)),
     ]
 }

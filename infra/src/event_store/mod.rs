@@ -18,7 +18,7 @@ mod repository;
 mod types;
 
 pub use append::EventStore;
-pub use metadata::{message_headers, EventMetadata, PublishedEvent};
+pub use metadata::{message_headers, EventMetadata, HeaderMetadata, PublishedEvent};
 pub use repository::PgEventRepository;
 pub use types::{
     AppendError, AppendRequest, Appended, Claim, Credential, Idempotency, NewEvent,

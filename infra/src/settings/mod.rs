@@ -82,8 +82,8 @@ pub struct RelaySettings {
     pub enabled: bool,
     /// Most events read and published per batch.
     pub batch_size: i64,
-    /// Most bytes (payload and metadata as JSON text) read per batch; a batch always holds at
-    /// least one event.
+    /// Most bytes (payload and metadata as stored, `jsonb`, compressed when large) read per
+    /// batch; a batch always holds at least one event.
     pub batch_max_bytes: i64,
     /// Polling fallback when no notification arrives.
     pub poll_interval_ms: u64,

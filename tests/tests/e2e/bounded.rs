@@ -60,10 +60,15 @@ async fn relay_batches_are_capped_by_bytes_as_well_as_count() {
     let one = relay::tail::fetch(&app.pool, &start, 100, 1).await.unwrap();
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].event_id, all[0].event_id);
-    let size = |e: &relay::tail::StoredEvent| {
-        (e.payload.to_string().len() + e.metadata.to_string().len()) as i64
-    };
-    let two = size(&all[0]) + size(&all[1]);
+    // The cap counts the stored size of payload and metadata.
+    let two: i64 = sqlx::query_scalar(
+        "SELECT sum(pg_column_size(payload) + pg_column_size(metadata))::bigint FROM events
+         WHERE event_id = ANY($1)",
+    )
+    .bind(vec![all[0].event_id, all[1].event_id])
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     let capped = relay::tail::fetch(&app.pool, &start, 100, two)
         .await
         .unwrap();

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use infra::event_store::{message_headers, PublishedEvent};
+use infra::event_store::{message_headers, HeaderMetadata, PublishedEvent};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
@@ -68,7 +68,7 @@ pub async fn encode_stored(stack: &Stack) -> HashMap<(String, i64), Message> {
             aggregate_id: &id,
             sequence,
             global_position: position,
-            metadata: &metadata,
+            metadata: &HeaderMetadata::of_json(&metadata),
         };
         let headers =
             message_headers(&published)
@@ -76,7 +76,7 @@ pub async fn encode_stored(stack: &Stack) -> HashMap<(String, i64), Message> {
                 .fold(OwnedHeaders::new(), |h, (key, value)| {
                     h.insert(Header {
                         key,
-                        value: Some(value.as_str()),
+                        value: Some(&**value),
                     })
                 });
         let message = Message {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use infra::event_store::{message_headers, PublishedEvent};
+use infra::event_store::{message_headers, HeaderMetadata, PublishedEvent};
 use projections::envelope::{Envelope, Source};
 use projections::process_manager::outbox;
 use projections::process_manager::{Commands, Dispatcher, ProcessManager, RetryPolicy};
@@ -45,11 +45,11 @@ async fn envelopes(pool: &PgPool, aggregate_id: &str) -> Vec<Envelope> {
                 aggregate_id,
                 sequence: row.try_get("sequence").unwrap(),
                 global_position: row.try_get("global_position").unwrap(),
-                metadata: &metadata,
+                metadata: &HeaderMetadata::of_json(&metadata),
             };
             let headers: HashMap<String, String> = message_headers(&published)
                 .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
+                .map(|(k, v)| (k.to_owned(), v.into_owned()))
                 .collect();
             let source = Source {
                 topic: "events".to_owned(),
