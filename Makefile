@@ -8,7 +8,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test fuzz deploy-check stack stop bench-write bench-relay bench-read bench-visibility bench-scale-out bench-growth bench-backlog bench-replay fmt lint
+.PHONY: run test fuzz deploy-check stack stop bench-write bench-relay bench-read bench-visibility bench-scale-out bench-growth bench-backlog bench-stall bench-replay fmt lint
 
 run:
 	./infra/local/run.sh
@@ -72,6 +72,11 @@ bench-growth: stack
 # catch-up rates, a projector restart with the whole topic behind it, and latency after.
 bench-backlog: stack
 	./tests/bench/backlog.sh
+
+# Stall benchmark: the broker stopped for 45 s under a steady load; lag and throughput over
+# time, drawn (docs/plots/stall-*.png).
+bench-stall: stack
+	./tests/bench/stall.sh
 
 # Replay benchmark: 1,000,000 events seeded into a fresh event store, then `projector replay
 # all`, `replay audit` alone and `verify all`, timed (events/s over the store).

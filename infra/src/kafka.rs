@@ -22,7 +22,11 @@ pub fn base(settings: &KafkaSettings) -> ClientConfig {
         .set("client.id", "commerce")
         // Small requests (one event, one fetch) must not wait for Nagle's algorithm to meet
         // the peer's delayed ACK: that alone adds up to 40 ms per hop on Linux.
-        .set("socket.nagle.disable", "true");
+        .set("socket.nagle.disable", "true")
+        // After a broker that stopped answering comes back, reconnect within a second:
+        // librdkafka's own bound (10 s) kept the projector idle for up to ten seconds after
+        // the relay had already caught up (`make bench-stall`, docs/performance.md).
+        .set("reconnect.backoff.max.ms", "1000");
     // Operators' properties last, so they win: TLS, SASL and anything else librdkafka takes.
     for (key, value) in &settings.properties.0 {
         config.set(key, value);

@@ -10,6 +10,8 @@
 #      written, and the time until they are projected is printed (restart cost must not grow
 #      with the topic).
 #   4. Command-to-visible latency at 100 commands/s for 10 s, to show latency back to normal.
+# Phase 2 is sampled every second and drawn: events behind and events per second for the relay
+# and the two projections (docs/plots/backlog-lag.png, docs/plots/backlog-throughput.png).
 # Loopback only; every phase is bounded in time. Uses the Kafka cluster of `make run`.
 #
 #   tests/bench/backlog.sh [events=1000000]
@@ -23,6 +25,7 @@ EVENTS="${1:-1000000}"
 source tests/bench/common.sh
 bench_stack
 build_pipeline
+ensure_plot_font
 fresh_bench_db bench_backlog
 sql() { "$PG_BINDIR/psql" "$BENCH_URL" -tAc "$1"; }
 pipeline_env 18280 "$KAFKA_BOOTSTRAP" "backlog$(date +%s)."
@@ -74,6 +77,9 @@ pids+=($!)
 projector=$!
 pids+=($projector)
 wait_for_port $API_PORT
+sample_pipeline "$ROOT/.data/bench-backlog-samples.csv" "$API_PORT" "$PROJECTOR_PORT" &
+sampler=$!
+pids+=($sampler)
 relay_done="" users_done="" audit_done=""
 deadline=$(( $(date +%s) + 3600 ))
 while [[ -z $relay_done || -z $users_done || -z $audit_done ]]; do
@@ -96,6 +102,10 @@ while [[ -z $relay_done || -z $users_done || -z $audit_done ]]; do
     fi
   done
 done
+
+sleep 2
+kill "$sampler"
+plot_pipeline "$ROOT/.data/bench-backlog-samples.csv" backlog "Catch-up of $total events"
 
 for model in users audit; do
   echo "projection $model: $(sql "SELECT count(*) FROM projection_versions WHERE projection = '$model'") aggregates recorded as applied"

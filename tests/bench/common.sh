@@ -74,3 +74,48 @@ wait_until_relayed() {
     sleep 1
   done
 }
+
+# sample_pipeline CSV API_PORT PROJECTOR_PORT: every second until killed, appends
+# `seconds,events,published,applied_users,applied_audit` to CSV: the events in the store at
+# $BENCH_URL, what the relay has published and what the projections `users` and `audit` have
+# applied (counters from the services' metrics, which start at zero with each process).
+sample_pipeline() {
+  local out=$1 api=$2 projector=$3 t0 events published users audit metrics
+  t0=$(date +%s.%N)
+  echo "seconds,events,published,applied_users,applied_audit" >"$out"
+  while sleep 1; do
+    events=$("$PG_BINDIR/psql" "$BENCH_URL" -tAc "SELECT count(*) FROM events" 2>/dev/null) || events=""
+    published=$(curl -fs "http://127.0.0.1:$api/metrics" 2>/dev/null |
+      awk '/^relay_events_published_total/ {print $2}') || published=""
+    metrics=$(curl -fs "http://127.0.0.1:$projector/metrics" 2>/dev/null) || metrics=""
+    users=$(awk '/^projection_events_applied_total/ && /projection="users"/ {print $2}' <<<"$metrics")
+    audit=$(awk '/^projection_events_applied_total/ && /projection="audit"/ {print $2}' <<<"$metrics")
+    echo "$(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')"),${events:-},${published:-0},${users:-0},${audit:-0}" >>"$out"
+  done
+}
+
+# plot_pipeline CSV NAME TITLE: from what sample_pipeline wrote, the lag (events in the store
+# not yet published, or not yet applied) and the throughput (events per second written,
+# published and applied) over time, drawn as docs/plots/NAME-lag.png and NAME-throughput.png.
+plot_pipeline() {
+  local csv=$1 name=$2 title=$3 dir
+  dir=$(dirname "$csv")/$name-series
+  mkdir -p "$dir"
+  # Rows whose store count could not be read (the database busy past psql's patience) are
+  # left out rather than drawn as zero.
+  awk -F, 'NR > 1 && $2 != "" {l = $2 - $3; print $1 "," (l < 0 ? 0 : l)}' "$csv" >"$dir/lag-relay.csv"
+  awk -F, 'NR > 1 && $2 != "" {l = $2 - $4; print $1 "," (l < 0 ? 0 : l)}' "$csv" >"$dir/lag-users.csv"
+  awk -F, 'NR > 1 && $2 != "" {l = $2 - $5; print $1 "," (l < 0 ? 0 : l)}' "$csv" >"$dir/lag-audit.csv"
+  for column in 2 3 4 5; do
+    awk -F, -v c=$column 'NR > 1 && $2 != "" {
+        if (seen && $1 > t) print $1 "," ($c - v) / ($1 - t); t = $1; v = $c; seen = 1 }' \
+      "$csv" >"$dir/rate-$column.csv"
+  done
+  ./target/release/loadgen plot series --font "$PLOT_FONT" --out "docs/plots/$name-lag.png" \
+    --title "$title: events behind" --y-label "events" \
+    "relay=$dir/lag-relay.csv" "users=$dir/lag-users.csv" "audit=$dir/lag-audit.csv"
+  ./target/release/loadgen plot series --font "$PLOT_FONT" --out "docs/plots/$name-throughput.png" \
+    --title "$title: throughput" --y-label "events/s" \
+    "written=$dir/rate-2.csv" "relay=$dir/rate-3.csv" "users=$dir/rate-4.csv" "audit=$dir/rate-5.csv"
+  echo "plots: docs/plots/$name-lag.png, docs/plots/$name-throughput.png"
+}

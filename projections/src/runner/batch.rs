@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use schemas::wire::EventDecoder;
 use tokio::sync::watch;
 
@@ -64,9 +65,56 @@ pub(super) async fn fill_batch(
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, consumer.recv()).await {
             Ok(Ok(message)) => batch.push(own(&message)),
+            Ok(Err(error)) if recoverable(&error) => {
+                note_recoverable(&error);
+                break;
+            }
             Ok(Err(error)) => return Err(error.into()),
             Err(_) => break,
         }
     }
     Ok(batch)
+}
+
+/// Whether a consumer error is one librdkafka recovers from by itself (a broker down or not
+/// answering, a connection lost, a request timed out): every error but a fatal one. The
+/// consumer is kept through them. Replacing it would be worse: the new consumer joins the
+/// group as a new member, and the group waits for the old member's session to expire (ten
+/// seconds) before it assigns anything; after a broker stall that kept every projection idle
+/// for ten seconds more (`make bench-stall`, docs/performance.md).
+pub(super) fn recoverable(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::MessageConsumption(code) if *code != RDKafkaErrorCode::Fatal)
+}
+
+/// Logs and counts an error the consumer recovers from (`projection_consumer_errors_total`).
+pub(super) fn note_recoverable(error: &KafkaError) {
+    metrics::counter!("projection_consumer_errors_total").increment(1);
+    tracing::warn!(%error, "consumer error; the consumer reconnects by itself");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_fatal_consumer_error_replaces_the_consumer() {
+        for code in [
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::RequestTimedOut,
+            RDKafkaErrorCode::NotCoordinator,
+        ] {
+            assert!(
+                recoverable(&KafkaError::MessageConsumption(code)),
+                "{code:?}"
+            );
+        }
+        assert!(!recoverable(&KafkaError::MessageConsumption(
+            RDKafkaErrorCode::Fatal
+        )));
+        // Errors of other calls than receiving (subscribing, seeking) are not the consumer's
+        // own reports and still end the run.
+        assert!(!recoverable(&KafkaError::Subscription("topic".to_owned())));
+        assert!(!recoverable(&KafkaError::Seek("offset".to_owned())));
+    }
 }

@@ -21,7 +21,7 @@ use schemas::wire::EventDecoder;
 use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 
-use super::batch::{decode, fill_batch};
+use super::batch::{decode, fill_batch, note_recoverable, recoverable};
 use super::positions::{Context, Positions};
 use super::{own, Message, RunError, Runner};
 
@@ -172,7 +172,14 @@ impl Fanout {
             // Only the wait for a batch's first message may be interrupted: `recv` gives up
             // nothing when dropped, while a batch being filled would lose what it holds.
             let first = tokio::select! {
-                first = consumer.recv() => own(&first?),
+                first = consumer.recv() => match first {
+                    Ok(message) => own(&message),
+                    Err(error) if recoverable(&error) => {
+                        note_recoverable(&error);
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                },
                 _ = stopped.changed() => break,
                 _ = self.positions.assigned.notified() => continue,
                 _ = tokio::time::sleep_until(wake.into()) => continue,

@@ -38,6 +38,10 @@ pub struct RunArgs {
     /// Print one JSON object instead of the human report.
     #[arg(long)]
     pub json: bool,
+    /// Most requests per second over all workers, paced from the start (none: each worker
+    /// sends its next request as soon as the last is answered).
+    #[arg(long)]
+    pub rate: Option<f64>,
 }
 
 impl RunArgs {
@@ -50,6 +54,10 @@ impl RunArgs {
             "--duration-secs must be at least 1"
         );
         ensure!(self.max_requests >= 1, "--max-requests must be at least 1");
+        ensure!(
+            self.rate.is_none_or(|r| r.is_finite() && r > 0.0),
+            "--rate must be a positive number"
+        );
         ensure!(
             self.warmup_secs <= 600 && self.duration_secs <= 3600,
             "--warmup-secs is capped at 600 and --duration-secs at 3600"
@@ -189,15 +197,18 @@ where
     let issued = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let window = Window {
+        start,
         measure_from: start + Duration::from_secs(args.warmup_secs),
         deadline: start + Duration::from_secs(args.warmup_secs + args.duration_secs),
         max_requests: args.max_requests,
+        rate: args.rate,
     };
+    let tickets = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::with_capacity(args.concurrency);
     for _ in 0..args.concurrency {
         let stats = Stats::new()?;
-        let (op, issued) = (Arc::clone(&op), Arc::clone(&issued));
-        handles.push(tokio::spawn(worker(op, window, issued, stats)));
+        let (op, issued, tickets) = (Arc::clone(&op), Arc::clone(&issued), Arc::clone(&tickets));
+        handles.push(tokio::spawn(worker(op, window, issued, tickets, stats)));
     }
     let mut total = Stats::new()?;
     for handle in handles {
@@ -213,15 +224,20 @@ where
 
 #[derive(Clone, Copy)]
 struct Window {
+    start: Instant,
     measure_from: Instant,
     deadline: Instant,
     max_requests: u64,
+    /// Requests per second over all workers: request `n` (counted from the start) is not sent
+    /// before `start + n / rate`.
+    rate: Option<f64>,
 }
 
 async fn worker<F, Fut>(
     op: Arc<F>,
     window: Window,
     issued: Arc<AtomicU64>,
+    tickets: Arc<AtomicU64>,
     mut stats: Stats,
 ) -> Stats
 where
@@ -230,6 +246,14 @@ where
 {
     let mut rng = XorShift::seeded();
     loop {
+        if let Some(rate) = window.rate {
+            let n = tickets.fetch_add(1, Ordering::Relaxed);
+            let due = window.start + Duration::from_secs_f64(n as f64 / rate);
+            if due >= window.deadline {
+                break;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
         let started = Instant::now();
         if started >= window.deadline {
             break;
