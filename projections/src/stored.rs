@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
+use infra::event_store::HeaderMetadata;
+
 use crate::envelope::{Envelope, EnvelopeError, Source};
 
 /// The columns [`envelope`] reads, for a `SELECT … FROM events e`: the metadata's fields are
@@ -44,16 +46,11 @@ pub struct Stored {
     pub event_version: String,
     pub payload: serde_json::Value,
     /// The metadata's string fields; a missing one is empty, as its header would be.
-    pub occurred_at: String,
-    pub actor: String,
-    pub correlation_id: String,
-    pub causation_id: String,
-    pub traceparent: String,
+    pub metadata: HeaderMetadata,
 }
 
 impl Stored {
     pub fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
-        let metadata = infra::event_store::HeaderMetadata::from_row(row)?;
         Ok(Self {
             global_position: row.try_get("global_position")?,
             event_id: row.try_get("event_id")?,
@@ -63,11 +60,7 @@ impl Stored {
             event_type: row.try_get("event_type")?,
             event_version: row.try_get("event_version")?,
             payload: row.try_get("payload")?,
-            occurred_at: metadata.occurred_at,
-            actor: metadata.actor,
-            correlation_id: metadata.correlation_id,
-            causation_id: metadata.causation_id,
-            traceparent: metadata.traceparent,
+            metadata: HeaderMetadata::from_row(row)?,
         })
     }
 
@@ -78,7 +71,8 @@ impl Stored {
             domain::upcast::upcast(&self.event_type, &self.event_version, self.payload);
         let payload = schemas::wire::as_consumed(&self.event_type, &payload)
             .map_err(|e| crate::error_chain(&e))?;
-        let occurred_at: DateTime<Utc> = self
+        let metadata = self.metadata;
+        let occurred_at: DateTime<Utc> = metadata
             .occurred_at
             .parse()
             .map_err(|_| EnvelopeError::Header("occurred_at").to_string())?;
@@ -92,10 +86,10 @@ impl Stored {
             sequence: self.sequence,
             global_position: self.global_position,
             occurred_at,
-            actor: self.actor,
-            correlation_id: self.correlation_id,
-            causation_id: self.causation_id,
-            traceparent: self.traceparent,
+            actor: metadata.actor,
+            correlation_id: metadata.correlation_id,
+            causation_id: metadata.causation_id,
+            traceparent: metadata.traceparent,
             payload,
         })
     }
@@ -146,7 +140,6 @@ mod tests {
     }
 
     fn stored(metadata: &serde_json::Value) -> Stored {
-        let field = |k: &str| metadata[k].as_str().unwrap_or_default().to_owned();
         Stored {
             global_position: 42,
             event_id: uuid::Uuid::now_v7(),
@@ -156,11 +149,7 @@ mod tests {
             event_type: "OrderShipped".into(),
             event_version: "1".into(),
             payload: json!({"type": "OrderShipped", "carrier": "DHL", "tracking_number": "T1"}),
-            occurred_at: field("occurred_at"),
-            actor: field("actor"),
-            correlation_id: field("correlation_id"),
-            causation_id: field("causation_id"),
-            traceparent: field("traceparent"),
+            metadata: HeaderMetadata::of_json(metadata),
         }
     }
 

@@ -98,18 +98,23 @@ impl Browser {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    /// The whole WebDriver answer to a session command, errors included.
+    async fn answer(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut request = self.http.request(method, format!("{}{path}", self.session));
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let answer: Value = request
+        request
             .send()
             .await
             .expect("a WebDriver request")
             .json()
             .await
-            .expect("a WebDriver answer");
+            .expect("a WebDriver answer")
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let answer = self.answer(method, path, body).await;
         if answer["value"]["error"].is_string() {
             panic!("WebDriver {path}: {answer}");
         }
@@ -174,17 +179,9 @@ impl Browser {
         let page = self.find("html").await;
         self.click(css).await;
         let deadline = Instant::now() + Duration::from_secs(15);
-        let path = format!("{}/element/{page}/name", self.session);
+        let path = format!("/element/{page}/name");
         loop {
-            let answer: Value = self
-                .http
-                .get(&path)
-                .send()
-                .await
-                .expect("a WebDriver request")
-                .json()
-                .await
-                .expect("a WebDriver answer");
+            let answer = self.answer(reqwest::Method::GET, &path, None).await;
             if answer["value"]["error"] == "stale element reference" {
                 return;
             }
