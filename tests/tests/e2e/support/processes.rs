@@ -11,11 +11,34 @@ use std::time::{Duration, Instant};
 use infra::secrecy::ExposeSecret;
 use infra::settings::Settings;
 
+/// First port [`free_port`] hands out, and the end of its range: below the kernel's ephemeral
+/// range (32768 and up by default), so no outgoing connection holds one of them, and clear of
+/// the shared stack's fixed ports (19092-19094, 19192-19194, 55432).
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback port nothing listens on, never the same one twice in this test process.
+///
+/// Asking the kernel for port 0 and releasing it is not enough: a test that starts a service
+/// seconds later can find the port handed to another test in the meantime. A Kafka node that
+/// then dials its peer's port and reaches an HTTP server reads "HTTP" as a 1.2 GB frame size
+/// and dies of a full heap (the failure that made this a counter).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(PORTS.end - PORTS.start);
+    // Another test process (a second checkout's run) starts elsewhere in the range.
+    let offset = std::process::id() % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            n < span,
+            "free_port: every port of {PORTS:?} was handed out"
+        );
+        let port = PORTS.start + u16::try_from((offset + n) % span).expect("inside the range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The path of the workspace binary `name`, built next to this test binary.
@@ -229,4 +252,14 @@ pub async fn metric_line(client: &reqwest::Client, base_url: &str, line: &str) -
         .await
         .ok()?;
     Some(text.lines().any(|l| l.trim() == line))
+}
+
+/// Tests start services on ports picked seconds earlier; one port handed to two of them made a
+/// Kafka node of one test dial another test's HTTP server.
+#[test]
+fn free_ports_are_never_handed_out_twice_nor_from_the_ephemeral_range() {
+    let ports: Vec<u16> = (0..2_000).map(|_| free_port()).collect();
+    let distinct: std::collections::HashSet<&u16> = ports.iter().collect();
+    assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+    assert!(ports.iter().all(|p| PORTS.contains(p)), "{ports:?}");
 }
