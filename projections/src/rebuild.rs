@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use futures::TryStreamExt;
-use sqlx::{ConnectOptions, Connection, PgPool, Row};
+use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::bulk::Fold;
 use crate::envelope::Envelope;
@@ -136,36 +136,99 @@ impl<'a> Pass<'a> {
     }
 }
 
+/// Events read and turned into envelopes per message from the reading task to the fold.
+const READ_CHUNK: usize = 1_000;
+
+/// Chunks in flight between the two: enough for the reader to go on while the fold writes a
+/// chunk of [`CHUNK`] events.
+const READ_AHEAD: usize = 32;
+
+/// An event as the reading task hands it to the fold.
+struct Read {
+    key: (String, String),
+    sequence: i64,
+    event_id: uuid::Uuid,
+    envelope: Result<Envelope, String>,
+}
+
+fn read(row: &sqlx::postgres::PgRow) -> Result<Read, sqlx::Error> {
+    let stored = crate::stored::Stored::from_row(row)?;
+    Ok(Read {
+        key: (stored.aggregate_type.clone(), stored.aggregate_id.clone()),
+        sequence: stored.sequence,
+        event_id: stored.event_id,
+        envelope: stored.into_envelope(),
+    })
+}
+
 /// Folds the events `filter` selects (an SQL condition on `events e`, built by the caller from
 /// its own names), in log order, into every target that reads their aggregate type, and writes
 /// the targets' rows into their schemas; returns what was folded per aggregate.
+///
+/// Two tasks, so that both cores work: one scans and turns rows into envelopes (the upcast
+/// and the Avro round trip), the other folds them and writes the rows, in the order read.
 pub(crate) async fn fold_events(
     pool: &PgPool,
     targets: &mut [Target],
     filter: &str,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Applied, sqlx::Error> {
-    // The scan is one statement that streams for as long as the fold takes: on a connection
-    // of its own that does not report it as a slow statement.
-    let options = (*pool.connect_options())
-        .clone()
-        .disable_statement_logging();
-    let mut read = sqlx::PgConnection::connect_with(&options).await?;
     let sql = format!(
         "SELECT {columns} FROM events e WHERE {filter} ORDER BY e.global_position",
         columns = crate::stored::COLUMNS
     );
+    let (send, mut chunks) = tokio::sync::mpsc::channel::<Vec<Read>>(READ_AHEAD);
+    let scan_pool = pool.clone();
+    let reader = tokio::spawn(async move {
+        // The scan is one statement that streams for as long as the fold takes: on a
+        // connection of its own that does not report it as a slow statement.
+        let options = (*scan_pool.connect_options())
+            .clone()
+            .disable_statement_logging();
+        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        let mut rows = sqlx::query(&sql).fetch(&mut conn);
+        let mut chunk = Vec::with_capacity(READ_CHUNK);
+        while let Some(row) = rows.try_next().await? {
+            chunk.push(read(&row)?);
+            if chunk.len() == READ_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK));
+                if send.send(full).await.is_err() {
+                    // The fold stopped on an error of its own, which it reports.
+                    return Ok(());
+                }
+            }
+        }
+        drop(rows);
+        if !chunk.is_empty() {
+            let _ = send.send(chunk).await;
+        }
+        conn.close().await
+    });
     let mut pass = Pass::new(pool, targets).await?;
-    let mut rows = sqlx::query(&sql).fetch(&mut read);
-    while let Some(row) = rows.try_next().await? {
-        let key = (row.try_get("aggregate_type")?, row.try_get("aggregate_id")?);
-        let event_id: uuid::Uuid = row.try_get("event_id")?;
-        let envelope = crate::stored::envelope(&row);
-        let envelope = envelope.as_ref().map_err(String::as_str);
-        pass.add(key, row.try_get("sequence")?, event_id, envelope, progress)
-            .await?;
+    let folded = async {
+        while let Some(chunk) = chunks.recv().await {
+            for event in chunk {
+                let envelope = event.envelope.as_ref().map_err(String::as_str);
+                pass.add(
+                    event.key,
+                    event.sequence,
+                    event.event_id,
+                    envelope,
+                    progress,
+                )
+                .await?;
+            }
+        }
+        Ok::<_, sqlx::Error>(())
     }
-    drop(rows);
-    read.close().await?;
+    .await;
+    // On a fold error the reader stops at its next chunk; on a scan error the channel closes
+    // early, and the pass must not be written as if complete.
+    drop(chunks);
+    let scanned = reader
+        .await
+        .map_err(|e| sqlx::Error::Protocol(format!("the scan's task failed: {e}")))?;
+    folded?;
+    scanned?;
     pass.finish(progress).await
 }

@@ -50,16 +50,17 @@ pub struct Stored {
 }
 
 impl Stored {
+    /// From a row selected with [`COLUMNS`], read by position (in their order there).
     pub fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
-            global_position: row.try_get("global_position")?,
-            event_id: row.try_get("event_id")?,
-            aggregate_type: row.try_get("aggregate_type")?,
-            aggregate_id: row.try_get("aggregate_id")?,
-            sequence: row.try_get("sequence")?,
-            event_type: row.try_get("event_type")?,
-            event_version: row.try_get("event_version")?,
-            payload: row.try_get("payload")?,
+            global_position: row.try_get(0)?,
+            event_id: row.try_get(1)?,
+            aggregate_type: row.try_get(2)?,
+            aggregate_id: row.try_get(3)?,
+            sequence: row.try_get(4)?,
+            event_type: row.try_get(5)?,
+            event_version: row.try_get(6)?,
+            payload: row.try_get(7)?,
             metadata: HeaderMetadata::from_row(row)?,
         })
     }
