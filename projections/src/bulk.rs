@@ -8,9 +8,6 @@
 //! by `apply`, event by event) with a fold, so the two are checked against each other on
 //! every verification, and the replay test runs both on the same log.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use std::collections::HashMap;
 use std::io::Write as _;
 
@@ -23,50 +20,64 @@ use crate::projection::ApplyError;
 /// Bytes of COPY data sent per message.
 const COPY_CHUNK: usize = 1 << 20;
 
-/// The future [`Fold::write`] returns.
-pub type WriteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'a>>;
+/// Rows for one of a model's tables, in `COPY` text, ready to be copied into a table set.
+pub struct TableRows {
+    pub table: &'static str,
+    pub columns: &'static str,
+    pub rows: CopyRows,
+}
 
-/// A read model's rows, folded in memory.
+impl TableRows {
+    /// Copies the rows into `<schema>.<table>`.
+    pub async fn copy_into(
+        mut self,
+        conn: &mut PgConnection,
+        schema: &str,
+    ) -> Result<(), sqlx::Error> {
+        self.rows
+            .copy_into(conn, &format!("{schema}.{}", self.table), self.columns)
+            .await
+    }
+}
+
+/// A read model's rows, folded in memory. A fold does no I/O: it hands its rows over, and
+/// the pass copies them on a connection of its own while the folding goes on
+/// (`crate::rebuild`).
 pub trait Fold: Send {
     /// Folds one event, in log order. On `Err` nothing changed (the event is reported as one
     /// the projection could not apply, as the live projection would dead-letter it).
     fn fold(&mut self, event: &Envelope) -> Result<(), ApplyError>;
 
-    /// Writes what it holds into the model's tables in `schema` and forgets it. `done` is
-    /// false after a chunk of events: a fold of rows that later events may change keeps them
-    /// (and writes nothing); rows that never change (one per event) go out at once, so memory
-    /// does not grow with the log.
-    fn write<'a>(
-        &'a mut self,
-        conn: &'a mut PgConnection,
-        schema: &'a str,
-        done: bool,
-    ) -> WriteFuture<'a>;
+    /// Hands over what it holds, as rows per table, and forgets it. `done` is false after a
+    /// chunk of events: a fold of rows that later events may change keeps them (and hands
+    /// over nothing); rows that never change (one per event) go out at once, so memory does
+    /// not grow with the log.
+    fn take(&mut self, done: bool) -> Vec<TableRows>;
 }
 
-/// [`Fold::write`] for a fold whose rows later events may change (a row per aggregate, kept
-/// in `rows`): nothing until `done`, then every row, encoded by `encode`, copied into
-/// `<schema>.<table> (<columns>)`.
-pub fn write_when_done<'a, K: Send, V: Send>(
-    rows: &'a mut HashMap<K, V>,
-    conn: &'a mut PgConnection,
-    target: (&'a str, &'static str, &'static str),
+/// [`Fold::take`] for a fold whose rows later events may change (a row per aggregate, kept
+/// in `rows`): nothing until `done`, then every row, encoded by `encode`, for
+/// `<table> (<columns>)`.
+pub fn take_when_done<K, V>(
+    rows: &mut HashMap<K, V>,
+    target: (&'static str, &'static str),
     done: bool,
     encode: fn(&mut CopyRows, K, V),
-) -> WriteFuture<'a> {
-    Box::pin(async move {
-        if !done {
-            return Ok(());
-        }
-        let (schema, table, columns) = target;
-        let mut out = CopyRows::new();
-        for (key, row) in rows.drain() {
-            encode(&mut out, key, row);
-            out.end_row();
-        }
-        out.copy_into(conn, &format!("{schema}.{table}"), columns)
-            .await
-    })
+) -> Vec<TableRows> {
+    if !done {
+        return Vec::new();
+    }
+    let (table, columns) = target;
+    let mut out = CopyRows::new();
+    for (key, row) in rows.drain() {
+        encode(&mut out, key, row);
+        out.end_row();
+    }
+    vec![TableRows {
+        table,
+        columns,
+        rows: out,
+    }]
 }
 
 /// Writes the last `width` decimal digits of `value`, zero-padded (a timestamp is written a
@@ -113,12 +124,17 @@ fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Rows in PostgreSQL's COPY text format (tab-separated, `\N` for null, backslash escapes).
-#[derive(Default)]
 pub struct CopyRows {
     buf: Vec<u8>,
     /// True at the start of a row (no separator before the next field).
     row_start: bool,
     rows: usize,
+}
+
+impl Default for CopyRows {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl CopyRows {
@@ -267,6 +283,19 @@ mod tests {
             "a\\tb\\\\c\\nd\t\\N\t-7\t{\"k\":\"v\\\\n\"}\nx\n"
         );
         assert_eq!(rows.rows, 2);
+    }
+
+    /// The audit fold hands its rows over with `mem::take`: what is left must start its
+    /// next row without a separator.
+    #[test]
+    fn rows_taken_leave_a_buffer_that_starts_a_row() {
+        let mut rows = CopyRows::new();
+        rows.text("a").text("b").end_row();
+        let taken = std::mem::take(&mut rows);
+        rows.text("c").text("d").end_row();
+        assert_eq!(String::from_utf8(taken.buf).unwrap(), "a\tb\n");
+        assert_eq!(String::from_utf8(rows.buf.clone()).unwrap(), "c\td\n");
+        assert_eq!(rows.rows, 1);
     }
 
     #[test]

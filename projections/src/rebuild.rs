@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use futures::TryStreamExt;
 use sqlx::{ConnectOptions, Connection, PgPool};
 
-use crate::bulk::Fold;
+use crate::bulk::{Fold, TableRows};
 use crate::envelope::Envelope;
 use crate::projection::ReadModel;
 
@@ -64,22 +64,38 @@ pub(crate) fn aggregate_types_sql(targets: &[Target]) -> String {
     format!("ARRAY[{}]::text[]", quoted.join(","))
 }
 
+/// Tables' rows handed from the fold to the writer at once: the fold goes on while the
+/// writer copies them, and waits when this many are queued (memory stays bounded).
+const WRITES_QUEUED: usize = 2;
+
 /// One pass of events into `targets`: folds each into every target that reads its aggregate
-/// type, writes the targets' rows every [`CHUNK`] events and at the end, and keeps what was
-/// folded per aggregate (every event seen, including those a target refused: the live
-/// projection goes past those too).
+/// type, hands the targets' rows to a writer task every [`CHUNK`] events and at the end (it
+/// copies them on a connection of its own while the fold goes on), and keeps what was folded
+/// per aggregate (every event seen, including those a target refused: the live projection
+/// goes past those too).
 pub(crate) struct Pass<'a> {
     targets: &'a mut [Target],
-    write: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    writes: Option<tokio::sync::mpsc::Sender<(String, TableRows)>>,
+    /// Taken by [`Pass::finish`]; a pass dropped before it (on an error) stops its writer.
+    writer: Option<tokio::task::JoinHandle<Result<(), sqlx::Error>>>,
     pending: u64,
     pub applied: Applied,
 }
 
 impl<'a> Pass<'a> {
     pub async fn new(pool: &PgPool, targets: &'a mut [Target]) -> Result<Self, sqlx::Error> {
+        let mut conn = pool.acquire().await?;
+        let (writes, mut queued) = tokio::sync::mpsc::channel::<(String, TableRows)>(WRITES_QUEUED);
+        let writer = tokio::spawn(async move {
+            while let Some((schema, rows)) = queued.recv().await {
+                rows.copy_into(&mut conn, &schema).await?;
+            }
+            Ok(())
+        });
         Ok(Self {
             targets,
-            write: pool.acquire().await?,
+            writes: Some(writes),
+            writer: Some(writer),
             pending: 0,
             applied: Applied::new(),
         })
@@ -118,21 +134,47 @@ impl<'a> Pass<'a> {
         Ok(())
     }
 
+    /// Hands every target's rows to the writer. `Err` once the writer has stopped (on an
+    /// error that [`Pass::finish`] reports).
     async fn flush(&mut self, done: bool) -> Result<(), sqlx::Error> {
         for target in self.targets.iter_mut() {
-            target
-                .fold
-                .write(&mut self.write, &target.schema, done)
-                .await?;
+            for rows in target.fold.take(done) {
+                if rows.rows.is_empty() {
+                    continue;
+                }
+                let Some(writes) = &self.writes else { break };
+                if writes.send((target.schema.clone(), rows)).await.is_err() {
+                    return Err(sqlx::Error::Protocol(
+                        "the rebuild's writer stopped".to_owned(),
+                    ));
+                }
+            }
         }
         Ok(())
     }
 
-    /// Writes everything left; returns what was folded per aggregate.
+    /// Hands over everything left and waits until the writer has copied it all; returns what
+    /// was folded per aggregate.
     pub async fn finish(mut self, progress: &mut dyn FnMut(u64)) -> Result<Applied, sqlx::Error> {
-        self.flush(true).await?;
+        let flushed = self.flush(true).await;
+        // Closing the queue lets the writer end once it has copied what is queued.
+        self.writes = None;
+        let writer = self.writer.take().expect("a pass finishes once");
+        // The writer's own error, if it stopped on one, says more than the refused hand-over.
+        writer
+            .await
+            .map_err(|e| sqlx::Error::Protocol(format!("the rebuild's writer failed: {e}")))??;
+        flushed?;
         progress(self.pending);
-        Ok(self.applied)
+        Ok(std::mem::take(&mut self.applied))
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        if let Some(writer) = &self.writer {
+            writer.abort();
+        }
     }
 }
 

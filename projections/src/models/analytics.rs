@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{event, id, ApplyError};
-use crate::bulk::{CopyRows, Fold, WriteFuture};
+use crate::bulk::{CopyRows, Fold, TableRows};
 use crate::envelope::Envelope;
 use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
@@ -206,40 +206,35 @@ impl Fold for AnalyticsFold {
         }
     }
 
-    fn write<'a>(
-        &'a mut self,
-        conn: &'a mut PgConnection,
-        schema: &'a str,
-        done: bool,
-    ) -> WriteFuture<'a> {
-        Box::pin(async move {
-            if !done {
-                return Ok(());
-            }
-            let mut out = CopyRows::new();
-            for ((day, currency), [captured, refunded, orders]) in self.revenue.drain() {
-                out.date(day)
-                    .text(&currency)
-                    .int(captured)
-                    .int(refunded)
-                    .int(orders)
-                    .end_row();
-            }
-            out.copy_into(
-                conn,
-                &format!("{schema}.rm_revenue_daily"),
-                "day, currency, captured_minor, refunded_minor, orders",
-            )
-            .await?;
-            for (order, (status, placed_at)) in self.funnel.drain() {
-                out.uuid(&order).text(status).time(&placed_at).end_row();
-            }
-            out.copy_into(
-                conn,
-                &format!("{schema}.rm_funnel"),
-                "order_id, status, placed_at",
-            )
-            .await
-        })
+    fn take(&mut self, done: bool) -> Vec<TableRows> {
+        if !done {
+            return Vec::new();
+        }
+        let mut revenue = CopyRows::new();
+        for ((day, currency), [captured, refunded, orders]) in self.revenue.drain() {
+            revenue
+                .date(day)
+                .text(&currency)
+                .int(captured)
+                .int(refunded)
+                .int(orders)
+                .end_row();
+        }
+        let mut funnel = CopyRows::new();
+        for (order, (status, placed_at)) in self.funnel.drain() {
+            funnel.uuid(&order).text(status).time(&placed_at).end_row();
+        }
+        vec![
+            TableRows {
+                table: "rm_revenue_daily",
+                columns: "day, currency, captured_minor, refunded_minor, orders",
+                rows: revenue,
+            },
+            TableRows {
+                table: "rm_funnel",
+                columns: "order_id, status, placed_at",
+                rows: funnel,
+            },
+        ]
     }
 }

@@ -3,7 +3,7 @@
 use sqlx::PgConnection;
 
 use super::ApplyError;
-use crate::bulk::{CopyRows, Fold, WriteFuture};
+use crate::bulk::{CopyRows, Fold, TableRows};
 use crate::envelope::Envelope;
 use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
@@ -84,22 +84,14 @@ impl Fold for AuditFold {
         Ok(())
     }
 
-    fn write<'a>(
-        &'a mut self,
-        conn: &'a mut PgConnection,
-        schema: &'a str,
-        _done: bool,
-    ) -> WriteFuture<'a> {
-        Box::pin(async move {
-            self.0
-                .copy_into(
-                    conn,
-                    &format!("{schema}.rm_audit"),
-                    "aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, \
-                     occurred_at, actor, correlation_id, causation_id, traceparent, payload, \
-                     global_position",
-                )
-                .await
-        })
+    fn take(&mut self, _done: bool) -> Vec<TableRows> {
+        vec![TableRows {
+            table: "rm_audit",
+            columns:
+                "aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, \
+                      occurred_at, actor, correlation_id, causation_id, traceparent, payload, \
+                      global_position",
+            rows: std::mem::take(&mut self.0),
+        }]
     }
 }

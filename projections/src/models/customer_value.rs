@@ -15,7 +15,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{event, id, ApplyError};
-use crate::bulk::{write_when_done, Fold, WriteFuture};
+use crate::bulk::{take_when_done, Fold, TableRows};
 use crate::envelope::Envelope;
 use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
@@ -197,18 +197,12 @@ impl Fold for ValueFold {
         Ok(())
     }
 
-    fn write<'a>(
-        &'a mut self,
-        conn: &'a mut PgConnection,
-        schema: &'a str,
-        done: bool,
-    ) -> WriteFuture<'a> {
+    fn take(&mut self, done: bool) -> Vec<TableRows> {
         let target = (
-            schema,
             "rm_customer_value",
             "order_id, customer_id, currency, placed_at, captured_minor, refunded_minor",
         );
-        write_when_done(&mut self.rows, conn, target, done, |out, order, row| {
+        take_when_done(&mut self.rows, target, done, |out, order, row| {
             out.uuid(&order);
             match &row.placed {
                 Some((customer, currency, at)) => out.uuid(customer).text(currency).time(at),

@@ -11,7 +11,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{event, id, ApplyError};
-use crate::bulk::{write_when_done, Fold, WriteFuture};
+use crate::bulk::{take_when_done, Fold, TableRows};
 use crate::envelope::Envelope;
 use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
@@ -177,19 +177,13 @@ impl Fold for OrdersFold {
         Ok(())
     }
 
-    fn write<'a>(
-        &'a mut self,
-        conn: &'a mut PgConnection,
-        schema: &'a str,
-        done: bool,
-    ) -> WriteFuture<'a> {
+    fn take(&mut self, done: bool) -> Vec<TableRows> {
         let target = (
-            schema,
             "rm_orders",
             "id, customer_id, status, items, currency, total_minor, shipping_address, \
              carrier, tracking_number, version, placed_at, updated_at",
         );
-        write_when_done(&mut self.rows, conn, target, done, |out, id, row| {
+        take_when_done(&mut self.rows, target, done, |out, id, row| {
             out.uuid(&id)
                 .uuid(&row.customer_id)
                 .text(row.status)

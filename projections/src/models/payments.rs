@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{event, id, ApplyError};
-use crate::bulk::{write_when_done, Fold, WriteFuture};
+use crate::bulk::{take_when_done, Fold, TableRows};
 use crate::envelope::Envelope;
 use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
@@ -200,19 +200,13 @@ impl Fold for PaymentsFold {
         Ok(())
     }
 
-    fn write<'a>(
-        &'a mut self,
-        conn: &'a mut PgConnection,
-        schema: &'a str,
-        done: bool,
-    ) -> WriteFuture<'a> {
+    fn take(&mut self, done: bool) -> Vec<TableRows> {
         let target = (
-            schema,
             "rm_payments",
             "id, order_id, status, amount_minor, authorized_minor, captured_minor, \
              refunded_minor, currency, method, version, created_at, updated_at",
         );
-        write_when_done(&mut self.rows, conn, target, done, |out, id, row| {
+        take_when_done(&mut self.rows, target, done, |out, id, row| {
             out.uuid(&id)
                 .uuid(&row.order_id)
                 .text(row.status)

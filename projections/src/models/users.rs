@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{event, id, ApplyError};
-use crate::bulk::{write_when_done, Fold, WriteFuture};
+use crate::bulk::{take_when_done, Fold, TableRows};
 use crate::envelope::Envelope;
 use crate::projection::{ApplyFuture, Projection, ReadModel, Table};
 
@@ -224,19 +224,13 @@ impl Fold for UsersFold {
         Ok(())
     }
 
-    fn write<'a>(
-        &'a mut self,
-        conn: &'a mut PgConnection,
-        schema: &'a str,
-        done: bool,
-    ) -> WriteFuture<'a> {
+    fn take(&mut self, done: bool) -> Vec<TableRows> {
         let target = (
-            schema,
             "rm_users",
             "id, email, email_key, display_name, preferences, addresses, roles, status, \
              version, created_at, updated_at",
         );
-        write_when_done(&mut self.rows, conn, target, done, |out, id, row| {
+        take_when_done(&mut self.rows, target, done, |out, id, row| {
             out.uuid(&id)
                 .text(&row.email)
                 .text(&row.email_key)

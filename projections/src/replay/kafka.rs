@@ -40,6 +40,60 @@ struct Raw {
     payload: Vec<u8>,
 }
 
+/// A message as the fold needs it: decoded into what a consumer sees, with its headers' key,
+/// sequence and position.
+struct Decoded {
+    topic: String,
+    key: (String, String),
+    /// `Err` describes a message without a sequence (the replay fails on it, in order).
+    sequence: Result<i64, String>,
+    position: Option<i64>,
+    event_id: uuid::Uuid,
+    envelope: Result<Envelope, String>,
+}
+
+/// Decodes the handfuls on a task of its own (the Avro decode and the envelope are most of a
+/// message's cost), so that the fold runs beside it; ends when either side closes.
+async fn decode(
+    registry_url: String,
+    mut raws: mpsc::Receiver<Vec<Raw>>,
+    out: mpsc::Sender<Vec<Decoded>>,
+) {
+    let decoder = EventDecoder::new(&registry_url);
+    while let Some(handful) = raws.recv().await {
+        let mut decoded = Vec::with_capacity(handful.len());
+        for raw in handful {
+            decoded.push(decode_one(&decoder, raw).await);
+        }
+        if out.send(decoded).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn decode_one(decoder: &EventDecoder, raw: Raw) -> Decoded {
+    let header = |name: &str| raw.headers.get(name).cloned().unwrap_or_default();
+    let sequence = header("sequence").parse::<i64>().map_err(|_| {
+        format!(
+            "{}/{}@{}: no sequence header",
+            raw.source.topic, raw.source.partition, raw.source.offset
+        )
+    });
+    let envelope = match decoder.decode(&raw.payload).await {
+        Ok(decoded) => Envelope::from_parts(raw.source.clone(), &raw.headers, decoded.payload)
+            .map_err(|e| e.to_string()),
+        Err(error) => Err(crate::error_chain(&error)),
+    };
+    Decoded {
+        key: (header("aggregate_type"), header("aggregate_id")),
+        sequence,
+        position: header("global_position").parse().ok(),
+        event_id: header("event_id").parse().unwrap_or_default(),
+        envelope,
+        topic: raw.source.topic,
+    }
+}
+
 /// What the first pass folded, and the transaction the catch-up starts from.
 pub(super) struct FromTopics {
     pub applied: Applied,
@@ -139,27 +193,33 @@ pub(super) async fn fold_topics(
         .iter()
         .map(|t| infra::kafka::topic_for(&settings.kafka.topic_prefix, t))
         .collect();
-    let (sender, mut handfuls) = mpsc::channel(4);
+    let (sender, handfuls) = mpsc::channel(4);
     let consuming = tokio::task::spawn_blocking({
         let (settings, topics) = (settings.clone(), topics.clone());
         move || consume(&settings, &topics, sender)
     });
-    let decoder = EventDecoder::new(&settings.schema_registry.url);
+    let (decoded_out, mut decoded) = mpsc::channel(8);
+    let decoding = tokio::spawn(decode(
+        settings.schema_registry.url.clone(),
+        handfuls,
+        decoded_out,
+    ));
     let mut pass = Pass::new(pool, targets).await?;
     // The newest global position seen per topic.
     let mut newest: HashMap<String, i64> = HashMap::new();
-    while let Some(handful) = handfuls.recv().await {
-        for raw in handful {
-            let header = |name: &str| raw.headers.get(name).cloned().unwrap_or_default();
-            let key = (header("aggregate_type"), header("aggregate_id"));
-            let Ok(sequence) = header("sequence").parse::<i64>() else {
-                return Err(ReplayError::Source(format!(
-                    "{}/{}@{}: no sequence header",
-                    raw.source.topic, raw.source.partition, raw.source.offset
-                )));
-            };
-            if let Ok(position) = header("global_position").parse::<i64>() {
-                let top = newest.entry(raw.source.topic.clone()).or_default();
+    while let Some(handful) = decoded.recv().await {
+        for message in handful {
+            let Decoded {
+                topic,
+                key,
+                sequence,
+                position,
+                event_id,
+                envelope,
+            } = message;
+            let sequence = sequence.map_err(ReplayError::Source)?;
+            if let Some(position) = position {
+                let top = newest.entry(topic).or_default();
                 *top = (*top).max(position);
             }
             let folded = pass.applied.get(&key).copied().unwrap_or(0);
@@ -179,19 +239,16 @@ pub(super) async fn fold_topics(
                     )));
                 }
             }
-            let event_id = header("event_id").parse().unwrap_or_default();
-            let envelope = match decoder.decode(&raw.payload).await {
-                Ok(decoded) => {
-                    Envelope::from_parts(raw.source.clone(), &raw.headers, decoded.payload)
-                        .map_err(|e| e.to_string())
-                }
-                Err(error) => Err(crate::error_chain(&error)),
-            };
             let envelope = envelope.as_ref().map_err(String::as_str);
             pass.add(key, sequence, event_id, envelope, progress)
                 .await?;
         }
     }
+    // The decoding task ends when the consumer does (or panics, which must not pass for the
+    // end of the topics).
+    decoding
+        .await
+        .map_err(|e| ReplayError::Source(format!("decoding the messages: {e}")))?;
     consuming
         .await
         .map_err(|e| ReplayError::Source(e.to_string()))?

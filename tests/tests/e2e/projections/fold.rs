@@ -265,7 +265,9 @@ async fn every_fold_leaves_the_rows_its_apply_leaves() {
                 refused_by_fold.push(event.global_position);
             }
         }
-        fold.write(&mut conn, &folded, true).await.unwrap();
+        for rows in fold.take(true) {
+            rows.copy_into(&mut conn, &folded).await.unwrap();
+        }
 
         assert_eq!(refused_by_fold, refused_by_apply, "{name}: refused events");
         for table in model.tables() {
