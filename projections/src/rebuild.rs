@@ -181,8 +181,8 @@ impl Drop for Pass<'_> {
 /// Events read and turned into envelopes per message from the reading task to the fold.
 const READ_CHUNK: usize = 1_000;
 
-/// Chunks in flight between the two: enough for the reader to go on while the fold writes a
-/// chunk of [`CHUNK`] events.
+/// Chunks in flight between the reader and the fold: enough for the reader to go on while
+/// the fold waits to hand a chunk of [`CHUNK`] events' rows to a busy writer.
 const READ_AHEAD: usize = 32;
 
 /// An event as the reading task hands it to the fold.
@@ -207,8 +207,9 @@ fn read(row: &sqlx::postgres::PgRow) -> Result<Read, sqlx::Error> {
 /// its own names), in log order, into every target that reads their aggregate type, and writes
 /// the targets' rows into their schemas; returns what was folded per aggregate.
 ///
-/// Two tasks, so that both cores work: one scans and turns rows into envelopes (the upcast
-/// and the Avro round trip), the other folds them and writes the rows, in the order read.
+/// Three tasks, so that both cores work: one scans and turns rows into envelopes (the upcast
+/// and the Avro round trip), this one folds them in the order read, and the pass's writer
+/// copies the folded rows into the tables.
 pub(crate) async fn fold_events(
     pool: &PgPool,
     targets: &mut [Target],

@@ -37,10 +37,23 @@ sql "VACUUM ANALYZE events" >/dev/null
 total=$(sql "SELECT count(*) FROM events")
 echo "events in the store: $total; events table with indexes: $(sql "SELECT pg_size_pretty(pg_total_relation_size('events'))")"
 
+# Each timed step starts on a settled database: autovacuum done with the tables the step before
+# left (a million-row table set each; a replay running beside that work took up to half as long
+# again) and a checkpoint taken. Waits at most 180 s.
+settle() {
+  local i
+  for i in $(seq 1 180); do
+    [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ] && break
+    sleep 1
+  done
+  sql "CHECKPOINT" >/dev/null
+}
+
 timed() {
   local label=$1
   shift
   local started ended
+  settle
   started=$(now)
   "$@" >"$ROOT/.data/bench-replay-$label.log" 2>"$ROOT/.data/bench-replay-$label.err" ||
     { echo "$label failed:"; tail -20 "$ROOT/.data/bench-replay-$label.err"; exit 1; }
