@@ -11,7 +11,6 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::Row;
 
 use infra::event_store::HeaderMetadata;
 
@@ -50,17 +49,19 @@ pub struct Stored {
 }
 
 impl Stored {
-    /// From a row selected with [`COLUMNS`], read by position (in their order there).
+    /// From a row selected with [`COLUMNS`], read by position (in their order there; see
+    /// `infra::db::column_at`).
     pub fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        use infra::db::column_at;
         Ok(Self {
-            global_position: row.try_get(0)?,
-            event_id: row.try_get(1)?,
-            aggregate_type: row.try_get(2)?,
-            aggregate_id: row.try_get(3)?,
-            sequence: row.try_get(4)?,
-            event_type: row.try_get(5)?,
-            event_version: row.try_get(6)?,
-            payload: row.try_get(7)?,
+            global_position: column_at(row, 0, "global_position")?,
+            event_id: column_at(row, 1, "event_id")?,
+            aggregate_type: column_at(row, 2, "aggregate_type")?,
+            aggregate_id: column_at(row, 3, "aggregate_id")?,
+            sequence: column_at(row, 4, "sequence")?,
+            event_type: column_at(row, 5, "event_type")?,
+            event_version: column_at(row, 6, "event_version")?,
+            payload: column_at(row, 7, "payload")?,
             metadata: HeaderMetadata::from_row(row)?,
         })
     }

@@ -23,6 +23,24 @@ pub enum DbError {
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
+/// Column `index` of `row`, which must be named `name`: a read by position (a lookup by name
+/// hashes the name, which counts when millions of rows are read, as the relay and replay do)
+/// that still fails loudly when the select's columns are not in the order its reader expects.
+pub fn column_at<'r, T>(
+    row: &'r sqlx::postgres::PgRow,
+    index: usize,
+    name: &str,
+) -> Result<T, sqlx::Error>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    use sqlx::{Column, Row};
+    match row.columns().get(index) {
+        Some(column) if column.name() == name => row.try_get(index),
+        _ => Err(sqlx::Error::ColumnNotFound(name.to_owned())),
+    }
+}
+
 /// A lazily connecting pool: a service starts (and reports not-ready) while the database is
 /// down, and recovers when it returns.
 pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, DbError> {

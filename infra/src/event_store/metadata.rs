@@ -99,36 +99,23 @@ impl HeaderMetadata {
     }
 
     /// From a row whose last five columns are
-    /// [`header_metadata_columns!`](crate::header_metadata_columns), read by position (the
-    /// relay and replay read millions of rows, and a lookup by name hashes every name); a row
-    /// whose last columns are not those is an error.
+    /// [`header_metadata_columns!`](crate::header_metadata_columns), read by position (see
+    /// [`crate::db::column_at`]); a row whose last columns are not those is an error.
     pub fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        use sqlx::{Column, Row};
-        const NAMES: [&str; 5] = [
-            "occurred_at",
-            "actor",
-            "correlation_id",
-            "causation_id",
-            "traceparent",
-        ];
+        use sqlx::Row;
         let first = row
             .len()
-            .checked_sub(NAMES.len())
-            .ok_or_else(|| sqlx::Error::ColumnNotFound(NAMES[0].to_owned()))?;
-        let text = |i: usize| -> Result<String, sqlx::Error> {
-            if row.columns()[first + i].name() != NAMES[i] {
-                return Err(sqlx::Error::ColumnNotFound(NAMES[i].to_owned()));
-            }
-            Ok(row
-                .try_get::<Option<String>, _>(first + i)?
-                .unwrap_or_default())
+            .checked_sub(5)
+            .ok_or_else(|| sqlx::Error::ColumnNotFound("occurred_at".to_owned()))?;
+        let text = |i: usize, name: &str| -> Result<String, sqlx::Error> {
+            Ok(crate::db::column_at::<Option<String>>(row, first + i, name)?.unwrap_or_default())
         };
         Ok(Self {
-            occurred_at: text(0)?,
-            actor: text(1)?,
-            correlation_id: text(2)?,
-            causation_id: text(3)?,
-            traceparent: text(4)?,
+            occurred_at: text(0, "occurred_at")?,
+            actor: text(1, "actor")?,
+            correlation_id: text(2, "correlation_id")?,
+            causation_id: text(3, "causation_id")?,
+            traceparent: text(4, "traceparent")?,
         })
     }
 }

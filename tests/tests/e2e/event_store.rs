@@ -154,3 +154,44 @@ async fn old_event_versions_are_upcast_on_load() {
         .await;
     assert_eq!(granted.version(), 2);
 }
+
+/// The relay and replay read stored rows and their header metadata by position; a select
+/// whose columns are not in the order its reader expects is an error, not swapped fields.
+#[tokio::test]
+async fn rows_read_by_position_refuse_columns_in_another_order() {
+    let app = spawn_app().await;
+    let metadata = concat!(
+        "'t' AS occurred_at, 'a' AS actor, 'c' AS correlation_id, 'd' AS causation_id, ",
+        "'p' AS traceparent"
+    );
+    let row = sqlx::query(&format!("SELECT 1 AS x, {metadata}"))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let read = infra::event_store::HeaderMetadata::from_row(&row).unwrap();
+    assert_eq!(
+        (
+            read.occurred_at.as_str(),
+            read.actor.as_str(),
+            read.traceparent.as_str()
+        ),
+        ("t", "a", "p")
+    );
+    let swapped = metadata.replace(
+        "'a' AS actor, 'c' AS correlation_id",
+        "'c' AS correlation_id, 'a' AS actor",
+    );
+    let row = sqlx::query(&format!("SELECT 1 AS x, {swapped}"))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(matches!(
+        infra::event_store::HeaderMetadata::from_row(&row),
+        Err(sqlx::Error::ColumnNotFound(name)) if name == "actor"
+    ));
+    let short = sqlx::query("SELECT 'a' AS actor")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(infra::event_store::HeaderMetadata::from_row(&short).is_err());
+}
