@@ -66,6 +66,9 @@ enum Checkpoint {
 
 fn main() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
+    if matches!(command, Command::Serve | Command::Relay) {
+        infra::memory::use_small_pages_or_warn("command-api");
+    }
     match run(command) {
         Ok(code) => code,
         Err(error) => {

@@ -9,6 +9,7 @@ pub mod db;
 pub mod event_store;
 pub mod http;
 pub mod kafka;
+pub mod memory;
 pub mod progress;
 pub mod server;
 pub mod settings;

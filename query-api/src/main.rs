@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     infra::server::serve_only_command_line("query-api", "Read endpoints of the commerce backend");
+    infra::memory::use_small_pages_or_warn("query-api");
     let settings = Settings::load().context("loading settings")?;
     let threads = settings.query_api.worker_threads;
     infra::server::run_service("query-api", &settings.log, threads, async {

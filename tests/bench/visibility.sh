@@ -63,6 +63,8 @@ pids+=($!)
 wait_for_port $QUERY_PORT
 
 rss_mib() { awk '/^VmRSS:/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+# Established TCP connections to a local port: each one holds its buffers in the service.
+connections() { ss -Htn state established "( sport = :$1 )" | wc -l; }
 # CPU ticks (user + system) used so far by each service, by PostgreSQL's processes together
 # and by the Java of every local broker together (the idle test cluster's included), on one
 # line, with the time it was read.
@@ -102,7 +104,7 @@ used = [(a - b) / hz / seconds for a, b in zip(after[1:], before[1:])]
 print("cores used mid-run: " + ", ".join(f"{n} {u:.2f}" for n, u in zip(names, used)) + f"; all of them {sum(used):.2f}")
 EOF
   if [ "$run" -eq "$RUNS" ]; then
-    echo "resident memory mid-run (MiB): command-api $(rss_mib "$API_PID"), projector $(rss_mib "$PROJECTOR_PID"), query-api $(rss_mib "$QUERY_PID"), schema-registry $(rss_mib "$REGISTRY_PID")" >"$OUT/rss.txt"
+    echo "resident memory mid-run (MiB): command-api $(rss_mib "$API_PID"), projector $(rss_mib "$PROJECTOR_PID"), query-api $(rss_mib "$QUERY_PID"), schema-registry $(rss_mib "$REGISTRY_PID"); client connections open: command-api $(connections "$API_PORT"), query-api $(connections "$QUERY_PORT")" >"$OUT/rss.txt"
   fi
 }
 

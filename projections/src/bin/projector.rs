@@ -122,8 +122,11 @@ enum From {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli.command.unwrap_or(Command::Run)) {
+    let command = Cli::parse().command.unwrap_or(Command::Run);
+    if matches!(command, Command::Run) {
+        infra::memory::use_small_pages_or_warn("projector");
+    }
+    match run(command) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("projector: {error:#}");

@@ -2,7 +2,7 @@
 //! `dead-letters` (exit 1 while something waits for a person; `retry` applies one again, or
 //! says why not), `command-api relay-checkpoint`
 //! (refused while a relay runs or forward; a reset republishes), and `DATABASE_URL` in place
-//! of `APP__DATABASE__URL`.
+//! of `APP__DATABASE__URL`; the long-running services run without transparent huge pages.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -10,7 +10,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::app::unique_email;
-use crate::support::processes::service_command;
+use crate::support::kafka::shared_bootstrap;
+use crate::support::processes::{
+    free_port, service_command, spawn_projector, CommandApiProcess, Process,
+};
 use crate::support::stack::{spawn_stack, stack_without_relay, wait_until_published};
 
 fn run(mut command: Command) -> Output {
@@ -327,4 +330,45 @@ async fn dead_letters_are_retried_from_the_command_line() {
         .await
         .unwrap();
     assert_eq!(left, vec![late, manager], "applied: only the audit one");
+}
+
+/// What the kernel says of `process`'s transparent huge pages (`THP_enabled` in
+/// /proc/<pid>/status, 0 once the process has turned them off), polled for up to ten seconds
+/// while it starts; panics if the process exits or the field never reads 0.
+async fn wait_for_small_pages(process: &mut Process, what: &str) {
+    let status = format!("/proc/{}/status", process.pid());
+    let mut seen = String::new();
+    for _ in 0..100 {
+        assert!(process.exited().is_none(), "{what} exited while starting");
+        let text = std::fs::read_to_string(&status).unwrap_or_default();
+        seen = text
+            .lines()
+            .find_map(|line| line.strip_prefix("THP_enabled:"))
+            .map(|value| value.trim().to_owned())
+            .unwrap_or_else(|| "no THP_enabled line".to_owned());
+        if seen == "0" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} kept transparent huge pages on (THP_enabled: {seen})");
+}
+
+/// The allocator's arena on 2 MiB pages held twice the resident memory the services need
+/// (docs/performance.md, "Resident memory with small pages"), so `command-api serve` and
+/// `projector run` and `query-api` turn transparent huge pages off for themselves at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_long_running_services_turn_transparent_huge_pages_off() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let mut api = CommandApiProcess::start(&stack.settings);
+    api.wait_ready().await;
+    wait_for_small_pages(&mut api.process, "command-api serve").await;
+    let mut projector = spawn_projector(&stack.settings, None);
+    wait_for_small_pages(&mut projector, "projector run").await;
+    let mut query = service_command("query-api", &stack.settings);
+    query
+        .env("APP__QUERY_API__PORT", free_port().to_string())
+        .env("APP__QUERY_API__COMMAND_API_URL", &api.url);
+    let mut query = Process::spawn(query, "a query-api process");
+    wait_for_small_pages(&mut query, "query-api").await;
 }

@@ -101,6 +101,11 @@ impl Process {
         Self(child)
     }
 
+    /// The process id (for `/proc/<pid>`).
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// Sends `signal` (as `kill` takes it, e.g. `-STOP`) to the process by its pid.
     pub fn signal(&self, signal: &str) {
         let sent = Command::new("kill")
