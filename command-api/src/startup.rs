@@ -37,11 +37,7 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         settings.event_store.commit_max_batch,
     );
     let availability = db::Availability::new(db::connect_options(&settings.database)?);
-    let bus = CommandBus::new(
-        events.clone(),
-        settings.event_store.snapshot_every,
-        availability,
-    );
+    let bus = CommandBus::new(events.clone(), availability);
     let identity = Arc::new(
         Identity::new(pool.clone(), &settings.auth)
             .map_err(|e| StartupError::config("identity settings", e))?,

@@ -1,7 +1,6 @@
 //! [`CommandError`]: why the core did not run a command. HTTP-agnostic; the edge turns it into a
 //! problem response in one place (`crate::error`).
 
-use cqrs_es::AggregateError;
 use domain::{DomainError, ErrorKind};
 use infra::event_store::AppendError;
 
@@ -110,19 +109,5 @@ pub(super) fn append_failed(error: AppendError) -> CommandError {
         AppendError::Empty | AppendError::IdempotencyKeyUsed(_) => {
             CommandError::Internal(Box::new(error))
         }
-    }
-}
-
-/// Loading failed: an unreachable database is unavailable, anything else is ours.
-pub(super) fn load_error<E: std::error::Error>(error: AggregateError<E>) -> CommandError {
-    match error {
-        AggregateError::DatabaseConnectionError(source) => CommandError::Unavailable(source),
-        AggregateError::UnexpectedError(source) => match source.downcast::<sqlx::Error>() {
-            Ok(sql) => database_error(*sql),
-            Err(other) => CommandError::Internal(other),
-        },
-        AggregateError::DeserializationError(source) => CommandError::Internal(source),
-        AggregateError::UserError(inner) => CommandError::Internal(inner.to_string().into()),
-        AggregateError::AggregateConflict => CommandError::VersionConflict { current_version: 0 },
     }
 }

@@ -9,6 +9,7 @@
 //! (9) (numbers as in `docs/architecture.md`).
 
 mod error;
+mod load;
 mod metadata;
 mod outcome;
 pub mod policy;
@@ -18,13 +19,12 @@ mod target;
 use std::time::Instant;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
-use cqrs_es::{Aggregate, DomainEvent, EventStore as _};
-use domain::{DomainError, Order, Payment, UniqueClaim, User};
+use cqrs_es::persist::EventStoreAggregateContext;
+use cqrs_es::{Aggregate, DomainEvent};
+use domain::{DomainError, UniqueClaim};
 use infra::db::{Availability, DatabaseDown};
 use infra::event_store::{
     AppendError, AppendRequest, Claim, Credential, EventStore, Idempotency, NewEvent,
-    PgEventRepository,
 };
 use tracing::Instrument;
 use uuid::Uuid;
@@ -34,19 +34,13 @@ pub use metadata::{Actor, RequestMetadata};
 pub use outcome::Outcome;
 pub use target::Target;
 
-use error::{append_failed, load_error};
-use target::store;
-
-pub(crate) type Store<A> = PersistedEventStore<PgEventRepository, A>;
+use error::append_failed;
 
 pub struct CommandBus {
     events: EventStore,
     /// Known unreachability of PostgreSQL: commands are refused at once instead of each
     /// waiting for the pool's timeout.
     database: Availability,
-    users: Store<User>,
-    orders: Store<Order>,
-    payments: Store<Payment>,
 }
 
 /// One command for one aggregate.
@@ -95,14 +89,9 @@ impl<A: Aggregate> Dispatch<A> {
 }
 
 impl CommandBus {
-    pub fn new(events: EventStore, snapshot_every: usize, database: Availability) -> Self {
-        Self {
-            database,
-            users: store(&events, snapshot_every),
-            orders: store(&events, snapshot_every),
-            payments: store(&events, snapshot_every),
-            events,
-        }
+    /// Snapshots are written every `event_store.snapshot_every` events by `events` itself.
+    pub fn new(events: EventStore, database: Availability) -> Self {
+        Self { database, events }
     }
 
     pub fn event_store(&self) -> &EventStore {
@@ -114,10 +103,7 @@ impl CommandBus {
     where
         A::Error: DomainError,
     {
-        let context = A::store(self)
-            .load_aggregate(&id.to_string())
-            .await
-            .map_err(load_error)?;
+        let context = load::context::<A>(&self.events, id.to_string()).await?;
         Ok((context.current_sequence > 0).then_some(context.aggregate))
     }
 
@@ -261,10 +247,7 @@ impl CommandBus {
                 current_snapshot: None,
             });
         }
-        A::store(self)
-            .load_aggregate(&aggregate_id)
-            .await
-            .map_err(load_error)
+        load::context::<A>(&self.events, aggregate_id).await
     }
 
     fn append_request<A: Target>(

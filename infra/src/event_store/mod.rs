@@ -1,5 +1,7 @@
 //! The event store: PostgreSQL tables created by `infra/migrations`, read through postgres-es
-//! and written by [`EventStore::append`], which adds what postgres-es cannot do on its own:
+//! (the command API reads an aggregate's snapshot and events in one statement instead,
+//! [`EventStore::load_stream`]) and written by [`EventStore::append`], which adds what
+//! postgres-es cannot do on its own:
 //!
 //! - every event gets an `event_id`, and the database assigns `global_position` and `tx_id`;
 //! - unique claims (a user's email) and the idempotency record are written atomically with the
@@ -13,11 +15,13 @@
 mod append;
 mod batch;
 mod insert;
+mod load;
 mod metadata;
 mod repository;
 mod types;
 
 pub use append::EventStore;
+pub use load::{LoadedStream, StoredSnapshot};
 pub use metadata::{message_headers, EventMetadata, HeaderMetadata, PublishedEvent};
 pub use repository::PgEventRepository;
 pub use types::{
