@@ -77,6 +77,13 @@ struct Shard {
     changed: Notify,
 }
 
+/// A `min_version` read's first answer from the database (begun at the read's `started`), and
+/// its shard's change generation read just before it.
+struct FirstRead {
+    generation: u64,
+    found: Option<Arc<Representation>>,
+}
+
 pub struct ReadCache {
     entries: Cache<Key, Arc<Representation>>,
     shards: Box<[Shard]>,
@@ -201,6 +208,7 @@ impl ReadCache {
         metrics::counter!("query_cache_requests_total", "resource" => kind, "result" => "miss")
             .increment(1);
         let started = Instant::now();
+        let generation = self.shard(&key).generation.load(Ordering::SeqCst);
         let found = self
             .load_and_store(key, &load)
             .await
@@ -209,8 +217,8 @@ impl ReadCache {
         let Some(min) = min_version else {
             return found.ok_or(Miss::NotFound);
         };
-        match found {
-            Some(found) if found.version >= min => return Ok(found),
+        match &found {
+            Some(found) if found.version >= min => return Ok(found.clone()),
             // The read model has the resource, so the aggregate exists: wait for the version.
             Some(_) => {}
             // A version beyond the event store's may still be written within the wait (by the
@@ -221,18 +229,25 @@ impl ReadCache {
                 }
             }
         }
-        let found = self.wait_for(key, min, started, &load, accept).await?;
+        let first = FirstRead { generation, found };
+        let found = self
+            .wait_for(key, min, started, first, &load, accept)
+            .await?;
         metrics::histogram!("query_min_version_wait_seconds", "resource" => kind)
             .record(started.elapsed().as_secs_f64());
         Ok(found)
     }
 
-    /// Waits until `load` returns version `min` or newer, or the bounded wait runs out.
+    /// Waits until `load` returns version `min` or newer, or the bounded wait runs out. `first`
+    /// is the read that found the read model behind: while no change has been notified on the
+    /// key's shard since just before it, it is still the newest answer, so the wait starts on
+    /// it instead of reading the database again at once.
     async fn wait_for<E, F, Fut>(
         &self,
         key: Key,
         min: i64,
         started: Instant,
+        first: FirstRead,
         load: &F,
         accept: &(dyn Fn(&Representation) -> bool + Sync),
     ) -> Result<Arc<Representation>, Miss<E>>
@@ -248,17 +263,26 @@ impl ReadCache {
         };
         let deadline = started + self.max_wait;
         let mut fresh_since = started;
+        let mut first = Some(first);
         loop {
             let shard = self.shard(&key);
             let notified = shard.changed.notified();
             tokio::pin!(notified);
+            // From here on a notification wakes this wait, so checking the generation after
+            // this misses none: one counted before the check forces a read, one after wakes.
             notified.as_mut().enable();
-            let found = waiter
-                .wait()
-                .read(fresh_since, || self.load_and_store(key, load))
-                .await
-                .map_err(Miss::Failed)?
-                .filter(|found| accept(found));
+            let found = match first.take() {
+                Some(first) if shard.generation.load(Ordering::SeqCst) == first.generation => {
+                    waiter.wait().offer(started, first.found.clone()).await;
+                    first.found
+                }
+                _ => waiter
+                    .wait()
+                    .read(fresh_since, || self.load_and_store(key, load))
+                    .await
+                    .map_err(Miss::Failed)?
+                    .filter(|found| accept(found)),
+            };
             if let Some(found) = found.as_ref().filter(|f| f.version >= min) {
                 return Ok(found.clone());
             }

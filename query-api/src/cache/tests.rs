@@ -307,9 +307,35 @@ async fn a_listening_cache_waits_for_notifications_instead_of_polling() {
         .await
         .unwrap_err();
     assert!(matches!(miss, Miss::Behind { .. }), "{miss:?}");
-    // The first read and the one on joining the waiters; no notification came in the 300 ms,
-    // so no further read (a 100 ms poll would have made three more).
+    // The first read only: nothing changed since, so joining the waiters reads nothing again,
+    // and no notification came in the 300 ms (a 100 ms poll would have made three more).
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_change_notified_during_the_first_read_is_read_before_waiting() {
+    let cache = cache();
+    let key = Key::User(Uuid::now_v7());
+    let loads = AtomicU64::new(0);
+    // The first read finds version 1 while version 2 is committed and notified; the
+    // notification arrives before the read has joined the waiters, so only a second read
+    // can see version 2 (no notification will come to wake it).
+    let load = || async {
+        if loads.fetch_add(1, Ordering::SeqCst) == 0 {
+            cache.changed(key).await;
+            Ok::<_, ()>(Some(rep(1)))
+        } else {
+            Ok(Some(rep(2)))
+        }
+    };
+    let started = Instant::now();
+    let found = cache.get(key, Some(2), load, committed(2)).await.unwrap();
+    assert_eq!(found.version, 2);
     assert_eq!(loads.load(Ordering::SeqCst), 2);
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "it waited for a poll"
+    );
 }
 
 #[tokio::test]

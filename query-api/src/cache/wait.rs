@@ -42,6 +42,15 @@ impl KeyWait {
         *last = Some((started, found.clone()));
         Ok(found)
     }
+
+    /// Offers a read a waiter made before it joined (begun at `started`) to the others, as if
+    /// it had been made through [`Self::read`], unless a later one is already there.
+    pub(super) async fn offer(&self, started: Instant, found: Option<Arc<Representation>>) {
+        let mut last = self.last.lock().await;
+        if last.as_ref().is_none_or(|(at, _)| *at < started) {
+            *last = Some((started, found));
+        }
+    }
 }
 
 /// The waiters of every key, and the cap on how many there are at once.
