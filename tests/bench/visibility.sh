@@ -11,6 +11,10 @@
 # the middle of the last run. Loopback only; every phase is bounded in time.
 #
 #   tests/bench/visibility.sh [rate=1000] [seconds=20] [runs=5]
+#
+# BENCH_SERVICES_DIR=DIR runs the command API, projector and query API found in DIR instead of
+# this checkout's release build (to compare two builds on the same machine, one run after the
+# other).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -36,6 +40,7 @@ export OTEL_TRACES_SAMPLER="${OTEL_TRACES_SAMPLER:-always_on}"
 export APP__AUTH__ARGON2_MEMORY_KIB=1024 APP__AUTH__ARGON2_ITERATIONS=1 \
   APP__AUTH__ANONYMOUS_PER_MINUTE=100000000 APP__AUTH__HASHING_QUEUE=100000
 USERS=$((RATE * 5))
+SERVICES="${BENCH_SERVICES_DIR:-./target/release}"
 OUT="$ROOT/.data/bench-visibility"
 rm -rf "$OUT"
 mkdir -p "$OUT" "$ROOT/docs/plots"
@@ -50,14 +55,14 @@ pids+=($!)
 REGISTRY_PID=$!
 pids+=($!)
 wait_for_port $REGISTRY_PORT
-./target/release/command-api >"$OUT/command-api.log" 2>&1 &
+"$SERVICES/command-api" >"$OUT/command-api.log" 2>&1 &
 API_PID=$!
 pids+=($!)
 wait_for_port $API_PORT
-./target/release/projector >"$OUT/projector.log" 2>&1 &
+"$SERVICES/projector" >"$OUT/projector.log" 2>&1 &
 PROJECTOR_PID=$!
 pids+=($!)
-./target/release/query-api >"$OUT/query-api.log" 2>&1 &
+"$SERVICES/query-api" >"$OUT/query-api.log" 2>&1 &
 QUERY_PID=$!
 pids+=($!)
 wait_for_port $QUERY_PORT
@@ -66,8 +71,8 @@ rss_mib() { awk '/^VmRSS:/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 # Established TCP connections to a local port: each one holds its buffers in the service.
 connections() { ss -Htn state established "( sport = :$1 )" | wc -l; }
 # CPU ticks (user + system) used so far by each service, by PostgreSQL's processes together
-# and by the Java of every local broker together (the idle test cluster's included), on one
-# line, with the time it was read.
+# and by the Java of every local broker together (the idle test cluster's included), then the
+# benchmark database's transaction count, on one line, with the time it was read.
 cpu_ticks() {
   local pid group line
   line="$(date +%s.%N)"
@@ -78,6 +83,9 @@ cpu_ticks() {
     # shellcheck disable=SC2046
     line="$line $(cat $(pgrep -x "$group" | sed 's|.*|/proc/&/stat|') 2>/dev/null | awk '{s += $14 + $15} END {print s + 0}')"
   done
+  # Transactions committed or rolled back in the benchmark's database (every statement outside
+  # an explicit transaction is one): what the pipeline asks of PostgreSQL per command.
+  line="$line $("$PG_BINDIR/psql" "$BENCH_URL" -tAc "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()")"
   echo "$line"
 }
 # In the measured part of a run (from two seconds after its user set-up and warm-up), the
@@ -95,13 +103,15 @@ sample_run() {
   before=$(cpu_ticks)
   sleep 10
   after=$(cpu_ticks)
-  python3 - "$before" "$after" "$(getconf CLK_TCK)" >"$OUT/cpu-$run.txt" <<'EOF'
+  python3 - "$before" "$after" "$(getconf CLK_TCK)" "$RATE" >"$OUT/cpu-$run.txt" <<'EOF'
 import sys
 before, after = (list(map(float, line.split())) for line in sys.argv[1:3])
-hz, seconds = float(sys.argv[3]), after[0] - before[0]
+hz, seconds, rate = float(sys.argv[3]), after[0] - before[0], float(sys.argv[4])
 names = ["command-api", "projector", "query-api", "schema-registry", "postgres", "kafka"]
-used = [(a - b) / hz / seconds for a, b in zip(after[1:], before[1:])]
+used = [(a - b) / hz / seconds for a, b in zip(after[1:-1], before[1:-1])]
 print("cores used mid-run: " + ", ".join(f"{n} {u:.2f}" for n, u in zip(names, used)) + f"; all of them {sum(used):.2f}")
+xacts = (after[-1] - before[-1]) / seconds
+print(f"database transactions mid-run: {xacts:.0f}/s, {xacts / rate:.2f} per command (with its read)")
 EOF
   if [ "$run" -eq "$RUNS" ]; then
     echo "resident memory mid-run (MiB): command-api $(rss_mib "$API_PID"), projector $(rss_mib "$PROJECTOR_PID"), query-api $(rss_mib "$QUERY_PID"), schema-registry $(rss_mib "$REGISTRY_PID"); client connections open: command-api $(connections "$API_PORT"), query-api $(connections "$QUERY_PORT")" >"$OUT/rss.txt"
