@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 /// Rewrites one event type from one version to the next. Versions are plain integers, as in
 /// `DomainEvent::event_version` and the schema file names.
+#[derive(Clone, Copy)]
 struct Step {
     event_type: &'static str,
     from: &'static str,
@@ -27,14 +28,20 @@ impl EventUpcaster for Step {
     }
 }
 
+/// Every step, oldest first.
+const STEPS: &[Step] = &[Step {
+    event_type: "UserRegistered",
+    from: "1",
+    to: "2",
+    rewrite: user_registered_v1_to_v2,
+}];
+
 /// Every upcaster, oldest step first, for `PersistedEventStore::with_upcasters`.
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
-    vec![Box::new(Step {
-        event_type: "UserRegistered",
-        from: "1",
-        to: "2",
-        rewrite: user_registered_v1_to_v2,
-    })]
+    STEPS
+        .iter()
+        .map(|step| Box::new(*step) as Box<dyn EventUpcaster>)
+        .collect()
 }
 
 /// `UserRegistered` v1 did not record roles; every user then got the customer role.
@@ -45,25 +52,18 @@ fn user_registered_v1_to_v2(mut payload: Value) -> Value {
     payload
 }
 
-/// Upcasts one stored event's payload; returns the version it is now at and the payload.
-pub fn upcast(event_type: &str, event_version: &str, payload: Value) -> (String, Value) {
-    let event = SerializedEvent::new(
-        String::new(),
-        0,
-        String::new(),
-        event_type.to_owned(),
-        event_version.to_owned(),
-        payload,
-        Value::Null,
-    );
-    let upcast = upcasters().iter().fold(event, |event, upcaster| {
-        if upcaster.can_upcast(&event.event_type, &event.event_version) {
-            upcaster.upcast(event)
-        } else {
-            event
+/// Upcasts one stored event's payload; returns the version it is now at and the payload. The
+/// same steps as [`upcasters`], applied in place: the relay, replay and every command's load
+/// call this for each event, so it allocates nothing beyond the returned version.
+pub fn upcast(event_type: &str, event_version: &str, mut payload: Value) -> (String, Value) {
+    let mut version = event_version.to_owned();
+    for step in STEPS {
+        if step.event_type == event_type && step.from == version {
+            payload = (step.rewrite)(payload);
+            version = step.to.to_owned();
         }
-    });
-    (upcast.event_version, upcast.payload)
+    }
+    (version, payload)
 }
 
 #[cfg(test)]
@@ -78,6 +78,31 @@ mod tests {
         assert_eq!(version, "2");
         let event: UserEvent = serde_json::from_value(payload).unwrap();
         assert!(matches!(event, UserEvent::Registered { ref roles, .. } if roles.len() == 1));
+    }
+
+    #[test]
+    fn the_boxed_upcasters_and_upcast_agree() {
+        let v1 = json!({"type": "UserRegistered", "email": "a@b.co", "display_name": "A"});
+        let event = SerializedEvent::new(
+            "id".into(),
+            1,
+            "user".into(),
+            "UserRegistered".into(),
+            "1".into(),
+            v1.clone(),
+            Value::Null,
+        );
+        let boxed = upcasters().iter().fold(event, |event, upcaster| {
+            if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                upcaster.upcast(event)
+            } else {
+                event
+            }
+        });
+        assert_eq!(
+            upcast("UserRegistered", "1", v1),
+            (boxed.event_version, boxed.payload)
+        );
     }
 
     #[test]
