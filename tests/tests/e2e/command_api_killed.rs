@@ -78,7 +78,16 @@ async fn a_command_api_killed_mid_group_commit_loses_no_acknowledged_command() {
     let (dead, acknowledged) = (AtomicBool::new(false), Acknowledged::default());
     let writers = join_all((0..16).map(|_| write(&process.url, &dead, &acknowledged)));
     let killer = async {
+        // Mid-load: after three seconds, and once enough commands were acknowledged for the
+        // check below to mean something (a busy machine, say the whole suite in parallel,
+        // acknowledges fewer in three seconds).
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while acknowledged.lock().expect("lock").len() <= 100
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         process.process.signal("-KILL");
         dead.store(true, Ordering::SeqCst);
     };
