@@ -49,11 +49,14 @@ jars() {
   touch "$LIB/.complete"
 }
 
-# alive PIDFILE: the pid in PIDFILE is a running broker (not a reused pid).
+# alive PIDFILE: the pid in PIDFILE is this node's running broker, not a reused pid: its
+# command line names the node's own server.properties (PIDFILE's directory), so a pid since
+# taken by another cluster's broker does not count either.
 alive() {
-  local pid
+  local pid node
   [ -f "$1" ] && pid=$(cat "$1") && kill -0 "$pid" 2>/dev/null &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka'
+    node="$(cd "$(dirname "$1")" && pwd)" &&
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $node/server.properties"
 }
 
 # write_config DIR ID PORT CTL_PORT VOTERS NODES

@@ -93,14 +93,31 @@ impl Cluster {
         self.ports.len()
     }
 
-    /// Sends `signal` (e.g. "STOP", "CONT", "KILL", "TERM") to node `node`.
+    /// Sends `signal` (e.g. "STOP", "CONT", "KILL", "TERM") to node `node`, which must be
+    /// running.
     pub fn signal(&self, node: usize, signal: &str) {
+        let pid = self.running_pid(node);
+        let pid = pid.unwrap_or_else(|| panic!("kill -{signal}: node {node} is not running"));
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
-            .arg(self.pid(node))
+            .arg(pid)
             .status()
             .expect("kill");
         assert!(status.success(), "kill -{signal} node {node}");
+    }
+
+    /// The pid of node `node` if that process is still this node's broker: a pid file outlives
+    /// its process, and with the kernel's 32,768 pids its number soon belongs to another
+    /// process (another cluster's broker, say), which a signal must not reach.
+    fn running_pid(&self, node: usize) -> Option<String> {
+        let pid = std::fs::read_to_string(self.dir.join(format!("node-{node}/pid"))).ok()?;
+        let pid = pid.trim().to_owned();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let config = self.dir.join(format!("node-{node}/server.properties"));
+        let ours = String::from_utf8_lossy(&cmdline)
+            .split('\0')
+            .any(|arg| arg == config.to_string_lossy());
+        ours.then_some(pid)
     }
 
     /// Sends `signal` to every node.
@@ -138,8 +155,8 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // A stalled node would sit out the script's SIGTERM: wake every node first.
         for node in 1..=self.nodes() {
-            if let Ok(pid) = std::fs::read_to_string(self.dir.join(format!("node-{node}/pid"))) {
-                let _ = Command::new("kill").arg("-CONT").arg(pid.trim()).status();
+            if let Some(pid) = self.running_pid(node) {
+                let _ = Command::new("kill").arg("-CONT").arg(pid).status();
             }
         }
         let _ = script()
