@@ -56,7 +56,8 @@ pub struct Relay {
     settings: Settings,
 }
 
-/// Stops a running relay after its current batch.
+/// Stops a running relay after its current batch, when told to or when its last clone is
+/// dropped.
 #[derive(Clone)]
 pub struct RelayHandle(watch::Sender<bool>);
 
@@ -117,7 +118,7 @@ impl Relay {
     pub async fn run(self, mut stopped: watch::Receiver<bool>) {
         let poll = Duration::from_millis(self.settings.relay.poll_interval_ms);
         let mut backoff = Duration::from_millis(200);
-        while !*stopped.borrow() {
+        while !stop_requested(&stopped) {
             let outcome = match self.try_lock().await {
                 Ok(Some(lock)) => {
                     tracing::info!(relay = %self.settings.relay.name, "relay lock acquired; publishing");
@@ -187,7 +188,7 @@ impl Relay {
         let mut in_flight: Option<InFlight> = None;
         let mut reading = tokio::task::JoinSet::new();
         reading.spawn(self.read_after(cursor.clone()));
-        while !*stopped.borrow() {
+        while !stop_requested(stopped) {
             // Publish only while the lock is certainly ours.
             sqlx::query("SELECT 1")
                 .execute(&mut lock)
@@ -325,6 +326,14 @@ impl LagProbe {
             Err(error) => tracing::debug!(%error, "measuring relay lag failed"),
         }
     }
+}
+
+/// Stopped by [`RelayHandle::stop`], or by dropping every handle: a host that goes away
+/// without stopping its relay (dropped with its runtime, failed at startup) must not leave it
+/// running. Without the second half, `changed()` fails at once on a dropped handle and every
+/// wait below returns immediately: the relay retried its database in a tight loop.
+fn stop_requested(stopped: &watch::Receiver<bool>) -> bool {
+    *stopped.borrow() || stopped.has_changed().is_err()
 }
 
 async fn wait(stopped: &mut watch::Receiver<bool>, duration: Duration) {

@@ -8,6 +8,7 @@ use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
 use crate::support::app::{unique_email, TestApp};
+use crate::support::database::{database_url, TestDatabase};
 use crate::support::kafka::{shared_bootstrap, Broker};
 use crate::support::processes::{free_port, metric_line, spawn_relay};
 use crate::support::stack::{
@@ -178,6 +179,33 @@ async fn a_relay_killed_mid_batch_loses_nothing() {
     // Duplicates are allowed here; verify_log checks each carries the same event id.
     verify_log(&stack, events).await;
     relay.kill();
+}
+
+/// A host that drops its relay handle without stopping it (a test's service dropped with its
+/// runtime, a panicking startup) must not leave the relay running: it once kept retrying its
+/// database in a tight loop for the rest of the process, here with the database gone, as a
+/// test's database is after the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_whose_every_handle_is_dropped_stops() {
+    let db = TestDatabase::create().await;
+    let mut settings = db.settings();
+    settings.relay.enabled = true;
+    let absent = format!("absent_{}", uuid::Uuid::new_v4().simple());
+    settings.database.url = database_url(&absent).into();
+    let pool = infra::db::pool(&settings.database).expect("pool");
+    let (handle, thread) = relay::Relay::new(pool, settings).spawn();
+    // Let it fail a few times first, as it would with its database dropped under it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(handle);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !thread.is_finished() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        thread.is_finished(),
+        "the relay kept running 15 s after its last handle was dropped"
+    );
+    thread.join().expect("the relay thread panicked");
 }
 
 async fn relay_active(client: &reqwest::Client, port: u16) -> Option<bool> {
