@@ -19,9 +19,19 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub enum DbError {
     #[error("the database URL is invalid")]
     BadUrl(#[source] sqlx::Error),
+    #[error("the database did not take a connection within {0:?}")]
+    Unreachable(Duration, #[source] sqlx::Error),
+    #[error("connecting to the database failed")]
+    Connect(#[source] sqlx::Error),
     #[error("applying migrations failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
+
+/// How long a starting process waits for the database to take the connection its migrations
+/// run on. The pool's acquire timeout is for requests, which should fail fast; a service or a
+/// job that starts while the database is busy or still coming up should wait for it instead
+/// of exiting (under load, one connection can take longer than the 500 ms default).
+pub const STARTUP_WAIT: Duration = Duration::from_secs(30);
 
 /// Column `index` of `row`, which must be named `name`: a read by position (a lookup by name
 /// hashes the name, which counts when millions of rows are read, as the relay and replay do)
@@ -71,8 +81,48 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
     Ok(pool)
 }
 
+/// Applies the pending migrations on a connection of their own, opened within
+/// [`STARTUP_WAIT`] (the pool's acquire timeout does not apply), then closes it.
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
-    MIGRATOR.run(pool).await.map_err(DbError::Migrate)
+    let mut connection = startup_connection(&pool.connect_options(), STARTUP_WAIT).await?;
+    let applied = MIGRATOR
+        .run(&mut connection)
+        .await
+        .map_err(DbError::Migrate);
+    // A failed close only loses the goodbye message; the server drops the session anyway.
+    let _ = sqlx::Connection::close(connection).await;
+    applied
+}
+
+/// A connection, retried with growing pauses while the database is unreachable, refuses for
+/// now (starting up, out of connection slots) or is too slow to answer, until `wait` has
+/// passed; any other error (a wrong password, a database that does not exist) at once.
+pub async fn startup_connection(
+    options: &PgConnectOptions,
+    wait: Duration,
+) -> Result<sqlx::PgConnection, DbError> {
+    use sqlx::ConnectOptions;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let error = match tokio::time::timeout(left, options.connect()).await {
+            Ok(Ok(connection)) => return Ok(connection),
+            Ok(Err(error)) if is_unavailable(&error) => error,
+            Ok(Err(error)) => return Err(DbError::Connect(error)),
+            Err(_) => {
+                let slow = std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer");
+                return Err(DbError::Unreachable(wait, sqlx::Error::Io(slow)));
+            }
+        };
+        if tokio::time::Instant::now() + pause >= deadline {
+            return Err(DbError::Unreachable(wait, error));
+        }
+        tracing::warn!(error = %error, retry_in_ms = pause.as_millis() as u64,
+            "waiting for the database");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
 }
 
 /// True when retrying the same work later may succeed: the database was unreachable, or it

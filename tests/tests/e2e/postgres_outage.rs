@@ -138,3 +138,37 @@ async fn postgres_stopped_under_load_gives_fast_503s_and_loses_nothing() {
     }
     assert!(unavailable > 0, "the outage was not seen");
 }
+
+/// A service that starts before its database (or while the database is too busy to take a
+/// connection within the pool's 500 ms) waits for it instead of exiting: the migrations run
+/// on a connection of their own with a startup wait, not under the requests' acquire timeout.
+/// A projector once exited at once here ("pool timed out while waiting for an open
+/// connection").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_started_before_its_database_waits_for_it() {
+    let cluster = PrivateCluster::start();
+    let placeholder = TestDatabase::create().await;
+    let mut settings = placeholder.settings();
+    settings.database.url = cluster.url().into();
+    settings.database.acquire_timeout_ms = infra::settings::Settings::load_from(None)
+        .expect("default settings")
+        .database
+        .acquire_timeout_ms;
+    tokio::task::block_in_place(|| cluster.stop_immediately());
+
+    let port = crate::support::processes::free_port();
+    let mut projector = crate::support::projector::spawn_projector_on(&settings, port);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        projector.exited(),
+        None,
+        "the projector gave up on its database within three seconds"
+    );
+    tokio::task::block_in_place(|| cluster.start_again());
+    let page = crate::support::projector::metrics_page(port).await;
+    assert!(
+        page.contains("build_info"),
+        "the projector's /metrics page: {page}"
+    );
+    assert_eq!(projector.exited(), None, "the projector exited");
+}

@@ -57,12 +57,16 @@ fn binary(name: &str) -> PathBuf {
     binary
 }
 
-/// The binary `name` with the database, brokers, topic prefix and registry of `settings` in its
-/// environment, logging warnings only.
+/// The binary `name` with the database (and its acquire timeout), brokers, topic prefix and
+/// registry of `settings` in its environment, logging warnings only.
 pub fn service_command(name: &str, settings: &Settings) -> Command {
     let mut command = Command::new(binary(name));
     command
         .env("APP__DATABASE__URL", settings.database.url.expose_secret())
+        .env(
+            "APP__DATABASE__ACQUIRE_TIMEOUT_MS",
+            settings.database.acquire_timeout_ms.to_string(),
+        )
         .env(
             "APP__KAFKA__BOOTSTRAP_SERVERS",
             &settings.kafka.bootstrap_servers,
