@@ -33,10 +33,15 @@ impl Set {
         model: &'static dyn ReadModel,
     ) -> Result<Self, sqlx::Error> {
         // A set swapped out before `projection_versions` was partitioned kept `applied` as
-        // (aggregate_type, aggregate_id, version): made a partition-ready table now.
+        // (aggregate_type, aggregate_id, version), and one swapped out before its key led with
+        // the aggregate id compared as bytes has the old collation, which a partition cannot
+        // differ in: either is made a partition-ready table now.
         let old: bool = sqlx::query_scalar(
             "SELECT NOT EXISTS (SELECT 1 FROM information_schema.columns
-                 WHERE table_schema = $1 AND table_name = 'applied' AND column_name = 'projection')",
+                 WHERE table_schema = $1 AND table_name = 'applied' AND column_name = 'projection')
+             OR NOT EXISTS (SELECT 1 FROM information_schema.columns
+                 WHERE table_schema = $1 AND table_name = 'applied'
+                   AND column_name = 'aggregate_id' AND collation_name = 'C')",
         )
         .bind(schema)
         .fetch_one(&mut *conn)
@@ -58,7 +63,7 @@ impl Set {
             .await?;
             for statement in [
                 format!("DROP TABLE {schema}.applied_before"),
-                format!("ALTER TABLE {schema}.applied ADD PRIMARY KEY (projection, aggregate_type, aggregate_id)"),
+                format!("ALTER TABLE {schema}.applied ADD PRIMARY KEY {APPLIED_KEY}"),
             ] {
                 sqlx::query(&statement).execute(&mut *conn).await?;
             }
@@ -172,14 +177,20 @@ impl Set {
     }
 }
 
+/// The key of `projection_versions` and so of every set's `applied` (see the migration
+/// `20261202000001_identifier_keys.sql`): the aggregate id first, compared as bytes.
+pub(super) const APPLIED_KEY: &str = "(aggregate_id, aggregate_type, projection)";
+
 /// `<schema>.applied` of a set: the versions it holds, shaped as a partition of
 /// `projection_versions` for `projection` (its projection column fixed by default and by a
-/// CHECK, so the swap attaches it without a scan), without its key (added after a bulk load).
+/// CHECK, so the swap attaches it without a scan; the identifiers in the parent's collation),
+/// without its key (added after a bulk load).
 pub(super) fn applied_table_sql(schema: &str, projection: &str) -> String {
     format!(
         "CREATE TABLE {schema}.applied (
              projection text NOT NULL DEFAULT '{projection}',
-             aggregate_type text NOT NULL, aggregate_id text NOT NULL, version bigint NOT NULL,
+             aggregate_type text COLLATE \"C\" NOT NULL, aggregate_id text COLLATE \"C\" NOT NULL,
+             version bigint NOT NULL,
              CONSTRAINT projection_is CHECK (projection = '{projection}'))"
     )
 }
@@ -207,7 +218,7 @@ pub(super) async fn save_all(
     )
     .await?;
     sqlx::query(&format!(
-        "ALTER TABLE {schema}.applied ADD PRIMARY KEY (projection, aggregate_type, aggregate_id)"
+        "ALTER TABLE {schema}.applied ADD PRIMARY KEY {APPLIED_KEY}"
     ))
     .execute(&mut *conn)
     .await?;

@@ -2,7 +2,7 @@
 
 use sqlx::PgPool;
 
-use super::set::Set;
+use super::set::{Set, APPLIED_KEY};
 use super::{suffix, xmin, ReplayError, Report};
 use crate::projection::ReadModel;
 
@@ -149,9 +149,7 @@ async fn swap_versions(
                      RETURNING *)
                  INSERT INTO {outgoing}.applied SELECT * FROM moved"
             ),
-            format!(
-                "ALTER TABLE {outgoing}.applied ADD PRIMARY KEY (projection, aggregate_type, aggregate_id)"
-            ),
+            format!("ALTER TABLE {outgoing}.applied ADD PRIMARY KEY {APPLIED_KEY}"),
         ]
     };
     for statement in statements {

@@ -122,6 +122,34 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
     assert_eq!(state, "done");
     assert!(events > 100, "events folded: {events}");
 
+    // The replaced users set is given the versions table a set swapped out before the
+    // migration `20261202000001_identifier_keys` has (its key led by the projection, its ids
+    // in the database's collation): a partition may not differ in collation, so rollback must
+    // reshape it before attaching it.
+    let previous: String = sqlx::query_scalar(
+        "SELECT schema_name FROM projection_previous_sets WHERE projection = 'users'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let key: String = sqlx::query_scalar(&format!(
+        "SELECT conname::text FROM pg_constraint
+         WHERE conrelid = '{previous}.applied'::regclass AND contype = 'p'"
+    ))
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    for statement in [
+        format!("ALTER TABLE {previous}.applied DROP CONSTRAINT {key}"),
+        format!(
+            "ALTER TABLE {previous}.applied ALTER COLUMN aggregate_type TYPE text COLLATE \"default\",
+                 ALTER COLUMN aggregate_id TYPE text COLLATE \"default\""
+        ),
+        format!("ALTER TABLE {previous}.applied ADD PRIMARY KEY (projection, aggregate_type, aggregate_id)"),
+    ] {
+        sqlx::query(&statement).execute(pool).await.unwrap();
+    }
+
     // Rollback brings the replaced users set back, caught up with what happened since.
     app.register(&unique_email()).await;
     let out = projector(&read.stack.settings, &["rollback", "users"]);
