@@ -64,6 +64,23 @@ pub struct Report {
     pub previous_schema: String,
 }
 
+/// About how many events of `types` the store holds: the planner's estimate from the events
+/// table's statistics, for a progress total. Counting them exactly scans the table, which on a
+/// store of a million events took from 0.2 s (cached) to 3.3 s (not) before the replay began.
+pub async fn estimated_events(pool: &PgPool, types: &[&str]) -> Result<u64, sqlx::Error> {
+    // The types are names from the code (`ReadModel::aggregates`), never input.
+    let quoted: Vec<String> = types.iter().map(|t| format!("'{t}'")).collect();
+    let sql = format!(
+        "EXPLAIN (FORMAT JSON) SELECT 1 FROM events WHERE aggregate_type = ANY(ARRAY[{}]::text[])",
+        quoted.join(",")
+    );
+    let plan: serde_json::Value = sqlx::query_scalar(&sql).fetch_one(pool).await?;
+    Ok(plan[0]["Plan"]["Plan Rows"]
+        .as_f64()
+        .unwrap_or(0.0)
+        .max(0.0) as u64)
+}
+
 fn suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
 }

@@ -23,14 +23,10 @@ pub async fn replay(
         .iter()
         .flat_map(|m| m.aggregates().iter().copied())
         .collect();
-    let total: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = ANY($1)")
-            .bind(&types)
-            .fetch_one(&pool)
-            .await?;
+    let total = projections::replay::estimated_events(&pool, &types).await?;
     let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
-    let run = Run::start(&pool, &names.join(" "), "replay", Some(total)).await?;
-    let mut progress = infra::progress::Progress::new("replay", total as u64);
+    let run = Run::start(&pool, &names.join(" "), "replay", Some(total as i64)).await?;
+    let mut progress = infra::progress::Progress::new("replay", total);
     let origin = if from_kafka {
         Origin::Kafka(&settings)
     } else {
