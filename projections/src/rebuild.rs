@@ -28,6 +28,9 @@ pub(crate) struct Target {
     /// Events it could not apply (event id, error), as the live projection would have
     /// dead-lettered them.
     pub failed: Vec<(String, String)>,
+    /// The rows its fold still held at the end of the pass, when the pass left them to the
+    /// caller ([`Last::Keep`]).
+    pub last: Vec<TableRows>,
 }
 
 impl Target {
@@ -38,7 +41,17 @@ impl Target {
             fold: model.fold(),
             events: 0,
             failed: Vec::new(),
+            last: Vec::new(),
         }
+    }
+
+    /// The rows the fold still holds, to be copied into its schema.
+    fn take_last(&mut self) -> Vec<TableRows> {
+        self.fold
+            .take(true)
+            .into_iter()
+            .filter(|rows| !rows.rows.is_empty())
+            .collect()
     }
 
     fn reads(&self, aggregate_type: &str) -> bool {
@@ -64,6 +77,41 @@ pub(crate) fn aggregate_types_sql(targets: &[Target]) -> String {
     format!("ARRAY[{}]::text[]", quoted.join(","))
 }
 
+/// What a pass does at its end with the rows its folds still hold (all of a stateful model's
+/// rows come out then).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Last {
+    /// Copies them, [`LAST_COPIES`] tables at a time on connections of their own.
+    Write,
+    /// Leaves them in each target's `last` for the caller: a replay copies each model's and
+    /// goes on to index that model, two models at a time.
+    Keep,
+}
+
+/// Tables copied at once at the end of a pass: PostgreSQL parses each `COPY` on one core, and
+/// the fold, done by then, leaves the machine's other core free.
+pub(crate) const LAST_COPIES: usize = 2;
+
+/// Copies every target's `last` rows into its schema, [`LAST_COPIES`] tables at a time.
+pub(crate) async fn write_last(pool: &PgPool, targets: &mut [Target]) -> Result<(), sqlx::Error> {
+    use futures::StreamExt;
+    let copies: Vec<(String, TableRows)> = targets
+        .iter_mut()
+        .flat_map(|t| {
+            let schema = t.schema.clone();
+            t.last.drain(..).map(move |rows| (schema.clone(), rows))
+        })
+        .collect();
+    futures::stream::iter(copies.into_iter().map(|(schema, rows)| async move {
+        let mut conn = pool.acquire().await?;
+        rows.copy_into(&mut conn, &schema).await
+    }))
+    .buffer_unordered(LAST_COPIES)
+    .try_collect::<Vec<()>>()
+    .await?;
+    Ok(())
+}
+
 /// Tables' rows handed from the fold to the writer at once: the fold goes on while the
 /// writer copies them, and waits when this many are queued (memory stays bounded).
 const WRITES_QUEUED: usize = 2;
@@ -74,6 +122,7 @@ const WRITES_QUEUED: usize = 2;
 /// per aggregate (every event seen, including those a target refused: the live projection
 /// goes past those too).
 pub(crate) struct Pass<'a> {
+    pool: PgPool,
     targets: &'a mut [Target],
     writes: Option<tokio::sync::mpsc::Sender<(String, TableRows)>>,
     /// Taken by [`Pass::finish`]; a pass dropped before it (on an error) stops its writer.
@@ -93,6 +142,7 @@ impl<'a> Pass<'a> {
             Ok(())
         });
         Ok(Self {
+            pool: pool.clone(),
             targets,
             writes: Some(writes),
             writer: Some(writer),
@@ -127,7 +177,7 @@ impl<'a> Pass<'a> {
         self.applied.insert(key, sequence);
         self.pending += 1;
         if self.pending == CHUNK {
-            self.flush(false).await?;
+            self.flush().await?;
             progress(self.pending);
             self.pending = 0;
         }
@@ -136,9 +186,9 @@ impl<'a> Pass<'a> {
 
     /// Hands every target's rows to the writer. `Err` once the writer has stopped (on an
     /// error that [`Pass::finish`] reports).
-    async fn flush(&mut self, done: bool) -> Result<(), sqlx::Error> {
+    async fn flush(&mut self) -> Result<(), sqlx::Error> {
         for target in self.targets.iter_mut() {
-            for rows in target.fold.take(done) {
+            for rows in target.fold.take(false) {
                 if rows.rows.is_empty() {
                     continue;
                 }
@@ -153,18 +203,26 @@ impl<'a> Pass<'a> {
         Ok(())
     }
 
-    /// Hands over everything left and waits until the writer has copied it all; returns what
-    /// was folded per aggregate.
-    pub async fn finish(mut self, progress: &mut dyn FnMut(u64)) -> Result<Applied, sqlx::Error> {
-        let flushed = self.flush(true).await;
+    /// Waits until the writer has copied what it was handed, then copies the rows the folds
+    /// still hold or leaves them in the targets, as `last` says; returns what was folded per
+    /// aggregate.
+    pub async fn finish(
+        mut self,
+        last: Last,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Applied, sqlx::Error> {
         // Closing the queue lets the writer end once it has copied what is queued.
         self.writes = None;
         let writer = self.writer.take().expect("a pass finishes once");
-        // The writer's own error, if it stopped on one, says more than the refused hand-over.
         writer
             .await
             .map_err(|e| sqlx::Error::Protocol(format!("the rebuild's writer failed: {e}")))??;
-        flushed?;
+        for target in self.targets.iter_mut() {
+            target.last = target.take_last();
+        }
+        if last == Last::Write {
+            write_last(&self.pool, self.targets).await?;
+        }
         progress(self.pending);
         Ok(std::mem::take(&mut self.applied))
     }
@@ -214,6 +272,7 @@ pub(crate) async fn fold_events(
     pool: &PgPool,
     targets: &mut [Target],
     filter: &str,
+    last: Last,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Applied, sqlx::Error> {
     let sql = format!(
@@ -273,5 +332,5 @@ pub(crate) async fn fold_events(
         .map_err(|e| sqlx::Error::Protocol(format!("the scan's task failed: {e}")))?;
     folded?;
     scanned?;
-    pass.finish(progress).await
+    pass.finish(last, progress).await
 }

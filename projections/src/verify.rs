@@ -158,7 +158,14 @@ async fn run(
         "EXISTS (SELECT 1 FROM {scratch}.applied a WHERE a.aggregate_type = e.aggregate_type
              AND a.aggregate_id = e.aggregate_id AND e.sequence <= a.version)"
     );
-    rebuild::fold_events(pool, &mut targets, &filter, &mut |_| {}).await?;
+    rebuild::fold_events(
+        pool,
+        &mut targets,
+        &filter,
+        rebuild::Last::Write,
+        &mut |_| {},
+    )
+    .await?;
     let [target] = targets;
     let (events, failed) = (target.events, target.failed);
 

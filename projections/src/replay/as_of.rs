@@ -150,7 +150,7 @@ pub async fn build(
             "{limit} AND e.aggregate_type = ANY({})",
             rebuild::aggregate_types_sql(&targets)
         );
-        rebuild::fold_events(pool, &mut targets, &filter, progress).await?;
+        rebuild::fold_events(pool, &mut targets, &filter, rebuild::Last::Write, progress).await?;
         let mut conn = pool.acquire().await?;
         for model in models {
             for table in model.tables() {

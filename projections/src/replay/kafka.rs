@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::ReplayError;
 use crate::envelope::{Envelope, Source};
-use crate::rebuild::{Applied, Pass, Target};
+use crate::rebuild::{Applied, Last, Pass, Target};
 
 /// How long the brokers get to answer metadata and watermark requests.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -253,7 +253,7 @@ pub(super) async fn fold_topics(
         .await
         .map_err(|e| ReplayError::Source(e.to_string()))?
         .map_err(ReplayError::Source)?;
-    let applied = pass.finish(progress).await?;
+    let applied = pass.finish(Last::Keep, progress).await?;
     // Every topic's newest message was published; the oldest of their transactions bounds
     // what all the topics held.
     let mut catch_up_from = None::<String>;

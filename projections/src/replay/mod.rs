@@ -32,7 +32,7 @@ mod swap;
 use sqlx::{PgConnection, PgPool};
 
 use crate::projection::ReadModel;
-use crate::rebuild::{self, Target};
+use crate::rebuild::{self, Applied, Last, Target};
 use set::Set;
 
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +127,8 @@ pub async fn replay(
                     "e.tx_id < '{start}'::xid8 AND e.aggregate_type = ANY({})",
                     rebuild::aggregate_types_sql(&targets)
                 );
-                let applied = rebuild::fold_events(pool, &mut targets, &filter, progress).await?;
+                let applied =
+                    rebuild::fold_events(pool, &mut targets, &filter, Last::Keep, progress).await?;
                 (applied, start.clone())
             }
             Origin::Kafka(settings) => {
@@ -136,13 +137,7 @@ pub async fn replay(
             }
         };
         let mut reports = Vec::new();
-        for target in targets {
-            let mut conn = pool.acquire().await?;
-            for table in target.model.tables() {
-                table.add_indexes(&mut conn, &target.schema).await?;
-            }
-            let own = set::save_all(&mut conn, &target.schema, target.model, &applied).await?;
-            drop(conn);
+        for (target, own) in build_sets(pool, targets, &applied).await? {
             let mut report = Report {
                 events: target.events,
                 failed: target.failed,
@@ -173,6 +168,46 @@ pub async fn replay(
         }
     }
     built
+}
+
+/// Sets built at once after the first pass. Each set's last `COPY`s, index builds and key
+/// are PostgreSQL's work on one core; after the first pass the projector has little to do,
+/// and one set at a time left a core of this two-core machine idle (docs/performance.md).
+const BUILT_AT_ONCE: usize = 2;
+
+/// Finishes each target's set after the first pass: the rows its fold still held, its
+/// indexes, and its `applied` (the versions it holds of the aggregate types it reads, with
+/// its key). [`BUILT_AT_ONCE`] sets at a time on connections of their own, those with the
+/// most events first (so that the longest is not left to run alone at the end); returns the
+/// targets in their order, each with its versions.
+async fn build_sets(
+    pool: &PgPool,
+    targets: Vec<Target>,
+    applied: &Applied,
+) -> Result<Vec<(Target, Applied)>, ReplayError> {
+    use futures::{StreamExt, TryStreamExt};
+    let mut ordered: Vec<(usize, Target)> = targets.into_iter().enumerate().collect();
+    ordered.sort_by_key(|(_, target)| std::cmp::Reverse(target.events));
+    let mut built: Vec<(usize, Target, Applied)> =
+        futures::stream::iter(ordered.into_iter().map(|(index, mut target)| async move {
+            let mut conn = pool.acquire().await?;
+            for rows in std::mem::take(&mut target.last) {
+                rows.copy_into(&mut conn, &target.schema).await?;
+            }
+            for table in target.model.tables() {
+                table.add_indexes(&mut conn, &target.schema).await?;
+            }
+            let own = set::save_all(&mut conn, &target.schema, target.model, applied).await?;
+            Ok::<_, ReplayError>((index, target, own))
+        }))
+        .buffer_unordered(BUILT_AT_ONCE)
+        .try_collect()
+        .await?;
+    built.sort_by_key(|(index, _, _)| *index);
+    Ok(built
+        .into_iter()
+        .map(|(_, target, own)| (target, own))
+        .collect())
 }
 
 /// Brings the previous set up to date and swaps it back in (the live set becomes the
