@@ -39,13 +39,16 @@ echo "events in the store: $total; events table with indexes: $(sql "SELECT pg_s
 
 # Each timed step starts on a settled database: autovacuum done with the tables the step before
 # left (a million-row table set each; a replay running beside that work took up to half as long
-# again) and a checkpoint taken. Waits at most 180 s.
+# again), then a VACUUM ANALYZE of them all, since autovacuum may not have started on them yet
+# (a swap that needs a table autovacuum is working on waits a second for it to give way), and
+# a checkpoint. Waits at most 180 s for autovacuum.
 settle() {
   local i
   for i in $(seq 1 180); do
     [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ] && break
     sleep 1
   done
+  sql "VACUUM ANALYZE" >/dev/null
   sql "CHECKPOINT" >/dev/null
 }
 
