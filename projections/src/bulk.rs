@@ -69,7 +69,8 @@ pub fn take_when_done<K, V>(
     }
     let (table, columns) = target;
     let mut out = CopyRows::new();
-    for (key, row) in rows.drain() {
+    // Taken, not drained: the map's memory goes as soon as its rows are encoded.
+    for (key, row) in std::mem::take(rows) {
         encode(&mut out, key, row);
         out.end_row();
     }
@@ -229,7 +230,7 @@ impl CopyRows {
         self
     }
 
-    /// JSON text, escaped as it is written (no intermediate string).
+    /// JSON text, serialized into a buffer kept for the next value and escaped from there.
     pub fn json(&mut self, value: &serde_json::Value) -> &mut Self {
         self.separate();
         // Serialized whole, then escaped in one pass (JSON text holds backslashes, and no raw

@@ -28,9 +28,6 @@ pub(crate) struct Target {
     /// Events it could not apply (event id, error), as the live projection would have
     /// dead-lettered them.
     pub failed: Vec<(String, String)>,
-    /// The rows its fold still held at the end of the pass, when the pass left them to the
-    /// caller ([`Last::Keep`]).
-    pub last: Vec<TableRows>,
 }
 
 impl Target {
@@ -41,17 +38,18 @@ impl Target {
             fold: model.fold(),
             events: 0,
             failed: Vec::new(),
-            last: Vec::new(),
         }
     }
 
-    /// The rows the fold still holds, to be copied into its schema.
-    fn take_last(&mut self) -> Vec<TableRows> {
-        self.fold
-            .take(true)
-            .into_iter()
-            .filter(|rows| !rows.rows.is_empty())
-            .collect()
+    /// Encodes the rows the fold still holds (all of a stateful model's rows come out at the
+    /// end) and copies them into its schema on `conn`. Called per target at the end of a pass,
+    /// so that only the targets being written hold their rows twice, as maps and as `COPY`
+    /// text.
+    pub async fn write_last(&mut self, conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+        for rows in self.fold.take(true) {
+            rows.copy_into(&mut *conn, &self.schema).await?;
+        }
+        Ok(())
     }
 
     fn reads(&self, aggregate_type: &str) -> bool {
@@ -77,36 +75,35 @@ pub(crate) fn aggregate_types_sql(targets: &[Target]) -> String {
     format!("ARRAY[{}]::text[]", quoted.join(","))
 }
 
-/// What a pass does at its end with the rows its folds still hold (all of a stateful model's
-/// rows come out then).
+/// What a pass does at its end with the rows its folds still hold.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Last {
-    /// Copies them, [`LAST_COPIES`] tables at a time on connections of their own.
+    /// Writes them ([`write_last`]).
     Write,
-    /// Leaves them in each target's `last` for the caller: a replay copies each model's and
-    /// goes on to index that model, two models at a time.
+    /// Leaves them in the folds for the caller ([`Target::write_last`]): a replay writes each
+    /// model's and goes on to index that model, two models at a time.
     Keep,
 }
 
-/// Tables copied at once at the end of a pass: PostgreSQL parses each `COPY` on one core, and
-/// the fold, done by then, leaves the machine's other core free.
-pub(crate) const LAST_COPIES: usize = 2;
+/// Targets finishing at once after a pass, each on a connection of its own: PostgreSQL works
+/// on each one's statements on one core, and the fold, done by then, leaves the machine's
+/// other core free.
+pub(crate) const AT_ONCE: usize = 2;
 
-/// Copies every target's `last` rows into its schema, [`LAST_COPIES`] tables at a time.
+/// How many targets finish at once with `pool`: [`AT_ONCE`], or fewer if the pool holds
+/// fewer connections (a second job would wait out its acquire timeout and fail the pass).
+pub(crate) fn at_once(pool: &PgPool) -> usize {
+    AT_ONCE.min(pool.options().get_max_connections().max(1) as usize)
+}
+
+/// Writes every target's last rows into its schema, [`at_once`] targets at a time.
 pub(crate) async fn write_last(pool: &PgPool, targets: &mut [Target]) -> Result<(), sqlx::Error> {
     use futures::StreamExt;
-    let copies: Vec<(String, TableRows)> = targets
-        .iter_mut()
-        .flat_map(|t| {
-            let schema = t.schema.clone();
-            t.last.drain(..).map(move |rows| (schema.clone(), rows))
-        })
-        .collect();
-    futures::stream::iter(copies.into_iter().map(|(schema, rows)| async move {
+    futures::stream::iter(targets.iter_mut().map(|target| async move {
         let mut conn = pool.acquire().await?;
-        rows.copy_into(&mut conn, &schema).await
+        target.write_last(&mut conn).await
     }))
-    .buffer_unordered(LAST_COPIES)
+    .buffer_unordered(at_once(pool))
     .try_collect::<Vec<()>>()
     .await?;
     Ok(())
@@ -117,8 +114,9 @@ pub(crate) async fn write_last(pool: &PgPool, targets: &mut [Target]) -> Result<
 const WRITES_QUEUED: usize = 2;
 
 /// One pass of events into `targets`: folds each into every target that reads its aggregate
-/// type, hands the targets' rows to a writer task every [`CHUNK`] events and at the end (it
-/// copies them on a connection of its own while the fold goes on), and keeps what was folded
+/// type, hands the targets' rows to a writer task every [`CHUNK`] events (it copies them on a
+/// connection of its own while the fold goes on), writes or leaves what the folds hold at the
+/// end ([`Last`]), and keeps what was folded
 /// per aggregate (every event seen, including those a target refused: the live projection
 /// goes past those too).
 pub(crate) struct Pass<'a> {
@@ -217,9 +215,6 @@ impl<'a> Pass<'a> {
         writer
             .await
             .map_err(|e| sqlx::Error::Protocol(format!("the rebuild's writer failed: {e}")))??;
-        for target in self.targets.iter_mut() {
-            target.last = target.take_last();
-        }
         if last == Last::Write {
             write_last(&self.pool, self.targets).await?;
         }
@@ -263,7 +258,8 @@ fn read(row: &sqlx::postgres::PgRow) -> Result<Read, sqlx::Error> {
 
 /// Folds the events `filter` selects (an SQL condition on `events e`, built by the caller from
 /// its own names), in log order, into every target that reads their aggregate type, and writes
-/// the targets' rows into their schemas; returns what was folded per aggregate.
+/// the targets' rows into their schemas (those the folds hold at the end only with
+/// [`Last::Write`]); returns what was folded per aggregate.
 ///
 /// Three tasks, so that both cores work: one scans and turns rows into envelopes (the upcast
 /// and the Avro round trip), this one folds them in the order read, and the pass's writer

@@ -170,16 +170,13 @@ pub async fn replay(
     built
 }
 
-/// Sets built at once after the first pass. Each set's last `COPY`s, index builds and key
-/// are PostgreSQL's work on one core; after the first pass the projector has little to do,
-/// and one set at a time left a core of this two-core machine idle (docs/performance.md).
-const BUILT_AT_ONCE: usize = 2;
-
-/// Finishes each target's set after the first pass: the rows its fold still held, its
+/// Finishes each target's set after the first pass: the rows its fold still holds, its
 /// indexes, and its `applied` (the versions it holds of the aggregate types it reads, with
-/// its key). [`BUILT_AT_ONCE`] sets at a time on connections of their own, those with the
-/// most events first (so that the longest is not left to run alone at the end); returns the
-/// targets in their order, each with its versions.
+/// its key). Two sets at a time ([`rebuild::at_once`]) on connections of their own: each
+/// set's statements are PostgreSQL's work on one core, and one set at a time left a core of
+/// this two-core machine idle (docs/performance.md). Those with the most events go first (so
+/// that the longest is not left to run alone at the end); returns the targets in their
+/// order, each with its versions.
 async fn build_sets(
     pool: &PgPool,
     targets: Vec<Target>,
@@ -191,16 +188,14 @@ async fn build_sets(
     let mut built: Vec<(usize, Target, Applied)> =
         futures::stream::iter(ordered.into_iter().map(|(index, mut target)| async move {
             let mut conn = pool.acquire().await?;
-            for rows in std::mem::take(&mut target.last) {
-                rows.copy_into(&mut conn, &target.schema).await?;
-            }
+            target.write_last(&mut conn).await?;
             for table in target.model.tables() {
                 table.add_indexes(&mut conn, &target.schema).await?;
             }
             let own = set::save_all(&mut conn, &target.schema, target.model, applied).await?;
             Ok::<_, ReplayError>((index, target, own))
         }))
-        .buffer_unordered(BUILT_AT_ONCE)
+        .buffer_unordered(rebuild::at_once(pool))
         .try_collect()
         .await?;
     built.sort_by_key(|(index, _, _)| *index);
@@ -210,8 +205,8 @@ async fn build_sets(
         .collect())
 }
 
-/// Brings the previous set up to date and swaps it back in (the live set becomes the
-/// previous one).
+/// Brings the previous set up to date (in the live tables' shape, [`shape`]) and swaps it
+/// back in (the live set becomes the previous one).
 pub async fn rollback(
     pool: &PgPool,
     model: &'static dyn ReadModel,
