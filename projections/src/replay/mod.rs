@@ -20,13 +20,16 @@
 //!    query API serves the old tables until the commit and the new ones after it; a
 //!    notification makes it forget its cache.
 //!
-//! `rollback` catches the previous set up on every event of the transactions since the swap
-//! (deduplicated by its versions) and swaps it back the same way; `prune` drops it.
+//! `rollback` catches the previous set up on every event it lacks, from the oldest transaction
+//! of those on (deduplicated by its versions), and swaps it back the same way; `prune` drops
+//! it. That is not only the transactions since the swap: what the projector had not applied
+//! yet when the swap came went into the new set alone.
 
 pub mod as_of;
 mod kafka;
 pub mod runs;
 mod set;
+mod shape;
 mod swap;
 
 use sqlx::{PgConnection, PgPool};
@@ -219,12 +222,41 @@ pub async fn rollback(
     .fetch_optional(pool)
     .await?;
     let (schema, since) = row.ok_or(ReplayError::NoPrevious(model.name()))?;
-    let mut conn = pool.acquire().await?;
-    let set = Set::load(&mut conn, &schema, model).await?;
-    drop(conn);
+    // Made ready in one transaction: a reshaping cut short leaves the set as it was.
+    let mut tx = pool.begin().await?;
+    let set = Set::load(&mut tx, &schema, model).await?;
+    shape::conform(&mut tx, &schema, model).await?;
+    let since = oldest_lacking(&mut tx, &schema, model, since).await?;
+    tx.commit().await?;
     let mut report = Report::default();
     let swapped = swap::catch_up_and_swap(pool, model, set, since, &mut report, progress).await;
     swapped.map(|()| report)
+}
+
+/// Where a rollback's catch-up starts: the swap's xmin, or the transaction of the oldest
+/// event before it that the set lacks. The projector applies events some time after they are
+/// committed; those it had not applied to the live set when a replay swapped it out went into
+/// the new set alone, with transactions older than the swap's xmin. (A rollback from the
+/// swap's xmin alone lost them: the replay test caught one audit event so lost.)
+async fn oldest_lacking(
+    conn: &mut PgConnection,
+    schema: &str,
+    model: &'static dyn ReadModel,
+    swapped_xmin: String,
+) -> Result<String, sqlx::Error> {
+    let lacking: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT e.tx_id::text FROM events e
+         WHERE e.aggregate_type = ANY($1) AND e.tx_id < $2::text::xid8
+           AND NOT EXISTS (SELECT 1 FROM {schema}.applied a
+               WHERE a.aggregate_id = e.aggregate_id AND a.aggregate_type = e.aggregate_type
+                 AND a.version >= e.sequence)
+         ORDER BY e.tx_id LIMIT 1"
+    ))
+    .bind(model.aggregates())
+    .bind(&swapped_xmin)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(lacking.unwrap_or(swapped_xmin))
 }
 
 /// Drops the previous set; false if there was none.

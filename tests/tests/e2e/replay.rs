@@ -126,29 +126,14 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
     // migration `20261202000001_identifier_keys` has (its key led by the projection, its ids
     // in the database's collation): a partition may not differ in collation, so rollback must
     // reshape it before attaching it.
-    let previous: String = sqlx::query_scalar(
-        "SELECT schema_name FROM projection_previous_sets WHERE projection = 'users'",
+    let previous = previous_set(pool, "users").await;
+    give_the_old_shape(
+        pool,
+        &previous,
+        "applied",
+        "(projection, aggregate_type, aggregate_id)",
     )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    let key: String = sqlx::query_scalar(&format!(
-        "SELECT conname::text FROM pg_constraint
-         WHERE conrelid = '{previous}.applied'::regclass AND contype = 'p'"
-    ))
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    for statement in [
-        format!("ALTER TABLE {previous}.applied DROP CONSTRAINT {key}"),
-        format!(
-            "ALTER TABLE {previous}.applied ALTER COLUMN aggregate_type TYPE text COLLATE \"default\",
-                 ALTER COLUMN aggregate_id TYPE text COLLATE \"default\""
-        ),
-        format!("ALTER TABLE {previous}.applied ADD PRIMARY KEY (projection, aggregate_type, aggregate_id)"),
-    ] {
-        sqlx::query(&statement).execute(pool).await.unwrap();
-    }
+    .await;
 
     // Rollback brings the replaced users set back, caught up with what happened since.
     app.register(&unique_email()).await;
@@ -166,6 +151,43 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
         out.status.code(),
         Some(1),
         "the corrupted row is back: {out:?}"
+    );
+
+    // The replaced audit set gets the old shape in both its tables; rolled back, it comes in
+    // with the live shape (the migration's key is not undone by a rollback).
+    let previous = previous_set(pool, "audit").await;
+    give_the_old_shape(
+        pool,
+        &previous,
+        "applied",
+        "(projection, aggregate_type, aggregate_id)",
+    )
+    .await;
+    give_the_old_shape(
+        pool,
+        &previous,
+        "rm_audit",
+        "(aggregate_type, aggregate_id, sequence)",
+    )
+    .await;
+    let out = projector(&read.stack.settings, &["rollback", "audit"]);
+    assert!(out.status.success(), "rollback audit: {out:?}");
+    let (key, collation): (String, Option<String>) = sqlx::query_as(
+        "SELECT pg_get_constraintdef(k.oid), c.collation_name::text
+         FROM pg_constraint k, information_schema.columns c
+         WHERE k.conrelid = 'public.rm_audit'::regclass AND k.contype = 'p'
+           AND c.table_schema = 'public' AND c.table_name = 'rm_audit'
+           AND c.column_name = 'aggregate_id'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(key, "PRIMARY KEY (aggregate_id, aggregate_type, sequence)");
+    assert_eq!(collation.as_deref(), Some("C"));
+    let out = projector(&read.stack.settings, &["verify", "audit"]);
+    assert!(
+        out.status.success(),
+        "verify audit after its rollback: {out:?}"
     );
 
     // Replay once more, prune, and nothing is left to roll back to.
@@ -189,6 +211,37 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
     assert!(projector(&read.stack.settings, &["verify", "all"])
         .status
         .success());
+}
+
+/// The schema of `projection`'s replaced set.
+async fn previous_set(pool: &sqlx::PgPool, projection: &str) -> String {
+    sqlx::query_scalar("SELECT schema_name FROM projection_previous_sets WHERE projection = $1")
+        .bind(projection)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Gives `<schema>.<table>` the shape tables had before the migration
+/// `20261202000001_identifier_keys`: its ids in the database's collation, under `key`.
+async fn give_the_old_shape(pool: &sqlx::PgPool, schema: &str, table: &str, key: &str) {
+    let constraint: String = sqlx::query_scalar(&format!(
+        "SELECT conname::text FROM pg_constraint
+         WHERE conrelid = '{schema}.{table}'::regclass AND contype = 'p'"
+    ))
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    for statement in [
+        format!("ALTER TABLE {schema}.{table} DROP CONSTRAINT {constraint}"),
+        format!(
+            "ALTER TABLE {schema}.{table} ALTER COLUMN aggregate_type TYPE text COLLATE \"default\",
+                 ALTER COLUMN aggregate_id TYPE text COLLATE \"default\""
+        ),
+        format!("ALTER TABLE {schema}.{table} ADD CONSTRAINT {constraint} PRIMARY KEY {key}"),
+    ] {
+        sqlx::query(&statement).execute(pool).await.unwrap();
+    }
 }
 
 /// `--from kafka`: the first pass reads the topics (Avro through the registry), the catch-up

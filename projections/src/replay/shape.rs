@@ -1,0 +1,91 @@
+//! A replaced set brought to the live tables' shape before a rollback swaps it back in.
+//!
+//! A set swapped out keeps the shape its tables had then. A migration since may have changed
+//! the live tables' collations or keys (`20261202000001_identifier_keys.sql` did, for
+//! `rm_audit`); swapping the old shape back in would undo it for good, since every later
+//! replay copies the live shape, and would change the columns under the query API's prepared
+//! statements.
+
+use sqlx::PgConnection;
+
+use crate::projection::ReadModel;
+
+/// Gives each of `model`'s tables in `schema` the live table's column collations and primary
+/// key, where they differ.
+pub(super) async fn conform(
+    conn: &mut PgConnection,
+    schema: &str,
+    model: &'static dyn ReadModel,
+) -> Result<(), sqlx::Error> {
+    for table in model.tables() {
+        conform_table(conn, schema, table.name).await?;
+    }
+    Ok(())
+}
+
+async fn conform_table(
+    conn: &mut PgConnection,
+    schema: &str,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    // Columns whose collation differs from the live table's, with the live type and collation.
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT quote_ident(s.attname),
+                format_type(l.atttypid, l.atttypmod) || ' COLLATE ' || quote_ident(c.collname)
+         FROM pg_attribute s
+         JOIN pg_attribute l ON l.attrelid = format('public.%I', $2)::regclass
+              AND l.attname = s.attname AND NOT l.attisdropped
+         JOIN pg_collation c ON c.oid = l.attcollation
+         WHERE s.attrelid = format('%I.%I', $1, $2)::regclass AND s.attnum > 0
+           AND NOT s.attisdropped AND s.attcollation <> l.attcollation",
+    )
+    .bind(schema)
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await?;
+    let key = |relation: String| {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint
+             WHERE conrelid = $1::regclass AND contype = 'p'",
+        )
+        .bind(relation)
+    };
+    let own = key(format!("{schema}.{name}"))
+        .fetch_optional(&mut *conn)
+        .await?;
+    let live = key(format!("public.{name}"))
+        .fetch_optional(&mut *conn)
+        .await?;
+    let same_key = own.as_ref().map(|k| &k.1) == live.as_ref().map(|k| &k.1);
+    if columns.is_empty() && same_key {
+        return Ok(());
+    }
+    tracing::info!(table = %format!("{schema}.{name}"), "reshaping a replaced table as the live one");
+    if let Some((constraint, _)) = &own {
+        sqlx::query(&format!(
+            "ALTER TABLE {schema}.{name} DROP CONSTRAINT {constraint}"
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !columns.is_empty() {
+        let changes: Vec<String> = columns
+            .iter()
+            .map(|(column, shape)| format!("ALTER COLUMN {column} TYPE {shape}"))
+            .collect();
+        sqlx::query(&format!(
+            "ALTER TABLE {schema}.{name} {}",
+            changes.join(", ")
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some((constraint, definition)) = &live {
+        sqlx::query(&format!(
+            "ALTER TABLE {schema}.{name} ADD CONSTRAINT {constraint} {definition}"
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
