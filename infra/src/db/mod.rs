@@ -97,7 +97,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
 /// A connection, retried with growing pauses while the database is unreachable, refuses for
 /// now (starting up, out of connection slots) or is too slow to answer, until `wait` has
 /// passed; any other error (a wrong password, a database that does not exist) at once.
-pub async fn startup_connection(
+async fn startup_connection(
     options: &PgConnectOptions,
     wait: Duration,
 ) -> Result<sqlx::PgConnection, DbError> {

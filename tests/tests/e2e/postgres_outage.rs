@@ -58,17 +58,24 @@ async fn write_until(url: String, user: String, stop: Arc<AtomicBool>, limit: us
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_stopped_under_load_gives_fast_503s_and_loses_nothing() {
-    let cluster = PrivateCluster::start();
+/// Settings for services on `cluster`, with a placeholder database on the shared server for
+/// the rest of the test stack. What these tests check is the production behaviour, so the
+/// pool keeps its default acquire timeout.
+async fn on_cluster(cluster: &PrivateCluster) -> (TestDatabase, infra::settings::Settings) {
     let placeholder = TestDatabase::create().await;
     let mut settings = placeholder.settings();
     settings.database.url = cluster.url().into();
-    // What this test checks is the production behaviour: its default acquire timeout.
     settings.database.acquire_timeout_ms = infra::settings::Settings::load_from(None)
         .expect("default settings")
         .database
         .acquire_timeout_ms;
+    (placeholder, settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_stopped_under_load_gives_fast_503s_and_loses_nothing() {
+    let cluster = PrivateCluster::start();
+    let (placeholder, settings) = on_cluster(&cluster).await;
     let app = spawn_app_on(placeholder, settings.clone()).await;
     let reads = spawn_query_api(&settings).await;
 
@@ -147,13 +154,7 @@ async fn postgres_stopped_under_load_gives_fast_503s_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_started_before_its_database_waits_for_it() {
     let cluster = PrivateCluster::start();
-    let placeholder = TestDatabase::create().await;
-    let mut settings = placeholder.settings();
-    settings.database.url = cluster.url().into();
-    settings.database.acquire_timeout_ms = infra::settings::Settings::load_from(None)
-        .expect("default settings")
-        .database
-        .acquire_timeout_ms;
+    let (_placeholder, settings) = on_cluster(&cluster).await;
     tokio::task::block_in_place(|| cluster.stop_immediately());
 
     let port = crate::support::processes::free_port();

@@ -127,13 +127,7 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
     // in the database's collation): a partition may not differ in collation, so rollback must
     // reshape it before attaching it.
     let previous = previous_set(pool, "users").await;
-    give_the_old_shape(
-        pool,
-        &previous,
-        "applied",
-        "(projection, aggregate_type, aggregate_id)",
-    )
-    .await;
+    give_the_old_shape(pool, &previous, "applied", OLD_VERSIONS_KEY).await;
 
     // Rollback brings the replaced users set back, caught up with what happened since.
     app.register(&unique_email()).await;
@@ -156,13 +150,7 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
     // The replaced audit set gets the old shape in both its tables; rolled back, it comes in
     // with the live shape (the migration's key is not undone by a rollback).
     let previous = previous_set(pool, "audit").await;
-    give_the_old_shape(
-        pool,
-        &previous,
-        "applied",
-        "(projection, aggregate_type, aggregate_id)",
-    )
-    .await;
+    give_the_old_shape(pool, &previous, "applied", OLD_VERSIONS_KEY).await;
     give_the_old_shape(
         pool,
         &previous,
@@ -212,6 +200,10 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
         .status
         .success());
 }
+
+/// The key `projection_versions` (and every set's `applied`) had before the migration
+/// `20261202000001_identifier_keys`.
+const OLD_VERSIONS_KEY: &str = "(projection, aggregate_type, aggregate_id)";
 
 /// The schema of `projection`'s replaced set.
 async fn previous_set(pool: &sqlx::PgPool, projection: &str) -> String {
