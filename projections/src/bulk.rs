@@ -9,9 +9,8 @@
 //! every verification, and the replay test runs both on the same log.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 
-use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use sqlx::PgConnection;
 
 use crate::envelope::Envelope;
@@ -20,7 +19,8 @@ use crate::projection::ApplyError;
 /// Bytes of COPY data sent per message.
 const COPY_CHUNK: usize = 1 << 20;
 
-/// Rows for one of a model's tables, in `COPY` text, ready to be copied into a table set.
+/// Rows for one of a model's tables, in `COPY`'s binary format, ready to be copied into a
+/// table set.
 pub struct TableRows {
     pub table: &'static str,
     pub columns: &'static str,
@@ -81,55 +81,32 @@ pub fn take_when_done<K, V>(
     }]
 }
 
-/// Writes the last `width` decimal digits of `value`, zero-padded (a timestamp is written a
-/// million times in a replay; `write!` costs several times this).
-fn digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
-    let mut text = [b'0'; 10];
-    for place in text[..width].iter_mut().rev() {
-        *place = b'0' + (value % 10) as u8;
-        value /= 10;
-    }
-    out.extend_from_slice(&text[..width]);
+/// The start of every binary `COPY` stream: its signature, no flags, no header extension.
+const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The end of a binary `COPY` stream: a row of -1 fields.
+const BINARY_TRAILER: &[u8] = &(-1i16).to_be_bytes();
+
+/// The day PostgreSQL's timestamps (at its midnight, UTC) and dates count from.
+fn postgres_epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default()
 }
 
-/// True when `bytes` hold a byte COPY's text format escapes. Written without an early exit,
-/// so that the compiler checks many bytes at once: most values hold none of them and are
-/// copied whole.
-fn needs_escape(bytes: &[u8]) -> bool {
-    bytes.iter().fold(false, |found, &byte| {
-        found | (byte == b'\\') | (byte == b'\t') | (byte == b'\n') | (byte == b'\r')
-    })
-}
-
-/// Writes `bytes` with COPY's text escapes.
-fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    if !needs_escape(bytes) {
-        out.extend_from_slice(bytes);
-        return;
-    }
-    let mut start = 0;
-    for (i, byte) in bytes.iter().enumerate() {
-        let escaped: &[u8] = match byte {
-            b'\\' => b"\\\\",
-            b'\t' => b"\\t",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escaped);
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
-
-/// Rows in PostgreSQL's COPY text format (tab-separated, `\N` for null, backslash escapes).
+/// Rows in PostgreSQL's binary `COPY` format: each row its field count, each field its length
+/// and its value as the column type's binary input reads it (`text` its bytes, `bigint` eight
+/// bytes, `uuid` sixteen, `timestamptz` microseconds and `date` days from 2000-01-01, `jsonb`
+/// a version byte and its text). PostgreSQL takes these without parsing text: copying
+/// `rm_audit`'s million rows this way took a quarter less of its time than the text format
+/// (docs/performance.md), and nothing needs escaping.
+///
+/// Each method writes the type its column has: every read model column written here is
+/// `text`, `bigint`, `uuid`, `timestamptz`, `date` or `jsonb`; a column of another type
+/// refuses the copy ("incorrect binary data format").
 pub struct CopyRows {
     buf: Vec<u8>,
-    /// A JSON value's text before it is escaped into `buf` (kept to reuse its memory).
-    scratch: Vec<u8>,
-    /// True at the start of a row (no separator before the next field).
-    row_start: bool,
+    /// Where the current row's field count is, once it has a field.
+    row_at: Option<usize>,
+    fields: i16,
     rows: usize,
 }
 
@@ -143,8 +120,8 @@ impl CopyRows {
     pub fn new() -> Self {
         Self {
             buf: Vec::new(),
-            scratch: Vec::new(),
-            row_start: true,
+            row_at: None,
+            fields: 0,
             rows: 0,
         }
     }
@@ -153,101 +130,98 @@ impl CopyRows {
         self.rows == 0
     }
 
-    fn separate(&mut self) {
-        if !self.row_start {
-            self.buf.push(b'\t');
+    /// Starts a field of `len` bytes (the row's field count goes first).
+    fn field(&mut self, len: i32) {
+        if self.row_at.is_none() {
+            self.row_at = Some(self.buf.len());
+            self.buf.extend_from_slice(&0i16.to_be_bytes());
         }
-        self.row_start = false;
+        self.fields += 1;
+        self.buf.extend_from_slice(&len.to_be_bytes());
     }
 
-    /// A text field, escaped.
+    /// A field whose length is known only once it is written: `write` appends its bytes.
+    fn field_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        self.field(0);
+        let at = self.buf.len();
+        write(&mut self.buf);
+        let len = i32::try_from(self.buf.len() - at).unwrap_or(i32::MAX);
+        self.buf[at - 4..at].copy_from_slice(&len.to_be_bytes());
+    }
+
     pub fn text(&mut self, value: &str) -> &mut Self {
-        self.separate();
-        escape_into(&mut self.buf, value.as_bytes());
+        self.field_with(|buf| buf.extend_from_slice(value.as_bytes()));
         self
     }
 
+    /// A text field, or null (a null is the same in every column type).
     pub fn opt_text(&mut self, value: Option<&str>) -> &mut Self {
         match value {
             Some(value) => self.text(value),
             None => {
-                self.separate();
-                self.buf.extend_from_slice(b"\\N");
+                self.field(-1);
                 self
             }
         }
     }
 
+    /// A `bigint`.
     pub fn int(&mut self, value: i64) -> &mut Self {
-        self.separate();
-        // Writing into a Vec cannot fail.
-        let _ = write!(self.buf, "{value}");
+        self.field(8);
+        self.buf.extend_from_slice(&value.to_be_bytes());
         self
     }
 
     pub fn uuid(&mut self, value: &uuid::Uuid) -> &mut Self {
-        self.separate();
-        let mut text = uuid::Uuid::encode_buffer();
-        self.buf
-            .extend_from_slice(value.hyphenated().encode_lower(&mut text).as_bytes());
+        self.field(16);
+        self.buf.extend_from_slice(value.as_bytes());
         self
     }
 
-    /// A `timestamptz`, to the microsecond, truncated as a bound parameter is.
+    /// A `timestamptz`, to the microsecond, computed as a bound parameter's (so that a fold
+    /// writes what `apply` binds, to the microsecond).
     pub fn time(&mut self, value: &DateTime<Utc>) -> &mut Self {
-        self.date(value.date_naive());
-        self.buf.push(b' ');
-        digits(&mut self.buf, value.hour(), 2);
-        self.buf.push(b':');
-        digits(&mut self.buf, value.minute(), 2);
-        self.buf.push(b':');
-        digits(&mut self.buf, value.second(), 2);
-        self.buf.push(b'.');
-        // A leap second's nanoseconds pass a billion; it stays in its second, as chrono
-        // prints it.
-        digits(
-            &mut self.buf,
-            (value.nanosecond() % 1_000_000_000) / 1000,
-            6,
-        );
-        self.buf.extend_from_slice(b"+00");
+        // chrono's times span about 262,000 years either way, some 8.3e18 microseconds: a
+        // count always fits.
+        let micros = (value.naive_utc() - postgres_epoch().and_time(NaiveTime::MIN))
+            .num_microseconds()
+            .unwrap_or(i64::MAX);
+        self.field(8);
+        self.buf.extend_from_slice(&micros.to_be_bytes());
         self
     }
 
     pub fn date(&mut self, value: NaiveDate) -> &mut Self {
-        self.separate();
-        match u32::try_from(value.year()) {
-            Ok(year) if year <= 9999 => digits(&mut self.buf, year, 4),
-            // Outside four digits (not an RFC 3339 time), the general formatter.
-            _ => {
-                let _ = write!(self.buf, "{:04}", value.year());
-            }
-        }
-        self.buf.push(b'-');
-        digits(&mut self.buf, value.month(), 2);
-        self.buf.push(b'-');
-        digits(&mut self.buf, value.day(), 2);
+        // chrono's dates span fewer than 2^31 days.
+        let days = (value - postgres_epoch()).num_days() as i32;
+        self.field(4);
+        self.buf.extend_from_slice(&days.to_be_bytes());
         self
     }
 
-    /// JSON text, serialized into a buffer kept for the next value and escaped from there.
+    /// A `jsonb`: its format's version byte, then the JSON text.
     pub fn json(&mut self, value: &serde_json::Value) -> &mut Self {
-        self.separate();
-        // Serialized whole, then escaped in one pass (JSON text holds backslashes, and no raw
-        // tab or line break). Serializing a `Value` into memory cannot fail.
-        self.scratch.clear();
-        let _ = serde_json::to_writer(&mut self.scratch, value);
-        escape_into(&mut self.buf, &self.scratch);
+        self.field_with(|buf| {
+            buf.push(1);
+            // Serializing a `Value` into memory cannot fail.
+            let _ = serde_json::to_writer(buf, value);
+        });
         self
     }
 
     pub fn end_row(&mut self) {
-        self.buf.push(b'\n');
-        self.row_start = true;
+        let at = self.row_at.take().unwrap_or_else(|| {
+            // A row of no fields still says so.
+            self.buf.extend_from_slice(&0i16.to_be_bytes());
+            self.buf.len() - 2
+        });
+        self.buf[at..at + 2].copy_from_slice(&self.fields.to_be_bytes());
+        self.fields = 0;
         self.rows += 1;
     }
 
-    /// Sends the rows to `COPY <table> (<columns>) FROM STDIN` and empties the buffer.
+    /// Sends the rows to `COPY <table> (<columns>) FROM STDIN (FORMAT binary)` and empties
+    /// the buffer.
     pub async fn copy_into(
         &mut self,
         conn: &mut PgConnection,
@@ -258,11 +232,15 @@ impl CopyRows {
             return Ok(());
         }
         let mut copy = conn
-            .copy_in_raw(&format!("COPY {table} ({columns}) FROM STDIN"))
+            .copy_in_raw(&format!(
+                "COPY {table} ({columns}) FROM STDIN (FORMAT binary)"
+            ))
             .await?;
+        copy.send(BINARY_HEADER).await?;
         for piece in self.buf.chunks(COPY_CHUNK) {
             copy.send(piece).await?;
         }
+        copy.send(BINARY_TRAILER).await?;
         copy.finish().await?;
         self.buf.clear();
         self.rows = 0;
@@ -274,74 +252,88 @@ impl CopyRows {
 mod tests {
     use super::*;
 
+    /// The field count, then each field's length and bytes.
     #[test]
-    fn fields_are_escaped_and_separated() {
+    fn rows_hold_their_field_counts_lengths_and_values() {
+        let id = uuid::Uuid::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10);
         let mut rows = CopyRows::new();
-        rows.text("a\tb\\c\nd")
+        rows.text("a\tb")
             .opt_text(None)
             .int(-7)
+            .uuid(&id)
             .json(&serde_json::json!({"k": "v\n"}));
         rows.end_row();
-        rows.text("x");
-        rows.end_row();
-        assert_eq!(
-            String::from_utf8(rows.buf.clone()).unwrap(),
-            "a\\tb\\\\c\\nd\t\\N\t-7\t{\"k\":\"v\\\\n\"}\nx\n"
-        );
+        rows.text("").end_row();
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&5i16.to_be_bytes());
+        expected.extend_from_slice(&3i32.to_be_bytes());
+        expected.extend_from_slice(b"a\tb");
+        expected.extend_from_slice(&(-1i32).to_be_bytes());
+        expected.extend_from_slice(&8i32.to_be_bytes());
+        expected.extend_from_slice(&(-7i64).to_be_bytes());
+        expected.extend_from_slice(&16i32.to_be_bytes());
+        expected.extend_from_slice(&(1..=16).collect::<Vec<u8>>());
+        let json = br#"{"k":"v\n"}"#;
+        expected.extend_from_slice(&(json.len() as i32 + 1).to_be_bytes());
+        expected.push(1);
+        expected.extend_from_slice(json);
+        expected.extend_from_slice(&1i16.to_be_bytes());
+        expected.extend_from_slice(&0i32.to_be_bytes());
+        assert_eq!(rows.buf, expected);
         assert_eq!(rows.rows, 2);
     }
 
-    /// The fast path copies a value whole only when none of the four bytes is in it,
-    /// wherever it stands.
-    #[test]
-    fn every_escaped_byte_is_found_wherever_it_is() {
-        for (byte, escaped) in [('\\', "\\\\"), ('\t', "\\t"), ('\n', "\\n"), ('\r', "\\r")] {
-            for at in [0, 1, 17, 40] {
-                let mut value: String = "x".repeat(41);
-                value.replace_range(at..=at, &byte.to_string());
-                let mut out = Vec::new();
-                escape_into(&mut out, value.as_bytes());
-                let expected = format!("{}{escaped}{}", &value[..at], &value[at + 1..]);
-                assert_eq!(
-                    String::from_utf8(out).unwrap(),
-                    expected,
-                    "{byte:?} at {at}"
-                );
-            }
-        }
-        let mut out = Vec::new();
-        escape_into(&mut out, "plain ünïcode".as_bytes());
-        assert_eq!(String::from_utf8(out).unwrap(), "plain ünïcode");
-    }
-
     /// The audit fold hands its rows over with `mem::take`: what is left must start its
-    /// next row without a separator.
+    /// next row with a field count of its own.
     #[test]
     fn rows_taken_leave_a_buffer_that_starts_a_row() {
         let mut rows = CopyRows::new();
         rows.text("a").text("b").end_row();
         let taken = std::mem::take(&mut rows);
-        rows.text("c").text("d").end_row();
-        assert_eq!(String::from_utf8(taken.buf).unwrap(), "a\tb\n");
-        assert_eq!(String::from_utf8(rows.buf.clone()).unwrap(), "c\td\n");
+        rows.text("c").end_row();
+        assert_eq!(&taken.buf[..2], &2i16.to_be_bytes());
+        assert_eq!(
+            rows.buf,
+            [&1i16.to_be_bytes()[..], &1i32.to_be_bytes(), b"c"].concat()
+        );
         assert_eq!(rows.rows, 1);
     }
 
+    /// What sqlx binds for `value`, as a field: its length, then its bytes.
+    fn bound<T: sqlx::Encode<'static, sqlx::Postgres>>(value: T) -> Vec<u8> {
+        let mut buf = sqlx::postgres::PgArgumentBuffer::default();
+        let _ = value.encode_by_ref(&mut buf).unwrap();
+        [&(buf.len() as i32).to_be_bytes()[..], &buf[..]].concat()
+    }
+
+    /// Times, dates, ids and numbers are written as `apply`'s bound parameters are, on both
+    /// sides of PostgreSQL's epoch, below the microsecond and in a leap second.
     #[test]
-    fn times_are_truncated_to_the_microsecond() {
-        let at: DateTime<Utc> = "2026-12-01T10:20:30.123456789Z".parse().unwrap();
+    fn fields_are_what_a_bound_parameter_sends() {
+        let times = [
+            "2000-01-01T00:00:00Z",
+            "2000-01-01T00:00:01.000001999Z",
+            "1999-12-31T23:59:59.4999995Z",
+            "1969-07-20T20:17:40.1234567Z",
+            "2026-12-01T10:20:30.123456789Z",
+            "2016-12-31T23:59:60.5Z",
+        ];
+        for text in times {
+            let at: DateTime<Utc> = text.parse().unwrap();
+            let mut rows = CopyRows::new();
+            rows.time(&at);
+            assert_eq!(rows.buf[2..], bound(at), "{text}");
+        }
+        for (y, m, d) in [(2000, 1, 1), (2026, 12, 1), (1999, 12, 31), (1, 1, 1)] {
+            let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            let mut rows = CopyRows::new();
+            rows.date(date);
+            assert_eq!(rows.buf[2..], bound(date), "{date}");
+        }
+        let id = uuid::Uuid::now_v7();
         let mut rows = CopyRows::new();
-        rows.time(&at).date(at.date_naive());
-        assert_eq!(
-            String::from_utf8(rows.buf.clone()).unwrap(),
-            "2026-12-01 10:20:30.123456+00\t2026-12-01"
-        );
-        let early: DateTime<Utc> = "0007-02-03T04:05:06.000007Z".parse().unwrap();
-        let mut rows = CopyRows::new();
-        rows.time(&early);
-        assert_eq!(
-            String::from_utf8(rows.buf.clone()).unwrap(),
-            "0007-02-03 04:05:06.000007+00"
-        );
+        rows.uuid(&id).int(i64::MIN).text("ünï");
+        let expected = [bound(id), bound(i64::MIN), bound("ünï")].concat();
+        assert_eq!(rows.buf[2..], expected);
     }
 }
