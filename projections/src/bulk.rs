@@ -29,11 +29,7 @@ pub struct TableRows {
 
 impl TableRows {
     /// Copies the rows into `<schema>.<table>`.
-    pub async fn copy_into(
-        mut self,
-        conn: &mut PgConnection,
-        schema: &str,
-    ) -> Result<(), sqlx::Error> {
+    pub async fn copy_into(self, conn: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error> {
         self.rows
             .copy_into(conn, &format!("{schema}.{}", self.table), self.columns)
             .await
@@ -220,32 +216,42 @@ impl CopyRows {
         self.rows += 1;
     }
 
-    /// Sends the rows to `COPY <table> (<columns>) FROM STDIN (FORMAT binary)` and empties
-    /// the buffer.
+    /// Sends the rows to `COPY <table> (<columns>) FROM STDIN (FORMAT binary)`.
     pub async fn copy_into(
-        &mut self,
+        &self,
         conn: &mut PgConnection,
         table: &str,
         columns: &str,
     ) -> Result<(), sqlx::Error> {
-        if self.rows == 0 {
-            return Ok(());
-        }
-        let mut copy = conn
-            .copy_in_raw(&format!(
-                "COPY {table} ({columns}) FROM STDIN (FORMAT binary)"
-            ))
-            .await?;
-        copy.send(BINARY_HEADER).await?;
-        for piece in self.buf.chunks(COPY_CHUNK) {
+        copy_all(conn, table, columns, &[self]).await
+    }
+}
+
+/// Sends the rows of every one of `parts` to one `COPY <table> (<columns>) FROM STDIN
+/// (FORMAT binary)`.
+pub async fn copy_all(
+    conn: &mut PgConnection,
+    table: &str,
+    columns: &str,
+    parts: &[&CopyRows],
+) -> Result<(), sqlx::Error> {
+    if parts.iter().all(|rows| rows.is_empty()) {
+        return Ok(());
+    }
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY {table} ({columns}) FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    copy.send(BINARY_HEADER).await?;
+    for rows in parts {
+        for piece in rows.buf.chunks(COPY_CHUNK) {
             copy.send(piece).await?;
         }
-        copy.send(BINARY_TRAILER).await?;
-        copy.finish().await?;
-        self.buf.clear();
-        self.rows = 0;
-        Ok(())
     }
+    copy.send(BINARY_TRAILER).await?;
+    copy.finish().await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -139,14 +139,15 @@ pub async fn replay(
                 (from.applied, from.catch_up_from)
             }
         };
+        let applied = std::sync::Arc::new(applied);
         let mut reports = Vec::new();
-        for (target, own) in build_sets(pool, targets, &applied).await? {
+        for target in build_sets(pool, targets, &applied).await? {
             let mut report = Report {
                 events: target.events,
                 failed: target.failed,
                 previous_schema: String::new(),
             };
-            let set = Set::saved(&target.schema, own);
+            let set = Set::saved(&target.schema, applied.clone());
             swap::catch_up_and_swap(
                 pool,
                 target.model,
@@ -177,35 +178,49 @@ pub async fn replay(
 /// indexes, and its `applied` (the versions it holds of the aggregate types it reads, with
 /// its key). Two sets at a time ([`rebuild::at_once`]) on connections of their own: each
 /// set's statements are PostgreSQL's work on one core, and one set at a time left a core of
-/// this two-core machine idle (docs/performance.md). Those with the most events go first (so
-/// that the longest is not left to run alone at the end); returns the targets in their
-/// order, each with its versions.
+/// this two-core machine idle (docs/performance.md). Those with the most events go first
+/// ([`rebuild::largest_first`], the order their last rows are encoded in), while the
+/// versions are encoded once per aggregate type on a thread of their own; returns the
+/// targets in their order.
 async fn build_sets(
     pool: &PgPool,
     targets: Vec<Target>,
-    applied: &Applied,
-) -> Result<Vec<(Target, Applied)>, ReplayError> {
-    use futures::{StreamExt, TryStreamExt};
-    let mut ordered: Vec<(usize, Target)> = targets.into_iter().enumerate().collect();
-    ordered.sort_by_key(|(_, target)| std::cmp::Reverse(target.events));
-    let mut built: Vec<(usize, Target, Applied)> =
-        futures::stream::iter(ordered.into_iter().map(|(index, mut target)| async move {
-            let mut conn = pool.acquire().await?;
-            target.write_last(&mut conn).await?;
-            for table in target.model.tables() {
-                table.add_indexes(&mut conn, &target.schema).await?;
+    applied: &std::sync::Arc<Applied>,
+) -> Result<Vec<Target>, ReplayError> {
+    use futures::{FutureExt, StreamExt, TryStreamExt};
+    let versions = tokio::task::spawn_blocking({
+        let applied = applied.clone();
+        move || set::versions_by_type(&applied)
+    })
+    .map(|encoded| encoded.map(std::sync::Arc::new).map_err(|e| e.to_string()))
+    .shared();
+    let order = rebuild::largest_first(&targets);
+    let mut by_index: Vec<Option<Target>> = targets.into_iter().map(Some).collect();
+    let ordered: Vec<(usize, Target)> = order
+        .into_iter()
+        .filter_map(|i| Some((i, by_index[i].take()?)))
+        .collect();
+    let mut built: Vec<(usize, Target)> =
+        futures::stream::iter(ordered.into_iter().map(|(index, mut target)| {
+            let versions = versions.clone();
+            async move {
+                let mut conn = pool.acquire().await?;
+                target.write_last(&mut conn).await?;
+                for table in target.model.tables() {
+                    table.add_indexes(&mut conn, &target.schema).await?;
+                }
+                let versions = versions.await.map_err(|e| {
+                    sqlx::Error::Protocol(format!("encoding the sets' versions failed: {e}"))
+                })?;
+                set::save_all(&mut conn, &target.schema, target.model, &versions).await?;
+                Ok::<_, ReplayError>((index, target))
             }
-            let own = set::save_all(&mut conn, &target.schema, target.model, applied).await?;
-            Ok::<_, ReplayError>((index, target, own))
         }))
         .buffer_unordered(rebuild::at_once(pool))
         .try_collect()
         .await?;
-    built.sort_by_key(|(index, _, _)| *index);
-    Ok(built
-        .into_iter()
-        .map(|(_, target, own)| (target, own))
-        .collect())
+    built.sort_by_key(|(index, _)| *index);
+    Ok(built.into_iter().map(|(_, target)| target).collect())
 }
 
 /// Brings the previous set up to date (in the live tables' shape, [`shape`]) and swaps it

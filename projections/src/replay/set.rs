@@ -1,9 +1,13 @@
 //! A table set being built or caught up event by event: its schema and, per aggregate, the
 //! last sequence folded.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use sqlx::{PgConnection, Row};
 
 use super::Report;
+use crate::bulk::CopyRows;
 use crate::projection::ReadModel;
 use crate::rebuild::Applied;
 
@@ -12,19 +16,32 @@ const CHUNK: i64 = 2000;
 
 pub(super) struct Set {
     pub schema: String,
-    pub applied: Applied,
+    /// What a replay's first pass folded, shared by every set it built (of every aggregate
+    /// type it read: a set looks up only those of its model's types).
+    base: Arc<Applied>,
+    /// What the set folded since, or everything it holds when loaded.
+    applied: Applied,
     /// What changed in `applied` since it was last saved.
     changed: Applied,
 }
 
 impl Set {
-    /// A set whose `<schema>.applied` already holds `applied`.
-    pub fn saved(schema: &str, applied: Applied) -> Self {
+    /// A set whose `<schema>.applied` already holds `base` (of its model's aggregate types).
+    pub fn saved(schema: &str, base: Arc<Applied>) -> Self {
         Self {
             schema: schema.to_owned(),
-            applied,
+            base,
+            applied: Applied::new(),
             changed: Applied::new(),
         }
+    }
+
+    /// The last sequence the set holds of an aggregate.
+    fn version(&self, key: &(String, String)) -> Option<i64> {
+        self.applied
+            .get(key)
+            .or_else(|| self.base.get(key))
+            .copied()
     }
 
     pub async fn load(
@@ -75,7 +92,7 @@ impl Set {
         .await?;
         Ok(Self::saved(
             schema,
-            rows.into_iter().map(|(t, i, v)| ((t, i), v)).collect(),
+            Arc::new(rows.into_iter().map(|(t, i, v)| ((t, i), v)).collect()),
         ))
     }
 
@@ -119,7 +136,7 @@ impl Set {
                 let key: (String, String) =
                     (row.try_get("aggregate_type")?, row.try_get("aggregate_id")?);
                 let sequence: i64 = row.try_get("sequence")?;
-                if self.applied.get(&key).is_none_or(|v| sequence > *v) {
+                if self.version(&key).is_none_or(|v| sequence > v) {
                     fresh.push((row, key, sequence));
                 }
             }
@@ -195,26 +212,39 @@ pub(super) fn applied_table_sql(schema: &str, projection: &str) -> String {
     )
 }
 
-/// Writes `applied` (of the aggregate types `model` reads) into the empty `<schema>.applied`,
-/// then gives it its key.
+/// What a pass folded, as `<schema>.applied` rows per aggregate type: encoded once and copied
+/// into each set that reads the type.
+pub(super) fn versions_by_type(applied: &Applied) -> HashMap<String, CopyRows> {
+    let mut by_type: HashMap<String, CopyRows> = HashMap::new();
+    for ((t, i), v) in applied {
+        if !by_type.contains_key(t) {
+            by_type.insert(t.clone(), CopyRows::new());
+        }
+        if let Some(rows) = by_type.get_mut(t) {
+            rows.text(t).text(i).int(*v).end_row();
+        }
+    }
+    by_type
+}
+
+/// Writes the versions of the aggregate types `model` reads (from [`versions_by_type`]) into
+/// the empty `<schema>.applied`, then gives it its key.
 pub(super) async fn save_all(
     conn: &mut PgConnection,
     schema: &str,
     model: &'static dyn ReadModel,
-    applied: &Applied,
-) -> Result<Applied, sqlx::Error> {
-    let mut own = Applied::new();
-    let mut out = crate::bulk::CopyRows::new();
-    for ((t, i), v) in applied {
-        if model.aggregates().contains(&t.as_str()) {
-            out.text(t).text(i).int(*v).end_row();
-            own.insert((t.clone(), i.clone()), *v);
-        }
-    }
-    out.copy_into(
+    by_type: &HashMap<String, CopyRows>,
+) -> Result<(), sqlx::Error> {
+    let parts: Vec<&CopyRows> = model
+        .aggregates()
+        .iter()
+        .filter_map(|t| by_type.get(*t))
+        .collect();
+    crate::bulk::copy_all(
         conn,
         &format!("{schema}.applied"),
         "aggregate_type, aggregate_id, version",
+        &parts,
     )
     .await?;
     sqlx::query(&format!(
@@ -222,7 +252,7 @@ pub(super) async fn save_all(
     ))
     .execute(&mut *conn)
     .await?;
-    Ok(own)
+    Ok(())
 }
 
 /// Applies stored events in order as the projector would have received them; returns those
