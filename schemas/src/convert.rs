@@ -14,24 +14,54 @@ use crate::error::SchemaError;
 
 /// JSON payload -> Avro value of `schema`.
 pub fn json_to_avro(json: &Json, schema: &Schema) -> Result<Avro, SchemaError> {
-    to_avro(json, schema, false, "")
+    to_avro(json, schema, false, &Path::Root)
 }
 
 /// Avro value -> JSON payload; `event_type` becomes the `type` tag of the top-level object.
 pub fn avro_to_json(avro: &Avro, schema: &Schema, event_type: &str) -> Result<Json, SchemaError> {
-    let mut json = to_json(avro, schema, false, "")?;
-    if let Json::Object(fields) = &mut json {
-        fields.insert("type".to_owned(), Json::String(event_type.to_owned()));
-    }
+    let mut json = to_json(avro, schema, false, &Path::Root)?;
+    tag(&mut json, event_type);
     Ok(json)
 }
 
-fn mismatch(path: &str, expected: &str) -> SchemaError {
+/// What `avro_to_json(json_to_avro(json))` gives, in one walk and without the Avro value: the
+/// JSON a consumer decodes from a message carrying `json` (a replay does this a million
+/// times). Fails where [`json_to_avro`] fails, with the same error; the test below holds the
+/// two ways equal.
+pub fn round_trip(json: &Json, schema: &Schema, event_type: &str) -> Result<Json, SchemaError> {
+    let mut json = through(json, schema, false, &Path::Root)?;
+    tag(&mut json, event_type);
+    Ok(json)
+}
+
+fn tag(json: &mut Json, event_type: &str) {
+    if let Json::Object(fields) = json {
+        fields.insert("type".to_owned(), Json::String(event_type.to_owned()));
+    }
+}
+
+/// Where a value stands in the payload, written out only for an error (`.field`, `[index]`).
+enum Path<'a> {
+    Root,
+    Field(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root => Ok(()),
+            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
+            Path::Index(parent, index) => write!(f, "{parent}[{index}]"),
+        }
+    }
+}
+
+fn mismatch(path: &Path, expected: &str) -> SchemaError {
     SchemaError::Mismatch {
-        path: if path.is_empty() {
-            "$".to_owned()
-        } else {
-            path.to_owned()
+        path: match path {
+            Path::Root => "$".to_owned(),
+            path => path.to_string(),
         },
         expected: expected.to_owned(),
     }
@@ -41,32 +71,63 @@ fn is_json_text(field: &RecordField) -> bool {
     field.custom_attributes.get("x-json") == Some(&Json::Bool(true))
 }
 
-fn to_avro(json: &Json, schema: &Schema, json_text: bool, path: &str) -> Result<Avro, SchemaError> {
+/// The union member a JSON value is written as: null as the null member, anything else as
+/// the other one.
+fn member<'s>(
+    union: &'s apache_avro::schema::UnionSchema,
+    value: &Json,
+    path: &Path,
+) -> Result<(usize, &'s Schema), SchemaError> {
+    let variants = union.variants();
+    let wanted = if value.is_null() {
+        variants.iter().position(|v| matches!(v, Schema::Null))
+    } else {
+        variants.iter().position(|v| !matches!(v, Schema::Null))
+    };
+    let index = wanted.ok_or_else(|| mismatch(path, "a union member"))?;
+    Ok((index, &variants[index]))
+}
+
+/// A record field's JSON value: the payload's, else the field's default, else null.
+fn field_value<'j>(fields: &'j Map<String, Json>, field: &'j RecordField) -> (&'j Json, bool) {
+    match fields.get(&field.name) {
+        Some(value) => (value, is_json_text(field)),
+        None => (field.default.as_ref().unwrap_or(&Json::Null), false),
+    }
+}
+
+fn long(n: &serde_json::Number, path: &Path) -> Result<i64, SchemaError> {
+    n.as_i64().ok_or_else(|| mismatch(path, "long"))
+}
+
+fn int(n: &serde_json::Number, path: &Path) -> Result<i32, SchemaError> {
+    n.as_i64()
+        .and_then(|n| i32::try_from(n).ok())
+        .ok_or_else(|| mismatch(path, "int"))
+}
+
+fn to_avro(
+    json: &Json,
+    schema: &Schema,
+    json_text: bool,
+    path: &Path,
+) -> Result<Avro, SchemaError> {
     match (schema, json) {
         (Schema::Record(record), Json::Object(fields)) => {
             let mut out = Vec::with_capacity(record.fields.len());
             for field in &record.fields {
-                let at = format!("{path}.{}", field.name);
-                let value = match fields.get(&field.name) {
-                    Some(value) => to_avro(value, &field.schema, is_json_text(field), &at)?,
-                    None => match &field.default {
-                        Some(default) => to_avro(default, &field.schema, false, &at)?,
-                        None => to_avro(&Json::Null, &field.schema, false, &at)?,
-                    },
-                };
-                out.push((field.name.clone(), value));
+                let at = Path::Field(path, &field.name);
+                let (value, json_text) = field_value(fields, field);
+                out.push((
+                    field.name.clone(),
+                    to_avro(value, &field.schema, json_text, &at)?,
+                ));
             }
             Ok(Avro::Record(out))
         }
         (Schema::Union(union), value) => {
-            let variants = union.variants();
-            let wanted = if value.is_null() {
-                variants.iter().position(|v| matches!(v, Schema::Null))
-            } else {
-                variants.iter().position(|v| !matches!(v, Schema::Null))
-            };
-            let index = wanted.ok_or_else(|| mismatch(path, "a union member"))?;
-            let inner = to_avro(value, &variants[index], json_text, path)?;
+            let (index, variant) = member(union, value, path)?;
+            let inner = to_avro(value, variant, json_text, path)?;
             Ok(Avro::Union(index as u32, Box::new(inner)))
         }
         (Schema::Null, Json::Null) => Ok(Avro::Null),
@@ -74,32 +135,30 @@ fn to_avro(json: &Json, schema: &Schema, json_text: bool, path: &str) -> Result<
             Ok(Avro::String(value.to_string()))
         }
         (Schema::String, Json::String(s)) => Ok(Avro::String(s.clone())),
-        (Schema::Long, Json::Number(n)) => n
-            .as_i64()
-            .map(Avro::Long)
-            .ok_or_else(|| mismatch(path, "long")),
-        (Schema::Int, Json::Number(n)) => n
-            .as_i64()
-            .and_then(|n| i32::try_from(n).ok())
-            .map(Avro::Int)
-            .ok_or_else(|| mismatch(path, "int")),
+        (Schema::Long, Json::Number(n)) => long(n, path).map(Avro::Long),
+        (Schema::Int, Json::Number(n)) => int(n, path).map(Avro::Int),
         (Schema::Boolean, Json::Bool(b)) => Ok(Avro::Boolean(*b)),
         (Schema::Array(array), Json::Array(items)) => items
             .iter()
             .enumerate()
-            .map(|(i, item)| to_avro(item, &array.items, false, &format!("{path}[{i}]")))
+            .map(|(i, item)| to_avro(item, &array.items, false, &Path::Index(path, i)))
             .collect::<Result<Vec<_>, _>>()
             .map(Avro::Array),
         (schema, _) => Err(mismatch(path, &format!("{schema:?}"))),
     }
 }
 
-fn to_json(avro: &Avro, schema: &Schema, json_text: bool, path: &str) -> Result<Json, SchemaError> {
+fn to_json(
+    avro: &Avro,
+    schema: &Schema,
+    json_text: bool,
+    path: &Path,
+) -> Result<Json, SchemaError> {
     match (schema, avro) {
         (Schema::Record(record), Avro::Record(values)) => {
             let mut out = Map::new();
             for (field, (name, value)) in record.fields.iter().zip(values) {
-                let at = format!("{path}.{name}");
+                let at = Path::Field(path, name);
                 out.insert(
                     name.clone(),
                     to_json(value, &field.schema, is_json_text(field), &at)?,
@@ -125,7 +184,49 @@ fn to_json(avro: &Avro, schema: &Schema, json_text: bool, path: &str) -> Result<
         (Schema::Array(array), Avro::Array(items)) => items
             .iter()
             .enumerate()
-            .map(|(i, item)| to_json(item, &array.items, false, &format!("{path}[{i}]")))
+            .map(|(i, item)| to_json(item, &array.items, false, &Path::Index(path, i)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Json::Array),
+        (schema, _) => Err(mismatch(path, &format!("{schema:?}"))),
+    }
+}
+
+/// [`to_json`] of [`to_avro`], branch by branch: each Avro value `to_avro` makes is read back
+/// by the `to_json` branch of the same schema.
+fn through(
+    json: &Json,
+    schema: &Schema,
+    json_text: bool,
+    path: &Path,
+) -> Result<Json, SchemaError> {
+    match (schema, json) {
+        (Schema::Record(record), Json::Object(fields)) => {
+            let mut out = Map::new();
+            for field in &record.fields {
+                let at = Path::Field(path, &field.name);
+                let (value, json_text) = field_value(fields, field);
+                let value = through(value, &field.schema, json_text, &at)?;
+                out.insert(field.name.clone(), value);
+            }
+            Ok(Json::Object(out))
+        }
+        (Schema::Union(union), value) => {
+            let (_, variant) = member(union, value, path)?;
+            through(value, variant, json_text, path)
+        }
+        (Schema::Null, Json::Null) => Ok(Json::Null),
+        // Written as its text and parsed back, as a consumer does.
+        (Schema::String, value) if json_text && !value.is_null() => {
+            serde_json::from_str(&value.to_string()).map_err(|_| mismatch(path, "JSON text"))
+        }
+        (Schema::String, Json::String(s)) => Ok(Json::String(s.clone())),
+        (Schema::Long, Json::Number(n)) => long(n, path).map(Json::from),
+        (Schema::Int, Json::Number(n)) => int(n, path).map(Json::from),
+        (Schema::Boolean, Json::Bool(b)) => Ok(Json::Bool(*b)),
+        (Schema::Array(array), Json::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| through(item, &array.items, false, &Path::Index(path, i)))
             .collect::<Result<Vec<_>, _>>()
             .map(Json::Array),
         (schema, _) => Err(mismatch(path, &format!("{schema:?}"))),

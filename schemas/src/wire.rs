@@ -144,8 +144,7 @@ impl EventEncoder {
 /// from the events table goes through this so it sees exactly what the live one saw.
 pub fn as_consumed(event_type: &str, payload: &Json) -> Result<Json, SchemaError> {
     let schema = latest(event_type)?;
-    let value = json_to_avro(payload, &schema.schema)?;
-    avro_to_json(&value, &schema.schema, event_type)
+    crate::convert::round_trip(payload, &schema.schema, event_type)
 }
 
 /// A decoded message: its event type (the record name) and JSON payload.
