@@ -299,14 +299,41 @@ struct Read {
     envelope: Result<Envelope, String>,
 }
 
-fn read(row: &sqlx::postgres::PgRow) -> Result<Read, sqlx::Error> {
-    let stored = crate::stored::Stored::from_row(row)?;
-    Ok(Read {
+fn read(stored: crate::stored::Stored) -> Read {
+    Read {
         key: (stored.aggregate_type.clone(), stored.aggregate_id.clone()),
         sequence: stored.sequence,
         event_id: stored.event_id,
         envelope: stored.into_envelope(),
-    })
+    }
+}
+
+/// A chunk of scanned rows as the fold takes them: the rows whose metadata texts may be
+/// values of other kinds than strings are read again with their fields checked (see
+/// [`crate::stored::SCAN_COLUMNS`]).
+async fn reads(
+    pool: &PgPool,
+    scanned: Vec<crate::stored::Stored>,
+) -> Result<Vec<Read>, sqlx::Error> {
+    let unsure: Vec<i64> = scanned
+        .iter()
+        .filter(|stored| stored.metadata.may_hold_other_kinds())
+        .map(|stored| stored.global_position)
+        .collect();
+    let mut checked = if unsure.is_empty() {
+        HashMap::new()
+    } else {
+        crate::stored::checked_metadata(pool, &unsure).await?
+    };
+    Ok(scanned
+        .into_iter()
+        .map(|mut stored| {
+            if let Some(metadata) = checked.remove(&stored.global_position) {
+                stored.metadata = metadata;
+            }
+            read(stored)
+        })
+        .collect())
 }
 
 /// Folds the events `filter` selects (an SQL condition on `events e`, built by the caller from
@@ -326,7 +353,7 @@ pub(crate) async fn fold_events(
 ) -> Result<Applied, sqlx::Error> {
     let sql = format!(
         "SELECT {columns} FROM events e WHERE {filter} ORDER BY e.global_position",
-        columns = crate::stored::COLUMNS
+        columns = crate::stored::SCAN_COLUMNS
     );
     let (send, mut chunks) = tokio::sync::mpsc::channel::<Vec<Read>>(READ_AHEAD);
     let scan_pool = pool.clone();
@@ -340,10 +367,10 @@ pub(crate) async fn fold_events(
         let mut rows = sqlx::query(&sql).fetch(&mut conn);
         let mut chunk = Vec::with_capacity(READ_CHUNK);
         while let Some(row) = rows.try_next().await? {
-            chunk.push(read(&row)?);
+            chunk.push(crate::stored::Stored::from_row(&row)?);
             if chunk.len() == READ_CHUNK {
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK));
-                if send.send(full).await.is_err() {
+                if send.send(reads(&scan_pool, full).await?).await.is_err() {
                     // The fold stopped on an error of its own, which it reports.
                     return Ok(());
                 }
@@ -351,7 +378,7 @@ pub(crate) async fn fold_events(
         }
         drop(rows);
         if !chunk.is_empty() {
-            let _ = send.send(chunk).await;
+            let _ = send.send(reads(&scan_pool, chunk).await?).await;
         }
         conn.close().await
     });

@@ -9,6 +9,8 @@
 //! the row directly, without writing and parsing the twelve headers (a replay does this a
 //! million times). The test below holds the two ways equal.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 
@@ -23,6 +25,39 @@ pub const COLUMNS: &str = concat!(
     "e.event_type, e.event_version, e.payload, ",
     infra::header_metadata_columns!()
 );
+
+/// [`COLUMNS`] with the metadata's fields as their texts, unchecked (see
+/// `infra::header_metadata_texts!`): a replay's scan reads these, and reads again with
+/// [`checked_metadata`] the rows whose texts may be values of other kinds.
+pub const SCAN_COLUMNS: &str = concat!(
+    "e.global_position, e.event_id, e.aggregate_type, e.aggregate_id, e.sequence, ",
+    "e.event_type, e.event_version, e.payload, ",
+    infra::header_metadata_texts!()
+);
+
+/// The header metadata of the events at `positions`, each field checked to be a string (as
+/// [`COLUMNS`] reads it), by position.
+pub async fn checked_metadata(
+    pool: &sqlx::PgPool,
+    positions: &[i64],
+) -> Result<HashMap<i64, HeaderMetadata>, sqlx::Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT e.global_position, ",
+        infra::header_metadata_columns!(),
+        " FROM events e WHERE e.global_position = ANY($1)"
+    ))
+    .bind(positions)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                infra::db::column_at(row, 0, "global_position")?,
+                HeaderMetadata::from_row(row)?,
+            ))
+        })
+        .collect()
+}
 
 /// Where an event taken from the events table says it came from: the table, at its global
 /// position.
@@ -49,7 +84,7 @@ pub struct Stored {
 }
 
 impl Stored {
-    /// From a row selected with [`COLUMNS`], read by position (in their order there; see
+    /// From a row selected with [`COLUMNS`] (or [`SCAN_COLUMNS`]), read by position (in their order there; see
     /// `infra::db::column_at`).
     pub fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
         use infra::db::column_at;

@@ -79,7 +79,84 @@ macro_rules! header_metadata_columns {
     };
 }
 
+/// [`header_metadata_columns!`] without the check that each field is a string: a field of
+/// another kind reads as its JSON text (`7`, `true`, `{"a": 1}`) where the checked column is
+/// null. The check cost PostgreSQL more than the texts themselves in a replay's scan of a
+/// million events (docs/performance.md), so that scan selects these and reads again, with the
+/// checked columns, the rows whose texts [`HeaderMetadata::may_hold_other_kinds`].
+#[macro_export]
+macro_rules! header_metadata_texts {
+    () => {
+        concat!(
+            "e.metadata->>'occurred_at' AS occurred_at, ",
+            "e.metadata->>'actor' AS actor, ",
+            "e.metadata->>'correlation_id' AS correlation_id, ",
+            "e.metadata->>'causation_id' AS causation_id, ",
+            "e.metadata->>'traceparent' AS traceparent"
+        )
+    };
+}
+
+/// True when `text` could be how `->>` writes a JSON number, boolean, object or array.
+fn may_be_another_kind(text: &str) -> bool {
+    matches!(text.as_bytes().first(), Some(b'{' | b'['))
+        || text == "true"
+        || text == "false"
+        || is_json_number(text)
+}
+
+/// JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+fn is_json_number(text: &str) -> bool {
+    fn digits(bytes: &[u8]) -> usize {
+        bytes.iter().take_while(|b| b.is_ascii_digit()).count()
+    }
+    let mut rest = text.as_bytes();
+    if let [b'-', tail @ ..] = rest {
+        rest = tail;
+    }
+    match rest {
+        [b'0', tail @ ..] => rest = tail,
+        [b'1'..=b'9', ..] => rest = &rest[digits(rest)..],
+        _ => return false,
+    }
+    if let [b'.', tail @ ..] = rest {
+        let n = digits(tail);
+        if n == 0 {
+            return false;
+        }
+        rest = &tail[n..];
+    }
+    if let [b'e' | b'E', tail @ ..] = rest {
+        let tail = match tail {
+            [b'+' | b'-', tail @ ..] => tail,
+            tail => tail,
+        };
+        let n = digits(tail);
+        if n == 0 {
+            return false;
+        }
+        rest = &tail[n..];
+    }
+    rest.is_empty()
+}
+
 impl HeaderMetadata {
+    /// True when a field read with [`header_metadata_texts!`] could be a value of another kind
+    /// than a string, which the header would leave empty: only the checked columns of
+    /// [`header_metadata_columns!`] tell. Our writers store strings, none of which looks like
+    /// that (times, `service:…` and `user:…` actors, UUIDs, trace contexts).
+    pub fn may_hold_other_kinds(&self) -> bool {
+        [
+            &self.occurred_at,
+            &self.actor,
+            &self.correlation_id,
+            &self.causation_id,
+            &self.traceparent,
+        ]
+        .iter()
+        .any(|text| may_be_another_kind(text))
+    }
+
     /// From a stored metadata object.
     pub fn of_json(metadata: &serde_json::Value) -> Self {
         let field = |key: &str| {
@@ -156,4 +233,53 @@ pub fn message_headers<'a>(event: &PublishedEvent<'a>) -> [(&'static str, Cow<'a
         ("occurred_at", Cow::Borrowed(&metadata.occurred_at)),
         ("actor", Cow::Borrowed(&metadata.actor)),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `->>` writes for a number, boolean, object or array is told apart from the
+    /// strings our writers store; a string that reads like one of them is sent to be checked.
+    #[test]
+    fn texts_of_other_kinds_are_told_from_stored_strings() {
+        for other in [
+            "7",
+            "-0",
+            "0.5",
+            "-12.75e-3",
+            "1E+20",
+            "true",
+            "false",
+            "{}",
+            "{\"a\": 1}",
+            "[1]",
+        ] {
+            assert!(may_be_another_kind(other), "{other}");
+        }
+        for text in [
+            "",
+            "2026-12-02T01:04:12.742074Z",
+            "service:bootstrap",
+            "user:01a23447-d5c6-7456-b23a-36b1e22a0865",
+            "01a23447-d5c0-70d0-9ca5-9d825e62b3c2",
+            "00-0c53cbe5c1924eb99b92bf2fed399399-638408f961b840f4-01",
+            "007",
+            "1.",
+            ".5",
+            "1e",
+            "-",
+            "True",
+            "7 ",
+        ] {
+            assert!(!may_be_another_kind(text), "{text}");
+        }
+        let mut metadata = HeaderMetadata::of_json(&serde_json::json!({
+            "occurred_at": "2026-12-02T01:04:12Z", "actor": "service:a",
+            "correlation_id": "c", "causation_id": "d", "traceparent": ""
+        }));
+        assert!(!metadata.may_hold_other_kinds());
+        metadata.traceparent = "[]".to_owned();
+        assert!(metadata.may_hold_other_kinds());
+    }
 }

@@ -5,4 +5,5 @@ mod dead_letters;
 mod exactly_once;
 mod fold;
 mod kills;
+mod scan;
 mod verify;
