@@ -118,6 +118,16 @@ pub async fn replay(
         sqlx::query(&set::applied_table_sql(&schema, model.name()))
             .execute(&mut *conn)
             .await?;
+        // Autovacuum leaves the new tables alone until the swap turns it back on
+        // (`swap::catch_up_and_swap`): it started on the freshly filled tables during a replay
+        // and the swap's `ALTER TABLE`s waited up to a second each for it to give way.
+        for table in model.tables().iter().map(|t| t.name).chain(["applied"]) {
+            sqlx::query(&format!(
+                "ALTER TABLE {schema}.{table} SET (autovacuum_enabled = false)"
+            ))
+            .execute(&mut *conn)
+            .await?;
+        }
         targets.push(Target::new(*model, &schema));
     }
     let start = xmin(&mut conn).await?;

@@ -71,10 +71,22 @@ pub(super) async fn catch_up_and_swap(
         ))
         .execute(&mut *tx)
         .await?;
+        // A replay's new tables were built with autovacuum off (see `super::replay`).
+        sqlx::query(&format!(
+            "ALTER TABLE public.{t} RESET (autovacuum_enabled)"
+        ))
+        .execute(&mut *tx)
+        .await?;
         for (_, definition) in triggers {
             sqlx::query(&definition).execute(&mut *tx).await?;
         }
     }
+    sqlx::query(&format!(
+        "ALTER TABLE {}.applied RESET (autovacuum_enabled)",
+        incoming.schema
+    ))
+    .execute(&mut *tx)
+    .await?;
     swap_versions(&mut tx, name, &incoming.schema, &outgoing).await?;
     sqlx::query(&format!("DROP SCHEMA {} CASCADE", incoming.schema))
         .execute(&mut *tx)

@@ -110,6 +110,17 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
     assert_read_models_match_the_events(pool).await;
     let out = projector(&read.stack.settings, &["verify", "all"]);
     assert!(out.status.success(), "verify all after the replay: {out:?}");
+    // The new tables were built with autovacuum off; live, it is on again (and no other
+    // table is left with it off).
+    let off: Vec<String> = sqlx::query_scalar(
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p') AND 'autovacuum_enabled=false' = ANY(c.reloptions)",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(off.is_empty(), "tables with autovacuum off: {off:?}");
     // The run is on record for operators, finished, with what it folded.
     let (projection, state, events): (String, String, i64) = sqlx::query_as(
         "SELECT projection, state, events FROM replay_runs WHERE kind = 'replay' ORDER BY id LIMIT 1",
