@@ -126,6 +126,20 @@ impl CopyRows {
         self.rows == 0
     }
 
+    /// Takes the rows, leaving an empty buffer with room for as many bytes: a fold that hands
+    /// its rows over after every chunk of events fills about as many each time, and growing
+    /// each buffer from nothing copied it several times over.
+    pub fn take_leaving_room(&mut self) -> CopyRows {
+        let room = self.buf.len();
+        std::mem::replace(
+            self,
+            CopyRows {
+                buf: Vec::with_capacity(room),
+                ..CopyRows::new()
+            },
+        )
+    }
+
     /// Starts a field of `len` bytes (the row's field count goes first).
     fn field(&mut self, len: i32) {
         if self.row_at.is_none() {
@@ -289,13 +303,14 @@ mod tests {
         assert_eq!(rows.rows, 2);
     }
 
-    /// The audit fold hands its rows over with `mem::take`: what is left must start its
-    /// next row with a field count of its own.
+    /// The audit fold hands its rows over with `take_leaving_room`: what is left must start
+    /// its next row with a field count of its own, in a buffer with room for as many bytes.
     #[test]
     fn rows_taken_leave_a_buffer_that_starts_a_row() {
         let mut rows = CopyRows::new();
         rows.text("a").text("b").end_row();
-        let taken = std::mem::take(&mut rows);
+        let taken = rows.take_leaving_room();
+        assert!(rows.is_empty() && rows.buf.capacity() >= taken.buf.len());
         rows.text("c").end_row();
         assert_eq!(&taken.buf[..2], &2i16.to_be_bytes());
         assert_eq!(

@@ -142,7 +142,6 @@ pub fn envelope(row: &PgRow) -> Result<Envelope, String> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use infra::event_store::{message_headers, HeaderMetadata, PublishedEvent};
     use serde_json::json;
@@ -168,7 +167,7 @@ mod tests {
             global_position: stored.global_position,
             metadata: &HeaderMetadata::of_json(metadata),
         };
-        let headers: HashMap<String, String> = message_headers(&published)
+        let headers: crate::envelope::Headers = message_headers(&published)
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.into_owned()))
             .collect();

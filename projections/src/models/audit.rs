@@ -91,7 +91,7 @@ impl Fold for AuditFold {
                 "aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, \
                       occurred_at, actor, correlation_id, causation_id, traceparent, payload, \
                       global_position",
-            rows: std::mem::take(&mut self.0),
+            rows: self.0.take_leaving_room(),
         }]
     }
 }

@@ -16,14 +16,14 @@ use std::time::Duration;
 
 use infra::settings::Settings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::wire::EventDecoder;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use super::ReplayError;
-use crate::envelope::{Envelope, Source};
+use crate::envelope::{Envelope, Headers, Source};
 use crate::rebuild::{Applied, Last, Pass, Target};
 
 /// How long the brokers get to answer metadata and watermark requests.
@@ -36,7 +36,7 @@ const STALLED: Duration = Duration::from_secs(60);
 /// A message off the topics, owned.
 struct Raw {
     source: Source,
-    headers: HashMap<String, String>,
+    headers: Headers,
     payload: Vec<u8>,
 }
 
@@ -72,25 +72,32 @@ async fn decode(
 }
 
 async fn decode_one(decoder: &EventDecoder, raw: Raw) -> Decoded {
-    let header = |name: &str| raw.headers.get(name).cloned().unwrap_or_default();
+    let header = |name: &str| raw.headers.get(name).unwrap_or_default();
     let sequence = header("sequence").parse::<i64>().map_err(|_| {
         format!(
             "{}/{}@{}: no sequence header",
             raw.source.topic, raw.source.partition, raw.source.offset
         )
     });
+    let key = (
+        header("aggregate_type").to_owned(),
+        header("aggregate_id").to_owned(),
+    );
+    let position = header("global_position").parse().ok();
+    let event_id = header("event_id").parse().unwrap_or_default();
+    let topic = raw.source.topic.clone();
     let envelope = match decoder.decode(&raw.payload).await {
-        Ok(decoded) => Envelope::from_parts(raw.source.clone(), &raw.headers, decoded.payload)
+        Ok(decoded) => Envelope::from_owned_parts(raw.source, raw.headers, decoded.payload)
             .map_err(|e| e.to_string()),
         Err(error) => Err(crate::error_chain(&error)),
     };
     Decoded {
-        key: (header("aggregate_type"), header("aggregate_id")),
+        key,
         sequence,
-        position: header("global_position").parse().ok(),
-        event_id: header("event_id").parse().unwrap_or_default(),
+        position,
+        event_id,
         envelope,
-        topic: raw.source.topic,
+        topic,
     }
 }
 
@@ -149,27 +156,13 @@ fn consume(
         if message.offset() + 1 >= end {
             ends.remove(&key);
         }
-        let headers = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|header| {
-                        let value = header.value.map(String::from_utf8_lossy);
-                        (
-                            header.key.to_owned(),
-                            value.unwrap_or_default().into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
         handful.push(Raw {
             source: Source {
                 topic: key.0,
                 partition: key.1,
                 offset: message.offset(),
             },
-            headers,
+            headers: Headers::of(&message),
             payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         });
         if handful.len() == HANDFUL && out.blocking_send(std::mem::take(&mut handful)).is_err() {

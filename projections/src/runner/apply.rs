@@ -125,8 +125,8 @@ impl Runner {
                 Err(error) => {
                     let letter = Letter {
                         source: &raw.source,
-                        event_id: raw.headers.get("event_id").cloned(),
-                        aggregate_id: raw.headers.get("aggregate_id").map(String::as_str),
+                        event_id: raw.headers.get("event_id").map(str::to_owned),
+                        aggregate_id: raw.headers.get("aggregate_id"),
                         payload: Some(&raw.payload),
                     };
                     self.dead_letter(&mut tx, letter, error).await?

@@ -17,13 +17,11 @@ mod positions;
 
 pub use fanout::Fanout;
 
-use std::collections::HashMap;
-
 use infra::settings::Settings;
-use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::message::{BorrowedMessage, Message as _};
 use sqlx::PgPool;
 
-use crate::envelope::{Envelope, Source};
+use crate::envelope::{Envelope, Headers, Source};
 use crate::projection::Projection;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,31 +55,18 @@ pub enum RunError {
 /// A message taken off the consumer, owned.
 struct Raw {
     source: Source,
-    headers: HashMap<String, String>,
+    headers: Headers,
     payload: Vec<u8>,
 }
 
 fn own(message: &BorrowedMessage<'_>) -> Raw {
-    let headers = message
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|header| {
-                    let value = header
-                        .value
-                        .map(|v| String::from_utf8_lossy(v).into_owned());
-                    (header.key.to_owned(), value.unwrap_or_default())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     Raw {
         source: Source {
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
         },
-        headers,
+        headers: Headers::of(message),
         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
     }
 }

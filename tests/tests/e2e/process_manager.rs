@@ -2,7 +2,6 @@
 //! process manager's projection (as the runner would), its decisions land in the outbox, and
 //! the dispatcher sends them to the real command API, parking what cannot be sent.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use infra::event_store::{message_headers, HeaderMetadata, PublishedEvent};
@@ -47,7 +46,7 @@ async fn envelopes(pool: &PgPool, aggregate_id: &str) -> Vec<Envelope> {
                 global_position: row.try_get("global_position").unwrap(),
                 metadata: &HeaderMetadata::of_json(&metadata),
             };
-            let headers: HashMap<String, String> = message_headers(&published)
+            let headers: projections::envelope::Headers = message_headers(&published)
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.into_owned()))
                 .collect();
