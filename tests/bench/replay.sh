@@ -52,6 +52,24 @@ settle() {
   sql "CHECKPOINT" >/dev/null
 }
 
+# first_pass LABEL: the rate of the step's first pass (the scan or the topics, folded and the
+# rows copied), from its progress lines (about one a second): the rate on the last line
+# before every event was counted, and the events counted then.
+first_pass() {
+  python3 - "$ROOT/.data/bench-replay-$1.err" "$total" <<'PY'
+import json, sys
+last = None
+for line in open(sys.argv[1]):
+    try:
+        p = json.loads(line)
+    except ValueError:
+        continue
+    if p.get("job") == "replay" and p.get("done", 0) < int(sys.argv[2]):
+        last = p
+print(f"{round(last['rate_per_second'])} {last['done']}" if last else "0 0")
+PY
+}
+
 timed() {
   local label=$1
   shift
@@ -61,11 +79,14 @@ timed() {
   "$@" >"$ROOT/.data/bench-replay-$label.log" 2>"$ROOT/.data/bench-replay-$label.err" ||
     { echo "$label failed:"; tail -20 "$ROOT/.data/bench-replay-$label.err"; exit 1; }
   ended=$(now)
+  last_seconds=$(python3 -c "print($ended - $started)")
   python3 -c "s = $ended - $started; print(f'$label: {s:.2f} s, {$total / s:,.0f} events/s over the store\'s $total events')"
 }
 
 echo "== 2. projector replay all (users, orders, payments, analytics, audit; one scan)"
 timed replay-all ./target/release/projector replay all
+read -r rate counted <<<"$(first_pass replay-all)"
+echo "replay-all first pass (the scan, folded and copied): $rate events/s at $counted events"
 grep -E 'rebuilt from' "$ROOT/.data/bench-replay-replay-all.log" | sed 's/ and swapped in.*//'
 echo "read model rows: $(sql "SELECT string_agg(t || ' ' || n, ', ') FROM (SELECT 'rm_users' t, count(*) n FROM rm_users UNION ALL SELECT 'rm_orders', count(*) FROM rm_orders UNION ALL SELECT 'rm_payments', count(*) FROM rm_payments UNION ALL SELECT 'rm_funnel', count(*) FROM rm_funnel UNION ALL SELECT 'rm_revenue_daily', count(*) FROM rm_revenue_daily UNION ALL SELECT 'rm_audit', count(*) FROM rm_audit) c")"
 ./target/release/projector prune all >/dev/null
@@ -95,9 +116,13 @@ python3 -c "s = $(now) - $started; print(f'relay: {$total} events published in {
 kill "$api"
 wait "$api" 2>/dev/null || true
 topics="${APP__KAFKA__TOPIC_PREFIX}users.events,${APP__KAFKA__TOPIC_PREFIX}orders.events,${APP__KAFKA__TOPIC_PREFIX}payments.events"
-./target/release/loadgen consume --bootstrap "$KAFKA_BOOTSTRAP" --topics "$topics"
+./target/release/loadgen consume --bootstrap "$KAFKA_BOOTSTRAP" --topics "$topics" |
+  tee "$ROOT/.data/bench-replay-consume.log"
 ./target/release/projector prune all >/dev/null
 timed replay-kafka ./target/release/projector replay all --from kafka
+raw=$(grep -o '[0-9]* messages/s' "$ROOT/.data/bench-replay-consume.log" | cut -d' ' -f1)
+read -r pass counted <<<"$(first_pass replay-kafka)"
+python3 -c "print(f'replay-kafka first pass (the topics, decoded, folded and copied): {$pass:,} events/s at $counted events, {$pass / $raw:.2f} of the raw consumer; the whole replay: {$total / $last_seconds / $raw:.2f}')"
 grep -E 'rebuilt from' "$ROOT/.data/bench-replay-replay-kafka.log" | sed 's/ and swapped in.*//'
 ./target/release/projector prune all >/dev/null
 ./target/release/projector verify all >/dev/null && echo "verify all: equal"
