@@ -38,7 +38,7 @@ pub const SCAN_COLUMNS: &str = concat!(
 /// The header metadata of the events at `positions`, each field checked to be a string (as
 /// [`COLUMNS`] reads it), by position.
 pub async fn checked_metadata(
-    pool: &sqlx::PgPool,
+    conn: &mut sqlx::PgConnection,
     positions: &[i64],
 ) -> Result<HashMap<i64, HeaderMetadata>, sqlx::Error> {
     let rows = sqlx::query(concat!(
@@ -47,7 +47,7 @@ pub async fn checked_metadata(
         " FROM events e WHERE e.global_position = ANY($1)"
     ))
     .bind(positions)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     rows.iter()
         .map(|row| {

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use futures::TryStreamExt;
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 use super::{Applied, Last, Pass, Target};
 use crate::envelope::Envelope;
@@ -35,9 +36,11 @@ fn read(stored: crate::stored::Stored) -> Read {
 
 /// A chunk of scanned rows as the fold takes them: the rows whose metadata texts may be
 /// values of other kinds than strings are read again with their fields checked (see
-/// [`crate::stored::SCAN_COLUMNS`]).
+/// [`crate::stored::SCAN_COLUMNS`]), on a connection of the reader's own, opened the first
+/// time (the pool's may all be taken by the pass's writer and the caller).
 async fn reads(
-    pool: &PgPool,
+    checker: &mut Option<PgConnection>,
+    options: &PgConnectOptions,
     scanned: Vec<crate::stored::Stored>,
 ) -> Result<Vec<Read>, sqlx::Error> {
     let unsure: Vec<i64> = scanned
@@ -48,7 +51,11 @@ async fn reads(
     let mut checked = if unsure.is_empty() {
         HashMap::new()
     } else {
-        crate::stored::checked_metadata(pool, &unsure).await?
+        let conn = match checker {
+            Some(conn) => conn,
+            None => checker.insert(PgConnection::connect_with(options).await?),
+        };
+        crate::stored::checked_metadata(conn, &unsure).await?
     };
     Ok(scanned
         .into_iter()
@@ -88,14 +95,19 @@ pub(crate) async fn fold_events(
         let options = (*scan_pool.connect_options())
             .clone()
             .disable_statement_logging();
-        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        let mut conn = PgConnection::connect_with(&options).await?;
+        let mut checker = None;
         let mut rows = sqlx::query(&sql).fetch(&mut conn);
         let mut chunk = Vec::with_capacity(READ_CHUNK);
         while let Some(row) = rows.try_next().await? {
             chunk.push(crate::stored::Stored::from_row(&row)?);
             if chunk.len() == READ_CHUNK {
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK));
-                if send.send(reads(&scan_pool, full).await?).await.is_err() {
+                if send
+                    .send(reads(&mut checker, &options, full).await?)
+                    .await
+                    .is_err()
+                {
                     // The fold stopped on an error of its own, which it reports.
                     return Ok(());
                 }
@@ -103,7 +115,10 @@ pub(crate) async fn fold_events(
         }
         drop(rows);
         if !chunk.is_empty() {
-            let _ = send.send(reads(&scan_pool, chunk).await?).await;
+            let _ = send.send(reads(&mut checker, &options, chunk).await?).await;
+        }
+        if let Some(checker) = checker {
+            checker.close().await?;
         }
         conn.close().await
     });

@@ -8,8 +8,9 @@
 //! topics must hold the whole history (the event topics are kept forever, `docs/operations.md`).
 //! What the topics did not have yet is left to the catch-up rounds, which read the event store
 //! from the transaction of the oldest last message among the topics (the relay publishes in
-//! transaction order, so everything of older transactions was in the topics) and skip what the
-//! pass folded.
+//! transaction order, so everything of older transactions was in the topics), or from the
+//! present snapshot's xmin when the pass folded everything before it, and skip what the pass
+//! folded.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -94,19 +94,18 @@ async fn xmin(executor: &mut PgConnection) -> Result<String, sqlx::Error> {
         .await
 }
 
-/// Rebuilds `models` from the events table into new sets and swaps each in: one ordered
-/// scan folds them all in memory and writes them in bulk (see [`crate::rebuild`]), then each
-/// is caught up and swapped in turn. Returns a report per model, in their order.
-pub async fn replay(
+/// Creates an empty set per model (recording each schema in `schemas` before creating it);
+/// returns their targets and the xmin the first pass reads up to.
+async fn create_sets(
     pool: &PgPool,
     models: &[&'static dyn ReadModel],
-    origin: Origin<'_>,
-    progress: &mut dyn FnMut(u64),
-) -> Result<Vec<Report>, ReplayError> {
+    schemas: &mut Vec<String>,
+) -> Result<(Vec<Target>, String), ReplayError> {
     let mut targets = Vec::new();
     let mut conn = pool.acquire().await?;
     for model in models {
         let schema = format!("replay_{}_{}", model.name(), suffix());
+        schemas.push(schema.clone());
         sqlx::query(&format!("CREATE SCHEMA {schema}"))
             .execute(&mut *conn)
             .await?;
@@ -120,7 +119,8 @@ pub async fn replay(
             .await?;
         // Autovacuum leaves the new tables alone until the swap turns it back on
         // (`swap::catch_up_and_swap`): it started on the freshly filled tables during a replay
-        // and the swap's `ALTER TABLE`s waited up to a second each for it to give way.
+        // and the swap's `ALTER TABLE`s waited up to a second each for it to give way. Their
+        // statistics are gathered once they are built ([`build_sets`]).
         for table in model.tables().iter().map(|t| t.name).chain(["applied"]) {
             sqlx::query(&format!(
                 "ALTER TABLE {schema}.{table} SET (autovacuum_enabled = false)"
@@ -131,9 +131,23 @@ pub async fn replay(
         targets.push(Target::new(*model, &schema));
     }
     let start = xmin(&mut conn).await?;
-    drop(conn);
-    let schemas: Vec<String> = targets.iter().map(|t| t.schema.clone()).collect();
+    Ok((targets, start))
+}
+
+/// Rebuilds `models` from the events table into new sets and swaps each in: one ordered
+/// scan folds them all in memory and writes them in bulk (see [`crate::rebuild`]), then each
+/// is caught up and swapped in turn. Returns a report per model, in their order.
+pub async fn replay(
+    pool: &PgPool,
+    models: &[&'static dyn ReadModel],
+    origin: Origin<'_>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<Report>, ReplayError> {
+    // Every schema is recorded before it is created: a failure anywhere drops all of them.
+    let mut schemas: Vec<String> = Vec::new();
+    let created = create_sets(pool, models, &mut schemas).await;
     let built = async {
+        let (mut targets, start) = created?;
         let (applied, catch_up_from) = match origin {
             Origin::Store => {
                 let filter = format!(
@@ -185,8 +199,8 @@ pub async fn replay(
 }
 
 /// Finishes each target's set after the first pass: the rows its fold still holds, its
-/// indexes, and its `applied` (the versions it holds of the aggregate types it reads, with
-/// its key). Two sets at a time ([`rebuild::at_once`]) on connections of their own: each
+/// indexes, its `applied` (the versions it holds of the aggregate types it reads, with its
+/// key), and its tables' statistics. Two sets at a time ([`rebuild::at_once`]) on connections of their own: each
 /// set's statements are PostgreSQL's work on one core, and one set at a time left a core of
 /// this two-core machine idle (docs/performance.md). Those with the most events go first
 /// ([`rebuild::largest_first`], the order their last rows are encoded in), while the
@@ -223,6 +237,18 @@ async fn build_sets(
                     sqlx::Error::Protocol(format!("encoding the sets' versions failed: {e}"))
                 })?;
                 set::save_all(&mut conn, &target.schema, target.model, &versions).await?;
+                // The planner's statistics, from the swap on (autovacuum is off until then).
+                for table in target
+                    .model
+                    .tables()
+                    .iter()
+                    .map(|t| t.name)
+                    .chain(["applied"])
+                {
+                    sqlx::query(&format!("ANALYZE {}.{table}", target.schema))
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 Ok::<_, ReplayError>((index, target))
             }
         }))

@@ -19,10 +19,11 @@ const KEYS_CHUNK: i64 = 20_000;
 
 pub(super) struct Set {
     pub schema: String,
-    /// What a replay's first pass folded, shared by every set it built (of every aggregate
-    /// type it read: a set looks up only those of its model's types).
+    /// The versions the set held when it was saved: a replay's first pass, shared by every
+    /// set it built (of every aggregate type it read: a set looks up only those of its
+    /// model's types), or a set's own when loaded.
     base: Arc<Applied>,
-    /// What the set folded since, or everything it holds when loaded.
+    /// What the set folded since.
     applied: Applied,
     /// What changed in `applied` since it was last saved.
     changed: Applied,

@@ -11,7 +11,14 @@ use crate::support::database::TestDatabase;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scan_reads_metadata_fields_of_every_kind_as_the_headers_do() {
     let db = TestDatabase::create().await;
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    // One connection, which the first pass's writer holds while the scan runs: the second
+    // read of unsure rows must not need one from the pool.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(&db.url)
+        .await
+        .unwrap();
     infra::db::migrate(&pool).await.unwrap();
     let at = "2026-12-02T01:04:12.742074Z";
     let metadata: Vec<Value> = vec![
