@@ -70,13 +70,15 @@ impl Target {
     }
 }
 
-/// The targets' indexes, those with the most events first: the order their last rows are
-/// encoded in and their sets finished in (so that the longest is not left to run alone at
-/// the end).
-pub(crate) fn largest_first(targets: &[Target]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..targets.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(targets[i].events));
-    order
+/// Targets (or references to them), each with its index, those with the most events first:
+/// the order their last rows are encoded in and their sets finished in (so that the longest
+/// is not left to run alone at the end).
+pub(crate) fn largest_first<T: std::borrow::Borrow<Target>>(
+    targets: impl IntoIterator<Item = T>,
+) -> Vec<(usize, T)> {
+    let mut ordered: Vec<(usize, T)> = targets.into_iter().enumerate().collect();
+    ordered.sort_by_key(|(_, target)| std::cmp::Reverse(target.borrow().events));
+    ordered
 }
 
 /// Encodes the rows every fold holds at the end of a pass on a thread of its own, one fold
@@ -88,8 +90,7 @@ pub(crate) fn largest_first(targets: &[Target]) -> Vec<usize> {
 /// events from 534-548 MB to 625-633 MB).
 fn encode_last(targets: &mut [Target]) {
     let mut folds = Vec::new();
-    for i in largest_first(targets) {
-        let target = &mut targets[i];
+    for (_, target) in largest_first(targets.iter_mut()) {
         if let Some(fold) = target.fold.take() {
             let (ready, last) = tokio::sync::oneshot::channel();
             target.last = Some(last);
@@ -149,10 +150,8 @@ pub(crate) fn at_once(pool: &PgPool) -> usize {
 /// [`largest_first`] order.
 pub(crate) async fn write_last(pool: &PgPool, targets: &mut [Target]) -> Result<(), sqlx::Error> {
     use futures::StreamExt;
-    let order = largest_first(targets);
-    let mut by_index: Vec<Option<&mut Target>> = targets.iter_mut().map(Some).collect();
-    let ordered: Vec<&mut Target> = order.iter().filter_map(|&i| by_index[i].take()).collect();
-    futures::stream::iter(ordered.into_iter().map(|target| async move {
+    let ordered = largest_first(targets.iter_mut());
+    futures::stream::iter(ordered.into_iter().map(|(_, target)| async move {
         let mut conn = pool.acquire().await?;
         target.write_last(&mut conn).await
     }))

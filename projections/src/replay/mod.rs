@@ -220,12 +220,7 @@ async fn build_sets(
     })
     .map(|encoded| encoded.map(std::sync::Arc::new).map_err(|e| e.to_string()))
     .shared();
-    let order = rebuild::largest_first(&targets);
-    let mut by_index: Vec<Option<Target>> = targets.into_iter().map(Some).collect();
-    let ordered: Vec<(usize, Target)> = order
-        .into_iter()
-        .filter_map(|i| Some((i, by_index[i].take()?)))
-        .collect();
+    let ordered = rebuild::largest_first(targets);
     let mut built: Vec<(usize, Target)> =
         futures::stream::iter(ordered.into_iter().map(|(index, mut target)| {
             let versions = versions.clone();
