@@ -8,7 +8,7 @@ use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
 use crate::support::app::{unique_email, TestApp};
-use crate::support::database::{database_url, TestDatabase};
+use crate::support::database::{database_url, insert_user_registered, TestDatabase};
 use crate::support::kafka::{shared_bootstrap, Broker};
 use crate::support::processes::{free_port, metric_line, spawn_relay};
 use crate::support::stack::{
@@ -56,25 +56,12 @@ async fn eight_writers_land_exactly_the_events_table_on_the_topics() {
     );
 }
 
-fn raw_event_sql() -> &'static str {
-    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                         payload, metadata, event_id)
-     VALUES ('user', $1, 1, 'UserRegistered', '2', $2, $3, $4)"
-}
-
 async fn insert_raw(conn: &mut PgConnection) {
     let id = uuid::Uuid::now_v7();
     let payload = json!({"type": "UserRegistered", "email": unique_email(), "display_name": "Raw", "roles": ["customer"]});
     let metadata = json!({"event_id": id.to_string(), "occurred_at": "2026-11-23T00:00:00Z", "actor": "test",
         "correlation_id": "c", "causation_id": "c", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
-    sqlx::query(raw_event_sql())
-        .bind(id.to_string())
-        .bind(payload)
-        .bind(metadata)
-        .bind(id)
-        .execute(conn)
-        .await
-        .expect("insert a raw event");
+    insert_user_registered(conn, id, payload, metadata).await;
 }
 
 async fn connect(stack: &Stack) -> PgConnection {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::app::unique_email;
+use crate::support::database::insert_user_registered;
 use crate::support::kafka::shared_bootstrap;
 use crate::support::stack::{spawn_stack, wait_until_published};
 
@@ -18,18 +19,7 @@ async fn an_unencodable_event_is_parked_and_later_events_are_still_published() {
         json!({"type": "UserRegistered", "email": 5, "display_name": "Bad", "roles": ["customer"]});
     let metadata = json!({"event_id": id.to_string(), "occurred_at": "2026-11-23T00:00:00Z", "actor": "test",
         "correlation_id": "c", "causation_id": "c", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                             payload, metadata, event_id)
-         VALUES ('user', $1, 1, 'UserRegistered', '2', $2, $3, $4)",
-    )
-    .bind(id.to_string())
-    .bind(payload)
-    .bind(metadata)
-    .bind(id)
-    .execute(pool)
-    .await
-    .unwrap();
+    insert_user_registered(pool, id, payload, metadata).await;
     stack.app.register(&unique_email()).await;
     wait_until_published(pool, Duration::from_secs(60)).await;
     let parked: Vec<(uuid::Uuid, String)> =

@@ -6,7 +6,7 @@ use infra::event_store::HeaderMetadata;
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use crate::support::database::TestDatabase;
+use crate::support::database::{insert_user_registered, TestDatabase};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scan_reads_metadata_fields_of_every_kind_as_the_headers_do() {
@@ -37,18 +37,7 @@ async fn the_scan_reads_metadata_fields_of_every_kind_as_the_headers_do() {
         let id = uuid::Uuid::now_v7();
         let payload = json!({"type": "UserRegistered", "email": format!("scan{n}@example.com"),
             "display_name": "Scan", "roles": ["customer"]});
-        sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                                 payload, metadata, event_id)
-             VALUES ('user', $1, 1, 'UserRegistered', '2', $2, $3, $4)",
-        )
-        .bind(id.to_string())
-        .bind(payload)
-        .bind(metadata)
-        .bind(id)
-        .execute(&pool)
-        .await
-        .unwrap();
+        insert_user_registered(&pool, id, payload, metadata.clone()).await;
     }
     let audit = projections::read_model("audit").unwrap();
     let reports = projections::replay::replay(

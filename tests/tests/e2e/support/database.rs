@@ -208,3 +208,26 @@ impl Drop for PrivateCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Writes a user's `UserRegistered` (version 2) straight into the events table, past the
+/// command path: for tests of what the relay and the projector do with rows no command would
+/// write. `id` is the event's id and the user's.
+pub async fn insert_user_registered<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
+    payload: serde_json::Value,
+    metadata: serde_json::Value,
+) {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata, event_id)
+         VALUES ('user', $1, 1, 'UserRegistered', '2', $2, $3, $4)",
+    )
+    .bind(id.to_string())
+    .bind(payload)
+    .bind(metadata)
+    .bind(id)
+    .execute(executor)
+    .await
+    .expect("insert a raw event");
+}
