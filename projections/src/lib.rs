@@ -10,6 +10,7 @@ pub mod bulk;
 pub mod dead_letters;
 pub mod envelope;
 pub mod gap;
+pub mod lease;
 pub mod models;
 pub mod offsets;
 pub mod process_manager;

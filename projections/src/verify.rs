@@ -18,6 +18,7 @@ use std::fmt;
 
 use sqlx::{PgPool, Row};
 
+use crate::lease::Lease;
 use crate::projection::{ReadModel, Table};
 use crate::rebuild::{self, Target};
 
@@ -97,9 +98,12 @@ impl fmt::Display for Verification {
     }
 }
 
-/// Verifies `model` (see the module documentation).
+/// Verifies `model` (see the module documentation). The scratch schema is recorded under
+/// `lease` before it is created: if the process dies before dropping it, a sweep does (see
+/// [`crate::lease`]).
 pub async fn verify(
     pool: &PgPool,
+    lease: &Lease,
     model: &'static dyn ReadModel,
 ) -> Result<Verification, VerifyError> {
     let scratch = format!(
@@ -107,6 +111,9 @@ pub async fn verify(
         model.name(),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
+    lease
+        .record_schema(&mut *pool.acquire().await?, &scratch)
+        .await?;
     let result = run(pool, model, &scratch).await;
     let dropped = sqlx::query(&format!("DROP SCHEMA IF EXISTS {scratch} CASCADE"))
         .execute(pool)

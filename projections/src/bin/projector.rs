@@ -211,14 +211,16 @@ fn models(names: &[String]) -> anyhow::Result<Vec<&'static dyn ReadModel>> {
 async fn verify(settings: Settings, names: &[String]) -> anyhow::Result<ExitCode> {
     let models = models(names)?;
     let pool = connect(&settings).await?;
+    let lease = replay::take_lease(&pool).await?;
     let mut all_equal = true;
     for model in models {
-        let verification = projections::verify::verify(&pool, model)
+        let verification = projections::verify::verify(&pool, &lease, model)
             .await
             .with_context(|| format!("verifying {}", model.name()))?;
         print!("{verification}");
         all_equal &= verification.matches();
     }
+    lease.release().await?;
     pool.close().await;
     Ok(if all_equal {
         ExitCode::SUCCESS

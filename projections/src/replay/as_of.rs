@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::{suffix, ReplayError};
+use crate::lease::Lease;
 use crate::projection::ReadModel;
 use crate::rebuild::{self, Target};
 
@@ -109,9 +110,12 @@ impl From<sqlx::Error> for AsOfError {
     }
 }
 
-/// Builds the set `name` of `models` at `bound`.
+/// Builds the set `name` of `models` at `bound`. Its schema is recorded under `lease` before
+/// it is created: if the process dies before the set is recorded in `as_of_sets`, a sweep
+/// drops it (see [`crate::lease`]).
 pub async fn build(
     pool: &PgPool,
+    lease: &Lease,
     models: &[&'static dyn ReadModel],
     bound: &Bound,
     name: &str,
@@ -129,6 +133,9 @@ pub async fn build(
         return Err(AsOfError::Exists(name.to_owned()));
     }
     let schema = format!("asof_{}", suffix());
+    lease
+        .record_schema(&mut *pool.acquire().await?, &schema)
+        .await?;
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(pool)
         .await?;

@@ -34,6 +34,7 @@ mod swap;
 
 use sqlx::{PgConnection, PgPool};
 
+use crate::lease::Lease;
 use crate::projection::ReadModel;
 use crate::rebuild::{self, Applied, Last, Target};
 use set::Set;
@@ -98,6 +99,7 @@ async fn xmin(executor: &mut PgConnection) -> Result<String, sqlx::Error> {
 /// returns their targets and the xmin the first pass reads up to.
 async fn create_sets(
     pool: &PgPool,
+    lease: &Lease,
     models: &[&'static dyn ReadModel],
     schemas: &mut Vec<String>,
 ) -> Result<(Vec<Target>, String), ReplayError> {
@@ -106,6 +108,7 @@ async fn create_sets(
     for model in models {
         let schema = format!("replay_{}_{}", model.name(), suffix());
         schemas.push(schema.clone());
+        lease.record_schema(&mut conn, &schema).await?;
         sqlx::query(&format!("CREATE SCHEMA {schema}"))
             .execute(&mut *conn)
             .await?;
@@ -138,16 +141,19 @@ async fn create_sets(
 
 /// Rebuilds `models` from the events table into new sets and swaps each in: one ordered
 /// scan folds them all in memory and writes them in bulk (see [`crate::rebuild`]), then each
-/// is caught up and swapped in turn. Returns a report per model, in their order.
+/// is caught up and swapped in turn. Returns a report per model, in their order. The new
+/// sets' schemas are recorded under `lease` before they are created: if the process dies
+/// before they are swapped in or dropped, a sweep drops them (see [`crate::lease`]).
 pub async fn replay(
     pool: &PgPool,
+    lease: &Lease,
     models: &[&'static dyn ReadModel],
     origin: Origin<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Vec<Report>, ReplayError> {
     // Every schema is recorded before it is created: a failure anywhere drops all of them.
     let mut schemas: Vec<String> = Vec::new();
-    let created = create_sets(pool, models, &mut schemas).await;
+    let created = create_sets(pool, lease, models, &mut schemas).await;
     let built = async {
         let (mut targets, start) = created?;
         let (applied, catch_up_from) = match origin {

@@ -1,6 +1,7 @@
-//! `replay_runs`: each replay or rollback with its progress while it runs (events folded,
+//! `replay_runs`: each replay, rollback or as-of build with its progress while it runs (events folded,
 //! written at most once a second by a task of its own) and how it ended, for `projector
-//! status` readers and the admin console.
+//! status` readers and the admin console. A run whose process died before it ended is marked
+//! `abandoned` by the next sweep (see [`crate::lease`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
+
+use crate::lease::Lease;
 
 /// A run being recorded.
 pub struct Run {
@@ -18,20 +21,28 @@ pub struct Run {
 }
 
 impl Run {
-    /// Records the start of a run of `kind` (`replay` or `rollback`) over `projections`
-    /// (their names, space-separated) expecting about `total` events.
+    /// Records the start of a run of `kind` (`replay`, `rollback` or `as_of`, with the as-of
+    /// set's name as `target`) over `projections` (their names, space-separated) expecting
+    /// about `total` events, under `lease`: if the
+    /// process dies before [`Run::finish`], a sweep marks the run abandoned (see
+    /// [`crate::lease`]).
     pub async fn start(
         pool: &PgPool,
+        lease: &Lease,
         projections: &str,
         kind: &str,
+        target: Option<&str>,
         total: Option<i64>,
     ) -> Result<Self, sqlx::Error> {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO replay_runs (projection, kind, total) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO replay_runs (projection, kind, target, total, lease)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(projections)
         .bind(kind)
+        .bind(target)
         .bind(total)
+        .bind(lease.id())
         .fetch_one(pool)
         .await?;
         let done = Arc::new(AtomicU64::new(0));
@@ -72,12 +83,16 @@ impl Run {
         self.done.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Records how the run ended: `Err` holds the error's text.
-    pub async fn finish(self, outcome: Result<(), String>) -> Result<(), sqlx::Error> {
+    /// Records how the run ended: `failed` with the error's chain of causes if `outcome` is
+    /// an error, `done` otherwise.
+    pub async fn finish<T, E>(self, outcome: &Result<T, E>) -> Result<(), sqlx::Error>
+    where
+        E: std::error::Error + 'static,
+    {
         self.writer.abort();
         let (state, error) = match outcome {
-            Ok(()) => ("done", None),
-            Err(error) => ("failed", Some(error)),
+            Ok(_) => ("done", None),
+            Err(error) => ("failed", Some(crate::error_chain(error))),
         };
         sqlx::query(
             "UPDATE replay_runs SET state = $2, error = $3, events = $4, updated_at = now(),

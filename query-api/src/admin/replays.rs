@@ -1,5 +1,7 @@
 //! `GET /admin/replays`: every replay, rollback and as-of build (`replay_runs`, written by
-//! `projector replay` about once a second while it runs), newest first, with its progress.
+//! `projector replay` about once a second while it runs), newest first, with its progress. A
+//! run still marked running whose lease is no longer held shows as `abandoned`: its process
+//! died (see the migration `20261202000002_projector_leases`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -42,9 +44,14 @@ impl Run {
 /// The newest `limit` runs.
 pub async fn recent(pool: &PgPool, limit: i64) -> Result<Vec<Run>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT projection, kind, target, state, events, total, started_at, updated_at,
-                finished_at, error
-         FROM replay_runs ORDER BY started_at DESC, id DESC LIMIT $1",
+        "SELECT projection, kind, target,
+                CASE WHEN abandoned THEN 'abandoned' ELSE state END AS state,
+                events, total, started_at, updated_at, finished_at,
+                CASE WHEN abandoned THEN 'the process running it ended before the run finished'
+                     ELSE error END AS error
+         FROM (SELECT *, state = 'running' AND lease IS NOT NULL
+                         AND NOT projector_lease_held(lease) AS abandoned
+               FROM replay_runs) r ORDER BY started_at DESC, id DESC LIMIT $1",
     )
     .bind(limit)
     .fetch_all(pool)
@@ -72,7 +79,11 @@ pub fn runs_table(runs: &[Run]) -> Markup {
                     tr {
                         td { (run.projection) }
                         td { (run.kind) @if let Some(target) = &run.target { " " (target) } }
-                        td { @if run.state == "failed" { span.bad { (run.state) } } @else { (run.state) } }
+                        td {
+                            @if run.state == "failed" || run.state == "abandoned" {
+                                span.bad { (run.state) }
+                            } @else { (run.state) }
+                        }
                         td.n {
                             (run.events)
                             @if let Some(total) = run.total { " / " (total) }

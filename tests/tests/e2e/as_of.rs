@@ -88,6 +88,16 @@ async fn an_as_of_set_shows_the_past_while_the_live_models_move_on() {
     )
     .await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // Both builds are on record for operators (the admin console's replays page).
+    let runs: Vec<(String, String)> = sqlx::query_as(
+        "SELECT projection, state FROM replay_runs WHERE kind = 'as_of' AND target = 'users-only'
+         ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let expected = [("users", "done"), ("users", "failed")].map(|(p, s)| (p.into(), s.into()));
+    assert_eq!(runs, expected);
 
     // The live order moves on; the set does not.
     let answer = app.post_empty(&format!("/v1/orders/{order}/deliver")).await;

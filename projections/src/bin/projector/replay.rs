@@ -6,11 +6,21 @@ use std::process::ExitCode;
 use anyhow::Context;
 use infra::settings::Settings;
 
+use projections::lease::{self, Lease};
 use projections::replay::as_of::{self, AsOfError, Bound};
 use projections::replay::runs::Run;
 use projections::replay::Origin;
 
 use crate::{connect, models};
+
+/// A lease for the work about to start, after clearing what work whose process died left
+/// (see `projections::lease`).
+pub async fn take_lease(pool: &sqlx::PgPool) -> anyhow::Result<Lease> {
+    lease::sweep(pool)
+        .await
+        .context("clearing what unfinished runs left")?;
+    Lease::take(pool).await.context("taking a lease")
+}
 
 pub async fn replay(
     settings: Settings,
@@ -19,32 +29,36 @@ pub async fn replay(
 ) -> anyhow::Result<ExitCode> {
     let models = models(names)?;
     let pool = connect(&settings).await?;
+    let lease = take_lease(&pool).await?;
     let types: Vec<&str> = models
         .iter()
         .flat_map(|m| m.aggregates().iter().copied())
         .collect();
     let total = projections::replay::estimated_events(&pool, &types).await?;
     let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
-    let run = Run::start(&pool, &names.join(" "), "replay", Some(total as i64)).await?;
+    let run = Run::start(
+        &pool,
+        &lease,
+        &names.join(" "),
+        "replay",
+        None,
+        Some(total as i64),
+    )
+    .await?;
     let mut progress = infra::progress::Progress::new("replay", total);
     let origin = if from_kafka {
         Origin::Kafka(&settings)
     } else {
         Origin::Store
     };
-    let replayed = projections::replay::replay(&pool, &models, origin, &mut |n| {
+    let replayed = projections::replay::replay(&pool, &lease, &models, origin, &mut |n| {
         progress.advance(n);
         run.advance(n);
     })
     .await;
     progress.finish();
-    run.finish(
-        replayed
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| projections::error_chain(e)),
-    )
-    .await?;
+    run.finish(&replayed).await?;
+    lease.release().await?;
     let reports = replayed.context("replaying")?;
     let mut clean = true;
     for (model, report) in models.iter().zip(&reports) {
@@ -73,7 +87,8 @@ pub async fn replay(
 pub async fn rollback(settings: Settings, name: &str) -> anyhow::Result<ExitCode> {
     let model = projections::read_model(name).with_context(|| format!("no read model {name:?}"))?;
     let pool = connect(&settings).await?;
-    let run = Run::start(&pool, name, "rollback", None).await?;
+    let lease = take_lease(&pool).await?;
+    let run = Run::start(&pool, &lease, name, "rollback", None, None).await?;
     let mut progress = infra::progress::Progress::new("rollback", 0);
     let result = projections::replay::rollback(&pool, model, &mut |n| {
         progress.advance(n);
@@ -81,13 +96,8 @@ pub async fn rollback(settings: Settings, name: &str) -> anyhow::Result<ExitCode
     })
     .await;
     progress.finish();
-    run.finish(
-        result
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| projections::error_chain(e)),
-    )
-    .await?;
+    run.finish(&result).await?;
+    lease.release().await?;
     pool.close().await;
     match result {
         Ok(report) => {
@@ -109,6 +119,15 @@ pub async fn rollback(settings: Settings, name: &str) -> anyhow::Result<ExitCode
 pub async fn prune(settings: Settings, names: &[String]) -> anyhow::Result<ExitCode> {
     let models = models(names)?;
     let pool = connect(&settings).await?;
+    let swept = lease::sweep(&pool)
+        .await
+        .context("clearing what unfinished runs left")?;
+    for schema in &swept.schemas {
+        println!("{schema}: dropped (left by a run that ended without finishing)");
+    }
+    for run in &swept.runs {
+        println!("run {run}: marked abandoned (its process ended before it finished)");
+    }
     for model in models {
         let dropped = projections::replay::prune(&pool, model)
             .await
@@ -147,9 +166,18 @@ pub async fn as_of(
     let models = models(names)?;
     let pool = connect(&settings).await?;
     let name = name.unwrap_or_else(|| bound.default_name());
+    let lease = take_lease(&pool).await?;
+    let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
+    let run = Run::start(&pool, &lease, &names.join(" "), "as_of", Some(&name), None).await?;
     let mut progress = infra::progress::Progress::new("as-of", 0);
-    let built = as_of::build(&pool, &models, &bound, &name, &mut |n| progress.advance(n)).await;
+    let built = as_of::build(&pool, &lease, &models, &bound, &name, &mut |n| {
+        progress.advance(n);
+        run.advance(n);
+    })
+    .await;
     progress.finish();
+    run.finish(&built).await?;
+    lease.release().await?;
     pool.close().await;
     let report = match built {
         Ok(report) => report,

@@ -40,8 +40,10 @@ async fn the_scan_reads_metadata_fields_of_every_kind_as_the_headers_do() {
         insert_user_registered(&pool, id, payload, metadata.clone()).await;
     }
     let audit = projections::read_model("audit").unwrap();
+    let lease = projections::lease::Lease::take(&pool).await.unwrap();
     let reports = projections::replay::replay(
         &pool,
+        &lease,
         &[audit],
         projections::replay::Origin::Store,
         &mut |_| {},

@@ -10,9 +10,12 @@ async fn verify_proves_each_read_model_equals_a_rebuild_and_shows_a_difference()
     let (stack, projector) = projected_commerce(30).await;
     let pool = &stack.app.pool;
     projector.stop().await;
+    let lease = projections::lease::Lease::take(pool)
+        .await
+        .expect("a lease");
 
     for model in projections::READ_MODELS {
-        let verification = verify(pool, *model).await.expect("verify");
+        let verification = verify(pool, &lease, *model).await.expect("verify");
         assert!(verification.matches(), "{verification}");
         assert!(verification.failed.is_empty(), "{verification}");
         assert!(verification.events >= 30, "{verification}");
@@ -31,7 +34,7 @@ async fn verify_proves_each_read_model_equals_a_rebuild_and_shows_a_difference()
     .await
     .expect("tamper with an order");
     let orders = projections::read_model("orders").expect("the orders read model");
-    let verification = verify(pool, orders).await.expect("verify");
+    let verification = verify(pool, &lease, orders).await.expect("verify");
     assert!(!verification.matches());
     let table = &verification.tables[0];
     assert_eq!(

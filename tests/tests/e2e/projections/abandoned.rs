@@ -1,0 +1,157 @@
+//! A replay killed before its swap leaves its new set's schema and a run marked running. The
+//! admin console shows the run abandoned at once (its lease went with its process), a sweep
+//! while it still runs leaves it alone, and the next sweep (`projector prune`, or any replay,
+//! as-of build or verify as it starts) drops the schema and records the run as abandoned; a
+//! replay after that succeeds.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::support::database::{insert_user_registered, TestDatabase};
+use crate::support::processes::{service_command, Process};
+use crate::support::query::spawn_query_api;
+
+fn projector(settings: &infra::settings::Settings, args: &[&str]) -> std::process::Output {
+    let mut command = service_command("projector", settings);
+    command.args(args);
+    command.output().expect("run the projector")
+}
+
+async fn schema_exists(pool: &PgPool, schema: &str) -> bool {
+    sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL")
+        .bind(schema)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn run_state(pool: &PgPool) -> (String, Option<String>, bool) {
+    sqlx::query_as(
+        "SELECT state, error, projector_lease_held(lease) FROM replay_runs WHERE kind = 'replay'
+         ORDER BY id LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn poll(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_next_sweep() {
+    let db = TestDatabase::create().await;
+    let settings = db.settings();
+    let pool = infra::db::connect(&settings.database).await.unwrap();
+    infra::db::migrate(&pool).await.unwrap();
+    for n in 0..3 {
+        let id = uuid::Uuid::now_v7();
+        let payload = json!({"type": "UserRegistered", "email": format!("killed{n}@example.com"),
+            "display_name": "Killed", "roles": ["customer"]});
+        let metadata = json!({"occurred_at": "2026-12-02T06:00:00Z", "actor": "service:test",
+            "correlation_id": "c", "causation_id": "d", "traceparent": ""});
+        insert_user_registered(&pool, id, payload, metadata).await;
+    }
+
+    // The swap waits for the projection's lock, which the test holds: the replay is caught
+    // with its set built and not swapped in.
+    let mut holder = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtext('projection:users'))")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let log = std::env::temp_dir().join(format!("{}-killed-replay.log", db.name));
+    let mut command = service_command("projector", &settings);
+    command.args(["replay", "users"]);
+    let mut replay = Process::spawn_logged(command, "projector replay", &log);
+    poll("the replay never reached its swap", async || {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    let schema: String = sqlx::query_scalar("SELECT schema_name FROM projector_work_schemas")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(schema.starts_with("replay_users_"), "{schema}");
+    assert!(schema_exists(&pool, &schema).await);
+
+    // A sweep while the replay runs leaves its schema and its run alone.
+    let out = projector(&settings, &["prune", "users"]);
+    assert!(out.status.success(), "prune while a replay runs: {out:?}");
+    assert!(
+        schema_exists(&pool, &schema).await,
+        "a live replay's set was dropped"
+    );
+    assert_eq!(run_state(&pool).await, ("running".to_owned(), None, true));
+
+    replay.kill();
+    poll("the killed replay's lease was never released", async || {
+        !run_state(&pool).await.2
+    })
+    .await;
+    assert_eq!(run_state(&pool).await.0, "running", "nothing has swept yet");
+
+    // The console shows the run abandoned before any sweep.
+    let query = spawn_query_api(&settings).await;
+    let page = query.get("/admin/replays").await;
+    let html = page.body.as_str().unwrap_or_default();
+    assert!(
+        html.contains("abandoned") && !html.contains(">running<"),
+        "{}: {html}",
+        page.status
+    );
+
+    // The next sweep drops the schema and records the run as abandoned.
+    let out = projector(&settings, &["prune", "users"]);
+    assert!(out.status.success(), "prune after the kill: {out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains(&format!("{schema}: dropped")), "{printed}");
+    assert!(printed.contains("marked abandoned"), "{printed}");
+    assert!(
+        !schema_exists(&pool, &schema).await,
+        "the abandoned set is still there"
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM projector_work_schemas")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let (state, error, _) = run_state(&pool).await;
+    assert_eq!(state, "abandoned");
+    assert!(error.unwrap_or_default().contains("ended before"));
+
+    // With the lock free, a replay runs to its end and leaves nothing behind.
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('projection:users'))")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    drop(holder);
+    let out = projector(&settings, &["replay", "users"]);
+    assert!(out.status.success(), "replay after the sweep: {out:?}");
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 3);
+    let (recorded, work): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM projector_work_schemas),
+                (SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'replay\\_%')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((recorded, work), (0, 0));
+    let _ = std::fs::remove_file(log);
+}
