@@ -146,9 +146,13 @@ up() {
   # A node logs this line once it has joined the quorum, caught up with the cluster metadata
   # and been unfenced as a broker: after it on every node, all of them take requests.
   deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-120}))
+  # Whether the pid (just started, or found running) still runs is all that tells a node that
+  # exited here: the forked shell runs setsid, nohup and then java, and until that last step
+  # its command line does not name the node's config, which `alive` looks for. A loaded
+  # machine can hold it there long enough for a node still starting to look exited.
   for i in $(seq 1 "$nodes"); do
     until grep -q 'Kafka Server started' "$dir/node-$i/server.log" 2>/dev/null; do
-      if ! alive "$dir/node-$i/pid"; then
+      if ! kill -0 "$(cat "$dir/node-$i/pid")" 2>/dev/null; then
         log "node $i exited; the end of $dir/node-$i/server.log:"
         tail -n 20 "$dir/node-$i/server.log" >&2
         exit 1

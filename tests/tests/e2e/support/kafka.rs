@@ -149,3 +149,48 @@ pub async fn consume(
     }
     out
 }
+
+/// `kafka.sh up` forks a shell that runs `setsid`, `nohup` and then the broker's JVM; until
+/// the last of those, the pid's command line does not name the broker. On a loaded machine
+/// that took long enough for `up` to report the node exited (its log still empty) and fail a
+/// test. Here `setsid` stands in for that delay: for a second, the pid runs under another
+/// command line, then the real `setsid` takes over.
+#[test]
+fn a_broker_slow_to_become_the_jvm_is_waited_for() {
+    let real = Command::new("sh")
+        .args(["-c", "command -v setsid"])
+        .output()
+        .expect("find setsid");
+    let real = String::from_utf8(real.stdout).unwrap().trim().to_owned();
+    assert!(!real.is_empty(), "setsid is not installed");
+    let dir = std::env::temp_dir().join(format!("kafka-slow-{}", Uuid::new_v4().simple()));
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("setsid");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/usr/bin/env bash\nprintf '%s\\0' \"$@\" >\"$0.args\"\n\
+             exec -a slow-setsid bash -c 'sleep 1; mapfile -d \"\" -t args <\"$1\"; exec {real} \"${{args[@]}}\"' _ \"$0.args\"\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let data = dir.join("cluster");
+    let up = Broker::script()
+        .env("PATH", &path)
+        .args(["up", data.to_str().unwrap()])
+        .args([free_port().to_string(), free_port().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run infra/local/kafka.sh");
+    let down = Broker::script()
+        .args(["down", data.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .status();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(up.success(), "a broker still starting was reported exited");
+    assert!(down.expect("run infra/local/kafka.sh down").success());
+}
