@@ -49,12 +49,19 @@ jars() {
   touch "$LIB/.complete"
 }
 
+# running PID: the process exists and has not exited (a zombie, exited but not reaped yet,
+# still answers `kill -0`).
+running() {
+  local state
+  state=$(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null) && [ -n "$state" ] && [ "$state" != Z ]
+}
+
 # alive PIDFILE: the pid in PIDFILE is this node's running broker, not a reused pid: its
 # command line names the node's own server.properties (PIDFILE's directory), so a pid since
 # taken by another cluster's broker does not count either.
 alive() {
   local pid node
-  [ -f "$1" ] && pid=$(cat "$1") && kill -0 "$pid" 2>/dev/null &&
+  [ -f "$1" ] && pid=$(cat "$1") && running "$pid" &&
     node="$(cd "$(dirname "$1")" && pwd)" &&
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $node/server.properties"
 }
@@ -147,12 +154,12 @@ up() {
   # and been unfenced as a broker: after it on every node, all of them take requests.
   deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-120}))
   # Whether the pid (just started, or found running) still runs is all that tells a node that
-  # exited here: the forked shell runs setsid, nohup and then java, and until that last step
-  # its command line does not name the node's config, which `alive` looks for. A loaded
-  # machine can hold it there long enough for a node still starting to look exited.
+  # exited here: the shell forked to start it runs setsid, and until then its command line does
+  # not name the node's config, which `alive` looks for. A loaded machine can hold it there
+  # long enough for a node still starting to look exited.
   for i in $(seq 1 "$nodes"); do
     until grep -q 'Kafka Server started' "$dir/node-$i/server.log" 2>/dev/null; do
-      if ! kill -0 "$(cat "$dir/node-$i/pid")" 2>/dev/null; then
+      if ! running "$(cat "$dir/node-$i/pid" 2>/dev/null || echo none)"; then
         log "node $i exited; the end of $dir/node-$i/server.log:"
         tail -n 20 "$dir/node-$i/server.log" >&2
         exit 1
@@ -170,6 +177,14 @@ down() {
   local dir="$1" pidfile pid stopping=()
   for pidfile in "$dir"/node-*/pid; do
     [ -e "$pidfile" ] || continue
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    # A node still starting may not have become its broker yet (see `up`): a few seconds for
+    # it to, or it would be left running with no pid file. A pid that runs something else
+    # after that is not ours.
+    for _ in $(seq 1 25); do
+      if [ -z "$pid" ] || ! running "$pid" || alive "$pidfile"; then break; fi
+      sleep 0.2
+    done
     if alive "$pidfile"; then
       pid=$(cat "$pidfile")
       kill -TERM "$pid" 2>/dev/null || true
@@ -182,7 +197,7 @@ down() {
   # so the last nodes get a bounded wait and then SIGKILL (their logs are flushed either way).
   for _ in $(seq 1 150); do
     for pid in "${stopping[@]}"; do
-      if kill -0 "$pid" 2>/dev/null; then sleep 0.2; continue 2; fi
+      if running "$pid"; then sleep 0.2; continue 2; fi
     done
     log "stopped ${#stopping[@]} node(s) of $dir"
     return 0

@@ -1,27 +1,31 @@
--- A replay, an as-of build or a verify creates schemas it drops when it ends, and a replay or
--- rollback keeps a `replay_runs` row in state 'running' while it works. If its process dies
+-- A replay, an as-of build or a verify creates schemas it drops when it ends, and a replay,
+-- rollback or as-of build keeps a `replay_runs` row in state 'running' while it works. If its process dies
 -- (killed, out of memory, machine lost), those stay behind: tables with autovacuum off, and a
 -- run the admin console would show running for ever. So each such process holds a lease while
 -- it works: a session advisory lock, named by a random id, on a connection of its own, which
 -- PostgreSQL releases when that connection ends, however the process ended. Every schema it
 -- creates is recorded under its lease before it is created, and its runs carry the lease: what
 -- a lease no longer held left behind is abandoned, and `projector prune` (and every replay,
--- as-of build and verify as it starts) drops those schemas and marks those runs abandoned
--- (projections/src/lease.rs).
+-- rollback, as-of build and verify as it starts) drops those schemas and marks those runs
+-- abandoned (projections/src/lease.rs).
 
--- Whether the lease `lease` is held by a live session: a lock taken with
+-- Whether the lease `lease` is held by a live session of this database: a lock taken with
 -- pg_advisory_lock(bigint) shows in pg_locks as its key's high and low halves.
 CREATE FUNCTION projector_lease_held(lease text) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT EXISTS (
         SELECT 1 FROM pg_locks
         WHERE locktype = 'advisory' AND objsubid = 1 AND granted
-          AND ((classid::bigint << 32) | objid::bigint) = hashtext('projector-lease:' || lease)::bigint
+          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND ((classid::bigint << 32) | objid::bigint)
+              = hashtextextended('projector-lease:' || lease, 0)
     )
 $$;
 
--- The schemas a leased process created and has not dropped yet (or made permanent: an as-of
--- set once recorded in `as_of_sets`).
+-- The schemas a leased process created and has not dropped or kept yet. Work that keeps one
+-- (a replay's swap, an as-of set's registration) deletes its row in the transaction that
+-- keeps it, and a sweep deletes it in the transaction that drops it: the row's lock lets
+-- only one of them happen, even when a process lost its lease while it still works.
 CREATE TABLE projector_work_schemas (
     schema_name text        PRIMARY KEY,
     lease       text        NOT NULL,
@@ -34,13 +38,14 @@ ALTER TABLE replay_runs ADD CONSTRAINT replay_runs_state_check
     CHECK (state IN ('running', 'done', 'failed', 'abandoned'));
 
 -- What runs before this migration left behind is recorded under a lease nobody holds, so the
--- first sweep clears it: the work schemas no set refers to (replays', as-of builds' and
--- verifies' schemas are named `replay_…`, `asof_…` and `verify_…`), and the runs still marked
--- running. Upgrade when no replay, as-of build or verify is running (docs/operations.md).
+-- first sweep clears it: the work schemas no set refers to (by the names replays, as-of builds
+-- and verifies give them: `replay_<model>_<8 hex digits>`, `asof_<8>`, `verify_<model>_<8>`),
+-- and the runs still marked running. Every service applies migrations as it starts: upgrade
+-- when no replay, rollback, as-of build or verify is running (docs/operations.md).
 INSERT INTO projector_work_schemas (schema_name, lease)
 SELECT n.nspname, 'from-before-leases'
 FROM pg_namespace n
-WHERE (n.nspname LIKE 'replay\_%' OR n.nspname LIKE 'asof\_%' OR n.nspname LIKE 'verify\_%')
+WHERE n.nspname ~ '^((replay|verify)_[a-z0-9_]+|asof)_[0-9a-f]{8}$'
   AND n.nspname NOT IN (SELECT schema_name FROM as_of_sets)
   AND n.nspname NOT IN (SELECT schema_name FROM projection_previous_sets);
 UPDATE replay_runs SET lease = 'from-before-leases' WHERE state = 'running';

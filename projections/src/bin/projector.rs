@@ -6,8 +6,9 @@
 //! - `projector verify <projection>... | all`: rebuilds each read model from the events table
 //!   beside the live one and compares them (see `projections::verify`);
 //! - `projector replay <projection>... | all [--from store | kafka]`, `rollback <projection>`,
-//!   `prune <projection>... | all`: rebuilds beside the live set and swaps in with no downtime, swaps the replaced set
-//!   back, drops it (see `projections::replay`);
+//!   `prune [<projection>... | all]`: rebuilds beside the live set and swaps in with no
+//!   downtime, swaps the replaced set back, drops it (see `projections::replay`); `prune`
+//!   also drops what such work whose process died left behind (see `projections::lease`);
 //! - `projector replay <projection>... | all --as-of <position | time> [--name N]`, `as-of
 //!   list | drop <name>...`: read-only sets of what read models said at a point of the log,
 //!   served by the query API with `?as_of=<name>` (see `projections::replay::as_of`);
@@ -106,10 +107,11 @@ enum Command {
     AsOf(replay::AsOf),
     /// Swap the set a replay replaced back in (brought up to date first).
     Rollback { projection: String },
-    /// Drop the set a replay replaced (no rollback after this).
+    /// Drop the set a replay replaced (no rollback after this); first, and with no read model
+    /// named only, drop what replays, rollbacks, as-of builds and verifies whose process died
+    /// left behind.
     Prune {
         /// Read model names, or `all`.
-        #[arg(required = true)]
         projections: Vec<String>,
     },
 }
@@ -220,7 +222,7 @@ async fn verify(settings: Settings, names: &[String]) -> anyhow::Result<ExitCode
         print!("{verification}");
         all_equal &= verification.matches();
     }
-    lease.release().await?;
+    lease.release().await;
     pool.close().await;
     Ok(if all_equal {
         ExitCode::SUCCESS

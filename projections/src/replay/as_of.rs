@@ -171,6 +171,12 @@ pub async fn build(
         .fetch_one(pool)
         .await?;
         let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
+        // Kept: its record is claimed in the transaction that registers it (see
+        // `crate::lease::claim_schema`).
+        let mut tx = pool.begin().await?;
+        if !crate::lease::claim_schema(&mut tx, &schema).await? {
+            return Err(ReplayError::Swept(schema.clone()).into());
+        }
         let inserted = sqlx::query_as::<_, AsOfSet>(
             "INSERT INTO as_of_sets (name, schema_name, position, requested, projections)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING
@@ -181,9 +187,10 @@ pub async fn build(
         .bind(position)
         .bind(bound.requested())
         .bind(&names)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await?;
         let set = inserted.ok_or_else(|| AsOfError::Exists(name.to_owned()))?;
+        tx.commit().await?;
         let models = targets
             .into_iter()
             .map(|t| ModelReport {

@@ -47,6 +47,11 @@ pub enum ReplayError {
     NoPrevious(&'static str),
     #[error("reading the topics: {0}")]
     Source(String),
+    #[error(
+        "the new set {0} was swept as abandoned: this run's lease was lost (its connection to \
+         the database ended) and another run's sweep took the set for left behind"
+    )]
+    Swept(String),
 }
 
 /// Where a replay's first pass reads the log.
@@ -183,6 +188,7 @@ pub async fn replay(
             swap::catch_up_and_swap(
                 pool,
                 target.model,
+                true,
                 set,
                 catch_up_from.clone(),
                 &mut report,
@@ -271,7 +277,8 @@ pub async fn rollback(
     let since = oldest_lacking(&mut tx, &schema, model, since).await?;
     tx.commit().await?;
     let mut report = Report::default();
-    let swapped = swap::catch_up_and_swap(pool, model, set, since, &mut report, progress).await;
+    let swapped =
+        swap::catch_up_and_swap(pool, model, false, set, since, &mut report, progress).await;
     swapped.map(|()| report)
 }
 

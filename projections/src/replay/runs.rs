@@ -84,8 +84,10 @@ impl Run {
     }
 
     /// Records how the run ended: `failed` with the error's chain of causes if `outcome` is
-    /// an error, `done` otherwise.
-    pub async fn finish<T, E>(self, outcome: &Result<T, E>) -> Result<(), sqlx::Error>
+    /// an error, `done` otherwise. A failure to write it is logged, not returned: the run's
+    /// own outcome is what its caller reports (and a run left `running` is marked abandoned
+    /// by a later sweep, once its lease is gone).
+    pub async fn finish<T, E>(self, outcome: &Result<T, E>)
     where
         E: std::error::Error + 'static,
     {
@@ -94,7 +96,7 @@ impl Run {
             Ok(_) => ("done", None),
             Err(error) => ("failed", Some(crate::error_chain(error))),
         };
-        sqlx::query(
+        let recorded = sqlx::query(
             "UPDATE replay_runs SET state = $2, error = $3, events = $4, updated_at = now(),
                  finished_at = now() WHERE id = $1",
         )
@@ -103,7 +105,9 @@ impl Run {
         .bind(error)
         .bind(self.done.load(Ordering::Relaxed) as i64)
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await;
+        if let Err(error) = recorded {
+            tracing::warn!(run = self.id, %state, error = %error, "could not record how the run ended");
+        }
     }
 }

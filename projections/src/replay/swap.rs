@@ -10,10 +10,13 @@ use crate::projection::ReadModel;
 /// folded fewer events than this.
 const SMALL: u64 = 50;
 
-/// Catch-up rounds without the lock, then the swap: `incoming` becomes the live set.
+/// Catch-up rounds without the lock, then the swap: `incoming` becomes the live set. A set
+/// `recorded` under a lease (a replay's, not a rollback's) is claimed first (see
+/// [`crate::lease::claim_schema`]).
 pub(super) async fn catch_up_and_swap(
     pool: &PgPool,
     model: &'static dyn ReadModel,
+    recorded: bool,
     mut incoming: Set,
     mut from: String,
     report: &mut Report,
@@ -36,6 +39,9 @@ pub(super) async fn catch_up_and_swap(
         .bind(name)
         .execute(&mut *tx)
         .await?;
+    if recorded && !crate::lease::claim_schema(&mut tx, &incoming.schema).await? {
+        return Err(ReplayError::Swept(incoming.schema.clone()));
+    }
     incoming
         .fold(&mut tx, model, &from, None, false, report, progress)
         .await?;

@@ -14,11 +14,12 @@ use projections::replay::Origin;
 use crate::{connect, models};
 
 /// A lease for the work about to start, after clearing what work whose process died left
-/// (see `projections::lease`).
+/// (see `projections::lease`). That clearing is a courtesy: when it fails, the work goes on
+/// (what it could not clear stays for the next sweep, and is logged).
 pub async fn take_lease(pool: &sqlx::PgPool) -> anyhow::Result<Lease> {
-    lease::sweep(pool)
-        .await
-        .context("clearing what unfinished runs left")?;
+    if let Err(error) = lease::sweep(pool).await {
+        tracing::warn!(error = %projections::error_chain(&error), "could not clear what unfinished runs left");
+    }
     Lease::take(pool).await.context("taking a lease")
 }
 
@@ -57,8 +58,8 @@ pub async fn replay(
     })
     .await;
     progress.finish();
-    run.finish(&replayed).await?;
-    lease.release().await?;
+    run.finish(&replayed).await;
+    lease.release().await;
     let reports = replayed.context("replaying")?;
     let mut clean = true;
     for (model, report) in models.iter().zip(&reports) {
@@ -96,8 +97,8 @@ pub async fn rollback(settings: Settings, name: &str) -> anyhow::Result<ExitCode
     })
     .await;
     progress.finish();
-    run.finish(&result).await?;
-    lease.release().await?;
+    run.finish(&result).await;
+    lease.release().await;
     pool.close().await;
     match result {
         Ok(report) => {
@@ -127,6 +128,12 @@ pub async fn prune(settings: Settings, names: &[String]) -> anyhow::Result<ExitC
     }
     for run in &swept.runs {
         println!("run {run}: marked abandoned (its process ended before it finished)");
+    }
+    for (schema, error) in &swept.left {
+        println!("{schema}: left by a run that ended without finishing, not dropped: {error}");
+    }
+    if models.is_empty() && swept.schemas.is_empty() && swept.runs.is_empty() {
+        println!("nothing was left behind by unfinished runs");
     }
     for model in models {
         let dropped = projections::replay::prune(&pool, model)
@@ -176,8 +183,8 @@ pub async fn as_of(
     })
     .await;
     progress.finish();
-    run.finish(&built).await?;
-    lease.release().await?;
+    run.finish(&built).await;
+    lease.release().await;
     pool.close().await;
     let report = match built {
         Ok(report) => report,

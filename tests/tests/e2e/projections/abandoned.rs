@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
 
 use crate::support::database::{insert_user_registered, TestDatabase};
 use crate::support::processes::{service_command, Process};
@@ -45,9 +46,12 @@ async fn poll(what: &str, mut done: impl AsyncFnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_next_sweep() {
-    let db = TestDatabase::create().await;
+/// A database with three users' events, and a `projector replay users` caught between its
+/// build and its swap: the swap waits for the projection's lock, which the returned connection
+/// holds. Returns the replay's new schema too.
+async fn replay_held_at_its_swap(
+    db: &TestDatabase,
+) -> (PgPool, PoolConnection<Postgres>, Process, String) {
     let settings = db.settings();
     let pool = infra::db::connect(&settings.database).await.unwrap();
     infra::db::migrate(&pool).await.unwrap();
@@ -59,21 +63,23 @@ async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_n
             "correlation_id": "c", "causation_id": "d", "traceparent": ""});
         insert_user_registered(&pool, id, payload, metadata).await;
     }
-
-    // The swap waits for the projection's lock, which the test holds: the replay is caught
-    // with its set built and not swapped in.
     let mut holder = pool.acquire().await.unwrap();
     sqlx::query("SELECT pg_advisory_lock(hashtext('projection:users'))")
         .execute(&mut *holder)
         .await
         .unwrap();
-    let log = std::env::temp_dir().join(format!("{}-killed-replay.log", db.name));
+    let log = std::env::temp_dir().join(format!("{}-held-replay.log", db.name));
     let mut command = service_command("projector", &settings);
     command.args(["replay", "users"]);
-    let mut replay = Process::spawn_logged(command, "projector replay", &log);
+    let replay = Process::spawn_logged(command, "projector replay", &log);
+    // Other tests' databases on the same server wait for locks of the same name: only this
+    // database's waiter counts.
     poll("the replay never reached its swap", async || {
         sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)",
+            "SELECT EXISTS (SELECT 1 FROM pg_locks
+                WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1
+                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                  AND ((classid::bigint << 32) | objid::bigint) = hashtext('projection:users'))",
         )
         .fetch_one(&pool)
         .await
@@ -86,6 +92,21 @@ async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_n
         .unwrap();
     assert!(schema.starts_with("replay_users_"), "{schema}");
     assert!(schema_exists(&pool, &schema).await);
+    (pool, holder, replay, schema)
+}
+
+async fn release(mut holder: PoolConnection<Postgres>) {
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('projection:users'))")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_next_sweep() {
+    let db = TestDatabase::create().await;
+    let settings = db.settings();
+    let (pool, holder, mut replay, schema) = replay_held_at_its_swap(&db).await;
 
     // A sweep while the replay runs leaves its schema and its run alone.
     let out = projector(&settings, &["prune", "users"]);
@@ -133,11 +154,7 @@ async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_n
     assert!(error.unwrap_or_default().contains("ended before"));
 
     // With the lock free, a replay runs to its end and leaves nothing behind.
-    sqlx::query("SELECT pg_advisory_unlock(hashtext('projection:users'))")
-        .execute(&mut *holder)
-        .await
-        .unwrap();
-    drop(holder);
+    release(holder).await;
     let out = projector(&settings, &["replay", "users"]);
     assert!(out.status.success(), "replay after the sweep: {out:?}");
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_users")
@@ -153,5 +170,116 @@ async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_n
     .await
     .unwrap();
     assert_eq!((recorded, work), (0, 0));
-    let _ = std::fs::remove_file(log);
+}
+
+/// The lease of a replay that still runs is taken again when its connection is lost (here
+/// ended by the server), so a sweep leaves the replay's work alone and the replay ends well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_whose_lease_connection_is_lost_takes_its_lease_again_and_is_not_swept() {
+    let db = TestDatabase::create().await;
+    let settings = db.settings();
+    let (pool, holder, mut replay, schema) = replay_held_at_its_swap(&db).await;
+    let lease: String = sqlx::query_scalar("SELECT lease FROM replay_runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let holder_of_lease = async || -> Option<i32> {
+        sqlx::query_scalar(
+            "SELECT pid FROM pg_locks
+             WHERE locktype = 'advisory' AND granted AND objsubid = 1
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND ((classid::bigint << 32) | objid::bigint)
+                   = hashtextextended('projector-lease:' || $1, 0)",
+        )
+        .bind(&lease)
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+    };
+    let first = holder_of_lease().await.expect("the replay holds its lease");
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 10000)")
+        .bind(first)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(ended, "the lease's session did not end");
+    poll("the lease was never taken again", async || {
+        holder_of_lease().await.is_some_and(|pid| pid != first)
+    })
+    .await;
+
+    let out = projector(&settings, &["prune"]);
+    assert!(out.status.success(), "prune: {out:?}");
+    assert!(
+        schema_exists(&pool, &schema).await,
+        "a live replay's set was swept"
+    );
+    assert_eq!(run_state(&pool).await.0, "running");
+
+    release(holder).await;
+    let status = tokio::task::spawn_blocking(move || {
+        replay.wait_for_exit(Duration::from_secs(120), "the replay did not end")
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "the replay failed: {status:?}");
+    assert_eq!(run_state(&pool).await.0, "done");
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 3);
+}
+
+/// What keeps a schema (a replay's swap, an as-of set's registration) and a sweep that would
+/// drop it claim its record, and exactly one of them wins: a sweep waiting behind a claim
+/// drops nothing once the claim commits, and a claim after a sweep finds nothing to keep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_schema_is_not_swept_and_a_swept_one_cannot_be_claimed() {
+    let db = TestDatabase::create().await;
+    let pool = infra::db::connect(&db.settings().database).await.unwrap();
+    infra::db::migrate(&pool).await.unwrap();
+    for schema in ["replay_users_0000000a", "replay_users_0000000b"] {
+        sqlx::query("INSERT INTO projector_work_schemas (schema_name, lease) VALUES ($1, 'gone')")
+            .bind(schema)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+
+    // A claim in an open transaction: the sweep waits for it, then finds nothing to drop.
+    let mut keeping = pool.begin().await.unwrap();
+    let claimed = projections::lease::claim_schema(&mut keeping, "replay_users_0000000a").await;
+    assert!(claimed.unwrap());
+    let sweeping = tokio::spawn({
+        let pool = pool.clone();
+        async move { projections::lease::sweep(&pool).await.unwrap() }
+    });
+    poll("the sweep never waited for the claim", async || {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'
+                AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database()))",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    keeping.commit().await.unwrap();
+    let swept = sweeping.await.unwrap();
+    assert_eq!(swept.schemas, ["replay_users_0000000b"]);
+    assert!(
+        schema_exists(&pool, "replay_users_0000000a").await,
+        "a claimed schema was dropped"
+    );
+    assert!(!schema_exists(&pool, "replay_users_0000000b").await);
+
+    // The swept one can no longer be claimed.
+    let mut late = pool.begin().await.unwrap();
+    let claimed = projections::lease::claim_schema(&mut late, "replay_users_0000000b").await;
+    assert!(!claimed.unwrap(), "a swept schema was claimed");
 }

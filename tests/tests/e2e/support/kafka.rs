@@ -150,13 +150,11 @@ pub async fn consume(
     out
 }
 
-/// `kafka.sh up` forks a shell that runs `setsid`, `nohup` and then the broker's JVM; until
-/// the last of those, the pid's command line does not name the broker. On a loaded machine
-/// that took long enough for `up` to report the node exited (its log still empty) and fail a
-/// test. Here `setsid` stands in for that delay: for a second, the pid runs under another
-/// command line, then the real `setsid` takes over.
-#[test]
-fn a_broker_slow_to_become_the_jvm_is_waited_for() {
+/// A directory with a `bin/setsid` that stands in for a loaded machine: `kafka.sh` starts a
+/// node in a forked shell that runs `setsid`, and until it does, the pid's command line does
+/// not name the node. This `setsid` holds the pid under another command line for a second,
+/// then runs the real one. Returns the directory and a `PATH` that finds it first.
+fn slow_setsid() -> (PathBuf, String) {
     let real = Command::new("sh")
         .args(["-c", "command -v setsid"])
         .output()
@@ -178,6 +176,25 @@ fn a_broker_slow_to_become_the_jvm_is_waited_for() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    (dir, path)
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// On a loaded machine, `up` reported a node that was still starting as exited (its log
+/// still empty) and failed a test: it must wait for it.
+#[test]
+fn a_broker_slow_to_become_the_jvm_is_waited_for() {
+    let (dir, path) = slow_setsid();
     let data = dir.join("cluster");
     let up = Broker::script()
         .env("PATH", &path)
@@ -193,4 +210,45 @@ fn a_broker_slow_to_become_the_jvm_is_waited_for() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(up.success(), "a broker still starting was reported exited");
     assert!(down.expect("run infra/local/kafka.sh down").success());
+}
+
+/// `down` while a node is still starting stops it: it used to drop the pid file of a pid that
+/// was not the broker yet, and the broker went on running with nothing to stop it by.
+#[test]
+fn a_broker_stopped_while_it_is_still_starting_is_stopped() {
+    let (dir, path) = slow_setsid();
+    let data = dir.join("cluster");
+    let mut up = Broker::script()
+        .env("PATH", &path)
+        .args(["up", data.to_str().unwrap()])
+        .args([free_port().to_string(), free_port().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run infra/local/kafka.sh");
+    let pidfile = data.join("node-1/pid");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pid = loop {
+        if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+            break pid.trim().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the node was never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let down = Broker::script()
+        .args(["down", data.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run infra/local/kafka.sh down");
+    let _ = up.wait();
+    // Past the stand-in's delay: a node left behind has become its broker by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    let left = running(&pid);
+    if left {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(down.success());
+    assert!(!left, "the node outlived `down` (pid {pid})");
 }
