@@ -56,6 +56,21 @@ running() {
   state=$(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null) && [ -n "$state" ] && [ "$state" != Z ]
 }
 
+# just_started PIDFILE: the pid in PIDFILE runs and started within 2 s of the file being
+# written: the node `up` started, maybe not its broker yet (see `up`), and not a pid another
+# process took since (after a reboot, say).
+just_started() {
+  local pid start btime ticks written
+  [ -f "$1" ] && pid=$(cat "$1" 2>/dev/null) && [ -n "$pid" ] && running "$pid" || return 1
+  start=$(sed -n 's/^.*) //p' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f20)
+  btime=$(sed -n 's/^btime //p' /proc/stat)
+  ticks=$(getconf CLK_TCK)
+  written=$(stat -c %Y "$1" 2>/dev/null) || return 1
+  [ -n "$start" ] && [ -n "$btime" ] || return 1
+  start=$((btime + start / ticks))
+  [ $((start - written)) -le 2 ] && [ $((written - start)) -le 2 ]
+}
+
 # alive PIDFILE: the pid in PIDFILE is this node's running broker, not a reused pid: its
 # command line names the node's own server.properties (PIDFILE's directory), so a pid since
 # taken by another cluster's broker does not count either.
@@ -177,18 +192,14 @@ down() {
   local dir="$1" pidfile pid stopping=()
   for pidfile in "$dir"/node-*/pid; do
     [ -e "$pidfile" ] || continue
-    pid=$(cat "$pidfile" 2>/dev/null || true)
-    # A node still starting may not have become its broker yet (see `up`): a few seconds for
-    # it to, or it would be left running with no pid file. A pid that runs something else
-    # after that is not ours.
-    for _ in $(seq 1 25); do
-      if [ -z "$pid" ] || ! running "$pid" || alive "$pidfile"; then break; fi
-      sleep 0.2
-    done
-    if alive "$pidfile"; then
-      pid=$(cat "$pidfile")
-      kill -TERM "$pid" 2>/dev/null || true
-      stopping+=("$pid")
+    # A node still starting may not be its broker yet (see `up`), and is stopped all the
+    # same: left running, it would have no pid file to be stopped by.
+    if alive "$pidfile" || just_started "$pidfile"; then
+      pid=$(cat "$pidfile" 2>/dev/null || true)
+      if [ -n "$pid" ]; then
+        kill -TERM "$pid" 2>/dev/null || true
+        stopping+=("$pid")
+      fi
     fi
     rm -f "$pidfile"
   done

@@ -32,6 +32,11 @@ const SWEEP_LOCK_TIMEOUT: &str = "5s";
 /// cuts idle connections).
 const KEEP_EVERY: Duration = Duration::from_secs(2);
 
+/// How long a check of the lease's connection, or taking the lease again, may take: a
+/// connection cut without a word (a partition) would otherwise keep a query waiting for as
+/// long as TCP takes to give up. Also how long [`Lease::release`] waits for the keeper.
+const KEEP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A lease held for as long as this value lives: a task keeps it, and takes it again on a new
 /// connection if its connection is lost (see the module documentation for what happens to
 /// work swept meanwhile). Dropping the value ends it, as [`Lease::release`] does.
@@ -89,9 +94,18 @@ impl Lease {
     /// connection, and the next sweep clears any record left.
     pub async fn release(mut self) {
         self.stop.take();
-        if let Some(keeper) = self.keeper.take() {
-            if let Err(error) = keeper.await {
-                tracing::warn!(lease = %self.id, error = %error, "the lease's keeper failed");
+        if let Some(mut keeper) = self.keeper.take() {
+            // Bounded: a keeper stuck on a dead connection is ended, which closes it (the
+            // records it could not forget are the next sweep's).
+            match tokio::time::timeout(KEEP_TIMEOUT, &mut keeper).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(lease = %self.id, error = %error, "the lease's keeper failed")
+                }
+                Err(_) => {
+                    keeper.abort();
+                    tracing::warn!(lease = %self.id, "the lease's keeper did not end in time");
+                }
             }
         }
     }
@@ -117,9 +131,10 @@ async fn lock(options: &PgConnectOptions, id: &str) -> Result<Option<PgConnectio
 }
 
 /// Keeps the lease `id` until `stop` fires or is dropped: checks its connection every
-/// [`KEEP_EVERY`], and when it is lost takes the lease again on a new one (its key is free
-/// once the old session is gone; until then that session still holds it for us). Then
-/// forgets the lease's settled records and closes the connection.
+/// [`KEEP_EVERY`] (each check bounded by [`KEEP_TIMEOUT`]), and when it is lost takes the
+/// lease again on a new one (its key is free once the old session is gone; until then that
+/// session still holds it for us). Then forgets the lease's settled records and closes the
+/// connection.
 async fn keep(
     id: String,
     options: PgConnectOptions,
@@ -131,25 +146,37 @@ async fn keep(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
             _ = &mut stop => break,
             _ = tick.tick() => {}
         }
         if let Some(conn) = connection.as_mut() {
-            if sqlx::query("SELECT 1").execute(conn).await.is_ok() {
-                continue;
+            match tokio::time::timeout(KEEP_TIMEOUT, sqlx::query("SELECT 1").execute(conn)).await {
+                Ok(Ok(_)) => continue,
+                // A check cancelled (or timed out by a statement timeout) on a connection
+                // that lives: the lock is still held.
+                Ok(Err(sqlx::Error::Database(e))) if e.code().as_deref() == Some("57014") => {
+                    continue
+                }
+                Ok(Err(error)) => tracing::warn!(lease = %id, error = %error,
+                    "the lease's connection was lost; taking the lease again"),
+                Err(_) => tracing::warn!(lease = %id,
+                    "the lease's connection did not answer in time; taking the lease again"),
             }
-            tracing::warn!(lease = %id, "the lease's connection was lost; taking the lease again");
+            // Dropped, so that its session, if the server still has it, can end and free the
+            // key for the new one.
             connection = None;
         }
-        match lock(&options, &id).await {
-            Ok(Some(again)) => {
+        match tokio::time::timeout(KEEP_TIMEOUT, lock(&options, &id)).await {
+            Ok(Ok(Some(again))) => {
                 tracing::warn!(lease = %id, "the lease is held again, on a new connection");
                 connection = Some(again);
             }
-            Ok(None) => {}
-            Err(error) => {
+            Ok(Ok(None)) => {}
+            Ok(Err(error)) => {
                 tracing::warn!(lease = %id, error = %error, "could not take the lease again yet")
             }
+            Err(_) => tracing::warn!(lease = %id, "could not take the lease again yet: no answer"),
         }
     }
     let Some(mut conn) = connection else { return };

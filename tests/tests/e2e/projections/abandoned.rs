@@ -271,6 +271,11 @@ async fn a_claimed_schema_is_not_swept_and_a_swept_one_cannot_be_claimed() {
     .await;
     keeping.commit().await.unwrap();
     let swept = sweeping.await.unwrap();
+    assert!(
+        swept.left.is_empty(),
+        "the sweep gave up waiting: {:?}",
+        swept.left
+    );
     assert_eq!(swept.schemas, ["replay_users_0000000b"]);
     assert!(
         schema_exists(&pool, "replay_users_0000000a").await,

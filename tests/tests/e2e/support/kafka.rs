@@ -229,8 +229,10 @@ fn a_broker_stopped_while_it_is_still_starting_is_stopped() {
     let pidfile = data.join("node-1/pid");
     let deadline = Instant::now() + Duration::from_secs(60);
     let pid = loop {
-        if let Ok(pid) = std::fs::read_to_string(&pidfile) {
-            break pid.trim().to_owned();
+        // Read once written: the file exists, empty, a moment before its pid is in it.
+        match std::fs::read_to_string(&pidfile) {
+            Ok(pid) if !pid.trim().is_empty() => break pid.trim().to_owned(),
+            _ => {}
         }
         assert!(Instant::now() < deadline, "the node was never started");
         std::thread::sleep(Duration::from_millis(20));
