@@ -87,8 +87,9 @@ pub(crate) fn largest_first<T: std::borrow::Borrow<Target>>(
 /// encoded on the other. Each fold's maps go as soon as its rows are encoded (the `COPY` data
 /// is more compact than the maps: encoding each model's rows only when its set was built held
 /// every map to the end, and raised the projector's peak memory for `replay all` of a million
-/// events from 534-548 MB to 625-633 MB).
-fn encode_last(targets: &mut [Target]) {
+/// events from 534-548 MB to 625-633 MB). A fold whose target is gone (dropped on an error
+/// elsewhere) is not encoded.
+fn encode_last(targets: &mut [Target]) -> tokio::task::JoinHandle<()> {
     let mut folds = Vec::new();
     for (_, target) in largest_first(targets.iter_mut()) {
         if let Some(fold) = target.fold.take() {
@@ -99,12 +100,15 @@ fn encode_last(targets: &mut [Target]) {
     }
     tokio::task::spawn_blocking(move || {
         for (mut fold, ready) in folds {
+            // Seconds of work for a large model, for nobody.
+            if ready.is_closed() {
+                continue;
+            }
             let rows = fold.take(true);
             drop(fold);
-            // A target dropped on an error elsewhere no longer wants its rows.
             let _ = ready.send(rows);
         }
-    });
+    })
 }
 
 /// The aggregate types any of `targets` reads, each once.
@@ -270,7 +274,8 @@ impl<'a> Pass<'a> {
         writer
             .await
             .map_err(|e| sqlx::Error::Protocol(format!("the rebuild's writer failed: {e}")))??;
-        encode_last(self.targets);
+        // Not waited for: each target waits for its own rows.
+        drop(encode_last(self.targets));
         if last == Last::Write {
             write_last(&self.pool, self.targets).await?;
         }
@@ -284,5 +289,71 @@ impl Drop for Pass<'_> {
         if let Some(writer) = &self.writer {
             writer.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc};
+
+    use super::*;
+    use crate::bulk::{Fold, TableRows};
+    use crate::envelope::Envelope;
+    use crate::models::ApplyError;
+
+    /// Counts the times its rows are taken; with `go`, waits for it first.
+    struct Counting {
+        takes: Arc<AtomicUsize>,
+        go: Option<mpsc::Receiver<()>>,
+    }
+
+    impl Fold for Counting {
+        fn fold(&mut self, _: &Envelope) -> Result<(), ApplyError> {
+            Ok(())
+        }
+
+        fn take(&mut self, _: bool) -> Vec<TableRows> {
+            if let Some(go) = self.go.take() {
+                go.recv().expect("the test says go");
+            }
+            self.takes.fetch_add(1, Ordering::SeqCst);
+            Vec::new()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_folds_of_targets_dropped_on_an_error_are_not_encoded() {
+        let takes = Arc::new(AtomicUsize::new(0));
+        let (go, wait) = mpsc::channel();
+        let model = crate::read_model("users").expect("the users model");
+        let mut targets: Vec<Target> = (0..3)
+            .map(|n| {
+                let mut target = Target::new(model, "unused");
+                // The first is the largest, so it is encoded first.
+                target.events = 10 - n;
+                target.fold = Some(Box::new(Counting {
+                    takes: takes.clone(),
+                    go: None,
+                }));
+                target
+            })
+            .collect();
+        targets[0].fold = Some(Box::new(Counting {
+            takes: takes.clone(),
+            go: Some(wait),
+        }));
+        let encoding = encode_last(&mut targets);
+        // While the first is encoded, the others go, as on an error elsewhere.
+        let first = targets.remove(0);
+        drop(targets);
+        go.send(()).unwrap();
+        encoding.await.unwrap();
+        assert_eq!(
+            takes.load(Ordering::SeqCst),
+            1,
+            "dropped targets' folds were encoded"
+        );
+        drop(first);
     }
 }
