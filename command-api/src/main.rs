@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     match run(command) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("command-api: {error:#}");
+            infra::errln!("command-api: {error:#}");
             ExitCode::from(2)
         }
     }
@@ -124,15 +124,15 @@ async fn checkpoint(settings: &Settings, command: Checkpoint) -> anyhow::Result<
                 .await
                 .context("reading the relay checkpoint")?;
             if json {
-                println!("{}", serde_json::to_string(&report)?);
+                infra::outln!("{}", serde_json::to_string(&report)?);
             } else {
-                print!("{report}");
+                infra::out!("{report}");
             }
             ExitCode::SUCCESS
         }
         Checkpoint::Reset { to } => match relay::checkpoint::reset(&pool, name, to).await {
             Ok((before, after)) => {
-                println!(
+                infra::outln!(
                     "relay {name}: checkpoint moved from position {} to {}; the events after it are \
                      published again when the relay starts",
                     before.global_position, after.global_position
@@ -143,7 +143,7 @@ async fn checkpoint(settings: &Settings, command: Checkpoint) -> anyhow::Result<
                 return Err(error).context("resetting the relay checkpoint")
             }
             Err(refused) => {
-                eprintln!("command-api: {refused}");
+                infra::errln!("command-api: {refused}");
                 ExitCode::FAILURE
             }
         },

@@ -10,6 +10,7 @@ pub mod event_store;
 pub mod http;
 pub mod kafka;
 pub mod memory;
+pub mod out;
 pub mod progress;
 pub mod server;
 pub mod settings;

@@ -22,7 +22,7 @@ pub fn use_small_pages() -> std::io::Result<()> {
 /// is reported on standard error (logging is not set up yet) and the service goes on.
 pub fn use_small_pages_or_warn(service: &str) {
     if let Err(error) = use_small_pages() {
-        eprintln!(
+        crate::errln!(
             "{service}: transparent huge pages stay on ({error}); resident memory will be higher"
         );
     }

@@ -131,7 +131,7 @@ fn main() -> ExitCode {
     match run(command) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("projector: {error:#}");
+            infra::errln!("projector: {error:#}");
             ExitCode::from(2)
         }
     }
@@ -219,7 +219,7 @@ async fn verify(settings: Settings, names: &[String]) -> anyhow::Result<ExitCode
         let verification = projections::verify::verify(&pool, &lease, model)
             .await
             .with_context(|| format!("verifying {}", model.name()))?;
-        print!("{verification}");
+        infra::out!("{verification}");
         all_equal &= verification.matches();
     }
     lease.release().await;

@@ -372,3 +372,45 @@ async fn the_long_running_services_turn_transparent_huge_pages_off() {
     let mut query = Process::spawn(query, "a query-api process");
     wait_for_small_pages(&mut query, "query-api").await;
 }
+
+/// A command whose output is piped into something that stops reading (`| head -1`) does all
+/// its work and ends with its own exit code: it used to panic at its first line, stopping half
+/// way with exit 101.
+#[tokio::test]
+async fn a_command_whose_reader_has_gone_does_its_work_and_exits_with_its_own_code() {
+    let db = crate::support::database::TestDatabase::create().await;
+    let settings = db.settings();
+    let pool = infra::db::connect(&settings.database).await.unwrap();
+    infra::db::migrate(&pool).await.unwrap();
+    // Something for `prune` to clear after its first line: a set left by a dead replay.
+    sqlx::query("CREATE SCHEMA replay_users_0000000c")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO projector_work_schemas (schema_name, lease) VALUES ('replay_users_0000000c', 'gone')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for args in [&["prune", "all"][..], &["status"][..]] {
+        let mut command = service_command("projector", &settings);
+        command
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().expect("start the projector");
+        // The reader goes before the first line is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait for the projector");
+        let errors = text(&out.stderr);
+        assert!(!errors.contains("panicked"), "projector {args:?}: {errors}");
+        assert!(out.status.success(), "projector {args:?}: {out:?}");
+    }
+    let left: bool =
+        sqlx::query_scalar("SELECT to_regnamespace('replay_users_0000000c') IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!left, "prune stopped before its work was done");
+}

@@ -107,7 +107,7 @@ pub async fn audit_export(settings: Settings, args: AuditExport) -> anyhow::Resu
     out.flush()?;
     pool.close().await;
     let written = progress.finish();
-    println!(
+    infra::outln!(
         "wrote {written} entries to {}; the last is at position {after}",
         args.out.display()
     );

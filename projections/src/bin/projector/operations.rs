@@ -47,9 +47,9 @@ pub async fn status(settings: Settings, json: bool) -> anyhow::Result<ExitCode> 
         .context("reading the status")?;
     pool.close().await;
     if json {
-        println!("{}", serde_json::to_string(&status)?);
+        infra::outln!("{}", serde_json::to_string(&status)?);
     } else {
-        print!("{status}");
+        infra::out!("{status}");
     }
     Ok(if status.healthy() {
         ExitCode::SUCCESS
@@ -79,9 +79,9 @@ pub async fn dead_letters(settings: Settings, command: DeadLetters) -> anyhow::R
                 .context("reading dead letters")?;
             for letter in &letters {
                 if json {
-                    println!("{}", serde_json::to_string(letter)?);
+                    infra::outln!("{}", serde_json::to_string(letter)?);
                 } else {
-                    println!("{letter}");
+                    infra::outln!("{letter}");
                 }
             }
             ExitCode::SUCCESS
@@ -96,11 +96,11 @@ pub async fn dead_letters(settings: Settings, command: DeadLetters) -> anyhow::R
                 .copied()
                 .filter(|id| !removed.contains(id))
                 .collect();
-            println!("discarded {removed:?}");
+            infra::outln!("discarded {removed:?}");
             if missing.is_empty() {
                 ExitCode::SUCCESS
             } else {
-                eprintln!("projector: no dead letters {missing:?}");
+                infra::errln!("projector: no dead letters {missing:?}");
                 ExitCode::FAILURE
             }
         }
@@ -117,7 +117,7 @@ async fn retry(pool: &sqlx::PgPool, ids: &[i64]) -> anyhow::Result<ExitCode> {
     let mut all = true;
     for id in ids {
         match projections::dead_letters::retry(pool, *id).await {
-            Ok(done) => println!(
+            Ok(done) => infra::outln!(
                 "retried {id}: {} applied event {} ({} {} sequence {})",
                 done.projection,
                 done.event_id,
@@ -129,7 +129,7 @@ async fn retry(pool: &sqlx::PgPool, ids: &[i64]) -> anyhow::Result<ExitCode> {
                 return Err(error).context("retrying dead letters");
             }
             Err(refused) => {
-                eprintln!("projector: {refused}");
+                infra::errln!("projector: {refused}");
                 all = false;
             }
         }

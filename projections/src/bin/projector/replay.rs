@@ -63,7 +63,7 @@ pub async fn replay(
     let reports = replayed.context("replaying")?;
     let mut clean = true;
     for (model, report) in models.iter().zip(&reports) {
-        println!(
+        infra::outln!(
             "{}: rebuilt from {} events and swapped in; the replaced tables are in {} \
              (projector rollback {} | prune {})",
             model.name(),
@@ -73,7 +73,7 @@ pub async fn replay(
             model.name()
         );
         for (event, error) in &report.failed {
-            println!("  could not apply event {event}: {error}");
+            infra::outln!("  could not apply event {event}: {error}");
         }
         clean &= report.failed.is_empty();
     }
@@ -102,15 +102,16 @@ pub async fn rollback(settings: Settings, name: &str) -> anyhow::Result<ExitCode
     pool.close().await;
     match result {
         Ok(report) => {
-            println!(
+            infra::outln!(
                 "{name}: the previous tables are live again ({} events caught up); the replaced \
                  ones are in {}",
-                report.events, report.previous_schema
+                report.events,
+                report.previous_schema
             );
             Ok(ExitCode::SUCCESS)
         }
         Err(projections::replay::ReplayError::NoPrevious(_)) => {
-            eprintln!("projector: {name} has no previous table set");
+            infra::errln!("projector: {name} has no previous table set");
             Ok(ExitCode::FAILURE)
         }
         Err(error) => Err(error).context("rolling back"),
@@ -124,22 +125,22 @@ pub async fn prune(settings: Settings, names: &[String]) -> anyhow::Result<ExitC
         .await
         .context("clearing what unfinished runs left")?;
     for schema in &swept.schemas {
-        println!("{schema}: dropped (left by a run that ended without finishing)");
+        infra::outln!("{schema}: dropped (left by a run that ended without finishing)");
     }
     for run in &swept.runs {
-        println!("run {run}: marked abandoned (its process ended before it finished)");
+        infra::outln!("run {run}: marked abandoned (its process ended before it finished)");
     }
     for (schema, error) in &swept.left {
-        println!("{schema}: left by a run that ended without finishing, not dropped: {error}");
+        infra::outln!("{schema}: left by a run that ended without finishing, not dropped: {error}");
     }
     if models.is_empty() && swept.schemas.is_empty() && swept.runs.is_empty() {
-        println!("nothing was left behind by unfinished runs");
+        infra::outln!("nothing was left behind by unfinished runs");
     }
     for model in models {
         let dropped = projections::replay::prune(&pool, model)
             .await
             .with_context(|| format!("pruning {}", model.name()))?;
-        println!(
+        infra::outln!(
             "{}: {}",
             model.name(),
             if dropped {
@@ -189,12 +190,12 @@ pub async fn as_of(
     let report = match built {
         Ok(report) => report,
         Err(error @ (AsOfError::BadName(_) | AsOfError::Exists(_))) => {
-            eprintln!("projector: {error}");
+            infra::errln!("projector: {error}");
             return Ok(ExitCode::FAILURE);
         }
         Err(error) => return Err(error).context("building the as-of set"),
     };
-    println!(
+    infra::outln!(
         "as-of set {} built: read models {} at global position {} (asked for {}); read it with \
          ?as_of={}",
         report.set.name,
@@ -205,9 +206,9 @@ pub async fn as_of(
     );
     let mut clean = true;
     for model in &report.models {
-        println!("  {}: {} events", model.name, model.events);
+        infra::outln!("  {}: {} events", model.name, model.events);
         for (event, error) in &model.failed {
-            println!("    could not apply event {event}: {error}");
+            infra::outln!("    could not apply event {event}: {error}");
         }
         clean &= model.failed.is_empty();
     }
@@ -223,7 +224,7 @@ pub async fn as_of_sets(settings: Settings, command: AsOf) -> anyhow::Result<Exi
     let code = match command {
         AsOf::List => {
             for set in as_of::list(&pool).await? {
-                println!(
+                infra::outln!(
                     "{:<24} position {:<10} asked {:<26} {} built {}",
                     set.name,
                     set.position,
@@ -238,7 +239,7 @@ pub async fn as_of_sets(settings: Settings, command: AsOf) -> anyhow::Result<Exi
             let mut all = true;
             for name in &names {
                 let dropped = as_of::drop_set(&pool, name).await?;
-                println!(
+                infra::outln!(
                     "{name}: {}",
                     if dropped { "dropped" } else { "no such set" }
                 );
