@@ -1,6 +1,7 @@
 //! `projector status`: where each projection is (its stored offsets against the brokers' high
 //! watermarks), what it set aside (dead letters, the newest error), the process manager's
-//! outbox and the relay's checkpoint. Everything but the watermarks comes from the database;
+//! outbox, the relay's checkpoint, the replays still marked running and what replays whose
+//! process died left behind. Everything but the watermarks comes from the database;
 //! brokers that do not answer leave the lag unknown instead of failing the report.
 
 use std::collections::HashMap;
@@ -30,6 +31,21 @@ pub struct ProjectionStatus {
     pub last_error_at: Option<DateTime<Utc>>,
 }
 
+/// A replay, rollback or as-of build still marked running.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct RunStatus {
+    pub id: i64,
+    pub kind: String,
+    /// Its read models, space-separated.
+    pub projection: String,
+    pub events: i64,
+    pub total: Option<i64>,
+    pub started_at: DateTime<Utc>,
+    /// False once its process ended without finishing it (its lease is gone; see
+    /// [`crate::lease`]).
+    pub alive: bool,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub projections: Vec<ProjectionStatus>,
@@ -40,13 +56,21 @@ pub struct Status {
     pub newest_position: i64,
     /// Why the lag is unknown, if it is.
     pub brokers_error: Option<String>,
+    /// Replays, rollbacks and as-of builds still marked running, oldest first.
+    pub runs: Vec<RunStatus>,
+    /// Schemas left by replays, as-of builds or verifies whose process died, until a sweep
+    /// (`projector prune`) drops them.
+    pub left_behind: Vec<String>,
 }
 
 impl Status {
-    /// True when nothing waits for a person: no dead letters and no parked command.
+    /// True when nothing waits for a person: no dead letters, no parked command, and nothing
+    /// left by a replay that died.
     pub fn healthy(&self) -> bool {
         self.projections.iter().all(|p| p.dead_letters == 0)
             && self.outbox.get("parked").copied().unwrap_or(0) == 0
+            && self.runs.iter().all(|r| r.alive)
+            && self.left_behind.is_empty()
     }
 }
 
@@ -121,12 +145,27 @@ pub async fn status(
         sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events")
             .fetch_one(pool)
             .await?;
+    let runs = sqlx::query_as(
+        "SELECT id, kind, projection, events, total, started_at,
+                lease IS NULL OR projector_lease_held(lease) AS alive
+         FROM replay_runs WHERE state = 'running' ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let left_behind = sqlx::query_scalar(
+        "SELECT schema_name FROM projector_work_schemas
+         WHERE NOT projector_lease_held(lease) ORDER BY schema_name",
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(Status {
         projections: out,
         outbox,
         relay_checkpoints,
         newest_position,
         brokers_error: watermarks.err(),
+        runs,
+        left_behind,
     })
 }
 
@@ -189,6 +228,32 @@ impl fmt::Display for Status {
                 "relay {name}: published through position {position} of {} ({} behind)",
                 self.newest_position,
                 (self.newest_position - position).max(0)
+            )?;
+        }
+        if self.runs.is_empty() {
+            writeln!(f, "replays: none running")?;
+        }
+        for run in &self.runs {
+            let of = run.total.map_or(String::new(), |t| format!(" of {t}"));
+            let state = if run.alive {
+                format!("running, {} events{of} folded", run.events)
+            } else {
+                "abandoned: its process ended before it finished".to_owned()
+            };
+            writeln!(
+                f,
+                "{} {} ({}), started {}: {state}",
+                run.kind.replace('_', "-"),
+                run.id,
+                run.projection,
+                run.started_at.format("%Y-%m-%dT%H:%M:%SZ")
+            )?;
+        }
+        if !self.left_behind.is_empty() {
+            writeln!(
+                f,
+                "left by runs that ended without finishing: {} (projector prune drops them)",
+                self.left_behind.join(", ")
             )?;
         }
         Ok(())

@@ -116,6 +116,14 @@ async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_n
         "a live replay's set was dropped"
     );
     assert_eq!(run_state(&pool).await, ("running".to_owned(), None, true));
+    let status = projector(&settings, &["status"]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains("replay ") && shown.contains("(users)"),
+        "{shown}"
+    );
+    assert!(shown.contains("running, "), "{shown}");
+    assert_eq!(status.status.code(), Some(0), "{shown}");
 
     replay.kill();
     poll("the killed replay's lease was never released", async || {
@@ -123,6 +131,12 @@ async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_n
     })
     .await;
     assert_eq!(run_state(&pool).await.0, "running", "nothing has swept yet");
+    // `projector status` says so, with exit 1: it waits for a person (or the next sweep).
+    let status = projector(&settings, &["status"]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(shown.contains("abandoned: its process ended"), "{shown}");
+    assert!(shown.contains(&schema), "{shown}");
+    assert_eq!(status.status.code(), Some(1), "{shown}");
 
     // The console shows the run abandoned before any sweep.
     let query = spawn_query_api(&settings).await;
@@ -152,6 +166,10 @@ async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_n
     let (state, error, _) = run_state(&pool).await;
     assert_eq!(state, "abandoned");
     assert!(error.unwrap_or_default().contains("ended before"));
+    let status = projector(&settings, &["status"]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(shown.contains("replays: none running"), "{shown}");
+    assert_eq!(status.status.code(), Some(0), "{shown}");
 
     // With the lock free, a replay runs to its end and leaves nothing behind.
     release(holder).await;
