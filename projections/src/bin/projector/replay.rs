@@ -8,10 +8,22 @@ use infra::settings::Settings;
 
 use projections::lease::{self, Lease};
 use projections::replay::as_of::{self, AsOfError, Bound};
-use projections::replay::runs::Run;
+use projections::replay::runs::{Run, StartError};
 use projections::replay::Origin;
 
 use crate::{connect, models};
+
+/// The run, or `None` (said on standard error) when another run swaps the same read models.
+fn refused_if_busy(started: Result<Run, StartError>) -> anyhow::Result<Option<Run>> {
+    match started {
+        Ok(run) => Ok(Some(run)),
+        Err(busy @ StartError::Busy { .. }) => {
+            infra::errln!("projector: {busy}");
+            Ok(None)
+        }
+        Err(error) => Err(error).context("recording the run"),
+    }
+}
 
 /// A lease for the work about to start, after clearing what work whose process died left
 /// (see `projections::lease`). That clearing is a courtesy: when it fails, the work goes on
@@ -37,7 +49,7 @@ pub async fn replay(
         .collect();
     let total = projections::replay::estimated_events(&pool, &types).await?;
     let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
-    let run = Run::start(
+    let started = Run::start(
         &pool,
         &lease,
         &names.join(" "),
@@ -45,7 +57,10 @@ pub async fn replay(
         None,
         Some(total as i64),
     )
-    .await?;
+    .await;
+    let Some(run) = refused_if_busy(started)? else {
+        return Ok(ExitCode::FAILURE);
+    };
     let mut progress = infra::progress::Progress::new("replay", total);
     let origin = if from_kafka {
         Origin::Kafka(&settings)
@@ -89,7 +104,10 @@ pub async fn rollback(settings: Settings, name: &str) -> anyhow::Result<ExitCode
     let model = projections::read_model(name).with_context(|| format!("no read model {name:?}"))?;
     let pool = connect(&settings).await?;
     let lease = take_lease(&pool).await?;
-    let run = Run::start(&pool, &lease, name, "rollback", None, None).await?;
+    let started = Run::start(&pool, &lease, name, "rollback", None, None).await;
+    let Some(run) = refused_if_busy(started)? else {
+        return Ok(ExitCode::FAILURE);
+    };
     let mut progress = infra::progress::Progress::new("rollback", 0);
     let result = projections::replay::rollback(&pool, model, &mut |n| {
         progress.advance(n);
@@ -176,7 +194,8 @@ pub async fn as_of(
     let name = name.unwrap_or_else(|| bound.default_name());
     let lease = take_lease(&pool).await?;
     let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
-    let run = Run::start(&pool, &lease, &names.join(" "), "as_of", Some(&name), None).await?;
+    let started = Run::start(&pool, &lease, &names.join(" "), "as_of", Some(&name), None).await;
+    let run = started.context("recording the run")?;
     let mut progress = infra::progress::Progress::new("as-of", 0);
     let built = as_of::build(&pool, &lease, &models, &bound, &name, &mut |n| {
         progress.advance(n);

@@ -2,7 +2,7 @@
 //! admin console shows the run abandoned at once (its lease went with its process), a sweep
 //! while it still runs leaves it alone, and the next sweep (`projector prune`, or any replay,
 //! as-of build or verify as it starts) drops the schema and records the run as abandoned; a
-//! replay after that succeeds.
+//! replay after that succeeds. While a replay lives, another of the same model is refused.
 
 use std::time::{Duration, Instant};
 
@@ -124,6 +124,26 @@ async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_n
     );
     assert!(shown.contains("running, "), "{shown}");
     assert_eq!(status.status.code(), Some(0), "{shown}");
+    // Another replay or rollback of the model is refused while this one lives: its swap would
+    // drop the set this one replaces, the one to roll back to.
+    for args in [
+        &["replay", "users"][..],
+        &["rollback", "users"],
+        &["replay", "orders", "users"],
+    ] {
+        let out = projector(&settings, args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(
+            said.contains("is swapping users already"),
+            "{args:?}: {said}"
+        );
+    }
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM replay_runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 1, "a refused run was recorded");
 
     replay.kill();
     poll("the killed replay's lease was never released", async || {
