@@ -195,7 +195,7 @@ async fn keep(
 }
 
 /// A recorded schema `w` that needs no dropping: it is gone, or it became an as-of set.
-const SETTLED: &str = "(to_regnamespace(w.schema_name) IS NULL
+pub(crate) const SETTLED: &str = "(to_regnamespace(w.schema_name) IS NULL
      OR w.schema_name IN (SELECT schema_name FROM as_of_sets))";
 
 /// Claims the record of `schema` in `tx`, the transaction that keeps the schema (a replay's

@@ -145,17 +145,32 @@ pub async fn status(
         sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events")
             .fetch_one(pool)
             .await?;
-    let runs = sqlx::query_as(
+    let mut runs: Vec<RunStatus> = sqlx::query_as(
         "SELECT id, kind, projection, events, total, started_at,
                 lease IS NULL OR projector_lease_held(lease) AS alive
          FROM replay_runs WHERE state = 'running' ORDER BY id",
     )
     .fetch_all(pool)
     .await?;
-    let left_behind = sqlx::query_scalar(
-        "SELECT schema_name FROM projector_work_schemas
-         WHERE NOT projector_lease_held(lease) ORDER BY schema_name",
-    )
+    // A run writes its end before its lease goes: one seen without its lease may have ended
+    // between the snapshot and the look at the locks, and is abandoned only if its row, read
+    // again, still says running.
+    let unsure: Vec<i64> = runs.iter().filter(|r| !r.alive).map(|r| r.id).collect();
+    if !unsure.is_empty() {
+        let still: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM replay_runs WHERE id = ANY($1) AND state = 'running'",
+        )
+        .bind(&unsure)
+        .fetch_all(pool)
+        .await?;
+        runs.retain(|r| r.alive || still.contains(&r.id));
+    }
+    // What a sweep would drop: not the records of schemas already gone or kept.
+    let left_behind = sqlx::query_scalar(&format!(
+        "SELECT w.schema_name FROM projector_work_schemas w
+         WHERE NOT projector_lease_held(w.lease) AND NOT {} ORDER BY 1",
+        crate::lease::SETTLED
+    ))
     .fetch_all(pool)
     .await?;
     Ok(Status {

@@ -26,8 +26,9 @@ pub enum StartError {
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error(
-        "run {run} ({kind} of {projections}) is swapping {busy} already: wait for it to end (if \
-         its process died, `projector prune` clears it)"
+        "run {run} ({kind} of {projections}) is swapping {busy} already: wait for it to end (a \
+         run whose process died no longer counts once PostgreSQL has noticed its connection \
+         gone)"
     )]
     Busy {
         run: i64,
