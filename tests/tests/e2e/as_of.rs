@@ -6,16 +6,10 @@
 use std::time::Duration;
 
 use crate::support::commerce::commerce_load;
-use crate::support::processes::service_command;
+use crate::support::processes::run_projector;
 use crate::support::projector::wait_until_projected;
 use crate::support::query::spawn_read_stack;
 use crate::support::stack::wait_until_published;
-
-fn projector(settings: &infra::settings::Settings, args: &[&str]) -> std::process::Output {
-    let mut command = service_command("projector", settings);
-    command.args(args);
-    command.output().expect("run the projector")
-}
 
 async fn run(settings: &infra::settings::Settings, args: &[&str]) -> std::process::Output {
     let (settings, args): (_, Vec<String>) = (
@@ -24,7 +18,7 @@ async fn run(settings: &infra::settings::Settings, args: &[&str]) -> std::proces
     );
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        projector(&settings, &args)
+        run_projector(&settings, &args)
     })
     .await
     .unwrap()

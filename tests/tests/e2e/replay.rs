@@ -12,16 +12,10 @@ use serde_json::json;
 use crate::support::app::unique_email;
 use crate::support::commerce::commerce_load;
 use crate::support::fold::assert_read_models_match_the_events;
-use crate::support::processes::service_command;
+use crate::support::processes::run_projector;
 use crate::support::projector::wait_until_projected;
 use crate::support::query::spawn_read_stack;
 use crate::support::stack::wait_until_published;
-
-fn projector(settings: &infra::settings::Settings, args: &[&str]) -> std::process::Output {
-    let mut command = service_command("projector", settings);
-    command.args(args);
-    command.output().expect("run the projector")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_and_pruned() {
@@ -49,7 +43,7 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
     let (reads, failures) = (AtomicU64::new(0), AtomicU64::new(0));
     let replay = async {
         let settings = read.stack.settings.clone();
-        let out = tokio::task::spawn_blocking(move || projector(&settings, &["replay", "all"]))
+        let out = tokio::task::spawn_blocking(move || run_projector(&settings, &["replay", "all"]))
             .await
             .unwrap();
         stop.store(true, Ordering::Relaxed);
@@ -108,7 +102,7 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
     wait_until_published(pool, Duration::from_secs(60)).await;
     wait_until_projected(pool, Duration::from_secs(60)).await;
     assert_read_models_match_the_events(pool).await;
-    let out = projector(&read.stack.settings, &["verify", "all"]);
+    let out = run_projector(&read.stack.settings, &["verify", "all"]);
     assert!(out.status.success(), "verify all after the replay: {out:?}");
     // The new tables were built with autovacuum off; live, it is on again (and no other
     // table is left with it off).
@@ -142,7 +136,7 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
 
     // Rollback brings the replaced users set back, caught up with what happened since.
     app.register(&unique_email()).await;
-    let out = projector(&read.stack.settings, &["rollback", "users"]);
+    let out = run_projector(&read.stack.settings, &["rollback", "users"]);
     assert!(out.status.success(), "rollback: {out:?}");
     query
         .eventually(&format!("/v1/users/{victim}"), |user| {
@@ -151,7 +145,7 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
         .await;
     let late = app.register(&unique_email()).await;
     query.at_least(&format!("/v1/users/{late}"), 1).await;
-    let out = projector(&read.stack.settings, &["verify", "users"]);
+    let out = run_projector(&read.stack.settings, &["verify", "users"]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -169,7 +163,7 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
         "(aggregate_type, aggregate_id, sequence)",
     )
     .await;
-    let out = projector(&read.stack.settings, &["rollback", "audit"]);
+    let out = run_projector(&read.stack.settings, &["rollback", "audit"]);
     assert!(out.status.success(), "rollback audit: {out:?}");
     let (key, collation): (String, Option<String>) = sqlx::query_as(
         "SELECT pg_get_constraintdef(k.oid), c.collation_name::text
@@ -183,17 +177,17 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
     .unwrap();
     assert_eq!(key, "PRIMARY KEY (aggregate_id, aggregate_type, sequence)");
     assert_eq!(collation.as_deref(), Some("C"));
-    let out = projector(&read.stack.settings, &["verify", "audit"]);
+    let out = run_projector(&read.stack.settings, &["verify", "audit"]);
     assert!(
         out.status.success(),
         "verify audit after its rollback: {out:?}"
     );
 
     // Replay once more, prune, and nothing is left to roll back to.
-    assert!(projector(&read.stack.settings, &["replay", "users"])
+    assert!(run_projector(&read.stack.settings, &["replay", "users"])
         .status
         .success());
-    let out = projector(&read.stack.settings, &["prune", "all"]);
+    let out = run_projector(&read.stack.settings, &["prune", "all"]);
     assert!(out.status.success(), "{out:?}");
     let left: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM information_schema.schemata
@@ -203,11 +197,11 @@ async fn every_read_model_is_rebuilt_and_swapped_in_under_load_then_rolled_back_
     .await
     .unwrap();
     assert_eq!(left, 0, "no table set is left behind");
-    let out = projector(&read.stack.settings, &["rollback", "users"]);
+    let out = run_projector(&read.stack.settings, &["rollback", "users"]);
     assert_eq!(out.status.code(), Some(1), "nothing to roll back to");
     wait_until_published(pool, Duration::from_secs(60)).await;
     wait_until_projected(pool, Duration::from_secs(60)).await;
-    assert!(projector(&read.stack.settings, &["verify", "all"])
+    assert!(run_projector(&read.stack.settings, &["verify", "all"])
         .status
         .success());
 }
@@ -267,7 +261,7 @@ async fn every_read_model_is_rebuilt_from_the_topics() {
     let replay = async {
         let settings = read.stack.settings.clone();
         let out = tokio::task::spawn_blocking(move || {
-            projector(&settings, &["replay", "all", "--from", "kafka"])
+            run_projector(&settings, &["replay", "all", "--from", "kafka"])
         })
         .await
         .unwrap();
@@ -293,10 +287,10 @@ async fn every_read_model_is_rebuilt_from_the_topics() {
     wait_until_published(pool, Duration::from_secs(60)).await;
     wait_until_projected(pool, Duration::from_secs(60)).await;
     assert_read_models_match_the_events(pool).await;
-    let out = projector(&read.stack.settings, &["verify", "all"]);
+    let out = run_projector(&read.stack.settings, &["verify", "all"]);
     assert!(out.status.success(), "verify all after the replay: {out:?}");
     // As-of sets are built from the event store only: with `--from kafka`, bad usage.
-    let out = projector(
+    let out = run_projector(
         &read.stack.settings,
         &["replay", "users", "--from", "kafka", "--as-of", "1"],
     );

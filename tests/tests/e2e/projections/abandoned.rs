@@ -11,14 +11,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
 
 use crate::support::database::{insert_user_registered, TestDatabase};
-use crate::support::processes::{service_command, Process};
+use crate::support::processes::{run_projector, service_command, Process};
 use crate::support::query::spawn_query_api;
-
-fn projector(settings: &infra::settings::Settings, args: &[&str]) -> std::process::Output {
-    let mut command = service_command("projector", settings);
-    command.args(args);
-    command.output().expect("run the projector")
-}
 
 async fn schema_exists(pool: &PgPool, schema: &str) -> bool {
     sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL")
@@ -109,7 +103,7 @@ async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_n
     let (pool, holder, mut replay, schema) = replay_held_at_its_swap(&db).await;
 
     // A sweep while the replay runs leaves its schema and its run alone.
-    let out = projector(&settings, &["prune", "users"]);
+    let out = run_projector(&settings, &["prune", "users"]);
     assert!(out.status.success(), "prune while a replay runs: {out:?}");
     assert!(
         schema_exists(&pool, &schema).await,
@@ -124,7 +118,7 @@ async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_n
     .execute(&pool)
     .await
     .unwrap();
-    let status = projector(&settings, &["status"]);
+    let status = run_projector(&settings, &["status"]);
     let shown = String::from_utf8_lossy(&status.stdout);
     assert!(
         shown.contains("replay ") && shown.contains("(users)"),
@@ -139,7 +133,7 @@ async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_n
         &["rollback", "users"],
         &["replay", "orders", "users"],
     ] {
-        let out = projector(&settings, args);
+        let out = run_projector(&settings, args);
         let said = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
         assert!(
@@ -160,7 +154,7 @@ async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_n
     .await;
     assert_eq!(run_state(&pool).await.0, "running", "nothing has swept yet");
     // `projector status` says so, with exit 1: it waits for a person (or the next sweep).
-    let status = projector(&settings, &["status"]);
+    let status = run_projector(&settings, &["status"]);
     let shown = String::from_utf8_lossy(&status.stdout);
     assert!(shown.contains("abandoned: its process ended"), "{shown}");
     assert!(shown.contains(&schema), "{shown}");
@@ -177,7 +171,7 @@ async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_n
     );
 
     // The next sweep drops the schema and records the run as abandoned.
-    let out = projector(&settings, &["prune", "users"]);
+    let out = run_projector(&settings, &["prune", "users"]);
     assert!(out.status.success(), "prune after the kill: {out:?}");
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains(&format!("{schema}: dropped")), "{printed}");
@@ -194,14 +188,14 @@ async fn a_killed_replay_is_shown_abandoned_and_what_it_left_is_cleared_by_the_n
     let (state, error, _) = run_state(&pool).await;
     assert_eq!(state, "abandoned");
     assert!(error.unwrap_or_default().contains("ended before"));
-    let status = projector(&settings, &["status"]);
+    let status = run_projector(&settings, &["status"]);
     let shown = String::from_utf8_lossy(&status.stdout);
     assert!(shown.contains("replays: none running"), "{shown}");
     assert_eq!(status.status.code(), Some(0), "{shown}");
 
     // With the lock free, a replay runs to its end and leaves nothing behind.
     release(holder).await;
-    let out = projector(&settings, &["replay", "users"]);
+    let out = run_projector(&settings, &["replay", "users"]);
     assert!(out.status.success(), "replay after the sweep: {out:?}");
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_users")
         .fetch_one(&pool)
@@ -254,7 +248,7 @@ async fn a_replay_whose_lease_connection_is_lost_takes_its_lease_again_and_is_no
     })
     .await;
 
-    let out = projector(&settings, &["prune"]);
+    let out = run_projector(&settings, &["prune"]);
     assert!(out.status.success(), "prune: {out:?}");
     assert!(
         schema_exists(&pool, &schema).await,

@@ -78,6 +78,13 @@ pub fn service_command(name: &str, settings: &Settings) -> Command {
     command
 }
 
+/// Runs `projector <args>` on `settings` to its end (see [`service_command`]).
+pub fn run_projector(settings: &Settings, args: &[&str]) -> std::process::Output {
+    let mut command = service_command("projector", settings);
+    command.args(args);
+    command.output().expect("run the projector")
+}
+
 /// A child process of the test, killed (SIGKILL) and reaped when dropped, so a failing test
 /// leaves no process behind.
 pub struct Process(Child);
