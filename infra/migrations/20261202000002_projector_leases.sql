@@ -22,6 +22,14 @@ LANGUAGE sql STABLE AS $$
     )
 $$;
 
+-- Whether a run still marked running has its process behind it: its lease is held. A run
+-- recorded without a lease (by a binary from before leases) counts as alive. The projector's
+-- sweep, `projector status` and the admin console all ask this.
+CREATE FUNCTION replay_run_alive(lease text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT lease IS NULL OR projector_lease_held(lease)
+$$;
+
 -- The schemas a leased process created and has not dropped or kept yet. Work that keeps one
 -- (a replay's swap, an as-of set's registration) deletes its row in the transaction that
 -- keeps it, and a sweep deletes it in the transaction that drops it: the row's lock lets

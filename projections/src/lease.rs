@@ -246,7 +246,7 @@ pub async fn sweep(pool: &PgPool) -> Result<Swept, sqlx::Error> {
     swept.runs = sqlx::query_scalar(
         "UPDATE replay_runs SET state = 'abandoned', updated_at = now(), finished_at = now(),
              error = 'the process running it ended before the run finished'
-         WHERE state = 'running' AND lease IS NOT NULL AND NOT projector_lease_held(lease)
+         WHERE state = 'running' AND NOT replay_run_alive(lease)
          RETURNING id",
     )
     .fetch_all(pool)

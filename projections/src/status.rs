@@ -147,7 +147,7 @@ pub async fn status(
             .await?;
     let mut runs: Vec<RunStatus> = sqlx::query_as(
         "SELECT id, kind, projection, events, total, started_at,
-                lease IS NULL OR projector_lease_held(lease) AS alive
+                replay_run_alive(lease) AS alive
          FROM replay_runs WHERE state = 'running' ORDER BY id",
     )
     .fetch_all(pool)

@@ -49,8 +49,7 @@ pub async fn recent(pool: &PgPool, limit: i64) -> Result<Vec<Run>, sqlx::Error> 
                 events, total, started_at, updated_at, finished_at,
                 CASE WHEN abandoned THEN 'the process running it ended before the run finished'
                      ELSE error END AS error
-         FROM (SELECT *, state = 'running' AND lease IS NOT NULL
-                         AND NOT projector_lease_held(lease) AS abandoned
+         FROM (SELECT *, state = 'running' AND NOT replay_run_alive(lease) AS abandoned
                FROM replay_runs) r ORDER BY started_at DESC, id DESC LIMIT $1",
     )
     .bind(limit)
