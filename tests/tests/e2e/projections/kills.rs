@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use infra::secrecy::ExposeSecret;
+
 use crate::support::commerce::commerce_load;
 use crate::support::fold::assert_read_models_match_the_events;
 use crate::support::kafka::shared_bootstrap;
@@ -21,10 +23,17 @@ async fn projector_killed_repeatedly_applies_everything_exactly_once() {
     };
     // SIGKILL and restart the projector each time it has made progress (so every kill lands
     // in the middle of its work), until the load is written, at least four times.
+    // The probe has a connection of its own: the load's commands can hold every connection of
+    // the app's pool longer than its acquire timeout on a busy machine (seen once in make test).
+    let probe = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(stack.settings.database.url.expose_secret())
+        .await
+        .expect("a probe connection");
     let killer = async {
         let applied = || async {
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM projection_versions")
-                .fetch_one(&stack.app.pool)
+                .fetch_one(&probe)
                 .await
                 .unwrap()
         };
