@@ -187,12 +187,36 @@ pub async fn payments(
     let principal = Principal::new(Subject::Service(CLIENT_ID.to_owned()), [Role::Service]);
     let mut meta: RequestMetadata = metadata(&parts, Some(principal))?;
     meta.idempotency_key = Some(callback.provider_event_id.clone());
+    meta.idempotency_lasting = true;
     meta.expected_version = None;
-    let digest: [u8; 32] = Sha256::digest(&body).into();
+    let digest = content_digest(&callback, payment_id);
     let dispatch =
         Dispatch::<Payment>::existing(command_name(callback.kind), payment_id, command, digest);
     let outcome = state.bus.execute(&meta, dispatch).await?;
     Ok(Reply::ok(&outcome))
+}
+
+/// What a callback says, as a digest its `provider_event_id` is bound to: the same event sent
+/// again in another serialisation (key order, spacing, the id's letter case) is a replay; the
+/// same event id saying something else is refused.
+fn content_digest(callback: &PaymentCallback, payment_id: Uuid) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    };
+    field(callback.provider_event_id.as_bytes());
+    field(payment_id.as_bytes());
+    field(command_name(callback.kind).as_bytes());
+    field(&callback.amount_minor.to_be_bytes());
+    match &callback.reason {
+        Some(reason) => {
+            field(b"reason");
+            field(reason.as_bytes());
+        }
+        None => field(b""),
+    }
+    hasher.finalize().into()
 }
 
 fn command_name(kind: CallbackKind) -> &'static str {

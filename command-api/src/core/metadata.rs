@@ -28,6 +28,9 @@ pub struct RequestMetadata {
     /// The aggregate version the caller decided against, if it named one.
     pub expected_version: Option<i64>,
     pub idempotency_key: Option<String>,
+    /// The key names an event of another system for good (a payment provider's event id):
+    /// its record is kept past the TTL, so that a retry days later still writes nothing.
+    pub idempotency_lasting: bool,
     /// What was asked, e.g. `POST /v1/orders/<id>/confirm`: an idempotency key is bound to it
     /// and to the body.
     pub operation: String,

@@ -169,11 +169,7 @@ impl CommandBus {
         A::Error: DomainError,
     {
         let must_own = policy::admit(meta.principal.as_ref(), A::access(&dispatch.command))?;
-        let idempotency = meta.idempotency_key.as_ref().map(|key| Idempotency {
-            scope: meta.idempotency_scope(),
-            key: key.clone(),
-            request_hash: meta.request_hash(&dispatch.body_digest),
-        });
+        let idempotency = idempotency(meta, &dispatch.body_digest);
         if let Some(replay) = self.replay::<A>(idempotency.as_ref()).await? {
             return Ok(replay);
         }
@@ -296,6 +292,29 @@ impl CommandBus {
         })
     }
 
+    /// The outcome remembered for this request's idempotency key and body, for a route that
+    /// checks other aggregates before it dispatches: a repeated request is answered as the
+    /// first one was even when those checks would now fail (the customer of an order placed
+    /// has been deactivated since). `None` without a key or with a key not used yet.
+    pub async fn replayed<A: Target>(
+        &self,
+        name: &'static str,
+        meta: &RequestMetadata,
+        body_digest: &[u8; 32],
+    ) -> Result<Option<Outcome<A::Event>>, CommandError>
+    where
+        A::Error: DomainError,
+    {
+        let replayed = self
+            .replay::<A>(idempotency(meta, body_digest).as_ref())
+            .await?;
+        if replayed.is_some() {
+            metrics::counter!("commands_total", "command" => name, "outcome" => "replayed")
+                .increment(1);
+        }
+        Ok(replayed)
+    }
+
     /// The remembered outcome for this key, or a mismatch if the key was used for another
     /// request.
     async fn replay<A: Target>(
@@ -321,6 +340,16 @@ impl CommandBus {
         }
         outcome::remembered::<A>(remembered.outcome).map(Some)
     }
+}
+
+/// The request's idempotency key, bound to its operation and body.
+fn idempotency(meta: &RequestMetadata, body_digest: &[u8; 32]) -> Option<Idempotency> {
+    meta.idempotency_key.as_ref().map(|key| Idempotency {
+        scope: meta.idempotency_scope(),
+        key: key.clone(),
+        request_hash: meta.request_hash(body_digest),
+        lasting: meta.idempotency_lasting,
+    })
 }
 
 fn claim(claim: UniqueClaim) -> Claim {

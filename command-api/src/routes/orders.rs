@@ -115,16 +115,28 @@ pub async fn place(
 ) -> Result<Reply, ApiError> {
     crate::core::policy::admit_creation::<Order>(meta.principal.as_ref())?;
     let command = parse_place(&body.value)?;
+    // The customer check comes after the replay lookup: an order placed stays placed for a
+    // client retrying after its customer was deactivated.
+    if let Some(outcome) = state
+        .bus
+        .replayed::<Order>("place_order", &meta, &body.digest)
+        .await?
+    {
+        return Ok(placed(&outcome));
+    }
     if let OrderCommand::Place { customer_id, .. } = &command {
         state.bus.require_active_customer(*customer_id).await?;
     }
     let dispatch = Dispatch::<Order>::create("place_order", command, body.digest);
-    let outcome = state.bus.execute(&meta, dispatch).await?;
+    Ok(placed(&state.bus.execute(&meta, dispatch).await?))
+}
+
+fn placed(outcome: &crate::core::Outcome<OrderEvent>) -> Reply {
     let total = outcome.events.first().and_then(|event| match event {
         OrderEvent::Placed { total_minor, .. } => Some(*total_minor),
         _ => None,
     });
-    Ok(Reply::created(&outcome).with("total_minor", total))
+    Reply::created(outcome).with("total_minor", total)
 }
 
 async fn transition(

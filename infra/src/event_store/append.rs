@@ -26,12 +26,13 @@ pub struct EventStore {
 }
 
 const TAKE_KEY_SQL: &str = r#"
-INSERT INTO idempotency_keys (scope, key, request_hash, completed, outcome)
-VALUES ($1, $2, $3, false, 'null')
+INSERT INTO idempotency_keys (scope, key, request_hash, completed, outcome, lasting)
+VALUES ($1, $2, $3, false, 'null', $5)
 ON CONFLICT (scope, key) DO UPDATE
     SET request_hash = EXCLUDED.request_hash, completed = false, outcome = 'null',
-        created_at = now()
-    WHERE idempotency_keys.created_at < now() - make_interval(hours => $4)
+        created_at = now(), lasting = EXCLUDED.lasting
+    WHERE NOT idempotency_keys.lasting
+      AND idempotency_keys.created_at < now() - make_interval(hours => $4)
 RETURNING 1
 "#;
 
@@ -63,7 +64,8 @@ impl EventStore {
         crosses_boundary(self.snapshot_every, from, to)
     }
 
-    /// The outcome remembered under an idempotency key that is still live.
+    /// The outcome remembered under an idempotency key that is still live (within the TTL, or
+    /// lasting).
     pub async fn remembered(
         &self,
         scope: &str,
@@ -72,7 +74,7 @@ impl EventStore {
         sqlx::query(
             "SELECT outcome, request_hash FROM idempotency_keys
              WHERE scope = $1 AND key = $2 AND completed
-               AND created_at >= now() - make_interval(hours => $3)",
+               AND (lasting OR created_at >= now() - make_interval(hours => $3))",
         )
         .bind(scope)
         .bind(key)
@@ -222,16 +224,18 @@ impl EventStore {
             .bind(&idempotency.key)
             .bind(&idempotency.request_hash)
             .bind(self.idempotency_ttl_hours as i32)
+            .bind(idempotency.lasting)
             .fetch_optional(&mut **tx)
             .await
             .map_err(db)?;
         Ok(taken.is_some())
     }
 
-    /// Deletes idempotency records older than the TTL; returns how many.
+    /// Deletes idempotency records older than the TTL, except lasting ones; returns how many.
     pub async fn expire_idempotency_keys(&self) -> Result<u64, sqlx::Error> {
         let done = sqlx::query(
-            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)",
+            "DELETE FROM idempotency_keys
+             WHERE NOT lasting AND created_at < now() - make_interval(hours => $1)",
         )
         .bind(self.idempotency_ttl_hours as i32)
         .execute(&self.pool)

@@ -30,6 +30,9 @@ pub struct Idempotency {
     pub scope: String,
     pub key: String,
     pub request_hash: Vec<u8>,
+    /// Kept for good instead of for the TTL: the key names one event of another system for
+    /// ever (a payment provider's event id), which may be sent again at any time.
+    pub lasting: bool,
 }
 
 /// What a command did, as remembered under its idempotency key: enough to answer a repeated

@@ -5,6 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::support::app::{spawn_app, unique_email, Auth};
+use crate::support::auth::{PM_CLIENT_ID, PM_SECRET};
 
 #[tokio::test]
 async fn same_key_and_body_replays_the_first_response() {
@@ -104,18 +105,32 @@ async fn concurrent_requests_with_one_key_commit_once() {
     assert_eq!(keys, 1);
 }
 
+/// A new customer and an order placed for them with `key`: the customer, the body, the answer.
+async fn place_with_key(
+    app: &crate::support::app::TestApp,
+    key: &str,
+) -> (String, serde_json::Value, crate::support::app::Answer) {
+    let customer = app.register(&unique_email()).await;
+    let body = crate::support::app::order_body(&customer);
+    let first = app
+        .send(
+            Method::POST,
+            "/v1/orders",
+            Some(body.clone()),
+            &[("Idempotency-Key", key)],
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    (customer, body, first)
+}
+
 /// A replay is the remembered outcome rendered by the route again: members the route derives
 /// from the events (an order's total, a new address's id) and the ETag come back identical.
 #[tokio::test]
 async fn replays_render_what_the_route_derives_from_the_events() {
     let app = spawn_app().await;
-    let customer = app.register(&unique_email()).await;
+    let (customer, body, first) = place_with_key(&app, "place-once").await;
     let place = [("Idempotency-Key", "place-once")];
-    let body = crate::support::app::order_body(&customer);
-    let first = app
-        .send(Method::POST, "/v1/orders", Some(body.clone()), &place)
-        .await;
-    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
     assert!(first.body["total_minor"].as_i64().is_some_and(|t| t > 0));
     let again = app
         .send(Method::POST, "/v1/orders", Some(body), &place)
@@ -146,4 +161,104 @@ async fn replays_render_what_the_route_derives_from_the_events() {
     assert_eq!(again.body, first.body);
     assert!(again.body["address_id"].is_string());
     assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+}
+
+/// A repeated request is answered as the first one was even when the checks of other
+/// aggregates the route makes first would now fail: the order was placed, and placing it
+/// again (a client's retry after a lost answer) must say so, not that the customer is gone.
+#[tokio::test]
+async fn an_order_placed_is_replayed_after_its_customer_is_deactivated() {
+    let app = spawn_app().await;
+    let (customer, body, first) = place_with_key(&app, "place-before-deactivation").await;
+    let place = [("Idempotency-Key", "place-before-deactivation")];
+    let deactivated = app
+        .send(
+            Method::POST,
+            &format!("/v1/users/{customer}/deactivate"),
+            Some(json!({})),
+            &[],
+        )
+        .await;
+    assert_eq!(deactivated.status, StatusCode::OK, "{}", deactivated.body);
+    let events = app.event_count().await;
+    let again = app
+        .send(Method::POST, "/v1/orders", Some(body.clone()), &place)
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(app.event_count().await, events);
+    // A new order for the deactivated customer is still refused.
+    let fresh = app.post("/v1/orders", body).await;
+    assert_eq!(
+        fresh.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        fresh.body
+    );
+}
+
+/// A machine client's key outlives the TTL (the process manager may send a parked refund again
+/// days later, after the first one went through and its answer was lost); a person's does not.
+#[tokio::test]
+async fn a_service_clients_refund_is_not_done_twice_after_the_ttl() {
+    let app = spawn_app().await;
+    let payment = app.payment().await;
+    for step in ["authorize", "capture"] {
+        let answer = app
+            .post(
+                &format!("/v1/payments/{payment}/{step}"),
+                json!({"amount_minor": 3000}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{step}: {}", answer.body);
+    }
+    let token = app
+        .client
+        .post(format!("{}/v1/auth/token", app.url))
+        .json(&json!({"grant_type": "client_credentials", "client_id": PM_CLIENT_ID, "client_secret": PM_SECRET}))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["access_token"]
+        .as_str()
+        .expect("a service token")
+        .to_owned();
+    let path = format!("/v1/payments/{payment}/refund");
+    let refund = json!({"amount_minor": 1000, "reason": "order cancelled"});
+    let key = [("Idempotency-Key", "pm-refund-evt-1")];
+    let as_service = || {
+        app.send_as(
+            Auth::Bearer(&token),
+            Method::POST,
+            &path,
+            Some(refund.clone()),
+            &key,
+        )
+    };
+    let first = as_service().await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let events = app.event_count().await;
+    app.age_idempotency_keys(None).await;
+    let again = as_service().await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(app.event_count().await, events);
+
+    // A person's key past the TTL is a new request: the admin's refund with an expired key runs.
+    let admin_key = [("Idempotency-Key", "admin-refund-1")];
+    let by_admin = app
+        .send(Method::POST, &path, Some(refund.clone()), &admin_key)
+        .await;
+    assert_eq!(by_admin.status, StatusCode::OK, "{}", by_admin.body);
+    app.age_idempotency_keys(None).await;
+    let later = app
+        .send(Method::POST, &path, Some(refund), &admin_key)
+        .await;
+    assert_eq!(later.status, StatusCode::OK, "{}", later.body);
+    assert!(later.headers.get("idempotent-replayed").is_none());
+    assert_eq!(app.event_count().await, events + 2);
 }

@@ -1,10 +1,11 @@
 //! The payments webhook: HMAC-SHA256 over `"<t>.<raw body>"`, 300 s tolerance, two secrets
-//! during a rotation, and a replayed `provider_event_id` acknowledged without a second write.
+//! during a rotation, and a replayed `provider_event_id` acknowledged without a second write,
+//! however much later and however the provider serialises it again.
 
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::app::{accepted, spawn_app, Answer, TestApp};
+use crate::support::app::{spawn_app, Answer, TestApp};
 use crate::support::auth::{WEBHOOK_PREVIOUS_SECRET, WEBHOOK_SECRET};
 
 fn signature(secret: &str, t: i64, body: &[u8]) -> String {
@@ -23,33 +24,26 @@ async fn deliver(app: &TestApp, body: &[u8], signature: Option<&str>) -> Answer 
     crate::support::app::read(request.send().await.expect("webhook request")).await
 }
 
-async fn payment(app: &TestApp) -> String {
-    let (_, order) = app.user_and_order().await;
-    let answer = app
-        .post(
-            "/v1/payments",
-            json!({"order_id": order, "amount_minor": 3000, "currency": "EUR", "method": "card"}),
-        )
-        .await;
-    accepted(&answer);
-    answer.id()
+/// Delivers `body` signed with the current secret, now.
+async fn signed(app: &TestApp, body: &[u8]) -> Answer {
+    let now = chrono::Utc::now().timestamp();
+    deliver(app, body, Some(&signature(WEBHOOK_SECRET, now, body))).await
+}
+
+/// A callback's body.
+fn callback(id: &str, payment: &str, kind: &str, amount_minor: i64) -> Vec<u8> {
+    serde_json::to_vec(&json!({"provider_event_id": id, "payment_id": payment,
+        "type": kind, "amount_minor": amount_minor}))
+    .unwrap()
 }
 
 #[tokio::test]
 async fn signed_callbacks_move_the_payment_once() {
     let app = spawn_app().await;
-    let payment = payment(&app).await;
+    let payment = app.payment().await;
     let now = chrono::Utc::now().timestamp();
-    let authorized =
-        serde_json::to_vec(&json!({"provider_event_id": "evt-1", "payment_id": payment,
-        "type": "authorized", "amount_minor": 3000}))
-        .unwrap();
-    let first = deliver(
-        &app,
-        &authorized,
-        Some(&signature(WEBHOOK_SECRET, now, &authorized)),
-    )
-    .await;
+    let authorized = callback("evt-1", &payment, "authorized", 3000);
+    let first = signed(&app, &authorized).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
     let events = app.event_count().await;
     // The provider retries: acknowledged, nothing written.
@@ -63,9 +57,7 @@ async fn signed_callbacks_move_the_payment_once() {
     assert_eq!(again.body, first.body);
     assert_eq!(app.event_count().await, events);
     // Signed with the previous secret during a rotation.
-    let captured = serde_json::to_vec(&json!({"provider_event_id": "evt-2", "payment_id": payment,
-        "type": "captured", "amount_minor": 3000}))
-    .unwrap();
+    let captured = callback("evt-2", &payment, "captured", 3000);
     let answer = deliver(
         &app,
         &captured,
@@ -73,15 +65,8 @@ async fn signed_callbacks_move_the_payment_once() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    let refunded = serde_json::to_vec(&json!({"provider_event_id": "evt-3", "payment_id": payment,
-        "type": "refunded", "amount_minor": 1000}))
-    .unwrap();
-    let answer = deliver(
-        &app,
-        &refunded,
-        Some(&signature(WEBHOOK_SECRET, now, &refunded)),
-    )
-    .await;
+    let refunded = callback("evt-3", &payment, "refunded", 1000);
+    let answer = signed(&app, &refunded).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let actors: Vec<(String, String)> = sqlx::query_as(
         "SELECT event_type, metadata->>'actor' FROM events WHERE aggregate_id = $1 AND sequence > 1 ORDER BY sequence",
@@ -104,15 +89,11 @@ async fn signed_callbacks_move_the_payment_once() {
 #[tokio::test]
 async fn unsigned_misigned_stale_or_altered_callbacks_are_401_and_write_nothing() {
     let app = spawn_app().await;
-    let payment = payment(&app).await;
+    let payment = app.payment().await;
     let before = app.event_count().await;
     let now = chrono::Utc::now().timestamp();
-    let body = serde_json::to_vec(&json!({"provider_event_id": "evt-x", "payment_id": payment,
-        "type": "authorized", "amount_minor": 3000}))
-    .unwrap();
-    let altered = serde_json::to_vec(&json!({"provider_event_id": "evt-x", "payment_id": payment,
-        "type": "authorized", "amount_minor": 1}))
-    .unwrap();
+    let body = callback("evt-x", &payment, "authorized", 3000);
+    let altered = callback("evt-x", &payment, "authorized", 1);
     let cases: Vec<(&str, Option<String>, &[u8])> = vec![
         ("unsigned", None, &body),
         (
@@ -158,4 +139,62 @@ async fn unsigned_misigned_stale_or_altered_callbacks_are_401_and_write_nothing(
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn a_provider_event_is_applied_once_after_the_key_ttl_and_in_any_serialisation() {
+    let app = spawn_app().await;
+    let payment = app.payment().await;
+    for (id, kind, amount) in [
+        ("evt-t1", "authorized", 3000),
+        ("evt-t2", "captured", 3000),
+        ("evt-t3", "refunded", 1000),
+    ] {
+        let body = callback(id, &payment, kind, amount);
+        let answer = signed(&app, &body).await;
+        assert_eq!(answer.status, StatusCode::OK, "{kind}: {}", answer.body);
+    }
+    let refund = callback("evt-t3", &payment, "refunded", 1000);
+    let first = signed(&app, &refund).await;
+    let events = app.event_count().await;
+
+    // Days later, past the idempotency TTL (24 h here), and after the expiry task ran: the
+    // provider retries the refund, signed afresh. It was refunded once; it stays so.
+    app.age_idempotency_keys(Some("evt-t3")).await;
+    let later = signed(&app, &refund).await;
+    assert_eq!(later.status, StatusCode::OK, "{}", later.body);
+    assert_eq!(later.body, first.body);
+    assert_eq!(app.event_count().await, events);
+
+    // The same event serialised again (other key order, whitespace): a replay too.
+    let reserialised = format!(
+        "{{ \"type\": \"refunded\",\n  \"amount_minor\": 1000, \"payment_id\": \"{payment}\", \"provider_event_id\": \"evt-t3\" }}"
+    );
+    let again = signed(&app, reserialised.as_bytes()).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body, first.body);
+    assert_eq!(app.event_count().await, events);
+
+    // The same event id saying something else is not a replay: refused, nothing written.
+    let other = callback("evt-t3", &payment, "refunded", 500);
+    let answer = signed(&app, &other).await;
+    answer.assert_problem(422, "idempotency-key-reused");
+    assert_eq!(app.event_count().await, events);
+
+    // Other keys still expire.
+    sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, request_hash, completed, outcome, created_at)
+         VALUES ('user:someone', 'an-ordinary-key', '', true, 'null', now() - interval '30 days')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app.age_idempotency_keys(Some("an-ordinary-key")).await;
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT key FROM idempotency_keys WHERE key IN ('an-ordinary-key', 'evt-t1', 'evt-t2', 'evt-t3') ORDER BY key",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, ["evt-t1", "evt-t2", "evt-t3"]);
 }

@@ -249,6 +249,37 @@ impl TestApp {
         assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
         (user, order.id())
     }
+
+    /// Makes the idempotency records (all of them, or the one of `key`) 30 days old and runs
+    /// the command API's expiry with a 24-hour TTL, as if that time had passed.
+    pub async fn age_idempotency_keys(&self, key: Option<&str>) {
+        sqlx::query(
+            "UPDATE idempotency_keys SET created_at = now() - interval '30 days'
+             WHERE $1::text IS NULL OR key = $1",
+        )
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .expect("ageing idempotency keys");
+        infra::event_store::EventStore::new(self.pool.clone(), 100, 24)
+            .expire_idempotency_keys()
+            .await
+            .expect("expiring idempotency keys");
+    }
+
+    /// A payment of the whole order of [`Self::user_and_order`] (3000 EUR, by card), as its
+    /// id.
+    pub async fn payment(&self) -> String {
+        let (_, order) = self.user_and_order().await;
+        let answer = self
+            .post(
+                "/v1/payments",
+                json!({"order_id": order, "amount_minor": 3000, "currency": "EUR", "method": "card"}),
+            )
+            .await;
+        accepted(&answer);
+        answer.id()
+    }
 }
 
 pub async fn read(response: reqwest::Response) -> Answer {
