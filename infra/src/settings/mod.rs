@@ -107,7 +107,8 @@ pub struct ProjectorSettings {
     /// Most messages applied in one transaction.
     pub batch_size: usize,
     pub dead_letter_policy: DeadLetterPolicy,
-    /// Consumer group prefix; a projection's group is `<prefix><projection>`.
+    /// Consumer group prefix: the group of a process's projections is `<prefix><topic
+    /// prefix><their names, sorted, joined by +>`, shared by the processes that run the same set.
     pub group_prefix: String,
     /// `/healthz`, `/readyz` and `/metrics` of the projector.
     pub host: String,
