@@ -7,7 +7,7 @@
 #   kubernetes   kustomize build of k8s/base, k8s/overlays/dev and k8s/overlays/production;
 #                every rendered object validated strictly against the Kubernetes JSON schemas
 #                bundled in the kubernetes-validate package, then the deployment's rules
-#                (k8s_lint.py: hardened pods, probes, resources, one relay, one projector,
+#                (k8s_lint.py: hardened pods, probes, resources, a single relay replica,
 #                references that resolve)
 #   compose      compose.yaml against the Compose Specification JSON schema shipped in the Go
 #                module github.com/compose-spec/compose-go/v2, and its cross-references

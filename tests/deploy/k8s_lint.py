@@ -15,6 +15,9 @@ from lintlib import Problems, load_yaml_all
 SERVICES = {"command-api", "query-api", "projector", "relay", "schema-registry"}
 SINGLE_REPLICA = {"relay"}
 SCALED = {"command-api", "query-api"}
+# The processes with a Kafka client: the relay publishes, the projector consumes, the query
+# API's admin console reads the projections' lag from the brokers.
+KAFKA_CLIENTS = {"relay", "projector", "query-api"}
 
 
 def validate_schema(problems, where, obj, version):
@@ -108,6 +111,18 @@ def check_workloads(problems, name, objs):
             f"{name} Deployment/relay",
             "does not run `command-api relay`",
         )
+    # Where the brokers want a SASL login, every Kafka client must have its credentials.
+    sasl = any(
+        "APP__KAFKA__PROPERTIES__SASL_MECHANISMS" in (o.get("data") or {})
+        for o in objs
+        if o["kind"] == "ConfigMap"
+    )
+    for d in KAFKA_CLIENTS & set(deployments) if sasl else ():
+        env = env_of(deployments[d]["spec"]["template"]["spec"]["containers"][0])
+        for key in ("APP__KAFKA__PROPERTIES__SASL_USERNAME", "APP__KAFKA__PROPERTIES__SASL_PASSWORD"):
+            problems.require(
+                key in env, f"{name} Deployment/{d}", f"talks to SASL brokers without {key}"
+            )
     jobs = [o for o in objs if o["kind"] == "Job"]
     migrate = [
         j
