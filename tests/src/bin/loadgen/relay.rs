@@ -3,6 +3,8 @@
 //! 1. Commits `--events` events in one transaction straight into the events table of a database
 //!    whose command API is running the relay, and times how long the relay takes to have all of
 //!    them acknowledged by the broker (its checkpoint reaching the last one): commit to ack.
+//!    They are valid events (profile changes of 1,000 users, with RFC 3339 times), so that a
+//!    projector running beside it applies them instead of dead-lettering every one.
 //! 2. Sends as many messages of the same size (the relay's average Avro payload plus the same
 //!    twelve headers) with a raw rdkafka producer configured like the relay's (idempotent,
 //!    acks=all), enqueuing all and awaiting every acknowledgement.
@@ -77,10 +79,11 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
 const INSERT_SQL: &str = r#"
 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
                     metadata, event_id)
-SELECT 'user', 'relay-bench-' || $1 || '-' || (i % 1000), i / 1000 + 1, 'UserProfileChanged', '1',
+SELECT 'user', md5($1 || '-' || (i % 1000))::uuid::text, i / 1000 + 1, 'UserProfileChanged', '1',
        jsonb_build_object('type', 'UserProfileChanged', 'display_name', 'Bench user ' || i,
                           'preferences', NULL),
-       jsonb_build_object('event_id', gen_random_uuid()::text, 'occurred_at', now()::text,
+       jsonb_build_object('event_id', gen_random_uuid()::text,
+                          'occurred_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                           'actor', 'loadgen', 'correlation_id', gen_random_uuid()::text,
                           'causation_id', gen_random_uuid()::text,
                           'traceparent', '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'),
