@@ -136,7 +136,7 @@ fn command_problem(error: &CommandError) -> Problem {
             S::UNPROCESSABLE_ENTITY,
             "idempotency-key-reused",
             "Idempotency key reused",
-            "this Idempotency-Key was used with a different request in the last 24 hours",
+            "this Idempotency-Key was used with a different request (within the last 24 hours, or at any time for a machine client's key)",
         ),
         CommandError::Unstorable(_) => Problem::new(
             S::UNPROCESSABLE_ENTITY,

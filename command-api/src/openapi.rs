@@ -288,8 +288,9 @@ fn headers(c: &mut Constraints<'_>) {
         commands,
         optional(
             "Idempotency-Key",
-            "The same key with the same body within 24 h answers as the first time and writes \
-         nothing; with a different body it is 422 (a rule no schema can state).",
+            "The same key with the same body within 24 h (a machine client's: at any time) \
+         answers as the first time and writes nothing; with a different body it is 422 (a rule \
+         no schema can state).",
             token(IDEMPOTENCY_KEY_MAX),
         ),
     );

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::core::{Dispatch, RequestMetadata};
+use crate::core::{CommandError, Dispatch, RequestMetadata};
 use crate::error::ApiError;
 use crate::http::{metadata, parse, read_limited};
 use crate::routes::Reply;
@@ -189,11 +189,22 @@ pub async fn payments(
     meta.idempotency_key = Some(callback.provider_event_id.clone());
     meta.idempotency_lasting = true;
     meta.expected_version = None;
+    let name = command_name(callback.kind);
     let digest = content_digest(&callback, payment_id);
-    let dispatch =
-        Dispatch::<Payment>::existing(command_name(callback.kind), payment_id, command, digest);
-    let outcome = state.bus.execute(&meta, dispatch).await?;
-    Ok(Reply::ok(&outcome))
+    let dispatch = Dispatch::<Payment>::existing(name, payment_id, command, digest);
+    match state.bus.execute(&meta, dispatch).await {
+        Ok(outcome) => Ok(Reply::ok(&outcome)),
+        Err(CommandError::IdempotencyKeyMismatch) => {
+            // A callback recorded before keys were bound to what it says was bound to its raw
+            // body's digest: the same bytes sent again are a replay of it.
+            let raw: [u8; 32] = Sha256::digest(&body).into();
+            match state.bus.replayed::<Payment>(name, &meta, &raw).await? {
+                Some(outcome) => Ok(Reply::ok(&outcome)),
+                None => Err(CommandError::IdempotencyKeyMismatch.into()),
+            }
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// What a callback says, as a digest its `provider_event_id` is bound to: the same event sent

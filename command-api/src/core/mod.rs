@@ -307,12 +307,17 @@ impl CommandBus {
     {
         let replayed = self
             .replay::<A>(idempotency(meta, body_digest).as_ref())
-            .await?;
-        if replayed.is_some() {
-            metrics::counter!("commands_total", "command" => name, "outcome" => "replayed")
+            .await;
+        let outcome = match &replayed {
+            Ok(Some(_)) => Some("replayed"),
+            Ok(None) => None,
+            Err(error) => Some(error.outcome()),
+        };
+        if let Some(outcome) = outcome {
+            metrics::counter!("commands_total", "command" => name, "outcome" => outcome)
                 .increment(1);
         }
-        Ok(replayed)
+        replayed
     }
 
     /// The remembered outcome for this key, or a mismatch if the key was used for another

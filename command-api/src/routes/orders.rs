@@ -125,7 +125,17 @@ pub async fn place(
         return Ok(placed(&outcome));
     }
     if let OrderCommand::Place { customer_id, .. } = &command {
-        state.bus.require_active_customer(*customer_id).await?;
+        if let Err(refused) = state.bus.require_active_customer(*customer_id).await {
+            // A request with the same key may have committed while this one was checking.
+            if let Some(outcome) = state
+                .bus
+                .replayed::<Order>("place_order", &meta, &body.digest)
+                .await?
+            {
+                return Ok(placed(&outcome));
+            }
+            return Err(refused.into());
+        }
     }
     let dispatch = Dispatch::<Order>::create("place_order", command, body.digest);
     Ok(placed(&state.bus.execute(&meta, dispatch).await?))

@@ -145,34 +145,44 @@ async fn unsigned_misigned_stale_or_altered_callbacks_are_401_and_write_nothing(
 async fn a_provider_event_is_applied_once_after_the_key_ttl_and_in_any_serialisation() {
     let app = spawn_app().await;
     let payment = app.payment().await;
+    let mut answers = Vec::new();
     for (id, kind, amount) in [
         ("evt-t1", "authorized", 3000),
         ("evt-t2", "captured", 3000),
         ("evt-t3", "refunded", 1000),
     ] {
-        let body = callback(id, &payment, kind, amount);
-        let answer = signed(&app, &body).await;
+        let answer = signed(&app, &callback(id, &payment, kind, amount)).await;
         assert_eq!(answer.status, StatusCode::OK, "{kind}: {}", answer.body);
+        answers.push(answer.body);
     }
-    let refund = callback("evt-t3", &payment, "refunded", 1000);
-    let first = signed(&app, &refund).await;
     let events = app.event_count().await;
+    // An ordinary key, a person's, to show that those still expire.
+    sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, request_hash, completed, outcome)
+         VALUES ('user:someone', 'an-ordinary-key', '', true, 'null')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
 
     // Days later, past the idempotency TTL (24 h here), and after the expiry task ran: the
     // provider retries the refund, signed afresh. It was refunded once; it stays so.
-    app.age_idempotency_keys(Some("evt-t3")).await;
+    app.age_idempotency_keys(None).await;
+    let refund = callback("evt-t3", &payment, "refunded", 1000);
     let later = signed(&app, &refund).await;
     assert_eq!(later.status, StatusCode::OK, "{}", later.body);
-    assert_eq!(later.body, first.body);
+    assert_eq!(later.body, answers[2]);
     assert_eq!(app.event_count().await, events);
 
-    // The same event serialised again (other key order, whitespace): a replay too.
+    // The same event serialised again (other key order, whitespace, the id in capitals): a
+    // replay too.
     let reserialised = format!(
-        "{{ \"type\": \"refunded\",\n  \"amount_minor\": 1000, \"payment_id\": \"{payment}\", \"provider_event_id\": \"evt-t3\" }}"
+        "{{ \"type\": \"refunded\",\n  \"amount_minor\": 1000, \"payment_id\": \"{}\", \"provider_event_id\": \"evt-t3\" }}",
+        payment.to_uppercase()
     );
     let again = signed(&app, reserialised.as_bytes()).await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
-    assert_eq!(again.body, first.body);
+    assert_eq!(again.body, answers[2]);
     assert_eq!(app.event_count().await, events);
 
     // The same event id saying something else is not a replay: refused, nothing written.
@@ -181,15 +191,29 @@ async fn a_provider_event_is_applied_once_after_the_key_ttl_and_in_any_serialisa
     answer.assert_problem(422, "idempotency-key-reused");
     assert_eq!(app.event_count().await, events);
 
-    // Other keys still expire.
+    // A callback recorded before keys were bound to what a callback says was bound to the
+    // digest of its raw body (SHA-256 over the operation's digest and the body's): the same
+    // bytes sent again are still a replay.
+    let capture = callback("evt-t2", &payment, "captured", 3000);
     sqlx::query(
-        "INSERT INTO idempotency_keys (scope, key, request_hash, completed, outcome, created_at)
-         VALUES ('user:someone', 'an-ordinary-key', '', true, 'null', now() - interval '30 days')",
+        "UPDATE idempotency_keys
+         SET request_hash = sha256(sha256('POST /v1/webhooks/payments'::bytea) || sha256($1))
+         WHERE key = 'evt-t2'",
     )
+    .bind(&capture)
     .execute(&app.pool)
     .await
     .unwrap();
-    app.age_idempotency_keys(Some("an-ordinary-key")).await;
+    let recorded_before = signed(&app, &capture).await;
+    assert_eq!(
+        recorded_before.status,
+        StatusCode::OK,
+        "{}",
+        recorded_before.body
+    );
+    assert_eq!(recorded_before.body, answers[1]);
+    assert_eq!(app.event_count().await, events);
+
     let left: Vec<String> = sqlx::query_scalar(
         "SELECT key FROM idempotency_keys WHERE key IN ('an-ordinary-key', 'evt-t1', 'evt-t2', 'evt-t3') ORDER BY key",
     )
