@@ -330,14 +330,29 @@ pub async fn password_reset(
 #[utoipa::path(post, path = "/v1/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirm,
     responses((status = 204, description = "password changed; every refresh family of the user revoked"),
         (status = 400, description = "`/problems/invalid-reset-token`"),
-        (status = 422, description = "the new password is not 12 to 128 characters")))]
+        (status = 422, description = "the new password is not 12 to 128 characters"),
+        (status = 429, description = "`/problems/rate-limited`")))]
 pub async fn password_reset_confirm(
     State(state): State<AppState>,
+    address: ClientAddress,
     body: JsonBody<ResetConfirm>,
 ) -> Result<StatusCode, AuthProblem> {
     use infra::secrecy::ExposeSecret;
+    // Unauthenticated work: it counts against the per-address limit, and a token that cannot
+    // work is refused before the password is hashed (else anyone could fill the hashing queue
+    // with made-up tokens and shed every login with 503).
+    if let Some(ip) = address.0 {
+        state
+            .identity
+            .anonymous
+            .check(&ip)
+            .map_err(AuthProblem::RateLimited)?;
+    }
     check_length(body.value.new_password.expose_secret())
         .map_err(|message| ApiError::field("new_password", message))?;
+    if !store::reset_token_usable(&state.identity.pool, body.value.token.expose_secret()).await? {
+        return Err(AuthProblem::InvalidResetToken);
+    }
     let hash = state
         .identity
         .passwords

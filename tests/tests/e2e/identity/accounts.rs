@@ -121,6 +121,39 @@ async fn an_expired_reset_token_is_refused() {
     .assert_problem(400, "invalid-reset-token");
 }
 
+/// Confirmations are unauthenticated work: limited per address, and one with a token that
+/// cannot work is refused before the new password is hashed. Before, each made-up token cost
+/// an argon2id hash, and a flood of them filled the hashing queue (logins shed with 503).
+#[tokio::test]
+async fn reset_confirmations_with_made_up_tokens_hash_nothing_and_are_limited() {
+    let app = spawn_app_with(|s| {
+        s.auth.hashing_threads = 1;
+        s.auth.hashing_queue = 1;
+        s.auth.argon2_memory_kib = 32_768;
+        s.auth.argon2_iterations = 3;
+        s.auth.anonymous_per_minute = 8;
+    })
+    .await;
+    let answers = join_all((0..16).map(|i| {
+        app.post_as(
+            Auth::Anonymous,
+            "/v1/auth/password-reset/confirm",
+            json!({"token": format!("made-up-token-{i}"), "new_password": "a-brand-new-password"}),
+        )
+    }))
+    .await;
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status.as_u16()).collect();
+    for answer in &answers {
+        match answer.status.as_u16() {
+            400 => answer.assert_problem(400, "invalid-reset-token"),
+            429 => answer.assert_problem(429, "rate-limited"),
+            _ => panic!("a made-up token was answered {}: {statuses:?}", answer.body),
+        }
+    }
+    assert!(statuses.contains(&400), "{statuses:?}");
+    assert!(statuses.contains(&429), "nothing was limited: {statuses:?}");
+}
+
 #[tokio::test]
 async fn repeated_failed_logins_lock_the_account_even_for_the_right_password() {
     let app = spawn_app_with(|s| {
