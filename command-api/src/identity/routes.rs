@@ -289,13 +289,7 @@ pub async fn password_reset(
     address: ClientAddress,
     body: JsonBody<ResetRequest>,
 ) -> Result<StatusCode, AuthProblem> {
-    if let Some(ip) = address.0 {
-        state
-            .identity
-            .anonymous
-            .check(&ip)
-            .map_err(AuthProblem::RateLimited)?;
-    }
+    admit_anonymous(&state, &address)?;
     // The answer is the same and immediate whether or not the account exists; the token is
     // made and queued afterwards.
     if let Ok(email) = Email::parse(&body.value.email) {
@@ -341,13 +335,7 @@ pub async fn password_reset_confirm(
     // Unauthenticated work: it counts against the per-address limit, and a token that cannot
     // work is refused before the password is hashed (else anyone could fill the hashing queue
     // with made-up tokens and shed every login with 503).
-    if let Some(ip) = address.0 {
-        state
-            .identity
-            .anonymous
-            .check(&ip)
-            .map_err(AuthProblem::RateLimited)?;
-    }
+    admit_anonymous(&state, &address)?;
     check_length(body.value.new_password.expose_secret())
         .map_err(|message| ApiError::field("new_password", message))?;
     if !store::reset_token_usable(&state.identity.pool, body.value.token.expose_secret()).await? {
@@ -379,4 +367,16 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("public, max-age=300"),
     );
     response
+}
+
+/// Unauthenticated work from `address`: `Err` (429) past its per-address limit.
+fn admit_anonymous(state: &AppState, address: &ClientAddress) -> Result<(), AuthProblem> {
+    match address.0 {
+        Some(ip) => state
+            .identity
+            .anonymous
+            .check(&ip)
+            .map_err(AuthProblem::RateLimited),
+        None => Ok(()),
+    }
 }
