@@ -40,17 +40,17 @@ pub struct Envelope {
 pub struct Headers(Vec<(String, String)>);
 
 impl Headers {
-    /// The headers of a consumed message (a value that is not UTF-8 is read lossily; one
-    /// without a value is empty).
+    /// The headers of a consumed message (a value that is not UTF-8 is read lossily, and a
+    /// NUL, which no PostgreSQL text can hold, as U+FFFD too; one without a value is empty).
+    /// The relay never writes either; a message from elsewhere that does is dead-lettered
+    /// (see [`Envelope::from_parts`]) instead of failing every attempt at its batch.
     pub fn of(message: &impl Message) -> Self {
         message
             .headers()
             .map(|h| {
                 h.iter()
                     .map(|header| {
-                        let value = header
-                            .value
-                            .map(|v| String::from_utf8_lossy(v).into_owned());
+                        let value = header.value.map(storable_text);
                         (header.key.to_owned(), value.unwrap_or_default())
                     })
                     .collect()
@@ -70,6 +70,16 @@ impl Headers {
     fn take(&mut self, name: &str) -> Option<String> {
         let at = self.0.iter().rposition(|(key, _)| key == name)?;
         Some(std::mem::take(&mut self.0[at].1))
+    }
+}
+
+/// `bytes` as text PostgreSQL can store: invalid UTF-8 and NUL as U+FFFD.
+fn storable_text(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text.into_owned()
     }
 }
 
@@ -109,7 +119,12 @@ impl Envelope {
         mut header: impl FnMut(&'static str) -> Option<String>,
         payload: Value,
     ) -> Result<Self, EnvelopeError> {
-        let mut text = |name: &'static str| header(name).ok_or(EnvelopeError::Header(name));
+        // A value read lossily (not UTF-8, or holding a NUL) is not what the relay wrote.
+        let mut text = |name: &'static str| {
+            header(name)
+                .filter(|value| !value.contains(char::REPLACEMENT_CHARACTER))
+                .ok_or(EnvelopeError::Header(name))
+        };
         Ok(Self {
             event_id: text("event_id")?
                 .parse()
@@ -153,5 +168,69 @@ mod tests {
         assert_eq!(headers.take("a").as_deref(), Some("3"));
         assert_eq!(headers.take("b").as_deref(), Some("2"));
         assert_eq!(headers.get("b"), Some(""));
+    }
+
+    /// A message from another producer whose `aggregate_id` holds a NUL (or bytes that are
+    /// not UTF-8): its headers hold no NUL afterwards (PostgreSQL refuses it in text, and the
+    /// batch failed for good at the dead-letter insert), and it makes no envelope, so it is
+    /// dead-lettered.
+    #[test]
+    fn a_header_no_text_column_can_hold_makes_no_envelope() {
+        use infra::event_store::{message_headers, HeaderMetadata, PublishedEvent};
+        use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+        let metadata = HeaderMetadata::of_json(&serde_json::json!({
+            "occurred_at": "2026-12-02T10:00:00.000000Z", "actor": "user:x",
+            "correlation_id": "c", "causation_id": "c",
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}));
+        let message = |aggregate_id: &[u8]| {
+            let published = PublishedEvent {
+                event_id: uuid::Uuid::now_v7(),
+                event_type: "UserDeactivated",
+                event_version: "1",
+                aggregate_type: "user",
+                aggregate_id: "placeholder",
+                sequence: 2,
+                global_position: 7,
+                metadata: &metadata,
+            };
+            let mut headers = OwnedHeaders::new();
+            for (key, value) in message_headers(&published) {
+                let value = if key == "aggregate_id" {
+                    aggregate_id
+                } else {
+                    value.as_bytes()
+                };
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            OwnedMessage::new(
+                None,
+                None,
+                "t".into(),
+                Timestamp::NotAvailable,
+                0,
+                9,
+                Some(headers),
+            )
+        };
+        let source = Source {
+            topic: "t".into(),
+            partition: 0,
+            offset: 9,
+        };
+        let payload = serde_json::json!({"type": "UserDeactivated"});
+        let fine = Headers::of(&message(b"0193a1b2-0000-7000-8000-000000000001"));
+        assert!(Envelope::from_parts(source.clone(), &fine, payload.clone()).is_ok());
+        for bad in [&b"0193a1b2\0-tail"[..], &b"0193a1b2\xff-tail"[..]] {
+            let headers = Headers::of(&message(bad));
+            let id = headers.get("aggregate_id").unwrap();
+            assert!(!id.contains('\0'), "{id:?}");
+            assert!(matches!(
+                Envelope::from_parts(source.clone(), &headers, payload.clone()),
+                Err(EnvelopeError::Header("aggregate_id"))
+            ));
+        }
     }
 }

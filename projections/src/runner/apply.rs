@@ -319,7 +319,8 @@ impl Runner {
         .bind(source.offset)
         .bind(letter.event_id)
         .bind(letter.aggregate_id)
-        .bind(error)
+        // An error may quote what it refused; no text column holds a NUL.
+        .bind(error.replace('\0', "\u{FFFD}"))
         .bind(letter.payload)
         .execute(&mut *conn)
         .await?;
