@@ -18,12 +18,28 @@ use crate::catalogue::{latest, EventSchema};
 use crate::convert::{avro_to_json, json_to_avro};
 use crate::error::SchemaError;
 
+/// The converter's error as ours. It retries (and does not cache) only network errors and
+/// answers 502 and 503; any other 5xx (a registry's 500 on a store error, a proxy's 504), 408
+/// and 429 say nothing about the schema either, so they are transient here too. Callers drop
+/// what the converter cached of such a failure, so that the next attempt asks again (else a
+/// schema id met during a registry's passing 500 stayed "undecodable" for the process's life).
 fn registry_error(error: SRCError) -> SchemaError {
-    if error.retriable {
+    if error.retriable || transient_status(&error.error) {
         SchemaError::RegistryUnreachable(error.to_string())
     } else {
         SchemaError::Registry(error.to_string())
     }
+}
+
+/// Whether the converter's text for a failed HTTP call ("… failed with status 500 Internal
+/// Server Error") names a status worth waiting out.
+fn transient_status(message: &str) -> bool {
+    message
+        .split("failed with status ")
+        .nth(1)
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok())
+        .is_some_and(|code| code >= 500 || code == 408 || code == 429)
 }
 
 /// The subject an event type's schemas are registered under on `topic`.
@@ -109,18 +125,27 @@ impl EventEncoder {
                 .encoder
                 .encode_value(value, &strategy(topic, schema))
                 .await
-                .map_err(registry_error);
+                .map_err(|error| self.failed(error));
         }
         let encoded = self
             .encoder
             .encode_value(value, &strategy(topic, schema))
             .instrument(lookup_span("register", &key, None))
             .await
-            .map_err(registry_error);
+            .map_err(|error| self.failed(error));
         if encoded.is_err() {
             self.seen.forget(&key);
         }
         encoded
+    }
+
+    /// `error` as ours, dropping what the converter cached of a transient failure.
+    fn failed(&self, error: SRCError) -> SchemaError {
+        let error = registry_error(error);
+        if matches!(error, SchemaError::RegistryUnreachable(_)) {
+            self.encoder.remove_errors_from_cache();
+        }
+        error
     }
 
     /// Registers every event type's newest schema under its subject on `topic`.
@@ -132,7 +157,7 @@ impl EventEncoder {
             .instrument(lookup_span("register", &key, None))
             .await
             .map(|registered| registered.id)
-            .map_err(registry_error)?;
+            .map_err(|error| self.failed(error))?;
         // The converter keeps what it registered: encoding with it calls the registry no more.
         self.seen.first(key);
         Ok(registered)
@@ -198,7 +223,13 @@ impl EventDecoder {
             None => decoding.await,
         };
         let result = decoded
-            .map_err(registry_error)?
+            .map_err(|error| {
+                let error = registry_error(error);
+                if matches!(error, SchemaError::RegistryUnreachable(_)) {
+                    self.decoder.remove_errors_from_cache();
+                }
+                error
+            })?
             .ok_or_else(|| SchemaError::Registry("empty message".to_owned()))?;
         let event_type = result
             .name
@@ -219,4 +250,95 @@ fn basic_settings(url: &str, user: &str, password: &str) -> Result<SrSettings, S
         .set_basic_authorization(user, Some(password))
         .build()
         .map_err(|e| SchemaError::Registry(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(deprecated)] // `to_avro_datum`: the plainest way to write one datum here.
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn statuses_worth_waiting_out() {
+        let text =
+            |code: &str| format!("HTTP request to schema registry failed with status {code}");
+        for code in [
+            "500 Internal Server Error",
+            "504 Gateway Timeout",
+            "429 Too Many Requests",
+            "408 Request Timeout",
+        ] {
+            assert!(transient_status(&text(code)), "{code}");
+        }
+        for code in [
+            "404 Not Found",
+            "422 Unprocessable Entity",
+            "401 Unauthorized",
+        ] {
+            assert!(!transient_status(&text(code)), "{code}");
+        }
+        assert!(!transient_status("Invalid magic byte"));
+    }
+
+    /// A registry that answers its first request with 500 (a store error, a proxy's 504) and
+    /// then serves the schema: the message decodes on the next attempt. Before, the converter
+    /// cached the 500 as a fact about the schema id and every later message with it was
+    /// "undecodable" (dead-lettered) for the life of the process.
+    #[tokio::test]
+    async fn a_registry_error_that_passes_is_not_remembered() {
+        let schema = latest("UserRoleGranted").unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let found = serde_json::json!({ "schema": schema.file.text }).to_string();
+        tokio::spawn(async move {
+            for n in 0.. {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => request.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let (status, body) = if n == 0 {
+                    (
+                        "500 Internal Server Error",
+                        r#"{"error_code":50001,"message":"store"}"#,
+                    )
+                } else {
+                    ("200 OK", found.as_str())
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        let payload = serde_json::json!({"type": "UserRoleGranted", "role": "admin"});
+        let datum = apache_avro::to_avro_datum(
+            &schema.schema,
+            json_to_avro(&payload, &schema.schema).unwrap(),
+        )
+        .unwrap();
+        let mut bytes = vec![0u8];
+        bytes.extend_from_slice(&7u32.to_be_bytes());
+        bytes.extend_from_slice(&datum);
+
+        let decoder = EventDecoder::new(&url);
+        let first = decoder.decode(&bytes).await;
+        assert!(
+            matches!(first, Err(SchemaError::RegistryUnreachable(_))),
+            "{first:?}"
+        );
+        let next = decoder
+            .decode(&bytes)
+            .await
+            .expect("decoded once the registry answers");
+        assert_eq!(next.event_type, "UserRoleGranted");
+        assert_eq!(next.schema_id, 7);
+    }
 }
