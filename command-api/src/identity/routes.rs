@@ -137,6 +137,10 @@ async fn password_grant(
         None => None,
     };
     let user_id = stored.as_ref().map(|(id, _)| *id);
+    let checked = stored
+        .as_ref()
+        .map(|(_, hash)| hash.clone())
+        .unwrap_or_default();
     let matched = identity
         .passwords
         .verify(password, stored.map(|(_, hash)| hash))
@@ -149,13 +153,19 @@ async fn password_grant(
         metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
         return Err(AuthProblem::InvalidCredentials);
     };
+    let Some(refresh) =
+        store::start_family(&identity.pool, id, &checked, identity.refresh_ttl).await?
+    else {
+        // The password was reset while this one was being checked: it opens no session.
+        metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
+        return Err(AuthProblem::InvalidCredentials);
+    };
     identity.failures_by_address.succeeded(&address, false);
     if let Some(account) = &account {
         identity.failures_by_account.succeeded(account, true);
     }
     metrics::counter!("auth_logins_total", "outcome" => "ok").increment(1);
     let principal = Principal::new(Subject::User(id), roles);
-    let refresh = store::start_family(&identity.pool, id, identity.refresh_ttl).await?;
     issue(state, &principal, Some(refresh))
 }
 

@@ -63,13 +63,30 @@ pub async fn user_by_email(
     Ok(id.and_then(|id| Uuid::parse_str(&id).ok()))
 }
 
-/// Starts a refresh family for a login; returns its first token.
+/// Starts a refresh family for a login that checked `verified_hash`; returns its first token,
+/// or `None` when the user's password has changed since (a reset committed while the login
+/// was hashing). The credentials row is share-locked while the family is written: a reset
+/// either waits for the family and then revokes it with the others, or commits first and no
+/// family starts. Without this, a login racing a reset kept a session the reset should have
+/// ended.
 pub async fn start_family(
     pool: &PgPool,
     user_id: Uuid,
+    verified_hash: &str,
     ttl: Duration,
-) -> Result<String, sqlx::Error> {
+) -> Result<Option<String>, sqlx::Error> {
     let token = new_token()?;
+    let mut tx = pool.begin().await?;
+    let unchanged: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM credentials WHERE user_id = $1 AND password_hash = $2 FOR SHARE",
+    )
+    .bind(user_id)
+    .bind(verified_hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if unchanged.is_none() {
+        return Ok(None);
+    }
     sqlx::query(
         "WITH family AS (INSERT INTO refresh_families (id, user_id) VALUES ($1, $2))
          INSERT INTO refresh_tokens (token_hash, family_id, expires_at)
@@ -79,9 +96,10 @@ pub async fn start_family(
     .bind(user_id)
     .bind(token_hash(&token))
     .bind(secs(ttl))
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(token)
+    tx.commit().await?;
+    Ok(Some(token))
 }
 
 /// Longest a login's refresh family lives, however often it is refreshed.

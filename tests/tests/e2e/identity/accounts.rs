@@ -100,6 +100,70 @@ async fn a_password_reset_is_single_use_and_ends_every_session() {
     .assert_problem(401, "invalid-grant");
 }
 
+/// A login that checked the password a reset has just replaced opens no session: the family
+/// is written under a share lock of the credentials it checked, so a reset either commits
+/// first (and the login starts nothing) or waits for the family and revokes it. Before, a login
+/// hashing while the reset committed wrote its family after the reset's revocation and kept a
+/// 90-day session.
+#[tokio::test]
+async fn a_login_that_checked_a_replaced_password_starts_no_session() {
+    use command_api::identity::store;
+    let app = spawn_app().await;
+    let customer = app.customer().await;
+    let user_id: uuid::Uuid = customer.id.parse().unwrap();
+    let checked: String =
+        sqlx::query_scalar("SELECT password_hash FROM credentials WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let ttl = Duration::from_secs(3600);
+    // Unchanged: a family starts.
+    let started = store::start_family(&app.pool, user_id, &checked, ttl)
+        .await
+        .unwrap();
+    assert!(started.is_some());
+    // The reset commits while the login is still hashing the old password.
+    app.post_as(
+        Auth::Anonymous,
+        "/v1/auth/password-reset",
+        json!({"email": customer.email}),
+    )
+    .await;
+    let token = reset_token(&app, &customer.email).await;
+    let confirmed = app
+        .post_as(
+            Auth::Anonymous,
+            "/v1/auth/password-reset/confirm",
+            json!({"token": token, "new_password": "a-brand-new-password"}),
+        )
+        .await;
+    assert_eq!(
+        confirmed.status,
+        StatusCode::NO_CONTENT,
+        "{}",
+        confirmed.body
+    );
+    let late = store::start_family(&app.pool, user_id, &checked, ttl)
+        .await
+        .unwrap();
+    assert!(
+        late.is_none(),
+        "a session started for the replaced password"
+    );
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        live, 0,
+        "the reset ended every session and none started after it"
+    );
+}
+
 #[tokio::test]
 async fn an_expired_reset_token_is_refused() {
     let app = spawn_app_with(|s| s.auth.reset_token_ttl_secs = 1).await;
