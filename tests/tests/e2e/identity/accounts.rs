@@ -20,6 +20,17 @@ async fn password_login(app: &TestApp, email: &str, password: &str) -> Answer {
 }
 
 /// The reset token queued for `email`, once the (asynchronous) request has queued it.
+/// Asks for a reset of `email`'s password; returns the token the user would be mailed.
+async fn requested_reset_token(app: &TestApp, email: &str) -> String {
+    app.post_as(
+        Auth::Anonymous,
+        "/v1/auth/password-reset",
+        json!({"email": email}),
+    )
+    .await;
+    reset_token(app, email).await
+}
+
 async fn reset_token(app: &TestApp, email: &str) -> String {
     for _ in 0..100 {
         let token: Option<Value> = sqlx::query_scalar(
@@ -124,13 +135,7 @@ async fn a_login_that_checked_a_replaced_password_starts_no_session() {
         .unwrap();
     assert!(started.is_some());
     // The reset commits while the login is still hashing the old password.
-    app.post_as(
-        Auth::Anonymous,
-        "/v1/auth/password-reset",
-        json!({"email": customer.email}),
-    )
-    .await;
-    let token = reset_token(&app, &customer.email).await;
+    let token = requested_reset_token(&app, &customer.email).await;
     let confirmed = app
         .post_as(
             Auth::Anonymous,
@@ -168,13 +173,7 @@ async fn a_login_that_checked_a_replaced_password_starts_no_session() {
 async fn an_expired_reset_token_is_refused() {
     let app = spawn_app_with(|s| s.auth.reset_token_ttl_secs = 1).await;
     let customer = app.customer().await;
-    app.post_as(
-        Auth::Anonymous,
-        "/v1/auth/password-reset",
-        json!({"email": customer.email}),
-    )
-    .await;
-    let token = reset_token(&app, &customer.email).await;
+    let token = requested_reset_token(&app, &customer.email).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     app.post_as(
         Auth::Anonymous,
