@@ -20,6 +20,14 @@ async fn password_login(app: &TestApp, email: &str, password: &str) -> Answer {
 }
 
 /// The reset token queued for `email`, once the (asynchronous) request has queued it.
+/// One hashing thread, a queue of one and a slow hash: a few requests that hash fill it.
+fn slow_single_hasher(settings: &mut infra::settings::Settings) {
+    settings.auth.hashing_threads = 1;
+    settings.auth.hashing_queue = 1;
+    settings.auth.argon2_memory_kib = 32_768;
+    settings.auth.argon2_iterations = 3;
+}
+
 /// Asks for a reset of `email`'s password; returns the token the user would be mailed.
 async fn requested_reset_token(app: &TestApp, email: &str) -> String {
     app.post_as(
@@ -190,10 +198,7 @@ async fn an_expired_reset_token_is_refused() {
 #[tokio::test]
 async fn reset_confirmations_with_made_up_tokens_hash_nothing_and_are_limited() {
     let app = spawn_app_with(|s| {
-        s.auth.hashing_threads = 1;
-        s.auth.hashing_queue = 1;
-        s.auth.argon2_memory_kib = 32_768;
-        s.auth.argon2_iterations = 3;
+        slow_single_hasher(s);
         s.auth.anonymous_per_minute = 8;
     })
     .await;
@@ -268,10 +273,7 @@ async fn failed_logins_are_limited_per_address_across_accounts() {
 #[tokio::test]
 async fn a_login_flood_past_the_hashing_queue_is_shed_with_503() {
     let app = spawn_app_with(|s| {
-        s.auth.hashing_threads = 1;
-        s.auth.hashing_queue = 1;
-        s.auth.argon2_memory_kib = 32_768;
-        s.auth.argon2_iterations = 3;
+        slow_single_hasher(s);
         s.auth.login_failures_per_address = 1000;
     })
     .await;
