@@ -257,7 +257,12 @@ impl Runner {
         );
         let applied = self.projection.apply(conn, envelope).instrument(span).await;
         match applied {
-            Ok(()) => attempt.occurred.push(envelope.occurred_at),
+            Ok(()) => {
+                attempt.occurred.push(envelope.occurred_at);
+                if payload.is_none() {
+                    resolve_dead_letters(conn, name, envelope).await?;
+                }
+            }
             // Deadlock, serialization failure, lost connection: not the event's fault.
             Err(crate::ApplyError::Database(error)) if infra::db::is_transient(&error) => {
                 return Err(RunError::Database(error).into())
@@ -326,4 +331,26 @@ impl Runner {
         .await?;
         Ok(())
     }
+}
+
+/// An event a gap fill has just applied from the event store may have been dead-lettered when
+/// its message was consumed (undecodable, say): it is applied now, so its dead letter goes in
+/// the same transaction. Left behind, a retry of it would apply the event a second time, and
+/// on a model where order does not matter nothing would stop it (a capture counted twice).
+async fn resolve_dead_letters(
+    conn: &mut PgConnection,
+    projection: &str,
+    envelope: &Envelope,
+) -> Result<(), RunError> {
+    let resolved = sqlx::query("DELETE FROM dead_letters WHERE projection = $1 AND event_id = $2")
+        .bind(projection)
+        .bind(envelope.event_id.to_string())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if resolved > 0 {
+        tracing::info!(projection, event_id = %envelope.event_id, resolved,
+            "dead letter resolved: its event was applied from the event store");
+    }
+    Ok(())
 }
