@@ -15,7 +15,8 @@ use super::passwords::HashError;
 use crate::core::CommandError;
 use crate::error::ApiError;
 
-/// The address a request came from (the TCP peer; proxies' headers are not trusted).
+/// The address a request came from, as the per-address limits count it: the TCP peer
+/// (proxies' headers are not trusted), an IPv6 peer as its /64 network ([`limit_key`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddress(pub Option<IpAddr>);
 
@@ -27,8 +28,22 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| info.0.ip()),
+                .map(|info| limit_key(info.0.ip())),
         ))
+    }
+}
+
+/// What a per-address limit counts `ip` as. One IPv6 subscriber gets a whole /64 (2^64
+/// addresses), so counting each address apart would give one client as many budgets as it
+/// cares to use, and let it fill the limiters' key tables; an IPv4 address mapped into IPv6 is
+/// the IPv4 address.
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
     }
 }
 
@@ -143,4 +158,24 @@ pub fn no_store(body: impl IntoResponse) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_network_of_one_subscriber_counts_as_one_address() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let key = |s: &str| limit_key(ip(s));
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:fffe")
+        );
+        assert_eq!(key("2001:db8:1:2::1"), ip("2001:db8:1:2::"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), ip("192.0.2.7"));
+        assert_eq!(key("192.0.2.7"), ip("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+    }
 }
