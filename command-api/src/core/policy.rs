@@ -56,17 +56,12 @@ pub fn admit(principal: Option<&Principal>, access: Access) -> Result<bool, Comm
     }
 }
 
-/// The role check of [`Governed::creation_access`] alone.
-pub fn admit_creation<A: Governed>(principal: Option<&Principal>) -> Result<(), CommandError> {
-    admit(principal, A::creation_access()).map(|_| ())
-}
-
 /// What an aggregate tells the policy.
 pub trait Governed: cqrs_es::Aggregate {
     fn access(command: &Self::Command) -> Access;
-    /// The access of the command that creates one; routes that look up a reference before
-    /// they can build that command check this first ([`admit_creation`]), so that a role
-    /// that may not create one learns nothing from the lookup.
+    /// The access of the command that creates one. Routes check their command's access before
+    /// they read the body or look up a reference (`crate::http::Admitted`), so that a role
+    /// that may not run it learns nothing from either.
     fn creation_access() -> Access;
     /// The owner: from the state, or for a new aggregate from the command.
     fn owner(&self, id: Uuid, command: &Self::Command) -> Option<Owner>;

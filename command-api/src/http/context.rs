@@ -15,6 +15,7 @@ use infra::auth::{Authenticated, OptionalPrincipal, Principal, Subject};
 use infra::telemetry::propagation;
 use uuid::Uuid;
 
+use crate::core::policy::{self, Access};
 use crate::core::{Actor, RequestMetadata};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -32,6 +33,51 @@ impl FromRequestParts<AppState> for RequestMetadata {
             .admit_command(&principal)
             .map_err(ApiError::RateLimited)?;
         metadata(parts, Some(principal))
+    }
+}
+
+/// A command route's metadata once its principal holds a role the route's command admits
+/// (`R`): a role that may not run it is answered 403 before the body is read or checked, so
+/// it learns nothing of the command's validation. Ownership is checked later, on the state.
+pub struct Admitted<R>(pub RequestMetadata, pub std::marker::PhantomData<R>);
+
+/// What a route's command needs of its principal ([`Access`]).
+pub trait RouteAccess {
+    const ACCESS: Access;
+}
+
+/// Commands of a customer on what is theirs (and admins').
+pub struct Owners;
+/// [`Owners`], and services.
+pub struct OwnersAndServices;
+/// Fulfilment and payment state changes: admins and services.
+pub struct Operators;
+/// Role grants: admins.
+pub struct Admins;
+
+impl RouteAccess for Owners {
+    const ACCESS: Access = Access::Owner { service: false };
+}
+impl RouteAccess for OwnersAndServices {
+    const ACCESS: Access = Access::Owner { service: true };
+}
+impl RouteAccess for Operators {
+    const ACCESS: Access = Access::Operator;
+}
+impl RouteAccess for Admins {
+    const ACCESS: Access = Access::Admin;
+}
+
+impl<R: RouteAccess> FromRequestParts<AppState> for Admitted<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let meta = RequestMetadata::from_request_parts(parts, state).await?;
+        policy::admit(meta.principal.as_ref(), R::ACCESS)?;
+        Ok(Self(meta, std::marker::PhantomData))
     }
 }
 

@@ -6,7 +6,9 @@ mod context;
 mod json;
 mod validate;
 
-pub use context::{metadata, Registration};
+pub use context::{
+    metadata, Admins, Admitted, Operators, Owners, OwnersAndServices, Registration, RouteAccess,
+};
 pub use context::{IDEMPOTENCY_KEY_MAX, ID_HEADER_MAX, IF_MATCH_PATTERN, TOKEN_PATTERN};
 pub use json::{parse, read_limited, EmptyBody, JsonBody};
 pub use validate::{parse_id, Validator};

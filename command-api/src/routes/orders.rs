@@ -15,6 +15,7 @@ use super::Reply;
 use crate::core::{Dispatch, RequestMetadata};
 use crate::error::ApiError;
 use crate::http::{parse_id, EmptyBody, JsonBody, Validator};
+use crate::http::{Admitted, Operators, Owners, OwnersAndServices};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -110,10 +111,9 @@ fn parse_place(body: &PlaceOrder) -> Result<OrderCommand, ApiError> {
         (status = 422, description = "invalid field, or no active customer with that id")))]
 pub async fn place(
     State(state): State<AppState>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Owners>,
     body: JsonBody<PlaceOrder>,
 ) -> Result<Reply, ApiError> {
-    crate::core::policy::admit_creation::<Order>(meta.principal.as_ref())?;
     let command = parse_place(&body.value)?;
     // The customer check comes after the replay lookup: an order placed stays placed for a
     // client retrying after its customer was deactivated.
@@ -167,7 +167,7 @@ async fn transition(
 pub async fn confirm(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Operators>,
     body: JsonBody<EmptyBody>,
 ) -> Result<Reply, ApiError> {
     transition(
@@ -186,7 +186,7 @@ pub async fn confirm(
 pub async fn start_processing(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Operators>,
     body: JsonBody<EmptyBody>,
 ) -> Result<Reply, ApiError> {
     let command = OrderCommand::StartProcessing;
@@ -199,7 +199,7 @@ pub async fn start_processing(
 pub async fn ship(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Operators>,
     body: JsonBody<ShipOrder>,
 ) -> Result<Reply, ApiError> {
     let mut v = Validator::default();
@@ -223,7 +223,7 @@ pub async fn ship(
 pub async fn deliver(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Operators>,
     body: JsonBody<EmptyBody>,
 ) -> Result<Reply, ApiError> {
     transition(
@@ -243,7 +243,7 @@ pub async fn deliver(
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<OwnersAndServices>,
     body: JsonBody<CancelOrder>,
 ) -> Result<Reply, ApiError> {
     let reason =

@@ -13,6 +13,7 @@ use super::Reply;
 use crate::core::{Dispatch, RequestMetadata};
 use crate::error::ApiError;
 use crate::http::{parse_id, JsonBody, Validator};
+use crate::http::{Admitted, Operators, OwnersAndServices};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -61,7 +62,7 @@ pub struct RefundPayment {
         (status = 422, description = "invalid field, unknown order, or amount/currency not matching the order")))]
 pub async fn initiate(
     State(state): State<AppState>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<OwnersAndServices>,
     body: JsonBody<InitiatePayment>,
 ) -> Result<Reply, ApiError> {
     let raw = &body.value;
@@ -80,7 +81,6 @@ pub async fn initiate(
     };
     let amount = Money::positive(amount, currency)
         .map_err(|e| ApiError::field("amount_minor", e.to_string()))?;
-    crate::core::policy::admit_creation::<Payment>(meta.principal.as_ref())?;
     let order = state.bus.payment_terms(order_id).await?;
     let command = PaymentCommand::Initiate {
         order_id,
@@ -119,7 +119,7 @@ async fn run(
 pub async fn authorize(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Operators>,
     body: JsonBody<Amount>,
 ) -> Result<Reply, ApiError> {
     let command = PaymentCommand::Authorize {
@@ -134,7 +134,7 @@ pub async fn authorize(
 pub async fn capture(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Operators>,
     body: JsonBody<Amount>,
 ) -> Result<Reply, ApiError> {
     let command = PaymentCommand::Capture {
@@ -149,7 +149,7 @@ pub async fn capture(
 pub async fn fail(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Operators>,
     body: JsonBody<FailPayment>,
 ) -> Result<Reply, ApiError> {
     let command = PaymentCommand::Fail {
@@ -164,7 +164,7 @@ pub async fn fail(
 pub async fn refund(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Operators>,
     body: JsonBody<RefundPayment>,
 ) -> Result<Reply, ApiError> {
     let mut v = Validator::default();

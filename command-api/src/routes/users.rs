@@ -10,9 +10,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Reply;
-use crate::core::{Actor, Dispatch, RequestMetadata};
+use crate::core::{Actor, Dispatch};
 use crate::error::ApiError;
 use crate::http::{parse_id, EmptyBody, JsonBody, Registration, Validator};
+use crate::http::{Admins, Admitted, Owners};
 use crate::identity::passwords::check_length;
 use crate::state::AppState;
 use infra::secrecy::{ExposeSecret, SecretString};
@@ -152,7 +153,7 @@ pub async fn register(
 pub async fn change_profile(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Owners>,
     body: JsonBody<ChangeProfile>,
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
@@ -187,7 +188,7 @@ pub async fn change_profile(
 pub async fn change_email(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Owners>,
     body: JsonBody<ChangeEmail>,
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
@@ -208,7 +209,7 @@ pub async fn change_email(
 pub async fn add_address(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Owners>,
     body: JsonBody<AddressBody>,
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
@@ -237,7 +238,7 @@ pub async fn add_address(
 pub async fn remove_address(
     State(state): State<AppState>,
     Path((id, address_id)): Path<(String, String)>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Owners>,
     body: JsonBody<EmptyBody>,
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
@@ -252,7 +253,7 @@ pub async fn remove_address(
 pub async fn grant_role(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Admins>,
     body: JsonBody<GrantRole>,
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
@@ -272,7 +273,7 @@ pub async fn grant_role(
 pub async fn revoke_role(
     State(state): State<AppState>,
     Path((id, role)): Path<(String, String)>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Admins>,
     body: JsonBody<EmptyBody>,
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
@@ -291,7 +292,7 @@ pub async fn revoke_role(
 pub async fn deactivate(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    meta: RequestMetadata,
+    Admitted(meta, _): Admitted<Owners>,
     body: JsonBody<Deactivate>,
 ) -> Result<Reply, ApiError> {
     let id = parse_id(&id, "user")?;
