@@ -187,7 +187,6 @@ pub async fn payments(
     let principal = Principal::new(Subject::Service(CLIENT_ID.to_owned()), [Role::Service]);
     let mut meta: RequestMetadata = metadata(&parts, Some(principal))?;
     meta.idempotency_key = Some(callback.provider_event_id.clone());
-    meta.idempotency_lasting = true;
     meta.expected_version = None;
     let name = command_name(callback.kind);
     let digest = content_digest(&callback, payment_id);

@@ -28,9 +28,6 @@ pub struct RequestMetadata {
     /// The aggregate version the caller decided against, if it named one.
     pub expected_version: Option<i64>,
     pub idempotency_key: Option<String>,
-    /// The key names an event of another system for good (a payment provider's event id):
-    /// its record is kept past the TTL, so that a retry days later still writes nothing.
-    pub idempotency_lasting: bool,
     /// What was asked, e.g. `POST /v1/orders/<id>/confirm`: an idempotency key is bound to it
     /// and to the body.
     pub operation: String,
@@ -44,6 +41,16 @@ impl RequestMetadata {
             Some(principal) => principal.sub(),
             None => "anonymous".to_owned(),
         }
+    }
+
+    /// Whether this caller's keys are kept for good instead of for the TTL: a machine client's
+    /// name its decisions for good (a payment provider's event id, the process manager's
+    /// `pm-refund-<event>-<payment>-<amount>`), and it may send one again days later (a
+    /// provider's retry, a parked command reset), so that a refund done once is not done twice.
+    pub fn idempotency_lasting(&self) -> bool {
+        self.principal
+            .as_ref()
+            .is_some_and(|p| matches!(p.subject, infra::auth::Subject::Service(_)))
     }
 
     /// The metadata of an event this command produces.

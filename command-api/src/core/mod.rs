@@ -353,7 +353,7 @@ fn idempotency(meta: &RequestMetadata, body_digest: &[u8; 32]) -> Option<Idempot
         scope: meta.idempotency_scope(),
         key: key.clone(),
         request_hash: meta.request_hash(body_digest),
-        lasting: meta.idempotency_lasting,
+        lasting: meta.idempotency_lasting(),
     })
 }
 

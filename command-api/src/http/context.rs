@@ -11,7 +11,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use infra::auth::{Authenticated, OptionalPrincipal, Principal, Subject};
+use infra::auth::{Authenticated, OptionalPrincipal, Principal};
 use infra::telemetry::propagation;
 use uuid::Uuid;
 
@@ -124,12 +124,6 @@ pub fn metadata(parts: &Parts, principal: Option<Principal>) -> Result<RequestMe
     let traceparent = propagation::continue_trace(&propagation::from_headers(headers));
     let expected_version = if_match(headers)?;
     let idempotency_key = header_token(headers, "idempotency-key", IDEMPOTENCY_KEY_MAX)?;
-    // A machine client's keys name its decisions for good (the process manager's
-    // `pm-refund-<event>-<payment>-<amount>`), and it may send one again days later (a parked
-    // command reset): kept past the TTL, so that a refund done once is not done twice.
-    let idempotency_lasting = principal
-        .as_ref()
-        .is_some_and(|p| matches!(p.subject, Subject::Service(_)));
     Ok(RequestMetadata {
         principal,
         actor: Actor(actor),
@@ -139,7 +133,6 @@ pub fn metadata(parts: &Parts, principal: Option<Principal>) -> Result<RequestMe
         traceparent,
         expected_version,
         idempotency_key,
-        idempotency_lasting,
         operation: format!("{} {}", parts.method, parts.uri.path()),
     })
 }

@@ -102,7 +102,6 @@ fn metadata(operation: &str) -> RequestMetadata {
         ),
         expected_version: None,
         idempotency_key: None,
-        idempotency_lasting: false,
         operation: operation.to_owned(),
     }
 }

@@ -115,18 +115,11 @@ pub async fn place(
     body: JsonBody<PlaceOrder>,
 ) -> Result<Reply, ApiError> {
     let command = parse_place(&body.value)?;
-    // The customer check comes after the replay lookup: an order placed stays placed for a
-    // client retrying after its customer was deactivated.
-    if let Some(outcome) = state
-        .bus
-        .replayed::<Order>("place_order", &meta, &body.digest)
-        .await?
-    {
-        return Ok(placed(&outcome));
-    }
     if let OrderCommand::Place { customer_id, .. } = &command {
         if let Err(refused) = state.bus.require_active_customer(*customer_id).await {
-            // A request with the same key may have committed while this one was checking.
+            // A request with this key that placed the order (before the customer was
+            // deactivated, or while this one was checking) is answered as it was: an order
+            // placed stays placed for a client retrying. Otherwise the dispatch looks it up.
             if let Some(outcome) = state
                 .bus
                 .replayed::<Order>("place_order", &meta, &body.digest)
