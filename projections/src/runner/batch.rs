@@ -2,11 +2,12 @@
 
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use schemas::wire::EventDecoder;
 use tokio::sync::watch;
 
-use super::fanout::{Consumer, FIRST_BACKOFF, MAX_BACKOFF};
+use super::fanout::{FIRST_BACKOFF, MAX_BACKOFF};
 use super::{own, Message, Raw, RunError};
 use crate::envelope::Envelope;
 
@@ -54,8 +55,8 @@ pub(super) async fn decode(
 /// After a batch's first message, takes what else is already fetched or arrives within a
 /// millisecond: a fetch hands over many messages at once, so batches stay large under load
 /// without delaying a lone event.
-pub(super) async fn fill_batch(
-    consumer: &Consumer,
+pub(super) async fn fill_batch<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
     first: Raw,
     batch_size: usize,
 ) -> Result<Vec<Raw>, RunError> {

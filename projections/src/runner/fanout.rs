@@ -6,11 +6,13 @@
 //! Every message is decoded once and handed to each projection that reads its topic, and each
 //! projection applies its share in its own transaction, all of them at once.
 //!
-//! A projection whose batch fails waits out its backoff while the others go on; when it is
-//! due, the consumer is moved back to the oldest offset it still needs, and the others skip
-//! what they have already applied. Positions live in PostgreSQL (`projection_offsets`), never
-//! in Kafka: see [`super::positions`] for why an assignment can never skip a message.
+//! A projection whose batch fails is handed nothing more: it catches up on a consumer of its
+//! own ([`super::catch_up`]) while the others go on, and is handed its share again once it has
+//! applied everything the shared consumer handed out. Positions live in PostgreSQL
+//! (`projection_offsets`), never in Kafka: see [`super::positions`] for why an assignment can
+//! never skip a message.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,10 +21,11 @@ use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::wire::EventDecoder;
 use sqlx::{PgPool, Row};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::batch::{decode, fill_batch, note_recoverable, recoverable};
-use super::positions::{Context, Positions};
+use super::catch_up::{committed, failed, unapplied, Behind, Shared};
+use super::positions::{Context, Partition, Positions};
 use super::{own, Message, RunError, Runner};
 
 pub(super) type Consumer = StreamConsumer<Context>;
@@ -30,12 +33,11 @@ pub(super) type Consumer = StreamConsumer<Context>;
 pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A projection in the fan-out, and when it may try again after a failed batch.
+/// A projection in the fan-out, and its catch-up task while it is behind.
 struct Slot {
-    runner: Runner,
+    runner: Arc<Runner>,
     topics: Vec<String>,
-    retry_at: Option<Instant>,
-    backoff: Duration,
+    behind: Option<Behind>,
 }
 
 pub struct Fanout {
@@ -43,6 +45,10 @@ pub struct Fanout {
     positions: Arc<Positions>,
     pool: PgPool,
     settings: infra::settings::Settings,
+    shared: Shared,
+    /// Per partition, the offset after the last message the shared consumer handed out: a
+    /// projection behind has caught up once it has applied up to here.
+    head: HashMap<Partition, i64>,
 }
 
 impl Fanout {
@@ -52,9 +58,8 @@ impl Fanout {
             .into_iter()
             .map(|runner| Slot {
                 topics: runner.projection.topics(&prefix),
-                runner,
-                retry_at: None,
-                backoff: FIRST_BACKOFF,
+                runner: Arc::new(runner),
+                behind: None,
             })
             .collect();
         let positions = Arc::new(Positions::new(
@@ -62,11 +67,19 @@ impl Fanout {
                 .iter()
                 .map(|s| (s.runner.projection.name(), s.topics.clone())),
         ));
+        let shared = Shared {
+            positions: positions.clone(),
+            decoder: Arc::new(EventDecoder::new(&settings.schema_registry.url)),
+            progress: Arc::new(Notify::new()),
+            settings: settings.clone(),
+        };
         Self {
             slots,
             positions,
             pool,
             settings,
+            shared,
+            head: HashMap::new(),
         }
     }
 
@@ -96,7 +109,17 @@ impl Fanout {
     pub async fn run(&mut self, stopped: watch::Receiver<bool>) -> Result<(), RunError> {
         self.load_positions().await?;
         let consumer = self.subscribe().await?;
-        let result = self.consume(&consumer, stopped).await;
+        let mut result = self.consume(&consumer, stopped).await;
+        // The projections behind stop too; a restart starts every one from its stored offsets.
+        for slot in &mut self.slots {
+            if let Some(behind) = slot.behind.take() {
+                let ended = behind.finish().await;
+                if result.is_ok() {
+                    result = ended;
+                }
+            }
+        }
+        self.head.clear();
         // Closing a consumer blocks (it leaves the group, waits for the broker): keep that off
         // the async workers, whose other tasks it would stall.
         let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
@@ -162,13 +185,11 @@ impl Fanout {
         consumer: &Consumer,
         mut stopped: watch::Receiver<bool>,
     ) -> Result<(), RunError> {
-        let decoder = EventDecoder::new(&self.settings.schema_registry.url);
         let batch_size = self.settings.projector.batch_size;
+        let progress = self.shared.progress.clone();
         while !*stopped.borrow() {
             self.position_fresh(consumer).await?;
-            self.rewind_due(consumer)?;
-            let due = self.slots.iter().filter_map(|s| s.retry_at).min();
-            let wake = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            self.rejoin_caught_up().await?;
             // Only the wait for a batch's first message may be interrupted: `recv` gives up
             // nothing when dropped, while a batch being filled would lose what it holds.
             let first = tokio::select! {
@@ -182,107 +203,111 @@ impl Fanout {
                 },
                 _ = stopped.changed() => break,
                 _ = self.positions.assigned.notified() => continue,
-                _ = tokio::time::sleep_until(wake.into()) => continue,
+                _ = progress.notified() => continue,
             };
             let batch = fill_batch(consumer, first, batch_size).await?;
             // The batch's polls may have run a rebalance: learn its partitions' places first.
             self.position_fresh(consumer).await?;
+            for raw in &batch {
+                let s = &raw.source;
+                let head = self.head.entry((s.topic.clone(), s.partition)).or_insert(0);
+                *head = (*head).max(s.offset + 1);
+            }
+            let decoder = self.shared.decoder.clone();
             let Some(messages) = decode(&decoder, batch, &mut stopped).await? else {
                 break;
             };
-            self.deliver(&messages).await;
+            for index in self.deliver(&messages).await {
+                let group = self.group();
+                let slot = &mut self.slots[index];
+                let behind = Behind::start(
+                    slot.runner.clone(),
+                    slot.topics.clone(),
+                    &self.shared,
+                    &group,
+                )?;
+                slot.behind = Some(behind);
+            }
         }
         Ok(())
     }
 
-    /// Hands each due projection the messages of its topics it has not applied yet, all
-    /// projections at once.
-    async fn deliver(&mut self, messages: &[Message]) {
+    /// Hands each projection behind whose catch-up has applied everything the shared consumer
+    /// handed out its share again. A catch-up task that ended by itself (its consumer failed)
+    /// fails the fan-out.
+    async fn rejoin_caught_up(&mut self) -> Result<(), RunError> {
+        for slot in &mut self.slots {
+            let Some(behind) = &slot.behind else {
+                continue;
+            };
+            let name = slot.runner.projection.name();
+            let caught_up = behind.ended()
+                || self
+                    .positions
+                    .assigned_of(&slot.topics)
+                    .iter()
+                    .all(|(topic, partition)| {
+                        // A partition the shared consumer has handed nothing of since it was
+                        // assigned starts at or below this projection's offset.
+                        let Some(head) = self.head.get(&(topic.clone(), *partition)) else {
+                            return true;
+                        };
+                        self.positions
+                            .next(name, topic, *partition)
+                            .is_some_and(|next| next >= *head)
+                    });
+            if caught_up {
+                if let Some(behind) = slot.behind.take() {
+                    behind.finish().await?;
+                }
+                tracing::info!(projection = name, "caught up: back on the shared consumer");
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands each projection that is not behind the messages of its topics it has not applied
+    /// yet, all projections at once; returns the slots whose batch failed.
+    async fn deliver(&mut self, messages: &[Message]) -> Vec<usize> {
         let positions = &self.positions;
         let work = self
             .slots
             .iter_mut()
-            // A projection waiting for its retry gets nothing until `rewind_due` has moved the
-            // consumer back for it: it must not see messages past the ones it failed on.
-            .filter(|slot| slot.retry_at.is_none())
-            .map(|slot| async move {
+            .enumerate()
+            // A projection behind reads for itself until it has caught up.
+            .filter(|(_, slot)| slot.behind.is_none())
+            .map(|(index, slot)| async move {
                 let name = slot.runner.projection.name();
-                let mine: Vec<&Message> = messages
+                let mine = messages
                     .iter()
-                    .filter(|m| slot.topics.contains(&m.raw.source.topic))
-                    .collect();
+                    .filter(|m| slot.topics.contains(&m.raw.source.topic));
+                let new = unapplied(positions, name, mine.clone());
                 // Everything taken off the consumer for it, duplicates included: a restart that
                 // re-read the topics from the beginning would show here, not in the applied count.
                 metrics::counter!("projection_messages_consumed_total", "projection" => name)
-                    .increment(mine.len() as u64);
-                let stored = positions.next_of(name);
-                let new: Vec<&Message> = mine
-                    .into_iter()
-                    .filter(|m| {
-                        let s = &m.raw.source;
-                        stored
-                            .iter()
-                            .find(|((topic, partition), _)| {
-                                *partition == s.partition && *topic == s.topic
-                            })
-                            .is_none_or(|(_, next)| s.offset >= *next)
-                    })
-                    .collect();
+                    .increment(mine.count() as u64);
                 if new.is_empty() {
-                    return;
+                    return None;
                 }
                 let started = Instant::now();
                 match slot.runner.apply_batch(&new).await {
                     Ok(applied) => {
-                        // Once per partition: the batch's highest offset in it, plus one.
-                        let mut reached: Vec<((String, i32), i64)> = Vec::new();
-                        for m in &new {
-                            let s = &m.raw.source;
-                            match reached
-                                .iter_mut()
-                                .find(|(p, _)| p.1 == s.partition && p.0 == s.topic)
-                            {
-                                Some((_, next)) => *next = (*next).max(s.offset + 1),
-                                None => {
-                                    reached.push(((s.topic.clone(), s.partition), s.offset + 1))
-                                }
-                            }
-                        }
-                        positions.merge(
-                            reached
-                                .into_iter()
-                                .map(|(p, next)| (name.to_owned(), p, next)),
-                        );
-                        slot.backoff = FIRST_BACKOFF;
-                        tracing::debug!(
-                            projection = name,
-                            messages = new.len(),
-                            applied,
-                            "batch committed"
-                        );
-                        metrics::counter!("projection_events_applied_total", "projection" => name)
-                            .increment(applied);
-                        metrics::histogram!("projection_apply_seconds", "projection" => name)
-                            .record(started.elapsed().as_secs_f64());
+                        committed(positions, name, &new, applied, started);
+                        None
                     }
                     Err(error) => {
-                        metrics::counter!("projection_restarts_total", "projection" => name)
-                            .increment(1);
-                        tracing::warn!(projection = name, error = %crate::error_chain(&error),
-                            retry_in_ms = slot.backoff.as_millis() as u64,
-                            "projection interrupted: it retries from its stored offsets");
-                        slot.retry_at = Some(Instant::now() + slot.backoff);
-                        slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
+                        failed(name, &error, FIRST_BACKOFF);
+                        Some(index)
                     }
                 }
             });
-        join_all(work).await;
+        join_all(work).await.into_iter().flatten().collect()
     }
 
     /// Newly assigned partitions were started where this process last knew the projections
     /// to be; another process may have applied more since. Reads the stored offsets again and
     /// moves the consumer forward past what every projection has applied.
-    async fn position_fresh(&self, consumer: &Consumer) -> Result<(), RunError> {
+    async fn position_fresh(&mut self, consumer: &Consumer) -> Result<(), RunError> {
         let fresh = self.positions.take_fresh();
         if fresh.is_empty() {
             return Ok(());
@@ -290,6 +315,9 @@ impl Fanout {
         self.load_positions().await?;
         let mut forward = TopicPartitionList::new();
         for ((topic, partition), assigned_at) in fresh {
+            // The shared consumer starts this partition again: at or below every projection's
+            // offset in it, so what it handed out before says nothing now.
+            self.head.remove(&(topic.clone(), partition));
             let Some(start) = self.positions.start(&topic, partition) else {
                 continue;
             };
@@ -304,45 +332,6 @@ impl Fanout {
             }
         }
         Ok(())
-    }
-
-    /// Moves the consumer back for each projection whose retry is due, to the oldest offset it
-    /// still needs in each assigned partition of its topics.
-    fn rewind_due(&mut self, consumer: &Consumer) -> Result<(), RunError> {
-        let now = Instant::now();
-        let mut back: Vec<((String, i32), Offset)> = Vec::new();
-        for slot in self.slots.iter_mut() {
-            if slot.retry_at.is_none_or(|at| at > now) {
-                continue;
-            }
-            slot.retry_at = None;
-            let name = slot.runner.projection.name();
-            for (topic, partition) in self.positions.assigned_of(&slot.topics) {
-                let offset = self
-                    .positions
-                    .next(name, &topic, partition)
-                    .map_or(Offset::Beginning, Offset::Offset);
-                back.push(((topic, partition), offset));
-            }
-        }
-        if back.is_empty() {
-            return Ok(());
-        }
-        // The lowest per partition: `Beginning` sorts below any offset.
-        back.sort_by_key(|((t, p), o)| (t.clone(), *p, offset_rank(*o)));
-        back.dedup_by(|b, a| a.0 == b.0);
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in back {
-            tpl.add_partition_offset(&topic, partition, offset)?;
-        }
-        seek(consumer, tpl)
-    }
-}
-
-fn offset_rank(offset: Offset) -> i64 {
-    match offset {
-        Offset::Offset(n) => n,
-        _ => -1,
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod apply;
 mod batch;
+mod catch_up;
 mod fanout;
 mod positions;
 

@@ -1,5 +1,6 @@
 //! Restart cost is independent of topic length: a restarted projector resumes from the offsets
-//! it stored, so it takes only what was published after it stopped off the broker.
+//! it stored, so it takes only what was published after it stopped off the broker; and a
+//! projection that keeps failing makes the others re-read nothing.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use crate::support::fold::assert_read_models_match_the_events;
 use crate::support::kafka::shared_bootstrap;
 use crate::support::processes::free_port;
 use crate::support::projector::{
-    metrics_page, projection_counter, spawn_projector_on, wait_until_projected,
+    metrics_page, projection_counter, spawn_projector_on, unprojected, wait_until_projected,
 };
 use crate::support::stack::{spawn_stack, wait_until_published, Stack};
 
@@ -59,4 +60,69 @@ async fn a_restarted_projector_consumes_only_what_came_after_its_stored_offsets(
         "the restarted projector re-read messages it had committed"
     );
     drop(second);
+}
+
+/// A projection whose batches keep failing makes no other projection read anything twice: it
+/// catches up on a consumer of its own. Before, the shared consumer was moved back to the
+/// failing projection's offset at each of its retries (every 5 s once its backoff had grown),
+/// so the others re-read everything since; with more behind it than five seconds of reading,
+/// they stopped for as long as it kept failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_projection_makes_the_others_read_nothing_twice() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let pool = &stack.app.pool;
+    let users = 20;
+    write_users(&stack, users).await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    // Every write of the users projection fails as a serialization failure does: transient,
+    // so it retries (and never dead-letters) until the trigger goes.
+    sqlx::raw_sql(
+        "CREATE FUNCTION hold_users() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'held by the test' USING ERRCODE = 'serialization_failure'; END $$;
+         CREATE TRIGGER hold_users BEFORE INSERT OR UPDATE ON rm_users
+         FOR EACH ROW EXECUTE FUNCTION hold_users();",
+    )
+    .execute(pool)
+    .await
+    .expect("hold the users projection");
+    let port = free_port();
+    let projector = spawn_projector_on(&stack.settings, port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while unprojected(pool, "audit", &["user"]).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "audit never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Long enough for the users projection's backoff to reach its 5 s ceiling and retry again.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let page = metrics_page(port).await;
+    let retries = projection_counter(&page, "projection_restarts_total", "users");
+    let audit = projection_counter(&page, "projection_messages_consumed_total", "audit");
+    eprintln!("users retried {retries} times; audit consumed {audit} messages");
+    assert!(
+        retries >= 3.0,
+        "the users projection retried only {retries} times"
+    );
+    assert_eq!(
+        unprojected(pool, "users", &["user"]).await,
+        (2 * users) as i64
+    );
+    assert_eq!(
+        audit,
+        (2 * users) as f64,
+        "audit was handed messages again for the failing projection"
+    );
+
+    sqlx::raw_sql("DROP TRIGGER hold_users ON rm_users")
+        .execute(pool)
+        .await
+        .expect("release the users projection");
+    wait_until_projected(pool, Duration::from_secs(60)).await;
+    assert_read_models_match_the_events(pool).await;
+    let page = metrics_page(port).await;
+    let applied = projection_counter(&page, "projection_events_applied_total", "users");
+    assert_eq!(applied, (2 * users) as f64, "users applied each event once");
+    drop(projector);
 }
