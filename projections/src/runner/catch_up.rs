@@ -50,11 +50,21 @@ impl Behind {
         group: &str,
     ) -> Result<Self, RunError> {
         let name = runner.projection.name();
-        let consumer: StreamConsumer =
-            infra::kafka::consumer_config(&shared.settings.kafka, &format!("{group}.{name}"))
-                // One such consumer per projection behind: keep what each fetches ahead small.
-                .set("queued.max.messages.kbytes", "8192")
-                .create()?;
+        let kafka = &shared.settings.kafka;
+        let mut config = infra::kafka::consumer_config(kafka, &format!("{group}.{name}"));
+        // Its lag is the projection's, which the shared consumer's statistics already report.
+        config.set("statistics.interval.ms", "0");
+        // One such consumer per projection behind: keep what each fetches ahead small, unless
+        // the operators said otherwise.
+        if !kafka
+            .properties
+            .0
+            .iter()
+            .any(|(key, _)| key == "queued.max.messages.kbytes")
+        {
+            config.set("queued.max.messages.kbytes", "8192");
+        }
+        let consumer: StreamConsumer = config.create()?;
         let (stop, stopped) = watch::channel(false);
         let task = CatchUp {
             runner,
@@ -99,6 +109,8 @@ struct CatchUp {
 
 impl CatchUp {
     async fn run(self, mut stopped: watch::Receiver<bool>) -> Result<(), RunError> {
+        // However the task ends (a failure, a panic), the fan-out looks at it at once.
+        let _wake = Wake(self.progress.clone());
         let result = self.catch_up(&mut stopped).await;
         // Closing a consumer blocks: keep it off the async workers.
         let consumer = self.consumer;
@@ -183,6 +195,15 @@ impl CatchUp {
             tpl.add_partition_offset(topic, *partition, offset)?;
         }
         Ok(self.consumer.assign(&tpl)?)
+    }
+}
+
+/// Wakes the fan-out when dropped.
+struct Wake(Arc<Notify>);
+
+impl Drop for Wake {
+    fn drop(&mut self) {
+        self.0.notify_one();
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Fanout {
     /// Per partition, the offset after the last message the shared consumer handed out: a
     /// projection behind has caught up once it has applied up to here.
     head: HashMap<Partition, i64>,
+    /// The wait before the shared consumer is moved back when every projection has failed.
+    backoff: Duration,
 }
 
 impl Fanout {
@@ -80,6 +82,7 @@ impl Fanout {
             settings,
             shared,
             head: HashMap::new(),
+            backoff: FIRST_BACKOFF,
         }
     }
 
@@ -108,6 +111,8 @@ impl Fanout {
     /// hand, so a shutdown leaves nothing half-done.
     pub async fn run(&mut self, stopped: watch::Receiver<bool>) -> Result<(), RunError> {
         self.load_positions().await?;
+        // A fresh decoder each run: a restart also forgets the schema lookups that failed.
+        self.shared.decoder = Arc::new(EventDecoder::new(&self.settings.schema_registry.url));
         let consumer = self.subscribe().await?;
         let mut result = self.consume(&consumer, stopped).await;
         // The projections behind stop too; a restart starts every one from its stored offsets.
@@ -217,19 +222,80 @@ impl Fanout {
             let Some(messages) = decode(&decoder, batch, &mut stopped).await? else {
                 break;
             };
-            for index in self.deliver(&messages).await {
+            let live = self.slots.iter().filter(|s| s.behind.is_none()).count();
+            let failures = self.deliver(&messages).await;
+            if failures.len() < live {
+                self.backoff = FIRST_BACKOFF;
+            }
+            let everyone = failures.len() == live;
+            if everyone && !failures.is_empty() {
+                // Nobody needs the shared consumer to go on (the database is down, say): rather
+                // than a consumer each, it is moved back for all of them, after a backoff.
+                for (index, error) in &failures {
+                    failed(
+                        self.slots[*index].runner.projection.name(),
+                        error,
+                        self.backoff,
+                    );
+                }
+                if !self.rewind_all(consumer, &mut stopped).await? {
+                    break;
+                }
+                continue;
+            }
+            for (index, error) in failures {
                 let group = self.group();
                 let slot = &mut self.slots[index];
-                let behind = Behind::start(
-                    slot.runner.clone(),
-                    slot.topics.clone(),
-                    &self.shared,
-                    &group,
-                )?;
+                failed(slot.runner.projection.name(), &error, FIRST_BACKOFF);
+                let behind = tokio::task::block_in_place(|| {
+                    Behind::start(
+                        slot.runner.clone(),
+                        slot.topics.clone(),
+                        &self.shared,
+                        &group,
+                    )
+                })?;
                 slot.behind = Some(behind);
             }
         }
         Ok(())
+    }
+
+    /// Every projection is behind: stops their catch-up tasks, waits out the backoff and moves
+    /// the shared consumer back to where each assigned partition's projections need it. False
+    /// if told to stop meanwhile.
+    async fn rewind_all(
+        &mut self,
+        consumer: &Consumer,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> Result<bool, RunError> {
+        for slot in &mut self.slots {
+            if let Some(behind) = slot.behind.take() {
+                behind.finish().await?;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(self.backoff) => {}
+            _ = stopped.changed() => return Ok(false),
+        }
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        let mut topics: Vec<String> = self.slots.iter().flat_map(|s| s.topics.clone()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in self.positions.assigned_of(&topics) {
+            let start = self.positions.start(&topic, partition);
+            tpl.add_partition_offset(
+                &topic,
+                partition,
+                start.map_or(Offset::Beginning, Offset::Offset),
+            )?;
+        }
+        self.head.clear();
+        if tpl.count() > 0 {
+            seek(consumer, tpl)?;
+        }
+        Ok(true)
     }
 
     /// Hands each projection behind whose catch-up has applied everything the shared consumer
@@ -267,8 +333,8 @@ impl Fanout {
     }
 
     /// Hands each projection that is not behind the messages of its topics it has not applied
-    /// yet, all projections at once; returns the slots whose batch failed.
-    async fn deliver(&mut self, messages: &[Message]) -> Vec<usize> {
+    /// yet, all projections at once; returns the slots whose batch failed, with why.
+    async fn deliver(&mut self, messages: &[Message]) -> Vec<(usize, RunError)> {
         let positions = &self.positions;
         let work = self
             .slots
@@ -295,10 +361,7 @@ impl Fanout {
                         committed(positions, name, &new, applied, started);
                         None
                     }
-                    Err(error) => {
-                        failed(name, &error, FIRST_BACKOFF);
-                        Some(index)
-                    }
+                    Err(error) => Some((index, error)),
                 }
             });
         join_all(work).await.into_iter().flatten().collect()
