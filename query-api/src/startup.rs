@@ -40,7 +40,9 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         Duration::from_millis(q.max_wait_ms),
         q.max_version_waiters,
     ));
-    let console = crate::admin::Console::new(settings)
+    let proxies = infra::http::TrustedProxies::parse(&settings.auth.trusted_proxies)
+        .map_err(|e| StartupError::config("auth.trusted_proxies", e))?;
+    let console = crate::admin::Console::new(settings, proxies)
         .map_err(|e| StartupError::config("query_api.command_api_url", e))?;
     let state = AppState {
         pool: pool.clone(),

@@ -1,9 +1,8 @@
 //! The HTTP edge of identity: the client address limits are keyed by, and [`AuthProblem`], how
 //! every identity refusal is rendered (also used by the command routes for 429 and 503).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::connect_info::ConnectInfo;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -14,22 +13,22 @@ use super::limits::retry_after_secs;
 use super::passwords::HashError;
 use crate::core::CommandError;
 use crate::error::ApiError;
+use crate::state::AppState;
 
-/// The address a request came from, as the per-address limits count it: the TCP peer
-/// (proxies' headers are not trusted), an IPv6 peer as its /64 network ([`limit_key`]).
+/// The address a request came from, as the per-address limits count it: the TCP peer, or,
+/// when that is one of `auth.trusted_proxies`, the client its `X-Forwarded-For` names
+/// ([`infra::http::TrustedProxies`]); an IPv6 address as its /64 network ([`limit_key`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddress(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| limit_key(info.0.ip())),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(state.identity.proxies.client_of(parts).map(limit_key)))
     }
 }
 

@@ -34,6 +34,8 @@ pub enum IdentityError {
     ClientsFile(#[source] std::io::Error),
     #[error(transparent)]
     Hashing(#[from] passwords::HashError),
+    #[error(transparent)]
+    TrustedProxies(#[from] infra::http::TrustedProxiesError),
 }
 
 /// Everything identity needs at run time, shared by the handlers.
@@ -55,6 +57,8 @@ pub struct Identity {
     pub service_commands: RateLimiter<String>,
     /// Unauthenticated work (registration, reset requests) per client address.
     pub anonymous: RateLimiter<IpAddr>,
+    /// Whose `X-Forwarded-For` names the client address.
+    pub proxies: infra::http::TrustedProxies,
 }
 
 impl Identity {
@@ -90,6 +94,7 @@ impl Identity {
                 settings.service_commands_per_second,
             ),
             anonymous: RateLimiter::per_minute(settings.anonymous_per_minute),
+            proxies: infra::http::TrustedProxies::parse(&settings.trusted_proxies)?,
         })
     }
 

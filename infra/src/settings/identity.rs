@@ -48,6 +48,10 @@ pub struct AuthSettings {
     pub service_commands_per_second: u32,
     /// Registrations and password-reset requests per client address per minute.
     pub anonymous_per_minute: u32,
+    /// Proxies (addresses or networks, comma-separated, like `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` names the client the per-address limits count: an ingress, and the
+    /// query API for console logins. Empty trusts no one: the TCP peer is the client.
+    pub trusted_proxies: String,
     /// How long a password-reset token stays usable.
     pub reset_token_ttl_secs: u64,
 }

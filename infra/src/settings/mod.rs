@@ -337,6 +337,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("auth.commands_burst", "100"),
     ("auth.service_commands_per_second", "5000"),
     ("auth.anonymous_per_minute", "600"),
+    ("auth.trusted_proxies", ""),
     ("auth.reset_token_ttl_secs", "1800"),
     ("webhook.secrets", ""),
     ("webhook.secrets_file", ""),

@@ -2,13 +2,18 @@
 //! server-side; the verified access token becomes the session cookie) and
 //! `POST /admin/logout`.
 //!
-//! Failed logins count against the command API's limits per account and per client address;
-//! every console login reaches it from the query API's address, so they share that one.
+//! Failed logins count against the command API's limits per account and per client address.
+//! The console tells the command API whose login it is with `X-Forwarded-For`: the browser's
+//! address (read past `auth.trusted_proxies` here too). The command API believes it only when
+//! the query API's address is one of its own `auth.trusted_proxies`; otherwise every console
+//! login counts against the query API's address, and 50 failures in a window lock the console
+//! for every member of staff.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -60,6 +65,7 @@ pub async fn form() -> Response {
 pub async fn submit(
     State(state): State<AppState>,
     Extension(verifier): Extension<Arc<Verifier>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AdminError> {
@@ -70,7 +76,9 @@ pub async fn submit(
     }
     let credentials: Credentials = parse_form(&body)?;
     let console = &state.console;
-    let token = password_grant(console, &credentials).await?;
+    let browser =
+        peer.map(|Extension(ConnectInfo(peer))| console.proxies.client(peer.ip(), &headers));
+    let token = password_grant(console, &credentials, browser).await?;
     if let Some(refresh_token) = &token.refresh_token {
         revoke(console, refresh_token).await;
     }
@@ -92,10 +100,16 @@ pub async fn submit(
 }
 
 /// The command API's answer to a password grant: a token, or the form again with why not.
-async fn password_grant(console: &Console, credentials: &Credentials) -> Result<Token, AdminError> {
-    let sent = console
-        .http
-        .post(&console.token_url)
+async fn password_grant(
+    console: &Console,
+    credentials: &Credentials,
+    browser: Option<IpAddr>,
+) -> Result<Token, AdminError> {
+    let mut request = console.http.post(&console.token_url);
+    if let Some(browser) = browser {
+        request = request.header("x-forwarded-for", browser.to_string());
+    }
+    let sent = request
         .json(&serde_json::json!({
             "grant_type": "password",
             "email": credentials.email,

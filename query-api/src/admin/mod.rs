@@ -41,11 +41,17 @@ pub struct Console {
     settings: Settings,
     token_url: String,
     http: reqwest::Client,
+    /// Whose `X-Forwarded-For` names the browser (an ingress in front of the query API).
+    proxies: infra::http::TrustedProxies,
 }
 
 impl Console {
-    pub fn new(settings: &Settings) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        settings: &Settings,
+        proxies: infra::http::TrustedProxies,
+    ) -> Result<Self, reqwest::Error> {
         Ok(Self {
+            proxies,
             settings: settings.clone(),
             token_url: format!(
                 "{}/v1/auth/token",

@@ -40,6 +40,7 @@ async fn serve() -> Served {
         console: Arc::new(
             crate::admin::Console::new(
                 &infra::settings::Settings::load_from(None).expect("default settings"),
+                infra::http::TrustedProxies::default(),
             )
             .expect("a console"),
         ),

@@ -405,3 +405,49 @@ async fn a_browser_dropped_without_quitting_leaves_no_process_behind() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Console logins count against the command API's per-address limit as the browser's address,
+/// which the query API forwards: a guesser that exhausts its own count leaves the console open
+/// to everyone else. Before, every console login reached the command API from the query API's
+/// address, so a guesser's failures locked the console for every member of staff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_guesser_locks_out_only_its_own_address() {
+    let stack = spawn_stack(&shared_bootstrap(), |s| {
+        s.auth.bootstrap_admin_email = ADMIN_EMAIL.to_owned();
+        s.auth.bootstrap_admin_password =
+            infra::secrecy::SecretString::from(ADMIN_PASSWORD.to_owned());
+        s.auth.login_failures_per_account = 100;
+        s.auth.login_failures_per_address = 3;
+        // The query API is the command API's trusted proxy; browsers reach the query API
+        // through an ingress on the same address.
+        s.auth.trusted_proxies = "127.0.0.1".to_owned();
+    })
+    .await;
+    let mut settings = stack.settings.clone();
+    settings.query_api.command_api_url = stack.app.url.clone();
+    let base = spawn_query_api(&settings).await.url;
+    let http = no_redirects();
+    let log_in = |browser: &'static str, email: String, password: &'static str| {
+        let request = http
+            .post(format!("{base}/admin/login"))
+            .header("x-forwarded-for", browser)
+            .form(&[("email", email), ("password", password.to_owned())]);
+        async move { request.send().await.expect("the console answers").status() }
+    };
+    for _ in 0..3 {
+        let status = log_in("198.51.100.7", unique_email(), "wrong-password-1").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let locked = log_in("198.51.100.7", ADMIN_EMAIL.to_owned(), ADMIN_PASSWORD).await;
+    assert_eq!(
+        locked,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the guesser is locked out"
+    );
+    let staff = log_in("198.51.100.8", ADMIN_EMAIL.to_owned(), ADMIN_PASSWORD).await;
+    assert_eq!(
+        staff,
+        StatusCode::SEE_OTHER,
+        "another browser was locked out by the guesser's failures"
+    );
+}

@@ -402,3 +402,59 @@ async fn a_registration_fingerprint_holds_no_password() {
         .unwrap();
     assert_eq!(stored.len(), 32);
 }
+
+/// A failed login sent with `X-Forwarded-For: forwarded`; its status.
+async fn forwarded_login(app: &TestApp, forwarded: &str) -> StatusCode {
+    let body =
+        json!({"grant_type": "password", "email": unique_email(), "password": "wrong-password-1"});
+    app.client
+        .post(format!("{}/v1/auth/token", app.url))
+        .header("x-forwarded-for", forwarded)
+        .json(&body)
+        .send()
+        .await
+        .expect("the token endpoint answers")
+        .status()
+}
+
+/// Behind a trusted proxy (an ingress, or the query API for console logins), each client its
+/// `X-Forwarded-For` names has its own failure count; before, they all shared the proxy's, so
+/// one guesser locked every client behind it out. From a peer that is not trusted the header
+/// is ignored, so a client cannot give itself fresh budgets by writing it.
+#[tokio::test]
+async fn failed_logins_behind_a_trusted_proxy_count_per_forwarded_client() {
+    let limits = |s: &mut infra::settings::Settings| {
+        s.auth.login_failures_per_account = 100;
+        s.auth.login_failures_per_address = 2;
+    };
+    let behind_proxy = spawn_app_with(|s| {
+        limits(s);
+        s.auth.trusted_proxies = "127.0.0.1".to_owned();
+    })
+    .await;
+    for _ in 0..2 {
+        assert_eq!(forwarded_login(&behind_proxy, "198.51.100.7").await, 401);
+    }
+    assert_eq!(forwarded_login(&behind_proxy, "198.51.100.7").await, 429);
+    // Another client behind the same proxy, and one that wrote an address of its own before
+    // the proxy appended the one it saw: neither is limited by the first.
+    assert_eq!(forwarded_login(&behind_proxy, "198.51.100.8").await, 401);
+    assert_eq!(
+        forwarded_login(&behind_proxy, "198.51.100.8, 198.51.100.9").await,
+        401
+    );
+    assert_eq!(
+        forwarded_login(&behind_proxy, "198.51.100.9, 198.51.100.7").await,
+        429,
+        "the address the proxy appended counts, not the one the client wrote"
+    );
+
+    let direct = spawn_app_with(limits).await;
+    assert_eq!(forwarded_login(&direct, "198.51.100.1").await, 401);
+    assert_eq!(forwarded_login(&direct, "198.51.100.2").await, 401);
+    assert_eq!(
+        forwarded_login(&direct, "198.51.100.3").await,
+        429,
+        "an untrusted peer's header was believed"
+    );
+}
