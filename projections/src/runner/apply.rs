@@ -342,6 +342,7 @@ async fn resolve_dead_letters(
     projection: &str,
     envelope: &Envelope,
 ) -> Result<(), RunError> {
+    // By `dead_letters_event_idx` (infra/migrations/20261202000004_dead_letter_events.sql).
     let resolved = sqlx::query("DELETE FROM dead_letters WHERE projection = $1 AND event_id = $2")
         .bind(projection)
         .bind(envelope.event_id.to_string())
