@@ -71,16 +71,27 @@ impl TrustedProxies {
                 Some((address, prefix)) => (address, Some(prefix)),
                 None => (entry, None),
             };
-            let address = canonical(address.parse::<IpAddr>().map_err(|_| invalid())?);
+            let address = address.parse::<IpAddr>().map_err(|_| invalid())?;
             let width = if address.is_ipv4() { 32 } else { 128 };
             let prefix = match prefix {
-                Some(prefix) => prefix.parse::<u8>().map_err(|_| invalid())?,
+                Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                    p.parse::<u8>().map_err(|_| invalid())?
+                }
+                Some(_) => return Err(invalid()),
                 None => width,
             };
             if prefix > width {
                 return Err(invalid());
             }
-            networks.push(Network { address, prefix });
+            // Peers are matched as IPv4 when mapped into IPv6, so a mapped network is too.
+            let network = match address {
+                IpAddr::V6(v6) if prefix >= 96 && v6.to_ipv4_mapped().is_some() => Network {
+                    address: canonical(address),
+                    prefix: prefix - 96,
+                },
+                _ => Network { address, prefix },
+            };
+            networks.push(network);
         }
         Ok(Self(networks))
     }
@@ -99,14 +110,21 @@ impl TrustedProxies {
         if !self.trusts(client) {
             return client;
         }
-        // Every `X-Forwarded-For` line in order, then each line's entries from the right.
-        let lines: Vec<&str> = headers
+        // Every `X-Forwarded-For` line in order, then each line's entries from the right; an
+        // entry is read alone, so bytes a client wrote into its own entry spoil only that one
+        // (the address a proxy appended after it on the same line is still read).
+        let lines: Vec<&[u8]> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .map(|value| value.to_str().unwrap_or(""))
+            .map(|value| value.as_bytes())
             .collect();
-        for entry in lines.iter().rev().flat_map(|line| line.rsplit(',')) {
-            let Ok(hop) = entry.trim().parse::<IpAddr>() else {
+        for entry in lines
+            .iter()
+            .rev()
+            .flat_map(|line| line.rsplit(|b| *b == b','))
+        {
+            let hop = std::str::from_utf8(entry).ok().map(str::trim);
+            let Some(Ok(hop)) = hop.map(str::parse::<IpAddr>) else {
                 return client;
             };
             client = canonical(hop);
@@ -182,6 +200,12 @@ mod tests {
         assert_eq!(proxies.client(ip("10.1.2.3"), &garbled), ip("10.0.0.2"));
         let port = headers(&["198.51.100.4:1234"]);
         assert_eq!(proxies.client(ip("10.1.2.3"), &port), ip("10.1.2.3"));
+        // Bytes that are not text in the client's own entry: the entry the proxy appended on
+        // the same line is still the client.
+        let mut spoiled = HeaderMap::new();
+        let line = HeaderValue::from_bytes(b"203.0.113.\xff9, 198.51.100.4").unwrap();
+        spoiled.append("x-forwarded-for", line);
+        assert_eq!(proxies.client(ip("10.1.2.3"), &spoiled), ip("198.51.100.4"));
     }
 
     #[test]
@@ -205,7 +229,11 @@ mod tests {
 
     #[test]
     fn what_is_not_a_network_is_refused() {
+        let mapped = TrustedProxies::parse("::ffff:10.0.0.0/104").unwrap();
+        assert!(mapped.trusts(ip("10.9.8.7")) && !mapped.trusts(ip("11.0.0.1")));
         for bad in [
+            "10.0.0.0/+8",
+            "10.0.0.0/",
             "10.0.0.0/33",
             "fd00::/129",
             "example.com",
