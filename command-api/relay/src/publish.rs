@@ -26,6 +26,17 @@ pub enum PublishError {
     },
     #[error("parking an unencodable event failed")]
     Park(#[source] sqlx::Error),
+    /// Written by newer code than this relay's (during a rolling update, say): encoding it with
+    /// the schemas this relay has would drop what it does not know of, and parking it would
+    /// leave it out of the log. The relay gives its lock up and tries again later, so a newer
+    /// relay standing by takes over.
+    #[error("event {event_id} is {event_type} v{version}, newer than this relay knows ({known}); a newer relay must publish it")]
+    Newer {
+        event_type: String,
+        version: String,
+        known: String,
+        event_id: uuid::Uuid,
+    },
     #[error("the broker did not acknowledge event {event_id}")]
     Delivery {
         event_id: uuid::Uuid,
@@ -129,6 +140,7 @@ impl Publisher {
     ) -> Result<Outgoing, PublishError> {
         let (version, payload) =
             domain::upcast::upcast(&event.event_type, &event.event_version, payload);
+        newer_than_known(event, &version)?;
         let topic = infra::kafka::topic_for(&self.topic_prefix, &event.aggregate_type);
         let span = infra::telemetry::exporting().then(|| producer_span(event, &topic));
         // A registry call on a schema's first use is a child of the producer span.
@@ -219,6 +231,25 @@ impl Publisher {
                 Err((error, _)) => return Err(error),
             }
         }
+    }
+}
+
+/// Refuses an event of a type this build has no schema for, or of a version above its newest
+/// schema: newer code wrote it. A version that is not a number is left to the encoding (which
+/// parks what does not fit).
+fn newer_than_known(event: &StoredEvent, version: &str) -> Result<(), PublishError> {
+    let newer = |known: String| PublishError::Newer {
+        event_type: event.event_type.clone(),
+        version: version.to_owned(),
+        known,
+        event_id: event.event_id,
+    };
+    match schemas::catalogue::latest(&event.event_type) {
+        Err(_) => Err(newer("no such type".to_owned())),
+        Ok(latest) => match version.parse::<u32>() {
+            Ok(v) if v > latest.file.version => Err(newer(format!("v{}", latest.file.version))),
+            _ => Ok(()),
+        },
     }
 }
 

@@ -1,4 +1,5 @@
 //! One event the relay cannot encode is parked, counted and logged; it never stops the relay.
+//! One newer than the relay knows is not parked: the relay waits for a relay that knows it.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use serde_json::json;
 use crate::support::app::unique_email;
 use crate::support::database::insert_user_registered;
 use crate::support::kafka::shared_bootstrap;
-use crate::support::stack::{spawn_stack, wait_until_published};
+use crate::support::stack::{spawn_stack, unpublished, wait_until_published};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unencodable_event_is_parked_and_later_events_are_still_published() {
@@ -30,4 +31,51 @@ async fn an_unencodable_event_is_parked_and_later_events_are_still_published() {
     assert_eq!(parked.len(), 1, "{parked:?}");
     assert_eq!(parked[0].0, id);
     assert!(!parked[0].1.is_empty());
+}
+
+/// An event newer than the relay knows (a version above its newest schema, written by newer
+/// code during a rolling update) is neither parked nor published with an older schema: the
+/// relay holds until a relay that knows it publishes it. Before, it was encoded with the
+/// relay's older schema, dropping what that schema lacks, and published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_newer_than_the_relay_waits_for_a_relay_that_knows_it() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let pool = &stack.app.pool;
+    stack.app.register(&unique_email()).await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    let id = uuid::Uuid::now_v7();
+    let payload = json!({"type": "UserRegistered", "email": "next@example.com",
+        "display_name": "Next", "roles": ["customer"], "referrer": "a field v3 added"});
+    let metadata = json!({"event_id": id.to_string(), "occurred_at": "2026-11-23T00:00:00Z", "actor": "test",
+        "correlation_id": "c", "causation_id": "c", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
+    // Written and made newer in one transaction: the relay never sees it as v2.
+    let mut tx = pool.begin().await.unwrap();
+    insert_user_registered(&mut *tx, id, payload, metadata).await;
+    sqlx::query("UPDATE events SET event_version = '3' WHERE event_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .expect("make the event newer than the relay");
+    tx.commit().await.unwrap();
+    stack.app.register(&unique_email()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        unpublished(pool).await,
+        2,
+        "the newer event and the one after it are held"
+    );
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM relay_parked_events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(parked, 0, "a newer event is not parked");
+    // A relay that knows the version: here, the event as this relay's schemas describe it.
+    sqlx::query(
+        "UPDATE events SET event_version = '2', payload = payload - 'referrer' WHERE event_id = $1",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .unwrap();
+    wait_until_published(pool, Duration::from_secs(60)).await;
 }
