@@ -121,6 +121,7 @@ impl Drop for Lease {
 /// The lease `id` on a new connection, or `None` if another session holds its key.
 async fn lock(options: &PgConnectOptions, id: &str) -> Result<Option<PgConnection>, sqlx::Error> {
     let mut connection = PgConnection::connect_with(options).await?;
+    infra::db::notice_a_dead_peer(&mut connection).await?;
     let taken: bool = sqlx::query_scalar(
         "SELECT pg_try_advisory_lock(hashtextextended('projector-lease:' || $1, 0))",
     )

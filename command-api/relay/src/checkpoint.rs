@@ -46,6 +46,7 @@ pub enum ResetError {
 pub(crate) async fn lock(pool: &PgPool, name: &str) -> Result<Option<PgConnection>, sqlx::Error> {
     let options = pool.connect_options().as_ref().clone();
     let mut connection = PgConnection::connect_with(&options).await?;
+    infra::db::notice_a_dead_peer(&mut connection).await?;
     let locked: bool =
         sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('event-relay:' || $1))")
             .bind(name)

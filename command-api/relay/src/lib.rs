@@ -67,6 +67,9 @@ impl RelayHandle {
     }
 }
 
+/// How long the check that the relay still holds its lock may take.
+const LOCK_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Relay {
     pub fn new(pool: PgPool, settings: Settings) -> Self {
         Self { pool, settings }
@@ -189,11 +192,13 @@ impl Relay {
         let mut reading = tokio::task::JoinSet::new();
         reading.spawn(self.read_after(cursor.clone()));
         while !stop_requested(stopped) {
-            // Publish only while the lock is certainly ours.
-            sqlx::query("SELECT 1")
-                .execute(&mut lock)
-                .await
-                .map_err(|_| RelayError::LostLock)?;
+            // Publish only while the lock is certainly ours; a connection that does not answer
+            // in time (half-open after a network fault) is as good as lost.
+            let check = sqlx::query("SELECT 1").execute(&mut lock);
+            match tokio::time::timeout(LOCK_CHECK_TIMEOUT, check).await {
+                Ok(Ok(_)) => {}
+                _ => return Err(RelayError::LostLock),
+            }
             let batch = match reading.join_next().await {
                 Some(read) => read.map_err(RelayError::Reader)??,
                 None => Vec::new(),

@@ -125,6 +125,23 @@ async fn startup_connection(
     }
 }
 
+/// Has the server notice within about half a minute that the peer of `connection` is gone
+/// (its machine died, a partition cut it off), instead of the operating system's default of
+/// over two hours: for a connection that holds a session advisory lock (the relay's, a
+/// projector lease), which the server releases only when it ends the session. Ignored on
+/// Unix-domain sockets, which have no silent peers.
+pub async fn notice_a_dead_peer(connection: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT set_config('tcp_keepalives_idle', '10', false),
+                set_config('tcp_keepalives_interval', '5', false),
+                set_config('tcp_keepalives_count', '3', false),
+                set_config('tcp_user_timeout', '30000', false)",
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
 /// True when retrying the same work later may succeed: the database was unreachable, or it
 /// rolled the transaction back for a reason of its own (class 40: serialization failure,
 /// deadlock), cancelled the statement (57014) or ran short of resources (class 53).
