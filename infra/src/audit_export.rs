@@ -1,8 +1,18 @@
 //! The audit export shared by the query API (`GET /v1/audit/export`, NDJSON) and the
-//! projector's `audit-export` command (JSON lines or CSV to a file): every audit entry with its
-//! metadata, in global position order, filtered by aggregate type and occurrence time, read a
-//! page at a time by position so that an export holds no transaction open and resumes after
-//! the last position it wrote.
+//! projector's `audit-export` command (JSON lines or CSV to a file): every stored event with
+//! its metadata, straight from the event store, filtered by aggregate type and occurrence
+//! time, read a page at a time so that an export holds no transaction open, and resumable
+//! after the last position it wrote.
+//!
+//! **Order, and why resuming skips nothing.** Positions are taken when an event is inserted,
+//! not when its transaction commits, so a lower position can become visible after a higher
+//! one; an export in position order that resumed after the higher one would never return the
+//! lower. (An export of the audit read model has a second such race: its three topics are
+//! consumed apart, so one aggregate type's entries can lag another's.) So the export reads the
+//! events table in the relay's order, by transaction then position, and only transactions
+//! older than every one still running (`tx_id < pg_snapshot_xmin`): nothing can appear before
+//! what it has returned. A position to resume after names its event, whose transaction places
+//! it in that order.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -30,6 +40,7 @@ pub struct Filter {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// The event's position in the event store; resume after the last one written.
+    /// Positions rise within a transaction, and mostly across them (see the module's text).
     pub global_position: i64,
     pub aggregate_type: String,
     pub aggregate_id: String,
@@ -50,25 +61,78 @@ pub struct AuditEntry {
 pub const CSV_HEADER: &str = "global_position,aggregate_type,aggregate_id,sequence,event_id,\
 event_type,event_version,occurred_at,actor,correlation_id,causation_id,traceparent,payload";
 
-/// The entries after `after` (a global position) that `filter` selects, at most `limit`.
+/// The event's occurrence, from its metadata; when that is not an RFC 3339 instant (an
+/// event imported by hand), when it was stored.
+macro_rules! occurred {
+    () => {
+        "(CASE WHEN e.metadata->>'occurred_at' ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(Z|[+-][0-9:]+)$'
+               THEN (e.metadata->>'occurred_at')::timestamptz ELSE e.recorded_at END)"
+    };
+}
+
+/// The events after the cursor that a filter selects, oldest transaction first.
+macro_rules! selected {
+    () => {
+        concat!(
+            " FROM events e
+             WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+               AND ($1::bigint IS NULL
+                    OR (e.tx_id, e.global_position)
+                       > (SELECT c.tx_id, c.global_position FROM events c WHERE c.global_position = $1))
+               AND ($2::text IS NULL OR e.aggregate_type = $2)
+               AND ($3::timestamptz IS NULL OR ", occurred!(), " >= $3)
+               AND ($4::timestamptz IS NULL OR ", occurred!(), " < $4)"
+        )
+    };
+}
+
+/// Where an export resumes: after the event at `after` (a global position), or from the start
+/// for 0. Refused when no event has that position: resuming after it could not be placed.
+pub async fn cursor(pool: &PgPool, after: i64) -> Result<Option<i64>, CursorError> {
+    if after == 0 {
+        return Ok(None);
+    }
+    let known: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE global_position = $1)")
+            .bind(after)
+            .fetch_one(pool)
+            .await?;
+    if known {
+        Ok(Some(after))
+    } else {
+        Err(CursorError::Unknown(after))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CursorError {
+    #[error("no event is at position {0}: resume after a position an export returned")]
+    Unknown(i64),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+/// The entries after `cursor` ([`cursor`]) that `filter` selects, at most `limit`.
 pub async fn page(
     pool: &PgPool,
     filter: &Filter,
-    after: i64,
+    cursor: Option<i64>,
     limit: i64,
 ) -> Result<Vec<AuditEntry>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT global_position, aggregate_type, aggregate_id, sequence, event_id, event_type,
-             event_version, occurred_at, actor, correlation_id, causation_id, traceparent, payload
-         FROM rm_audit
-         WHERE global_position > $1
-           AND ($2::text IS NULL OR aggregate_type = $2)
-           AND ($3::timestamptz IS NULL OR occurred_at >= $3)
-           AND ($4::timestamptz IS NULL OR occurred_at < $4)
-         ORDER BY global_position
-         LIMIT $5",
-    )
-    .bind(after)
+    sqlx::query_as(concat!(
+        "SELECT e.global_position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_id,
+                e.event_type, e.event_version, ",
+        occurred!(),
+        " AS occurred_at,
+                COALESCE(e.metadata->>'actor', '') AS actor,
+                COALESCE(e.metadata->>'correlation_id', '') AS correlation_id,
+                COALESCE(e.metadata->>'causation_id', '') AS causation_id,
+                COALESCE(e.metadata->>'traceparent', '') AS traceparent,
+                e.payload",
+        selected!(),
+        " ORDER BY e.tx_id, e.global_position LIMIT $5"
+    ))
+    .bind(cursor)
     .bind(&filter.aggregate_type)
     .bind(filter.from)
     .bind(filter.to)
@@ -77,21 +141,19 @@ pub async fn page(
     .await
 }
 
-/// How many entries after `after` `filter` selects (for progress).
-pub async fn count(pool: &PgPool, filter: &Filter, after: i64) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM rm_audit
-         WHERE global_position > $1
-           AND ($2::text IS NULL OR aggregate_type = $2)
-           AND ($3::timestamptz IS NULL OR occurred_at >= $3)
-           AND ($4::timestamptz IS NULL OR occurred_at < $4)",
-    )
-    .bind(after)
-    .bind(&filter.aggregate_type)
-    .bind(filter.from)
-    .bind(filter.to)
-    .fetch_one(pool)
-    .await
+/// How many entries after `cursor` `filter` selects (for progress).
+pub async fn count(
+    pool: &PgPool,
+    filter: &Filter,
+    cursor: Option<i64>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(concat!("SELECT count(*)", selected!()))
+        .bind(cursor)
+        .bind(&filter.aggregate_type)
+        .bind(filter.from)
+        .bind(filter.to)
+        .fetch_one(pool)
+        .await
 }
 
 impl AuditEntry {

@@ -141,11 +141,15 @@ pub const NDJSON: &str = "application/x-ndjson";
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(ExportParams),
     responses((status = 200, content_type = "application/x-ndjson",
             body = AuditEntry,
-            description = "One entry per line, in global position order. The stream is read a page \
-                at a time; if it breaks off, ask again with `after_position` set to the last \
-                `global_position` received."),
+            description = "One entry per line, from the event store, in the order events were \
+                committed (by transaction, then position; positions rise within a transaction \
+                and mostly across them). Only transactions older than every one still open \
+                are read, so nothing can later appear before what was sent. The stream is read \
+                a page at a time; if it breaks off, ask again with `after_position` set to the \
+                last `global_position` received."),
         (status = 403, description = "only `support` and `admin` export the audit log"),
-        (status = 422, description = "an invalid parameter, or `from` not before `to`")))]
+        (status = 422, description = "an invalid parameter, `from` not before `to`, or an \
+            `after_position` no event has")))]
 pub async fn export(
     Authenticated(principal): Authenticated,
     State(state): State<AppState>,
@@ -187,23 +191,33 @@ pub async fn export(
         to: params.to,
     };
     let pool = state.pool.clone();
+    let cursor = match infra::audit_export::cursor(&pool, after).await {
+        Ok(cursor) => cursor,
+        Err(infra::audit_export::CursorError::Unknown(_)) => {
+            return Err(QueryError::invalid(
+                "after_position",
+                "must be the position of an event (the last one an export returned), or 0",
+            ))
+        }
+        Err(infra::audit_export::CursorError::Database(error)) => return Err(error.into()),
+    };
     // A page per chunk, each its own query: nothing is held open between them, and a client
     // that stops reading only stops the next page.
-    let pages = futures::stream::unfold(Some(after), move |after| {
+    let pages = futures::stream::unfold(Some(cursor), move |cursor| {
         let (pool, filter) = (pool.clone(), filter.clone());
         async move {
-            let after = after?;
+            let after = cursor?;
             match infra::audit_export::page(&pool, &filter, after, infra::audit_export::PAGE).await
             {
                 Ok(entries) if entries.is_empty() => None,
                 Ok(entries) => {
                     let full = entries.len() as i64 == infra::audit_export::PAGE;
-                    let next = entries.last().map(|e| e.global_position);
+                    let next = entries.last().map(|e| Some(e.global_position));
                     let chunk: String = entries.iter().map(|e| e.json_line()).collect();
                     Some((Ok(bytes::Bytes::from(chunk)), next.filter(|_| full)))
                 }
                 Err(error) => {
-                    tracing::error!(%error, after, "audit export: reading a page failed; stream cut");
+                    tracing::error!(%error, ?after, "audit export: reading a page failed; stream cut");
                     Some((Err(std::io::Error::other(error)), None))
                 }
             }

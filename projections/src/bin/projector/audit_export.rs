@@ -87,14 +87,21 @@ pub async fn audit_export(settings: Settings, args: AuditExport) -> anyhow::Resu
         from: args.from,
         to: args.to,
     };
-    let total = export::count(&pool, &filter, after).await?;
+    let mut cursor = match export::cursor(&pool, after).await {
+        Err(export::CursorError::Unknown(_)) => bail!(
+            "no event is at position {after}: resume after a position an export wrote, or from 0"
+        ),
+        result => result.context("finding where to resume")?,
+    };
+    let total = export::count(&pool, &filter, cursor).await?;
     let mut progress = infra::progress::Progress::new("audit-export", total as u64);
     loop {
-        let page = export::page(&pool, &filter, after, export::PAGE)
+        let page = export::page(&pool, &filter, cursor, export::PAGE)
             .await
             .context("reading the audit log")?;
         let Some(last) = page.last() else { break };
         after = last.global_position;
+        cursor = Some(after);
         for entry in &page {
             let line = match args.format {
                 Format::Jsonl => entry.json_line(),
