@@ -145,7 +145,8 @@ pub const IDEMPOTENCY_KEY_MAX: usize = 255;
 pub const TOKEN_PATTERN: &str = "^[!-~]+$";
 /// What [`if_match`] accepts, for the OpenAPI document: `*`, or a version of at most
 /// [`VERSION_DIGITS`] digits, bare, quoted or weak (`W/"N"`).
-pub const IF_MATCH_PATTERN: &str = r#"^(?:\*|(?:W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#;
+pub const IF_MATCH_PATTERN: &str =
+    r#"^(?:\*|(?:W/)?"[0-9]{1,18}(?:\.[0-9]{1,19}\.[0-9]{1,19})?"|[0-9]{1,18})$"#;
 /// Most digits of an `If-Match` version (any version an aggregate can reach fits).
 const VERSION_DIGITS: usize = 18;
 
@@ -178,9 +179,11 @@ fn header_token(
     Ok(Some(text.to_owned()))
 }
 
-/// `If-Match: "N"` (also accepts `N` and `W/"N"`); `*` means any existing version.
+/// `If-Match: "N"` (also accepts `N` and `W/"N"`); `*` means any existing version. An order's
+/// tag as the query API gives it once money has moved, `"N.paid.refunded"`, is its version N:
+/// the order's commands check the order's version, which the money moved does not change.
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
-    let Some(raw) = header_token(headers, "if-match", 32)? else {
+    let Some(raw) = header_token(headers, "if-match", 64)? else {
         return Ok(None);
     };
     if raw == "*" {
@@ -194,6 +197,20 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
                 .unwrap_or(&raw),
         ),
     };
+    let quoted = raw.starts_with('"') || raw.starts_with("W/");
+    let digits = digits.and_then(|tag| match tag.split_once('.') {
+        // Only a quoted tag carries money, and only as two totals of digits.
+        Some((version, money)) if quoted => {
+            let totals = money.split_once('.').filter(|(paid, refunded)| {
+                [paid, refunded]
+                    .iter()
+                    .all(|t| (1..=19).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit()))
+            });
+            totals.map(|_| version)
+        }
+        Some(_) => None,
+        None => Some(tag),
+    });
     digits
         .filter(|d| {
             (1..=VERSION_DIGITS).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
@@ -219,6 +236,8 @@ mod tests {
             ("\"3\"", Some(3)),
             ("3", Some(3)),
             ("W/\"7\"", Some(7)),
+            ("\"4.3000.500\"", Some(4)),
+            ("W/\"4.3000.0\"", Some(4)),
             ("*", None),
         ] {
             headers.insert("if-match", HeaderValue::from_static(raw));
@@ -232,6 +251,7 @@ mod tests {
             "*",
             "007",
             "\"123456789012345678\"",
+            "\"123456789012345678.1000000000000000000.1000000000000000000\"",
         ] {
             headers.insert("if-match", HeaderValue::from_static(raw));
             assert!(if_match(&headers).is_ok(), "{raw}");
@@ -248,6 +268,12 @@ mod tests {
             "\"\"",
             "1234567890123456789",
             "**",
+            "4.3000.500",
+            "\"4.3000\"",
+            "\"4.3000.500.1\"",
+            "\"4..500\"",
+            "\".3000.500\"",
+            "\"4.30a0.500\"",
         ] {
             headers.insert("if-match", HeaderValue::from_static(raw));
             assert!(

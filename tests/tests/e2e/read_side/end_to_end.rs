@@ -3,7 +3,7 @@
 //! returned, with the process manager closing the order–payment loop and the audit and
 //! analytics read models following.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -91,11 +91,22 @@ async fn an_order_flows_end_to_end_and_every_step_is_visible() {
     assert_eq!(body["status"], "confirmed", "{body}");
     assert_eq!(body["paid_minor"], total);
 
+    // The order's tag now carries the money moved, and a command takes it as If-Match (the
+    // order's version); before, that tag was a 422 bad header.
+    let read = query.get(&format!("/v1/orders/{order}")).await;
+    let tag = read.headers["etag"].to_str().unwrap().to_owned();
+    assert_eq!(tag, format!("\"2.{total}.0\""));
+    let processing = app
+        .send(
+            Method::POST,
+            &format!("/v1/orders/{order}/start-processing"),
+            None,
+            &[("If-Match", &tag)],
+        )
+        .await;
+    accepted(&processing);
+
     // Ship and deliver, each visible at its version.
-    accepted(
-        &app.post_empty(&format!("/v1/orders/{order}/start-processing"))
-            .await,
-    );
     let v = accepted(
         &app.post(
             &format!("/v1/orders/{order}/ship"),
