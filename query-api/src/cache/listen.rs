@@ -1,14 +1,46 @@
 //! The change listener: one `LISTEN` connection that invalidates cache entries as the
 //! read-model triggers report changes.
+//!
+//! A connection can die without a word (a failover, a firewall forgetting it): reads then
+//! block for ever while the cache keeps serving what may have changed. So the listener
+//! sends itself a heartbeat on the channel every [`HEARTBEAT`], from the pool; when nothing at
+//! all arrives for [`SILENCE`], it takes the connection for lost: the cache is cleared and the
+//! listener connects anew.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
+
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 
 use super::{Key, ReadCache, CHANNEL};
+
+/// How often the listener notifies itself.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long the listener waits for any notification before it takes its connection for lost.
+pub const SILENCE: Duration = Duration::from_secs(15);
+/// The heartbeat's payload (never a key: keys have a table and an id).
+const BEAT: &str = "heartbeat";
+
+/// Ends the heartbeat task when the listener ends.
+struct Beating(JoinHandle<()>);
+
+impl Drop for Beating {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Lost {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("no notification, not even the listener's own heartbeat, for {0:?}")]
+    Silent(Duration),
+}
 
 impl ReadCache {
     /// Listens for change notifications until the process ends, reconnecting with backoff.
@@ -19,6 +51,7 @@ impl ReadCache {
             match self.listen_once(&pool).await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(error) => {
+                    metrics::counter!("query_cache_listener_lost_total").increment(1);
                     tracing::warn!(
                         error = &error as &dyn std::error::Error,
                         retry_in_ms = backoff.as_millis() as u64,
@@ -34,7 +67,7 @@ impl ReadCache {
         }
     }
 
-    async fn listen_once(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+    async fn listen_once(&self, pool: &PgPool) -> Result<(), Lost> {
         let mut listener = PgListener::connect_with(pool).await?;
         // `try_recv` returns `None` when the connection was lost (notifications may have been
         // missed): this listener ends, and the caller clears the cache and connects anew.
@@ -45,7 +78,19 @@ impl ReadCache {
         self.listening.store(true, Ordering::SeqCst);
         metrics::gauge!("query_cache_listening").set(1.0);
         tracing::info!(channel = CHANNEL, "listening for read-model changes");
-        while let Some(notification) = listener.try_recv().await? {
+        let _beating = Beating(tokio::spawn(beat(pool.clone())));
+        loop {
+            // A wait that times out drops this listener, so what it had half read is lost
+            // with it (the caller clears the cache and connects anew).
+            let Ok(received) = tokio::time::timeout(SILENCE, listener.try_recv()).await else {
+                return Err(Lost::Silent(SILENCE));
+            };
+            let Some(notification) = received? else {
+                return Ok(());
+            };
+            if notification.payload() == BEAT {
+                continue;
+            }
             // `*`: whole tables were replaced (a replay's swap); nothing cached is current.
             if notification.payload() == "*" {
                 tracing::info!("read models replaced; the cache starts afresh");
@@ -60,6 +105,23 @@ impl ReadCache {
                 ),
             }
         }
-        Ok(())
+    }
+}
+
+/// Notifies the channel every [`HEARTBEAT`]; a failure is only logged (the listener's
+/// silence is what counts).
+async fn beat(pool: PgPool) {
+    let mut every = tokio::time::interval(HEARTBEAT);
+    loop {
+        every.tick().await;
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(BEAT)
+            .execute(&pool);
+        match tokio::time::timeout(HEARTBEAT, sent).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "read-model listener heartbeat not sent"),
+            Err(_) => tracing::debug!("read-model listener heartbeat timed out"),
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Read-your-writes and the cache: `min_version` never returns an older version than asked
-//! for, however the current one is cached, and conditional reads follow the version.
+//! for, however the current one is cached, and conditional reads follow the version; a change
+//! listener whose connection falls silent is replaced and the cache cleared.
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -48,4 +49,65 @@ async fn min_version_never_returns_an_older_version_even_when_cached() {
     let text = metrics.body.as_str().unwrap_or_default();
     assert!(text.contains("query_cache_requests_total{resource=\"user\",result=\"hit\"}"));
     assert!(text.contains("query_cache_requests_total{resource=\"user\",result=\"miss\"}"));
+}
+
+/// Sends SIGCONT to the process when dropped.
+struct Stopped(i32);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// A change listener whose connection falls silent (a failover or a firewall that forgot the
+/// connection; here its server process is stopped with SIGSTOP) is noticed by its missing
+/// heartbeat: the cache is cleared and the listener connects anew, so a plain read shows a
+/// change within about twenty seconds. Before, the listener waited on the silent connection
+/// for ever and the cache served the entry until its TTL (ten minutes here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_change_listener_is_replaced_and_the_cache_cleared() {
+    let read_stack = spawn_read_stack(|s| s.query_api.cache_ttl_secs = 600).await;
+    let (app, query) = (&read_stack.stack.app, &read_stack.query);
+    let user = app.register(&unique_email()).await;
+    let path = format!("/v1/users/{user}");
+    query.at_least(&path, 1).await;
+    assert_eq!(query.get(&path).await.body["version"], 1, "cached");
+    let pid: i32 = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%read_models%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("the query API's listener");
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(stop.success());
+    let _continue = Stopped(pid);
+    accepted(
+        &app.post(
+            &format!("{path}/profile"),
+            json!({"display_name": "Renamed"}),
+        )
+        .await,
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let read = query.get(&path).await;
+        if read.body["display_name"] == "Renamed" {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(40),
+            "the cache still serves version {} after {:?}",
+            read.body["version"],
+            started.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    eprintln!("the change was visible after {:?}", started.elapsed());
 }
