@@ -77,8 +77,9 @@ struct Shard {
     changed: Notify,
 }
 
-/// A `min_version` read's first answer from the database (begun at the read's `started`), and
-/// its shard's change generation read just before it.
+/// A `min_version` read's first answer from the database (begun at the read's `started`),
+/// unfiltered (other principals' waiters may take it), and its shard's change generation read
+/// just before it.
 struct FirstRead {
     generation: u64,
     found: Option<Arc<Representation>>,
@@ -209,11 +210,11 @@ impl ReadCache {
             .increment(1);
         let started = Instant::now();
         let generation = self.shard(&key).generation.load(Ordering::SeqCst);
-        let found = self
+        let loaded = self
             .load_and_store(key, &load)
             .await
-            .map_err(Miss::Failed)?
-            .filter(|found| accept(found));
+            .map_err(Miss::Failed)?;
+        let found = loaded.clone().filter(|found| accept(found));
         let Some(min) = min_version else {
             return found.ok_or(Miss::NotFound);
         };
@@ -229,7 +230,11 @@ impl ReadCache {
                 }
             }
         }
-        let first = FirstRead { generation, found };
+        // Unfiltered: other principals' waiters may take this read.
+        let first = FirstRead {
+            generation,
+            found: loaded,
+        };
         let found = self
             .wait_for(key, min, started, first, &load, accept)
             .await?;
@@ -274,7 +279,7 @@ impl ReadCache {
             let found = match first.take() {
                 Some(first) if shard.generation.load(Ordering::SeqCst) == first.generation => {
                     waiter.wait().offer(started, first.found.clone()).await;
-                    first.found
+                    first.found.filter(|found| accept(found))
                 }
                 _ => waiter
                     .wait()

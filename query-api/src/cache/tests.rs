@@ -431,3 +431,43 @@ async fn a_reader_who_may_not_see_it_is_told_absent_and_the_cache_stays_whole() 
         "{waited:?}"
     );
 }
+
+/// A waiter's first read is offered to the other waiters on its key whole, not filtered for
+/// its reader: an owner waiting beside someone who may not see the resource still learns its
+/// current version. Before, the other's filtered read (absent) was handed to the owner, whose
+/// wait then ended with no current version.
+#[tokio::test]
+async fn a_waiter_hands_the_others_its_first_read_unfiltered() {
+    let cache = Arc::new(cache());
+    let key = Key::Payment(Uuid::now_v7());
+    let load = || std::future::ready(Ok::<_, ()>(Some(rep(3))));
+    let owner = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            let owner = |r: &Representation| r.owner == Some(OWNER);
+            cache
+                .get_for(key, Some(5), load, committed(5), &owner)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let nobody = |_: &Representation| false;
+    let refused = cache
+        .get_for(key, Some(5), load, committed(5), &nobody)
+        .await;
+    assert!(
+        matches!(refused, Err(Miss::Behind { current: None, .. })),
+        "{refused:?}"
+    );
+    let owners = owner.await.unwrap();
+    assert!(
+        matches!(
+            owners,
+            Err(Miss::Behind {
+                current: Some(3),
+                ..
+            })
+        ),
+        "{owners:?}"
+    );
+}
