@@ -120,10 +120,15 @@ pub async fn by_email(
         .email
         .ok_or_else(|| QueryError::invalid("email", "is required"))?;
     let email = Email::parse(&raw).map_err(|e| QueryError::invalid("email", e.to_string()))?;
-    let user = sqlx::query_as::<_, UserView>(&format!("{SELECT} WHERE email_key = $1"))
-        .bind(email.normalized())
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or(QueryError::NotFound { what: "user" })?;
+    // Two rows can hold one email for a moment, while the users topic's partitions are applied
+    // in another order than the events happened (one user gave it up, another took it): the
+    // one that took it last is the answer.
+    let user = sqlx::query_as::<_, UserView>(&format!(
+        "{SELECT} WHERE email_key = $1 ORDER BY updated_at DESC, id LIMIT 1"
+    ))
+    .bind(email.normalized())
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(QueryError::NotFound { what: "user" })?;
     Ok(conditional(&representation(user), &headers))
 }

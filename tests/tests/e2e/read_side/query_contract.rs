@@ -165,3 +165,33 @@ async fn the_query_api_answers_as_specified() {
         );
     }
 }
+
+/// While the users topic's partitions are applied in another order than the events happened,
+/// two rows can hold one email for a moment (a user took the email another has just given up,
+/// and the giving up is not applied yet): the lookup answers the one that took it last.
+/// Before, it answered whichever row the index gave first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_email_held_by_two_rows_is_answered_with_the_latest() {
+    let read_stack = spawn_read_stack(|_| {}).await;
+    let (app, query) = (&read_stack.stack.app, &read_stack.query);
+    let email = crate::support::app::unique_email();
+    let first = app.register(&email).await;
+    query
+        .eventually(&format!("/v1/users/{first}"), |b| b["version"] == 1)
+        .await;
+    // The second holder, as the projector would write it before the first's change.
+    let second = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO rm_users (id, email, email_key, display_name, roles, status, version, created_at, updated_at)
+         SELECT $1, email, email_key, 'Second', roles, status, 1, now() + interval '1 second', now() + interval '1 second'
+         FROM rm_users WHERE id = $2",
+    )
+    .bind(second)
+    .bind(uuid::Uuid::parse_str(&first).unwrap())
+    .execute(&app.pool)
+    .await
+    .expect("a second row with the same email");
+    let found = query.get(&format!("/v1/users?email={email}")).await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.body);
+    assert_eq!(found.body["id"], second.to_string());
+}
