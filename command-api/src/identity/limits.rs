@@ -15,8 +15,12 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 /// the window, the key is blocked until the window ends. An attempt is counted when it
 /// starts ([`FailureLimiter::attempt`]), before the password is checked, so concurrent
 /// guesses cannot slip past the limit; a success takes its attempt back
-/// ([`FailureLimiter::succeeded`]). At most [`MAX_KEYS`] keys are tracked: past that,
-/// expired ones are dropped, and if none has expired a new key is refused until one does.
+/// ([`FailureLimiter::succeeded`]). At most [`MAX_KEYS`] keys are tracked: when the table is
+/// full, the keys whose window has ended go, then the keys that are not blocked (their partial
+/// counts are forgotten), and only if every key is blocked is a new key refused. Refusing new
+/// keys as soon as the table was full let anyone with enough addresses lock every other client
+/// out; forgetting partial counts gives such a client nothing it could not get from its next
+/// fresh address.
 pub struct FailureLimiter {
     max: u32,
     window: Duration,
@@ -52,8 +56,16 @@ impl FailureLimiter {
         };
         let now = Instant::now();
         if !entries.contains_key(key) && entries.len() >= MAX_KEYS {
-            let window = self.window;
+            let (window, max) = (self.window, self.max);
             entries.retain(|_, (_, since)| since.elapsed() < window);
+            if entries.len() >= MAX_KEYS {
+                // All at once, so the next keys find room without another pass.
+                entries.retain(|_, (count, _)| *count >= max);
+                tracing::warn!(
+                    kept = entries.len(),
+                    "failure limiter full: partial counts forgotten"
+                );
+            }
             if entries.len() >= MAX_KEYS {
                 return Err(self.window);
             }
@@ -173,13 +185,28 @@ mod tests {
     }
 
     #[test]
-    fn the_number_of_keys_is_bounded() {
-        let limiter = FailureLimiter::new(5, Duration::from_secs(60));
-        for i in 0..MAX_KEYS {
+    fn a_full_table_forgets_partial_counts_not_blocks_and_refuses_only_when_all_are_blocked() {
+        let limiter = FailureLimiter::new(2, Duration::from_secs(60));
+        for _ in 0..2 {
+            assert!(limiter.attempt("guesser").is_ok());
+        }
+        for i in 1..MAX_KEYS {
             assert!(limiter.attempt(&i.to_string()).is_ok());
         }
-        assert!(limiter.attempt("one-more").is_err());
-        assert!(limiter.attempt("7").is_ok(), "known keys still count");
+        // Full: a new client is counted (before, it was refused for the window).
+        assert!(limiter.attempt("newcomer").is_ok());
+        assert!(limiter.entries.lock().unwrap().len() <= 2);
+        assert!(limiter.blocked("guesser").is_some(), "a block outlives it");
+        assert!(limiter.attempt("guesser").is_err());
+
+        let blocking = FailureLimiter::new(1, Duration::from_secs(60));
+        for i in 0..MAX_KEYS {
+            assert!(blocking.attempt(&i.to_string()).is_ok());
+        }
+        assert!(
+            blocking.attempt("one-more").is_err(),
+            "every key blocked: the table stays bounded"
+        );
     }
 
     #[test]
