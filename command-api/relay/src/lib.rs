@@ -223,7 +223,16 @@ impl Relay {
             }
             reading.spawn(self.read_after(cursor.clone()));
             tracing::debug!(events = batch.len(), "relay: publishing a batch");
-            let sent = publisher.send(&self.pool, batch).await?;
+            let mut sent = publisher.send(&self.pool, batch).await?;
+            if let Some(halted) = sent.halted() {
+                // What came before the event this relay must not publish is settled first, so
+                // a retry does not send it again.
+                if let Some(previous) = in_flight.take() {
+                    self.settle(previous, &mut checkpoint).await?;
+                }
+                self.settle(sent, &mut checkpoint).await?;
+                return Err(halted.into());
+            }
             if let Some(previous) = in_flight.replace(sent) {
                 self.settle(previous, &mut checkpoint).await?;
             }

@@ -168,7 +168,9 @@ impl Publisher {
     /// meanwhile.
     ///
     /// An event whose payload cannot be encoded against its schema is parked (see [`park`])
-    /// and left out; the registry being unreachable fails the batch, to be retried.
+    /// and left out; the registry being unreachable fails the batch, to be retried. An event
+    /// newer than this relay knows ends the batch before it: what came before is sent, and
+    /// [`InFlight::halted`] says why the relay must stop after settling it.
     pub async fn send(
         &self,
         pool: &PgPool,
@@ -177,6 +179,7 @@ impl Publisher {
         let mut futures = Vec::with_capacity(events.len());
         let mut sent = Vec::with_capacity(events.len());
         let mut spans = Vec::new();
+        let mut halted = None;
         for mut event in events {
             let payload = std::mem::take(&mut event.payload);
             let message = match self.encode(&event, payload).await {
@@ -184,6 +187,10 @@ impl Publisher {
                 Err(PublishError::Encode { source, .. }) if is_permanent(&source) => {
                     park(pool, &event, &source).await?;
                     continue;
+                }
+                Err(error @ PublishError::Newer { .. }) => {
+                    halted = Some(error);
+                    break;
                 }
                 Err(error) => return Err(error),
             };
@@ -211,6 +218,7 @@ impl Publisher {
             futures,
             spans,
             ack_timeout: self.ack_timeout,
+            halted,
         })
     }
 
@@ -297,9 +305,16 @@ pub struct InFlight {
     /// Producer spans by position in `events` (empty while spans are not exported).
     spans: Vec<Option<tracing::Span>>,
     ack_timeout: Duration,
+    /// Why the batch ended before its last event, which this relay must not publish.
+    halted: Option<PublishError>,
 }
 
 impl InFlight {
+    /// Why the relay must stop once this batch (and the one before it) is settled.
+    pub fn halted(&mut self) -> Option<PublishError> {
+        self.halted.take()
+    }
+
     /// Waits for every acknowledgement, in order. Returns the checkpoint of the last event of
     /// the longest acknowledged prefix (None if none was), its length, and the error that
     /// ended it, if any.

@@ -48,8 +48,15 @@ async fn an_event_newer_than_the_relay_waits_for_a_relay_that_knows_it() {
         "display_name": "Next", "roles": ["customer"], "referrer": "a field v3 added"});
     let metadata = json!({"event_id": id.to_string(), "occurred_at": "2026-11-23T00:00:00Z", "actor": "test",
         "correlation_id": "c", "causation_id": "c", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
-    // Written and made newer in one transaction: the relay never sees it as v2.
+    // Written and made newer in one transaction (the relay never sees it as v2), after an
+    // event the relay knows: that one is published and settled before the relay stops.
     let mut tx = pool.begin().await.unwrap();
+    let known = uuid::Uuid::now_v7();
+    let known_payload = json!({"type": "UserRegistered", "email": "known@example.com",
+        "display_name": "Known", "roles": ["customer"]});
+    let mut known_metadata = metadata.clone();
+    known_metadata["event_id"] = json!(known.to_string());
+    insert_user_registered(&mut *tx, known, known_payload, known_metadata).await;
     insert_user_registered(&mut *tx, id, payload, metadata).await;
     sqlx::query("UPDATE events SET event_version = '3' WHERE event_id = $1")
         .bind(id)
@@ -62,7 +69,7 @@ async fn an_event_newer_than_the_relay_waits_for_a_relay_that_knows_it() {
     assert_eq!(
         unpublished(pool).await,
         2,
-        "the newer event and the one after it are held"
+        "the newer event and the one after it are held, the one before it published"
     );
     let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM relay_parked_events")
         .fetch_one(pool)
