@@ -70,18 +70,33 @@ macro_rules! occurred {
     };
 }
 
-/// The events after the cursor that a filter selects, oldest transaction first.
+/// The events after the cursor (`$1`) that a filter selects. Two texts, from the start and
+/// after a cursor, rather than one with an `OR`: a plan made for any `$1` (a generic plan)
+/// could not use the cursor as an index bound, and every page would read from the start.
 macro_rules! selected {
-    () => {
+    (start) => {
+        selected!("$1::bigint IS NULL")
+    };
+    (after) => {
+        selected!(
+            "(e.tx_id, e.global_position)
+             > (SELECT c.tx_id, c.global_position FROM events c WHERE c.global_position = $1)"
+        )
+    };
+    ($cursor:literal) => {
         concat!(
             " FROM events e
              WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
-               AND ($1::bigint IS NULL
-                    OR (e.tx_id, e.global_position)
-                       > (SELECT c.tx_id, c.global_position FROM events c WHERE c.global_position = $1))
+               AND ",
+            $cursor,
+            "
                AND ($2::text IS NULL OR e.aggregate_type = $2)
-               AND ($3::timestamptz IS NULL OR ", occurred!(), " >= $3)
-               AND ($4::timestamptz IS NULL OR ", occurred!(), " < $4)"
+               AND ($3::timestamptz IS NULL OR ",
+            occurred!(),
+            " >= $3)
+               AND ($4::timestamptz IS NULL OR ",
+            occurred!(),
+            " < $4)"
         )
     };
 }
@@ -112,6 +127,36 @@ pub enum CursorError {
     Database(#[from] sqlx::Error),
 }
 
+/// The columns of an entry.
+macro_rules! columns {
+    () => {
+        concat!(
+            "SELECT e.global_position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_id,
+                    e.event_type, e.event_version, ",
+            occurred!(),
+            " AS occurred_at,
+                    COALESCE(e.metadata->>'actor', '') AS actor,
+                    COALESCE(e.metadata->>'correlation_id', '') AS correlation_id,
+                    COALESCE(e.metadata->>'causation_id', '') AS causation_id,
+                    COALESCE(e.metadata->>'traceparent', '') AS traceparent,
+                    e.payload"
+        )
+    };
+}
+
+const PAGE_FROM_START: &str = concat!(
+    columns!(),
+    selected!(start),
+    " ORDER BY e.tx_id, e.global_position LIMIT $5"
+);
+const PAGE_AFTER: &str = concat!(
+    columns!(),
+    selected!(after),
+    " ORDER BY e.tx_id, e.global_position LIMIT $5"
+);
+const COUNT_FROM_START: &str = concat!("SELECT count(*)", selected!(start));
+const COUNT_AFTER: &str = concat!("SELECT count(*)", selected!(after));
+
 /// The entries after `cursor` ([`cursor`]) that `filter` selects, at most `limit`.
 pub async fn page(
     pool: &PgPool,
@@ -119,26 +164,19 @@ pub async fn page(
     cursor: Option<i64>,
     limit: i64,
 ) -> Result<Vec<AuditEntry>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT e.global_position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_id,
-                e.event_type, e.event_version, ",
-        occurred!(),
-        " AS occurred_at,
-                COALESCE(e.metadata->>'actor', '') AS actor,
-                COALESCE(e.metadata->>'correlation_id', '') AS correlation_id,
-                COALESCE(e.metadata->>'causation_id', '') AS causation_id,
-                COALESCE(e.metadata->>'traceparent', '') AS traceparent,
-                e.payload",
-        selected!(),
-        " ORDER BY e.tx_id, e.global_position LIMIT $5"
-    ))
-    .bind(cursor)
-    .bind(&filter.aggregate_type)
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+    let sql = if cursor.is_some() {
+        PAGE_AFTER
+    } else {
+        PAGE_FROM_START
+    };
+    sqlx::query_as(sql)
+        .bind(cursor)
+        .bind(&filter.aggregate_type)
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
 }
 
 /// How many entries after `cursor` `filter` selects (for progress).
@@ -147,7 +185,12 @@ pub async fn count(
     filter: &Filter,
     cursor: Option<i64>,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(concat!("SELECT count(*)", selected!()))
+    let sql = if cursor.is_some() {
+        COUNT_AFTER
+    } else {
+        COUNT_FROM_START
+    };
+    sqlx::query_scalar(sql)
         .bind(cursor)
         .bind(&filter.aggregate_type)
         .bind(filter.from)

@@ -10,6 +10,7 @@
 //! keeps failing costs the others nothing: before, the shared consumer was moved back to the
 //! failing projection's offset at each retry, and the others re-read everything since.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,9 @@ pub(super) struct Shared {
 pub(super) struct Behind {
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), RunError>>,
+    /// Set as the task ends, before it wakes the fan-out (the handle reports the end only
+    /// after the task's last poll, which may be after the fan-out has looked).
+    ended: Arc<AtomicBool>,
 }
 
 impl Behind {
@@ -66,7 +70,9 @@ impl Behind {
         }
         let consumer: StreamConsumer = config.create()?;
         let (stop, stopped) = watch::channel(false);
+        let ended = Arc::new(AtomicBool::new(false));
         let task = CatchUp {
+            ended: ended.clone(),
             runner,
             topics,
             consumer,
@@ -78,12 +84,13 @@ impl Behind {
         Ok(Self {
             stop,
             task: tokio::spawn(task.run(stopped)),
+            ended,
         })
     }
 
     /// Whether the task ended by itself: only a failure of its consumer ends it.
     pub(super) fn ended(&self) -> bool {
-        self.task.is_finished()
+        self.ended.load(Ordering::SeqCst) || self.task.is_finished()
     }
 
     /// Stops the task after the batch in hand and waits for it; its error, if it ended with one.
@@ -98,6 +105,7 @@ impl Behind {
 }
 
 struct CatchUp {
+    ended: Arc<AtomicBool>,
     runner: Arc<Runner>,
     topics: Vec<String>,
     consumer: StreamConsumer,
@@ -110,7 +118,7 @@ struct CatchUp {
 impl CatchUp {
     async fn run(self, mut stopped: watch::Receiver<bool>) -> Result<(), RunError> {
         // However the task ends (a failure, a panic), the fan-out looks at it at once.
-        let _wake = Wake(self.progress.clone());
+        let _wake = Wake(self.ended.clone(), self.progress.clone());
         let result = self.catch_up(&mut stopped).await;
         // Closing a consumer blocks: keep it off the async workers.
         let consumer = self.consumer;
@@ -198,12 +206,13 @@ impl CatchUp {
     }
 }
 
-/// Wakes the fan-out when dropped.
-struct Wake(Arc<Notify>);
+/// Marks the task ended and wakes the fan-out when dropped.
+struct Wake(Arc<AtomicBool>, Arc<Notify>);
 
 impl Drop for Wake {
     fn drop(&mut self) {
-        self.0.notify_one();
+        self.0.store(true, Ordering::SeqCst);
+        self.1.notify_one();
     }
 }
 

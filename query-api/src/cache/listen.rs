@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use sqlx::postgres::PgListener;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 
 use super::{Key, ReadCache, CHANNEL};
 
@@ -40,6 +40,8 @@ enum Lost {
     Database(#[from] sqlx::Error),
     #[error("no notification, not even the listener's own heartbeat, for {0:?}")]
     Silent(Duration),
+    #[error("the connection was closed")]
+    Closed,
 }
 
 impl ReadCache {
@@ -48,17 +50,18 @@ impl ReadCache {
     pub async fn listen(self: Arc<Self>, pool: PgPool) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.listen_once(&pool).await {
-                Ok(()) => backoff = Duration::from_millis(100),
-                Err(error) => {
-                    metrics::counter!("query_cache_listener_lost_total").increment(1);
-                    tracing::warn!(
-                        error = &error as &dyn std::error::Error,
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "read-model change listener lost; cache disabled until it reconnects"
-                    );
-                }
+            let mut listened = false;
+            let error = self.listen_once(&pool, &mut listened).await;
+            // One that listened for a while reconnects at once; one that cannot connect backs off.
+            if listened {
+                backoff = Duration::from_millis(100);
             }
+            metrics::counter!("query_cache_listener_lost_total").increment(1);
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                retry_in_ms = backoff.as_millis() as u64,
+                "read-model change listener lost; cache disabled until it reconnects"
+            );
             self.listening.store(false, Ordering::SeqCst);
             self.forget_all();
             metrics::gauge!("query_cache_listening").set(0.0);
@@ -67,7 +70,19 @@ impl ReadCache {
         }
     }
 
-    async fn listen_once(&self, pool: &PgPool) -> Result<(), Lost> {
+    /// Listens until the connection is lost; says why. `listened` turns true once it listens.
+    async fn listen_once(&self, pool: &PgPool, listened: &mut bool) -> Lost {
+        match self.listen_on(pool, listened).await {
+            Ok(never) => match never {},
+            Err(lost) => lost,
+        }
+    }
+
+    async fn listen_on(
+        &self,
+        pool: &PgPool,
+        listened: &mut bool,
+    ) -> Result<std::convert::Infallible, Lost> {
         let mut listener = PgListener::connect_with(pool).await?;
         // `try_recv` returns `None` when the connection was lost (notifications may have been
         // missed): this listener ends, and the caller clears the cache and connects anew.
@@ -78,6 +93,7 @@ impl ReadCache {
         self.listening.store(true, Ordering::SeqCst);
         metrics::gauge!("query_cache_listening").set(1.0);
         tracing::info!(channel = CHANNEL, "listening for read-model changes");
+        *listened = true;
         let _beating = Beating(tokio::spawn(beat(pool.clone())));
         loop {
             // A wait that times out drops this listener, so what it had half read is lost
@@ -86,7 +102,7 @@ impl ReadCache {
                 return Err(Lost::Silent(SILENCE));
             };
             let Some(notification) = received? else {
-                return Ok(());
+                return Err(Lost::Closed);
             };
             if notification.payload() == BEAT {
                 continue;
@@ -108,20 +124,35 @@ impl ReadCache {
     }
 }
 
-/// Notifies the channel every [`HEARTBEAT`]; a failure is only logged (the listener's
-/// silence is what counts).
+/// Notifies the channel every [`HEARTBEAT`], on a connection of its own (a pool busy with
+/// reads must not make a healthy listener look dead), connected again after any failure; a
+/// failure is only logged (the listener's silence is what counts).
 async fn beat(pool: PgPool) {
+    let options = pool.connect_options().as_ref().clone();
+    let mut connection: Option<PgConnection> = None;
     let mut every = tokio::time::interval(HEARTBEAT);
     loop {
         every.tick().await;
-        let sent = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(BEAT)
-            .execute(&pool);
-        match tokio::time::timeout(HEARTBEAT, sent).await {
-            Ok(Ok(_)) => {}
+        let sent = tokio::time::timeout(HEARTBEAT, async {
+            if connection.is_none() {
+                connection = Some(PgConnection::connect_with(&options).await?);
+            }
+            let Some(conn) = connection.as_mut() else {
+                return Ok(());
+            };
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(BEAT)
+                .execute(conn)
+                .await
+                .map(|_| ())
+        })
+        .await;
+        match sent {
+            Ok(Ok(())) => continue,
             Ok(Err(error)) => tracing::debug!(%error, "read-model listener heartbeat not sent"),
             Err(_) => tracing::debug!("read-model listener heartbeat timed out"),
         }
+        connection = None;
     }
 }

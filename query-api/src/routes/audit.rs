@@ -141,10 +141,11 @@ pub const NDJSON: &str = "application/x-ndjson";
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(ExportParams),
     responses((status = 200, content_type = "application/x-ndjson",
             body = AuditEntry,
-            description = "One entry per line, from the event store, in the order events were \
-                committed (by transaction, then position; positions rise within a transaction \
-                and mostly across them). Only transactions older than every one still open \
-                are read, so nothing can later appear before what was sent. The stream is read \
+            description = "One entry per line, from the event store, as stored (not upcast), in \
+                the relay's order: by transaction id, then position (positions rise within a \
+                transaction and mostly across them). Only transactions older than every one \
+                still open are read, so nothing can later appear before what was sent. The \
+                stream is read \
                 a page at a time; if it breaks off, ask again with `after_position` set to the \
                 last `global_position` received."),
         (status = 403, description = "only `support` and `admin` export the audit log"),
