@@ -84,6 +84,7 @@ pub const SERIES: &[(&str, Kind, Option<Unit>, &str)] = &[
     ("query_cache_entries", Kind::Gauge, None, "Representations held in the cache."),
     ("query_cache_bytes", Kind::Gauge, Some(Unit::Bytes), "Weighted size of the cached representations."),
     ("query_cache_listening", Kind::Gauge, None, "1 while the cache receives change notifications (else it is bypassed)."),
+    ("query_cache_listener_lost_total", Kind::Counter, None, "Change-listener connections lost (closed, failed, or silent for 15 s); each loss clears the cache."),
     ("query_min_version_waiters", Kind::Gauge, None, "Reads waiting for a read model to reach their min_version."),
     ("query_min_version_wait_seconds", Kind::Histogram, Some(Unit::Seconds), "Time a min_version read waited for its read model."),
     ("query_min_version_timeouts_total", Kind::Counter, None, "min_version reads that timed out waiting."),

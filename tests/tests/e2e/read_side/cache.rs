@@ -2,11 +2,21 @@
 //! for, however the current one is cached, and conditional reads follow the version; a change
 //! listener whose connection falls silent is replaced and the cache cleared.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use infra::secrecy::ExposeSecret;
 use reqwest::StatusCode;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::app::{accepted, unique_email};
-use crate::support::query::spawn_read_stack;
+use crate::support::kafka::shared_bootstrap;
+use crate::support::projector::InProcessProjector;
+use crate::support::query::{spawn_query_api, spawn_read_stack};
+use crate::support::stack::spawn_stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn min_version_never_returns_an_older_version_even_when_cached() {
@@ -51,43 +61,128 @@ async fn min_version_never_returns_an_older_version_even_when_cached() {
     assert!(text.contains("query_cache_requests_total{resource=\"user\",result=\"miss\"}"));
 }
 
-/// Sends SIGCONT to the process when dropped.
-struct Stopped(i32);
+/// A TCP proxy to PostgreSQL that can fall silent for the connections that have sent `LISTEN`
+/// (the cache's change listener), as a connection does whose peer vanished: open, but nothing
+/// gets through either way. Every other connection goes on.
+struct Proxy {
+    port: u16,
+    /// Per connection: whether it sent `LISTEN`, and whether it is silenced.
+    connections: Arc<Mutex<Vec<(Arc<AtomicBool>, Arc<AtomicBool>)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
 
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
+impl Proxy {
+    async fn start(target: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections: Arc<Mutex<Vec<_>>> = Arc::default();
+        let registry = connections.clone();
+        let target = target.to_owned();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (listens, silent) = (
+                    Arc::new(AtomicBool::new(false)),
+                    Arc::new(AtomicBool::new(false)),
+                );
+                registry
+                    .lock()
+                    .unwrap()
+                    .push((listens.clone(), silent.clone()));
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pump(
+                    client_read,
+                    server_write,
+                    listens.clone(),
+                    silent.clone(),
+                    true,
+                ));
+                tokio::spawn(pump(server_read, client_write, listens, silent, false));
+            }
+        });
+        Self {
+            port,
+            connections,
+            task,
+        }
+    }
+
+    /// Silences every connection that has sent `LISTEN` so far.
+    fn silence_listeners(&self) {
+        for (listens, silent) in self.connections.lock().unwrap().iter() {
+            if listens.load(Ordering::SeqCst) {
+                silent.store(true, Ordering::SeqCst);
+            }
+        }
     }
 }
 
-/// A change listener whose connection falls silent (a failover or a firewall that forgot the
-/// connection; here its server process is stopped with SIGSTOP) is noticed by its missing
-/// heartbeat: the cache is cleared and the listener connects anew, so a plain read shows a
-/// change within about twenty seconds. Before, the listener waited on the silent connection
-/// for ever and the cache served the entry until its TTL (ten minutes here).
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies one direction of a proxied connection, holding what it reads while the connection
+/// is silenced; from the client, notes a `LISTEN`.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    listens: Arc<AtomicBool>,
+    silent: Arc<AtomicBool>,
+    from_client: bool,
+) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let Ok(n) = from.read(&mut buffer).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        if from_client && buffer[..n].windows(6).any(|w| w == b"LISTEN") {
+            listens.store(true, Ordering::SeqCst);
+        }
+        while silent.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A change listener whose connection falls silent (a failover, or a firewall that forgot the
+/// connection: here a proxy stops passing its bytes, the connection left open) is noticed by
+/// its missing heartbeat: the cache is cleared and the listener connects anew, so a plain
+/// read shows a change within about twenty seconds. Before, the listener waited on the silent
+/// connection for ever and the cache served the entry until its TTL (ten minutes here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_silent_change_listener_is_replaced_and_the_cache_cleared() {
-    let read_stack = spawn_read_stack(|s| s.query_api.cache_ttl_secs = 600).await;
-    let (app, query) = (&read_stack.stack.app, &read_stack.query);
+    let stack = spawn_stack(&shared_bootstrap(), |s| s.query_api.cache_ttl_secs = 600).await;
+    let _projector = InProcessProjector::start(&stack, Some(&stack.app.url));
+    let database = stack.settings.database.url.expose_secret().to_owned();
+    let address = database
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("host:port in the database URL")
+        .to_owned();
+    let proxy = Proxy::start(&address).await;
+    let mut settings = stack.settings.clone();
+    settings.database.url = database
+        .replacen(&address, &format!("127.0.0.1:{}", proxy.port), 1)
+        .into();
+    let query = spawn_query_api(&settings).await;
+    let app = &stack.app;
     let user = app.register(&unique_email()).await;
     let path = format!("/v1/users/{user}");
     query.at_least(&path, 1).await;
     assert_eq!(query.get(&path).await.body["version"], 1, "cached");
-    let pid: i32 = sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity
-         WHERE datname = current_database() AND query ILIKE 'LISTEN%read_models%'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .expect("the query API's listener");
-    let stop = std::process::Command::new("kill")
-        .args(["-STOP", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(stop.success());
-    let _continue = Stopped(pid);
+    proxy.silence_listeners();
     accepted(
         &app.post(
             &format!("{path}/profile"),
@@ -102,12 +197,12 @@ async fn a_silent_change_listener_is_replaced_and_the_cache_cleared() {
             break;
         }
         assert!(
-            started.elapsed() < std::time::Duration::from_secs(40),
+            started.elapsed() < Duration::from_secs(40),
             "the cache still serves version {} after {:?}",
             read.body["version"],
             started.elapsed()
         );
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     eprintln!("the change was visible after {:?}", started.elapsed());
 }
