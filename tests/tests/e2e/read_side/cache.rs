@@ -61,13 +61,15 @@ async fn min_version_never_returns_an_older_version_even_when_cached() {
     assert!(text.contains("query_cache_requests_total{resource=\"user\",result=\"miss\"}"));
 }
 
+/// One proxied connection: whether it sent `LISTEN`, and whether it is silenced.
+type Proxied = (Arc<AtomicBool>, Arc<AtomicBool>);
+
 /// A TCP proxy to PostgreSQL that can fall silent for the connections that have sent `LISTEN`
 /// (the cache's change listener), as a connection does whose peer vanished: open, but nothing
 /// gets through either way. Every other connection goes on.
 struct Proxy {
     port: u16,
-    /// Per connection: whether it sent `LISTEN`, and whether it is silenced.
-    connections: Arc<Mutex<Vec<(Arc<AtomicBool>, Arc<AtomicBool>)>>>,
+    connections: Arc<Mutex<Vec<Proxied>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
