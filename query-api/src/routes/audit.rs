@@ -149,8 +149,8 @@ pub const NDJSON: &str = "application/x-ndjson";
                 a page at a time; if it breaks off, ask again with `after_position` set to the \
                 last `global_position` received."),
         (status = 403, description = "only `support` and `admin` export the audit log"),
-        (status = 422, description = "an invalid parameter, `from` not before `to`, or an \
-            `after_position` no event has")))]
+        (status = 404, description = "no event has the position `after_position` names"),
+        (status = 422, description = "an invalid parameter, or `from` not before `to`")))]
 pub async fn export(
     Authenticated(principal): Authenticated,
     State(state): State<AppState>,
@@ -194,11 +194,11 @@ pub async fn export(
     let pool = state.pool.clone();
     let cursor = match infra::audit_export::cursor(&pool, after).await {
         Ok(cursor) => cursor,
+        // A well-formed position that names no event: what it refers to is not there.
         Err(infra::audit_export::CursorError::Unknown(_)) => {
-            return Err(QueryError::invalid(
-                "after_position",
-                "must be the position of an event (the last one an export returned), or 0",
-            ))
+            return Err(QueryError::NotFound {
+                what: "event at `after_position` (resume after the last one an export returned)",
+            })
         }
         Err(infra::audit_export::CursorError::Database(error)) => return Err(error.into()),
     };

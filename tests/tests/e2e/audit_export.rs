@@ -360,5 +360,5 @@ async fn a_resumed_export_skips_nothing_that_was_late() {
         "?after_position=999999999",
     )
     .await;
-    assert_eq!(status, 422, "a position no event has: {body}");
+    assert_eq!(status, 404, "a position no event has: {body}");
 }
