@@ -77,6 +77,23 @@ pub(super) async fn fill_batch<C: ConsumerContext + 'static>(
     Ok(batch)
 }
 
+/// Moves `consumer` to the offsets of `tpl` (a blocking call: the runtime moves other tasks
+/// away meanwhile); a partition that could not be moved fails it.
+pub(super) fn seek<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    tpl: rdkafka::TopicPartitionList,
+) -> Result<(), RunError> {
+    use rdkafka::consumer::Consumer as _;
+    let result =
+        tokio::task::block_in_place(|| consumer.seek_partitions(tpl, Duration::from_secs(10)))?;
+    for element in result.elements() {
+        if let Err(error) = element.error() {
+            return Err(error.into());
+        }
+    }
+    Ok(())
+}
+
 /// Whether a consumer error is one librdkafka recovers from by itself (a broker down or not
 /// answering, a connection lost, a request timed out): every error but a fatal one. The
 /// consumer is kept through them. Replacing it would be worse: the new consumer joins the

@@ -23,7 +23,7 @@ use schemas::wire::EventDecoder;
 use sqlx::{PgPool, Row};
 use tokio::sync::{watch, Notify};
 
-use super::batch::{decode, fill_batch, note_recoverable, recoverable};
+use super::batch::{decode, fill_batch, note_recoverable, recoverable, seek};
 use super::catch_up::{committed, failed, unapplied, Behind, Shared};
 use super::positions::{Context, Partition, Positions};
 use super::{own, Message, RunError, Runner};
@@ -396,15 +396,4 @@ impl Fanout {
         }
         Ok(())
     }
-}
-
-fn seek(consumer: &Consumer, tpl: TopicPartitionList) -> Result<(), RunError> {
-    let result =
-        tokio::task::block_in_place(|| consumer.seek_partitions(tpl, Duration::from_secs(10)))?;
-    for element in result.elements() {
-        if let Err(error) = element.error() {
-            return Err(error.into());
-        }
-    }
-    Ok(())
 }
