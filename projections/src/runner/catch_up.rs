@@ -21,7 +21,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::batch::{decode, fill_batch, note_recoverable, recoverable};
-use super::fanout::{FIRST_BACKOFF, MAX_BACKOFF};
+use super::fanout::{Fanout, FIRST_BACKOFF, MAX_BACKOFF};
 use super::positions::{Partition, Positions};
 use super::{own, Message, RunError, Runner};
 
@@ -203,6 +203,58 @@ impl CatchUp {
             tpl.add_partition_offset(topic, *partition, offset)?;
         }
         Ok(self.consumer.assign(&tpl)?)
+    }
+}
+
+/// The fan-out's side of catching up: rejoining, and stopping every task.
+impl Fanout {
+    /// Hands each projection behind whose catch-up has applied everything the shared consumer
+    /// handed out its share again. A catch-up task that ended by itself (its consumer failed)
+    /// fails the fan-out.
+    pub(super) async fn rejoin_caught_up(&mut self) -> Result<(), RunError> {
+        for slot in &mut self.slots {
+            let Some(behind) = &slot.behind else {
+                continue;
+            };
+            let name = slot.runner.projection.name();
+            let caught_up = behind.ended()
+                || self.shared.positions.assigned_of(&slot.topics).iter().all(
+                    |(topic, partition)| {
+                        // A partition the shared consumer has handed nothing of since it was
+                        // assigned starts at or below this projection's offset.
+                        let Some(head) = self.head.get(&(topic.clone(), *partition)) else {
+                            return true;
+                        };
+                        self.shared
+                            .positions
+                            .next(name, topic, *partition)
+                            .is_some_and(|next| next >= *head)
+                    },
+                );
+            if caught_up {
+                if let Some(behind) = slot.behind.take() {
+                    behind.finish().await?;
+                }
+                tracing::info!(projection = name, "caught up: back on the shared consumer");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every catch-up task (each after its batch in hand); the first error one ended
+    /// with. The shared consumer's `head` no longer means anything to anyone then.
+    pub(super) async fn finish_catch_ups(&mut self) -> Result<(), RunError> {
+        let mut result = Ok(());
+        for slot in &mut self.slots {
+            if let Some(behind) = slot.behind.take() {
+                let ended = behind.finish().await;
+                if result.is_ok() {
+                    result = ended;
+                }
+            }
+        }
+        self.head.clear();
+        result
     }
 }
 

@@ -34,21 +34,20 @@ pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A projection in the fan-out, and its catch-up task while it is behind.
-struct Slot {
-    runner: Arc<Runner>,
-    topics: Vec<String>,
-    behind: Option<Behind>,
+pub(super) struct Slot {
+    pub(super) runner: Arc<Runner>,
+    pub(super) topics: Vec<String>,
+    pub(super) behind: Option<Behind>,
 }
 
 pub struct Fanout {
-    slots: Vec<Slot>,
-    positions: Arc<Positions>,
+    pub(super) slots: Vec<Slot>,
     pool: PgPool,
-    settings: infra::settings::Settings,
-    shared: Shared,
+    /// The positions, settings and decoder, shared with the catch-up tasks.
+    pub(super) shared: Shared,
     /// Per partition, the offset after the last message the shared consumer handed out: a
     /// projection behind has caught up once it has applied up to here.
-    head: HashMap<Partition, i64>,
+    pub(super) head: HashMap<Partition, i64>,
     /// The wait before the shared consumer is moved back when every projection has failed.
     backoff: Duration,
 }
@@ -70,16 +69,14 @@ impl Fanout {
                 .map(|s| (s.runner.projection.name(), s.topics.clone())),
         ));
         let shared = Shared {
-            positions: positions.clone(),
+            positions,
             decoder: Arc::new(EventDecoder::new(&settings.schema_registry.url)),
             progress: Arc::new(Notify::new()),
-            settings: settings.clone(),
+            settings,
         };
         Self {
             slots,
-            positions,
             pool,
-            settings,
             shared,
             head: HashMap::new(),
             backoff: FIRST_BACKOFF,
@@ -101,8 +98,8 @@ impl Fanout {
         names.sort_unstable();
         format!(
             "{}{}{}",
-            self.settings.projector.group_prefix,
-            self.settings.kafka.topic_prefix,
+            self.shared.settings.projector.group_prefix,
+            self.shared.settings.kafka.topic_prefix,
             names.join("+")
         )
     }
@@ -112,19 +109,15 @@ impl Fanout {
     pub async fn run(&mut self, stopped: watch::Receiver<bool>) -> Result<(), RunError> {
         self.load_positions().await?;
         // A fresh decoder each run: a restart also forgets the schema lookups that failed.
-        self.shared.decoder = Arc::new(EventDecoder::new(&self.settings.schema_registry.url));
+        self.shared.decoder =
+            Arc::new(EventDecoder::new(&self.shared.settings.schema_registry.url));
         let consumer = self.subscribe().await?;
         let mut result = self.consume(&consumer, stopped).await;
         // The projections behind stop too; a restart starts every one from its stored offsets.
-        for slot in &mut self.slots {
-            if let Some(behind) = slot.behind.take() {
-                let ended = behind.finish().await;
-                if result.is_ok() {
-                    result = ended;
-                }
-            }
+        let ended = self.finish_catch_ups().await;
+        if result.is_ok() {
+            result = ended;
         }
-        self.head.clear();
         // Closing a consumer blocks (it leaves the group, waits for the broker): keep that off
         // the async workers, whose other tasks it would stall.
         let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
@@ -150,20 +143,18 @@ impl Fanout {
                 ))
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        self.positions.merge(stored);
+        self.shared.positions.merge(stored);
         Ok(())
     }
 
     async fn subscribe(&self) -> Result<Consumer, RunError> {
-        let kafka = &self.settings.kafka;
+        let kafka = &self.shared.settings.kafka;
         let consumer: Consumer = infra::kafka::consumer_config(kafka, &self.group())
             .set("partition.assignment.strategy", "cooperative-sticky")
             .create_with_context(Context {
-                positions: self.positions.clone(),
+                positions: self.shared.positions.clone(),
             })?;
-        let mut topics: Vec<String> = self.slots.iter().flat_map(|s| s.topics.clone()).collect();
-        topics.sort();
-        topics.dedup();
+        let topics = self.topics();
         // The relay creates the topics; until it has, `NoPartitions` makes the supervisor retry
         // (a subscription to a missing topic would only notice it at the next metadata refresh).
         for topic in &topics {
@@ -190,7 +181,7 @@ impl Fanout {
         consumer: &Consumer,
         mut stopped: watch::Receiver<bool>,
     ) -> Result<(), RunError> {
-        let batch_size = self.settings.projector.batch_size;
+        let batch_size = self.shared.settings.projector.batch_size;
         let progress = self.shared.progress.clone();
         while !*stopped.borrow() {
             self.position_fresh(consumer).await?;
@@ -207,7 +198,7 @@ impl Fanout {
                     Err(error) => return Err(error.into()),
                 },
                 _ = stopped.changed() => break,
-                _ = self.positions.assigned.notified() => continue,
+                _ = self.shared.positions.assigned.notified() => continue,
                 _ = progress.notified() => continue,
             };
             let batch = fill_batch(consumer, first, batch_size).await?;
@@ -269,73 +260,39 @@ impl Fanout {
         consumer: &Consumer,
         stopped: &mut watch::Receiver<bool>,
     ) -> Result<bool, RunError> {
-        for slot in &mut self.slots {
-            if let Some(behind) = slot.behind.take() {
-                behind.finish().await?;
-            }
-        }
+        self.finish_catch_ups().await?;
         tokio::select! {
             _ = tokio::time::sleep(self.backoff) => {}
             _ = stopped.changed() => return Ok(false),
         }
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        let mut topics: Vec<String> = self.slots.iter().flat_map(|s| s.topics.clone()).collect();
-        topics.sort_unstable();
-        topics.dedup();
         let mut tpl = TopicPartitionList::new();
-        for (topic, partition) in self.positions.assigned_of(&topics) {
-            let start = self.positions.start(&topic, partition);
+        for (topic, partition) in self.shared.positions.assigned_of(&self.topics()) {
+            let start = self.shared.positions.start(&topic, partition);
             tpl.add_partition_offset(
                 &topic,
                 partition,
                 start.map_or(Offset::Beginning, Offset::Offset),
             )?;
         }
-        self.head.clear();
         if tpl.count() > 0 {
             seek(consumer, tpl)?;
         }
         Ok(true)
     }
 
-    /// Hands each projection behind whose catch-up has applied everything the shared consumer
-    /// handed out its share again. A catch-up task that ended by itself (its consumer failed)
-    /// fails the fan-out.
-    async fn rejoin_caught_up(&mut self) -> Result<(), RunError> {
-        for slot in &mut self.slots {
-            let Some(behind) = &slot.behind else {
-                continue;
-            };
-            let name = slot.runner.projection.name();
-            let caught_up = behind.ended()
-                || self
-                    .positions
-                    .assigned_of(&slot.topics)
-                    .iter()
-                    .all(|(topic, partition)| {
-                        // A partition the shared consumer has handed nothing of since it was
-                        // assigned starts at or below this projection's offset.
-                        let Some(head) = self.head.get(&(topic.clone(), *partition)) else {
-                            return true;
-                        };
-                        self.positions
-                            .next(name, topic, *partition)
-                            .is_some_and(|next| next >= *head)
-                    });
-            if caught_up {
-                if let Some(behind) = slot.behind.take() {
-                    behind.finish().await?;
-                }
-                tracing::info!(projection = name, "caught up: back on the shared consumer");
-            }
-        }
-        Ok(())
+    /// Every topic of the fan-out's projections, once each.
+    fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.slots.iter().flat_map(|s| s.topics.clone()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        topics
     }
 
     /// Hands each projection that is not behind the messages of its topics it has not applied
     /// yet, all projections at once; returns the slots whose batch failed, with why.
     async fn deliver(&mut self, messages: &[Message]) -> Vec<(usize, RunError)> {
-        let positions = &self.positions;
+        let positions = &self.shared.positions;
         let work = self
             .slots
             .iter_mut()
@@ -371,7 +328,7 @@ impl Fanout {
     /// to be; another process may have applied more since. Reads the stored offsets again and
     /// moves the consumer forward past what every projection has applied.
     async fn position_fresh(&mut self, consumer: &Consumer) -> Result<(), RunError> {
-        let fresh = self.positions.take_fresh();
+        let fresh = self.shared.positions.take_fresh();
         if fresh.is_empty() {
             return Ok(());
         }
@@ -381,7 +338,7 @@ impl Fanout {
             // The shared consumer starts this partition again: at or below every projection's
             // offset in it, so what it handed out before says nothing now.
             self.head.remove(&(topic.clone(), partition));
-            let Some(start) = self.positions.start(&topic, partition) else {
+            let Some(start) = self.shared.positions.start(&topic, partition) else {
                 continue;
             };
             if assigned_at.is_none_or(|at| start > at) {

@@ -51,7 +51,7 @@ impl ReadCache {
         let mut backoff = Duration::from_millis(100);
         loop {
             let mut listened = false;
-            let error = self.listen_once(&pool, &mut listened).await;
+            let Err(error) = self.listen_once(&pool, &mut listened).await;
             // One that listened for a while reconnects at once; one that cannot connect backs off.
             if listened {
                 backoff = Duration::from_millis(100);
@@ -70,15 +70,9 @@ impl ReadCache {
         }
     }
 
-    /// Listens until the connection is lost; says why. `listened` turns true once it listens.
-    async fn listen_once(&self, pool: &PgPool, listened: &mut bool) -> Lost {
-        match self.listen_on(pool, listened).await {
-            Ok(never) => match never {},
-            Err(lost) => lost,
-        }
-    }
-
-    async fn listen_on(
+    /// Listens until the connection is lost, and says why; `listened` turns true once it
+    /// listens.
+    async fn listen_once(
         &self,
         pool: &PgPool,
         listened: &mut bool,
