@@ -51,6 +51,16 @@ pub enum RelayError {
     },
 }
 
+impl RelayError {
+    /// The event the brokers refuse for good, and their error ([`PublishError::refusal`]).
+    fn refusal(&self) -> Option<(uuid::Uuid, rdkafka::error::RDKafkaErrorCode)> {
+        match self {
+            RelayError::Publish(error) => error.refusal(),
+            _ => None,
+        }
+    }
+}
+
 pub struct Relay {
     pool: PgPool,
     settings: Settings,
@@ -132,6 +142,7 @@ impl Relay {
                 }
                 Ok(None) => {
                     // Another relay is active: stand by.
+                    metrics::gauge!("relay_refused_by_brokers").set(0.0);
                     backoff = Duration::from_millis(200);
                     wait(&mut stopped, poll).await;
                     continue;
@@ -142,8 +153,14 @@ impl Relay {
                 Ok(()) => break,
                 Err(error) => {
                     metrics::counter!("relay_errors_total").increment(1);
-                    tracing::warn!(error = %infra::error_chain(&error), retry_in_ms = backoff.as_millis() as u64,
-                        "relay interrupted");
+                    let retry_in_ms = backoff.as_millis() as u64;
+                    if let Some((event_id, code)) = error.refusal() {
+                        metrics::gauge!("relay_refused_by_brokers").set(1.0);
+                        tracing::error!(%event_id, ?code, retry_in_ms,
+                            "the brokers refuse this event and will until its topic or the relay's rights change; nothing after it is published (runbook: RelayRefusedByBrokers)");
+                    } else {
+                        tracing::warn!(error = %infra::error_chain(&error), retry_in_ms, "relay interrupted");
+                    }
                     wait(&mut stopped, backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -268,6 +285,7 @@ impl Relay {
             tail::save_checkpoint(&self.pool, &self.settings.relay.name, &last).await?;
             *checkpoint = last;
             metrics::counter!("relay_events_published_total").increment(count as u64);
+            metrics::gauge!("relay_refused_by_brokers").set(0.0);
         }
         match error {
             None => Ok(()),

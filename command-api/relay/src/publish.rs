@@ -45,6 +45,40 @@ pub enum PublishError {
     },
 }
 
+impl PublishError {
+    /// The event and the brokers' error, when they refused it with an error they give again
+    /// however often it is sent: it is larger than its topic allows, the relay may not write
+    /// the topic, a policy forbids it. Sending it again cannot help until an operator changes
+    /// the topic or the relay's rights; the relay still retries (nothing after it may pass
+    /// it), and says so louder ([`refuses_for_good`]).
+    pub fn refusal(&self) -> Option<(uuid::Uuid, RDKafkaErrorCode)> {
+        match self {
+            PublishError::Delivery {
+                event_id,
+                source: KafkaError::MessageProduction(code),
+            } if refuses_for_good(*code) => Some((*event_id, *code)),
+            _ => None,
+        }
+    }
+}
+
+/// Produce errors the brokers (or the producer, for its own size limit) give every time for
+/// the same message and the same rights: Kafka marks none of them retriable.
+fn refuses_for_good(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::MessageSizeTooLarge
+            | C::MessageBatchTooLarge
+            | C::InvalidTopic
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::PolicyViolation
+            | C::InvalidRecord
+            | C::UnsupportedForMessageFormat
+    )
+}
+
 pub struct Publisher {
     producer: FutureProducer,
     encoder: EventEncoder,

@@ -37,9 +37,10 @@ async fn export(
     status_type_text(request.send().await.expect("export request")).await
 }
 
-/// The export, asked again (for up to 30 s) until it holds `count` entries: it leaves out
-/// transactions newer than any still open in the PostgreSQL cluster, and a test running beside
-/// this one may hold one open for a moment.
+/// The export, asked again (for up to 60 s, as long as the tests wait for the relay, which
+/// has the same bound) until it holds `count` entries: it leaves out transactions newer than
+/// any still open in the PostgreSQL cluster, and a test running beside this one may hold one
+/// open for a moment. If it never does, the panic names the sessions holding transactions.
 async fn complete_export(
     client: &reqwest::Client,
     url: &str,
@@ -47,19 +48,37 @@ async fn complete_export(
     query: &str,
     count: usize,
 ) -> (u16, String, String) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let answer = export(client, url, Some(token), query).await;
         if answer.0 != 200 || answer.2.lines().count() >= count {
             return answer;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the export held {} of {count} entries after 30 s",
-            answer.2.lines().count()
-        );
+        if std::time::Instant::now() >= deadline {
+            panic!(
+                "the export held {} of {count} entries after 60 s; transactions open in the cluster: {:?}",
+                answer.2.lines().count(),
+                open_transactions().await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The cluster's sessions holding a transaction id, oldest first: what holds the export back.
+async fn open_transactions() -> Vec<(String, String, String, String)> {
+    let url = std::env::var("DATABASE_ADMIN_URL").unwrap_or_default();
+    let Ok(pool) = sqlx::PgPool::connect(&url).await else {
+        return Vec::new();
+    };
+    sqlx::query_as(
+        "SELECT coalesce(datname, ''), coalesce(state, ''),
+             coalesce((now() - xact_start)::text, ''), left(coalesce(query, ''), 200)
+         FROM pg_stat_activity WHERE backend_xid IS NOT NULL ORDER BY age(backend_xid) DESC",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap_or_default()
 }
 
 fn lines(body: &str) -> Vec<Value> {

@@ -1,5 +1,7 @@
 //! One event the relay cannot encode is parked, counted and logged; it never stops the relay.
 //! One newer than the relay knows is not parked: the relay waits for a relay that knows it.
+//! One the brokers refuse for good (larger than its topic allows) is neither: the relay holds
+//! there, says so on `relay_refused_by_brokers`, and publishes it once the topic takes it.
 
 use std::time::Duration;
 
@@ -8,7 +10,10 @@ use serde_json::json;
 use crate::support::app::unique_email;
 use crate::support::database::insert_user_registered;
 use crate::support::kafka::shared_bootstrap;
-use crate::support::stack::{spawn_stack, unpublished, wait_until_published};
+use crate::support::processes::{free_port, metric_line, spawn_relay};
+use crate::support::stack::{
+    spawn_stack, stack_without_relay, unpublished, verify_log, wait_until_published, Stack,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unencodable_event_is_parked_and_later_events_are_still_published() {
@@ -85,4 +90,70 @@ async fn an_event_newer_than_the_relay_waits_for_a_relay_that_knows_it() {
     .await
     .unwrap();
     wait_until_published(pool, Duration::from_secs(60)).await;
+}
+
+/// Sets the topic's `max.message.bytes` (and its unlimited retention, which a non-incremental
+/// change would otherwise reset).
+async fn limit_topic(stack: &Stack, topic: &str, max_message_bytes: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &stack.bootstrap)
+        .create()
+        .expect("an admin client");
+    let change = AlterConfig::new(ResourceSpecifier::Topic(topic))
+        .set("max.message.bytes", max_message_bytes)
+        .set("retention.ms", "-1");
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
+    for result in admin.alter_configs([&change], &options).await.unwrap() {
+        result.unwrap_or_else(|(_, code)| panic!("altering {topic}: {code:?}"));
+    }
+}
+
+/// Waits (up to 60 s) until the relay on `port` shows `line` on its `/metrics`.
+async fn wait_for_metric(port: u16, line: &str) {
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while metric_line(&client, &url, line).await != Some(true) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay never showed `{line}`"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_brokers_refuse_holds_the_relay_visibly_until_its_topic_takes_it() {
+    let stack = stack_without_relay().await;
+    let pool = &stack.app.pool;
+    let port = free_port();
+    let mut relay = spawn_relay(&stack.settings, port);
+    stack.app.register(&unique_email()).await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_for_metric(port, "relay_refused_by_brokers 0").await;
+
+    // Smaller than any event's record batch: the brokers answer MESSAGE_TOO_LARGE every time.
+    let topic = infra::kafka::topic_for(&stack.prefix, "user");
+    limit_topic(&stack, &topic, "100").await;
+    stack.app.register(&unique_email()).await;
+    wait_for_metric(port, "relay_refused_by_brokers 1").await;
+    let held = unpublished(pool).await;
+    assert!(held >= 1, "the refused event was counted as published");
+    // Nothing passes it, not even an event of another topic.
+    stack.app.user_and_order().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        unpublished(pool).await,
+        held + 2,
+        "an event after the refused one was published"
+    );
+
+    // The topic takes it again: the relay publishes everything by itself, in order.
+    limit_topic(&stack, &topic, "1048588").await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_for_metric(port, "relay_refused_by_brokers 0").await;
+    let events = stack.app.event_count().await as usize;
+    verify_log(&stack, events).await;
+    relay.kill();
 }
