@@ -100,11 +100,14 @@ impl Set {
         ))
     }
 
-    /// Folds the events of transactions in `[from, to)` (`to` open: every visible one) into
-    /// the set with the model's `apply`, in log order, skipping what it holds; calls
-    /// `progress` per chunk. With `own_transactions` each chunk commits on its own (each
-    /// event applies in a savepoint, and one transaction with many of them would slow every
-    /// other session); without, the caller's transaction holds it all.
+    /// Folds the events of transactions in `[from, to)` (`to` open: every one visible when
+    /// the fold starts) into the set with the model's `apply`, in log order, skipping what it
+    /// holds; calls `progress` per chunk. With `own_transactions` each chunk commits on its
+    /// own with the versions it applied (each event applies in a savepoint, and one
+    /// transaction with many of them would slow every other session; a fold cut short leaves
+    /// the set's rows and its `applied` agreeing, so the next fold applies nothing twice);
+    /// without, the caller's transaction holds it all and saves the versions itself
+    /// ([`Set::save_changed`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn fold(
         &mut self,
@@ -116,6 +119,18 @@ impl Set {
         report: &mut Report,
         progress: &mut dyn FnMut(u64),
     ) -> Result<u64, sqlx::Error> {
+        // Without an upper bound, every page of keys reads the transactions one snapshot saw.
+        // Each page is a statement of its own: a page after a later snapshot could take an
+        // aggregate's next event while one before it, committed meanwhile at a lower position
+        // than the pages had passed, was never read (and then never applied).
+        let snapshot: Option<String> = match to {
+            Some(_) => None,
+            None => Some(
+                sqlx::query_scalar("SELECT pg_current_snapshot()::text")
+                    .fetch_one(&mut *conn)
+                    .await?,
+            ),
+        };
         let mut after = 0i64;
         let mut folded = 0;
         loop {
@@ -126,6 +141,7 @@ impl Set {
                 "SELECT e.global_position, e.aggregate_type, e.aggregate_id, e.sequence
                  FROM events e
                  WHERE e.tx_id >= $1::text::xid8 AND ($2::text IS NULL OR e.tx_id < $2::text::xid8)
+                   AND ($6::text IS NULL OR pg_visible_in_snapshot(e.tx_id, $6::text::pg_snapshot))
                    AND e.global_position > $3 AND e.aggregate_type = ANY($4)
                  ORDER BY e.global_position LIMIT $5",
             )
@@ -134,6 +150,7 @@ impl Set {
             .bind(after)
             .bind(model.aggregates())
             .bind(KEYS_CHUNK)
+            .bind(&snapshot)
             .fetch_all(&mut *conn)
             .await?;
             let Some(last) = keys.last() else { break };
@@ -154,22 +171,13 @@ impl Set {
                 .fetch_all(&mut *conn)
                 .await?;
                 if own_transactions {
-                    sqlx::query("BEGIN").execute(&mut *conn).await?;
-                }
-                sqlx::query(&format!("SET LOCAL search_path TO {}, public", self.schema))
-                    .execute(&mut *conn)
-                    .await?;
-                let rows: Vec<&sqlx::postgres::PgRow> = rows.iter().collect();
-                report.failed.extend(apply_rows(conn, model, &rows).await?);
-                for (_, key, sequence) in fresh {
-                    self.applied.insert(key.clone(), *sequence);
-                    self.changed.insert(key.clone(), *sequence);
-                }
-                sqlx::query("SET LOCAL search_path TO public")
-                    .execute(&mut *conn)
-                    .await?;
-                if own_transactions {
-                    sqlx::query("COMMIT").execute(&mut *conn).await?;
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    self.apply_chunk(&mut tx, model, &rows, fresh, report)
+                        .await?;
+                    self.save_changed(&mut tx, model.name()).await?;
+                    tx.commit().await?;
+                } else {
+                    self.apply_chunk(conn, model, &rows, fresh, report).await?;
                 }
                 folded += fresh.len() as u64;
                 progress(fresh.len() as u64);
@@ -177,6 +185,33 @@ impl Set {
         }
         report.events += folded;
         Ok(folded)
+    }
+
+    /// Applies `rows` (the events of `fresh`) with the model's `apply` on the set's tables and
+    /// takes their versions as applied. The set's schema alone is on the `search_path`: were
+    /// it dropped meanwhile (a `prune`, a sweep), `apply` fails on a missing table instead of
+    /// resolving its tables' names to the live ones.
+    async fn apply_chunk(
+        &mut self,
+        conn: &mut PgConnection,
+        model: &'static dyn ReadModel,
+        rows: &[sqlx::postgres::PgRow],
+        fresh: &[(i64, (String, String), i64)],
+        report: &mut Report,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!("SET LOCAL search_path TO {}", self.schema))
+            .execute(&mut *conn)
+            .await?;
+        let rows: Vec<&sqlx::postgres::PgRow> = rows.iter().collect();
+        report.failed.extend(apply_rows(conn, model, &rows).await?);
+        for (_, key, sequence) in fresh {
+            self.applied.insert(key.clone(), *sequence);
+            self.changed.insert(key.clone(), *sequence);
+        }
+        sqlx::query("SET LOCAL search_path TO public")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     }
 
     /// Writes what changed since the last save into `<schema>.applied`.

@@ -46,6 +46,9 @@ pub(super) async fn catch_up_and_swap(
         .fold(&mut tx, model, &from, None, false, report, progress)
         .await?;
     incoming.save_changed(&mut tx, name).await?;
+    if recorded {
+        settle_dead_letters(&mut tx, name, &report.failed).await?;
+    }
     let swapped_xmin = xmin(&mut tx).await?;
     // The set swapped out, with the versions it had.
     let outgoing = format!("previous_{name}_{}", suffix());
@@ -124,6 +127,60 @@ pub(super) async fn catch_up_and_swap(
         .await?;
     tx.commit().await?;
     report.previous_schema = outgoing;
+    Ok(())
+}
+
+/// A replayed set holds every event up to the swap, applied or refused. The live
+/// projection's dead letters of events the set applied would apply them a second time if
+/// retried (an order-insensitive total counted twice), so they go; the events the set refused
+/// become its dead letters (read from the event store: topic `event-store`, the position as
+/// the offset), to be seen and retried like any other rather than left out in silence. (A
+/// rollback's set was not folded whole by this run, so a rollback leaves dead letters as they
+/// are.)
+async fn settle_dead_letters(
+    tx: &mut sqlx::PgConnection,
+    name: &str,
+    failed: &[(String, String)],
+) -> Result<(), sqlx::Error> {
+    let (mut ids, mut errors) = (Vec::new(), Vec::new());
+    for (event_id, error) in failed {
+        if let Ok(id) = uuid::Uuid::parse_str(event_id) {
+            ids.push(id);
+            // An error may quote what it refused; no text column holds a NUL.
+            errors.push(error.replace('\0', "\u{FFFD}"));
+        }
+    }
+    let texts: Vec<String> = ids.iter().map(uuid::Uuid::to_string).collect();
+    let resolved = sqlx::query(
+        "DELETE FROM dead_letters WHERE projection = $1 AND event_id IS NOT NULL
+             AND NOT (event_id = ANY($2))",
+    )
+    .bind(name)
+    .bind(&texts)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let refused = sqlx::query(
+        "INSERT INTO dead_letters (projection, topic, partition, \"offset\", event_id, aggregate_id, error)
+         SELECT $1, 'event-store', 0, e.global_position, e.event_id::text, e.aggregate_id, f.error
+         FROM UNNEST($2::uuid[], $3::text[]) AS f(event_id, error)
+         JOIN events e ON e.event_id = f.event_id
+         WHERE NOT EXISTS (SELECT 1 FROM dead_letters d
+                           WHERE d.projection = $1 AND d.event_id = e.event_id::text)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(name)
+    .bind(&ids)
+    .bind(&errors)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if resolved > 0 || refused > 0 {
+        tracing::info!(projection = name, resolved, refused,
+            "dead letters settled at the swap: those the new set applied removed, those it refused added");
+    }
+    metrics::counter!("projection_dead_letters_total", "projection" => name.to_owned())
+        .increment(refused);
     Ok(())
 }
 

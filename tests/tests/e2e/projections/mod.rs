@@ -6,5 +6,7 @@ mod dead_letters;
 mod exactly_once;
 mod fold;
 mod kills;
+mod rollback;
 mod scan;
+mod swap;
 mod verify;

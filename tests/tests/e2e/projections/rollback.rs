@@ -1,0 +1,177 @@
+//! A rollback cut short: its set's rows and versions agree (chunk by chunk), so the next
+//! rollback applies nothing twice; and a set dropped under a running rollback fails it instead
+//! of its catch-up writing into the live tables. Both run a rollback whose catch-up spans more
+//! than one chunk of 2,000 events, held where the test needs it by a lock.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::support::processes::{run_projector, service_command, Process};
+use crate::support::projector::{projected_commerce, wait_until_projected};
+use crate::support::stack::wait_until_published;
+
+/// `count` orders written straight into the event store, each a copy of a stored
+/// `OrderPlaced` under an id of its own: more events than the API could write in the time.
+async fn copy_orders(pool: &PgPool, count: i32) {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata, event_id)
+         SELECT e.aggregate_type, g.id::text, 1, e.event_type, e.event_version, e.payload,
+                e.metadata || jsonb_build_object('event_id', g.id::text), g.id
+         FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, $1)) g,
+              (SELECT * FROM events WHERE event_type = 'OrderPlaced' LIMIT 1) e",
+    )
+    .bind(count)
+    .execute(pool)
+    .await
+    .expect("copying orders");
+}
+
+/// The orders the live analytics tables count.
+async fn orders_counted(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT COALESCE(sum(orders), 0)::bigint FROM rm_revenue_daily")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Analytics replayed (its set before becomes the previous one), then 2,100 orders that only
+/// the live set has: a rollback must catch the previous set up on them.
+async fn previous_set_behind(pool: &PgPool, settings: &infra::settings::Settings) -> String {
+    let out = run_projector(settings, &["replay", "analytics"]);
+    assert!(out.status.success(), "{out:?}");
+    copy_orders(pool, 2100).await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_until_projected(pool, Duration::from_secs(60)).await;
+    sqlx::query_scalar(
+        "SELECT schema_name FROM projection_previous_sets WHERE projection = 'analytics'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Waits (up to 60 s) until `sql` (a count) is at least `at_least`.
+async fn wait_for(pool: &PgPool, sql: &str, at_least: i64, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap();
+        if n >= at_least {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The live analytics count `before` orders, and `projector verify` finds them equal to a
+/// rebuild.
+async fn counted_once(
+    pool: &PgPool,
+    settings: &infra::settings::Settings,
+    before: i64,
+    what: &str,
+) {
+    assert_eq!(orders_counted(pool).await, before, "{what}");
+    let out = run_projector(settings, &["verify", "analytics"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+fn spawn_rollback(settings: &infra::settings::Settings) -> Process {
+    let mut command = service_command("projector", settings);
+    command.args(["rollback", "analytics"]);
+    Process::spawn(command, "a rollback")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollback_cut_short_applies_nothing_twice_when_run_again() {
+    let (stack, _projector) = projected_commerce(1).await;
+    let (pool, settings) = (&stack.app.pool, &stack.settings);
+    previous_set_behind(pool, settings).await;
+    let before = orders_counted(pool).await;
+
+    // The projection's lock held: the rollback catches its set up, then waits to swap.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('projection:analytics'))")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let mut rollback = spawn_rollback(settings);
+    wait_for(
+        pool,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        1,
+        "the rollback waiting to swap",
+    )
+    .await;
+    rollback.kill();
+    holder.rollback().await.unwrap();
+
+    let out = run_projector(settings, &["rollback", "analytics"]);
+    assert!(out.status.success(), "{out:?}");
+    counted_once(
+        pool,
+        settings,
+        before,
+        "the second rollback counted again what the first had applied",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_set_pruned_under_its_rollback_leaves_the_live_tables_alone() {
+    let (stack, _projector) = projected_commerce(1).await;
+    let (pool, settings) = (&stack.app.pool, &stack.settings);
+    let previous = previous_set_behind(pool, settings).await;
+    let before = orders_counted(pool).await;
+
+    // The set's revenue table locked: the rollback's first chunk waits for it, and the prune
+    // queues behind them both. Released, the first chunk commits, the prune drops the set,
+    // and the rest of the catch-up finds it gone.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query(&format!(
+        "LOCK TABLE {previous}.rm_revenue_daily IN ACCESS EXCLUSIVE MODE"
+    ))
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let waiting_on_the_set = format!(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE NOT l.granted AND n.nspname = '{previous}'
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    );
+    let mut rollback = spawn_rollback(settings);
+    wait_for(
+        pool,
+        &waiting_on_the_set,
+        1,
+        "the rollback waiting for its set",
+    )
+    .await;
+    let model = projections::read_model("analytics").unwrap();
+    let pruning = tokio::spawn({
+        let pool = pool.clone();
+        async move { projections::replay::prune(&pool, model).await }
+    });
+    wait_for(
+        pool,
+        &waiting_on_the_set,
+        2,
+        "the prune waiting for the set",
+    )
+    .await;
+    holder.commit().await.unwrap();
+    rollback.wait_for_exit(Duration::from_secs(120), "the rollback");
+    let _ = pruning.await.unwrap();
+
+    counted_once(
+        pool,
+        settings,
+        before,
+        "the rollback's catch-up wrote into the live tables",
+    )
+    .await;
+}

@@ -1,0 +1,70 @@
+//! What a replay's swap settles besides the tables: the live projection's dead letters of
+//! events the new set applied go (retried, they would apply twice), and the events the new set
+//! could not apply become its dead letters (else the live set would lack them in silence).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::app::unique_email;
+use crate::support::database::insert_user_registered;
+use crate::support::processes::run_projector;
+use crate::support::projector::projected_commerce;
+use crate::support::stack::wait_until_published;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_settles_the_dead_letters_of_what_it_applied_and_refused() {
+    let (stack, _projector) = projected_commerce(1).await;
+    let (pool, settings) = (&stack.app.pool, &stack.settings);
+    // A dead letter of a capture the live analytics applied after all (as a transient failure
+    // retried by a gap fill would not clear): retried, it would count the capture twice.
+    let (captured, aggregate): (uuid::Uuid, String) = sqlx::query_as(
+        "SELECT event_id, aggregate_id FROM events WHERE event_type = 'PaymentCaptured' LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO dead_letters (projection, topic, partition, \"offset\", event_id, aggregate_id, error)
+         VALUES ('analytics', 'payments.events', 0, 1000000, $1, $2, 'a failure since mended')",
+    )
+    .bind(captured.to_string())
+    .bind(&aggregate)
+    .execute(pool)
+    .await
+    .unwrap();
+    // An event no consumer can read (the relay parks it: its email is a number), which the
+    // users projection never saw.
+    let unreadable = uuid::Uuid::now_v7();
+    let payload =
+        json!({"type": "UserRegistered", "email": 5, "display_name": "Bad", "roles": ["customer"]});
+    let metadata = json!({"event_id": unreadable.to_string(), "occurred_at": "2026-11-23T00:00:00Z",
+        "actor": "test", "correlation_id": "c", "causation_id": "c",
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
+    insert_user_registered(pool, unreadable, payload, metadata).await;
+    // The relay's checkpoint passes a parked event with the next one it publishes.
+    stack.app.register(&unique_email()).await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+
+    let out = run_projector(settings, &["replay", "analytics", "users"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "an event was refused: {out:?}");
+    assert!(stdout.contains(&unreadable.to_string()), "{stdout}");
+
+    let letters: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT projection, topic, event_id FROM dead_letters ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        letters,
+        [(
+            "users".to_owned(),
+            "event-store".to_owned(),
+            unreadable.to_string()
+        )],
+        "the applied capture's dead letter is gone and the refused event is one"
+    );
+    let out = run_projector(settings, &["verify", "analytics"]);
+    assert!(out.status.success(), "{out:?}");
+}
