@@ -24,7 +24,8 @@ pub struct ClientCredentials {
 pub enum Answer {
     /// 2xx: the command took effect (or had, under this key).
     Done,
-    /// 404, or 409 naming a business rule: the aggregate decided; retrying changes nothing.
+    /// 404 or 409 naming an aggregate's refusal (`domain::problem_types::is_refusal`): the
+    /// aggregate decided; retrying changes nothing.
     Refused {
         status: u16,
         code: Option<String>,
@@ -74,11 +75,24 @@ pub fn classify(status: u16, problem: Value) -> Answer {
         409 if code.as_deref() == Some(VERSION_CONFLICT) => {
             Answer::Retry(format!("409 {VERSION_CONFLICT}"))
         }
-        404 | 409 => Answer::Refused {
-            status,
-            code,
-            problem,
-        },
+        404 | 409
+            if code
+                .as_deref()
+                .is_some_and(domain::problem_types::is_refusal) =>
+        {
+            Answer::Refused {
+                status,
+                code,
+                problem,
+            }
+        }
+        // Not an aggregate's answer (a route the command API does not have, a proxy's error
+        // page during a deploy, a URL set wrong): retried, and parked for a person if it lasts,
+        // never taken for a decision.
+        404 | 409 => Answer::Retry(format!(
+            "status {status} {}: not an aggregate's refusal",
+            code.unwrap_or_default()
+        )),
         // 401: the token expired or the signing key rotated under it; a new one is fetched.
         401 | 429 | 500..=599 => {
             Answer::Retry(format!("status {status} {}", code.unwrap_or_default()))
@@ -232,11 +246,29 @@ mod tests {
     #[test]
     fn a_code_that_merely_ends_like_a_known_one_is_not_it() {
         let lookalike = problem("not-a-version-conflict");
-        assert!(matches!(classify(409, lookalike), Answer::Refused { .. }));
-        let foreign = json!({ "type": "https://elsewhere.invalid/version-conflict" });
+        assert!(matches!(classify(409, lookalike), Answer::Retry(_)));
+        let foreign = json!({ "type": "https://elsewhere.invalid/illegal-order-transition" });
+        assert!(matches!(classify(409, foreign), Answer::Retry(_)));
+    }
+
+    /// A 404 or 409 that no aggregate gave (the command API's own "no such route", a proxy's
+    /// page without a problem document) was taken for a refusal: the row was closed for good
+    /// as refused, with no alert, and a customer's refund never sent.
+    #[test]
+    fn only_an_aggregates_refusal_is_a_refusal() {
         assert!(matches!(
-            classify(409, foreign),
-            Answer::Refused { code: None, .. }
+            classify(404, problem("route-not-found")),
+            Answer::Retry(_)
+        ));
+        assert!(matches!(classify(404, Value::Null), Answer::Retry(_)));
+        assert!(matches!(classify(409, Value::Null), Answer::Retry(_)));
+        assert!(matches!(
+            classify(404, problem("order-not-found")),
+            Answer::Refused { status: 404, .. }
+        ));
+        assert!(matches!(
+            classify(409, problem("illegal-payment-transition")),
+            Answer::Refused { status: 409, .. }
         ));
     }
 

@@ -20,11 +20,17 @@ use tracing::Instrument;
 use super::client::{Answer, Commands, REQUEST_TIMEOUT};
 use super::outbox::{self, Claimed};
 
-/// Rows claimed per round, and how many of them are on the wire at once.
-const BATCH: i64 = 32;
-const CONCURRENCY: usize = 8;
-/// A claimed row is not claimed again before this: longer than one attempt can take.
-const LEASE: Duration = Duration::from_secs(REQUEST_TIMEOUT.as_secs() + 5);
+/// Rows claimed per round, all on the wire at once: a row claimed but queued behind others
+/// would spend its lease waiting.
+const BATCH: i64 = 8;
+/// The longest one attempt may take: a token from the token endpoint, then the command, each
+/// bounded by the request timeout (a timeout is a retry).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2 * REQUEST_TIMEOUT.as_secs() + 2);
+/// A claimed row is not claimed again before this: longer than one attempt can take, so that
+/// two dispatchers do not send one row at once. (Were they to, the command API would apply it
+/// once, under its idempotency key, and the claim's attempt count keeps a late settlement
+/// from overwriting the newer one: see `outbox::finish`.)
+const LEASE: Duration = Duration::from_secs(ATTEMPT_TIMEOUT.as_secs() + 5);
 /// Settled rows are kept this long for inspection, then deleted.
 const KEEP_SETTLED: Duration = Duration::from_secs(7 * 24 * 3600);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
@@ -128,7 +134,7 @@ impl Dispatcher {
         let count = claimed.len();
         let settled: Vec<Result<(), sqlx::Error>> = futures::stream::iter(claimed)
             .map(|row| self.attempt(row))
-            .buffer_unordered(CONCURRENCY)
+            .buffer_unordered(BATCH as usize)
             .collect()
             .await;
         settled.into_iter().collect::<Result<(), _>>()?;
@@ -155,7 +161,10 @@ impl Dispatcher {
             &span,
             &infra::telemetry::propagation::from_traceparent(&command.cause.traceparent),
         );
-        let answer = self.commands.send(command).instrument(span).await;
+        let answer = tokio::time::timeout(ATTEMPT_TIMEOUT, self.commands.send(command))
+            .instrument(span)
+            .await
+            .unwrap_or_else(|_| Answer::Retry("the attempt timed out".to_owned()));
         metrics::counter!("process_manager_commands_total", "outcome" => answer.label())
             .increment(1);
         self.settle(&row, answer).await
@@ -167,33 +176,48 @@ impl Dispatcher {
             .refund_amount()
             .and_then(|asked| answer.refund_left(asked))
             .and_then(|left| command.refund_instead(left));
-        match answer {
-            Answer::Done => outbox::finish(&self.pool, row.id, "done", None).await,
+        let (id, attempts) = (row.id, row.attempts);
+        let settled = match answer {
+            Answer::Done => outbox::finish(&self.pool, id, attempts, "done", None).await?,
             Answer::Refused { status, code, .. } => {
                 let note = format!("{status} {}", code.unwrap_or_default());
                 tracing::info!(path = %command.path, key = %command.idempotency_key,
                     answer = %note, "process manager command refused by the aggregate");
                 match instead {
-                    Some(instead) => outbox::replace(&self.pool, row.id, &note, &instead).await,
-                    None => outbox::finish(&self.pool, row.id, "refused", Some(&note)).await,
+                    Some(instead) => {
+                        outbox::replace(&self.pool, id, attempts, &note, &instead).await?
+                    }
+                    None => {
+                        outbox::finish(&self.pool, id, attempts, "refused", Some(&note)).await?
+                    }
                 }
             }
-            Answer::Retry(error) if !self.policy.exhausted(row.attempts) => {
-                let delay = self.policy.backoff(row.attempts);
+            Answer::Retry(error) if !self.policy.exhausted(attempts) => {
+                let delay = self.policy.backoff(attempts);
                 tracing::debug!(path = %command.path, %error, retry_in_ms = delay.as_millis() as u64,
                     "process manager command will be retried");
-                outbox::retry_later(&self.pool, row.id, delay, &error).await
+                outbox::retry_later(&self.pool, id, attempts, delay, &error).await?
             }
-            Answer::Retry(error) | Answer::Reject(error) => self.park(row, &error).await,
+            Answer::Retry(error) | Answer::Reject(error) => self.park(row, &error).await?,
+        };
+        if !settled {
+            tracing::info!(id, attempts, path = %command.path,
+                "process manager command was claimed again meanwhile; its new attempt settles it");
         }
+        Ok(())
     }
 
-    async fn park(&self, row: &Claimed, error: &str) -> Result<(), sqlx::Error> {
+    /// Parks the row (if still this claim); true if it was.
+    async fn park(&self, row: &Claimed, error: &str) -> Result<bool, sqlx::Error> {
         let command = &row.command;
-        tracing::error!(id = row.id, path = %command.path, key = %command.idempotency_key,
-            attempts = row.attempts, %error, "process manager command parked");
-        metrics::counter!("process_manager_parked_total").increment(1);
-        outbox::finish(&self.pool, row.id, "parked", Some(error)).await
+        let parked =
+            outbox::finish(&self.pool, row.id, row.attempts, "parked", Some(error)).await?;
+        if parked {
+            tracing::error!(id = row.id, path = %command.path, key = %command.idempotency_key,
+                attempts = row.attempts, %error, "process manager command parked");
+            metrics::counter!("process_manager_parked_total").increment(1);
+        }
+        Ok(parked)
     }
 
     /// Refreshes the parked gauge; now and then deletes old settled rows.

@@ -101,58 +101,77 @@ fn row(r: &PgRow) -> Result<Claimed, sqlx::Error> {
     })
 }
 
-/// Settles a row as `done`, `refused` or `parked`, with what was learnt.
+/// Settles a row as `done`, `refused` or `parked`, with what was learnt, if it is still the
+/// claim of `attempts` ([`Claimed::attempts`]): a dispatcher whose lease ran out while it sent
+/// must not overwrite what the one that claimed the row next settled. False if it was not.
 pub async fn finish(
     pool: &PgPool,
     id: i64,
+    attempts: i32,
     status: &str,
     note: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE pm_outbox SET status = $2, last_error = $3, updated_at = now() WHERE id = $1",
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE pm_outbox SET status = $2, last_error = $3, updated_at = now()
+         WHERE id = $1 AND attempts = $4 AND status = 'pending'",
     )
     .bind(id)
     .bind(status)
     .bind(note)
+    .bind(attempts)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(updated.rows_affected() == 1)
 }
 
-/// Leaves a row pending, next tried after `delay`.
+/// Leaves a row pending, next tried after `delay`, if it is still the claim of `attempts`
+/// (see [`finish`]).
 pub async fn retry_later(
     pool: &PgPool,
     id: i64,
+    attempts: i32,
     delay: Duration,
     error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
         "UPDATE pm_outbox SET last_error = $2, updated_at = now(),
-             next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+             next_attempt_at = now() + make_interval(secs => $3)
+         WHERE id = $1 AND attempts = $4 AND status = 'pending'",
     )
     .bind(id)
     .bind(error)
     .bind(delay.as_secs_f64())
+    .bind(attempts)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(updated.rows_affected() == 1)
 }
 
-/// A refused refund replaced by `instead` (what the payment says is left), in one transaction.
+/// A refused refund replaced by `instead` (what the payment says is left), in one transaction,
+/// if the row is still the claim of `attempts` (see [`finish`]).
 pub async fn replace(
     pool: &PgPool,
     id: i64,
+    attempts: i32,
     note: &str,
     instead: &Command,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("UPDATE pm_outbox SET status = 'refused', last_error = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(note)
-        .execute(&mut *tx)
-        .await?;
+    let updated = sqlx::query(
+        "UPDATE pm_outbox SET status = 'refused', last_error = $2, updated_at = now()
+         WHERE id = $1 AND attempts = $3 AND status = 'pending'",
+    )
+    .bind(id)
+    .bind(note)
+    .bind(attempts)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(false);
+    }
     insert(&mut tx, instead).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Makes parked rows pending again with a fresh budget: the one with `id`, or all of them.

@@ -103,6 +103,16 @@ async fn rows(pool: &PgPool) -> Vec<(String, String, i32)> {
         .unwrap()
 }
 
+/// A command API with a paid order whose confirmation the process manager has decided (one
+/// row in its outbox); returns the payment's id too.
+async fn a_confirmation_decided() -> (crate::support::app::TestApp, String) {
+    let app = spawn_app().await;
+    let (_, payment) = paid_order(&app).await;
+    let events = envelopes(&app.pool, &payment).await;
+    assert_eq!(apply(&app.pool, &events).await, 1, "a confirmation");
+    (app, payment)
+}
+
 fn quick(max_attempts: i32) -> RetryPolicy {
     RetryPolicy {
         max_attempts,
@@ -180,11 +190,8 @@ async fn decisions_are_sent_once_and_a_refund_takes_what_is_left() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsendable_commands_are_parked_visibly_and_can_be_retried() {
-    let app = spawn_app().await;
+    let (app, payment) = a_confirmation_decided().await;
     let pool = &app.pool;
-    let (_, payment) = paid_order(&app).await;
-    let events = envelopes(pool, &payment).await;
-    assert_eq!(apply(pool, &events).await, 1, "a confirmation");
 
     // Nobody listens there: retried with backoff, then parked with what went wrong.
     let nowhere = format!("http://127.0.0.1:{}", free_port());
@@ -236,4 +243,45 @@ async fn unsendable_commands_are_parked_visibly_and_can_be_retried() {
     .await
     .unwrap();
     assert_eq!((status.as_str(), attempts), ("parked", 1));
+}
+
+/// A dispatcher whose lease ran out while it sent (a slow command API) must not overwrite what
+/// the dispatcher that claimed the row next settled: before, the first one's late "out of
+/// budget" parked a row the second had already done, and paged a person for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_settlement_of_an_expired_claim_changes_nothing() {
+    let (app, _) = a_confirmation_decided().await;
+    let pool = &app.pool;
+
+    let lease = Duration::from_secs(30);
+    let first = outbox::claim(pool, 8, lease).await.unwrap();
+    assert_eq!(first.len(), 1);
+    // The first claim's lease runs out; another dispatcher claims the row and settles it.
+    sqlx::query("UPDATE pm_outbox SET next_attempt_at = now() - interval '1 second'")
+        .execute(pool)
+        .await
+        .unwrap();
+    let second = outbox::claim(pool, 8, lease).await.unwrap();
+    assert_eq!(second.len(), 1);
+    let (id, newer) = (second[0].id, second[0].attempts);
+    assert!(outbox::finish(pool, id, newer, "done", None).await.unwrap());
+
+    let older = first[0].attempts;
+    assert!(
+        !outbox::finish(pool, id, older, "parked", Some("out of budget"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !outbox::retry_later(pool, id, older, Duration::from_secs(1), "timed out")
+            .await
+            .unwrap()
+    );
+    let (status, last_error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, last_error FROM pm_outbox WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), last_error), ("done", None));
 }
