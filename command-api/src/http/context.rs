@@ -82,7 +82,8 @@ impl<R: RouteAccess> FromRequestParts<AppState> for Admitted<R> {
 }
 
 /// The metadata of a registration: a token is optional (an admin may register someone), and
-/// without one the actor is the new user itself, set once its id is known.
+/// without one the actor is the new user itself, set once its id is known. Limited per client
+/// address unless the caller is an admin.
 pub struct Registration(pub RequestMetadata);
 
 impl FromRequestParts<AppState> for Registration {
@@ -94,9 +95,15 @@ impl FromRequestParts<AppState> for Registration {
     ) -> Result<Self, Self::Rejection> {
         let OptionalPrincipal(principal) =
             OptionalPrincipal::from_request_parts(parts, state).await?;
+        // Only an admin's registrations count against its command limit; any other caller's,
+        // token or not, are unauthenticated work as far as limits go: limited per address.
+        // (With a customer's token counting against its command limit, every account could
+        // register more accounts past the per-address limit, each a password hash.)
         let limited = match &principal {
-            Some(principal) => state.identity.admit_command(principal),
-            None => {
+            Some(principal) if principal.has(infra::auth::Role::Admin) => {
+                state.identity.admit_command(principal)
+            }
+            _ => {
                 match crate::identity::http::ClientAddress::from_request_parts(parts, state).await {
                     Ok(crate::identity::http::ClientAddress(Some(ip))) => {
                         state.identity.anonymous.check(&ip)

@@ -7,7 +7,9 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::support::app::{spawn_app, spawn_app_with, unique_email, Answer, Auth, TestApp};
+use crate::support::app::{
+    registration, spawn_app, spawn_app_with, unique_email, Answer, Auth, TestApp,
+};
 use crate::support::auth::{login, ADMIN_EMAIL, ADMIN_PASSWORD, CUSTOMER_PASSWORD};
 
 async fn password_login(app: &TestApp, email: &str, password: &str) -> Answer {
@@ -457,4 +459,36 @@ async fn failed_logins_behind_a_trusted_proxy_count_per_forwarded_client() {
         429,
         "an untrusted peer's header was believed"
     );
+}
+
+/// Registrations are limited per client address whether or not they carry a token, unless an
+/// admin sends them. Before, any customer's token moved them to that customer's command limit
+/// (50 a second), so every account could register more, each a password hash, past the
+/// per-address limit.
+#[tokio::test]
+async fn registrations_with_a_customers_token_are_limited_per_address() {
+    let app = spawn_app_with(|s| s.auth.anonymous_per_minute = 3).await;
+    let customer = app.customer().await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let answer = app
+            .post_as(
+                Auth::Bearer(&customer.token),
+                "/v1/users",
+                registration(&unique_email()),
+            )
+            .await;
+        statuses.push(answer.status.as_u16());
+    }
+    assert!(
+        statuses.contains(&429),
+        "a customer's token registered past the per-address limit: {statuses:?}"
+    );
+    // An admin's are its own work, under its command limit.
+    for _ in 0..5 {
+        let answer = app
+            .post_as(Auth::Admin, "/v1/users", registration(&unique_email()))
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    }
 }
