@@ -313,6 +313,7 @@ pub async fn password_reset(
                         &identity.pool,
                         user_id,
                         email.as_str(),
+                        &email.normalized(),
                         identity.reset_ttl,
                     )
                     .await?;

@@ -226,6 +226,7 @@ pub async fn request_reset(
     pool: &PgPool,
     user_id: Uuid,
     recipient: &str,
+    normalized_email: &str,
     ttl: Duration,
 ) -> Result<(), sqlx::Error> {
     let token = new_token()?;
@@ -234,8 +235,8 @@ pub async fn request_reset(
              SELECT 1 FROM password_reset_tokens
              WHERE user_id = $2 AND created_at > now() - interval '1 minute'
          ), reset AS (
-             INSERT INTO password_reset_tokens (token_hash, user_id, expires_at)
-             SELECT $1, $2, now() + make_interval(secs => $3)
+             INSERT INTO password_reset_tokens (token_hash, user_id, expires_at, email)
+             SELECT $1, $2, now() + make_interval(secs => $3), $6
              WHERE NOT EXISTS (SELECT 1 FROM recent))
          INSERT INTO notification_outbox (kind, recipient, payload)
          SELECT 'password_reset', $4, jsonb_build_object('user_id', $2::text, 'token', $5::text,
@@ -247,23 +248,31 @@ pub async fn request_reset(
     .bind(secs(ttl))
     .bind(recipient)
     .bind(&token)
+    .bind(normalized_email)
     .execute(pool)
     .await?;
     Ok(())
 }
 
-/// Whether a reset token is known, unused and unexpired (checked before hashing anything).
+/// What makes a reset token usable (with `$1` its hash, `$2` the email claims' scope): known,
+/// unused, unexpired, and sent to an email its user still has.
+const USABLE: &str = "token_hash = $1 AND used_at IS NULL AND expires_at > now()
+    AND (email IS NULL OR EXISTS (SELECT 1 FROM unique_claims c
+         WHERE c.scope = $2 AND c.key = password_reset_tokens.email
+           AND c.aggregate_type = 'user' AND c.aggregate_id = password_reset_tokens.user_id::text))";
+
+/// Whether a reset token is usable ([`USABLE`]; checked before hashing anything).
 pub async fn reset_token_usable(pool: &PgPool, token: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM password_reset_tokens
-                        WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now())",
-    )
+    sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM password_reset_tokens WHERE {USABLE})"
+    ))
     .bind(token_hash(token))
+    .bind(domain::user::EMAIL_SCOPE)
     .fetch_one(pool)
     .await
 }
 
-/// Uses a reset token: sets the new password hash, ends every other reset token of the user
+/// Uses a reset token ([`USABLE`]): sets the new password hash, ends every other reset token of the user
 /// and revokes all their refresh families, in one transaction. `None` when the token is
 /// unknown, used or expired.
 pub async fn confirm_reset(
@@ -272,12 +281,11 @@ pub async fn confirm_reset(
     password_hash: &str,
 ) -> Result<Option<Uuid>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let user_id: Option<Uuid> = sqlx::query_scalar(
-        "UPDATE password_reset_tokens SET used_at = now()
-         WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
-         RETURNING user_id",
-    )
+    let user_id: Option<Uuid> = sqlx::query_scalar(&format!(
+        "UPDATE password_reset_tokens SET used_at = now() WHERE {USABLE} RETURNING user_id"
+    ))
     .bind(token_hash(token))
+    .bind(domain::user::EMAIL_SCOPE)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(user_id) = user_id else {

@@ -179,6 +179,32 @@ async fn a_login_that_checked_a_replaced_password_starts_no_session() {
     );
 }
 
+/// A reset token was sent to the email the account had then: once the owner moves the account
+/// to another email, whoever still reads the old mailbox must not be able to use it. Before,
+/// the token stayed good for its whole lifetime after the change, and taking it over the
+/// account.
+#[tokio::test]
+async fn a_reset_token_is_void_once_the_account_changes_its_email() {
+    let app = spawn_app().await;
+    let customer = app.customer().await;
+    let token = requested_reset_token(&app, &customer.email).await;
+    let moved = app
+        .post_as(
+            Auth::Bearer(&customer.token),
+            &format!("/v1/users/{}/email", customer.id),
+            json!({"email": unique_email()}),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    app.post_as(
+        Auth::Anonymous,
+        "/v1/auth/password-reset/confirm",
+        json!({"token": token, "new_password": "a-brand-new-password"}),
+    )
+    .await
+    .assert_problem(400, "invalid-reset-token");
+}
+
 #[tokio::test]
 async fn an_expired_reset_token_is_refused() {
     let app = spawn_app_with(|s| s.auth.reset_token_ttl_secs = 1).await;
