@@ -41,6 +41,16 @@ async fn requested_reset_token(app: &TestApp, email: &str) -> String {
     reset_token(app, email).await
 }
 
+/// Confirms a reset with `token` and a new password.
+async fn confirm_reset(app: &TestApp, token: &str) -> Answer {
+    app.post_as(
+        Auth::Anonymous,
+        "/v1/auth/password-reset/confirm",
+        json!({"token": token, "new_password": "a-brand-new-password"}),
+    )
+    .await
+}
+
 async fn reset_token(app: &TestApp, email: &str) -> String {
     for _ in 0..100 {
         let token: Option<Value> = sqlx::query_scalar(
@@ -196,13 +206,9 @@ async fn a_reset_token_is_void_once_the_account_changes_its_email() {
         )
         .await;
     assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
-    app.post_as(
-        Auth::Anonymous,
-        "/v1/auth/password-reset/confirm",
-        json!({"token": token, "new_password": "a-brand-new-password"}),
-    )
-    .await
-    .assert_problem(400, "invalid-reset-token");
+    confirm_reset(&app, &token)
+        .await
+        .assert_problem(400, "invalid-reset-token");
 }
 
 #[tokio::test]
@@ -211,13 +217,9 @@ async fn an_expired_reset_token_is_refused() {
     let customer = app.customer().await;
     let token = requested_reset_token(&app, &customer.email).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    app.post_as(
-        Auth::Anonymous,
-        "/v1/auth/password-reset/confirm",
-        json!({"token": token, "new_password": "a-brand-new-password"}),
-    )
-    .await
-    .assert_problem(400, "invalid-reset-token");
+    confirm_reset(&app, &token)
+        .await
+        .assert_problem(400, "invalid-reset-token");
 }
 
 /// Confirmations are unauthenticated work: limited per address, and one with a token that
