@@ -8,9 +8,10 @@
 //! topics must hold the whole history (the event topics are kept forever, `docs/operations.md`).
 //! What the topics did not have yet is left to the catch-up rounds, which read the event store
 //! from the transaction of the oldest last message among the topics (the relay publishes in
-//! transaction order, so everything of older transactions was in the topics), or from the
-//! present snapshot's xmin when the pass folded everything before it, and skip what the pass
-//! folded.
+//! transaction order, so everything of older transactions was in the topics) or of the relay's
+//! checkpoint read before the watermarks, whichever is older (the watermarks are read one
+//! partition after another), or from the present snapshot's xmin when the pass folded
+//! everything before it, and skip what the pass folded.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -187,6 +188,14 @@ pub(super) async fn fold_topics(
         .iter()
         .map(|t| infra::kafka::topic_for(&settings.kafka.topic_prefix, t))
         .collect();
+    // Read before the watermarks are: every event the relay had acknowledged by then is on
+    // the topics below them. The watermarks are taken one partition after another, so the
+    // newest message of one partition can be of a later transaction than another partition
+    // had when its watermark was read; the checkpoint bounds the catch-up whatever they say.
+    let acknowledged: Option<String> =
+        sqlx::query_scalar("SELECT tx_id::text FROM relay_checkpoints ORDER BY tx_id LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
     let (sender, handfuls) = mpsc::channel(4);
     let consuming = tokio::task::spawn_blocking({
         let (settings, topics) = (settings.clone(), topics.clone());
@@ -268,7 +277,14 @@ pub(super) async fn fold_topics(
         });
     }
     let types = crate::rebuild::aggregate_types(targets);
-    let catch_up_from = catch_up_from.unwrap_or_else(|| "0".to_owned());
+    let catch_up_from = match (catch_up_from, acknowledged) {
+        (Some(newest), Some(acknowledged))
+            if acknowledged.parse::<u64>().ok() < newest.parse::<u64>().ok() =>
+        {
+            acknowledged
+        }
+        (newest, _) => newest.unwrap_or_else(|| "0".to_owned()),
+    };
     let catch_up_from = past_what_was_folded(pool, &applied, &types, catch_up_from).await?;
     Ok(FromTopics {
         applied,
