@@ -4,9 +4,12 @@
 //! request (`?as_of=<name>`), for audits and disputes.
 //!
 //! A set at position P holds every event with a global position up to P; a set at time T
-//! every event recorded (`recorded_at`) up to T. Both are taken from one snapshot of the
-//! events table, so an event of a transaction still open when the build starts is not in it
-//! (its position is reported with the set: `position`, the last one folded).
+//! every event recorded (`recorded_at`) up to T. A transaction still open when the build
+//! starts may yet commit an event inside the cut (positions and times are taken when an event
+//! is written, not when it commits), so the build first waits until every transaction open
+//! then has ended ([`wait_for_the_cut`]): two builds at one bound hold the same events, and the
+//! position reported with the set (`position`, the last one inside the cut) is one of them. A
+//! bound past the log's head (a position not handed out yet, a time to come) is refused.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -102,6 +105,8 @@ pub enum AsOfError {
     BadName(String),
     #[error("an as-of set named {0:?} exists (projector as-of drop {0} first)")]
     Exists(String),
+    #[error("{0} is past the log's head: no event has been written there yet")]
+    Future(String),
 }
 
 impl From<sqlx::Error> for AsOfError {
@@ -132,6 +137,7 @@ pub async fn build(
     if taken {
         return Err(AsOfError::Exists(name.to_owned()));
     }
+    wait_for_the_cut(pool, bound).await?;
     let schema = format!("asof_{}", suffix());
     lease
         .record_schema(&mut *pool.acquire().await?, &schema)
@@ -208,6 +214,53 @@ pub async fn build(
             .await;
     }
     built
+}
+
+/// How long a statement may take between giving its event a position and time and taking a
+/// transaction id (the defaults of one row, evaluated in the columns' order): the snapshot
+/// the build waits on is taken this long after the bound is checked.
+const ID_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Refuses a bound past the log's head, then waits until every transaction open when it was
+/// checked (and so every one that can still commit an event inside the cut) has ended.
+async fn wait_for_the_cut(pool: &PgPool, bound: &Bound) -> Result<(), AsOfError> {
+    let ahead = match bound {
+        Bound::Position(p) => sqlx::query_scalar(
+            "SELECT $1 > COALESCE(pg_sequence_last_value(
+                 pg_get_serial_sequence('events', 'global_position')), 0)",
+        )
+        .bind(p),
+        Bound::Time(t) => sqlx::query_scalar("SELECT $1 > clock_timestamp()").bind(t),
+    };
+    if ahead.fetch_one(pool).await? {
+        return Err(AsOfError::Future(bound.requested()));
+    }
+    tokio::time::sleep(ID_MARGIN).await;
+    let mut conn = pool.acquire().await?;
+    let open_until: String =
+        sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
+            .fetch_one(&mut *conn)
+            .await?;
+    let started = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        let ended: bool =
+            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8")
+                .bind(&open_until)
+                .fetch_one(&mut *conn)
+                .await?;
+        if ended {
+            return Ok(());
+        }
+        if !told && started.elapsed() > std::time::Duration::from_secs(10) {
+            told = true;
+            tracing::warn!(
+                "the as-of build waits for transactions open when it started (any session idle \
+                 in a transaction holds it: see the RelayBehind runbook for finding one)"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Every as-of set, newest first.

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
+use crate::support::app::unique_email;
 use crate::support::commerce::commerce_load;
+use crate::support::database::insert_registration;
 use crate::support::processes::run_projector;
 use crate::support::projector::wait_until_projected;
 use crate::support::query::spawn_read_stack;
@@ -214,5 +216,67 @@ async fn an_as_of_set_shows_the_past_while_the_live_models_move_on() {
     assert_eq!(
         schemas, 2,
         "the dropped set's tables are gone, the others kept"
+    );
+}
+
+/// A transaction open when a set is built may still commit an event inside its cut (an event's
+/// position is taken when it is written): the build waits for it, so two builds at one bound
+/// hold the same events. Before, the set was built at once and lacked the event for good.
+/// A bound past the log's head is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_as_of_set_waits_for_what_can_still_land_inside_its_cut() {
+    let stack =
+        crate::support::stack::spawn_stack(&crate::support::kafka::shared_bootstrap(), |_| {})
+            .await;
+    let (app, settings) = (&stack.app, &stack.settings);
+    let pool = &app.pool;
+    app.register(&unique_email()).await;
+    let mut open = pool.begin().await.unwrap();
+    let held = insert_registration(&mut *open, "held@example.com").await;
+    app.register(&unique_email()).await;
+    let head: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+
+    let building = tokio::spawn({
+        let settings = settings.clone();
+        async move {
+            let at = head.to_string();
+            run(
+                &settings,
+                &["replay", "users", "--as-of", &at, "--name", "cut"],
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !building.is_finished(),
+        "the set was built with a transaction inside its cut still open"
+    );
+    open.commit().await.unwrap();
+    let out = building.await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let schema: String =
+        sqlx::query_scalar("SELECT schema_name FROM as_of_sets WHERE name = 'cut'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let holds: bool = sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM {schema}.rm_users WHERE id = $1)"
+    ))
+    .bind(held)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(holds, "the set lacks the event committed inside its cut");
+
+    let ahead = (head + 1000).to_string();
+    let out = run(settings, &["replay", "users", "--as-of", &ahead]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("past the log's head"),
+        "{out:?}"
     );
 }

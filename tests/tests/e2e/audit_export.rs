@@ -345,13 +345,7 @@ async fn a_resumed_export_skips_nothing_that_was_late() {
 
     // A transaction holding a position open while a later one commits.
     let mut open = pool.begin().await.unwrap();
-    let held = uuid::Uuid::now_v7();
-    let metadata = serde_json::json!({"event_id": held.to_string(), "occurred_at": "2026-11-23T00:00:00Z",
-        "actor": "test", "correlation_id": "c", "causation_id": "c",
-        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
-    let payload = serde_json::json!({"type": "UserRegistered", "email": "held@example.com",
-        "display_name": "Held", "roles": ["customer"]});
-    crate::support::database::insert_user_registered(&mut *open, held, payload, metadata).await;
+    let held = crate::support::database::insert_registration(&mut *open, "held@example.com").await;
     stack.app.register(&unique_email()).await;
     let resume = format!("?after_position={last}");
     let (_, _, body) = export(&client, &query.url, Some(&admin), &resume).await;

@@ -208,7 +208,7 @@ pub async fn as_of(
     pool.close().await;
     let report = match built {
         Ok(report) => report,
-        Err(error @ (AsOfError::BadName(_) | AsOfError::Exists(_))) => {
+        Err(error @ (AsOfError::BadName(_) | AsOfError::Exists(_) | AsOfError::Future(_))) => {
             infra::errln!("projector: {error}");
             return Ok(ExitCode::FAILURE);
         }

@@ -212,6 +212,19 @@ impl Drop for PrivateCluster {
 /// Writes a user's `UserRegistered` (version 2) straight into the events table, past the
 /// command path: for tests of what the relay and the projector do with rows no command would
 /// write. `id` is the event's id and the user's.
+/// A valid registration of a new user (`email`) written straight into the event store through
+/// `executor` (a transaction the caller may hold open); returns its event id.
+pub async fn insert_registration<'e>(executor: impl sqlx::PgExecutor<'e>, email: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    let metadata = serde_json::json!({"event_id": id.to_string(), "occurred_at": "2026-11-23T00:00:00Z",
+        "actor": "test", "correlation_id": "c", "causation_id": "c",
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
+    let payload = serde_json::json!({"type": "UserRegistered", "email": email,
+        "display_name": "Held", "roles": ["customer"]});
+    insert_user_registered(executor, id, payload, metadata).await;
+    id
+}
+
 pub async fn insert_user_registered<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     id: Uuid,
