@@ -121,7 +121,9 @@ pub struct ProjectorSettings {
     pub process_manager: bool,
     /// Where the process manager sends its commands.
     pub command_api_url: String,
-    /// Attempts at one process-manager command before it is parked for a person.
+    /// Attempts at one process-manager command before it is parked for a person (130 with the
+    /// default backoff: about an hour, so an outage of the command API shorter than that parks
+    /// nothing; `process_manager_outbox_oldest_pending_seconds` shows the wait meanwhile).
     pub outbox_max_attempts: u32,
     /// Wait after a failed attempt, doubling per attempt up to `outbox_backoff_max_ms`.
     pub outbox_backoff_initial_ms: u64,
@@ -282,7 +284,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("projector.read_models", "all"),
     ("projector.process_manager", "true"),
     ("projector.command_api_url", "http://127.0.0.1:8080"),
-    ("projector.outbox_max_attempts", "12"),
+    ("projector.outbox_max_attempts", "130"),
     ("projector.outbox_backoff_initial_ms", "200"),
     ("projector.outbox_backoff_max_ms", "30000"),
     ("projector.outbox_poll_ms", "500"),

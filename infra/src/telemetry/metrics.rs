@@ -80,6 +80,7 @@ pub const SERIES: &[(&str, Kind, Option<Unit>, &str)] = &[
     ("process_manager_commands_total", Kind::Counter, None, "Process-manager command attempts, by outcome."),
     ("process_manager_parked_total", Kind::Counter, None, "Process-manager commands parked after their retry budget."),
     ("process_manager_outbox_parked", Kind::Gauge, None, "Process-manager commands parked now, waiting for a person."),
+    ("process_manager_outbox_oldest_pending_seconds", Kind::Gauge, Some(Unit::Seconds), "How long the oldest process-manager command not yet sent has waited since it was decided."),
     // query API
     ("query_cache_requests_total", Kind::Counter, None, "Cache lookups, by resource and result (hit, miss)."),
     ("query_cache_entries", Kind::Gauge, None, "Representations held in the cache."),

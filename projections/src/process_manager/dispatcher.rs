@@ -220,10 +220,13 @@ impl Dispatcher {
         Ok(parked)
     }
 
-    /// Refreshes the parked gauge; now and then deletes old settled rows.
+    /// Refreshes the parked and waiting gauges; now and then deletes old settled rows.
     async fn housekeeping(&self, last_purge: &mut Option<Instant>) {
         if let Ok(parked) = outbox::parked(&self.pool).await {
             metrics::gauge!("process_manager_outbox_parked").set(parked as f64);
+        }
+        if let Ok(age) = outbox::oldest_pending_age(&self.pool).await {
+            metrics::gauge!("process_manager_outbox_oldest_pending_seconds").set(age);
         }
         if last_purge.is_some_and(|at| at.elapsed() < PURGE_EVERY) {
             return;

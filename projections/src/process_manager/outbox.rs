@@ -200,6 +200,16 @@ pub async fn parked(pool: &PgPool) -> Result<i64, sqlx::Error> {
         .await
 }
 
+/// How long the oldest pending row has waited since it was decided, in seconds (0 if none).
+pub async fn oldest_pending_age(pool: &PgPool) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
+         FROM pm_outbox WHERE status = 'pending'",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// Deletes settled rows (`done`, `refused`) last touched more than `age` ago; parked and
 /// pending rows are never deleted. Returns how many.
 pub async fn purge_settled(pool: &PgPool, age: Duration) -> Result<u64, sqlx::Error> {

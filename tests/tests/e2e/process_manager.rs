@@ -285,3 +285,19 @@ async fn a_late_settlement_of_an_expired_claim_changes_nothing() {
             .unwrap();
     assert_eq!((status.as_str(), last_error), ("done", None));
 }
+
+/// How long the oldest unsent decision has waited, the figure ProcessManagerCommandsWaiting
+/// pages on: its age while pending, nothing once it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_waiting_command_is_measured_until_it_is_sent() {
+    let (app, _) = a_confirmation_decided().await;
+    let pool = &app.pool;
+    sqlx::query("UPDATE pm_outbox SET created_at = now() - interval '10 minutes'")
+        .execute(pool)
+        .await
+        .unwrap();
+    let age = outbox::oldest_pending_age(pool).await.unwrap();
+    assert!((600.0..700.0).contains(&age), "{age}");
+    dispatch(pool, &app.url, quick(3)).await;
+    assert_eq!(outbox::oldest_pending_age(pool).await.unwrap(), 0.0);
+}
