@@ -93,7 +93,8 @@ pub fn issue(
 /// fetched from it (refreshed when a token names a key not seen yet, at most every few
 /// seconds, so rotated keys are picked up without a restart).
 pub struct Verifier {
-    keys: RwLock<HashMap<String, DecodingKey>>,
+    /// By kid: the raw public key (to tell a key replaced under its kid) and its decoder.
+    keys: RwLock<HashMap<String, (Vec<u8>, DecodingKey)>>,
     validation: Validation,
     source: Option<JwksSource>,
     /// Tokens already verified, by their exact text, with the principal and expiry: a client
@@ -145,15 +146,21 @@ impl Verifier {
         self
     }
 
-    /// Replaces the trusted keys: `(kid, raw Ed25519 public key)`.
+    /// Replaces the trusted keys: `(kid, raw Ed25519 public key)`. The remembered tokens are
+    /// forgotten when any key is removed, added or replaced under its kid.
     pub fn replace_keys(&self, keys: Vec<(String, Vec<u8>)>) {
-        let decoded: HashMap<String, DecodingKey> = keys
+        let decoded: HashMap<String, (Vec<u8>, DecodingKey)> = keys
             .into_iter()
-            .map(|(kid, public)| (kid, DecodingKey::from_ed_der(&public)))
+            .map(|(kid, public)| {
+                let key = DecodingKey::from_ed_der(&public);
+                (kid, (public, key))
+            })
             .collect();
         if let Ok(mut guard) = self.keys.write() {
-            let changed =
-                guard.len() != decoded.len() || decoded.keys().any(|kid| !guard.contains_key(kid));
+            let changed = guard.len() != decoded.len()
+                || decoded.iter().any(|(kid, (public, _))| {
+                    guard.get(kid).is_none_or(|(known, _)| known != public)
+                });
             *guard = decoded;
             if changed {
                 self.verified.invalidate_all();
@@ -208,7 +215,7 @@ impl Verifier {
 
     fn verify_with(&self, token: &str, kid: &str) -> Result<Principal, TokenError> {
         let keys = self.keys.read().map_err(|_| TokenError::UnknownKey)?;
-        let key = keys.get(kid).ok_or(TokenError::UnknownKey)?;
+        let (_, key) = keys.get(kid).ok_or(TokenError::UnknownKey)?;
         let data =
             jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
                 match e.kind() {

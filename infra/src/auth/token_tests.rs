@@ -159,6 +159,23 @@ fn a_remembered_token_stops_working_when_its_key_is_removed() {
     assert!(block_on(verifier.verify(&token.token)).is_err());
 }
 
+/// A compromised key replaced under the same `kid` (a fixed file name such as `current.pem`):
+/// the tokens it signed stop working at once, as when a key is removed. Before, the set of
+/// kids was all that was compared, and the remembered tokens went on verifying until they
+/// expired.
+#[test]
+fn a_remembered_token_stops_working_when_its_key_is_replaced_under_its_kid() {
+    let keys = keys("k1");
+    let verifier = Verifier::new("iss", "aud").with_keys(&keys);
+    let token = issue(&keys, "iss", "aud", &customer(), Duration::from_secs(60)).unwrap();
+    assert!(block_on(verifier.verify(&token.token)).is_ok());
+    verifier.replace_keys(vec![(
+        "k1".into(),
+        self::keys("k1").current().public.clone(),
+    )]);
+    assert!(block_on(verifier.verify(&token.token)).is_err());
+}
+
 #[test]
 fn a_retired_key_still_verifies_while_it_is_listed() {
     let old = key_from_pem("2026-01", &generate_pem().unwrap()).unwrap();
