@@ -28,6 +28,10 @@ pub struct RequestMetadata {
     /// The aggregate version the caller decided against, if it named one.
     pub expected_version: Option<i64>,
     pub idempotency_key: Option<String>,
+    /// For a caller without a token (a registration), the scope its idempotency keys are kept
+    /// in: the route names it after what the request is about (the email's digest), so that
+    /// strangers cannot use up each other's keys.
+    pub anonymous_scope: Option<String>,
     /// What was asked, e.g. `POST /v1/orders/<id>/confirm`: an idempotency key is bound to it
     /// and to the body.
     pub operation: String,
@@ -35,11 +39,12 @@ pub struct RequestMetadata {
 
 impl RequestMetadata {
     /// The namespace of this caller's idempotency keys: its `sub`, so that no client can use
-    /// up a key another will send.
+    /// up a key another will send; without a token, the route's [`Self::anonymous_scope`].
     pub fn idempotency_scope(&self) -> String {
-        match &self.principal {
-            Some(principal) => principal.sub(),
-            None => "anonymous".to_owned(),
+        match (&self.principal, &self.anonymous_scope) {
+            (Some(principal), _) => principal.sub(),
+            (None, Some(scope)) => format!("anonymous:{scope}"),
+            (None, None) => "anonymous".to_owned(),
         }
     }
 

@@ -140,6 +140,7 @@ pub fn metadata(parts: &Parts, principal: Option<Principal>) -> Result<RequestMe
         traceparent,
         expected_version,
         idempotency_key,
+        anonymous_scope: None,
         operation: format!("{} {}", parts.method, parts.uri.path()),
     })
 }

@@ -102,6 +102,7 @@ fn metadata(operation: &str) -> RequestMetadata {
         ),
         expected_version: None,
         idempotency_key: None,
+        anonymous_scope: None,
         operation: operation.to_owned(),
     }
 }

@@ -131,6 +131,7 @@ pub async fn register(
         .hash(&body.value.password)
         .await
         .map_err(crate::identity::http::hash_error)?;
+    let email_key = email.normalized();
     let command = UserCommand::Register {
         email,
         display_name,
@@ -142,8 +143,11 @@ pub async fn register(
     let mut dispatch = Dispatch::<User>::create("register_user", command, digest);
     dispatch.credential = Some(hash);
     if meta.principal.is_none() {
-        // Self-registration: the new user is the actor of their own first event.
+        // Self-registration: the new user is the actor of their own first event, and its key
+        // is kept under the email it registers (as a digest: the key table keeps no address).
         meta.actor = Actor(format!("user:{}", dispatch.id));
+        let email_digest = Sha256::digest(email_key.as_bytes());
+        meta.anonymous_scope = Some(hex::encode(&email_digest[..16]));
     }
     Ok(Reply::created(&state.bus.execute(&meta, dispatch).await?))
 }

@@ -262,3 +262,45 @@ async fn a_service_clients_refund_is_not_done_twice_after_the_ttl() {
     assert!(later.headers.get("idempotent-replayed").is_none());
     assert_eq!(app.event_count().await, events + 2);
 }
+
+/// Registrations without a token keep their keys per email: two strangers choosing the same
+/// key for their own sign-ups both register, and each one's retry is still a replay. Before,
+/// every tokenless registration shared one scope, so a key anyone sent first (`signup-1`)
+/// refused everyone else's with 422 for a day.
+#[tokio::test]
+async fn strangers_choosing_one_key_each_register() {
+    let app = spawn_app().await;
+    let headers = [("Idempotency-Key", "signup-1")];
+    let mut firsts = Vec::new();
+    for _ in 0..2 {
+        let body = json!({"email": unique_email(), "display_name": "Stranger",
+            "password": "customer-password-1"});
+        let answer = app
+            .send_as(
+                Auth::Anonymous,
+                Method::POST,
+                "/v1/users",
+                Some(body.clone()),
+                &headers,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        assert!(answer.headers.get("idempotent-replayed").is_none());
+        firsts.push((body, answer.body));
+    }
+    for (body, first) in firsts {
+        let again = app
+            .send_as(
+                Auth::Anonymous,
+                Method::POST,
+                "/v1/users",
+                Some(body),
+                &headers,
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+        assert_eq!(again.body, first, "a retry is answered as the first time");
+        assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+    }
+    assert_eq!(app.event_count().await, 2);
+}
