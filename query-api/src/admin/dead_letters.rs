@@ -26,9 +26,11 @@ const SHOWN: i64 = 200;
 #[serde(deny_unknown_fields)]
 pub(super) struct Params {
     projection: Option<String>,
-    /// What the last action did (`retried` or `discarded`), with its `id`.
+    /// What the last action did (`retried` or `discarded`), with its `id` and this
+    /// session's `seal` of the two (a link without it shows no notice).
     done: Option<String>,
     id: Option<i64>,
+    seal: Option<String>,
 }
 
 pub async fn show(
@@ -46,9 +48,14 @@ pub async fn show(
             return Err(AdminError::BadRequest(format!("no projection {name:?}")));
         }
     }
-    let notice = match (params.done.as_deref(), params.id) {
-        (Some("retried"), Some(id)) => Some(format!("Dead letter {id} was applied and removed.")),
-        (Some("discarded"), Some(id)) => Some(format!("Dead letter {id} was discarded.")),
+    let notice = match (params.done.as_deref(), params.id, params.seal.as_deref()) {
+        (Some(what), Some(id), Some(seal)) if staff.sealed(&format!("{what}:{id}"), seal) => {
+            match what {
+                "retried" => Some(format!("Dead letter {id} was applied and removed.")),
+                "discarded" => Some(format!("Dead letter {id} was discarded.")),
+                _ => None,
+            }
+        }
         _ => None,
     };
     let letters =
@@ -133,9 +140,10 @@ fn dead_letter_id(raw: &str) -> Result<i64, AdminError> {
         .map_err(|_| AdminError::BadRequest("a dead letter id is a number".into()))
 }
 
-/// Back to the list, saying what was done.
-fn done(what: &str, id: i64) -> Response {
-    let location = format!("/admin/dead-letters?done={what}&id={id}");
+/// Back to the list, saying what was done (sealed for this session).
+fn done(staff: &Staff, what: &str, id: i64) -> Response {
+    let seal = staff.seal(&format!("{what}:{id}"));
+    let location = format!("/admin/dead-letters?done={what}&id={id}&seal={seal}");
     match HeaderValue::from_str(&location) {
         Ok(location) => (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response(),
         Err(_) => StatusCode::SEE_OTHER.into_response(),
@@ -160,7 +168,7 @@ pub async fn retry(
 ) -> Result<Response, AdminError> {
     let id = allowed(&staff, &id, &body, "retry")?;
     match projections::dead_letters::retry(&state.pool, id).await {
-        Ok(_) => Ok(done("retried", id)),
+        Ok(_) => Ok(done(&staff, "retried", id)),
         Err(RetryError::Database(error)) => Err(AdminError::Database(error)),
         Err(missing @ RetryError::Missing { .. }) => Err(AdminError::NotFound(missing.to_string())),
         Err(refused) => Err(AdminError::Conflict(refused.to_string())),
@@ -178,5 +186,5 @@ pub async fn discard(
     if removed.is_empty() {
         return Err(AdminError::NotFound(format!("no dead letter {id}")));
     }
-    Ok(done("discarded", id))
+    Ok(done(&staff, "discarded", id))
 }

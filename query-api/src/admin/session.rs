@@ -27,13 +27,21 @@ use super::error::AdminError;
 pub const COOKIE: &str = "admin_session";
 /// What the CSRF token is derived with, besides the access token.
 const CSRF_LABEL: &[u8] = b"commerce admin console: csrf v1";
+/// What a notice's seal is derived with, before the notice itself ([`Staff::seal`]).
+const NOTICE_LABEL: &str = "commerce admin console: notice v1: ";
 
 /// The CSRF token of a session with `access_token`: hex SHA-256 of the token and the label.
 pub fn csrf_token(access_token: &str) -> String {
+    session_digest(access_token, CSRF_LABEL)
+}
+
+/// Hex SHA-256 of a session's access token and `what`: a value only that session's pages can
+/// hold.
+fn session_digest(access_token: &str, what: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(access_token.as_bytes());
     hasher.update([0u8]);
-    hasher.update(CSRF_LABEL);
+    hasher.update(what);
     hex::encode(hasher.finalize())
 }
 
@@ -118,6 +126,18 @@ impl Staff {
     /// The CSRF token for this session's forms.
     pub fn csrf(&self) -> String {
         csrf_token(&self.token)
+    }
+
+    /// The seal of a notice this session's action leads to (`what`, e.g. `retried:42`): the
+    /// page after a redirect shows the notice only with it, so a link cannot make the console
+    /// say something was done.
+    pub fn seal(&self, what: &str) -> String {
+        session_digest(&self.token, format!("{NOTICE_LABEL}{what}").as_bytes())
+    }
+
+    /// Whether `seal` is this session's seal of `what`, compared in constant time.
+    pub fn sealed(&self, what: &str, seal: &str) -> bool {
+        verify_slices_are_equal(self.seal(what).as_bytes(), seal.as_bytes()).is_ok()
     }
 
     /// The token's subject, for the log and the page header.

@@ -361,6 +361,32 @@ async fn headers_cookie_and_tokens(console: &Console) {
         StatusCode::SEE_OTHER,
         "a bearer needs no CSRF"
     );
+    // The page the action leads to says what was done; a link made up to say so does not
+    // (before, `?done=retried&id=N` alone showed "was applied and removed").
+    let notice_of = |path: String| {
+        let http = http.clone();
+        let admin = admin.clone();
+        async move {
+            let page = http
+                .get(console.url(&path))
+                .bearer_auth(&admin)
+                .send()
+                .await;
+            page.unwrap().text().await.unwrap()
+        }
+    };
+    let location = as_admin.headers()["location"].to_str().unwrap().to_owned();
+    assert!(notice_of(location).await.contains("was discarded"));
+    for made_up in [
+        "/admin/dead-letters?done=retried&id=999999".to_owned(),
+        format!(
+            "/admin/dead-letters?done=retried&id={letter}&seal={}",
+            "0".repeat(64)
+        ),
+    ] {
+        let page = notice_of(made_up).await;
+        assert!(!page.contains("class=\"notice\""), "{page}");
+    }
     let wrong = [("email", ADMIN_EMAIL), ("password", "not the password")];
     let refused = http.post(&form).form(&wrong).send().await.unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
