@@ -24,6 +24,9 @@ pub const AGGREGATE_TYPES: [&str; 3] = ["user", "order", "payment"];
 
 /// Rows read per query.
 pub const PAGE: i64 = 1000;
+/// Bytes a page holds at most, rendered (past the line that crosses it): a thousand events of
+/// up to 64 KiB each would otherwise be 64 MiB per page, per export.
+pub const PAGE_BYTES: usize = 4 << 20;
 
 /// What to export.
 #[derive(Debug, Clone, Default)]
@@ -157,26 +160,53 @@ const PAGE_AFTER: &str = concat!(
 const COUNT_FROM_START: &str = concat!("SELECT count(*)", selected!(start));
 const COUNT_AFTER: &str = concat!("SELECT count(*)", selected!(after));
 
-/// The entries after `cursor` ([`cursor`]) that `filter` selects, at most `limit`.
+/// A page of entries, rendered.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// The entries' lines.
+    pub text: String,
+    /// How many entries, and the position of the last (where the next page resumes).
+    pub entries: u64,
+    pub last: Option<i64>,
+    /// Whether the page stopped at its count or its bytes, so that more may follow.
+    pub full: bool,
+}
+
+/// The entries after `cursor` ([`cursor`]) that `filter` selects, at most `limit` of them
+/// and, past the entry that crosses it, [`PAGE_BYTES`] of text, each rendered by `render` as
+/// it is read (the rows are streamed, never held all at once).
 pub async fn page(
     pool: &PgPool,
     filter: &Filter,
     cursor: Option<i64>,
     limit: i64,
-) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    render: impl Fn(&AuditEntry) -> String,
+) -> Result<Page, sqlx::Error> {
+    use futures::TryStreamExt;
     let sql = if cursor.is_some() {
         PAGE_AFTER
     } else {
         PAGE_FROM_START
     };
-    sqlx::query_as(sql)
+    let mut rows = sqlx::query_as::<_, AuditEntry>(sql)
         .bind(cursor)
         .bind(&filter.aggregate_type)
         .bind(filter.from)
         .bind(filter.to)
         .bind(limit)
-        .fetch_all(pool)
-        .await
+        .fetch(pool);
+    let mut page = Page::default();
+    while let Some(entry) = rows.try_next().await? {
+        page.text.push_str(&render(&entry));
+        page.entries += 1;
+        page.last = Some(entry.global_position);
+        if page.text.len() >= PAGE_BYTES {
+            page.full = true;
+            break;
+        }
+    }
+    page.full |= page.entries as i64 == limit;
+    Ok(page)
 }
 
 /// How many entries after `cursor` `filter` selects (for progress).
@@ -244,6 +274,40 @@ fn csv_field(value: &str) -> String {
     }
 }
 
+/// Where an export being resumed ends cleanly: the length of `file` up to the end of its last
+/// complete line (a line an interrupted export cut short is dropped by truncating to it), and
+/// that line. Reads only the end of the file, a block at a time.
+pub fn last_complete_line<F: std::io::Read + std::io::Seek>(
+    file: &mut F,
+) -> std::io::Result<(u64, String)> {
+    use std::io::SeekFrom;
+    const BLOCK: u64 = 64 * 1024;
+    let mut start = file.seek(SeekFrom::End(0))?;
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let newlines: Vec<usize> = tail
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| (*b == b'\n').then_some(i))
+            .collect();
+        if newlines.len() >= 2 || start == 0 {
+            let Some(&end) = newlines.last() else {
+                return Ok((0, String::new()));
+            };
+            let begin = newlines.len().checked_sub(2).map_or(0, |i| newlines[i] + 1);
+            let line = String::from_utf8_lossy(&tail[begin..end]).into_owned();
+            return Ok((start + end as u64 + 1, line));
+        }
+        let step = BLOCK.min(start);
+        start -= step;
+        file.seek(SeekFrom::Start(start))?;
+        let mut block = vec![0; step as usize];
+        file.read_exact(&mut block)?;
+        block.extend_from_slice(&tail);
+        tail = block;
+    }
+}
+
 /// The global position of the last record of an existing export (JSON lines or CSV), to
 /// resume after it; `None` for an empty file or one with only a header.
 pub fn last_position(text: &str) -> Option<i64> {
@@ -306,5 +370,33 @@ mod tests {
         );
         assert_eq!(last_position(&format!("{CSV_HEADER}\r\n")), None);
         assert_eq!(last_position(""), None);
+    }
+
+    /// A file an interrupted export left with half a line: the resume truncates to the last
+    /// whole line and goes on after its record, reading only the end of the file. Before, the
+    /// whole file was read into memory, and a cut line named no position, so the export
+    /// started again from the beginning, appending every entry a second time.
+    #[test]
+    fn a_resumed_file_ends_at_its_last_whole_line() {
+        let whole = |text: &str| {
+            let mut file = std::io::Cursor::new(text.as_bytes().to_vec());
+            last_complete_line(&mut file).unwrap()
+        };
+        let e = entry(serde_json::json!({"note": "x".repeat(200_000)}));
+        let two = format!("{}{}", e.json_line(), e.json_line());
+        let cut = format!("{two}{{\"global_position\": 9, \"payl");
+        let (end, line) = whole(&cut);
+        assert_eq!(end, two.len() as u64, "truncated to the whole lines");
+        assert_eq!(last_position(&line), Some(7));
+        assert_eq!(whole(&two).0, two.len() as u64);
+        assert_eq!(
+            whole("{\"global_position\": 3}\n").1,
+            "{\"global_position\": 3}"
+        );
+        assert_eq!(whole("half a li"), (0, String::new()));
+        assert_eq!(whole(""), (0, String::new()));
+        let csv = format!("{CSV_HEADER}\r\n{}", e.csv_line());
+        let (end, line) = whole(&csv);
+        assert_eq!((end, last_position(&line)), (csv.len() as u64, Some(7)));
     }
 }

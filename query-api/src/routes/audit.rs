@@ -74,7 +74,9 @@ pub async fn history(
             .filter(|n: &i64| *n >= 0)
             .ok_or_else(|| QueryError::invalid("cursor", "not a cursor this API returned"))?,
     };
-    let mut items = sqlx::query_as::<_, AuditEntry>(
+    // Streamed, and cut (with a cursor to go on) once the page holds PAGE_BYTES of events:
+    // a thousand events of up to 64 KiB each would otherwise be one 64 MiB answer.
+    let mut rows = sqlx::query_as::<_, AuditEntry>(
         "SELECT global_position, aggregate_type, aggregate_id, sequence, event_id, event_type,
              event_version, occurred_at, actor, correlation_id, causation_id, traceparent, payload
          FROM rm_audit
@@ -86,16 +88,22 @@ pub async fn history(
     .bind(id.to_string())
     .bind(after)
     .bind(limit + 1)
-    .fetch_all(&pool)
-    .await?;
+    .fetch(&pool);
+    let (mut items, mut bytes, mut more) = (Vec::new(), 0, false);
+    while let Some(entry) = futures::TryStreamExt::try_next(&mut rows).await? {
+        if items.len() as i64 == limit || bytes >= infra::audit_export::PAGE_BYTES {
+            more = true;
+            break;
+        }
+        bytes += entry.payload.to_string().len();
+        items.push(entry);
+    }
     if items.is_empty() && after == 0 {
         return Err(QueryError::NotFound { what });
     }
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|e| e.sequence.to_string())
-    } else {
-        None
+    let next_cursor = match more {
+        true => items.last().map(|e| e.sequence.to_string()),
+        false => None,
     };
     Ok(Json(Page { items, next_cursor }))
 }
@@ -208,14 +216,18 @@ pub async fn export(
         let (pool, filter) = (pool.clone(), filter.clone());
         async move {
             let after = cursor?;
-            match infra::audit_export::page(&pool, &filter, after, infra::audit_export::PAGE).await
-            {
-                Ok(entries) if entries.is_empty() => None,
-                Ok(entries) => {
-                    let full = entries.len() as i64 == infra::audit_export::PAGE;
-                    let next = entries.last().map(|e| Some(e.global_position));
-                    let chunk: String = entries.iter().map(|e| e.json_line()).collect();
-                    Some((Ok(bytes::Bytes::from(chunk)), next.filter(|_| full)))
+            let page = infra::audit_export::page(
+                &pool,
+                &filter,
+                after,
+                infra::audit_export::PAGE,
+                AuditEntry::json_line,
+            );
+            match page.await {
+                Ok(page) if page.entries == 0 => None,
+                Ok(page) => {
+                    let next = page.last.map(Some).filter(|_| page.full);
+                    Some((Ok(bytes::Bytes::from(page.text)), next))
                 }
                 Err(error) => {
                     tracing::error!(%error, ?after, "audit export: reading a page failed; stream cut");

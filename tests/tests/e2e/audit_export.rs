@@ -287,6 +287,19 @@ async fn the_audit_log_exports_in_order_filtered_and_resumable() {
         text,
         "nothing new, nothing appended"
     );
+    // An export interrupted half-way through a record: the resume cuts the half line off and
+    // goes on after the last whole record (before, the half line named no position, and the
+    // resume appended every entry again).
+    let mut cut = text.clone();
+    cut.push_str("123,user,half a rec");
+    std::fs::write(&csv, &cut).unwrap();
+    let out = run(&resume);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        text,
+        "the half record cut off, nothing appended twice"
+    );
 
     let jsonl = dir.join("audit.jsonl");
     let out = run(&[

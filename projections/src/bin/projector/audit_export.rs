@@ -59,26 +59,29 @@ pub async fn audit_export(settings: Settings, args: AuditExport) -> anyhow::Resu
             bail!("--from must be before --to");
         }
     }
-    let existing = if args.resume {
-        std::fs::read_to_string(&args.out).unwrap_or_default()
-    } else {
-        String::new()
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(!args.resume)
+        .open(&args.out)
+        .with_context(|| format!("opening {}", args.out.display()))?;
+    // Resumed: after the last whole record; half a line an interrupted export left is cut off.
+    let (kept, last_line) = match args.resume {
+        true => export::last_complete_line(&mut file)
+            .with_context(|| format!("reading the end of {}", args.out.display()))?,
+        false => (0, String::new()),
     };
+    file.set_len(kept)?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(kept))?;
     let mut after = match (args.resume, args.after_position) {
-        (true, _) => export::last_position(&existing).unwrap_or(0),
+        (true, _) => export::last_position(&last_line).unwrap_or(0),
         (false, Some(n)) if n >= 0 => n,
         (false, Some(_)) => bail!("--after-position must be 0 or more"),
         (false, None) => 0,
     };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(args.resume)
-        .truncate(!args.resume)
-        .open(&args.out)
-        .with_context(|| format!("opening {}", args.out.display()))?;
     let mut out = std::io::BufWriter::new(file);
-    if args.format == Format::Csv && existing.trim().is_empty() {
+    if args.format == Format::Csv && kept == 0 {
         write!(out, "{}\r\n", export::CSV_HEADER)?;
     }
     let pool = connect(&settings).await?;
@@ -95,21 +98,19 @@ pub async fn audit_export(settings: Settings, args: AuditExport) -> anyhow::Resu
     };
     let total = export::count(&pool, &filter, cursor).await?;
     let mut progress = infra::progress::Progress::new("audit-export", total as u64);
+    let render = match args.format {
+        Format::Jsonl => export::AuditEntry::json_line,
+        Format::Csv => export::AuditEntry::csv_line,
+    };
     loop {
-        let page = export::page(&pool, &filter, cursor, export::PAGE)
+        let page = export::page(&pool, &filter, cursor, export::PAGE, render)
             .await
             .context("reading the audit log")?;
-        let Some(last) = page.last() else { break };
-        after = last.global_position;
+        let Some(last) = page.last else { break };
+        after = last;
         cursor = Some(after);
-        for entry in &page {
-            let line = match args.format {
-                Format::Jsonl => entry.json_line(),
-                Format::Csv => entry.csv_line(),
-            };
-            out.write_all(line.as_bytes())?;
-        }
-        progress.advance(page.len() as u64);
+        out.write_all(page.text.as_bytes())?;
+        progress.advance(page.entries);
     }
     out.flush()?;
     pool.close().await;
