@@ -67,14 +67,14 @@ impl Level {
         let mut problems = Vec::new();
         for old in against {
             if backward {
-                if let Err(error) = SchemaCompatibility::can_read(old, new) {
+                if let Err(error) = reads_all(old, new) {
                     problems.push(format!(
                         "the new schema cannot read data written with an earlier one: {error}"
                     ));
                 }
             }
             if forward {
-                if let Err(error) = SchemaCompatibility::can_read(new, old) {
+                if let Err(error) = reads_all(new, old) {
                     problems.push(format!(
                         "an earlier schema cannot read data written with the new one: {error}"
                     ));
@@ -82,6 +82,21 @@ impl Level {
             }
         }
         problems
+    }
+}
+
+/// Whether `reader` reads every datum `writer` can write, as Confluent's checks require. The
+/// library's partial compatibility (an enum symbol the reader lacks, a union branch that no
+/// longer matches, a union narrowed to one of its types) reads some data and fails on the
+/// rest: a schema registered so would stop consumers on the first such message.
+pub fn reads_all(writer: &Schema, reader: &Schema) -> Result<(), String> {
+    use apache_avro::schema_compatibility::Compatibility;
+    match SchemaCompatibility::can_read(writer, reader) {
+        Ok(Compatibility::Full) => Ok(()),
+        Ok(Compatibility::Partial) => {
+            Err("only some data of the writer's schema can be read (an enum symbol or a union branch is missing)".to_owned())
+        }
+        Err(error) => Err(error.to_string()),
     }
 }
 
@@ -127,6 +142,40 @@ mod tests {
             .check(&drops_b, &history)
             .is_empty());
         assert_eq!(Level::parse("FULL_TRANSITIVE"), Some(Level::FullTransitive));
+    }
+
+    /// Changes that read some old data and fail on the rest are incompatible, as Confluent
+    /// has them. The library calls them partially compatible, which the check took for
+    /// compatible: a union's string changed to a long was accepted.
+    #[test]
+    fn partly_readable_changes_are_refused() {
+        let parse = |json: &str| Schema::parse_str(json).unwrap();
+        let enum_of = |symbols: &str| {
+            parse(&format!(
+                r#"{{"type": "record", "name": "R", "fields": [{{"name": "e", "type":
+                    {{"type": "enum", "name": "E", "symbols": [{symbols}]}}}}]}}"#
+            ))
+        };
+        let union_of = |branches: &str| schema(&format!(r#"{{"name": "u", "type": {branches}}}"#));
+        for (old, new) in [
+            (enum_of(r#""A", "B", "C""#), enum_of(r#""A", "B""#)),
+            (
+                union_of(r#"["null", "string"]"#),
+                union_of(r#"["null", "long"]"#),
+            ),
+            (union_of(r#"["null", "string"]"#), union_of(r#""string""#)),
+        ] {
+            assert!(
+                !Level::Backward
+                    .check(&new, std::slice::from_ref(&old))
+                    .is_empty(),
+                "{new:?}"
+            );
+        }
+        // Widening stays compatible.
+        let wider = union_of(r#"["null", "string", "long"]"#);
+        let old = union_of(r#"["null", "string"]"#);
+        assert!(Level::Backward.check(&wider, &[old]).is_empty());
         assert_eq!(Level::parse("full"), None);
     }
 }
