@@ -130,8 +130,10 @@ impl CatchUp {
         let name = self.runner.projection.name();
         let mut backoff = FIRST_BACKOFF;
         let mut wait = Some(backoff);
-        // The partitions the consumer reads; empty means "assign again at the stored offsets".
-        let mut reading: Vec<Partition> = Vec::new();
+        // The partitions the consumer reads; `None` means "assign again at the stored offsets"
+        // (at the start, and after a failed batch: even when this process's assignment is
+        // empty by then, so that the consumer does not read on past the batch that failed).
+        let mut reading: Option<Vec<Partition>> = None;
         loop {
             if let Some(pause) = wait.take() {
                 tokio::select! {
@@ -145,9 +147,9 @@ impl CatchUp {
             // The group may have moved partitions since: follow this process's assignment.
             let mut assigned = self.positions.assigned_of(&self.topics);
             assigned.sort_unstable();
-            if assigned != reading {
+            if reading.as_ref() != Some(&assigned) {
                 self.assign(&assigned)?;
-                reading = assigned;
+                reading = Some(assigned);
             }
             let first = tokio::select! {
                 first = self.consumer.recv() => match first {
@@ -185,7 +187,7 @@ impl CatchUp {
                     wait = Some(backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     // Read the batch again: from the stored offsets.
-                    reading.clear();
+                    reading = None;
                 }
             }
         }
