@@ -91,11 +91,34 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// Ready when the database answers and holds every migration this build embeds: during a
+/// rolling update whose migrations run apart (a Kubernetes Job), a new pod that needs a table
+/// or column not there yet would answer errors; it waits, unready, until they are.
 async fn readyz(State(state): State<OpsState>) -> Response {
-    let check = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool);
+    let needed = crate::db::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0);
+    let check = sqlx::query_scalar::<_, i64>(
+        "SELECT COALESCE(max(version), 0) FROM _sqlx_migrations WHERE success",
+    )
+    .fetch_one(&state.pool);
     match tokio::time::timeout(Duration::from_secs(2), check).await {
-        Ok(Ok(_)) => {
+        Ok(Ok(applied)) if applied >= needed => {
             Json(serde_json::json!({ "status": "ready", "database": "ok" })).into_response()
+        }
+        Ok(Ok(applied)) => {
+            tracing::warn!(
+                applied,
+                needed,
+                "readiness: the database lacks migrations this version needs"
+            );
+            Problem::unavailable(
+                "the database, which lacks migrations this version needs,",
+                5,
+            )
+            .into_response()
         }
         Ok(Err(error)) => {
             tracing::warn!(

@@ -33,6 +33,28 @@ async fn health_readiness_and_metrics() {
     assert!(metrics.contains(r#"route="/v1/users""#));
 }
 
+/// A service whose database lacks a migration it embeds is not ready (a rolling update whose
+/// migrations run apart: the new pods wait for them instead of answering errors). Before,
+/// readiness asked the database for `SELECT 1` only.
+#[tokio::test]
+async fn a_database_behind_this_version_is_not_ready() {
+    let app = spawn_app().await;
+    let set = |success: bool| {
+        sqlx::query(
+            "UPDATE _sqlx_migrations SET success = $1
+             WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+        )
+        .bind(success)
+        .execute(&app.pool)
+    };
+    set(false).await.unwrap();
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("lacks migrations"), "{body}");
+    set(true).await.unwrap();
+    assert_eq!(app.get("/readyz").await.0, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn openapi_lists_every_command_route() {
     let app = spawn_app().await;
