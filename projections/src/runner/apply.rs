@@ -16,7 +16,7 @@ use tracing::Instrument;
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
-use super::{Message, RunError, Runner};
+use super::{Message, Raw, RunError, Runner};
 use crate::envelope::{Envelope, Source};
 use crate::gap::{self, Position};
 use crate::versions::Versions;
@@ -53,6 +53,8 @@ impl From<sqlx::Error> for Stop {
 struct Attempt {
     versions: Versions,
     occurred: Vec<DateTime<Utc>>,
+    /// The ids of the events applied, whose dead letters (if any) the batch resolves.
+    applied: Vec<String>,
     savepoints: bool,
 }
 
@@ -103,13 +105,15 @@ impl Runner {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        let aggregates = batch
-            .iter()
-            .filter_map(|m| m.decoded.as_ref().ok())
-            .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str()));
+        // An undecodable message's aggregate too, as its headers name it (see `Copy`).
+        let aggregates = batch.iter().filter_map(|m| match &m.decoded {
+            Ok(e) => Some((e.aggregate_type.as_str(), e.aggregate_id.as_str())),
+            Err(_) => Copy::of(&m.raw).map(|c| (c.aggregate_type, c.aggregate_id)),
+        });
         let mut attempt = Attempt {
             versions: Versions::load(&mut tx, name, aggregates).await?,
             occurred: Vec::new(),
+            applied: Vec::new(),
             savepoints,
         };
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
@@ -123,6 +127,16 @@ impl Runner {
                         .await?
                 }
                 Err(error) => {
+                    // An undecodable copy of an event applied already (from another copy, or
+                    // by another process first) is no dead letter: retried, it would apply
+                    // the event a second time.
+                    let seen = Copy::of(raw).and_then(|c| {
+                        let handled = attempt.versions.handled(c.aggregate_type, c.aggregate_id);
+                        handled.map(|handled| handled >= c.sequence)
+                    });
+                    if seen == Some(true) {
+                        continue;
+                    }
                     let letter = Letter {
                         source: &raw.source,
                         event_id: raw.headers.get("event_id").map(str::to_owned),
@@ -133,6 +147,7 @@ impl Runner {
                 }
             }
         }
+        resolve_dead_letters(&mut tx, name, &attempt.applied).await?;
         attempt.versions.save(&mut tx, name).await?;
         for ((topic, partition), offset) in next {
             crate::offsets::save_offset(&mut *tx, name, &topic, partition, offset).await?;
@@ -259,9 +274,7 @@ impl Runner {
         match applied {
             Ok(()) => {
                 attempt.occurred.push(envelope.occurred_at);
-                if payload.is_none() {
-                    resolve_dead_letters(conn, name, envelope).await?;
-                }
+                attempt.applied.push(envelope.event_id.to_string());
             }
             // Deadlock, serialization failure, lost connection: not the event's fault.
             Err(crate::ApplyError::Database(error)) if infra::db::is_transient(&error) => {
@@ -333,25 +346,51 @@ impl Runner {
     }
 }
 
-/// An event a gap fill has just applied from the event store may have been dead-lettered when
-/// its message was consumed (undecodable, say): it is applied now, so its dead letter goes in
-/// the same transaction. Left behind, a retry of it would apply the event a second time, and
-/// on a model where order does not matter nothing would stop it (a capture counted twice).
+/// The events a batch applied (from their messages or, filling a gap, from the event store)
+/// may have been dead-lettered before: an undecodable copy consumed earlier, by this process
+/// or another. They are applied now, so their dead letters go in the same transaction. Left
+/// behind, a retry of one would apply its event a second time, and on a model where order
+/// does not matter nothing would stop it (a capture counted twice).
 async fn resolve_dead_letters(
     conn: &mut PgConnection,
     projection: &str,
-    envelope: &Envelope,
+    applied: &[String],
 ) -> Result<(), RunError> {
+    if applied.is_empty() {
+        return Ok(());
+    }
     // By `dead_letters_event_idx` (infra/migrations/20261202000004_dead_letter_events.sql).
-    let resolved = sqlx::query("DELETE FROM dead_letters WHERE projection = $1 AND event_id = $2")
-        .bind(projection)
-        .bind(envelope.event_id.to_string())
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    let resolved =
+        sqlx::query("DELETE FROM dead_letters WHERE projection = $1 AND event_id = ANY($2)")
+            .bind(projection)
+            .bind(applied)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
     if resolved > 0 {
-        tracing::info!(projection, event_id = %envelope.event_id, resolved,
-            "dead letter resolved: its event was applied from the event store");
+        tracing::info!(
+            projection,
+            resolved,
+            "dead letters resolved: their events were applied"
+        );
     }
     Ok(())
+}
+
+/// What an undecodable message's headers say it is a copy of.
+struct Copy<'a> {
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
+    sequence: i64,
+}
+
+impl<'a> Copy<'a> {
+    fn of(raw: &'a Raw) -> Option<Self> {
+        let headers = &raw.headers;
+        Some(Self {
+            aggregate_type: headers.get("aggregate_type")?,
+            aggregate_id: headers.get("aggregate_id")?,
+            sequence: headers.get("sequence")?.parse().ok()?,
+        })
+    }
 }
