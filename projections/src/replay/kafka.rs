@@ -54,26 +54,60 @@ struct Decoded {
     envelope: Result<Envelope, String>,
 }
 
+/// How long a replay waits for an unreachable schema registry before it fails.
+const REGISTRY_PATIENCE: Duration = Duration::from_secs(120);
+
 /// Decodes the handfuls on a task of its own (the Avro decode and the envelope are most of a
-/// message's cost), so that the fold runs beside it; ends when either side closes.
+/// message's cost), so that the fold runs beside it; ends when either side closes, or fails
+/// when the schema registry stays unreachable (see [`decode_one`]).
 async fn decode(
     registry_url: String,
     mut raws: mpsc::Receiver<Vec<Raw>>,
     out: mpsc::Sender<Vec<Decoded>>,
-) {
+) -> Result<(), String> {
     let decoder = EventDecoder::new(&registry_url);
     while let Some(handful) = raws.recv().await {
         let mut decoded = Vec::with_capacity(handful.len());
         for raw in handful {
-            decoded.push(decode_one(&decoder, raw).await);
+            decoded.push(decode_one(&decoder, raw).await?);
         }
         if out.send(decoded).await.is_err() {
-            return;
+            return Ok(());
         }
     }
+    Ok(())
 }
 
-async fn decode_one(decoder: &EventDecoder, raw: Raw) -> Decoded {
+/// Decodes one message. The registry being unreachable says nothing about the message: it
+/// waits for it (as the projector does) rather than count the message undecodable and fold
+/// the aggregate's later events over the hole, and fails the replay past
+/// [`REGISTRY_PATIENCE`].
+async fn decode_one(decoder: &EventDecoder, raw: Raw) -> Result<Decoded, String> {
+    let started = std::time::Instant::now();
+    let mut backoff = Duration::from_millis(200);
+    let decoded = loop {
+        match decoder.decode(&raw.payload).await {
+            Err(schemas::SchemaError::RegistryUnreachable(error)) => {
+                if started.elapsed() > REGISTRY_PATIENCE {
+                    return Err(format!(
+                        "the schema registry stayed unreachable for {REGISTRY_PATIENCE:?}: {error}"
+                    ));
+                }
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64,
+                    "schema registry unreachable: the replay waits");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            other => break other,
+        }
+    };
+    Ok(decoded_message(raw, decoded))
+}
+
+fn decoded_message(
+    raw: Raw,
+    decoded: Result<schemas::wire::Decoded, schemas::SchemaError>,
+) -> Decoded {
     let header = |name: &str| raw.headers.get(name).unwrap_or_default();
     let sequence = header("sequence").parse::<i64>().map_err(|_| {
         format!(
@@ -88,7 +122,7 @@ async fn decode_one(decoder: &EventDecoder, raw: Raw) -> Decoded {
     let position = header("global_position").parse().ok();
     let event_id = header("event_id").parse().unwrap_or_default();
     let topic = raw.source.topic.clone();
-    let envelope = match decoder.decode(&raw.payload).await {
+    let envelope = match decoded {
         Ok(decoded) => Envelope::from_owned_parts(raw.source, raw.headers, decoded.payload)
             .map_err(|e| e.to_string()),
         Err(error) => Err(crate::error_chain(&error)),
@@ -251,7 +285,8 @@ pub(super) async fn fold_topics(
     // end of the topics).
     decoding
         .await
-        .map_err(|e| ReplayError::Source(format!("decoding the messages: {e}")))?;
+        .map_err(|e| ReplayError::Source(format!("decoding the messages: {e}")))?
+        .map_err(ReplayError::Source)?;
     consuming
         .await
         .map_err(|e| ReplayError::Source(e.to_string()))?

@@ -300,3 +300,51 @@ async fn every_read_model_is_rebuilt_from_the_topics() {
         "--from kafka with --as-of is bad usage: {out:?}"
     );
 }
+
+/// A replay from the topics while the schema registry cannot be reached for a moment waits
+/// for it, as the projector does. Before, every message whose schema it had not fetched yet
+/// counted as undecodable: the aggregates' later events were folded over the holes and the
+/// events became dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_from_the_topics_waits_out_an_unreachable_registry() {
+    use tokio::net::{TcpListener, TcpStream};
+    let read = spawn_read_stack(|_| {}).await;
+    let (app, pool) = (&read.stack.app, &read.stack.app.pool);
+    app.user_and_order().await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_until_projected(pool, Duration::from_secs(60)).await;
+    let port = crate::support::processes::free_port();
+    let mut settings = read.stack.settings.clone();
+    settings.schema_registry.url = format!("http://127.0.0.1:{port}");
+    let replay = tokio::task::spawn_blocking(move || {
+        run_projector(&settings, &["replay", "orders", "--from", "kafka"])
+    });
+    // Nothing answers there for three seconds; then the registry does, through a forwarder.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let registry = read
+        .stack
+        .registry_url
+        .trim_start_matches("http://")
+        .to_owned();
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let forwarding = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(&registry).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let out = replay.await.unwrap();
+    forwarding.abort();
+    assert!(out.status.success(), "replay --from kafka: {out:?}");
+    let letters: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(letters, 0);
+    let out = run_projector(&read.stack.settings, &["verify", "orders"]);
+    assert!(out.status.success(), "{out:?}");
+}
