@@ -93,9 +93,33 @@ impl FromIterator<(String, String)> for Headers {
 pub enum EnvelopeError {
     #[error("header {0} is missing or invalid")]
     Header(&'static str),
+    #[error(
+        "the message was written as {written} (its schema's record) but its headers say {headers}"
+    )]
+    Mismatch { written: String, headers: String },
 }
 
 impl Envelope {
+    /// Builds the envelope of a message decoded from the topics, refusing one whose writer
+    /// schema names another event than its headers: a schema id that now resolves to another
+    /// schema (a registry reset or switched) can decode a message as a different event
+    /// without any error (several events share a record's shape: an empty one, or one role),
+    /// and the read models would apply what was not written.
+    pub fn of_decoded(
+        source: Source,
+        headers: Headers,
+        decoded: schemas::wire::Decoded,
+    ) -> Result<Self, EnvelopeError> {
+        let envelope = Self::from_owned_parts(source, headers, decoded.payload)?;
+        if envelope.event_type != decoded.event_type {
+            return Err(EnvelopeError::Mismatch {
+                written: decoded.event_type,
+                headers: envelope.event_type,
+            });
+        }
+        Ok(envelope)
+    }
+
     /// Builds the envelope from the relay's headers and the decoded payload.
     pub fn from_parts(
         source: Source,
@@ -232,5 +256,19 @@ mod tests {
                 Err(EnvelopeError::Header("aggregate_id"))
             ));
         }
+        // Nor does one whose writer schema names another event than its headers (a schema id
+        // resolving to another schema: before, it was applied as the event it decoded to).
+        let decoded = |event_type: &str| schemas::wire::Decoded {
+            event_type: event_type.into(),
+            schema_id: 1,
+            payload: payload.clone(),
+        };
+        let written =
+            |event_type| Envelope::of_decoded(source.clone(), fine.clone(), decoded(event_type));
+        assert!(written("UserDeactivated").is_ok());
+        assert!(matches!(
+            written("UserReactivated"),
+            Err(EnvelopeError::Mismatch { .. })
+        ));
     }
 }

@@ -123,8 +123,9 @@ fn decoded_message(
     let event_id = header("event_id").parse().unwrap_or_default();
     let topic = raw.source.topic.clone();
     let envelope = match decoded {
-        Ok(decoded) => Envelope::from_owned_parts(raw.source, raw.headers, decoded.payload)
-            .map_err(|e| e.to_string()),
+        Ok(decoded) => {
+            Envelope::of_decoded(raw.source, raw.headers, decoded).map_err(|e| e.to_string())
+        }
         Err(error) => Err(crate::error_chain(&error)),
     };
     Decoded {

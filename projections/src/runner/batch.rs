@@ -25,7 +25,7 @@ pub(super) async fn decode(
         for raw in &batch {
             match decoder.decode(&raw.payload).await {
                 Ok(event) => decoded.push(
-                    Envelope::from_parts(raw.source.clone(), &raw.headers, event.payload)
+                    Envelope::of_decoded(raw.source.clone(), raw.headers.clone(), event)
                         .map_err(|error| error.to_string()),
                 ),
                 // The registry being unreachable says nothing about the message.
