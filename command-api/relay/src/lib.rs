@@ -161,12 +161,24 @@ impl Relay {
                     } else {
                         tracing::warn!(error = %infra::error_chain(&error), retry_in_ms, "relay interrupted");
                     }
+                    // Measured here too: a relay that fails before it publishes anything (the
+                    // brokers unreachable while it creates its topics) would otherwise leave
+                    // the lag at its last value, and RelayBehind would never fire.
+                    self.measure_lag().await;
                     wait(&mut stopped, backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
         tracing::info!("relay stopped");
+    }
+
+    /// The lag behind this relay's stored checkpoint (see [`LagProbe`]).
+    async fn measure_lag(&self) {
+        match tail::load_checkpoint(&self.pool, &self.settings.relay.name).await {
+            Ok(checkpoint) => LagProbe::default().record(&self.pool, &checkpoint).await,
+            Err(error) => tracing::debug!(%error, "measuring relay lag failed"),
+        }
     }
 
     /// The advisory lock on a connection of its own, or None if another relay holds it.

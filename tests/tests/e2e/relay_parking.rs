@@ -157,3 +157,18 @@ async fn an_event_the_brokers_refuse_holds_the_relay_visibly_until_its_topic_tak
     verify_log(&stack, events).await;
     relay.kill();
 }
+
+/// A relay that cannot start publishing (no broker answers while it creates its topics) still
+/// measures the lag, which RelayBehind pages on. Before, the lag was measured only once it
+/// published, so it stayed unmeasured and the alert could not fire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_cannot_start_still_measures_its_lag() {
+    let stack = stack_without_relay().await;
+    stack.app.register(&unique_email()).await;
+    let mut settings = stack.settings.clone();
+    settings.kafka.bootstrap_servers = format!("127.0.0.1:{}", free_port());
+    let port = free_port();
+    let mut relay = spawn_relay(&settings, port);
+    wait_for_metric(port, "relay_lag_events 1").await;
+    relay.kill();
+}
