@@ -97,6 +97,8 @@ pub enum EnvelopeError {
         "the message was written as {written} (its schema's record) but its headers say {headers}"
     )]
     Mismatch { written: String, headers: String },
+    #[error("the message's payload does not fit its event's newest schema once upcast: {0}")]
+    Upcast(String),
 }
 
 impl Envelope {
@@ -104,19 +106,30 @@ impl Envelope {
     /// schema names another event than its headers: a schema id that now resolves to another
     /// schema (a registry reset or switched) can decode a message as a different event
     /// without any error (several events share a record's shape: an empty one, or one role),
-    /// and the read models would apply what was not written.
+    /// and the read models would apply what was not written. A message of an older version
+    /// than this build's newest (the topics keep every message ever published) is upcast as
+    /// a stored event is, so the read models see one shape whichever way the event came.
     pub fn of_decoded(
         source: Source,
         headers: Headers,
         decoded: schemas::wire::Decoded,
     ) -> Result<Self, EnvelopeError> {
-        let envelope = Self::from_owned_parts(source, headers, decoded.payload)?;
+        let mut envelope = Self::from_owned_parts(source, headers, decoded.payload)?;
         if envelope.event_type != decoded.event_type {
             return Err(EnvelopeError::Mismatch {
                 written: decoded.event_type,
                 headers: envelope.event_type,
             });
         }
+        let payload = std::mem::take(&mut envelope.payload);
+        let (version, payload) =
+            domain::upcast::upcast(&envelope.event_type, &envelope.event_version, payload);
+        envelope.payload = match version == envelope.event_version {
+            true => payload,
+            false => schemas::wire::as_consumed(&envelope.event_type, &payload)
+                .map_err(|e| EnvelopeError::Upcast(crate::error_chain(&e)))?,
+        };
+        envelope.event_version = version;
         Ok(envelope)
     }
 
@@ -194,61 +207,66 @@ mod tests {
         assert_eq!(headers.get("b"), Some(""));
     }
 
-    /// A message from another producer whose `aggregate_id` holds a NUL (or bytes that are
-    /// not UTF-8): its headers hold no NUL afterwards (PostgreSQL refuses it in text, and the
-    /// batch failed for good at the dead-letter insert), and it makes no envelope, so it is
-    /// dead-lettered.
-    #[test]
-    fn a_header_no_text_column_can_hold_makes_no_envelope() {
+    /// The relay's headers of a `event_type` v`version` event, its aggregate id given as
+    /// bytes (a producer other than the relay may send any).
+    fn relay_headers(event_type: &str, version: &str, aggregate_id: &[u8]) -> Headers {
         use infra::event_store::{message_headers, HeaderMetadata, PublishedEvent};
         use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
         let metadata = HeaderMetadata::of_json(&serde_json::json!({
             "occurred_at": "2026-12-02T10:00:00.000000Z", "actor": "user:x",
             "correlation_id": "c", "causation_id": "c",
             "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}));
-        let message = |aggregate_id: &[u8]| {
-            let published = PublishedEvent {
-                event_id: uuid::Uuid::now_v7(),
-                event_type: "UserDeactivated",
-                event_version: "1",
-                aggregate_type: "user",
-                aggregate_id: "placeholder",
-                sequence: 2,
-                global_position: 7,
-                metadata: &metadata,
-            };
-            let mut headers = OwnedHeaders::new();
-            for (key, value) in message_headers(&published) {
-                let value = if key == "aggregate_id" {
-                    aggregate_id
-                } else {
-                    value.as_bytes()
-                };
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
-            OwnedMessage::new(
-                None,
-                None,
-                "t".into(),
-                Timestamp::NotAvailable,
-                0,
-                9,
-                Some(headers),
-            )
+        let published = PublishedEvent {
+            event_id: uuid::Uuid::now_v7(),
+            event_type,
+            event_version: version,
+            aggregate_type: "user",
+            aggregate_id: "placeholder",
+            sequence: 2,
+            global_position: 7,
+            metadata: &metadata,
         };
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in message_headers(&published) {
+            let value = if key == "aggregate_id" {
+                aggregate_id
+            } else {
+                value.as_bytes()
+            };
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let message = OwnedMessage::new(
+            None,
+            None,
+            "t".into(),
+            Timestamp::NotAvailable,
+            0,
+            9,
+            Some(headers),
+        );
+        Headers::of(&message)
+    }
+
+    /// A message from another producer whose `aggregate_id` holds a NUL (or bytes that are
+    /// not UTF-8): its headers hold no NUL afterwards (PostgreSQL refuses it in text, and the
+    /// batch failed for good at the dead-letter insert), and it makes no envelope, so it is
+    /// dead-lettered.
+    #[test]
+    fn a_header_no_text_column_can_hold_makes_no_envelope() {
+        let message = |aggregate_id: &[u8]| relay_headers("UserDeactivated", "1", aggregate_id);
         let source = Source {
             topic: "t".into(),
             partition: 0,
             offset: 9,
         };
         let payload = serde_json::json!({"type": "UserDeactivated"});
-        let fine = Headers::of(&message(b"0193a1b2-0000-7000-8000-000000000001"));
+        let fine = message(b"0193a1b2-0000-7000-8000-000000000001");
         assert!(Envelope::from_parts(source.clone(), &fine, payload.clone()).is_ok());
         for bad in [&b"0193a1b2\0-tail"[..], &b"0193a1b2\xff-tail"[..]] {
-            let headers = Headers::of(&message(bad));
+            let headers = message(bad);
             let id = headers.get("aggregate_id").unwrap();
             assert!(!id.contains('\0'), "{id:?}");
             assert!(matches!(
@@ -270,5 +288,31 @@ mod tests {
             written("UserReactivated"),
             Err(EnvelopeError::Mismatch { .. })
         ));
+    }
+
+    /// A message of an older version (the topics keep every message ever published) reaches
+    /// the read models upcast, as the same event read from the event store does. Before,
+    /// a `UserRegistered` v1 from the topics came without the roles v2 requires.
+    #[test]
+    fn an_older_message_is_upcast_as_a_stored_event_is() {
+        let headers = relay_headers(
+            "UserRegistered",
+            "1",
+            b"0193a1b2-0000-7000-8000-000000000001",
+        );
+        let source = Source {
+            topic: "t".into(),
+            partition: 0,
+            offset: 1,
+        };
+        let decoded = schemas::wire::Decoded {
+            event_type: "UserRegistered".into(),
+            schema_id: 1,
+            payload: serde_json::json!({"type": "UserRegistered", "email": "a@example.com",
+                "display_name": "A"}),
+        };
+        let envelope = Envelope::of_decoded(source, headers, decoded).unwrap();
+        assert_eq!(envelope.event_version, "2");
+        assert_eq!(envelope.payload["roles"], serde_json::json!(["customer"]));
     }
 }
