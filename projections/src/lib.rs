@@ -137,18 +137,29 @@ pub fn process_manager_commands(
 async fn supervise(mut fanout: runner::Fanout, stopped: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(200);
     while !*stopped.borrow() {
-        match fanout.run(stopped.clone()).await {
-            Ok(()) => break,
-            Err(error) => {
-                for name in fanout.names() {
-                    metrics::counter!("projection_restarts_total", "projection" => name)
-                        .increment(1);
-                }
-                tracing::warn!(group = %fanout.group(), error = %error_chain(&error),
-                    retry_in_ms = backoff.as_millis() as u64, "projector consumer interrupted");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+        // A panic (in a projection's code, say) restarts the consumer like an error does.
+        // Before, it ended this task for good while the process went on looking healthy, every
+        // projection stopped.
+        let run = std::panic::AssertUnwindSafe(fanout.run(stopped.clone()));
+        let error = match futures::FutureExt::catch_unwind(run).await {
+            Ok(Ok(())) => break,
+            Ok(Err(error)) => error_chain(&error),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(group = %fanout.group(), panic = %what, "projector consumer panicked");
+                format!("panicked: {what}")
             }
+        };
+        for name in fanout.names() {
+            metrics::counter!("projection_restarts_total", "projection" => name).increment(1);
         }
+        tracing::warn!(group = %fanout.group(), %error,
+            retry_in_ms = backoff.as_millis() as u64, "projector consumer interrupted");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

@@ -184,6 +184,9 @@ impl Fanout {
         let batch_size = self.shared.settings.projector.batch_size;
         let progress = self.shared.progress.clone();
         while !*stopped.borrow() {
+            if let Some(error) = self.shared.positions.take_rebalance_failure() {
+                return Err(RunError::Rebalance(error));
+            }
             self.position_fresh(consumer).await?;
             self.rejoin_caught_up().await?;
             // Only the wait for a batch's first message may be interrupted: `recv` gives up

@@ -33,6 +33,8 @@ pub enum RunError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("topic {0} has no partitions yet")]
     NoPartitions(String),
+    #[error("applying a rebalance to the consumer failed: {0}")]
+    Rebalance(String),
     #[error("projection {projection} must retry its batch: {error}")]
     Transient {
         projection: &'static str,

@@ -40,6 +40,8 @@ pub(super) struct Positions {
     inner: Mutex<Inner>,
     /// Woken by an assignment, so a loop with nothing to consume yet looks at it.
     pub(super) assigned: Notify,
+    /// Why applying the last rebalance to the consumer failed, until the fan-out takes it.
+    rebalance_failed: Mutex<Option<String>>,
 }
 
 impl Positions {
@@ -58,7 +60,18 @@ impl Positions {
                 ..Inner::default()
             }),
             assigned: Notify::new(),
+            rebalance_failed: Mutex::new(None),
         }
+    }
+
+    /// Why applying a rebalance to the consumer failed, if it did since the last call: the
+    /// group then counts partitions as this consumer's that it does not read, so the fan-out
+    /// starts over with a consumer of its own (see `Fanout::consume`).
+    pub(super) fn take_rebalance_failure(&self) -> Option<String> {
+        self.rebalance_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -238,7 +251,13 @@ impl ConsumerContext for Context {
             }
         };
         if let Err(error) = result {
-            tracing::error!(%error, "applying a rebalance failed");
+            tracing::error!(%error, "applying a rebalance failed; the consumer starts over");
+            *self
+                .positions
+                .rebalance_failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+            self.positions.assigned.notify_one();
         }
     }
 }
