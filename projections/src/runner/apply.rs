@@ -16,7 +16,7 @@ use tracing::Instrument;
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
-use super::{Message, Raw, RunError, Runner};
+use super::{Copy, Message, RunError, Runner};
 use crate::envelope::{Envelope, Source};
 use crate::gap::{self, Position};
 use crate::versions::Versions;
@@ -55,6 +55,8 @@ struct Attempt {
     occurred: Vec<DateTime<Utc>>,
     /// The ids of the events applied, whose dead letters (if any) the batch resolves.
     applied: Vec<String>,
+    /// Gaps found, events filled, events dead-lettered: counted once the attempt commits.
+    counts: [u64; 3],
     savepoints: bool,
 }
 
@@ -114,6 +116,7 @@ impl Runner {
             versions: Versions::load(&mut tx, name, aggregates).await?,
             occurred: Vec::new(),
             applied: Vec::new(),
+            counts: [0; 3],
             savepoints,
         };
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
@@ -143,7 +146,8 @@ impl Runner {
                         aggregate_id: raw.headers.get("aggregate_id"),
                         payload: Some(&raw.payload),
                     };
-                    self.dead_letter(&mut tx, letter, error).await?
+                    self.dead_letter(&mut tx, letter, error).await?;
+                    attempt.counts[2] += 1;
                 }
             }
         }
@@ -153,6 +157,17 @@ impl Runner {
             crate::offsets::save_offset(&mut *tx, name, &topic, partition, offset).await?;
         }
         tx.commit().await?;
+        let counters = [
+            "projection_gaps_total",
+            "projection_gap_events_filled_total",
+        ];
+        for (counter, n) in counters
+            .iter()
+            .chain(&["projection_dead_letters_total"])
+            .zip(attempt.counts)
+        {
+            metrics::counter!(*counter, "projection" => name).increment(n);
+        }
         Ok(attempt.occurred)
     }
 
@@ -187,7 +202,7 @@ impl Runner {
         missing: RangeInclusive<i64>,
     ) -> Result<(), Stop> {
         let name = self.projection.name();
-        metrics::counter!("projection_gaps_total", "projection" => name).increment(1);
+        attempt.counts[0] += 1;
         let rows =
             gap::missing_events(conn, &later.aggregate_type, &later.aggregate_id, &missing).await?;
         let found = gap::sequences(&rows)?;
@@ -219,14 +234,14 @@ impl Runner {
                         payload: None,
                     };
                     self.dead_letter(conn, letter, &error).await?;
+                    attempt.counts[2] += 1;
                     attempt
                         .versions
                         .record(&later.aggregate_type, &later.aggregate_id, sequence);
                 }
             }
         }
-        metrics::counter!("projection_gap_events_filled_total", "projection" => name)
-            .increment(rows.len() as u64);
+        attempt.counts[1] += rows.len() as u64;
         Ok(())
     }
 
@@ -297,6 +312,7 @@ impl Runner {
                 };
                 self.dead_letter(conn, letter, &crate::error_chain(&error))
                     .await?;
+                attempt.counts[2] += 1;
             }
         }
         // A dead-lettered event is handled too: the aggregate's later events must not wait
@@ -326,7 +342,6 @@ impl Runner {
         }
         tracing::warn!(projection = name, topic = %source.topic, partition = source.partition,
             offset = source.offset, %error, "event dead-lettered");
-        metrics::counter!("projection_dead_letters_total", "projection" => name).increment(1);
         sqlx::query(
             "INSERT INTO dead_letters (projection, topic, partition, \"offset\", event_id, aggregate_id, error, payload)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
@@ -375,22 +390,4 @@ async fn resolve_dead_letters(
         );
     }
     Ok(())
-}
-
-/// What an undecodable message's headers say it is a copy of.
-struct Copy<'a> {
-    aggregate_type: &'a str,
-    aggregate_id: &'a str,
-    sequence: i64,
-}
-
-impl<'a> Copy<'a> {
-    fn of(raw: &'a Raw) -> Option<Self> {
-        let headers = &raw.headers;
-        Some(Self {
-            aggregate_type: headers.get("aggregate_type")?,
-            aggregate_id: headers.get("aggregate_id")?,
-            sequence: headers.get("sequence")?.parse().ok()?,
-        })
-    }
 }

@@ -86,3 +86,21 @@ pub struct Runner {
     pub pool: PgPool,
     pub settings: Settings,
 }
+
+/// What an undecodable message's headers say it is a copy of.
+struct Copy<'a> {
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
+    sequence: i64,
+}
+
+impl<'a> Copy<'a> {
+    fn of(raw: &'a Raw) -> Option<Self> {
+        let headers = &raw.headers;
+        Some(Self {
+            aggregate_type: headers.get("aggregate_type")?,
+            aggregate_id: headers.get("aggregate_id")?,
+            sequence: headers.get("sequence")?.parse().ok()?,
+        })
+    }
+}
