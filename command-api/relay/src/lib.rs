@@ -141,8 +141,12 @@ impl Relay {
                     result
                 }
                 Ok(None) => {
-                    // Another relay is active: stand by.
+                    // Another relay is active: stand by. What this process measured while it
+                    // was the active one is no longer its to report (RelayBehind would page on
+                    // a stale value).
                     metrics::gauge!("relay_refused_by_brokers").set(0.0);
+                    metrics::gauge!("relay_lag_events").set(0.0);
+                    metrics::gauge!("relay_lag_seconds").set(0.0);
                     backoff = Duration::from_millis(200);
                     wait(&mut stopped, poll).await;
                     continue;
@@ -157,7 +161,7 @@ impl Relay {
                     if let Some((event_id, code)) = error.refusal() {
                         metrics::gauge!("relay_refused_by_brokers").set(1.0);
                         tracing::error!(%event_id, ?code, retry_in_ms,
-                            "the brokers refuse this event and will until its topic or the relay's rights change; nothing after it is published (runbook: RelayRefusedByBrokers)");
+                            "the brokers refuse this event and will until its topic or the relay's rights change; the relay cannot move past it (runbook: RelayRefusedByBrokers)");
                     } else {
                         tracing::warn!(error = %infra::error_chain(&error), retry_in_ms, "relay interrupted");
                     }

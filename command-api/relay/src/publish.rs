@@ -49,8 +49,11 @@ impl PublishError {
     /// The event and the brokers' error, when they refused it with an error they give again
     /// however often it is sent: it is larger than its topic allows, the relay may not write
     /// the topic, a policy forbids it. Sending it again cannot help until an operator changes
-    /// the topic or the relay's rights; the relay still retries (nothing after it may pass
-    /// it), and says so louder ([`refuses_for_good`]).
+    /// the topic or the relay's rights; the relay still retries (its checkpoint may not pass
+    /// the event), and says so louder ([`refuses_for_good`]). The events after it in its batch
+    /// were already handed to the producer when the refusal came back, so those of other
+    /// topics and partitions may reach Kafka before it, and again at each retry (consumers
+    /// skip the copies by their versions).
     pub fn refusal(&self) -> Option<(uuid::Uuid, RDKafkaErrorCode)> {
         match self {
             PublishError::Delivery {

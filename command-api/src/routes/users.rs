@@ -144,7 +144,8 @@ pub async fn register(
     dispatch.credential = Some(hash);
     if meta.principal.is_none() {
         // Self-registration: the new user is the actor of their own first event, and its key
-        // is kept under the email it registers (as a digest: the key table keeps no address).
+        // is kept under the email it registers, as a digest (not the address itself, though a
+        // guess of an address can be checked against it).
         meta.actor = Actor(format!("user:{}", dispatch.id));
         let email_digest = Sha256::digest(email_key.as_bytes());
         meta.anonymous_scope = Some(hex::encode(&email_digest[..16]));

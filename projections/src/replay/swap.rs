@@ -152,8 +152,11 @@ async fn settle_dead_letters(
     }
     let texts: Vec<String> = ids.iter().map(uuid::Uuid::to_string).collect();
     let resolved = sqlx::query(
-        "DELETE FROM dead_letters WHERE projection = $1 AND event_id IS NOT NULL
-             AND NOT (event_id = ANY($2))",
+        "DELETE FROM dead_letters d WHERE d.projection = $1 AND d.event_id IS NOT NULL
+             AND NOT (d.event_id = ANY($2))
+             AND EXISTS (SELECT 1 FROM events e WHERE e.event_id = CASE
+                 WHEN d.event_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                 THEN d.event_id::uuid END)",
     )
     .bind(name)
     .bind(&texts)

@@ -138,15 +138,13 @@ async fn an_event_the_brokers_refuse_holds_the_relay_visibly_until_its_topic_tak
     limit_topic(&stack, &topic, "100").await;
     stack.app.register(&unique_email()).await;
     wait_for_metric(port, "relay_refused_by_brokers 1").await;
-    let held = unpublished(pool).await;
-    assert!(held >= 1, "the refused event was counted as published");
-    // Nothing passes it, not even an event of another topic.
+    // The relay's checkpoint does not pass it, whatever comes after (events of other topics
+    // may reach Kafka meanwhile, and again at each retry: the checkpoint is what holds).
     stack.app.user_and_order().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        unpublished(pool).await,
-        held + 2,
-        "an event after the refused one was published"
+    assert!(
+        unpublished(pool).await >= 3,
+        "the checkpoint passed the refused event"
     );
 
     // The topic takes it again: the relay publishes everything by itself, in order.
