@@ -157,17 +157,11 @@ impl Runner {
             crate::offsets::save_offset(&mut *tx, name, &topic, partition, offset).await?;
         }
         tx.commit().await?;
-        let counters = [
-            "projection_gaps_total",
-            "projection_gap_events_filled_total",
-        ];
-        for (counter, n) in counters
-            .iter()
-            .chain(&["projection_dead_letters_total"])
-            .zip(attempt.counts)
-        {
-            metrics::counter!(*counter, "projection" => name).increment(n);
-        }
+        let [gaps, filled, letters] = attempt.counts;
+        metrics::counter!("projection_gaps_total", "projection" => name).increment(gaps);
+        metrics::counter!("projection_gap_events_filled_total", "projection" => name)
+            .increment(filled);
+        metrics::counter!("projection_dead_letters_total", "projection" => name).increment(letters);
         Ok(attempt.occurred)
     }
 
