@@ -78,9 +78,11 @@ async fn projector_stops_gracefully_on_sigterm() {
     let log = std::env::temp_dir().join(format!("projector-{}.log", uuid::Uuid::new_v4()));
     let mut first = spawn_projector_logged(&stack.settings, None, &log);
     let pool = &stack.app.pool;
-    // Once the projector is busy applying the load, SIGTERM it and wait (bounded) for it.
+    // Once the projector is busy applying the load, SIGTERM it and wait (bounded) for it. The
+    // bound is the one the other waits for projection have: under a full `make test` a new
+    // projector once took longer than 30 s to apply its first event (its log empty: no error).
     let stop_when_busy = async {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_versions")
                 .fetch_one(pool)
@@ -95,7 +97,7 @@ async fn projector_stops_gracefully_on_sigterm() {
             }
             assert!(
                 Instant::now() < deadline,
-                "the projector applied nothing in 30 s; its output:\n{}",
+                "the projector applied nothing in 60 s; its output:\n{}",
                 output()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
