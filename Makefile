@@ -17,8 +17,9 @@ test: lint deploy-check
 	./infra/local/stack.sh up-test
 	./tests/browser/install.sh
 	$(CARGO) build --workspace --bins --locked
-	set -a && source .data/stack.env && set +a && \
-	  $(CARGO) test --workspace --locked --no-fail-fast -- --test-threads=$${TEST_THREADS:-4}
+	set -a && source .data/stack.env && set +a && set -o pipefail && \
+	  $(CARGO) test --workspace --locked --no-fail-fast -- --test-threads=$${TEST_THREADS:-4} \
+	    2>&1 | tee .data/test-output.log || { ./tests/failures.sh .data/test-output.log; exit 1; }
 	$(MAKE) fuzz
 
 # Both APIs fuzzed against their OpenAPI documents (Schemathesis, bounded examples); needs the
