@@ -148,28 +148,33 @@ impl Fanout {
     }
 
     async fn subscribe(&self) -> Result<Consumer, RunError> {
-        let kafka = &self.shared.settings.kafka;
-        let consumer: Consumer = infra::kafka::consumer_config(kafka, &self.group())
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .create_with_context(Context {
-                positions: self.shared.positions.clone(),
-            })?;
+        let mut config = infra::kafka::consumer_config(&self.shared.settings.kafka, &self.group());
+        config.set("partition.assignment.strategy", "cooperative-sticky");
+        let context = Context {
+            positions: self.shared.positions.clone(),
+        };
         let topics = self.topics();
+        let checked = topics.clone();
         // The relay creates the topics; until it has, `NoPartitions` makes the supervisor retry
         // (a subscription to a missing topic would only notice it at the next metadata refresh).
-        for topic in &topics {
-            // A blocking call (up to its timeout): let the runtime move other tasks away.
-            let metadata = tokio::task::block_in_place(|| {
-                consumer.fetch_metadata(Some(topic), Duration::from_secs(10))
-            })?;
-            let partitions = metadata
-                .topics()
-                .first()
-                .map_or(0, |t| t.partitions().len());
-            if partitions == 0 {
-                return Err(RunError::NoPartitions(topic.clone()));
+        // The metadata calls block (up to their timeout each): on a thread for blocking work,
+        // which any runtime has (`block_in_place` panicked on a single-threaded one).
+        let consumer = tokio::task::spawn_blocking(move || {
+            let consumer: Consumer = config.create_with_context(context)?;
+            for topic in &checked {
+                let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+                let partitions = metadata
+                    .topics()
+                    .first()
+                    .map_or(0, |t| t.partitions().len());
+                if partitions == 0 {
+                    return Err(RunError::NoPartitions(topic.clone()));
+                }
             }
-        }
+            Ok(consumer)
+        })
+        .await
+        .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked.into_panic()))?;
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&refs)?;
         tracing::info!(group = %self.group(), projections = ?self.names(), topics = ?topics, "consuming");
