@@ -180,17 +180,16 @@ pub fn spawn_projector(settings: &Settings, command_api: Option<&str>) -> Proces
     )
 }
 
-/// As [`spawn_projector`], its output (warnings and errors) written to `log`.
+/// As [`spawn_projector`], its output down to `info` (its subscription, each assignment)
+/// written to `log`, for a test to show where the projector stood when it failed.
 pub fn spawn_projector_logged(
     settings: &Settings,
     command_api: Option<&str>,
     log: &std::path::Path,
 ) -> Process {
-    Process::spawn_logged(
-        projector_command(settings, command_api),
-        "a projector process",
-        log,
-    )
+    let mut command = projector_command(settings, command_api);
+    command.env("APP__LOG__FILTER", "info");
+    Process::spawn_logged(command, "a projector process", log)
 }
 
 fn projector_command(settings: &Settings, command_api: Option<&str>) -> Command {

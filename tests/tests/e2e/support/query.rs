@@ -55,9 +55,23 @@ impl QueryClient {
         self.get_with(path, &[]).await
     }
 
-    /// `GET path?min_version=N`, asserting 200 and that version N (or newer) came back.
+    /// `GET path?min_version=N`, asserting 200 and that version N (or newer) came back. A 504
+    /// `read-model-behind` (the read side did not get there within the API's wait, 5 s) is
+    /// retried as its `Retry-After` asks, for up to a minute, as a client would: on a loaded
+    /// machine a projector that has just started can take longer than one wait to join its
+    /// group and apply its first batch. Whatever comes back is never older than N.
     pub async fn at_least(&self, path: &str, version: i64) -> Value {
-        let answer = self.get(&format!("{path}?min_version={version}")).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let answer = loop {
+            let answer = self.get(&format!("{path}?min_version={version}")).await;
+            let behind = answer.status == StatusCode::GATEWAY_TIMEOUT
+                && answer.body["type"] == "/problems/read-model-behind";
+            if !behind || Instant::now() >= deadline {
+                break answer;
+            }
+            eprintln!("{path} at min_version {version}: behind, retrying in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
         assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.body);
         assert!(
             answer.body["version"].as_i64().unwrap_or(-1) >= version,
