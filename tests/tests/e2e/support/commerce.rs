@@ -1,47 +1,108 @@
 //! Customer flows of several commands: [`paid_order`] (an order paid and captured) and
 //! [`commerce_load`] (many customers ordering, paying, cancelling and shipping at once).
 
+use std::time::{Duration, Instant};
+
 use futures::future::join_all;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use uuid::Uuid;
 
-use crate::support::app::{accepted, unique_email, TestApp};
+use crate::support::app::{
+    accepted, order_body, registration, unique_email, Answer, Auth, TestApp,
+};
 
-/// Users who order and pay; some orders are cancelled (with refunds), some shipped.
+/// Users who order and pay; some orders are cancelled (with refunds), some shipped. Every
+/// command is sent as a client under load would send it (see [`post_until_taken`]).
 pub async fn commerce_load(app: &TestApp, customers: usize) {
     let flows = (0..customers).map(|i| async move {
-        let user = app.register(&unique_email()).await;
-        let order = app.place_order(&user).await.id();
-        let payment = app
-            .post("/v1/payments", json!({"order_id": order, "amount_minor": 3000, "currency": "EUR", "method": "card"}))
+        let taken = |auth, path: String, body: Value| async move {
+            let answer = post_until_taken(app, auth, &path, body).await;
+            assert!(answer.status.is_success(), "{path}: {}", answer.body);
+            answer
+        };
+        let user = taken(
+            Auth::Anonymous,
+            "/v1/users".into(),
+            registration(&unique_email()),
+        )
+        .await
+        .id();
+        let order = taken(Auth::Admin, "/v1/orders".into(), order_body(&user))
             .await
             .id();
-        let steps: Vec<(String, Value)> = vec![
-            (format!("/v1/payments/{payment}/authorize"), json!({"amount_minor": 3000})),
-            (format!("/v1/payments/{payment}/capture"), json!({"amount_minor": 3000})),
+        let payment = taken(
+            Auth::Admin,
+            "/v1/payments".into(),
+            json!({"order_id": order, "amount_minor": 3000, "currency": "EUR", "method": "card"}),
+        )
+        .await
+        .id();
+        let mut steps: Vec<(String, Value)> = vec![
+            (
+                format!("/v1/payments/{payment}/authorize"),
+                json!({"amount_minor": 3000}),
+            ),
+            (
+                format!("/v1/payments/{payment}/capture"),
+                json!({"amount_minor": 3000}),
+            ),
             (format!("/v1/orders/{order}/confirm"), json!({})),
         ];
-        for (path, body) in steps {
-            let answer = app.post(&path, body).await;
-            assert!(answer.status.is_success(), "{path}: {}", answer.body);
-        }
-        let tail: Vec<(String, Value)> = if i % 3 == 0 {
-            vec![
-                (format!("/v1/orders/{order}/cancel"), json!({"reason": "changed mind"})),
-                (format!("/v1/payments/{payment}/refund"), json!({"amount_minor": 3000, "reason": "cancelled"})),
-            ]
+        if i % 3 == 0 {
+            steps.extend([
+                (
+                    format!("/v1/orders/{order}/cancel"),
+                    json!({"reason": "changed mind"}),
+                ),
+                (
+                    format!("/v1/payments/{payment}/refund"),
+                    json!({"amount_minor": 3000, "reason": "cancelled"}),
+                ),
+            ]);
         } else {
-            vec![
+            steps.extend([
                 (format!("/v1/orders/{order}/start-processing"), json!({})),
-                (format!("/v1/orders/{order}/ship"), json!({"carrier": "DHL", "tracking_number": format!("T{i}")})),
-            ]
-        };
-        for (path, body) in tail {
-            let answer = app.post(&path, body).await;
-            assert!(answer.status.is_success(), "{path}: {}", answer.body);
+                (
+                    format!("/v1/orders/{order}/ship"),
+                    json!({"carrier": "DHL", "tracking_number": format!("T{i}")}),
+                ),
+            ]);
         }
-        app.post(&format!("/v1/users/{user}/profile"), json!({"display_name": format!("Customer {i}")})).await;
+        steps.push((
+            format!("/v1/users/{user}/profile"),
+            json!({"display_name": format!("Customer {i}")}),
+        ));
+        for (path, body) in steps {
+            taken(Auth::Admin, path, body).await;
+        }
     });
     join_all(flows).await;
+}
+
+/// `POST path` as `auth` under an idempotency key of its own, sent again with the same key
+/// while the command API answers 503 (for up to a minute): with the whole suite pinned to one
+/// core, the load's commands held every connection of the pool past its acquire timeout and a
+/// cancel was answered "the database is unavailable; nothing was written, retry later". The
+/// key makes the retry safe whatever the 503 meant.
+pub async fn post_until_taken(app: &TestApp, auth: Auth<'_>, path: &str, body: Value) -> Answer {
+    let key = Uuid::new_v4().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = app
+            .send_as(
+                auth,
+                Method::POST,
+                path,
+                Some(body.clone()),
+                &[("Idempotency-Key", &key)],
+            )
+            .await;
+        if answer.status != StatusCode::SERVICE_UNAVAILABLE || Instant::now() >= deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Registers, orders and pays 3000 (captured); returns the order and payment ids.
