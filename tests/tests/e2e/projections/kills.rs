@@ -10,7 +10,7 @@ use crate::support::fold::assert_read_models_match_the_events;
 use crate::support::kafka::shared_bootstrap;
 use crate::support::processes::{spawn_projector, spawn_projector_logged};
 use crate::support::projector::wait_until_projected;
-use crate::support::stack::{spawn_stack, wait_until_published};
+use crate::support::stack::{spawn_stack, wait_until_published, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn projector_killed_repeatedly_applies_everything_exactly_once() {
@@ -25,11 +25,7 @@ async fn projector_killed_repeatedly_applies_everything_exactly_once() {
     // in the middle of its work), until the load is written, at least four times.
     // The probe has a connection of its own: the load's commands can hold every connection of
     // the app's pool longer than its acquire timeout on a busy machine (seen once in make test).
-    let probe = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(stack.settings.database.url.expose_secret())
-        .await
-        .expect("a probe connection");
+    let probe = probe(&stack).await;
     let killer = async {
         let applied = || async {
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM projection_versions")
@@ -84,11 +80,14 @@ async fn projector_stops_gracefully_on_sigterm() {
     // in its log. Its log is now kept down to `info` (its subscription and assignments), and
     // every failure below shows it.
     let output = || std::fs::read_to_string(&log).unwrap_or_default();
+    // A connection of the probe's own, as in the test above: the load can hold the app's pool
+    // past its acquire timeout (seen with the suite pinned to one core).
+    let probe = probe(&stack).await;
     let stop_when_busy = async {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_versions")
-                .fetch_one(pool)
+                .fetch_one(&probe)
                 .await
                 .unwrap();
             if applied > 0 {
@@ -130,4 +129,13 @@ async fn projector_stops_gracefully_on_sigterm() {
     assert_read_models_match_the_events(pool).await;
     drop(second);
     std::fs::remove_file(&log).ok();
+}
+
+/// A pool of one connection, apart from the app's.
+async fn probe(stack: &Stack) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(stack.settings.database.url.expose_secret())
+        .await
+        .expect("a probe connection")
 }

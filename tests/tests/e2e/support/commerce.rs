@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
+use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -77,7 +77,13 @@ pub async fn commerce_load(app: &TestApp, customers: usize) {
             taken(Auth::Admin, path, body).await;
         }
     });
-    join_all(flows).await;
+    // At most 32 flows at once: the whole load at once (250 customers in the kill test) queued
+    // its commands past the pool's acquire timeout on a machine as slow as CI, where most of
+    // them were refused with 503s, and no client would send that way.
+    futures::stream::iter(flows)
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
 }
 
 /// `POST path` as `auth` under an idempotency key of its own, sent again with the same key
@@ -89,6 +95,7 @@ pub async fn commerce_load(app: &TestApp, customers: usize) {
 pub async fn post_until_taken(app: &TestApp, auth: Auth<'_>, path: &str, body: Value) -> Answer {
     let key = Uuid::new_v4().to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut backoff = Duration::from_secs(1);
     loop {
         let answer = app
             .send_as(
@@ -105,7 +112,10 @@ pub async fn post_until_taken(app: &TestApp, auth: Auth<'_>, path: &str, body: V
         if !retry || Instant::now() >= deadline {
             return answer;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Backing off (1 s doubling to 8 s), as a client should: retries every second kept an
+        // overloaded pool overloaded.
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(8));
     }
 }
 
