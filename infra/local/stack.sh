@@ -6,8 +6,8 @@
 #                                    3 gives the replicated cluster of the tests) from port 9092,
 #                                    data in .data/kafka-run-<N>n
 #   infra/local/stack.sh up-test     the same, but the Kafka cluster of `make test`: always three
-#                                    brokers (ports 19092-19094, data in .data/kafka-test, empty
-#                                    on each start)
+#                                    brokers (ports 19092-19094, data in .data/kafka-test),
+#                                    stopped and started empty each time
 #   infra/local/stack.sh kafka-test  only the test Kafka cluster (PostgreSQL already runs)
 #   infra/local/stack.sh down        stop what these started (by the pids under .data/)
 #   infra/local/stack.sh env         print the effective settings (also written to .data/stack.env)
@@ -132,8 +132,13 @@ kafka_running() {
 
 # The test cluster starts empty (its old data is dropped when it was not running): every test
 # creates topics of its own, and a clean cluster starts fastest.
+# Always a fresh, empty cluster: each test stack makes three topics of its own, and a cluster
+# kept up across runs held over 4,000 partitions per broker after a few, until every broker
+# died of an OutOfMemoryError in the middle of a run (its server.log says so) and most tests
+# waited for topics that were never created.
 kafka_test_up() {
-  if ! kafka_running "$DATA/kafka-test"; then rm -rf "$DATA/kafka-test"; fi
+  if [ -d "$DATA/kafka-test" ]; then kafka down "$DATA/kafka-test"; fi
+  rm -rf "$DATA/kafka-test"
   kafka up "$DATA/kafka-test" "$(ports "$TEST_KAFKA_PORT")" "$(ports "$((TEST_KAFKA_PORT + 100))")"
 }
 
