@@ -130,12 +130,10 @@ kafka_running() {
   return 1
 }
 
-# The test cluster starts empty (its old data is dropped when it was not running): every test
-# creates topics of its own, and a clean cluster starts fastest.
-# Always a fresh, empty cluster: each test stack makes three topics of its own, and a cluster
-# kept up across runs held over 4,000 partitions per broker after a few, until every broker
-# died of an OutOfMemoryError in the middle of a run (its server.log says so) and most tests
-# waited for topics that were never created.
+# The test cluster is stopped and started empty each time: each test stack makes three topics
+# of its own, and a cluster kept up across runs held over 4,000 partitions per broker after a
+# few, until every broker died of an OutOfMemoryError in the middle of a run (its server.log
+# says so) and most tests waited for topics that were never created.
 kafka_test_up() {
   if [ -d "$DATA/kafka-test" ]; then kafka down "$DATA/kafka-test"; fi
   rm -rf "$DATA/kafka-test"

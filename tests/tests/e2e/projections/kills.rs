@@ -104,18 +104,16 @@ async fn projector_stops_gracefully_on_sigterm() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         first.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = first.exited() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the projector ignored SIGTERM for 15 s; its output:\n{}",
-                output()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // Waiting blocks: off the async workers.
+        tokio::task::spawn_blocking(move || first.exit_within(Duration::from_secs(15)))
+            .await
+            .expect("stopper thread")
+            .unwrap_or_else(|| {
+                panic!(
+                    "the projector ignored SIGTERM for 15 s; its output:\n{}",
+                    output()
+                )
+            })
     };
     let ((), status) = tokio::join!(commerce_load(&stack.app, 120), stop_when_busy);
     assert!(

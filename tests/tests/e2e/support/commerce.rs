@@ -92,7 +92,7 @@ pub async fn commerce_load(app: &TestApp, customers: usize) {
 /// connection of the pool past its acquire timeout ("the database is unavailable; nothing was
 /// written, retry later"), and 250 registrations at once, each hashing a password, outlasted
 /// the 30 s request timeout ("its outcome is unknown, retry it with the same Idempotency-Key").
-pub async fn post_until_taken(app: &TestApp, auth: Auth<'_>, path: &str, body: Value) -> Answer {
+async fn post_until_taken(app: &TestApp, auth: Auth<'_>, path: &str, body: Value) -> Answer {
     let key = Uuid::new_v4().to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut backoff = Duration::from_secs(1);

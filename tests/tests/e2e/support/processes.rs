@@ -137,14 +137,23 @@ impl Process {
         let _ = self.0.wait();
     }
 
-    /// Waits (blocking, at most `timeout`) for the process to exit by itself.
+    /// Waits (blocking, at most `timeout`) for the process to exit by itself; `what` is the
+    /// panic message if it does not.
     pub fn wait_for_exit(&mut self, timeout: Duration, what: &str) -> ExitStatus {
+        self.exit_within(timeout)
+            .unwrap_or_else(|| panic!("{what}"))
+    }
+
+    /// The exit status if the process exits by itself within `timeout` (blocking).
+    pub fn exit_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.0.try_wait().expect("wait for the process") {
-                return status;
+                return Some(status);
             }
-            assert!(Instant::now() < deadline, "{what}");
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
