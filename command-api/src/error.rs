@@ -149,6 +149,13 @@ fn command_problem(error: &CommandError) -> Problem {
             message: "contains a value that cannot be stored".to_owned(),
         }]),
         CommandError::Unavailable(_) => Problem::unavailable("the database", 2),
+        CommandError::Busy(_) => Problem::new(
+            S::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Overloaded",
+            "no database connection came free in time; nothing was written, retry shortly",
+        )
+        .retry_after(1),
         CommandError::Unauthenticated => infra::auth::AuthError::Missing.problem(),
         CommandError::Forbidden => Problem::new(
             S::FORBIDDEN,
@@ -218,8 +225,33 @@ impl ApiError {
             Self::Command(CommandError::Unavailable(source)) => {
                 tracing::warn!(error = %error_chain(source.as_ref()), "database unavailable");
             }
+            Self::Command(CommandError::Busy(source)) => {
+                tracing::warn!(error = %error_chain(source.as_ref()),
+                    "overloaded: no database connection came free in time");
+            }
             other => tracing::debug!(error = %other, "command refused"),
         }
         self.to_problem().into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use infra::http::problem_code;
+
+    use super::*;
+
+    #[test]
+    fn overload_and_an_outage_are_told_apart_to_the_client() {
+        let busy = ApiError::Command(CommandError::Busy(Box::new(sqlx::Error::PoolTimedOut)));
+        let problem = busy.to_problem();
+        assert_eq!((problem.status, problem.retry_after_secs), (503, Some(1)));
+        assert_eq!(problem_code(&problem.kind), Some("overloaded"));
+        let down = ApiError::Command(CommandError::Unavailable(Box::new(
+            sqlx::Error::PoolTimedOut,
+        )));
+        let problem = down.to_problem();
+        assert_eq!((problem.status, problem.retry_after_secs), (503, Some(2)));
+        assert_eq!(problem_code(&problem.kind), Some("service-unavailable"));
     }
 }

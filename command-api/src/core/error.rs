@@ -41,6 +41,11 @@ pub enum CommandError {
     Unstorable(#[source] Source),
     #[error("database unavailable")]
     Unavailable(#[source] Source),
+    /// No database connection came free in time (or the server had no connection slot left)
+    /// while the database went on answering other commands: the service is overloaded, the
+    /// database is not gone. Nothing was written.
+    #[error("no database connection came free in time")]
+    Busy(#[source] Source),
     #[error("internal error")]
     Internal(#[source] Source),
 }
@@ -69,8 +74,38 @@ impl CommandError {
             Self::VersionConflict { .. } | Self::Taken { .. } => "conflict",
             Self::Unauthenticated | Self::Forbidden => "forbidden",
             Self::Unavailable(_) => "unavailable",
+            Self::Busy(_) => "overloaded",
             Self::Internal(_) => "error",
         }
+    }
+
+    /// Whether this refusal needed the database's answer (what it holds refused the command),
+    /// which proves the database reachable. Refusals decided before any database call
+    /// (`Unauthenticated`, and `Forbidden` by role) and failures do not count.
+    pub fn database_answered(&self) -> bool {
+        matches!(
+            self,
+            Self::Rule { .. } | Self::VersionConflict { .. } | Self::Taken { .. }
+        )
+    }
+}
+
+/// What an "unavailable" database error means: a wait for a pooled connection that timed out,
+/// or a server out of connection slots, is overload when the database answered other commands
+/// in the meantime (`answered_meanwhile`); anything else (a refused or broken connection, or no
+/// answer to anyone) is the database being unavailable.
+pub(super) fn unavailable_or_busy(source: Source, answered_meanwhile: bool) -> CommandError {
+    let error = source.downcast_ref::<sqlx::Error>().or_else(|| {
+        source
+            .downcast_ref::<std::sync::Arc<sqlx::Error>>()
+            .map(|e| &**e)
+    });
+    let busy_kind = matches!(error, Some(sqlx::Error::PoolTimedOut))
+        || matches!(error, Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("53300"));
+    if busy_kind && answered_meanwhile {
+        CommandError::Busy(source)
+    } else {
+        CommandError::Unavailable(source)
     }
 }
 
@@ -109,5 +144,51 @@ pub(super) fn append_failed(error: AppendError) -> CommandError {
         AppendError::Empty | AppendError::IdempotencyKeyUsed(_) => {
             CommandError::Internal(Box::new(error))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn pool_timeout() -> Source {
+        Box::new(sqlx::Error::PoolTimedOut)
+    }
+
+    #[test]
+    fn a_pool_timeout_while_others_are_answered_is_overload() {
+        assert!(matches!(
+            unavailable_or_busy(pool_timeout(), true),
+            CommandError::Busy(_)
+        ));
+        // The group commit's shared error too.
+        let shared: Source = Box::new(Arc::new(sqlx::Error::PoolTimedOut));
+        assert!(matches!(
+            unavailable_or_busy(shared, true),
+            CommandError::Busy(_)
+        ));
+    }
+
+    #[test]
+    fn a_pool_timeout_with_nothing_answered_is_unavailability() {
+        assert!(matches!(
+            unavailable_or_busy(pool_timeout(), false),
+            CommandError::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn a_broken_connection_is_unavailability_even_while_others_are_answered() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(matches!(
+            unavailable_or_busy(Box::new(sqlx::Error::Io(refused)), true),
+            CommandError::Unavailable(_)
+        ));
+        assert!(matches!(
+            unavailable_or_busy(Box::new(AppendError::Closed), true),
+            CommandError::Unavailable(_)
+        ));
     }
 }

@@ -127,6 +127,7 @@ impl CommandBus {
             aggregate.id = %dispatch.id,
             outcome = tracing::field::Empty,
         );
+        let answers = self.database.answers();
         // While the database is down, nothing waits for the pool's timeout: a command is
         // refused at once, and one already waiting gives up when the outage is noticed.
         let result = match self.database.check() {
@@ -144,10 +145,27 @@ impl CommandBus {
             }
             Err(down) => Err(CommandError::Unavailable(Box::new(down))),
         };
-        if matches!(result, Err(CommandError::Unavailable(_))) {
-            self.database.suspect();
-            span.record("otel.status_code", "error");
-        }
+        let result = match result {
+            Err(CommandError::Unavailable(source)) => {
+                let busy = self.database.answers() != answers;
+                let error = error::unavailable_or_busy(source, busy);
+                if matches!(error, CommandError::Unavailable(_)) {
+                    self.database.suspect();
+                }
+                span.record("otel.status_code", "error");
+                Err(error)
+            }
+            Ok(outcome) => {
+                self.database.answered();
+                Ok(outcome)
+            }
+            Err(error) => {
+                if error.database_answered() {
+                    self.database.answered();
+                }
+                Err(error)
+            }
+        };
         let outcome = match &result {
             Ok(outcome) if outcome.replayed => "replayed",
             Ok(_) => "accepted",

@@ -4,11 +4,15 @@
 //! until the pool's acquire timeout, so every request would wait that long for its 503. Instead,
 //! the first error that looks like unreachability starts a probe: a direct connection attempt
 //! outside the pool. If that fails too, the database is marked down and [`Availability::check`]
-//! refuses at once, until the probe (repeated every `PROBE_EVERY`) connects again. A pool that
-//! only ran out of connections under load is told apart by the probe succeeding, so overload is
-//! not mistaken for an outage.
+//! refuses at once, until the probe (repeated every `PROBE_EVERY`) connects again.
+//!
+//! Overload must not be mistaken for an outage. A pool that only ran out of connections is
+//! told apart by the probe connecting; and a probe that fails while other work still gets the
+//! database's answers ([`Availability::answered`]) proves only that the server is slow to start
+//! a backend, so the database is not marked down then either: under load on a small machine a
+//! new connection can take longer than the probe's timeout while pooled ones are served.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +39,10 @@ struct Inner {
     /// True while the database is known to be down; watched by [`Availability::went_down`].
     down: watch::Sender<bool>,
     probing: AtomicBool,
+    /// How many times the database answered work (see [`Availability::answered`]).
+    answers: AtomicU64,
     options: PgConnectOptions,
+    probe_timeout: Duration,
 }
 
 impl std::fmt::Debug for Availability {
@@ -49,13 +56,31 @@ impl std::fmt::Debug for Availability {
 impl Availability {
     /// Probes connect with `options` (the pool's own).
     pub fn new(options: PgConnectOptions) -> Self {
+        Self::with_probe_timeout(options, PROBE_TIMEOUT)
+    }
+
+    fn with_probe_timeout(options: PgConnectOptions, probe_timeout: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 down: watch::Sender::new(false),
                 probing: AtomicBool::new(false),
+                answers: AtomicU64::new(0),
                 options: options.disable_statement_logging(),
+                probe_timeout,
             }),
         }
+    }
+
+    /// Records that the database just answered some work (a command was stored or refused by
+    /// what the database holds): it is reachable, however slow it may be to connect.
+    pub fn answered(&self) {
+        self.inner.answers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A count that grows with every [`Availability::answered`]: compare two readings to learn
+    /// whether the database answered anything in between.
+    pub fn answers(&self) -> u64 {
+        self.inner.answers.load(Ordering::Relaxed)
     }
 
     pub fn is_down(&self) -> bool {
@@ -96,10 +121,19 @@ impl Availability {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             loop {
+                let answers = inner.answers.load(Ordering::Relaxed);
                 if inner.connects().await {
                     if inner.down.send_replace(false) {
                         tracing::info!("database reachable again");
                     }
+                    break;
+                }
+                if inner.answers.load(Ordering::Relaxed) != answers {
+                    // Others were served while the probe failed: busy, not gone.
+                    tracing::info!(
+                        "a database probe failed while the database answered other work; \
+                         taken for load, not an outage"
+                    );
                     break;
                 }
                 if !inner.down.send_replace(true) {
@@ -121,7 +155,7 @@ impl Inner {
             conn.close().await
         };
         matches!(
-            tokio::time::timeout(PROBE_TIMEOUT, attempt).await,
+            tokio::time::timeout(self.probe_timeout, attempt).await,
             Ok(Ok(()))
         )
     }
@@ -148,6 +182,42 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), availability.went_down())
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_fails_while_the_database_answers_others_is_not_an_outage() {
+        // A server that takes connections and never answers: each probe runs to its timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                open.push(socket);
+            }
+        });
+        let options: PgConnectOptions = format!("postgres://postgres@127.0.0.1:{port}/slow")
+            .parse()
+            .unwrap();
+        let availability = Availability::with_probe_timeout(options, Duration::from_millis(300));
+        availability.suspect();
+        // Work keeps being answered while the probe waits, as under load.
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            availability.answered();
+        }
+        assert!(availability.check().is_ok(), "overload taken for an outage");
+        // Once nothing is answered any more, the next probe's failure is an outage.
+        for _ in 0..100 {
+            if !availability.inner.probing.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        availability.suspect();
+        tokio::time::timeout(Duration::from_secs(5), availability.went_down())
+            .await
+            .expect("a silent database with nothing answered is down");
+        held.abort();
     }
 
     #[tokio::test]
