@@ -38,3 +38,13 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+/// The message a panic was raised with (`panic!("...")`, `unwrap` and the like carry text;
+/// another payload is named as such).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-text payload".to_owned())
+}

@@ -85,16 +85,12 @@ pub async fn run_all(
     if commands.is_some() {
         selected.push(&process_manager::ProcessManager);
     }
-    let runners = selected
-        .into_iter()
-        .map(|projection| runner::Runner {
-            projection,
-            pool: pool.clone(),
-            settings: settings.clone(),
-        })
-        .collect();
-    let fanout = runner::Fanout::new(runners, pool.clone(), settings.clone());
-    let mut tasks = vec![tokio::spawn(supervise(fanout, stopped.clone()))];
+    let mut tasks = vec![tokio::spawn(run_projections(
+        pool.clone(),
+        settings.clone(),
+        selected,
+        stopped.clone(),
+    ))];
     if let Some(commands) = commands {
         let policy = process_manager::RetryPolicy::from_settings(&settings.projector);
         let dispatcher = process_manager::Dispatcher::new(pool.clone(), commands, policy);
@@ -103,6 +99,27 @@ pub async fn run_all(
     for task in tasks {
         let _ = task.await;
     }
+}
+
+/// Runs `projections` on one shared consumer until `stopped`, restarting it from the stored
+/// offsets when it fails: what [`run_all`] runs its selection with, open to projections of an
+/// embedding's own (the tests run one whose code panics).
+pub async fn run_projections(
+    pool: PgPool,
+    settings: Settings,
+    projections: Vec<&'static dyn Projection>,
+    stopped: watch::Receiver<bool>,
+) {
+    let runners = projections
+        .into_iter()
+        .map(|projection| runner::Runner {
+            projection,
+            pool: pool.clone(),
+            settings: settings.clone(),
+        })
+        .collect();
+    let fanout = runner::Fanout::new(runners, pool, settings);
+    supervise(fanout, stopped).await;
 }
 
 /// The process manager's command client, when `projector.process_manager` is on.
@@ -145,11 +162,7 @@ async fn supervise(mut fanout: runner::Fanout, stopped: watch::Receiver<bool>) {
             Ok(Ok(())) => break,
             Ok(Err(error)) => error_chain(&error),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                let what = infra::panic_message(panic.as_ref());
                 tracing::error!(group = %fanout.group(), panic = %what, "projector consumer panicked");
                 format!("panicked: {what}")
             }

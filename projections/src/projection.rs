@@ -28,6 +28,10 @@ pub enum ApplyError {
     Overflow { table: &'static str, key: String },
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// The projection's code panicked on the event: a bug, which the event is set aside for
+    /// (as a refused one is) instead of stopping every projection that shares its consumer.
+    #[error("applying the event panicked: {0}")]
+    Panicked(String),
 }
 
 /// The future `apply` returns: boxed, so projections can be iterated as `&'static dyn`.

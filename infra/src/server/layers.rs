@@ -225,11 +225,7 @@ fn on_response<B>(response: &Response<B>, latency: Duration, span: &tracing::Spa
 }
 
 fn panic_problem(panic: Box<dyn Any + Send + 'static>) -> Response {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic with a non-text payload".to_owned());
+    let message = crate::panic_message(panic.as_ref());
     tracing::error!(panic = %message, "handler panicked; answered 500");
     metrics::counter!("http_panics_total").increment(1);
     Problem::internal().into_response()

@@ -286,10 +286,18 @@ async fn apply_locked(
             .await?;
         return Err(RetryError::Failed { id, error });
     }
-    sqlx::query("DELETE FROM dead_letters WHERE id = $1")
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
+    // Every dead letter of this event for this projection goes, not only this one: another
+    // (from a copy of its message set aside before copies were told apart) retried later
+    // would pass the ordering rule (the version is now this event's) and apply it again.
+    sqlx::query(
+        "DELETE FROM dead_letters
+         WHERE id = $1 OR (projection = $2 AND event_id = $3::text)",
+    )
+    .bind(id)
+    .bind(projection)
+    .bind(event.event_id.to_string())
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(
         "INSERT INTO projection_versions (projection, aggregate_type, aggregate_id, version)
          VALUES ($1, $2, $3, $4)

@@ -279,7 +279,20 @@ impl Runner {
             &span,
             &infra::telemetry::propagation::from_traceparent(&envelope.traceparent),
         );
-        let applied = self.projection.apply(conn, envelope).instrument(span).await;
+        // A panic in the projection's code is taken as the event's refusal (dead-lettered, or
+        // halting under `halt`): left to unwind, it would end the batch of every projection
+        // sharing the consumer, and again after each restart. The connection stays usable: a
+        // statement interrupted mid-way is drained before the next one runs.
+        let apply = std::panic::AssertUnwindSafe(self.projection.apply(conn, envelope));
+        let applied = futures::FutureExt::catch_unwind(apply)
+            .instrument(span)
+            .await
+            .unwrap_or_else(|panic| {
+                let message = infra::panic_message(panic.as_ref());
+                tracing::error!(projection = self.projection.name(), event_id = %envelope.event_id,
+                    panic = %message, "projection panicked applying an event; a bug");
+                Err(crate::ApplyError::Panicked(message))
+            });
         match applied {
             Ok(()) => {
                 attempt.occurred.push(envelope.occurred_at);
@@ -336,9 +349,15 @@ impl Runner {
         }
         tracing::warn!(projection = name, topic = %source.topic, partition = source.partition,
             offset = source.offset, %error, "event dead-lettered");
+        // One dead letter per event: another copy of an event set aside already (the relay
+        // published it again) adds none, or a retry of each would apply it twice. The batch
+        // holds the projection's advisory lock, so no other writer races this check.
         sqlx::query(
             "INSERT INTO dead_letters (projection, topic, partition, \"offset\", event_id, aggregate_id, error, payload)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8
+             WHERE $5::text IS NULL OR NOT EXISTS (
+                 SELECT 1 FROM dead_letters WHERE projection = $1 AND event_id = $5)
+             ON CONFLICT DO NOTHING",
         )
         .bind(name)
         .bind(&source.topic)

@@ -49,6 +49,38 @@ async fn captured_total(pool: &sqlx::PgPool) -> i64 {
         .unwrap()
 }
 
+/// A payment of 3000 captured, then 1000 of it refunded, all published; returns its id.
+async fn captured_and_partly_refunded(app: &crate::support::app::TestApp) -> String {
+    let (_, payment) = paid_order(app).await;
+    let refunded = app
+        .post(
+            &format!("/v1/payments/{payment}/refund"),
+            serde_json::json!({"amount_minor": 1000, "reason": "damaged"}),
+        )
+        .await;
+    assert_eq!(
+        refunded.status,
+        reqwest::StatusCode::OK,
+        "{}",
+        refunded.body
+    );
+    wait_until_published(&app.pool, Duration::from_secs(30)).await;
+    payment
+}
+
+/// A stack with a captured payment published, whose capture's registry schema is made
+/// unreadable; returns the stack, the capture's event id and the schema to put back.
+async fn with_an_unreadable_capture() -> (crate::support::stack::Stack, String, (i32, String)) {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let pool = &stack.app.pool;
+    let (_, payment) = paid_order(&stack.app).await;
+    wait_until_published(pool, Duration::from_secs(30)).await;
+    let capture = capture_of(pool, &payment).await;
+    let (schema_id, schema) = capture_schema(pool).await;
+    set_schema(pool, schema_id, UNREADABLE).await;
+    (stack, capture, (schema_id, schema))
+}
+
 /// Not a schema: every decoder fails on it.
 const UNREADABLE: &str = r#"{"type": "no such type"}"#;
 
@@ -191,20 +223,7 @@ async fn an_event_applied_by_a_gap_fill_leaves_no_dead_letter_to_retry() {
     let app = &stack.app;
     let pool = &app.pool;
     // Captured, then partly refunded: the refund is the capture's next event.
-    let (_, payment) = paid_order(app).await;
-    let refunded = app
-        .post(
-            &format!("/v1/payments/{payment}/refund"),
-            serde_json::json!({"amount_minor": 1000, "reason": "damaged"}),
-        )
-        .await;
-    assert_eq!(
-        refunded.status,
-        reqwest::StatusCode::OK,
-        "{}",
-        refunded.body
-    );
-    wait_until_published(pool, Duration::from_secs(30)).await;
+    let payment = captured_and_partly_refunded(app).await;
     // The capture's schema cannot be read when the projector first meets it: its message is
     // undecodable (a failure the decoder keeps), the refund's is not.
     let (schema_id, schema) = capture_schema(pool).await;
@@ -243,16 +262,9 @@ async fn an_event_applied_by_a_gap_fill_leaves_no_dead_letter_to_retry() {
 /// twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_applied_from_a_later_copy_leaves_no_dead_letter_to_retry() {
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
-    let pool = &stack.app.pool;
-    let (_, payment) = paid_order(&stack.app).await;
-    wait_until_published(pool, Duration::from_secs(30)).await;
-    let capture = capture_of(pool, &payment).await;
     // The capture's schema cannot be read when the projector first meets it.
-    let (schema_id, schema) = capture_schema(pool).await;
-    set_schema(pool, schema_id, UNREADABLE).await;
+    let (stack, capture, (schema_id, schema)) = with_an_unreadable_capture().await;
+    let pool = &stack.app.pool;
     let letters = "SELECT count(*) FROM dead_letters WHERE event_id = $1";
     let dead_letters = || async {
         let n: i64 = sqlx::query_scalar(letters)
@@ -272,6 +284,20 @@ async fn an_event_applied_from_a_later_copy_leaves_no_dead_letter_to_retry() {
     set_schema(pool, schema_id, &schema).await;
 
     // The same message again, as the relay sends it after a restart.
+    publish_again(&stack, &capture).await;
+    let projector = InProcessProjector::start(&stack, None);
+    wait_until_projected(pool, Duration::from_secs(60)).await;
+    projector.stop().await;
+    assert_eq!(dead_letters().await, 0, "dead letters of an applied event");
+    assert_eq!(captured_total(pool).await, 3000);
+}
+
+/// Produces the message of event `event_id` (a payment's) once more, headers and all, as the
+/// relay does when it sends a batch again after a restart.
+async fn publish_again(stack: &crate::support::stack::Stack, event_id: &str) -> (i32, i64) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let pool = &stack.app.pool;
     let topic = infra::kafka::topic_for(&stack.prefix, "payment");
     let published: i64 =
         sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'payment'")
@@ -288,8 +314,8 @@ async fn an_event_applied_from_a_later_copy_leaves_no_dead_letter_to_retry() {
     .await;
     let original = messages
         .iter()
-        .find(|m| m.headers.get("event_id") == Some(&capture))
-        .expect("the capture's message");
+        .find(|m| m.headers.get("event_id").map(String::as_str) == Some(event_id))
+        .expect("the event's message");
     let mut headers = OwnedHeaders::new();
     for (key, value) in &original.headers {
         headers = headers.insert(Header {
@@ -307,10 +333,183 @@ async fn an_event_applied_from_a_later_copy_leaves_no_dead_letter_to_retry() {
             Duration::from_secs(10),
         )
         .await
-        .expect("produce the copy");
+        .map(|delivered| (delivered.partition, delivered.offset))
+        .expect("produce the copy")
+}
+
+/// Two undecodable copies of one event (the relay published it again while its schema was
+/// still unreadable) leave one dead letter per projection, and retrying applies the event
+/// once. Before, each copy got a dead letter of its own, and retrying both counted the capture
+/// twice (`analytics` and `customer_value` add captured amounts whatever the order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_set_aside_twice_has_one_dead_letter_and_is_retried_once() {
+    // The capture's schema cannot be read when the projector first meets it.
+    let (stack, capture, (schema_id, schema)) = with_an_unreadable_capture().await;
+    let pool = &stack.app.pool;
+    let letters = || async {
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM dead_letters WHERE event_id = $1 ORDER BY id")
+                .bind(&capture)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        ids
+    };
+    // Every read model of payments sets the capture aside.
+    let readers = projections::READ_MODELS
+        .iter()
+        .filter(|m| m.aggregates().contains(&"payment"))
+        .count();
     let projector = InProcessProjector::start(&stack, None);
-    wait_until_projected(pool, Duration::from_secs(60)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while letters().await.len() < readers {
+        assert!(std::time::Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     projector.stop().await;
-    assert_eq!(dead_letters().await, 0, "dead letters of an applied event");
-    assert_eq!(captured_total(pool).await, 3000);
+    let first = letters().await;
+
+    let (partition, offset) = publish_again(&stack, &capture).await;
+    let topic = infra::kafka::topic_for(&stack.prefix, "payment");
+    let projector = InProcessProjector::start(&stack, None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        // Every reader has consumed the copy (its stored offset is past it).
+        let past: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM projection_offsets
+             WHERE topic = $1 AND partition = $2 AND next_offset > $3",
+        )
+        .bind(&topic)
+        .bind(partition)
+        .bind(offset)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if past >= readers as i64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy was not consumed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    projector.stop().await;
+    assert_eq!(letters().await, first, "a second copy added dead letters");
+
+    set_schema(pool, schema_id, &schema).await;
+    assert_eq!(captured_total(pool).await, 0);
+    for id in first {
+        projections::dead_letters::retry(pool, id)
+            .await
+            .unwrap_or_else(|error| panic!("retry of {id}: {error}"));
+    }
+    assert!(letters().await.is_empty());
+    assert_eq!(captured_total(pool).await, 3000, "the capture counted once");
+}
+
+/// A projection of the test's own whose code panics on every capture (a bug).
+struct PanicsOnCapture;
+
+impl projections::Projection for PanicsOnCapture {
+    fn name(&self) -> &'static str {
+        "panics_on_capture"
+    }
+
+    fn aggregates(&self) -> &'static [&'static str] {
+        &["payment"]
+    }
+
+    fn apply<'a>(
+        &'a self,
+        _conn: &'a mut sqlx::PgConnection,
+        event: &'a projections::envelope::Envelope,
+    ) -> projections::projection::ApplyFuture<'a> {
+        Box::pin(async move {
+            assert_ne!(
+                event.event_type, "PaymentCaptured",
+                "a bug in the projection"
+            );
+            Ok(())
+        })
+    }
+}
+
+static PANICS_ON_CAPTURE: PanicsOnCapture = PanicsOnCapture;
+
+/// A projection whose code panics on an event sets that event aside as a dead letter and goes
+/// on, and the projections sharing its consumer are not held up. Before, the panic ended the
+/// batch of every projection of the consumer and restarted it, which met the same event
+/// again: `payments` never showed the capture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panic_in_a_projection_dead_letters_its_event_and_holds_up_no_other() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let app = &stack.app;
+    let pool = &app.pool;
+    let payment = captured_and_partly_refunded(app).await;
+    let capture = capture_of(pool, &payment).await;
+    let refund_sequence: i64 = sqlx::query_scalar(
+        "SELECT sequence FROM events WHERE aggregate_id = $1 AND event_type = 'PaymentRefunded'",
+    )
+    .bind(&payment)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+
+    let payments = projections::read_model("payments").expect("the payments model");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(projections::run_projections(
+        pool.clone(),
+        stack.settings.clone(),
+        vec![&PANICS_ON_CAPTURE, payments],
+        stopped,
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (letters, status, handled) = loop {
+        let letters: Vec<String> = sqlx::query_scalar(
+            "SELECT error FROM dead_letters WHERE projection = 'panics_on_capture' AND event_id = $1",
+        )
+        .bind(&capture)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM rm_payments WHERE id = $1::uuid")
+                .bind(&payment)
+                .fetch_optional(pool)
+                .await
+                .unwrap();
+        let handled: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM projection_versions
+             WHERE projection = 'panics_on_capture' AND aggregate_id = $1",
+        )
+        .bind(&payment)
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        let done = !letters.is_empty()
+            && status.as_deref() == Some("partially_refunded")
+            && handled >= Some(refund_sequence);
+        if done || std::time::Instant::now() >= deadline {
+            break (letters, status, handled);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = stop.send(true);
+    running.await.unwrap();
+    assert_eq!(letters.len(), 1, "the capture's dead letters: {letters:?}");
+    assert!(
+        letters[0].contains("panicked") && letters[0].contains("a bug in the projection"),
+        "{}",
+        letters[0]
+    );
+    assert_eq!(
+        status.as_deref(),
+        Some("partially_refunded"),
+        "payments held up"
+    );
+    assert!(
+        handled >= Some(refund_sequence),
+        "the panicking projection stopped at {handled:?}"
+    );
 }
