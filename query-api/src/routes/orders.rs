@@ -179,8 +179,11 @@ pub async fn customer_orders(
     let pool = state
         .read_pool(scope, params.as_of.as_deref(), &["rm_orders", "rm_users"])
         .await?;
-    // Keyset pagination on (placed_at, id), newest first: orders placed while a client pages
-    // land before its first page, so pages never repeat or skip a row.
+    // Keyset pagination on (placed_at, id), newest first: pages never repeat a row, nor skip
+    // one that was visible when the walk began. Orders placed while a client pages land before
+    // its first page. An order the projector applies late (orders of different partitions are
+    // applied in no set order) may land in a page already read: a walk is as complete as the
+    // read model was when it started, which `min_version` on the order itself can confirm.
     let mut items = if visible {
         sqlx::query_as::<_, OrderSummary>(
             "SELECT id, status, currency, total_minor, jsonb_array_length(items) AS item_count,
