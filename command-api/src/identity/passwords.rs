@@ -101,6 +101,26 @@ impl Passwords {
         Ok(exists && matched)
     }
 
+    /// Whether `stored` was made otherwise than a new hash would be (another algorithm,
+    /// version or cost): it still verifies, and is replaced at the next successful login. A
+    /// string that is no PHC hash is left alone (it verifies nothing anyway).
+    pub fn outdated(&self, stored: &str) -> bool {
+        let Ok(hash) = argon2::PasswordHash::new(stored) else {
+            return false;
+        };
+        let Ok(params) = Params::try_from(&hash) else {
+            return true;
+        };
+        hash.algorithm != Algorithm::Argon2id.ident()
+            || hash.version != Some(Version::V0x13.into())
+            || (params.m_cost(), params.t_cost(), params.p_cost())
+                != (
+                    self.params.m_cost(),
+                    self.params.t_cost(),
+                    self.params.p_cost(),
+                )
+    }
+
     async fn bounded<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
@@ -132,6 +152,33 @@ mod tests {
         settings.hashing_threads = 1;
         settings.hashing_queue = 0;
         settings
+    }
+
+    #[tokio::test]
+    async fn a_hash_made_with_other_costs_is_outdated() {
+        let current = Passwords::new(&settings()).unwrap();
+        let secret = SecretString::from("correct horse battery".to_owned());
+        let fresh = current.hash(&secret).await.unwrap();
+        assert!(!current.outdated(&fresh));
+        let mut cheaper = settings();
+        cheaper.argon2_memory_kib = 512;
+        let old = Passwords::new(&cheaper)
+            .unwrap()
+            .hash(&secret)
+            .await
+            .unwrap();
+        assert!(current.outdated(&old));
+        // Still verified under the current settings: the hash carries its own costs.
+        assert!(current.verify(&secret, Some(old)).await.unwrap());
+        let mut slower = settings();
+        slower.argon2_iterations = 2;
+        let old = Passwords::new(&slower)
+            .unwrap()
+            .hash(&secret)
+            .await
+            .unwrap();
+        assert!(current.outdated(&old));
+        assert!(!current.outdated("not a hash"));
     }
 
     #[tokio::test]

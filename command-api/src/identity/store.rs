@@ -78,7 +78,8 @@ pub async fn start_family(
     let token = new_token()?;
     let mut tx = pool.begin().await?;
     let unchanged: Option<i32> = sqlx::query_scalar(
-        "SELECT 1 FROM credentials WHERE user_id = $1 AND password_hash = $2 FOR SHARE",
+        "SELECT 1 FROM credentials
+         WHERE user_id = $1 AND (password_hash = $2 OR rehashed_from = $2) FOR SHARE",
     )
     .bind(user_id)
     .bind(verified_hash)
@@ -272,6 +273,28 @@ pub async fn reset_token_usable(pool: &PgPool, token: &str) -> Result<bool, sqlx
     .await
 }
 
+/// Replaces `old`, a hash made with outdated parameters that a login has just verified, with
+/// `new` (of the same password); `false` when the password changed meanwhile (a reset), which
+/// wins. The old hash is kept as `rehashed_from` so that a login still checking it opens its
+/// session ([`start_family`]).
+pub async fn upgrade_hash(
+    pool: &PgPool,
+    user_id: Uuid,
+    old: &str,
+    new: &str,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE credentials SET password_hash = $3, rehashed_from = $2, updated_at = now()
+         WHERE user_id = $1 AND password_hash = $2",
+    )
+    .bind(user_id)
+    .bind(old)
+    .bind(new)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
 /// Uses a reset token ([`USABLE`]): sets the new password hash, ends every other reset token of the user
 /// and revokes all their refresh families, in one transaction. `None` when the token is
 /// unknown, used or expired.
@@ -291,11 +314,14 @@ pub async fn confirm_reset(
     let Some(user_id) = user_id else {
         return Ok(None);
     };
-    sqlx::query("UPDATE credentials SET password_hash = $2, updated_at = now() WHERE user_id = $1")
-        .bind(user_id)
-        .bind(password_hash)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE credentials SET password_hash = $2, rehashed_from = NULL, updated_at = now()
+         WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .bind(password_hash)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "UPDATE password_reset_tokens SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
     )

@@ -48,6 +48,7 @@ pub const SERIES: &[(&str, Kind, Option<Unit>, &str)] = &[
     ("events_appended_total", Kind::Counter, None, "Events appended to the event store, by aggregate type."),
     ("event_store_commit_batch_size", Kind::Histogram, None, "Commands written by one group-commit statement."),
     ("auth_logins_total", Kind::Counter, None, "Token requests with a password or client secret, by outcome (ok, failed, limited)."),
+    ("auth_password_rehashes_total", Kind::Counter, None, "Password hashes of outdated argon2 parameters replaced at a login, by outcome (upgraded, changed, failed)."),
     ("auth_refreshes_total", Kind::Counter, None, "Refresh-token grants, by outcome (ok, reused, refused)."),
     ("password_hash_duration_seconds", Kind::Histogram, Some(Unit::Seconds), "Time to hash or verify one password."),
     ("webhook_signatures_refused_total", Kind::Counter, None, "Payment callbacks refused for a missing, stale or wrong signature."),

@@ -189,6 +189,84 @@ async fn a_login_that_checked_a_replaced_password_starts_no_session() {
     );
 }
 
+/// A hash made with older argon2 costs still verifies, and is replaced by one of today's
+/// costs after the owner's next login; a login that checked the old hash meanwhile still
+/// starts its session, until a password reset.
+#[tokio::test]
+async fn an_outdated_password_hash_is_upgraded_at_the_next_login() {
+    use command_api::identity::passwords::Passwords;
+    use command_api::identity::store;
+    use infra::secrecy::SecretString;
+    let app = spawn_app().await;
+    let customer = app.customer().await;
+    let user_id: uuid::Uuid = customer.id.parse().unwrap();
+    let stored = || async {
+        let row: (String, Option<String>) = sqlx::query_as(
+            "SELECT password_hash, rehashed_from FROM credentials WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        row
+    };
+    let (current, _) = stored().await;
+    let mut older = infra::settings::Settings::load_from(None).unwrap().auth;
+    older.argon2_memory_kib = 264;
+    older.argon2_iterations = 1;
+    let old = Passwords::new(&older)
+        .unwrap()
+        .hash(&SecretString::from(CUSTOMER_PASSWORD.to_owned()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE credentials SET password_hash = $2 WHERE user_id = $1")
+        .bind(user_id)
+        .bind(&old)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let answer = password_login(&app, &customer.email, CUSTOMER_PASSWORD).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let mut upgraded = stored().await;
+    for _ in 0..100 {
+        if upgraded.0 != old {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        upgraded = stored().await;
+    }
+    assert_ne!(upgraded.0, old, "the outdated hash was not replaced");
+    assert_eq!(upgraded.1.as_deref(), Some(old.as_str()));
+    // Today's costs, as the registration's hash had.
+    let costs = |hash: &str| hash.rsplitn(3, '$').nth(2).map(str::to_owned);
+    assert_eq!(costs(&upgraded.0), costs(&current));
+    let answer = password_login(&app, &customer.email, CUSTOMER_PASSWORD).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+
+    // A login that verified the old hash while the upgrade was written starts its session.
+    let ttl = Duration::from_secs(3600);
+    let started = store::start_family(&app.pool, user_id, &old, ttl)
+        .await
+        .unwrap();
+    assert!(started.is_some(), "a login of the same password refused");
+    // After a reset, neither hash from before it opens a session.
+    let token = requested_reset_token(&app, &customer.email).await;
+    let confirmed = confirm_reset(&app, &token).await;
+    assert_eq!(
+        confirmed.status,
+        StatusCode::NO_CONTENT,
+        "{}",
+        confirmed.body
+    );
+    for checked in [&old, &upgraded.0] {
+        let late = store::start_family(&app.pool, user_id, checked, ttl)
+            .await
+            .unwrap();
+        assert!(late.is_none(), "a session started for a replaced password");
+    }
+}
+
 /// A reset token was sent to the email the account had then: once the owner moves the account
 /// to another email, whoever still reads the old mailbox must not be able to use it. Before,
 /// the token stayed good for its whole lifetime after the change, and taking it over the
