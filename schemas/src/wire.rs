@@ -10,6 +10,7 @@ use schema_registry_converter::schema_registry_common::{
 };
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde_json::Value as Json;
 use tracing::Instrument;
@@ -97,15 +98,23 @@ impl EventEncoder {
     /// For a registry that takes writes without credentials.
     pub fn new(registry_url: &str) -> Self {
         Self {
-            encoder: AvroEncoder::new(SrSettings::new(registry_url.to_owned())),
+            encoder: AvroEncoder::new(plain_settings(registry_url)),
             seen: Seen::default(),
         }
     }
 
     /// With HTTP Basic credentials on every call, as a registry that protects writes needs.
     pub fn with_basic(registry_url: &str, user: &str, password: &str) -> Result<Self, SchemaError> {
+        Self::with_timeout(registry_url, Some((user, password)), REGISTRY_TIMEOUT)
+    }
+
+    fn with_timeout(
+        registry_url: &str,
+        basic: Option<(&str, &str)>,
+        timeout: Duration,
+    ) -> Result<Self, SchemaError> {
         Ok(Self {
-            encoder: AvroEncoder::new(basic_settings(registry_url, user, password)?),
+            encoder: AvroEncoder::new(settings(registry_url, basic, timeout)?),
             seen: Seen::default(),
         })
     }
@@ -190,15 +199,16 @@ pub struct EventDecoder {
 impl EventDecoder {
     pub fn new(registry_url: &str) -> Self {
         Self {
-            decoder: AvroDecoder::new(SrSettings::new(registry_url.to_owned())),
+            decoder: AvroDecoder::new(plain_settings(registry_url)),
             seen: Seen::default(),
         }
     }
 
     /// With HTTP Basic credentials (reads need none here, but a registry may ask for them).
     pub fn with_basic(registry_url: &str, user: &str, password: &str) -> Result<Self, SchemaError> {
+        let basic = Some((user, password));
         Ok(Self {
-            decoder: AvroDecoder::new(basic_settings(registry_url, user, password)?),
+            decoder: AvroDecoder::new(settings(registry_url, basic, REGISTRY_TIMEOUT)?),
             seen: Seen::default(),
         })
     }
@@ -244,10 +254,31 @@ impl EventDecoder {
     }
 }
 
-/// Registry client settings sending `Authorization: Basic` on every call.
-fn basic_settings(url: &str, user: &str, password: &str) -> Result<SrSettings, SchemaError> {
-    SrSettings::new_builder(url.to_owned())
-        .set_basic_authorization(user, Some(password))
+/// How long one call to the registry may take, connecting and reading: a registry that takes
+/// the connection and never answers fails the call (a relay or consumer then retries with a
+/// backoff, and its lag shows) instead of holding it for good.
+pub const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Registry client settings without credentials. Building them fails only when no HTTP
+/// client can be made at all (its TLS backend cannot start), which the converter's own
+/// `SrSettings::new` panics on too.
+fn plain_settings(url: &str) -> SrSettings {
+    settings(url, None, REGISTRY_TIMEOUT).expect("an HTTP client for the schema registry")
+}
+
+/// Registry client settings: `timeout` on every call and, with `basic` (user, password),
+/// `Authorization: Basic` on every call.
+fn settings(
+    url: &str,
+    basic: Option<(&str, &str)>,
+    timeout: Duration,
+) -> Result<SrSettings, SchemaError> {
+    let mut builder = SrSettings::new_builder(url.to_owned());
+    builder.set_timeout(timeout);
+    if let Some((user, password)) = basic {
+        builder.set_basic_authorization(user, Some(password));
+    }
+    builder
         .build()
         .map_err(|e| SchemaError::Registry(e.to_string()))
 }
@@ -284,6 +315,35 @@ mod tests {
     /// then serves the schema: the message decodes on the next attempt. Before, the converter
     /// cached the 500 as a fact about the schema id and every later message with it was
     /// "undecodable" (dead-lettered) for the life of the process.
+    /// A registry that takes the connection and never answers fails the call after the
+    /// client's timeout ([`REGISTRY_TIMEOUT`] outside this test). Before, the client had no
+    /// timeout: a relay registering its schemas waited for good, holding its lock, with its lag
+    /// gauge frozen.
+    #[tokio::test]
+    async fn a_registry_that_never_answers_fails_the_call_in_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let schema = latest("UserRoleGranted").unwrap();
+        let timeout = Duration::from_millis(300);
+        let encoder = EventEncoder::with_timeout(&url, None, timeout).unwrap();
+        let registered = tokio::time::timeout(
+            timeout + Duration::from_secs(5),
+            encoder.register("commerce.user", schema),
+        )
+        .await
+        .expect("the registration waited past the registry timeout");
+        assert!(
+            matches!(registered, Err(SchemaError::RegistryUnreachable(_))),
+            "{registered:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_registry_error_that_passes_is_not_remembered() {
         let schema = latest("UserRoleGranted").unwrap();
