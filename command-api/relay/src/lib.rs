@@ -256,10 +256,10 @@ impl Relay {
             }
             reading.spawn(self.read_after(cursor.clone()));
             tracing::debug!(events = batch.len(), "relay: publishing a batch");
-            let mut sent = publisher.send(&self.pool, batch).await?;
+            let mut sent = publisher.send(&self.pool, batch).await;
             if let Some(halted) = sent.halted() {
-                // What came before the event this relay must not publish is settled first, so
-                // a retry does not send it again.
+                // What came before the event this relay could not or must not publish is
+                // settled first, so a retry does not send it again.
                 if let Some(previous) = in_flight.take() {
                     self.settle(previous, &mut checkpoint).await?;
                 }

@@ -205,14 +205,13 @@ impl Publisher {
     /// meanwhile.
     ///
     /// An event whose payload cannot be encoded against its schema is parked (see [`park`])
-    /// and left out; the registry being unreachable fails the batch, to be retried. An event
-    /// newer than this relay knows ends the batch before it: what came before is sent, and
-    /// [`InFlight::halted`] says why the relay must stop after settling it.
-    pub async fn send(
-        &self,
-        pool: &PgPool,
-        events: Vec<StoredEvent>,
-    ) -> Result<InFlight, PublishError> {
+    /// and left out. Any other failure (an event newer than this relay knows, the registry
+    /// unreachable, the producer refusing the message at once) ends the batch before that
+    /// event: what came before is sent, and [`InFlight::halted`] says why the relay must stop
+    /// after settling it, so a retry starts at the failed event and sends nothing twice.
+    /// Before, such a failure dropped the batch's prefix and the batch in flight unsettled,
+    /// and every retry published them again.
+    pub async fn send(&self, pool: &PgPool, events: Vec<StoredEvent>) -> InFlight {
         let mut futures = Vec::with_capacity(events.len());
         let mut sent = Vec::with_capacity(events.len());
         let mut spans = Vec::new();
@@ -222,27 +221,32 @@ impl Publisher {
             let message = match self.encode(&event, payload).await {
                 Ok(message) => message,
                 Err(PublishError::Encode { source, .. }) if is_permanent(&source) => {
-                    park(pool, &event, &source).await?;
+                    if let Err(error) = park(pool, &event, &source).await {
+                        halted = Some(error);
+                        break;
+                    }
                     continue;
                 }
-                Err(error @ PublishError::Newer { .. }) => {
+                Err(error) => {
                     halted = Some(error);
                     break;
                 }
-                Err(error) => return Err(error),
             };
             let span = message.span;
             let record = FutureRecord::to(&message.topic)
                 .key(&message.key)
                 .payload(&message.payload)
                 .headers(message.headers);
-            let future = self
-                .enqueue(record)
-                .await
-                .map_err(|source| PublishError::Delivery {
-                    event_id: event.event_id,
-                    source,
-                })?;
+            let future = match self.enqueue(record).await {
+                Ok(future) => future,
+                Err(source) => {
+                    halted = Some(PublishError::Delivery {
+                        event_id: event.event_id,
+                        source,
+                    });
+                    break;
+                }
+            };
             futures.push(future);
             sent.push((event.checkpoint, event.event_id));
             if let Some(span) = span {
@@ -250,13 +254,13 @@ impl Publisher {
                 spans.push(Some(span));
             }
         }
-        Ok(InFlight {
+        InFlight {
             events: sent,
             futures,
             spans,
             ack_timeout: self.ack_timeout,
             halted,
-        })
+        }
     }
 
     /// Hands one message to the producer, waiting while its local queue is full (the record
@@ -342,7 +346,8 @@ pub struct InFlight {
     /// Producer spans by position in `events` (empty while spans are not exported).
     spans: Vec<Option<tracing::Span>>,
     ack_timeout: Duration,
-    /// Why the batch ended before its last event, which this relay must not publish.
+    /// Why the batch ended before its last event (which this relay could not or must not
+    /// publish now).
     halted: Option<PublishError>,
 }
 

@@ -170,3 +170,48 @@ async fn a_relay_that_cannot_start_still_measures_its_lag() {
     wait_for_metric(port, "relay_lag_events 1").await;
     relay.kill();
 }
+
+/// An event the producer refuses at once (larger than it sends) ends the batch before it: the
+/// events before it are published once and the checkpoint rests just before it. Before, the
+/// refusal dropped the batch unsettled, so the checkpoint stayed behind the events already
+/// published and every retry (every few seconds) published them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_producer_refuses_leaves_what_came_before_published_once() {
+    let stack = stack_without_relay().await;
+    let pool = &stack.app.pool;
+    let before = stack.app.register(&unique_email()).await;
+    let id = uuid::Uuid::now_v7();
+    // Over the producer's `message.max.bytes` (1,000,000): refused when handed over.
+    let payload = json!({"type": "UserRegistered", "email": "large@example.com",
+        "display_name": "x".repeat(1_500_000), "roles": ["customer"]});
+    let metadata = json!({"event_id": id.to_string(), "occurred_at": "2026-11-23T00:00:00Z", "actor": "test",
+        "correlation_id": "c", "causation_id": "c", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
+    insert_user_registered(pool, id, payload, metadata).await;
+    stack.app.register(&unique_email()).await;
+
+    let port = free_port();
+    let mut relay = spawn_relay(&stack.settings, port);
+    wait_for_metric(port, "relay_refused_by_brokers 1").await;
+    // Several retries (backing off up to 5 s) go by.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        unpublished(pool).await,
+        2,
+        "the checkpoint rests just before the refused event (it and the one after it wait)"
+    );
+    let topic = infra::kafka::topic_for(&stack.prefix, "user");
+    let messages = crate::support::kafka::consume(
+        &stack.bootstrap,
+        std::slice::from_ref(&topic),
+        stack.settings.kafka.partitions,
+        usize::MAX,
+        Duration::from_secs(5),
+    )
+    .await;
+    let copies = messages.iter().filter(|m| m.key == before).count();
+    assert_eq!(
+        copies, 1,
+        "the event before the refused one was published {copies} times"
+    );
+    relay.kill();
+}
