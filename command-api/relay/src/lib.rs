@@ -49,6 +49,12 @@ pub enum RelayError {
         #[source]
         source: schemas::SchemaError,
     },
+    /// A bug: the active phase panicked. It ends like any failure (the lock's connection is
+    /// closed with it, so a standby may take over) and is retried after the backoff; left to
+    /// unwind, it ended the relay's thread for good while the command API went on serving
+    /// and `relay_active` stayed 1.
+    #[error("the relay panicked: {0}")]
+    Panicked(String),
 }
 
 impl RelayError {
@@ -136,7 +142,14 @@ impl Relay {
                 Ok(Some(lock)) => {
                     tracing::info!(relay = %self.settings.relay.name, "relay lock acquired; publishing");
                     metrics::gauge!("relay_active").set(1.0);
-                    let result = self.active(lock, &mut stopped).await;
+                    let active = std::panic::AssertUnwindSafe(self.active(lock, &mut stopped));
+                    let result = futures::FutureExt::catch_unwind(active)
+                        .await
+                        .unwrap_or_else(|panic| {
+                            let message = infra::panic_message(panic.as_ref());
+                            tracing::error!(panic = %message, "the relay panicked; a bug");
+                            Err(RelayError::Panicked(message))
+                        });
                     metrics::gauge!("relay_active").set(0.0);
                     result
                 }

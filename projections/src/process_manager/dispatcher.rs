@@ -94,9 +94,20 @@ impl Dispatcher {
             if listener.is_none() {
                 listener = self.listen().await;
             }
+            // A panic in a round (a bug) is retried like an unavailable outbox: left to unwind,
+            // it ended the dispatcher for good while the projector went on filling the outbox.
+            // The rows it had leased are sent again when their leases run out.
+            let round = std::panic::AssertUnwindSafe(self.round());
             let round = tokio::select! {
-                round = self.round() => round,
+                round = futures::FutureExt::catch_unwind(round) => round,
                 _ = stopped.changed() => break,
+            };
+            let round = match round {
+                Ok(round) => round.map_err(|error| infra::error_chain(&error)),
+                Err(panic) => Err(format!(
+                    "panicked (a bug): {}",
+                    infra::panic_message(panic.as_ref())
+                )),
             };
             let more = match round {
                 Ok(sent) => {
@@ -104,7 +115,7 @@ impl Dispatcher {
                     sent as i64 == BATCH
                 }
                 Err(error) => {
-                    tracing::warn!(error = %infra::error_chain(&error), "process manager outbox unavailable");
+                    tracing::warn!(%error, "process manager dispatch round failed; retrying");
                     tokio::time::sleep(trouble).await;
                     trouble = (trouble * 2).min(Duration::from_secs(5));
                     continue;
