@@ -41,6 +41,10 @@ impl Key {
 #[derive(Debug, Clone)]
 pub struct Representation {
     pub version: i64,
+    /// Orders the representations of one resource, newest largest: its version and, for an
+    /// order, the money captured and refunded so far (which change its body at the same
+    /// version, and only grow). The cache never replaces an entry by one of lower rank.
+    pub rank: (i64, i64, i64),
     /// Quoted, as sent in `ETag`.
     pub etag: String,
     pub body: Bytes,
@@ -48,6 +52,14 @@ pub struct Representation {
     /// not known (a payment whose order is not projected yet); such a representation is
     /// never stored, as nothing would invalidate it when its order arrives.
     pub owner: Option<Uuid>,
+}
+
+impl Representation {
+    /// Ranks an order's representation by the money moved on it too (see `rank`).
+    pub fn with_money(mut self, paid: i64, refunded: i64) -> Self {
+        self.rank = (self.version, paid, refunded);
+        self
+    }
 }
 
 /// Why a read produced no representation.

@@ -9,6 +9,7 @@ const OWNER: Uuid = Uuid::from_u128(7);
 fn rep(version: i64) -> Representation {
     Representation {
         version,
+        rank: (version, 0, 0),
         etag: format!("\"{version}\""),
         body: Bytes::from(format!("{{\"version\":{version}}}")),
         owner: Some(OWNER),
@@ -249,6 +250,7 @@ async fn the_cache_is_bounded_by_bytes() {
     cache.listening.store(true, Ordering::SeqCst);
     let big = |v: i64| Representation {
         version: v,
+        rank: (v, 0, 0),
         etag: "\"1\"".to_owned(),
         body: Bytes::from(vec![b'x'; 16 * 1024]),
         owner: Some(OWNER),
@@ -470,4 +472,28 @@ async fn a_waiter_hands_the_others_its_first_read_unfiltered() {
         ),
         "{owners:?}"
     );
+}
+
+/// An order's body changes at the same version when a payment of it is captured. A reader
+/// whose snapshot was taken before the capture, storing after one who read it, must not put
+/// the order back as it was: before, only versions were compared, and until the capture's
+/// notification arrived every read answered the order without the money already shown.
+#[tokio::test]
+async fn an_order_read_before_a_capture_does_not_replace_one_read_after_it() {
+    let cache = cache();
+    let key = Key::Order(Uuid::now_v7());
+    let unpaid = Arc::new(rep(3));
+    let paid = Arc::new(rep(3).with_money(500, 0));
+    let shard = cache.shard(&key);
+    let generation = shard.generation.load(Ordering::SeqCst);
+    cache.store(key, &paid, shard, generation).await;
+    cache.store(key, &unpaid, shard, generation).await;
+    let cached = cache.entries.get(&key).await.expect("an entry");
+    assert_eq!(cached.rank, (3, 500, 0));
+    // The other way round, the later read replaces the earlier one.
+    let key = Key::Order(Uuid::now_v7());
+    cache.store(key, &unpaid, shard, generation).await;
+    cache.store(key, &paid, shard, generation).await;
+    let cached = cache.entries.get(&key).await.expect("an entry");
+    assert_eq!(cached.rank, (3, 500, 0));
 }

@@ -91,7 +91,10 @@ async fn load(pool: PgPool, id: Uuid) -> Result<Option<Representation>, sqlx::Er
     .bind(id)
     .fetch_optional(&pool)
     .await?;
-    Ok(order.map(|o| represent(o.version, order_tag(&o), Some(o.customer_id), &o)))
+    Ok(order.map(|o| {
+        represent(o.version, order_tag(&o), Some(o.customer_id), &o)
+            .with_money(o.paid_minor, o.refunded_minor)
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", params(("id" = Uuid, Path), ReadParams),
