@@ -20,10 +20,10 @@ use crate::policy::Scope;
 /// Connections per set: as-of reads are occasional.
 const CONNECTIONS: u32 = 2;
 
-/// The pools of the as-of sets read so far, by schema.
+/// The pools of the as-of sets read so far, by set name, with the schema each was made for.
 pub struct AsOfPools {
     options: PgConnectOptions,
-    pools: Mutex<HashMap<String, PgPool>>,
+    pools: Mutex<HashMap<String, (String, PgPool)>>,
 }
 
 impl AsOfPools {
@@ -34,9 +34,10 @@ impl AsOfPools {
         }
     }
 
-    /// The pool reading the set `name`, for a reader in `scope`: 422 for a malformed name or
-    /// one given with `min_version`, 403 for a customer, 404 for a set that does not exist.
-    /// `tables` are those the read needs: a set without one of them is a 404 too.
+    /// The pool reading the set `name`, for a reader in `scope`: 403 for a customer (before
+    /// anything about the request is judged, as on every route), 422 for a malformed name or
+    /// one given with `min_version`, 404 for a set that does not exist. `tables` are those the
+    /// read needs: a set without one of them is a 404 too.
     pub async fn pool(
         &self,
         live: &PgPool,
@@ -45,6 +46,9 @@ impl AsOfPools {
         min_version: Option<i64>,
         tables: &[&str],
     ) -> Result<PgPool, QueryError> {
+        if scope != Scope::All {
+            return Err(QueryError::Forbidden);
+        }
         if !projections::replay::as_of::valid_name(name) {
             return Err(QueryError::invalid(
                 "as_of",
@@ -57,15 +61,15 @@ impl AsOfPools {
                 "cannot be combined with as_of: an as-of set never changes",
             ));
         }
-        if scope != Scope::All {
-            return Err(QueryError::Forbidden);
-        }
         let set: Option<(String, Vec<String>)> =
             sqlx::query_as("SELECT schema_name, projections FROM as_of_sets WHERE name = $1")
                 .bind(name)
                 .fetch_optional(live)
                 .await?;
-        let (schema, models) = set.ok_or(QueryError::NotFound { what: "as-of set" })?;
+        let Some((schema, models)) = set else {
+            self.forget(name, None).await;
+            return Err(QueryError::NotFound { what: "as-of set" });
+        };
         let held = |table: &&str| {
             projections::READ_MODELS.iter().any(|m| {
                 models.iter().any(|n| n == m.name()) && m.tables().iter().any(|t| t.name == *table)
@@ -76,14 +80,30 @@ impl AsOfPools {
                 what: "as-of set holding this read model",
             });
         }
-        // A set re-created under the same name has a new schema, hence a new pool; the pool of
-        // a dropped set keeps no connection past its idle timeout.
+        // A set re-created under the same name has a new schema, hence a new pool: the old
+        // one is closed, as is the pool of a set found dropped, so neither they nor their
+        // maintenance tasks outlive their sets.
+        self.forget(name, Some(&schema)).await;
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        let pool = pools
-            .entry(schema.clone())
-            .or_insert_with(|| set_pool(self.options.clone(), schema))
-            .clone();
-        Ok(pool)
+        let (_, pool) = pools
+            .entry(name.to_owned())
+            .or_insert_with(|| (schema.clone(), set_pool(self.options.clone(), schema)));
+        Ok(pool.clone())
+    }
+
+    /// Closes and forgets the pool of set `name` unless it reads `current` (the set's schema
+    /// now; `None`: the set is gone).
+    async fn forget(&self, name: &str, current: Option<&str>) {
+        let stale = {
+            let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+            match pools.get(name) {
+                Some((schema, _)) if Some(schema.as_str()) != current => pools.remove(name),
+                _ => None,
+            }
+        };
+        if let Some((_, pool)) = stale {
+            pool.close().await;
+        }
     }
 }
 

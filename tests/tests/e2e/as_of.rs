@@ -186,6 +186,18 @@ async fn an_as_of_set_shows_the_past_while_the_live_models_move_on() {
         "only operators read as-of sets: {}",
         mine.body
     );
+    // Refused before the request is judged, as on every route: a customer's malformed set
+    // name is a 403 too (it was a 422).
+    for query_string in ["as_of=Bad%21", "as_of=before-delivery&min_version=1"] {
+        let refused = query
+            .get_as(
+                Some(&someone.token),
+                &format!("/v1/users/{}?{query_string}", someone.id),
+                &[],
+            )
+            .await;
+        assert_eq!(refused.status, 403, "{query_string}: {}", refused.body);
+    }
 
     // A set at a time, named after it; listing and dropping.
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
