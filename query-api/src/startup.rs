@@ -34,12 +34,15 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
     let verifier = verifier(settings).await?;
     let pool = db::connect(&settings.database).await?;
     let q = &settings.query_api;
-    let cache = Arc::new(ReadCache::new(
-        q.cache_max_bytes,
-        Duration::from_secs(q.cache_ttl_secs),
-        Duration::from_millis(q.max_wait_ms),
-        q.max_version_waiters,
-    ));
+    let cache = Arc::new(
+        ReadCache::new(
+            q.cache_max_bytes,
+            Duration::from_secs(q.cache_ttl_secs),
+            Duration::from_millis(q.max_wait_ms),
+            q.max_version_waiters,
+        )
+        .with_waiters_per_customer(q.max_version_waiters_per_customer),
+    );
     let proxies = infra::http::TrustedProxies::parse(&settings.auth.trusted_proxies)
         .map_err(|e| StartupError::config("auth.trusted_proxies", e))?;
     let console = crate::admin::Console::new(settings, proxies)

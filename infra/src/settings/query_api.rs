@@ -16,6 +16,9 @@ pub struct QueryApiSettings {
     /// Most reads waiting for `min_version` at once; past it a read is answered 503 with
     /// `Retry-After` instead of waiting.
     pub max_version_waiters: usize,
+    /// Most of those one customer may hold at once (staff and services are held only to the
+    /// overall cap): one customer's flood of hopeless waits cannot refuse everyone else's.
+    pub max_version_waiters_per_customer: usize,
     /// A cached entry is dropped after this long even without a change notification: a
     /// second line of defence should notifications ever be lost unnoticed.
     pub cache_ttl_secs: u64,

@@ -37,7 +37,8 @@
 //! safety net while it is up; sharing each database read with the other waiters on
 //! the resource; see `wait`) until the read model catches up or the bounded wait runs out,
 //! which the caller is told about explicitly. At most `query_api.max_version_waiters` reads
-//! wait at once; past that, `Overloaded`.
+//! wait at once, and `query_api.max_version_waiters_per_customer` of one customer's; past
+//! either, `Overloaded`.
 
 use std::future::Future;
 use std::hash::BuildHasher;
@@ -48,6 +49,7 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use moka::ops::compute::Op;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use wait::Waits;
 
@@ -117,8 +119,16 @@ impl ReadCache {
             hasher: Default::default(),
             listening: AtomicBool::new(false),
             max_wait,
-            waits: Waits::new(max_waiters),
+            waits: Waits::new(max_waiters, max_waiters),
         }
+    }
+
+    /// Holds one customer to `per_customer` reads waiting at once (by default only the
+    /// overall cap applies).
+    pub fn with_waiters_per_customer(mut self, per_customer: usize) -> Self {
+        let max_waiters = self.waits.capacity();
+        self.waits = Waits::new(max_waiters, per_customer);
+        self
     }
 
     fn shard(&self, key: &Key) -> &Shard {
@@ -176,14 +186,15 @@ impl ReadCache {
         C: FnOnce() -> CFut,
         CFut: Future<Output = Result<Option<i64>, E>>,
     {
-        self.get_for(key, min_version, load, committed, &|_| true)
+        self.get_for(key, min_version, load, committed, &|_| true, None)
             .await
     }
 
     /// As [`Self::get`], for a reader who may see only representations `accept` allows: one
     /// it may not see counts as absent. Loads and the cache stay shared by all readers (what
     /// is loaded and stored is never filtered), so waiters of different principals on one
-    /// resource never hand each other a view filtered for someone else.
+    /// resource never hand each other a view filtered for someone else. `customer` is the
+    /// reader when a customer (held to their own cap of waiting reads), `None` for staff.
     pub async fn get_for<E, F, Fut, C, CFut>(
         &self,
         key: Key,
@@ -191,6 +202,7 @@ impl ReadCache {
         load: F,
         committed: C,
         accept: &(dyn Fn(&Representation) -> bool + Sync),
+        customer: Option<Uuid>,
     ) -> Result<Arc<Representation>, Miss<E>>
     where
         F: Fn() -> Fut,
@@ -236,7 +248,7 @@ impl ReadCache {
             found: loaded,
         };
         let found = self
-            .wait_for(key, min, started, first, &load, accept)
+            .wait_for(key, min, started, first, &load, Reader { accept, customer })
             .await?;
         metrics::histogram!("query_min_version_wait_seconds", "resource" => kind)
             .record(started.elapsed().as_secs_f64());
@@ -254,14 +266,14 @@ impl ReadCache {
         started: Instant,
         first: FirstRead,
         load: &F,
-        accept: &(dyn Fn(&Representation) -> bool + Sync),
+        Reader { accept, customer }: Reader<'_>,
     ) -> Result<Arc<Representation>, Miss<E>>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Option<Representation>, E>>,
     {
         let kind = key.kind();
-        let Some(waiter) = self.waits.join(key) else {
+        let Some(waiter) = self.waits.join(key, customer) else {
             metrics::counter!("query_min_version_overloaded_total", "resource" => kind)
                 .increment(1);
             return Err(Miss::Overloaded);
@@ -372,6 +384,12 @@ impl ReadCache {
             })
             .await;
     }
+}
+
+/// Who waits: what they may see, and the customer they are (`None`: staff or a service).
+struct Reader<'a> {
+    accept: &'a (dyn Fn(&Representation) -> bool + Sync),
+    customer: Option<Uuid>,
 }
 
 mod entry;

@@ -411,7 +411,9 @@ async fn a_reader_who_may_not_see_it_is_told_absent_and_the_cache_stays_whole() 
     let load = || std::future::ready(Ok::<_, ()>(Some(rep(3))));
     let nobody = |_: &Representation| false;
     let owner = |r: &Representation| r.owner == Some(OWNER);
-    let refused = cache.get_for(key, None, load, committed(3), &nobody).await;
+    let refused = cache
+        .get_for(key, None, load, committed(3), &nobody, None)
+        .await;
     assert!(matches!(refused, Err(Miss::NotFound)));
     // Loaded once, stored whole: the owner gets it from the cache.
     let loads = AtomicU64::new(0);
@@ -420,13 +422,13 @@ async fn a_reader_who_may_not_see_it_is_told_absent_and_the_cache_stays_whole() 
         std::future::ready(Ok::<_, ()>(Some(rep(3))))
     };
     let seen = cache
-        .get_for(key, Some(3), counting, committed(3), &owner)
+        .get_for(key, Some(3), counting, committed(3), &owner, None)
         .await;
     assert_eq!(seen.unwrap().version, 3);
     assert_eq!(loads.load(Ordering::SeqCst), 0, "served from the cache");
     // Waiting cannot make it visible to someone who may not see it: the wait runs out.
     let waited = cache
-        .get_for(key, Some(3), load, committed(3), &nobody)
+        .get_for(key, Some(3), load, committed(3), &nobody, None)
         .await;
     assert!(
         matches!(waited, Err(Miss::Behind { current: None, .. })),
@@ -448,14 +450,14 @@ async fn a_waiter_hands_the_others_its_first_read_unfiltered() {
         tokio::spawn(async move {
             let owner = |r: &Representation| r.owner == Some(OWNER);
             cache
-                .get_for(key, Some(5), load, committed(5), &owner)
+                .get_for(key, Some(5), load, committed(5), &owner, None)
                 .await
         })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     let nobody = |_: &Representation| false;
     let refused = cache
-        .get_for(key, Some(5), load, committed(5), &nobody)
+        .get_for(key, Some(5), load, committed(5), &nobody, None)
         .await;
     assert!(
         matches!(refused, Err(Miss::Behind { current: None, .. })),
@@ -496,4 +498,35 @@ async fn an_order_read_before_a_capture_does_not_replace_one_read_after_it() {
     cache.store(key, &paid, shard, generation).await;
     let cached = cache.entries.get(&key).await.expect("an entry");
     assert_eq!(cached.rank, (3, 500, 0));
+}
+
+/// One customer holds at most their own share of the waiting places: past it their next
+/// wait is refused at once, while another customer and staff still wait. Before, one customer
+/// sending hopeless `min_version` reads could hold every place, and everyone else's
+/// read-your-writes was refused.
+#[tokio::test]
+async fn one_customer_cannot_hold_every_waiting_place() {
+    let cache = Arc::new(cache().with_waiters_per_customer(2));
+    let (greedy, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let wait = |cache: Arc<ReadCache>, customer: Option<Uuid>| async move {
+        let key = Key::Order(Uuid::now_v7());
+        let load = || std::future::ready(Ok::<_, ()>(Some(rep(1))));
+        cache
+            .get_for(key, Some(2), load, committed(2), &|_| true, customer)
+            .await
+    };
+    let waiting: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(wait(cache.clone(), Some(greedy))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let refused = wait(cache.clone(), Some(greedy)).await.unwrap_err();
+    assert!(matches!(refused, Miss::Overloaded), "{refused:?}");
+    let others = [Some(other), None].map(|who| tokio::spawn(wait(cache.clone(), who)));
+    for task in waiting.into_iter().chain(others) {
+        let waited = task.await.unwrap().unwrap_err();
+        assert!(matches!(waited, Miss::Behind { .. }), "{waited:?}");
+    }
+    // Their places are given back: the customer waits again.
+    let waited = wait(cache.clone(), Some(greedy)).await.unwrap_err();
+    assert!(matches!(waited, Miss::Behind { .. }), "{waited:?}");
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
 
 use super::{Key, Representation};
 
@@ -53,10 +54,15 @@ impl KeyWait {
     }
 }
 
-/// The waiters of every key, and the cap on how many there are at once.
+/// The waiters of every key, and the caps on how many there are at once: in all, and per
+/// customer (so that one customer cannot hold every place and refuse everyone else's reads).
 pub(super) struct Waits {
     keys: Mutex<HashMap<Key, Weak<KeyWait>>>,
     permits: Arc<Semaphore>,
+    capacity: usize,
+    /// Waiters per customer now; a customer with none has no entry.
+    customers: Mutex<HashMap<Uuid, usize>>,
+    per_customer: usize,
 }
 
 /// One waiter: its share of the key's reads and its permit; leaving cleans up after the last.
@@ -64,21 +70,43 @@ pub(super) struct Waiter<'a> {
     /// Always `Some` until dropped.
     wait: Option<Arc<KeyWait>>,
     key: Key,
+    customer: Option<Uuid>,
     waits: &'a Waits,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Waits {
-    pub(super) fn new(max_waiters: usize) -> Self {
+    /// `per_customer` waiters at most for one customer, `max_waiters` in all.
+    pub(super) fn new(max_waiters: usize, per_customer: usize) -> Self {
         Self {
             keys: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_waiters)),
+            capacity: max_waiters,
+            customers: Mutex::new(HashMap::new()),
+            per_customer,
         }
     }
 
-    /// Joins the waiters of `key`; `None` when the cap is reached.
-    pub(super) fn join(&self, key: Key) -> Option<Waiter<'_>> {
+    /// The overall cap.
+    pub(super) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Joins the waiters of `key`, for `customer` (`None`: staff or a service, held only to
+    /// the overall cap); `None` when a cap is reached.
+    pub(super) fn join(&self, key: Key, customer: Option<Uuid>) -> Option<Waiter<'_>> {
         let permit = self.permits.clone().try_acquire_owned().ok()?;
+        if let Some(customer) = customer {
+            let mut customers = self.customers.lock().unwrap_or_else(|e| e.into_inner());
+            let waiting = customers.entry(customer).or_insert(0);
+            if *waiting >= self.per_customer {
+                if *waiting == 0 {
+                    customers.remove(&customer);
+                }
+                return None;
+            }
+            *waiting += 1;
+        }
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         let wait = match keys.get(&key).and_then(Weak::upgrade) {
             Some(wait) => wait,
@@ -92,6 +120,7 @@ impl Waits {
         Some(Waiter {
             wait: Some(wait),
             key,
+            customer,
             waits: self,
             _permit: permit,
         })
@@ -120,6 +149,20 @@ impl Drop for Waiter<'_> {
         drop(self.wait.take());
         if keys.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
             keys.remove(&self.key);
+        }
+        drop(keys);
+        if let Some(customer) = self.customer {
+            let mut customers = self
+                .waits
+                .customers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(waiting) = customers.get_mut(&customer) {
+                *waiting -= 1;
+                if *waiting == 0 {
+                    customers.remove(&customer);
+                }
+            }
         }
     }
 }

@@ -151,6 +151,7 @@ where
             || load(state.pool.clone(), id),
             committed,
             &permitted,
+            scope.viewer(),
         )
         .await
         .map_err(|miss| match miss {
