@@ -194,7 +194,9 @@ impl Relay {
     async fn measure_lag(&self) {
         match tail::load_checkpoint(&self.pool, &self.settings.relay.name).await {
             Ok(checkpoint) => LagProbe::default().record(&self.pool, &checkpoint).await,
-            Err(error) => tracing::debug!(%error, "measuring relay lag failed"),
+            Err(error) => {
+                tracing::warn!(%error, "measuring relay lag failed; its gauges keep their last values")
+            }
         }
     }
 
@@ -384,7 +386,9 @@ impl LagProbe {
                 metrics::gauge!("relay_lag_events").set(events as f64);
                 metrics::gauge!("relay_lag_seconds").set(seconds);
             }
-            Err(error) => tracing::debug!(%error, "measuring relay lag failed"),
+            Err(error) => {
+                tracing::warn!(%error, "measuring relay lag failed; its gauges keep their last values")
+            }
         }
     }
 }

@@ -233,11 +233,15 @@ impl Dispatcher {
 
     /// Refreshes the parked and waiting gauges; now and then deletes old settled rows.
     async fn housekeeping(&self, last_purge: &mut Option<Instant>) {
-        if let Ok(parked) = outbox::parked(&self.pool).await {
-            metrics::gauge!("process_manager_outbox_parked").set(parked as f64);
+        match outbox::parked(&self.pool).await {
+            Ok(parked) => metrics::gauge!("process_manager_outbox_parked").set(parked as f64),
+            Err(error) => tracing::warn!(%error,
+                "counting parked commands failed; process_manager_outbox_parked keeps its last value"),
         }
-        if let Ok(age) = outbox::oldest_pending_age(&self.pool).await {
-            metrics::gauge!("process_manager_outbox_oldest_pending_seconds").set(age);
+        match outbox::oldest_pending_age(&self.pool).await {
+            Ok(age) => metrics::gauge!("process_manager_outbox_oldest_pending_seconds").set(age),
+            Err(error) => tracing::warn!(%error,
+                "measuring the oldest pending command failed; its gauge keeps its last value"),
         }
         if last_purge.is_some_and(|at| at.elapsed() < PURGE_EVERY) {
             return;
