@@ -265,12 +265,20 @@ impl AuditEntry {
     }
 }
 
-/// A CSV field, quoted (quotes doubled) when it holds a comma, quote or line break.
+/// A CSV field, quoted (quotes doubled) when it holds a comma, quote or line break. A value
+/// that a spreadsheet would take for a formula (one beginning with `=`, `+`, `-`, `@`, a tab
+/// or a carriage return: a correlation id sent as `=HYPERLINK(…)`, say) gets a leading `'`,
+/// so that opening an export shows it as text instead of evaluating it with the rows around.
 fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{value}"))
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    };
     if value.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {
-        value.to_owned()
+        value.into_owned()
     }
 }
 

