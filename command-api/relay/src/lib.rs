@@ -16,7 +16,9 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+mod inflight;
 mod publish;
+mod registration;
 pub mod tail;
 
 use std::time::Duration;
@@ -26,7 +28,9 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
-use crate::publish::{InFlight, PublishError, Publisher};
+use crate::inflight::InFlight;
+use crate::publish::{PublishError, Publisher};
+use crate::registration::{encoder, register_schemas};
 use crate::tail::Checkpoint;
 
 #[derive(Debug, thiserror::Error)]
@@ -326,43 +330,6 @@ impl Relay {
             }
         }
     }
-}
-
-/// The relay's registry client: with HTTP Basic credentials when a password is configured
-/// (the registry refuses writes without them).
-fn encoder(
-    registry: &infra::settings::RegistrySettings,
-) -> Result<schemas::wire::EventEncoder, RelayError> {
-    use infra::secrecy::ExposeSecret;
-    let password = infra::settings::secret_value(&registry.password, &registry.password_file)
-        .map_err(|e| RelayError::RegistryClient(Box::new(e)))?;
-    if password.expose_secret().is_empty() {
-        return Ok(schemas::wire::EventEncoder::new(&registry.url));
-    }
-    schemas::wire::EventEncoder::with_basic(&registry.url, &registry.user, password.expose_secret())
-        .map_err(|e| RelayError::RegistryClient(Box::new(e)))
-}
-
-/// Registers every event type's newest schema under its subject, so consumers can decode
-/// from the first message and an incompatible schema stops the relay before it publishes.
-async fn register_schemas(
-    encoder: &schemas::wire::EventEncoder,
-    prefix: &str,
-) -> Result<(), RelayError> {
-    for (event_type, versions) in schemas::catalogue() {
-        let Some(schema) = versions.last() else {
-            continue;
-        };
-        let topic = infra::kafka::topic_for(prefix, schema.file.aggregate);
-        encoder
-            .register(&topic, schema)
-            .await
-            .map_err(|source| RelayError::Registry {
-                event_type: event_type.to_string(),
-                source,
-            })?;
-    }
-    Ok(())
 }
 
 /// Measures the relay's lag at most once a second: the count is a query over the backlog, too

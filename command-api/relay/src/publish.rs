@@ -13,7 +13,8 @@ use schemas::wire::EventEncoder;
 use sqlx::PgPool;
 use tracing::Instrument;
 
-use crate::tail::{Checkpoint, StoredEvent};
+use crate::inflight::InFlight;
+use crate::tail::StoredEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -337,68 +338,4 @@ pub async fn park(
     .await
     .map_err(PublishError::Park)?;
     Ok(())
-}
-
-/// A sent batch whose acknowledgements are still due.
-pub struct InFlight {
-    events: Vec<(Checkpoint, uuid::Uuid)>,
-    futures: Vec<DeliveryFuture>,
-    /// Producer spans by position in `events` (empty while spans are not exported).
-    spans: Vec<Option<tracing::Span>>,
-    ack_timeout: Duration,
-    /// Why the batch ended before its last event (which this relay could not or must not
-    /// publish now).
-    halted: Option<PublishError>,
-}
-
-impl InFlight {
-    /// Why the relay must stop once this batch (and the one before it) is settled.
-    pub fn halted(&mut self) -> Option<PublishError> {
-        self.halted.take()
-    }
-
-    /// Waits for every acknowledgement, in order. Returns the checkpoint of the last event of
-    /// the longest acknowledged prefix (None if none was), its length, and the error that
-    /// ended it, if any.
-    pub async fn acknowledged(self) -> (Option<Checkpoint>, usize, Option<PublishError>) {
-        // The producer fails a message after `message.timeout.ms`; this bound also covers a
-        // client or broker that stops answering altogether, so the relay reconnects and
-        // re-publishes instead of waiting forever.
-        let deadline = tokio::time::Instant::now() + self.ack_timeout;
-        let (mut last, mut count) = (None, 0);
-        let mut spans = self.spans.into_iter();
-        for ((checkpoint, event_id), future) in self.events.into_iter().zip(self.futures) {
-            let span = spans.next().flatten();
-            let failure = match tokio::time::timeout_at(deadline, future).await {
-                Ok(Ok(Ok(delivery))) => {
-                    // Entered once more so that the span ends with the acknowledgement (a
-                    // span's end is the last time it was left, not when it is dropped).
-                    if let Some(span) = &span {
-                        span.in_scope(|| {
-                            span.record("messaging.destination.partition.id", delivery.partition);
-                            span.record("messaging.kafka.offset", delivery.offset);
-                        });
-                    }
-                    last = Some(checkpoint);
-                    count += 1;
-                    continue;
-                }
-                Ok(Ok(Err((error, _)))) => error,
-                Ok(Err(_)) => KafkaError::Canceled,
-                Err(_) => KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
-            };
-            if let Some(span) = &span {
-                span.in_scope(|| span.record("otel.status_code", "error"));
-            }
-            return (
-                last,
-                count,
-                Some(PublishError::Delivery {
-                    event_id,
-                    source: failure,
-                }),
-            );
-        }
-        (last, count, None)
-    }
 }

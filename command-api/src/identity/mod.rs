@@ -9,6 +9,7 @@ pub mod clients;
 pub mod http;
 pub mod limits;
 pub mod passwords;
+mod rehash;
 pub mod routes;
 pub mod store;
 

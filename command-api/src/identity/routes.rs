@@ -165,35 +165,11 @@ async fn password_grant(
         identity.failures_by_account.succeeded(account, true);
     }
     if identity.passwords.outdated(&checked) {
-        upgrade_hash(state, id, checked, password.clone());
+        super::rehash::upgrade_hash(state, id, checked, password.clone());
     }
     metrics::counter!("auth_logins_total", "outcome" => "ok").increment(1);
     let principal = Principal::new(Subject::User(id), roles);
     issue(state, &principal, Some(refresh))
-}
-
-/// Replaces `old`, just verified for `password`, with a hash of today's parameters, after the
-/// answer (the login does not wait for a second hash). Best effort: a hashing queue that is
-/// full or a failed write leaves the old hash, which still verifies, for the next login.
-fn upgrade_hash(state: &AppState, user_id: uuid::Uuid, old: String, password: SecretString) {
-    let identity = state.identity.clone();
-    tokio::spawn(async move {
-        let outcome = match identity.passwords.hash(&password).await {
-            Ok(new) => match store::upgrade_hash(&identity.pool, user_id, &old, &new).await {
-                Ok(true) => "upgraded",
-                Ok(false) => "changed",
-                Err(error) => {
-                    tracing::warn!(%error, %user_id, "storing an upgraded password hash failed");
-                    "failed"
-                }
-            },
-            Err(error) => {
-                tracing::debug!(%error, %user_id, "password hash not upgraded now");
-                "failed"
-            }
-        };
-        metrics::counter!("auth_password_rehashes_total", "outcome" => outcome).increment(1);
-    });
 }
 
 async fn refresh_grant(

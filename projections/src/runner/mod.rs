@@ -14,6 +14,7 @@ mod apply;
 mod batch;
 mod catch_up;
 mod fanout;
+mod letters;
 mod positions;
 
 pub use fanout::Fanout;

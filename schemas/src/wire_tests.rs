@@ -1,0 +1,115 @@
+#![allow(deprecated)] // `to_avro_datum`: the plainest way to write one datum here.
+use super::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[test]
+fn statuses_worth_waiting_out() {
+    let text = |code: &str| format!("HTTP request to schema registry failed with status {code}");
+    for code in [
+        "500 Internal Server Error",
+        "504 Gateway Timeout",
+        "429 Too Many Requests",
+        "408 Request Timeout",
+    ] {
+        assert!(transient_status(&text(code)), "{code}");
+    }
+    for code in [
+        "404 Not Found",
+        "422 Unprocessable Entity",
+        "401 Unauthorized",
+    ] {
+        assert!(!transient_status(&text(code)), "{code}");
+    }
+    assert!(!transient_status("Invalid magic byte"));
+}
+
+/// A registry that answers its first request with 500 (a store error, a proxy's 504) and
+/// then serves the schema: the message decodes on the next attempt. Before, the converter
+/// cached the 500 as a fact about the schema id and every later message with it was
+/// "undecodable" (dead-lettered) for the life of the process.
+/// A registry that takes the connection and never answers fails the call after the
+/// client's timeout ([`REGISTRY_TIMEOUT`] outside this test). Before, the client had no
+/// timeout: a relay registering its schemas waited for good, holding its lock, with its lag
+/// gauge frozen.
+#[tokio::test]
+async fn a_registry_that_never_answers_fails_the_call_in_time() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let schema = latest("UserRoleGranted").unwrap();
+    let timeout = Duration::from_millis(300);
+    let encoder = EventEncoder::with_timeout(&url, None, timeout).unwrap();
+    let registered = tokio::time::timeout(
+        timeout + Duration::from_secs(5),
+        encoder.register("commerce.user", schema),
+    )
+    .await
+    .expect("the registration waited past the registry timeout");
+    assert!(
+        matches!(registered, Err(SchemaError::RegistryUnreachable(_))),
+        "{registered:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_registry_error_that_passes_is_not_remembered() {
+    let schema = latest("UserRoleGranted").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let found = serde_json::json!({ "schema": schema.file.text }).to_string();
+    tokio::spawn(async move {
+        for n in 0.. {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => request.extend_from_slice(&buffer[..read]),
+                }
+            }
+            let (status, body) = if n == 0 {
+                (
+                    "500 Internal Server Error",
+                    r#"{"error_code":50001,"message":"store"}"#,
+                )
+            } else {
+                ("200 OK", found.as_str())
+            };
+            let answer = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    let payload = serde_json::json!({"type": "UserRoleGranted", "role": "admin"});
+    let datum = apache_avro::to_avro_datum(
+        &schema.schema,
+        json_to_avro(&payload, &schema.schema).unwrap(),
+    )
+    .unwrap();
+    let mut bytes = vec![0u8];
+    bytes.extend_from_slice(&7u32.to_be_bytes());
+    bytes.extend_from_slice(&datum);
+
+    let decoder = EventDecoder::new(&url);
+    let first = decoder.decode(&bytes).await;
+    assert!(
+        matches!(first, Err(SchemaError::RegistryUnreachable(_))),
+        "{first:?}"
+    );
+    let next = decoder
+        .decode(&bytes)
+        .await
+        .expect("decoded once the registry answers");
+    assert_eq!(next.event_type, "UserRoleGranted");
+    assert_eq!(next.schema_id, 7);
+}
