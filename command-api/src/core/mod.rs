@@ -9,6 +9,7 @@
 //! (9) (numbers as in `docs/architecture.md`).
 
 mod error;
+mod idempotent;
 mod load;
 mod metadata;
 mod outcome;
@@ -35,12 +36,29 @@ pub use outcome::Outcome;
 pub use target::Target;
 
 use error::append_failed;
+use idempotent::idempotency;
 
 pub struct CommandBus {
     events: EventStore,
     /// Known unreachability of PostgreSQL: commands are refused at once instead of each
     /// waiting for the pool's timeout.
     database: Availability,
+}
+
+/// What deciding a command came to: an answer already (an idempotent replay), or events to
+/// append.
+enum Decided<E> {
+    Answered(Outcome<E>),
+    Append(Box<Append<E>>),
+}
+
+/// Events a command decided on, ready for the writer.
+struct Append<E> {
+    id: Uuid,
+    request: AppendRequest,
+    events: Vec<E>,
+    /// What the idempotency key is bound to, should the append find the key used.
+    request_hash: Vec<u8>,
 }
 
 /// One command for one aggregate.
@@ -129,15 +147,23 @@ impl CommandBus {
         );
         let answers = self.database.answers();
         // While the database is down, nothing waits for the pool's timeout: a command is
-        // refused at once, and one already waiting gives up when the outage is noticed.
+        // refused at once, and one still being decided gives up when the outage is noticed.
+        // Once its events are handed to the writer, their own outcome is awaited (the writer
+        // fails within the pool's timeout): giving up then could answer 503 for events that
+        // commit a moment later, and a client retrying without a key would do it twice.
         let result = match self.database.check() {
             Ok(()) => {
                 async {
-                    tokio::select! {
-                        result = self.run(meta, dispatch) => result,
+                    let decided = tokio::select! {
+                        decided = self.decide(meta, dispatch) => decided,
                         () = self.database.went_down() => {
                             Err(CommandError::Unavailable(Box::new(DatabaseDown)))
                         }
+                    };
+                    match decided {
+                        Ok(Decided::Answered(outcome)) => Ok(outcome),
+                        Ok(Decided::Append(append)) => self.commit::<A>(append).await,
+                        Err(error) => Err(error),
                     }
                 }
                 .instrument(span.clone())
@@ -178,18 +204,20 @@ impl CommandBus {
         result
     }
 
-    async fn run<A: Target>(
+    /// Everything before the append: the policy, an idempotent replay, loading, the owner and
+    /// version checks, and the aggregate's decision.
+    async fn decide<A: Target>(
         &self,
         meta: &RequestMetadata,
         dispatch: Dispatch<A>,
-    ) -> Result<Outcome<A::Event>, CommandError>
+    ) -> Result<Decided<A::Event>, CommandError>
     where
         A::Error: DomainError,
     {
         let must_own = policy::admit(meta.principal.as_ref(), A::access(&dispatch.command))?;
         let idempotency = idempotency(meta, &dispatch.body_digest);
         if let Some(replay) = self.replay::<A>(idempotency.as_ref()).await? {
-            return Ok(replay);
+            return Ok(Decided::Answered(replay));
         }
         let mut context = self.context::<A>(&dispatch).await?;
         if must_own {
@@ -220,7 +248,7 @@ impl CommandBus {
         if let Err(error) = context.aggregate.handle(dispatch.command, &(), &sink).await {
             // A request with the same key may have committed while this one was loading.
             if let Some(replay) = self.replay::<A>(idempotency.as_ref()).await? {
-                return Ok(replay);
+                return Ok(Decided::Answered(replay));
             }
             return Err(CommandError::from_domain(&error));
         }
@@ -228,14 +256,36 @@ impl CommandBus {
         let mut request =
             self.append_request::<A>(meta, &context, current, &events, idempotency)?;
         request.credential = credential;
+        Ok(Decided::Append(Box::new(Append {
+            id: dispatch.id,
+            request,
+            events,
+            request_hash: meta.request_hash(&dispatch.body_digest),
+        })))
+    }
+
+    /// Appends what [`Self::decide`] decided, and answers with what the append says.
+    async fn commit<A: Target>(
+        &self,
+        append: Box<Append<A::Event>>,
+    ) -> Result<Outcome<A::Event>, CommandError>
+    where
+        A::Error: DomainError,
+    {
+        let Append {
+            id,
+            request,
+            events,
+            request_hash,
+        } = *append;
         match self.events.append(request).await {
             Ok(appended) => {
                 metrics::counter!("events_appended_total", "aggregate_type" => A::TYPE)
                     .increment(events.len() as u64);
-                Ok(Outcome::fresh(dispatch.id, appended, events))
+                Ok(Outcome::fresh(id, appended, events))
             }
             Err(AppendError::IdempotencyKeyUsed(remembered)) => {
-                if remembered.request_hash != meta.request_hash(&dispatch.body_digest) {
+                if remembered.request_hash != request_hash {
                     return Err(CommandError::IdempotencyKeyMismatch);
                 }
                 outcome::remembered::<A>(remembered.outcome)
@@ -309,70 +359,6 @@ impl CommandBus {
             credential: None,
         })
     }
-
-    /// The outcome remembered for this request's idempotency key and body, for a route that
-    /// checks other aggregates before it dispatches: a repeated request is answered as the
-    /// first one was even when those checks would now fail (the customer of an order placed
-    /// has been deactivated since). `None` without a key or with a key not used yet.
-    pub async fn replayed<A: Target>(
-        &self,
-        name: &'static str,
-        meta: &RequestMetadata,
-        body_digest: &[u8; 32],
-    ) -> Result<Option<Outcome<A::Event>>, CommandError>
-    where
-        A::Error: DomainError,
-    {
-        let replayed = self
-            .replay::<A>(idempotency(meta, body_digest).as_ref())
-            .await;
-        let outcome = match &replayed {
-            Ok(Some(_)) => Some("replayed"),
-            Ok(None) => None,
-            Err(error) => Some(error.outcome()),
-        };
-        if let Some(outcome) = outcome {
-            metrics::counter!("commands_total", "command" => name, "outcome" => outcome)
-                .increment(1);
-        }
-        replayed
-    }
-
-    /// The remembered outcome for this key, or a mismatch if the key was used for another
-    /// request.
-    async fn replay<A: Target>(
-        &self,
-        idempotency: Option<&Idempotency>,
-    ) -> Result<Option<Outcome<A::Event>>, CommandError>
-    where
-        A::Error: DomainError,
-    {
-        let Some(idempotency) = idempotency else {
-            return Ok(None);
-        };
-        let Some(remembered) = self
-            .events
-            .remembered(&idempotency.scope, &idempotency.key)
-            .await
-            .map_err(database_error)?
-        else {
-            return Ok(None);
-        };
-        if remembered.request_hash != idempotency.request_hash {
-            return Err(CommandError::IdempotencyKeyMismatch);
-        }
-        outcome::remembered::<A>(remembered.outcome).map(Some)
-    }
-}
-
-/// The request's idempotency key, bound to its operation and body.
-fn idempotency(meta: &RequestMetadata, body_digest: &[u8; 32]) -> Option<Idempotency> {
-    meta.idempotency_key.as_ref().map(|key| Idempotency {
-        scope: meta.idempotency_scope(),
-        key: key.clone(),
-        request_hash: meta.request_hash(body_digest),
-        lasting: meta.idempotency_lasting(),
-    })
 }
 
 fn claim(claim: UniqueClaim) -> Claim {

@@ -79,7 +79,10 @@ async fn worker(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, max
     }
 }
 
-async fn write_batch(pool: &PgPool, batch: Vec<Pending>) {
+async fn write_batch(pool: &PgPool, mut batch: Vec<Pending>) {
+    // A request nobody waits for any more (its request timed out, its client went away) is
+    // not written: no answer could say it was.
+    batch.retain(|pending| !pending.reply.is_closed());
     // Two appends to one aggregate in one statement would fail it as a whole; the later ones
     // (which lost the race anyway) go in a following statement.
     let mut seen = HashSet::with_capacity(batch.len());
