@@ -27,6 +27,7 @@
 
 pub mod as_of;
 mod kafka;
+mod letters;
 pub mod runs;
 mod set;
 mod shape;
@@ -69,6 +70,8 @@ pub struct Report {
     pub events: u64,
     /// Events it could not apply, as the live projection would have dead-lettered them.
     pub failed: Vec<(String, String)>,
+    /// The positions of the events its catch-up folded (applied or refused).
+    pub caught_up: Vec<i64>,
     /// The schema holding the set that was swapped out.
     pub previous_schema: String,
 }
@@ -182,7 +185,7 @@ pub async fn replay(
             let mut report = Report {
                 events: target.events,
                 failed: target.failed,
-                previous_schema: String::new(),
+                ..Report::default()
             };
             let set = Set::saved(&target.schema, applied.clone());
             swap::catch_up_and_swap(

@@ -204,6 +204,9 @@ impl Set {
             .await?;
         let rows: Vec<&sqlx::postgres::PgRow> = rows.iter().collect();
         report.failed.extend(apply_rows(conn, model, &rows).await?);
+        report
+            .caught_up
+            .extend(fresh.iter().map(|(position, _, _)| *position));
         for (_, key, sequence) in fresh {
             self.applied.insert(key.clone(), *sequence);
             self.changed.insert(key.clone(), *sequence);

@@ -2,6 +2,7 @@
 
 use sqlx::PgPool;
 
+use super::letters::Swap;
 use super::set::{Set, APPLIED_KEY};
 use super::{suffix, xmin, ReplayError, Report};
 use crate::projection::ReadModel;
@@ -46,15 +47,19 @@ pub(super) async fn catch_up_and_swap(
         .fold(&mut tx, model, &from, None, false, report, progress)
         .await?;
     incoming.save_changed(&mut tx, name).await?;
-    if recorded {
-        settle_dead_letters(&mut tx, name, &report.failed).await?;
-    }
-    let swapped_xmin = xmin(&mut tx).await?;
-    // The set swapped out, with the versions it had.
+    // The set swapped out, with the versions it had (and what the swap changed of the dead
+    // letters, for a rollback to undo).
     let outgoing = format!("previous_{name}_{}", suffix());
     sqlx::query(&format!("CREATE SCHEMA {outgoing}"))
         .execute(&mut *tx)
         .await?;
+    let swap = if recorded {
+        Swap::Replay
+    } else {
+        Swap::Rollback
+    };
+    super::letters::settle(&mut tx, name, swap, &incoming.schema, &outgoing, report).await?;
+    let swapped_xmin = xmin(&mut tx).await?;
     for table in model.tables() {
         let t = table.name;
         // The live table's triggers (change notifications) go with the name, not the rows: the
@@ -127,63 +132,6 @@ pub(super) async fn catch_up_and_swap(
         .await?;
     tx.commit().await?;
     report.previous_schema = outgoing;
-    Ok(())
-}
-
-/// A replayed set holds every event up to the swap, applied or refused. The live
-/// projection's dead letters of events the set applied would apply them a second time if
-/// retried (an order-insensitive total counted twice), so they go; the events the set refused
-/// become its dead letters (read from the event store: topic `event-store`, the position as
-/// the offset), to be seen and retried like any other rather than left out in silence. (A
-/// rollback's set was not folded whole by this run, so a rollback leaves dead letters as they
-/// are.)
-async fn settle_dead_letters(
-    tx: &mut sqlx::PgConnection,
-    name: &str,
-    failed: &[(String, String)],
-) -> Result<(), sqlx::Error> {
-    let (mut ids, mut errors) = (Vec::new(), Vec::new());
-    for (event_id, error) in failed {
-        if let Ok(id) = uuid::Uuid::parse_str(event_id) {
-            ids.push(id);
-            // An error may quote what it refused; no text column holds a NUL.
-            errors.push(error.replace('\0', "\u{FFFD}"));
-        }
-    }
-    let texts: Vec<String> = ids.iter().map(uuid::Uuid::to_string).collect();
-    let resolved = sqlx::query(
-        "DELETE FROM dead_letters d WHERE d.projection = $1 AND d.event_id IS NOT NULL
-             AND NOT (d.event_id = ANY($2))
-             AND EXISTS (SELECT 1 FROM events e WHERE e.event_id = CASE
-                 WHEN d.event_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-                 THEN d.event_id::uuid END)",
-    )
-    .bind(name)
-    .bind(&texts)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let refused = sqlx::query(
-        "INSERT INTO dead_letters (projection, topic, partition, \"offset\", event_id, aggregate_id, error)
-         SELECT $1, 'event-store', 0, e.global_position, e.event_id::text, e.aggregate_id, f.error
-         FROM UNNEST($2::uuid[], $3::text[]) AS f(event_id, error)
-         JOIN events e ON e.event_id = f.event_id
-         WHERE NOT EXISTS (SELECT 1 FROM dead_letters d
-                           WHERE d.projection = $1 AND d.event_id = e.event_id::text)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(name)
-    .bind(&ids)
-    .bind(&errors)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if resolved > 0 || refused > 0 {
-        tracing::info!(projection = name, resolved, refused,
-            "dead letters settled at the swap: those the new set applied removed, those it refused added");
-    }
-    metrics::counter!("projection_dead_letters_total", "projection" => name.to_owned())
-        .increment(refused);
     Ok(())
 }
 

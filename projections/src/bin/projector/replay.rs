@@ -126,7 +126,15 @@ pub async fn rollback(settings: Settings, name: &str) -> anyhow::Result<ExitCode
                 report.events,
                 report.previous_schema
             );
-            Ok(ExitCode::SUCCESS)
+            // Dead letters now, as the live projection would have made them.
+            for (event, error) in &report.failed {
+                infra::outln!("  could not apply event {event}: {error}");
+            }
+            Ok(if report.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Err(projections::replay::ReplayError::NoPrevious(_)) => {
             infra::errln!("projector: {name} has no previous table set");

@@ -175,3 +175,109 @@ async fn a_set_pruned_under_its_rollback_leaves_the_live_tables_alone() {
     )
     .await;
 }
+
+/// Pays an order (3000 captured, in the one currency the commerce helpers use) and waits until
+/// it is projected; returns the capture's event id.
+async fn captured(stack: &crate::support::stack::Stack) -> String {
+    let (_, payment) = crate::support::commerce::paid_order(&stack.app).await;
+    let pool = &stack.app.pool;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_until_projected(pool, Duration::from_secs(60)).await;
+    sqlx::query_scalar(
+        "SELECT event_id::text FROM events WHERE aggregate_id = $1 AND event_type = 'PaymentCaptured'",
+    )
+    .bind(&payment)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Brings every day's captured total in `schema` so near the largest a column holds that the
+/// next capture of the day would pass it: analytics refuses such a capture (a dead letter).
+async fn nearly_full(pool: &PgPool, schema: &str) {
+    sqlx::query(&format!(
+        "UPDATE {schema}.rm_revenue_daily SET captured_minor = 9223372036854775000"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// `analytics`' dead letters of event `event_id`.
+async fn letters_of(pool: &PgPool, event_id: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM dead_letters WHERE projection = 'analytics' AND event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// An event the rollback's catch-up cannot apply to the set it brings back becomes a dead
+/// letter, and the rollback says so and exits 1. Before, it was marked applied with no trace
+/// and the rollback exited 0: the live model lacked the event and nothing could retry it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_the_rollback_cannot_apply_becomes_a_dead_letter() {
+    let (stack, _projector) = projected_commerce(1).await;
+    let (pool, settings) = (&stack.app.pool, &stack.settings);
+    captured(&stack).await;
+    let out = run_projector(settings, &["replay", "analytics"]);
+    assert!(out.status.success(), "{out:?}");
+    let previous: String = sqlx::query_scalar(
+        "SELECT schema_name FROM projection_previous_sets WHERE projection = 'analytics'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    nearly_full(pool, &previous).await;
+    let capture = captured(&stack).await;
+    assert_eq!(letters_of(pool, &capture).await, 0, "the live set took it");
+
+    let out = run_projector(settings, &["rollback", "analytics"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("could not apply event {capture}")),
+        "{said}"
+    );
+    assert_eq!(
+        letters_of(pool, &capture).await,
+        1,
+        "the refused capture's dead letter"
+    );
+}
+
+/// A dead letter a replay resolved (its new set applied the event) comes back when the
+/// projection is rolled back to the set that refused it. Before, it was gone for good while
+/// the set brought back still lacked the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollback_brings_back_the_dead_letters_its_set_had() {
+    let (stack, _projector) = projected_commerce(1).await;
+    let pool = &stack.app.pool;
+    let settings = &stack.settings;
+    captured(&stack).await;
+    nearly_full(pool, "public").await;
+    let capture = captured(&stack).await;
+    assert_eq!(
+        letters_of(pool, &capture).await,
+        1,
+        "the live set refused it"
+    );
+
+    let out = run_projector(settings, &["replay", "analytics"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        letters_of(pool, &capture).await,
+        0,
+        "the replayed set applied it"
+    );
+
+    let out = run_projector(settings, &["rollback", "analytics"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        letters_of(pool, &capture).await,
+        1,
+        "the set brought back lacks the capture: its dead letter is back"
+    );
+}
