@@ -185,6 +185,18 @@ fn rule_problem(kind: &ErrorKind, code: &str, detail: &str) -> Problem {
 }
 
 fn taken_problem(scope: &str) -> Problem {
+    if scope == domain::payment::ORDER_PAYMENT_SCOPE {
+        return Problem::new(
+            StatusCode::CONFLICT,
+            "payment-exists",
+            "Payment exists",
+            "the order already has a payment that has not failed; only a failed one frees it",
+        )
+        .with_errors(vec![FieldProblem {
+            field: "order_id".to_owned(),
+            message: "already has a payment".to_owned(),
+        }]);
+    }
     let (code, field) = match scope {
         "user_email" => ("email-taken", "email"),
         _ => ("value-taken", scope),

@@ -20,4 +20,8 @@ impl Target for User {
     }
 }
 impl Target for Order {}
-impl Target for Payment {}
+impl Target for Payment {
+    fn claims(event: &Self::Event) -> Vec<UniqueClaim> {
+        event.unique_claims()
+    }
+}

@@ -58,7 +58,7 @@ pub struct RefundPayment {
 
 #[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = InitiatePayment,
     responses((status = 201, body = super::CommandAccepted),
-        (status = 409, description = "the order cannot be paid"),
+        (status = 409, description = "the order cannot be paid, or already has a payment that has not failed"),
         (status = 422, description = "invalid field, unknown order, or amount/currency not matching the order")))]
 pub async fn initiate(
     State(state): State<AppState>,

@@ -6,7 +6,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::values::{Currency, PaymentMethod, Reason};
-use crate::NamedEvent;
+use crate::{NamedEvent, UniqueClaim};
+
+/// Scope of the unique claim an order's live payment holds: one payment per order at a time,
+/// so that a repeated "pay" (a double click, a retry under a new key) cannot charge twice. A
+/// failed payment releases it for the next attempt.
+pub const ORDER_PAYMENT_SCOPE: &str = "order_payment";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -73,5 +78,56 @@ impl NamedEvent for PaymentEvent {
             ("PaymentFailed", "1"),
             ("PaymentRefunded", "1"),
         ]
+    }
+}
+
+impl PaymentEvent {
+    /// The unique values this event claims or releases, to be written with it atomically.
+    pub fn unique_claims(&self) -> Vec<UniqueClaim> {
+        match self {
+            Self::Initiated { order_id, .. } => vec![UniqueClaim::Claim {
+                scope: ORDER_PAYMENT_SCOPE,
+                key: order_id.to_string(),
+            }],
+            Self::Failed { order_id, .. } => vec![UniqueClaim::Release {
+                scope: ORDER_PAYMENT_SCOPE,
+                key: order_id.to_string(),
+            }],
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payment_claims_its_order_until_it_fails() {
+        let order_id = Uuid::now_v7();
+        let initiated = PaymentEvent::Initiated {
+            order_id,
+            amount_minor: 3000,
+            currency: Currency::parse("EUR").unwrap(),
+            method: PaymentMethod::Card,
+        };
+        assert_eq!(
+            initiated.unique_claims(),
+            vec![UniqueClaim::Claim {
+                scope: ORDER_PAYMENT_SCOPE,
+                key: order_id.to_string()
+            }]
+        );
+        let failed = PaymentEvent::Failed {
+            order_id,
+            reason: Reason::parse("declined").unwrap(),
+        };
+        assert_eq!(
+            failed.unique_claims(),
+            vec![UniqueClaim::Release {
+                scope: ORDER_PAYMENT_SCOPE,
+                key: order_id.to_string()
+            }]
+        );
     }
 }

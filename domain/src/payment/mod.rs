@@ -10,4 +10,4 @@ mod events;
 pub use aggregate::{Payment, PaymentStatus};
 pub use commands::PaymentCommand;
 pub use error::PaymentError;
-pub use events::PaymentEvent;
+pub use events::{PaymentEvent, ORDER_PAYMENT_SCOPE};

@@ -178,3 +178,37 @@ async fn every_payment_command_on_a_never_initiated_payment_is_404() {
     }
     assert_eq!(app.event_count().await, 0);
 }
+
+/// An order has one payment at a time: a second one (a double click, a retry under a new key)
+/// is 409 `payment-exists` and writes nothing, so the customer cannot be charged twice; a
+/// payment that failed frees the order for the next. Before, any number could be started,
+/// authorized and captured for one order.
+#[tokio::test]
+async fn an_order_has_one_payment_until_it_fails() {
+    let app = spawn_app().await;
+    let (_, order) = app.user_and_order().await;
+    let first = initiate(&app, &order, 3000, "EUR").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let second = initiate(&app, &order, 3000, "EUR").await;
+    second.assert_problem(409, "payment-exists");
+    assert_eq!(second.error_fields(), ["order_id"]);
+    let payments: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'PaymentInitiated' AND payload->>'order_id' = $1",
+    )
+    .bind(&order)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(payments, 1, "the refused payment wrote nothing");
+
+    let failed = act(
+        &app,
+        &first.id(),
+        "fail",
+        json!({"reason": "card declined"}),
+    )
+    .await;
+    assert_eq!(failed.status, StatusCode::OK, "{}", failed.body);
+    let next = initiate(&app, &order, 3000, "EUR").await;
+    assert_eq!(next.status, StatusCode::CREATED, "{}", next.body);
+}
