@@ -212,3 +212,35 @@ async fn an_order_has_one_payment_until_it_fails() {
     let next = initiate(&app, &order, 3000, "EUR").await;
     assert_eq!(next.status, StatusCode::CREATED, "{}", next.body);
 }
+
+/// Payments initiated before the one-payment rule held no claim: the migration that brought
+/// the rule gives those that have not failed their order's claim.
+#[tokio::test]
+async fn payments_from_before_the_rule_get_their_orders_claim() {
+    let app = spawn_app().await;
+    let (_, order) = app.user_and_order().await;
+    let earlier = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata, event_id)
+         VALUES ('payment', $1, 1, 'PaymentInitiated', '1', $2, '{}', $3)",
+    )
+    .bind(earlier.to_string())
+    .bind(
+        json!({"type": "PaymentInitiated", "order_id": order, "amount_minor": 3000,
+        "currency": "EUR", "method": "card"}),
+    )
+    .bind(uuid::Uuid::now_v7())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql(include_str!(
+        "../../../infra/migrations/20261202000007_order_payment_claims.sql"
+    ))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    initiate(&app, &order, 3000, "EUR")
+        .await
+        .assert_problem(409, "payment-exists");
+}
