@@ -16,19 +16,25 @@ struct Owned {
     customer: Customer,
     order: String,
     payment: String,
+    /// An order of theirs with no payment yet (an order has one payment at a time).
+    unpaid: String,
 }
 
 async fn owned(app: &TestApp) -> Owned {
     let customer = app.customer().await;
-    let order = app
-        .post_as(
-            Auth::Bearer(&customer.token),
-            "/v1/orders",
-            order_body(&customer.id),
-        )
-        .await;
-    assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
-    let order = order.id();
+    let place = || async {
+        let order = app
+            .post_as(
+                Auth::Bearer(&customer.token),
+                "/v1/orders",
+                order_body(&customer.id),
+            )
+            .await;
+        assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
+        order.id()
+    };
+    let order = place().await;
+    let unpaid = place().await;
     let payment = app
         .post_as(
             Auth::Bearer(&customer.token),
@@ -41,6 +47,7 @@ async fn owned(app: &TestApp) -> Owned {
         payment: payment.id(),
         order,
         customer,
+        unpaid,
     }
 }
 
@@ -72,7 +79,7 @@ fn customer_commands(o: &Owned) -> Vec<(Method, String, Value)> {
         (
             Method::POST,
             "/v1/payments".to_owned(),
-            json!({"order_id": o.order, "amount_minor": 3000, "currency": "EUR", "method": "card"}),
+            json!({"order_id": o.unpaid, "amount_minor": 3000, "currency": "EUR", "method": "card"}),
         ),
         (
             Method::POST,
