@@ -47,6 +47,14 @@ pub async fn credentials_by_email(
         .transpose()
 }
 
+/// The password hash stored for `user_id`, if it has credentials.
+pub async fn password_hash(pool: &PgPool, user_id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT password_hash FROM credentials WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await
+}
+
 /// The user holding this email (normalised), with or without credentials.
 pub async fn user_by_email(
     pool: &PgPool,

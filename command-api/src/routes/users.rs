@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Reply;
-use crate::core::{Actor, Dispatch};
+use crate::core::{Actor, CommandError, Dispatch};
 use crate::error::ApiError;
 use crate::http::{parse_id, EmptyBody, JsonBody, Registration, Validator};
 use crate::http::{Admins, Admitted, Owners};
@@ -150,7 +150,26 @@ pub async fn register(
         let email_digest = Sha256::digest(email_key.as_bytes());
         meta.anonymous_scope = Some(hex::encode(&email_digest[..16]));
     }
-    Ok(Reply::created(&state.bus.execute(&meta, dispatch).await?))
+    let outcome = state.bus.execute(&meta, dispatch).await?;
+    if outcome.replayed {
+        // The key's fingerprint leaves the password out (above), so a replay checks it here,
+        // with argon2 against the stored hash: the same key with another password is another
+        // request, and answering it with the first one's 201 would hide that its password
+        // was never stored.
+        let stored = crate::identity::store::password_hash(&state.identity.pool, outcome.id)
+            .await
+            .map_err(|e| ApiError::Command(crate::core::database_error(e)))?;
+        let same = state
+            .identity
+            .passwords
+            .verify(&body.value.password, stored)
+            .await
+            .map_err(crate::identity::http::hash_error)?;
+        if !same {
+            return Err(ApiError::Command(CommandError::IdempotencyKeyMismatch));
+        }
+    }
+    Ok(Reply::created(&outcome))
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/profile", tag = "users", request_body = ChangeProfile,
