@@ -27,16 +27,17 @@ pub type App = Service;
 
 pub async fn build(settings: &Settings) -> Result<App, StartupError> {
     let pool = db::connect(&settings.database).await?;
+    let availability = db::Availability::new(db::connect_options(&settings.database)?);
     let events = EventStore::new(
         pool.clone(),
         settings.event_store.snapshot_every,
         settings.event_store.idempotency_ttl_hours,
     )
+    .failing_fast(availability.clone())
     .with_group_commit(
         settings.event_store.commit_workers,
         settings.event_store.commit_max_batch,
     );
-    let availability = db::Availability::new(db::connect_options(&settings.database)?);
     let bus = CommandBus::new(events.clone(), availability);
     let identity = Arc::new(
         Identity::new(pool.clone(), &settings.auth)

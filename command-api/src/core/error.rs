@@ -141,6 +141,7 @@ pub(super) fn append_failed(error: AppendError) -> CommandError {
         AppendError::Database(error) => shared_database_error(error),
         AppendError::InvalidData(error) => CommandError::Unstorable(Box::new(error)),
         AppendError::Closed => CommandError::Unavailable(Box::new(AppendError::Closed)),
+        AppendError::DatabaseDown => CommandError::Unavailable(Box::new(infra::db::DatabaseDown)),
         AppendError::Empty | AppendError::IdempotencyKeyUsed(_) => {
             CommandError::Internal(Box::new(error))
         }

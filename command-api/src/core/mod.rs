@@ -45,6 +45,11 @@ pub struct CommandBus {
     database: Availability,
 }
 
+/// How recent another command's answer must be for a pool timeout to count as overload: under
+/// load answers keep coming well within it, while the pool's timeout (500 ms by default) after
+/// an outage began leaves the last one older.
+const ANSWERED_LATELY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// What deciding a command came to: an answer already (an idempotent replay), or events to
 /// append.
 enum Decided<E> {
@@ -173,7 +178,12 @@ impl CommandBus {
         };
         let result = match result {
             Err(CommandError::Unavailable(source)) => {
-                let busy = self.database.answers() != answers;
+                // Answered meanwhile and lately, and not found down: answers given just before
+                // an outage must not make a command that then timed out on it look like
+                // overload (the outage test caught one so answered, before any probe ran).
+                let busy = self.database.answers() != answers
+                    && self.database.answered_within(ANSWERED_LATELY)
+                    && !self.database.is_down();
                 let error = error::unavailable_or_busy(source, busy);
                 if matches!(error, CommandError::Unavailable(_)) {
                     self.database.suspect();

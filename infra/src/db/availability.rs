@@ -41,6 +41,9 @@ struct Inner {
     probing: AtomicBool,
     /// How many times the database answered work (see [`Availability::answered`]).
     answers: AtomicU64,
+    /// When it last did, in microseconds since `since`.
+    last_answer: AtomicU64,
+    since: std::time::Instant,
     options: PgConnectOptions,
     probe_timeout: Duration,
 }
@@ -65,6 +68,8 @@ impl Availability {
                 down: watch::Sender::new(false),
                 probing: AtomicBool::new(false),
                 answers: AtomicU64::new(0),
+                last_answer: AtomicU64::new(0),
+                since: std::time::Instant::now(),
                 options: options.disable_statement_logging(),
                 probe_timeout,
             }),
@@ -75,6 +80,16 @@ impl Availability {
     /// what the database holds): it is reachable, however slow it may be to connect.
     pub fn answered(&self) {
         self.inner.answers.fetch_add(1, Ordering::Relaxed);
+        let at = self.inner.since.elapsed().as_micros() as u64;
+        self.inner.last_answer.fetch_max(at, Ordering::Relaxed);
+    }
+
+    /// Whether the database answered some work within the last `window`: under load answers
+    /// keep coming, while after an outage began the last one only grows older.
+    pub fn answered_within(&self, window: Duration) -> bool {
+        let last = self.inner.last_answer.load(Ordering::Relaxed);
+        let now = self.inner.since.elapsed().as_micros() as u64;
+        last > 0 && now.saturating_sub(last) <= window.as_micros() as u64
     }
 
     /// A count that grows with every [`Availability::answered`]: compare two readings to learn
@@ -199,6 +214,7 @@ mod tests {
             .parse()
             .unwrap();
         let availability = Availability::with_probe_timeout(options, Duration::from_millis(300));
+        assert!(!availability.answered_within(Duration::from_secs(60)));
         availability.suspect();
         // Work keeps being answered while the probe waits, as under load.
         for _ in 0..6 {
@@ -206,6 +222,7 @@ mod tests {
             availability.answered();
         }
         assert!(availability.check().is_ok(), "overload taken for an outage");
+        assert!(availability.answered_within(Duration::from_millis(500)));
         // Once nothing is answered any more, the next probe's failure is an outage.
         for _ in 0..100 {
             if !availability.inner.probing.load(Ordering::Acquire) {

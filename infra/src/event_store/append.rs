@@ -15,6 +15,7 @@ use super::insert::insert;
 use super::types::{
     classify, db, AppendError, AppendRequest, Appended, Idempotency, RecordedOutcome, Remembered,
 };
+use crate::db::Availability;
 
 /// The write side of the event store.
 #[derive(Debug, Clone)]
@@ -23,6 +24,7 @@ pub struct EventStore {
     snapshot_every: usize,
     idempotency_ttl_hours: u32,
     queue: Option<CommitQueue>,
+    availability: Option<Availability>,
 }
 
 const TAKE_KEY_SQL: &str = r#"
@@ -43,14 +45,29 @@ impl EventStore {
             snapshot_every,
             idempotency_ttl_hours,
             queue: None,
+            availability: None,
         }
+    }
+
+    /// An append still waiting for a connection gives up at once with
+    /// [`AppendError::DatabaseDown`] when `availability` finds the database unreachable; one
+    /// that holds a connection (and may have written) is always waited for. Call it before
+    /// [`Self::with_group_commit`].
+    pub fn failing_fast(mut self, availability: Availability) -> Self {
+        self.availability = Some(availability);
+        self
     }
 
     /// Routes appends that need no transaction through `workers` group-commit workers writing
     /// up to `max_batch` requests per statement. Must be called inside a Tokio runtime.
     pub fn with_group_commit(mut self, workers: usize, max_batch: usize) -> Self {
         if workers > 0 && max_batch > 1 {
-            self.queue = Some(CommitQueue::start(self.pool.clone(), workers, max_batch));
+            self.queue = Some(CommitQueue::start(
+                self.pool.clone(),
+                workers,
+                max_batch,
+                self.availability.clone(),
+            ));
         }
         self
     }
@@ -129,7 +146,12 @@ impl EventStore {
             } else if let Some(queue) = &self.queue {
                 queue.submit(request).await
             } else {
-                insert(&self.pool, &[&request])
+                let acquired = unless_down(self.availability.as_ref(), self.pool.acquire());
+                let mut conn = acquired
+                    .await
+                    .ok_or(AppendError::DatabaseDown)?
+                    .map_err(db)?;
+                insert(&mut *conn, &[&request])
                     .await
                     .map_err(|e| classify(e, &request))
                     .and_then(|mut v| v.pop().ok_or(AppendError::Empty))
@@ -154,7 +176,9 @@ impl EventStore {
         &self,
         request: &AppendRequest,
     ) -> Result<Appended, AppendError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Nothing is sent before `begin` has a connection: given up before, nothing was written.
+        let began = unless_down(self.availability.as_ref(), self.pool.begin());
+        let mut tx = began.await.ok_or(AppendError::DatabaseDown)?.map_err(db)?;
         if let Some(idempotency) = &request.idempotency {
             if !self.take_key(&mut tx, idempotency).await? {
                 tx.rollback().await.map_err(db)?;
@@ -258,6 +282,22 @@ fn remembered(row: &PgRow) -> Result<Remembered, sqlx::Error> {
 fn crosses_boundary(every: usize, from: i64, to: i64) -> bool {
     let every = every as i64;
     every > 0 && to / every > from / every
+}
+
+/// `work` (which must send nothing to the database before it holds a connection), or `None`
+/// when `availability` finds the database unreachable first.
+pub(crate) async fn unless_down<T>(
+    availability: Option<&Availability>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match availability {
+        None => Some(work.await),
+        Some(availability) => tokio::select! {
+            biased;
+            done = work => Some(done),
+            () = availability.went_down() => None,
+        },
+    }
 }
 
 #[cfg(test)]

@@ -15,8 +15,10 @@ use futures::future::BoxFuture;
 use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use super::append::unless_down;
 use super::insert::insert;
 use super::types::{classify, AppendError, AppendRequest, Appended};
+use crate::db::Availability;
 
 struct Pending {
     request: AppendRequest,
@@ -37,11 +39,20 @@ impl std::fmt::Debug for Pending {
 
 impl CommitQueue {
     /// Spawns `workers` tasks on the current runtime; they stop when the queue is dropped.
-    pub(crate) fn start(pool: PgPool, workers: usize, max_batch: usize) -> Self {
+    pub(crate) fn start(
+        pool: PgPool,
+        workers: usize,
+        max_batch: usize,
+        availability: Option<Availability>,
+    ) -> Self {
         let (sender, receiver) = mpsc::channel(max_batch.max(1) * workers.max(1) * 4);
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..workers.max(1) {
-            tokio::spawn(worker(pool.clone(), receiver.clone(), max_batch.max(1)));
+            let writer = Writer {
+                pool: pool.clone(),
+                availability: availability.clone(),
+            };
+            tokio::spawn(worker(writer, receiver.clone(), max_batch.max(1)));
         }
         Self { sender }
     }
@@ -56,7 +67,13 @@ impl CommitQueue {
     }
 }
 
-async fn worker(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, max_batch: usize) {
+/// What a group-commit worker writes with.
+struct Writer {
+    pool: PgPool,
+    availability: Option<Availability>,
+}
+
+async fn worker(writer: Writer, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, max_batch: usize) {
     loop {
         let mut batch = Vec::new();
         {
@@ -75,14 +92,38 @@ async fn worker(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, max
             }
         }
         metrics::histogram!("event_store_commit_batch_size").record(batch.len() as f64);
-        write_batch(&pool, batch).await;
+        write_batch(&writer, batch).await;
     }
 }
 
-async fn write_batch(pool: &PgPool, mut batch: Vec<Pending>) {
+async fn write_batch(writer: &Writer, mut batch: Vec<Pending>) {
     // A request nobody waits for any more (its request timed out, its client went away) is
     // not written: no answer could say it was.
     batch.retain(|pending| !pending.reply.is_closed());
+    if batch.is_empty() {
+        return;
+    }
+    // A connection first: while none comes, an outage found meanwhile answers the batch at
+    // once (nothing of it was sent), rather than after the pool's timeout.
+    match unless_down(writer.availability.as_ref(), writer.pool.acquire()).await {
+        Some(Ok(connection)) => drop(connection),
+        Some(Err(error)) => {
+            let shared = Arc::new(error);
+            for pending in batch {
+                let _ = pending
+                    .reply
+                    .send(Err(AppendError::Database(shared.clone())));
+            }
+            return;
+        }
+        None => {
+            for pending in batch {
+                let _ = pending.reply.send(Err(AppendError::DatabaseDown));
+            }
+            return;
+        }
+    }
+    let pool = &writer.pool;
     // Two appends to one aggregate in one statement would fail it as a whole; the later ones
     // (which lost the race anyway) go in a following statement.
     let mut seen = HashSet::with_capacity(batch.len());

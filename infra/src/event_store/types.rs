@@ -124,6 +124,10 @@ pub enum AppendError {
     InvalidData(#[source] Arc<sqlx::Error>),
     #[error("the event store is shutting down")]
     Closed,
+    /// The database was found unreachable before this append sent anything: nothing was
+    /// written (see [`super::EventStore::failing_fast`]).
+    #[error("the database is unreachable; nothing was written")]
+    DatabaseDown,
     #[error("event store query failed")]
     Database(#[source] Arc<sqlx::Error>),
 }
