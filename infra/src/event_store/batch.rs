@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::append::unless_down;
@@ -103,10 +103,11 @@ async fn write_batch(writer: &Writer, mut batch: Vec<Pending>) {
     if batch.is_empty() {
         return;
     }
-    // A connection first: while none comes, an outage found meanwhile answers the batch at
-    // once (nothing of it was sent), rather than after the pool's timeout.
-    match unless_down(writer.availability.as_ref(), writer.pool.acquire()).await {
-        Some(Ok(connection)) => drop(connection),
+    // A connection first, which the batch's statements then share: while none comes, an
+    // outage found meanwhile answers the batch at once (nothing of it was sent), rather than
+    // after the pool's timeout.
+    let mut conn = match unless_down(writer.availability.as_ref(), writer.pool.acquire()).await {
+        Some(Ok(conn)) => conn,
         Some(Err(error)) => {
             let shared = Arc::new(error);
             for pending in batch {
@@ -122,8 +123,7 @@ async fn write_batch(writer: &Writer, mut batch: Vec<Pending>) {
             }
             return;
         }
-    }
-    let pool = &writer.pool;
+    };
     // Two appends to one aggregate in one statement would fail it as a whole; the later ones
     // (which lost the race anyway) go in a following statement.
     let mut seen = HashSet::with_capacity(batch.len());
@@ -138,7 +138,7 @@ async fn write_batch(writer: &Writer, mut batch: Vec<Pending>) {
             continue;
         }
         let requests: Vec<&AppendRequest> = group.iter().map(|p| &p.request).collect();
-        let results = write_group(pool, &requests).await;
+        let results = write_group(&mut conn, &requests).await;
         drop(requests);
         for (pending, result) in group.into_iter().zip(results) {
             let _ = pending.reply.send(result);
@@ -151,11 +151,11 @@ async fn write_batch(writer: &Writer, mut batch: Vec<Pending>) {
 /// retried; if none was stale, the group is halved and each half retried. Every request gets
 /// its own answer and a failing one never takes another down with it.
 fn write_group<'a>(
-    pool: &'a PgPool,
+    conn: &'a mut PgConnection,
     requests: &'a [&'a AppendRequest],
 ) -> BoxFuture<'a, Vec<Result<Appended, AppendError>>> {
     Box::pin(async move {
-        let error = match insert(pool, requests).await {
+        let error = match insert(&mut *conn, requests).await {
             Ok(appended) => return appended.into_iter().map(Ok).collect(),
             Err(error) => error,
         };
@@ -168,9 +168,9 @@ fn write_group<'a>(
         }
         // A refused value (class 22) is some request's own: find it by halving.
         if crate::db::is_data_exception(&error) {
-            return halve(pool, requests).await;
+            return halve(conn, requests).await;
         }
-        let current = match current_versions(pool, requests).await {
+        let current = match current_versions(conn, requests).await {
             Ok(current) => current,
             Err(error) => return fail_all(error, requests.len()),
         };
@@ -181,9 +181,9 @@ fn write_group<'a>(
         };
         let retry: Vec<&AppendRequest> = requests.iter().copied().filter(|r| !stale(r)).collect();
         let mut retried = if retry.len() == requests.len() {
-            halve(pool, requests).await
+            halve(conn, requests).await
         } else {
-            write_group(pool, &retry).await
+            write_group(conn, &retry).await
         }
         .into_iter();
         requests
@@ -201,10 +201,13 @@ fn write_group<'a>(
 }
 
 /// Writes each half of the group on its own, so each request gets its own answer.
-async fn halve(pool: &PgPool, requests: &[&AppendRequest]) -> Vec<Result<Appended, AppendError>> {
+async fn halve(
+    conn: &mut PgConnection,
+    requests: &[&AppendRequest],
+) -> Vec<Result<Appended, AppendError>> {
     let (left, right) = requests.split_at(requests.len() / 2);
-    let mut results = write_group(pool, left).await;
-    results.extend(write_group(pool, right).await);
+    let mut results = write_group(conn, left).await;
+    results.extend(write_group(conn, right).await);
     results
 }
 
@@ -218,7 +221,7 @@ fn fail_all(error: sqlx::Error, count: usize) -> Vec<Result<Appended, AppendErro
 
 /// The current version of every aggregate the requests touch.
 async fn current_versions(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     requests: &[&AppendRequest],
 ) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
     let types: Vec<String> = requests.iter().map(|r| r.aggregate_type.clone()).collect();
@@ -230,7 +233,7 @@ async fn current_versions(
     )
     .bind(types)
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     rows.iter()
         .map(|row| {
