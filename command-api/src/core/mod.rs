@@ -150,7 +150,6 @@ impl CommandBus {
             aggregate.id = %dispatch.id,
             outcome = tracing::field::Empty,
         );
-        let answers = self.database.answers();
         // While the database is down, nothing waits for the pool's timeout: a command is
         // refused at once, and one still being decided gives up when the outage is noticed.
         // Once its events are handed to the writer, their own outcome is awaited (the writer
@@ -178,12 +177,12 @@ impl CommandBus {
         };
         let result = match result {
             Err(CommandError::Unavailable(source)) => {
-                // Answered meanwhile and lately, and not found down: answers given just before
-                // an outage must not make a command that then timed out on it look like
-                // overload (the outage test caught one so answered, before any probe ran).
-                let busy = self.database.answers() != answers
-                    && self.database.answered_within(ANSWERED_LATELY)
-                    && !self.database.is_down();
+                // Answered lately (for a pool timeout, which waits longer than that: while this
+                // command waited), and not found down: answers given just before an outage must not
+                // make a command that then timed out on it look like overload (the outage test
+                // caught one so answered, before any probe ran).
+                let busy =
+                    self.database.answered_within(ANSWERED_LATELY) && !self.database.is_down();
                 let error = error::unavailable_or_busy(source, busy);
                 if matches!(error, CommandError::Unavailable(_)) {
                     self.database.suspect();

@@ -39,9 +39,8 @@ struct Inner {
     /// True while the database is known to be down; watched by [`Availability::went_down`].
     down: watch::Sender<bool>,
     probing: AtomicBool,
-    /// How many times the database answered work (see [`Availability::answered`]).
-    answers: AtomicU64,
-    /// When it last did, in microseconds since `since`.
+    /// When the database last answered work (see [`Availability::answered`]), in
+    /// microseconds since `since`; 0 before it ever did.
     last_answer: AtomicU64,
     since: std::time::Instant,
     options: PgConnectOptions,
@@ -67,7 +66,6 @@ impl Availability {
             inner: Arc::new(Inner {
                 down: watch::Sender::new(false),
                 probing: AtomicBool::new(false),
-                answers: AtomicU64::new(0),
                 last_answer: AtomicU64::new(0),
                 since: std::time::Instant::now(),
                 options: options.disable_statement_logging(),
@@ -79,8 +77,8 @@ impl Availability {
     /// Records that the database just answered some work (a command was stored or refused by
     /// what the database holds): it is reachable, however slow it may be to connect.
     pub fn answered(&self) {
-        self.inner.answers.fetch_add(1, Ordering::Relaxed);
-        let at = self.inner.since.elapsed().as_micros() as u64;
+        // At least 1: 0 means never.
+        let at = self.inner.now().max(1);
         self.inner.last_answer.fetch_max(at, Ordering::Relaxed);
     }
 
@@ -88,14 +86,7 @@ impl Availability {
     /// keep coming, while after an outage began the last one only grows older.
     pub fn answered_within(&self, window: Duration) -> bool {
         let last = self.inner.last_answer.load(Ordering::Relaxed);
-        let now = self.inner.since.elapsed().as_micros() as u64;
-        last > 0 && now.saturating_sub(last) <= window.as_micros() as u64
-    }
-
-    /// A count that grows with every [`Availability::answered`]: compare two readings to learn
-    /// whether the database answered anything in between.
-    pub fn answers(&self) -> u64 {
-        self.inner.answers.load(Ordering::Relaxed)
+        last > 0 && self.inner.now().saturating_sub(last) <= window.as_micros() as u64
     }
 
     pub fn is_down(&self) -> bool {
@@ -136,14 +127,14 @@ impl Availability {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             loop {
-                let answers = inner.answers.load(Ordering::Relaxed);
+                let probed = inner.now();
                 if inner.connects().await {
                     if inner.down.send_replace(false) {
                         tracing::info!("database reachable again");
                     }
                     break;
                 }
-                if inner.answers.load(Ordering::Relaxed) != answers {
+                if inner.last_answer.load(Ordering::Relaxed) >= probed.max(1) {
                     // Others were served while the probe failed: busy, not gone.
                     tracing::info!(
                         "a database probe failed while the database answered other work; \
@@ -163,6 +154,11 @@ impl Availability {
 }
 
 impl Inner {
+    /// Microseconds since `since`.
+    fn now(&self) -> u64 {
+        self.since.elapsed().as_micros() as u64
+    }
+
     async fn connects(&self) -> bool {
         let attempt = async {
             let mut conn = self.options.connect().await?;
