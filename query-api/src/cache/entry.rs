@@ -41,10 +41,9 @@ impl Key {
 #[derive(Debug, Clone)]
 pub struct Representation {
     pub version: i64,
-    /// Orders the representations of one resource, newest largest: its version and, for an
-    /// order, the money captured and refunded so far (which change its body at the same
-    /// version, and only grow). The cache never replaces an entry by one of lower rank.
-    pub rank: (i64, i64, i64),
+    /// For an order, the money captured and refunded so far: they change its body at the same
+    /// version, and only grow (see [`Representation::rank`]). `(0, 0)` for anything else.
+    pub money: (i64, i64),
     /// Quoted, as sent in `ETag`.
     pub etag: String,
     pub body: Bytes,
@@ -55,10 +54,16 @@ pub struct Representation {
 }
 
 impl Representation {
-    /// Ranks an order's representation by the money moved on it too (see `rank`).
+    /// An order's representation with the money moved on it (see `money`).
     pub fn with_money(mut self, paid: i64, refunded: i64) -> Self {
-        self.rank = (self.version, paid, refunded);
+        self.money = (paid, refunded);
         self
+    }
+
+    /// Orders the representations of one resource, newest largest: its version, then the
+    /// money moved. The cache never replaces an entry by one of lower rank.
+    pub fn rank(&self) -> (i64, i64, i64) {
+        (self.version, self.money.0, self.money.1)
     }
 }
 

@@ -119,15 +119,14 @@ impl ReadCache {
             hasher: Default::default(),
             listening: AtomicBool::new(false),
             max_wait,
-            waits: Waits::new(max_waiters, max_waiters),
+            waits: Waits::new(max_waiters),
         }
     }
 
     /// Holds one customer to `per_customer` reads waiting at once (by default only the
     /// overall cap applies).
     pub fn with_waiters_per_customer(mut self, per_customer: usize) -> Self {
-        let max_waiters = self.waits.capacity();
-        self.waits = Waits::new(max_waiters, per_customer);
+        self.waits.per_customer = per_customer;
         self
     }
 
@@ -354,14 +353,14 @@ impl ReadCache {
         let unchanged =
             || self.is_listening() && shard.generation.load(Ordering::SeqCst) == generation;
         if fresh.owner.is_none() || !unchanged() {
-            self.drop_older(key, fresh.rank).await;
+            self.drop_older(key, fresh.rank()).await;
             return;
         }
         let fresh = fresh.clone();
         self.entries
             .entry(key)
             .and_compute_with(|existing| {
-                let newer_cached = existing.is_some_and(|e| e.value().rank > fresh.rank);
+                let newer_cached = existing.is_some_and(|e| e.value().rank() > fresh.rank());
                 std::future::ready(if newer_cached {
                     Op::Nop
                 } else {
@@ -379,7 +378,7 @@ impl ReadCache {
         self.entries
             .entry(key)
             .and_compute_with(|existing| {
-                let older = existing.is_some_and(|e| e.value().rank < rank);
+                let older = existing.is_some_and(|e| e.value().rank() < rank);
                 std::future::ready(if older { Op::Remove } else { Op::Nop })
             })
             .await;

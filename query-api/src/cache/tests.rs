@@ -9,7 +9,7 @@ const OWNER: Uuid = Uuid::from_u128(7);
 fn rep(version: i64) -> Representation {
     Representation {
         version,
-        rank: (version, 0, 0),
+        money: (0, 0),
         etag: format!("\"{version}\""),
         body: Bytes::from(format!("{{\"version\":{version}}}")),
         owner: Some(OWNER),
@@ -250,7 +250,7 @@ async fn the_cache_is_bounded_by_bytes() {
     cache.listening.store(true, Ordering::SeqCst);
     let big = |v: i64| Representation {
         version: v,
-        rank: (v, 0, 0),
+        money: (0, 0),
         etag: "\"1\"".to_owned(),
         body: Bytes::from(vec![b'x'; 16 * 1024]),
         owner: Some(OWNER),
@@ -491,13 +491,13 @@ async fn an_order_read_before_a_capture_does_not_replace_one_read_after_it() {
     cache.store(key, &paid, shard, generation).await;
     cache.store(key, &unpaid, shard, generation).await;
     let cached = cache.entries.get(&key).await.expect("an entry");
-    assert_eq!(cached.rank, (3, 500, 0));
+    assert_eq!(cached.rank(), (3, 500, 0));
     // The other way round, the later read replaces the earlier one.
     let key = Key::Order(Uuid::now_v7());
     cache.store(key, &unpaid, shard, generation).await;
     cache.store(key, &paid, shard, generation).await;
     let cached = cache.entries.get(&key).await.expect("an entry");
-    assert_eq!(cached.rank, (3, 500, 0));
+    assert_eq!(cached.rank(), (3, 500, 0));
 }
 
 /// One customer holds at most their own share of the waiting places: past it their next

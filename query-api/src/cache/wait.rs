@@ -59,10 +59,10 @@ impl KeyWait {
 pub(super) struct Waits {
     keys: Mutex<HashMap<Key, Weak<KeyWait>>>,
     permits: Arc<Semaphore>,
-    capacity: usize,
     /// Waiters per customer now; a customer with none has no entry.
     customers: Mutex<HashMap<Uuid, usize>>,
-    per_customer: usize,
+    /// The most one customer may have (the overall cap unless lowered).
+    pub(super) per_customer: usize,
 }
 
 /// One waiter: its share of the key's reads and its permit; leaving cleans up after the last.
@@ -76,20 +76,14 @@ pub(super) struct Waiter<'a> {
 }
 
 impl Waits {
-    /// `per_customer` waiters at most for one customer, `max_waiters` in all.
-    pub(super) fn new(max_waiters: usize, per_customer: usize) -> Self {
+    /// `max_waiters` in all, any of them one customer's until `per_customer` is lowered.
+    pub(super) fn new(max_waiters: usize) -> Self {
         Self {
             keys: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_waiters)),
-            capacity: max_waiters,
             customers: Mutex::new(HashMap::new()),
-            per_customer,
+            per_customer: max_waiters,
         }
-    }
-
-    /// The overall cap.
-    pub(super) fn capacity(&self) -> usize {
-        self.capacity
     }
 
     /// Joins the waiters of `key`, for `customer` (`None`: staff or a service, held only to

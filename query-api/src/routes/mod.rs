@@ -75,7 +75,7 @@ pub fn represent<T: Serialize>(
 ) -> Representation {
     Representation {
         version,
-        rank: (version, 0, 0),
+        money: (0, 0),
         etag,
         // Serializing plain structs of strings, numbers and JSON values cannot fail.
         body: Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
