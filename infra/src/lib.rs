@@ -41,10 +41,19 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// The message a panic was raised with (`panic!("...")`, `unwrap` and the like carry text;
 /// another payload is named as such).
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic with a non-text payload".to_owned())
+}
+
+/// `work`'s output, or the message of the panic it raised: for a task that must outlive a bug
+/// in the code it runs (left to unwind, a panic ends the task for good). The task's state is
+/// not inspected after a panic, only dropped or started again.
+pub async fn unless_panics<F: std::future::Future>(work: F) -> Result<F::Output, String> {
+    futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .await
+        .map_err(|panic| panic_message(panic.as_ref()))
 }

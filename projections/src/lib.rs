@@ -157,14 +157,12 @@ async fn supervise(mut fanout: runner::Fanout, stopped: watch::Receiver<bool>) {
         // A panic (in a projection's code, say) restarts the consumer like an error does.
         // Before, it ended this task for good while the process went on looking healthy, every
         // projection stopped.
-        let run = std::panic::AssertUnwindSafe(fanout.run(stopped.clone()));
-        let error = match futures::FutureExt::catch_unwind(run).await {
+        let error = match infra::unless_panics(fanout.run(stopped.clone())).await {
             Ok(Ok(())) => break,
             Ok(Err(error)) => error_chain(&error),
             Err(panic) => {
-                let what = infra::panic_message(panic.as_ref());
-                tracing::error!(group = %fanout.group(), panic = %what, "projector consumer panicked");
-                format!("panicked: {what}")
+                tracing::error!(group = %fanout.group(), %panic, "projector consumer panicked");
+                format!("panicked: {panic}")
             }
         };
         for name in fanout.names() {

@@ -146,14 +146,11 @@ impl Relay {
                 Ok(Some(lock)) => {
                     tracing::info!(relay = %self.settings.relay.name, "relay lock acquired; publishing");
                     metrics::gauge!("relay_active").set(1.0);
-                    let active = std::panic::AssertUnwindSafe(self.active(lock, &mut stopped));
-                    let result = futures::FutureExt::catch_unwind(active)
-                        .await
-                        .unwrap_or_else(|panic| {
-                            let message = infra::panic_message(panic.as_ref());
-                            tracing::error!(panic = %message, "the relay panicked; a bug");
-                            Err(RelayError::Panicked(message))
-                        });
+                    let active = infra::unless_panics(self.active(lock, &mut stopped));
+                    let result = active.await.unwrap_or_else(|panic| {
+                        tracing::error!(%panic, "the relay panicked; a bug");
+                        Err(RelayError::Panicked(panic))
+                    });
                     metrics::gauge!("relay_active").set(0.0);
                     result
                 }

@@ -97,17 +97,13 @@ impl Dispatcher {
             // A panic in a round (a bug) is retried like an unavailable outbox: left to unwind,
             // it ended the dispatcher for good while the projector went on filling the outbox.
             // The rows it had leased are sent again when their leases run out.
-            let round = std::panic::AssertUnwindSafe(self.round());
             let round = tokio::select! {
-                round = futures::FutureExt::catch_unwind(round) => round,
+                round = infra::unless_panics(self.round()) => round,
                 _ = stopped.changed() => break,
             };
             let round = match round {
                 Ok(round) => round.map_err(|error| infra::error_chain(&error)),
-                Err(panic) => Err(format!(
-                    "panicked (a bug): {}",
-                    infra::panic_message(panic.as_ref())
-                )),
+                Err(panic) => Err(format!("panicked (a bug): {panic}")),
             };
             let more = match round {
                 Ok(sent) => {

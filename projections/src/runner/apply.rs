@@ -276,15 +276,13 @@ impl Runner {
         // halting under `halt`): left to unwind, it would end the batch of every projection
         // sharing the consumer, and again after each restart. The connection stays usable: a
         // statement interrupted mid-way is drained before the next one runs.
-        let apply = std::panic::AssertUnwindSafe(self.projection.apply(conn, envelope));
-        let applied = futures::FutureExt::catch_unwind(apply)
+        let applied = infra::unless_panics(self.projection.apply(conn, envelope))
             .instrument(span)
             .await
             .unwrap_or_else(|panic| {
-                let message = infra::panic_message(panic.as_ref());
                 tracing::error!(projection = self.projection.name(), event_id = %envelope.event_id,
-                    panic = %message, "projection panicked applying an event; a bug");
-                Err(crate::ApplyError::Panicked(message))
+                    %panic, "projection panicked applying an event; a bug");
+                Err(crate::ApplyError::Panicked(panic))
             });
         match applied {
             Ok(()) => {
