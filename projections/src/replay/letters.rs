@@ -47,14 +47,16 @@ pub(super) async fn settle(
             .execute(&mut *tx)
             .await?;
     }
-    let (mut refused, mut errors) = (Vec::new(), Vec::new());
+    let (mut ids, mut errors) = (Vec::new(), Vec::new());
     for (event_id, error) in &report.failed {
         if let Ok(id) = uuid::Uuid::parse_str(event_id) {
-            refused.push(id.to_string());
+            ids.push(id);
             // An error may quote what it refused; no text column holds a NUL.
             errors.push(error.replace('\0', "\u{FFFD}"));
         }
     }
+    // As dead letters name them.
+    let refused: Vec<String> = ids.iter().map(uuid::Uuid::to_string).collect();
     // The events folded in this run, as dead letters name them.
     let applied: Vec<String> = sqlx::query_scalar(
         "SELECT e.event_id::text FROM events e
@@ -116,12 +118,7 @@ pub(super) async fn settle(
          INSERT INTO {outgoing}.dead_letters_added SELECT id FROM added"
     ))
     .bind(name)
-    .bind(
-        refused
-            .iter()
-            .filter_map(|id| uuid::Uuid::parse_str(id).ok())
-            .collect::<Vec<_>>(),
-    )
+    .bind(&ids)
     .bind(&errors)
     .execute(&mut *tx)
     .await?
