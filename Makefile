@@ -3,28 +3,32 @@
 #               foreground; Ctrl-C stops all
 #   make test   lint first (format check, clippy with warnings as errors) and the offline
 #               checks of the deployment files, then bring up
-#               PostgreSQL and a test Kafka cluster, install Chromium for the admin console's
-#               browser test, and run the whole test suite (what CI runs)
+#               PostgreSQL and a test Kafka cluster, and run the whole test suite (what CI
+#               runs); the Debian tools the suite uses (Chromium for the admin console's
+#               browser test, python3, curl, procps) are installed first when missing
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test fuzz deploy-check stack stop bench-write bench-relay bench-read bench-visibility bench-scale-out bench-growth bench-backlog bench-stall bench-replay fmt lint
+.PHONY: run test test-tools fuzz deploy-check stack stop bench-write bench-relay bench-read bench-visibility bench-scale-out bench-growth bench-backlog bench-stall bench-replay fmt lint
 
 run:
 	./infra/local/run.sh
 
-test: lint deploy-check
+test: lint test-tools deploy-check
 	./infra/local/stack.sh up-test
-	./tests/browser/install.sh
 	$(CARGO) build --workspace --bins --locked
 	set -a && source .data/stack.env && set +a && set -o pipefail && \
 	  $(CARGO) test --workspace --locked --no-fail-fast -- --test-threads=$${TEST_THREADS:-4} \
 	    2>&1 | tee .data/test-output.log || { ./tests/failures.sh .data/test-output.log; exit 1; }
 	$(MAKE) fuzz
 
+# The Debian packages the tests use beyond the Rust toolchain (tests/install.sh lists them).
+test-tools:
+	./tests/install.sh
+
 # Both APIs fuzzed against their OpenAPI documents (Schemathesis, bounded examples); needs the
 # test stack's PostgreSQL and the debug binaries (`make test` builds both first).
-fuzz:
+fuzz: test-tools
 	$(CARGO) build --workspace --bins --locked
 	set -a && source .data/stack.env && set +a && ./tests/fuzz/run.sh
 
@@ -32,7 +36,7 @@ fuzz:
 # alert rules, kustomize renders validated against the Kubernetes schemas, compose.yaml against
 # the Compose Specification, dashboards, collector config, Dockerfile. The tools are installed
 # into .data/ on the first run (tests/deploy/check.sh lists them).
-deploy-check:
+deploy-check: test-tools
 	./tests/deploy/check.sh
 
 stack:

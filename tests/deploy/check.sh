@@ -20,7 +20,8 @@
 # promtool unpacked from Debian's prometheus package into .data/promtool (installing the
 # package would start a Prometheus server; a promtool on PATH is used as is); kustomize built
 # with `go install` into .data/deploy/bin; the compose-go module in .data/deploy/go; a Python
-# virtualenv in .data/deploy/venv. Later runs find them and install nothing.
+# virtualenv in .data/deploy/venv; Go itself, when the machine has none, from the Go module proxy
+# into .data/deploy/go-sdk. Later runs find them and install nothing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -60,11 +61,30 @@ promtool_bin() {
   echo "$PWD/$dir/usr/bin/promtool"
 }
 
+# Go builds kustomize and fetches the compose-go module. A machine without it gets Go's own
+# distribution of this version from the Go module proxy (where `go` fetches toolchains from),
+# unpacked into .data/deploy/go-sdk; nothing outside .data/ changes.
+GO_VERSION=1.26.8
 need_go() {
-  if ! command -v go >/dev/null 2>&1; then
-    log "Go is needed to install kustomize and to fetch the compose-go module (go.dev/dl)"
-    exit 1
+  if command -v go >/dev/null 2>&1; then
+    return
   fi
+  local sdk=$TOOLS/go-sdk
+  local root=$sdk/golang.org/toolchain@v0.0.1-go$GO_VERSION.linux-amd64
+  if [[ ! -x $root/bin/go ]]; then
+    log "Go is not installed: fetching go$GO_VERSION from the Go module proxy into $sdk"
+    rm -rf "$sdk"
+    mkdir -p "$sdk"
+    curl -fsSL -o "$sdk/go.zip" \
+      "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-amd64.zip"
+    # Zip files keep no execute bits that Python's unpacker restores: set them on bin/ and the
+    # tools the go command runs.
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+      "$sdk/go.zip" "$sdk"
+    rm "$sdk/go.zip"
+    chmod -R +x "$root/bin" "$root/pkg/tool"
+  fi
+  export PATH=$root/bin:$PATH GOROOT=$root
 }
 
 kustomize_bin() {
@@ -100,6 +120,7 @@ python_env() {
     rm -rf "$VENV"
     if ! python3 -m venv "$VENV" 2>/dev/null; then
       rm -rf "$VENV"
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null
       python3 -m venv "$VENV"
     fi

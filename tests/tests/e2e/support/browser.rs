@@ -1,7 +1,7 @@
 //! A headless Chromium driven through chromedriver's WebDriver HTTP API (W3C), with reqwest:
 //! just what the admin console's test needs (open a page, fill and submit forms, read text,
 //! read a cookie, save a screenshot). Debian's `chromium` and `chromium-driver` packages,
-//! installed by `tests/browser/install.sh` (`make test` runs it); without them the test fails
+//! installed by `tests/install.sh` (`make test` runs it); without them the test fails
 //! rather than skips.
 
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ impl Browser {
         for binary in [CHROMIUM, CHROMEDRIVER] {
             assert!(
                 Path::new(binary).exists(),
-                "{binary} is missing: run tests/browser/install.sh (make test does)"
+                "{binary} is missing: run tests/install.sh (make test does)"
             );
         }
         let port = free_port();
