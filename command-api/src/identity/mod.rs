@@ -122,6 +122,34 @@ impl Identity {
         }
     }
 
+    /// Counts a check of a password from `address` against an account (`None`: the name
+    /// given is no account's), before the check runs: `Err` (how long to wait) past either
+    /// failure limit. Every way of checking a password goes through here, so that none of them
+    /// is a way to guess around the login limits.
+    pub fn begin_password_check(
+        &self,
+        address: &str,
+        account: Option<&str>,
+    ) -> Result<(), Duration> {
+        self.failures_by_address.attempt(address)?;
+        if let Some(account) = account {
+            if let Err(wait) = self.failures_by_account.attempt(account) {
+                self.failures_by_address.succeeded(address, false);
+                return Err(wait);
+            }
+        }
+        Ok(())
+    }
+
+    /// The password checked after [`Self::begin_password_check`] matched: the attempt is not a
+    /// failure, and the account's failures are forgotten.
+    pub fn password_check_passed(&self, address: &str, account: Option<&str>) {
+        self.failures_by_address.succeeded(address, false);
+        if let Some(account) = account {
+            self.failures_by_account.succeeded(account, true);
+        }
+    }
+
     /// Housekeeping every few minutes: forget idle rate-limit keys, purge dead tokens.
     pub async fn upkeep(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(300));

@@ -123,27 +123,21 @@ async fn password_grant(
     let account = Email::parse(email).ok().map(|e| e.normalized());
     let address = address.key();
     identity
-        .failures_by_address
-        .attempt(&address)
+        .begin_password_check(&address, account.as_deref())
         .map_err(limited)?;
-    if let Some(account) = &account {
-        if let Err(wait) = identity.failures_by_account.attempt(account) {
-            identity.failures_by_address.succeeded(&address, false);
-            return Err(limited(wait));
-        }
-    }
     let stored = match &account {
         Some(account) => store::credentials_by_email(&identity.pool, account).await?,
         None => None,
     };
-    let user_id = stored.as_ref().map(|(id, _)| *id);
+    let user_id = stored.as_ref().map(|c| c.user_id);
+    let generation = stored.as_ref().map_or(0, |c| c.generation);
     let checked = stored
         .as_ref()
-        .map(|(_, hash)| hash.clone())
+        .map(|c| c.password_hash.clone())
         .unwrap_or_default();
     let matched = identity
         .passwords
-        .verify(password, stored.map(|(_, hash)| hash))
+        .verify(password, stored.map(|c| c.password_hash))
         .await?;
     let user = match (matched, user_id) {
         (true, Some(id)) => active_user(state, id).await?,
@@ -154,16 +148,13 @@ async fn password_grant(
         return Err(AuthProblem::InvalidCredentials);
     };
     let Some(refresh) =
-        store::start_family(&identity.pool, id, &checked, identity.refresh_ttl).await?
+        store::start_family(&identity.pool, id, generation, identity.refresh_ttl).await?
     else {
         // The password was reset while this one was being checked: it opens no session.
         metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
         return Err(AuthProblem::InvalidCredentials);
     };
-    identity.failures_by_address.succeeded(&address, false);
-    if let Some(account) = &account {
-        identity.failures_by_account.succeeded(account, true);
-    }
+    identity.password_check_passed(&address, account.as_deref());
     if identity.passwords.outdated(&checked) {
         super::rehash::upgrade_hash(state, id, checked, password.clone());
     }
@@ -307,28 +298,36 @@ pub async fn password_reset(
     // made and queued afterwards.
     if let Ok(email) = Email::parse(&body.value.email) {
         let identity = state.identity.clone();
+        let bus = state.bus.clone();
         tokio::spawn(async move {
             let result = async {
-                if let Some(user_id) =
-                    store::user_by_email(&identity.pool, &email.normalized()).await?
-                {
-                    store::request_reset(
-                        &identity.pool,
-                        user_id,
-                        email.as_str(),
-                        &email.normalized(),
-                        identity.reset_ttl,
-                    )
-                    .await?;
+                let normalized = email.normalized();
+                let Some(user_id) = store::user_by_email(&identity.pool, &normalized).await? else {
+                    return Ok(());
+                };
+                // The token goes to the address the account holds, as its owner wrote it, not
+                // to the requester's spelling of it (equal only once lower-cased: a mail
+                // system may tell `Victim@` from `victim@`).
+                let user = bus.load::<domain::User>(user_id).await?;
+                let Some(recipient) = user.as_ref().and_then(domain::User::email) else {
+                    return Ok(());
+                };
+                if recipient.normalized() != normalized {
+                    return Ok(()); // the account moved to another email meanwhile
                 }
-                Ok::<_, sqlx::Error>(())
+                store::request_reset(
+                    &identity.pool,
+                    user_id,
+                    recipient.as_str(),
+                    &normalized,
+                    identity.reset_ttl,
+                )
+                .await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
             }
             .await;
             if let Err(error) = result {
-                tracing::error!(
-                    error = &error as &dyn std::error::Error,
-                    "queueing a password reset failed"
-                );
+                tracing::error!(error = &*error, "queueing a password reset failed");
             }
         });
     }

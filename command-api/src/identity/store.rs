@@ -29,13 +29,22 @@ fn secs(ttl: Duration) -> f64 {
     ttl.as_secs_f64()
 }
 
-/// The user holding this email (normalised) and their password hash.
+/// A user's password hash, with the generation of the password it is a hash of.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user_id: Uuid,
+    pub password_hash: String,
+    /// Grows by one at each password reset; not when a hash is upgraded ([`upgrade_hash`]).
+    pub generation: i64,
+}
+
+/// The credentials of the user holding this email (normalised).
 pub async fn credentials_by_email(
     pool: &PgPool,
     normalized_email: &str,
-) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+) -> Result<Option<Credentials>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT c.user_id, c.password_hash
+        "SELECT c.user_id, c.password_hash, c.password_generation
          FROM unique_claims u JOIN credentials c ON c.user_id::text = u.aggregate_id
          WHERE u.scope = $1 AND u.key = $2 AND u.aggregate_type = 'user'",
     )
@@ -43,8 +52,14 @@ pub async fn credentials_by_email(
     .bind(normalized_email)
     .fetch_optional(pool)
     .await?;
-    row.map(|r| Ok((r.try_get("user_id")?, r.try_get("password_hash")?)))
-        .transpose()
+    row.map(|r| {
+        Ok(Credentials {
+            user_id: r.try_get("user_id")?,
+            password_hash: r.try_get("password_hash")?,
+            generation: r.try_get("password_generation")?,
+        })
+    })
+    .transpose()
 }
 
 /// The password hash stored for `user_id`, if it has credentials.
@@ -71,7 +86,8 @@ pub async fn user_by_email(
     Ok(id.and_then(|id| Uuid::parse_str(&id).ok()))
 }
 
-/// Starts a refresh family for a login that checked `verified_hash`; returns its first token,
+/// Starts a refresh family for a login that checked a hash of the password of generation
+/// `verified_generation` ([`Credentials`]); returns its first token,
 /// or `None` when the user's password has changed since (a reset committed while the login
 /// was hashing). The credentials row is share-locked while the family is written: a reset
 /// either waits for the family and then revokes it with the others, or commits first and no
@@ -80,17 +96,17 @@ pub async fn user_by_email(
 pub async fn start_family(
     pool: &PgPool,
     user_id: Uuid,
-    verified_hash: &str,
+    verified_generation: i64,
     ttl: Duration,
 ) -> Result<Option<String>, sqlx::Error> {
     let token = new_token()?;
     let mut tx = pool.begin().await?;
     let unchanged: Option<i32> = sqlx::query_scalar(
         "SELECT 1 FROM credentials
-         WHERE user_id = $1 AND (password_hash = $2 OR rehashed_from = $2) FOR SHARE",
+         WHERE user_id = $1 AND password_generation = $2 FOR SHARE",
     )
     .bind(user_id)
-    .bind(verified_hash)
+    .bind(verified_generation)
     .fetch_optional(&mut *tx)
     .await?;
     if unchanged.is_none() {
@@ -283,8 +299,8 @@ pub async fn reset_token_usable(pool: &PgPool, token: &str) -> Result<bool, sqlx
 
 /// Replaces `old`, a hash made with outdated parameters that a login has just verified, with
 /// `new` (of the same password); `false` when the password changed meanwhile (a reset), which
-/// wins. The old hash is kept as `rehashed_from` so that a login still checking it opens its
-/// session ([`start_family`]).
+/// wins. The password's generation stays, so a login still checking the old hash opens its
+/// session ([`start_family`]); the old hash itself is not kept.
 pub async fn upgrade_hash(
     pool: &PgPool,
     user_id: Uuid,
@@ -292,7 +308,7 @@ pub async fn upgrade_hash(
     new: &str,
 ) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
-        "UPDATE credentials SET password_hash = $3, rehashed_from = $2, updated_at = now()
+        "UPDATE credentials SET password_hash = $3, updated_at = now()
          WHERE user_id = $1 AND password_hash = $2",
     )
     .bind(user_id)
@@ -323,7 +339,9 @@ pub async fn confirm_reset(
         return Ok(None);
     };
     sqlx::query(
-        "UPDATE credentials SET password_hash = $2, rehashed_from = NULL, updated_at = now()
+        "UPDATE credentials
+         SET password_hash = $2, password_generation = password_generation + 1,
+             updated_at = now()
          WHERE user_id = $1",
     )
     .bind(user_id)

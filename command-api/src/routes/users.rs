@@ -112,6 +112,7 @@ pub fn parse_address(v: &mut Validator, prefix: &str, body: &AddressBody) -> Opt
         (status = 422, description = "invalid field")))]
 pub async fn register(
     State(state): State<AppState>,
+    address: crate::identity::http::ClientAddress,
     Registration(mut meta): Registration,
     body: JsonBody<RegisterUser>,
 ) -> Result<Reply, ApiError> {
@@ -155,7 +156,14 @@ pub async fn register(
         // The key's fingerprint leaves the password out (above), so a replay checks it here,
         // with argon2 against the stored hash: the same key with another password is another
         // request, and answering it with the first one's 201 would hide that its password
-        // was never stored.
+        // was never stored. That makes a replay a check of a password, so it counts against
+        // the login limits like a login (otherwise anyone holding the key, the email and the
+        // name could guess the password at the per-address rate of registrations).
+        let address = address.key();
+        state
+            .identity
+            .begin_password_check(&address, Some(&email_key))
+            .map_err(ApiError::RateLimited)?;
         let stored = crate::identity::store::password_hash(&state.identity.pool, outcome.id)
             .await
             .map_err(|e| ApiError::Command(crate::core::database_error(e)))?;
@@ -168,6 +176,9 @@ pub async fn register(
         if !same {
             return Err(ApiError::Command(CommandError::IdempotencyKeyMismatch));
         }
+        state
+            .identity
+            .password_check_passed(&address, Some(&email_key));
     }
     Ok(Reply::created(&outcome))
 }

@@ -49,6 +49,11 @@ impl User {
         self.state.as_ref().map(|s| s.status)
     }
 
+    /// The email the user registered or last changed to, as they wrote it.
+    pub fn email(&self) -> Option<&Email> {
+        self.state.as_ref().map(|s| &s.email)
+    }
+
     fn active(&self) -> Result<&UserState, UserError> {
         let state = self.state.as_ref().ok_or(UserError::NotFound)?;
         match state.status {

@@ -32,13 +32,20 @@ fn slow_single_hasher(settings: &mut infra::settings::Settings) {
 
 /// Asks for a reset of `email`'s password; returns the token the user would be mailed.
 async fn requested_reset_token(app: &TestApp, email: &str) -> String {
-    app.post_as(
-        Auth::Anonymous,
-        "/v1/auth/password-reset",
-        json!({"email": email}),
-    )
-    .await;
-    reset_token(app, email).await
+    requested_reset_token_for(app, email, email).await
+}
+
+/// Requests a reset for `requested`; the token sent to `recipient`.
+async fn requested_reset_token_for(app: &TestApp, requested: &str, recipient: &str) -> String {
+    let answer = app
+        .post_as(
+            Auth::Anonymous,
+            "/v1/auth/password-reset",
+            json!({"email": requested}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    reset_token(app, recipient).await
 }
 
 /// Confirms a reset with `token` and a new password.
@@ -142,15 +149,15 @@ async fn a_login_that_checked_a_replaced_password_starts_no_session() {
     let app = spawn_app().await;
     let customer = app.customer().await;
     let user_id: uuid::Uuid = customer.id.parse().unwrap();
-    let checked: String =
-        sqlx::query_scalar("SELECT password_hash FROM credentials WHERE user_id = $1")
+    let checked: i64 =
+        sqlx::query_scalar("SELECT password_generation FROM credentials WHERE user_id = $1")
             .bind(user_id)
             .fetch_one(&app.pool)
             .await
             .unwrap();
     let ttl = Duration::from_secs(3600);
     // Unchanged: a family starts.
-    let started = store::start_family(&app.pool, user_id, &checked, ttl)
+    let started = store::start_family(&app.pool, user_id, checked, ttl)
         .await
         .unwrap();
     assert!(started.is_some());
@@ -169,7 +176,7 @@ async fn a_login_that_checked_a_replaced_password_starts_no_session() {
         "{}",
         confirmed.body
     );
-    let late = store::start_family(&app.pool, user_id, &checked, ttl)
+    let late = store::start_family(&app.pool, user_id, checked, ttl)
         .await
         .unwrap();
     assert!(
@@ -190,8 +197,9 @@ async fn a_login_that_checked_a_replaced_password_starts_no_session() {
 }
 
 /// A hash made with older argon2 costs still verifies, and is replaced by one of today's
-/// costs after the owner's next login; a login that checked the old hash meanwhile still
-/// starts its session, until a password reset.
+/// costs after the owner's next login, and nothing keeps the old one (a leaked copy of the
+/// table would be cracked from the cheaper hash); a login that checked the old hash meanwhile
+/// still starts its session, until a password reset.
 #[tokio::test]
 async fn an_outdated_password_hash_is_upgraded_at_the_next_login() {
     use command_api::identity::passwords::Passwords;
@@ -201,8 +209,8 @@ async fn an_outdated_password_hash_is_upgraded_at_the_next_login() {
     let customer = app.customer().await;
     let user_id: uuid::Uuid = customer.id.parse().unwrap();
     let stored = || async {
-        let row: (String, Option<String>) = sqlx::query_as(
-            "SELECT password_hash, rehashed_from FROM credentials WHERE user_id = $1",
+        let row: (String, i64) = sqlx::query_as(
+            "SELECT password_hash, password_generation FROM credentials WHERE user_id = $1",
         )
         .bind(user_id)
         .fetch_one(&app.pool)
@@ -210,7 +218,7 @@ async fn an_outdated_password_hash_is_upgraded_at_the_next_login() {
         .unwrap();
         row
     };
-    let (current, _) = stored().await;
+    let (current, generation) = stored().await;
     let mut older = infra::settings::Settings::load_from(None).unwrap().auth;
     older.argon2_memory_kib = 264;
     older.argon2_iterations = 1;
@@ -237,20 +245,30 @@ async fn an_outdated_password_hash_is_upgraded_at_the_next_login() {
         upgraded = stored().await;
     }
     assert_ne!(upgraded.0, old, "the outdated hash was not replaced");
-    assert_eq!(upgraded.1.as_deref(), Some(old.as_str()));
+    assert_eq!(upgraded.1, generation, "an upgrade is the same password");
     // Today's costs, as the registration's hash had.
     let costs = |hash: &str| hash.rsplitn(3, '$').nth(2).map(str::to_owned);
     assert_eq!(costs(&upgraded.0), costs(&current));
+    // No column of the row holds the old hash any more.
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM credentials c WHERE c.user_id = $1 AND strpos(c::text, $2) > 0",
+    )
+    .bind(user_id)
+    .bind(&old)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, 0, "the replaced hash is still stored");
     let answer = password_login(&app, &customer.email, CUSTOMER_PASSWORD).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 
     // A login that verified the old hash while the upgrade was written starts its session.
     let ttl = Duration::from_secs(3600);
-    let started = store::start_family(&app.pool, user_id, &old, ttl)
+    let started = store::start_family(&app.pool, user_id, generation, ttl)
         .await
         .unwrap();
     assert!(started.is_some(), "a login of the same password refused");
-    // After a reset, neither hash from before it opens a session.
+    // After a reset, a login that checked a hash from before it opens no session.
     let token = requested_reset_token(&app, &customer.email).await;
     let confirmed = confirm_reset(&app, &token).await;
     assert_eq!(
@@ -259,12 +277,30 @@ async fn an_outdated_password_hash_is_upgraded_at_the_next_login() {
         "{}",
         confirmed.body
     );
-    for checked in [&old, &upgraded.0] {
-        let late = store::start_family(&app.pool, user_id, checked, ttl)
+    let late = store::start_family(&app.pool, user_id, generation, ttl)
+        .await
+        .unwrap();
+    assert!(late.is_none(), "a session started for a replaced password");
+}
+
+/// A reset is sent to the email the account holds, as its owner wrote it, whatever the
+/// requester's spelling: the two are equal only once lower-cased, and a mail system may tell
+/// `Victim@` from `victim@`. Before, the token went to the spelling in the request.
+#[tokio::test]
+async fn a_reset_goes_to_the_stored_email_not_the_requesters_spelling() {
+    let app = spawn_app().await;
+    let customer = app.customer().await;
+    let shouted = customer.email.to_uppercase();
+    assert_ne!(shouted, customer.email);
+    let token = requested_reset_token_for(&app, &shouted, &customer.email).await;
+    assert!(!token.is_empty());
+    let elsewhere: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM notification_outbox WHERE recipient = $1")
+            .bind(&shouted)
+            .fetch_one(&app.pool)
             .await
             .unwrap();
-        assert!(late.is_none(), "a session started for a replaced password");
-    }
+    assert_eq!(elsewhere, 0, "a reset was sent to the requester's spelling");
 }
 
 /// A reset token was sent to the email the account had then: once the owner moves the account
@@ -482,15 +518,7 @@ async fn the_bootstrap_admin_is_created_once_and_can_act() {
 async fn a_registration_fingerprint_holds_no_password() {
     let app = spawn_app().await;
     let email = unique_email();
-    let register = |password: &'static str| {
-        app.send_as(
-            Auth::Anonymous,
-            reqwest::Method::POST,
-            "/v1/users",
-            Some(json!({"email": email, "display_name": "Idem", "password": password})),
-            &[("Idempotency-Key", "signup-1")],
-        )
-    };
+    let register = |password: &'static str| keyed_registration(&app, &email, password);
     let first = register("first-password-1").await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
     let again = register("first-password-1").await;
@@ -515,6 +543,48 @@ async fn a_registration_fingerprint_holds_no_password() {
         .await
         .unwrap();
     assert_eq!(stored.len(), 32);
+}
+
+/// A registration replayed under its key checks the password sent against the stored one, so
+/// it is a check of a password like a login, and counts against the same limits: before, it
+/// was limited only by the per-address rate of registrations (600 a minute), an oracle for
+/// anyone holding the key, the email and the name.
+#[tokio::test]
+async fn registration_replays_count_against_the_login_limits() {
+    let app = spawn_app_with(|s| {
+        s.auth.login_failures_per_account = 3;
+        s.auth.login_failures_per_address = 100;
+    })
+    .await;
+    let email = unique_email();
+    let register = |password: &'static str| keyed_registration(&app, &email, password);
+    let first = register("right-password-1").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    for _ in 0..3 {
+        register("wrong-password-1")
+            .await
+            .assert_problem(422, "idempotency-key-reused");
+    }
+    // The account's failures are spent: the right password is refused too, by a replay and by
+    // a login alike.
+    register("right-password-1")
+        .await
+        .assert_problem(429, "rate-limited");
+    password_login(&app, &email, "right-password-1")
+        .await
+        .assert_problem(429, "rate-limited");
+}
+
+/// A registration of `email` with `password`, under the idempotency key `signup-1`.
+async fn keyed_registration(app: &TestApp, email: &str, password: &str) -> Answer {
+    app.send_as(
+        Auth::Anonymous,
+        reqwest::Method::POST,
+        "/v1/users",
+        Some(json!({"email": email, "display_name": "Keyed", "password": password})),
+        &[("Idempotency-Key", "signup-1")],
+    )
+    .await
 }
 
 /// A failed login sent with `X-Forwarded-For: forwarded`; its status.
