@@ -53,6 +53,7 @@ fn every_order_error() -> Vec<crate::OrderError> {
         TooManyItems { max: 1 },
         DuplicateSku { index: 0 },
         TotalTooLarge,
+        NothingToPay,
         IllegalTransition {
             from: OrderStatus::Created,
             action: "ship",
@@ -66,6 +67,7 @@ fn every_order_error() -> Vec<crate::OrderError> {
             | TooManyItems { .. }
             | DuplicateSku { .. }
             | TotalTooLarge
+            | NothingToPay
             | IllegalTransition { .. } => {}
         }
     }

@@ -127,6 +127,9 @@ impl Order {
                 line_total_minor: line_total,
             });
         }
+        if total == 0 {
+            return Err(OrderError::NothingToPay);
+        }
         Ok(OrderEvent::Placed {
             customer_id,
             currency,

@@ -128,6 +128,11 @@ fn place_rules() {
             vec![item("A", 10_000, 10_000_000_000_000)],
             OrderError::TotalTooLarge,
         ),
+        // Free lines only: nothing could pay the order (a payment is at least 1).
+        (
+            vec![item("A", 2, 0), item("B", 1, 0)],
+            OrderError::NothingToPay,
+        ),
         (
             (0..=MAX_LINE_ITEMS)
                 .map(|i| item(&format!("S{i}"), 1, 1))

@@ -17,6 +17,10 @@ pub enum OrderError {
     DuplicateSku { index: usize },
     #[error("the order total is too large")]
     TotalTooLarge,
+    /// Every line is free: a payment is at least one minor unit, so nothing could pay the
+    /// order and confirm it.
+    #[error("the order total must be at least one minor unit")]
+    NothingToPay,
     #[error("cannot {action} an order that is {from}")]
     IllegalTransition {
         from: OrderStatus,
@@ -29,7 +33,10 @@ impl DomainError for OrderError {
         match self {
             Self::NotFound => ErrorKind::NotFound,
             Self::AlreadyPlaced | Self::IllegalTransition { .. } => ErrorKind::Conflict,
-            Self::NoItems | Self::TooManyItems { .. } | Self::TotalTooLarge => ErrorKind::Invalid {
+            Self::NoItems
+            | Self::TooManyItems { .. }
+            | Self::TotalTooLarge
+            | Self::NothingToPay => ErrorKind::Invalid {
                 field: "items".to_owned(),
             },
             Self::DuplicateSku { index } => ErrorKind::Invalid {
@@ -46,6 +53,7 @@ impl DomainError for OrderError {
             Self::TooManyItems { .. } => "too-many-line-items",
             Self::DuplicateSku { .. } => "duplicate-sku",
             Self::TotalTooLarge => "order-total-too-large",
+            Self::NothingToPay => "order-total-zero",
             Self::IllegalTransition { .. } => "illegal-order-transition",
         }
     }

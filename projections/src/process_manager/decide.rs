@@ -2,12 +2,14 @@
 //! given what is known of the order and its payments; [`evolve`] says what is known afterwards.
 //!
 //! Guarantees, each pinned by a test below:
-//! - a payment captured confirms its order (once: a later capture of the same order does not);
+//! - a payment captured in full (its amount, as initiated) confirms its order, once: a partial
+//!   capture does not, and neither does a later capture once the order is confirmed;
 //! - an order cancelled refunds every payment of it captured and not refunded, by what is left;
 //!   a capture of an order known as cancelled refunds that capture: whichever of the two
 //!   arrives second triggers the refund, so exactly one of them does;
 //! - a payment failed cancels its order (`payment_failed`), unless another payment of the
-//!   order is captured or the order is already cancelled;
+//!   order is known and has not failed (a retry: a failed payment frees its order for one), or
+//!   the order is already cancelled;
 //! - an event already reflected in the state (a duplicate, a redelivery) decides nothing.
 
 use uuid::Uuid;
@@ -24,6 +26,9 @@ pub struct OrderState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentState {
     pub payment_id: Uuid,
+    /// The amount the payment was initiated for; `None` when unknown (a payment known from
+    /// before the amount was kept, whose initiation is not in the store).
+    pub amount_minor: Option<i64>,
     /// The running totals as the payment's latest seen events state them.
     pub captured_minor: i64,
     pub refunded_minor: i64,
@@ -34,6 +39,7 @@ impl PaymentState {
     fn new(payment_id: Uuid) -> Self {
         Self {
             payment_id,
+            amount_minor: None,
             captured_minor: 0,
             refunded_minor: 0,
             failed: false,
@@ -43,6 +49,15 @@ impl PaymentState {
     /// Captured and, as far as known, not refunded.
     fn owed(&self) -> i64 {
         (self.captured_minor - self.refunded_minor).max(0)
+    }
+
+    /// Whether a capture of `captured_minor` in all pays the payment's amount (any capture
+    /// when the amount is unknown).
+    fn paid_by(&self, captured_minor: i64) -> bool {
+        match self.amount_minor {
+            Some(amount) => captured_minor >= amount,
+            None => captured_minor > 0,
+        }
     }
 }
 
@@ -73,8 +88,16 @@ impl OrderState {
         &mut self.payments[index]
     }
 
-    fn any_captured(&self) -> bool {
-        self.payments.iter().any(|p| p.captured_minor > 0)
+    /// A payment of the order was captured in full: the order has been confirmed.
+    fn any_paid(&self) -> bool {
+        self.payments.iter().any(|p| p.paid_by(p.captured_minor))
+    }
+
+    /// A payment of the order other than `payment` is known and has not failed.
+    fn other_live(&self, payment: Uuid) -> bool {
+        self.payments
+            .iter()
+            .any(|p| p.payment_id != payment && !p.failed)
     }
 }
 
@@ -84,6 +107,7 @@ pub enum Fact {
     OrderCancelled,
     PaymentInitiated {
         payment: Uuid,
+        amount_minor: i64,
     },
     PaymentCaptured {
         payment: Uuid,
@@ -146,16 +170,20 @@ pub fn decide(state: &OrderState, fact: &Fact) -> Vec<Reaction> {
                     false => Vec::new(),
                 };
             }
-            match state.any_captured() {
-                true => Vec::new(), // an earlier capture confirmed it
-                false => vec![Reaction::ConfirmOrder {
+            let paid = known.map_or(captured_total_minor > 0, |p| {
+                p.paid_by(captured_total_minor)
+            });
+            match paid && !state.any_paid() {
+                true => vec![Reaction::ConfirmOrder {
                     order: state.order_id,
                 }],
+                // Not in full yet, or an earlier capture confirmed it.
+                false => Vec::new(),
             }
         }
         Fact::PaymentFailed { payment } => {
             let seen = state.payment(payment).is_some_and(|p| p.failed);
-            if seen || state.cancelled || state.any_captured() {
+            if seen || state.cancelled || state.other_live(payment) {
                 return Vec::new();
             }
             vec![Reaction::CancelOrder {
@@ -170,9 +198,10 @@ pub fn decide(state: &OrderState, fact: &Fact) -> Vec<Reaction> {
 pub fn evolve(mut state: OrderState, fact: &Fact) -> OrderState {
     match *fact {
         Fact::OrderCancelled => state.cancelled = true,
-        Fact::PaymentInitiated { payment } => {
-            state.payment_mut(payment);
-        }
+        Fact::PaymentInitiated {
+            payment,
+            amount_minor,
+        } => state.payment_mut(payment).amount_minor = Some(amount_minor),
         Fact::PaymentCaptured {
             payment,
             captured_total_minor,

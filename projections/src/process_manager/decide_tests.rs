@@ -24,8 +24,12 @@ fn refunded(payment: Uuid, total: i64) -> Fact {
     }
 }
 
+/// A payment initiated for 3000 (the amount the captures below pay in full).
 fn initiated(payment: Uuid) -> Fact {
-    Fact::PaymentInitiated { payment }
+    Fact::PaymentInitiated {
+        payment,
+        amount_minor: 3000,
+    }
 }
 
 fn failed(payment: Uuid) -> Fact {
@@ -46,6 +50,21 @@ fn a_capture_confirms_the_order() {
         decide(&state, &captured(PAY, 3000)),
         [Reaction::ConfirmOrder { order: ORDER }]
     );
+}
+
+/// Before, any capture confirmed the order: authorizing and capturing one minor unit of a
+/// 3000 payment had the order confirmed (and shippable).
+#[test]
+fn a_partial_capture_does_not_confirm_and_the_capture_completing_it_does() {
+    let state = given(&[initiated(PAY)]);
+    assert_eq!(decide(&state, &captured(PAY, 1)), []);
+    let state = given(&[initiated(PAY), captured(PAY, 1)]);
+    assert_eq!(
+        decide(&state, &captured(PAY, 3000)),
+        [Reaction::ConfirmOrder { order: ORDER }]
+    );
+    let confirmed = given(&[initiated(PAY), captured(PAY, 1), captured(PAY, 3000)]);
+    assert_eq!(decide(&confirmed, &captured(PAY, 3000)), []);
 }
 
 #[test]
@@ -137,6 +156,20 @@ fn a_failed_payment_cancels_the_order() {
 fn a_failed_payment_keeps_an_order_another_payment_captured() {
     let state = given(&[captured(OTHER, 3000), initiated(PAY)]);
     assert_eq!(decide(&state, &failed(PAY)), []);
+}
+
+/// A failed payment frees its order for another; a retry already started keeps the order.
+/// Before, the first payment's failure cancelled the order the retry was paying.
+#[test]
+fn a_failed_payment_keeps_an_order_whose_retry_is_live() {
+    let state = given(&[initiated(PAY), initiated(OTHER)]);
+    assert_eq!(decide(&state, &failed(PAY)), []);
+    // A retry that failed too keeps nothing.
+    let state = given(&[initiated(PAY), initiated(OTHER), failed(OTHER)]);
+    assert_eq!(
+        decide(&state, &failed(PAY)),
+        [Reaction::CancelOrder { order: ORDER }]
+    );
 }
 
 #[test]

@@ -88,9 +88,17 @@ fn fact_of(e: &Envelope) -> Result<Option<(Uuid, Fact)>, ApplyError> {
         "payment" => {
             let payment = id(e)?;
             Ok(match event::<PaymentEvent>(e)? {
-                PaymentEvent::Initiated { order_id, .. } => {
-                    Some((order_id, Fact::PaymentInitiated { payment }))
-                }
+                PaymentEvent::Initiated {
+                    order_id,
+                    amount_minor,
+                    ..
+                } => Some((
+                    order_id,
+                    Fact::PaymentInitiated {
+                        payment,
+                        amount_minor,
+                    },
+                )),
                 PaymentEvent::Authorized { .. } => None,
                 PaymentEvent::Captured {
                     order_id,

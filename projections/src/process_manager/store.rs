@@ -13,7 +13,7 @@ pub async fn load(conn: &mut PgConnection, order: Uuid) -> Result<OrderState, sq
             .fetch_optional(&mut *conn)
             .await?;
     let rows = sqlx::query(
-        "SELECT payment_id, captured_minor, refunded_minor, failed FROM pm_payments
+        "SELECT payment_id, amount_minor, captured_minor, refunded_minor, failed FROM pm_payments
          WHERE order_id = $1 ORDER BY payment_id",
     )
     .bind(order)
@@ -24,6 +24,7 @@ pub async fn load(conn: &mut PgConnection, order: Uuid) -> Result<OrderState, sq
         .map(|r| {
             Ok(PaymentState {
                 payment_id: r.try_get("payment_id")?,
+                amount_minor: r.try_get("amount_minor")?,
                 captured_minor: r.try_get("captured_minor")?,
                 refunded_minor: r.try_get("refunded_minor")?,
                 failed: r.try_get("failed")?,
@@ -59,16 +60,19 @@ pub async fn save(
         .filter(|p| before.payment(p.payment_id) != Some(*p));
     for p in changed {
         sqlx::query(
-            "INSERT INTO pm_payments (payment_id, order_id, captured_minor, refunded_minor, failed)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO pm_payments
+                 (payment_id, order_id, captured_minor, refunded_minor, failed, amount_minor)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (payment_id) DO UPDATE SET captured_minor = EXCLUDED.captured_minor,
-                 refunded_minor = EXCLUDED.refunded_minor, failed = EXCLUDED.failed",
+                 refunded_minor = EXCLUDED.refunded_minor, failed = EXCLUDED.failed,
+                 amount_minor = EXCLUDED.amount_minor",
         )
         .bind(p.payment_id)
         .bind(after.order_id)
         .bind(p.captured_minor)
         .bind(p.refunded_minor)
         .bind(p.failed)
+        .bind(p.amount_minor)
         .execute(&mut *conn)
         .await?;
     }
