@@ -19,6 +19,9 @@ pub async fn assert_read_models_match_the_events(pool: &PgPool) {
     let mut orders: BTreeMap<String, (String, i64, Option<String>)> = BTreeMap::new();
     let mut payments: BTreeMap<String, (String, i64, i64, i64)> = BTreeMap::new();
     let mut revenue: BTreeMap<(String, String), (i64, i64, i64)> = BTreeMap::new();
+    // Per order: its customer and currency, and the money its payments captured and refunded.
+    type OrderValue = (Option<String>, Option<String>, i64, i64);
+    let mut value: BTreeMap<String, OrderValue> = BTreeMap::new();
     for row in &events {
         let (kind, id): (String, String) = (row.get("aggregate_type"), row.get("aggregate_id"));
         let sequence: i64 = row.get("sequence");
@@ -40,10 +43,13 @@ pub async fn assert_read_models_match_the_events(pool: &PgPool) {
                 entry.2 = sequence;
             }
             "order" => {
-                let entry = orders.entry(id).or_insert((String::new(), 0, None));
+                let entry = orders.entry(id.clone()).or_insert((String::new(), 0, None));
                 entry.0 = match t {
                     "OrderPlaced" => {
                         let currency = payload["currency"].as_str().unwrap_or_default().to_owned();
+                        let row = value.entry(id).or_default();
+                        row.0 = payload["customer_id"].as_str().map(str::to_owned);
+                        row.1 = Some(currency.clone());
                         revenue.entry((day.clone(), currency)).or_default().2 += 1;
                         "created"
                     }
@@ -63,18 +69,21 @@ pub async fn assert_read_models_match_the_events(pool: &PgPool) {
                 let entry = payments.entry(id).or_insert((String::new(), 0, 0, 0));
                 let currency = payload["currency"].as_str().unwrap_or_default().to_owned();
                 let amount = payload["amount_minor"].as_i64().unwrap_or_default();
+                let order = payload["order_id"].as_str().unwrap_or_default().to_owned();
                 entry.0 = match t {
                     "PaymentInitiated" => "initiated".into(),
                     "PaymentAuthorized" => "authorized".into(),
                     "PaymentCaptured" => {
                         entry.1 = payload["captured_total_minor"].as_i64().unwrap_or_default();
                         revenue.entry((day.clone(), currency)).or_default().0 += amount;
+                        value.entry(order).or_default().2 += amount;
                         "captured".into()
                     }
                     "PaymentFailed" => "failed".into(),
                     _ => {
                         entry.2 = payload["refunded_total_minor"].as_i64().unwrap_or_default();
                         revenue.entry((day.clone(), currency)).or_default().1 += amount;
+                        value.entry(order).or_default().3 += amount;
                         if payload["fully_refunded"] == json!(true) {
                             "refunded".into()
                         } else {
@@ -136,6 +145,22 @@ pub async fn assert_read_models_match_the_events(pool: &PgPool) {
     assert_eq!(
         projected, revenue,
         "rm_revenue_daily differs from the events"
+    );
+    let projected: BTreeMap<String, OrderValue> =
+        rows::<(String, Option<String>, Option<String>, i64, i64)>(
+            pool,
+            "SELECT order_id::text, customer_id::text, currency, captured_minor, refunded_minor
+         FROM rm_customer_value",
+        )
+        .await
+        .into_iter()
+        .map(|(order, customer, currency, captured, refunded)| {
+            (order, (customer, currency, captured, refunded))
+        })
+        .collect();
+    assert_eq!(
+        projected, value,
+        "rm_customer_value differs from the events"
     );
     let audit: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM rm_audit a JOIN events e USING (aggregate_type, aggregate_id, sequence)

@@ -70,15 +70,9 @@ pub async fn unprojected(pool: &PgPool, projection: &str, aggregates: &[&str]) -
 }
 
 pub async fn wait_until_projected(pool: &PgPool, timeout: Duration) {
-    let all: [(&str, &[&str]); 5] = [
-        ("users", &["user"]),
-        ("orders", &["order"]),
-        ("payments", &["payment"]),
-        ("analytics", &["order", "payment"]),
-        ("audit", &["user", "order", "payment"]),
-    ];
     let deadline = Instant::now() + timeout;
-    for (projection, aggregates) in all {
+    for model in projections::READ_MODELS {
+        let (projection, aggregates) = (model.name(), model.aggregates());
         loop {
             let left = unprojected(pool, projection, aggregates).await;
             if left == 0 {
