@@ -4,33 +4,56 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::support::app::{spawn_app, unique_email};
+use crate::support::processes::metric_sum;
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let app = spawn_app().await;
     assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
     assert_eq!(app.get("/readyz").await.0, StatusCode::OK);
-    app.post(
-        "/v1/users",
-        json!({"email": unique_email(), "display_name": "M", "password": "customer-password-1"}),
-    )
-    .await;
-    app.post(
-        "/v1/users",
-        json!({"email": "bad", "display_name": "M", "password": "customer-password-1"}),
-    )
-    .await;
-    let (status, metrics) = app.get("/metrics").await;
+    let accepted = [r#"command="register_user""#, r#"outcome="accepted""#];
+    let requests = [r#"route="/v1/users""#];
+    let (status, before) = app.get("/metrics").await;
     assert_eq!(status, StatusCode::OK);
+    let registered = app
+        .post(
+            "/v1/users",
+            json!({"email": unique_email(), "display_name": "M", "password": "customer-password-1"}),
+        )
+        .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.body
+    );
+    let refused = app
+        .post(
+            "/v1/users",
+            json!({"email": "bad", "display_name": "M", "password": "customer-password-1"}),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    let (status, after) = app.get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    // Other tests of this binary register users too: at least these two are counted.
+    let grew = |name: &str, labels: &[&str]| {
+        metric_sum(&after, name, labels) - metric_sum(&before, name, labels)
+    };
+    assert!(grew("commands_total", &accepted) >= 1.0, "{after}");
     assert!(
-        metrics.contains(r#"commands_total{command="register_user",outcome="accepted"}"#),
-        "{metrics}"
+        grew("http_request_duration_seconds_count", &requests) >= 2.0,
+        "{after}"
     );
     assert!(
-        metrics.contains("http_request_duration_seconds_bucket"),
-        "{metrics}"
+        metric_sum(&after, "http_request_duration_seconds_bucket", &requests) > 0.0,
+        "{after}"
     );
-    assert!(metrics.contains(r#"route="/v1/users""#));
 }
 
 /// A service whose database lacks a migration it embeds is not ready (a rolling update whose

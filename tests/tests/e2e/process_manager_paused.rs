@@ -17,7 +17,10 @@ use crate::support::stack::spawn_stack;
 /// How long the process manager's command API stays stopped.
 const PAUSE: Duration = Duration::from_secs(20);
 /// The longest an unrelated command may take to reach the read models meanwhile.
-const VISIBLE_WITHIN: Duration = Duration::from_secs(5);
+// Well under the pause (20 s): a new user held up by the paused process manager would wait for
+// the rest of it. Not tighter: a relay publishes only below the oldest transaction open on the
+// server, and other tests hold some open for seconds.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Orders paid and captured through `app`; the process manager will want to confirm each.
 async fn paid_orders(app: &TestApp, count: usize) -> Vec<String> {

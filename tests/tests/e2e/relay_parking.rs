@@ -12,7 +12,8 @@ use crate::support::database::insert_user_registered;
 use crate::support::kafka::shared_bootstrap;
 use crate::support::processes::{free_port, metric_line, spawn_relay};
 use crate::support::stack::{
-    spawn_stack, stack_without_relay, unpublished, verify_log, wait_until_published, Stack,
+    spawn_stack, stack_without_relay, unpublished, verify_log, wait_until_published,
+    wait_until_unpublished_at_most, Stack,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +71,9 @@ async fn an_event_newer_than_the_relay_waits_for_a_relay_that_knows_it() {
         .expect("make the event newer than the relay");
     tx.commit().await.unwrap();
     stack.app.register(&unique_email()).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The one before it is published; then, a few relay rounds later, the two are still held.
+    wait_until_unpublished_at_most(pool, 2, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         unpublished(pool).await,
         2,
@@ -192,6 +195,7 @@ async fn an_event_the_producer_refuses_leaves_what_came_before_published_once() 
     let port = free_port();
     let mut relay = spawn_relay(&stack.settings, port);
     wait_for_metric(port, "relay_refused_by_brokers 1").await;
+    wait_until_unpublished_at_most(pool, 2, Duration::from_secs(30)).await;
     // Several retries (backing off up to 5 s) go by.
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(

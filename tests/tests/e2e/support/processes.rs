@@ -287,3 +287,20 @@ fn free_ports_are_never_handed_out_twice_nor_from_the_ephemeral_range() {
     assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
     assert!(ports.iter().all(|p| PORTS.contains(p)), "{ports:?}");
 }
+
+/// The sum of the samples in a Prometheus text page whose series name is `name` and whose
+/// labels include every one of `labels` (`key="value"` each); 0 when none. The metrics
+/// recorder is process-wide in this test binary, so a test compares this before and after
+/// what it does rather than looking for a series other tests also produce.
+pub fn metric_sum(page: &str, name: &str, labels: &[&str]) -> f64 {
+    page.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            (series_name == name && labels.iter().all(|l| rest.contains(l)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}

@@ -99,6 +99,25 @@ pub async fn unpublished(pool: &PgPool) -> i64 {
     .expect("count unpublished events")
 }
 
+/// Polls until at most `left` events are unpublished, within `timeout`; the count then. A
+/// relay publishes only below the oldest transaction running anywhere on the server, so a
+/// transaction another test holds open delays it: a test asserts what stays unpublished only
+/// after what should be published is.
+pub async fn wait_until_unpublished_at_most(pool: &PgPool, left: i64, timeout: Duration) -> i64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = unpublished(pool).await;
+        if now <= left {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{now} events still unpublished after {timeout:?}, expected at most {left}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn wait_until_published(pool: &PgPool, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
