@@ -413,13 +413,7 @@ async fn headers_cookie_and_tokens(console: &Console) {
 async fn a_browser_dropped_without_quitting_leaves_no_process_behind() {
     let browser = Browser::start().await;
     let profile = browser.profile().display().to_string();
-    let running = || {
-        std::process::Command::new("pgrep")
-            .args(["-f", &profile])
-            .output()
-            .map(|found| !found.stdout.is_empty())
-            .expect("run pgrep")
-    };
+    let running = || !crate::support::processes::pids_naming(&profile).is_empty();
     assert!(running(), "Chromium runs with the session's profile");
     drop(browser);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -3,13 +3,12 @@
 //! `projector audit-export` writes the same entries to a file as JSON lines or CSV, and with
 //! `--resume` appends only what came after the file's last record.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::app::{status_type_text, unique_email};
-use crate::support::processes::service_command;
+use crate::support::processes::run_projector;
 use crate::support::projector::{projected_commerce, wait_until_projected};
 use crate::support::query::spawn_query_api;
 use crate::support::stack::wait_until_published;
@@ -236,11 +235,7 @@ async fn the_audit_log_exports_in_order_filtered_and_resumable() {
     let dir = std::env::temp_dir().join(format!("audit-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let csv = dir.join("audit.csv");
-    let run = |args: &[&str]| {
-        let mut command: Command = service_command("projector", &stack.settings);
-        command.arg("audit-export").args(args);
-        command.output().expect("run projector audit-export")
-    };
+    let run = |args: &[&str]| run_projector(&stack.settings, &[&["audit-export"], args].concat());
     let out = run(&["--format", "csv", "--out", csv.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     let progress = String::from_utf8_lossy(&out.stderr);

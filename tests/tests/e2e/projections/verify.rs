@@ -1,7 +1,7 @@
 //! `projector verify`: each read model equals a rebuild from the events, and a difference is
 //! found and shown, by the library and by the command.
 
-use crate::support::processes::service_command;
+use crate::support::processes::run_projector;
 use crate::support::projector::projected_commerce;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -61,12 +61,7 @@ async fn verify_proves_each_read_model_equals_a_rebuild_and_shows_a_difference()
     // The command: exit 0 when equal, 1 with the difference printed when not.
     let settings = stack.settings.clone();
     let (users, orders) = tokio::task::spawn_blocking(move || {
-        let run = |name: &str| {
-            service_command("projector", &settings)
-                .args(["verify", name])
-                .output()
-                .expect("run projector verify")
-        };
+        let run = |name: &str| run_projector(&settings, &["verify", name]);
         (run("users"), run("orders"))
     })
     .await

@@ -253,11 +253,14 @@ impl Drop for Browser {
     /// A test that fails before [`Browser::quit`] must not leave its Chromium running:
     /// chromedriver dies with `_driver`, but the browser it started lives on in a process group
     /// of its own. Its processes are the ones whose command line names this session's profile
-    /// directory (a fresh UUID), so nothing else is matched.
+    /// directory (a fresh UUID), so nothing else is matched; each is killed by its pid.
     fn drop(&mut self) {
-        let _ = Command::new("pkill")
-            .args(["-KILL", "-f", &self.profile.display().to_string()])
-            .status();
+        let profile = self.profile.display().to_string();
+        for pid in crate::support::processes::pids_naming(&profile) {
+            if !crate::support::processes::kill_if_naming(pid, &profile) {
+                eprintln!("Chromium process {pid} of {profile} could not be killed");
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }

@@ -248,7 +248,11 @@ fn a_broker_stopped_while_it_is_still_starting_is_stopped() {
     std::thread::sleep(Duration::from_millis(1500));
     let left = running(&pid);
     if left {
-        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        // Only if it is still this test's node (its command line names the test's directory).
+        let ours = pid.parse().is_ok_and(|pid| {
+            crate::support::processes::kill_if_naming(pid, &data.to_string_lossy())
+        });
+        assert!(ours || !running(&pid), "pid {pid} is another process now");
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(down.success());

@@ -78,11 +78,61 @@ pub fn service_command(name: &str, settings: &Settings) -> Command {
     command
 }
 
-/// Runs `projector <args>` on `settings` to its end (see [`service_command`]).
+/// How long a one-off command of ours (`projector replay`, `verify`, `audit-export`...) may
+/// run before the test gives up on it: far beyond any of a test's few thousand events, short
+/// of CI's limit for the whole suite.
+const ONE_OFF_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `projector <args>` on `settings` to its end (see [`service_command`] and
+/// [`output_within_limit`]).
 pub fn run_projector(settings: &Settings, args: &[&str]) -> std::process::Output {
     let mut command = service_command("projector", settings);
     command.args(args);
-    command.output().expect("run the projector")
+    output_within_limit(command, "projector")
+}
+
+/// Runs `command` to its end and collects its output, as `Command::output` does; one that has
+/// not ended after [`ONE_OFF_LIMIT`] (a command waiting for a lock it should refuse, say) is
+/// killed and the test fails with what it printed, instead of hanging the suite.
+pub fn output_within_limit(mut command: Command, what: &str) -> std::process::Output {
+    let dir = std::env::temp_dir().join(format!("one-off-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("a directory for the command's output");
+    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+    let file = |path: &std::path::Path| {
+        std::fs::File::create(path).unwrap_or_else(|e| panic!("create {path:?}: {e}"))
+    };
+    let mut child = command
+        .stdout(Stdio::from(file(&out)))
+        .stderr(Stdio::from(file(&err)))
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    let deadline = Instant::now() + ONE_OFF_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the command") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |path: &std::path::Path| std::fs::read(path).unwrap_or_default();
+    let (stdout, stderr) = (read(&out), read(&err));
+    std::fs::remove_dir_all(&dir).ok();
+    let Some(status) = status else {
+        panic!(
+            "{what} did not end within {ONE_OFF_LIMIT:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+    };
+    std::process::Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 /// A child process of the test, killed (SIGKILL) and reaped when dropped, so a failing test
@@ -303,4 +353,34 @@ pub fn metric_sum(page: &str, name: &str, labels: &[&str]) -> f64 {
                 .flatten()
         })
         .sum()
+}
+
+/// The live processes whose command line has an argument containing `needle` (a path only one
+/// test uses: a fresh profile or data directory), read from `/proc`.
+pub fn pids_naming(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                String::from_utf8_lossy(&cmdline)
+                    .split('\0')
+                    .any(|arg| arg.contains(needle))
+            })
+        })
+        .collect()
+}
+
+/// Sends SIGKILL to `pid`, if it is still a process whose command line names `needle` (so a
+/// pid reused since it was read is left alone); whether one was signalled.
+pub fn kill_if_naming(pid: u32, needle: &str) -> bool {
+    if !pids_naming(needle).contains(&pid) {
+        return false;
+    }
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .is_ok_and(|status| status.success())
 }

@@ -69,9 +69,23 @@ pub async fn unprojected(pool: &PgPool, projection: &str, aggregates: &[&str]) -
     .expect("count unprojected")
 }
 
+/// Waits until every read model has applied every event of its aggregates.
 pub async fn wait_until_projected(pool: &PgPool, timeout: Duration) {
+    wait_until_models_projected(pool, |_| true, timeout).await
+}
+
+/// Waits until every read model `selected` by name has applied every event of its aggregates
+/// (for a projector that runs a selection of them).
+pub async fn wait_until_models_projected(
+    pool: &PgPool,
+    selected: impl Fn(&str) -> bool,
+    timeout: Duration,
+) {
     let deadline = Instant::now() + timeout;
-    for model in projections::READ_MODELS {
+    let models = projections::READ_MODELS
+        .iter()
+        .filter(|m| selected(m.name()));
+    for model in models {
         let (projection, aggregates) = (model.name(), model.aggregates());
         loop {
             let left = unprojected(pool, projection, aggregates).await;
