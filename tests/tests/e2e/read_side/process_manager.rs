@@ -22,17 +22,33 @@ use crate::support::stack::{spawn_stack, unpublished, wait_until_published};
 async fn cancel_after_capture_refunds_exactly_once_across_projector_kills() {
     let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
     let app = &stack.app;
-    let (settings, url) = (stack.settings.clone(), app.url.clone());
-    let killer = tokio::task::spawn_blocking(move || {
+    let (settings, url, watched) = (stack.settings.clone(), app.url.clone(), app.pool.clone());
+    const PAYMENTS: usize = 24;
+    // Each projector process is killed once it has consumed something (the process manager's
+    // offsets moved since it started), so kills land while it works; how many of them came
+    // while refunds were still to be made.
+    let killer = tokio::spawn(async move {
         let mut projector = spawn_projector(&settings, Some(&url));
+        let mut mid_work = 0;
         for _ in 0..4 {
-            std::thread::sleep(Duration::from_millis(900));
+            let started = process_manager_offsets(&watched).await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while process_manager_offsets(&watched).await == started && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if refunds(&watched).await.len() < PAYMENTS {
+                mid_work += 1;
+            }
             projector = spawn_projector(&settings, Some(&url)); // SIGKILLs the old one
         }
-        projector
+        (projector, mid_work)
     });
-    let payments = join_all((0..24).map(|_| pay_then_cancel(app))).await;
-    let projector = killer.await.expect("killer thread");
+    let payments = join_all((0..PAYMENTS).map(|_| pay_then_cancel(app))).await;
+    let (projector, mid_work) = killer.await.expect("killer task");
+    assert!(
+        mid_work >= 1,
+        "no projector was killed while refunds were pending"
+    );
     let pool = &app.pool;
     wait_until_published(pool, Duration::from_secs(60)).await;
 
@@ -65,6 +81,17 @@ async fn cancel_after_capture_refunds_exactly_once_across_projector_kills() {
         assert_eq!(actor, "service:process-manager");
     }
     drop(projector);
+}
+
+/// How far the process manager has consumed, over every partition.
+async fn process_manager_offsets(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(next_offset), 0)::bigint FROM projection_offsets
+         WHERE projection = 'process_manager'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("process manager offsets")
 }
 
 async fn unpublished_is_zero(pool: &PgPool) -> bool {
