@@ -44,7 +44,19 @@ pub async fn build(settings: &Settings) -> Result<App, ProjectorError> {
     let settings = settings.clone();
     Ok(service.background("projections", move || {
         let (stop, stopped) = watch::channel(false);
-        let running = tokio::spawn(crate::run_all(pool, settings, commands, stopped));
+        let mut stop_waiting = stopped.clone();
+        // Nothing is consumed before the database holds this build's migrations: an event
+        // applied to a table or column not there yet fails for good (not a transient error)
+        // and would be dead-lettered.
+        let running = tokio::spawn(async move {
+            let migrated = tokio::select! {
+                () = infra::db::wait_for_migrations(&pool, "projector") => true,
+                () = async { drop(stop_waiting.wait_for(|stop| *stop).await) } => false,
+            };
+            if migrated {
+                crate::run_all(pool, settings, commands, stopped).await;
+            }
+        });
         async move {
             let _ = stop.send(true);
             let _ = running.await;

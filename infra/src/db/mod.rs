@@ -94,6 +94,55 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     applied
 }
 
+/// The newest migration this build embeds: the database must hold it (and every one before
+/// it) for this build's queries.
+pub fn needed_migration() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// The newest migration the database holds (0 before any).
+pub async fn applied_migration(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COALESCE(max(version), 0) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+}
+
+/// Returns once the database holds every migration this build embeds, checking every two
+/// seconds and logging a warning every half minute while it waits (for a service that must
+/// not work on an older schema: a rolling update whose migrations run as a separate job, which
+/// the new pods may start before). A database that cannot be asked is waited for the same way.
+pub async fn wait_for_migrations(pool: &PgPool, service: &str) {
+    let needed = needed_migration();
+    let mut last_warning: Option<tokio::time::Instant> = None;
+    loop {
+        let applied = applied_migration(pool).await;
+        if matches!(applied, Ok(applied) if applied >= needed) {
+            if last_warning.is_some() {
+                tracing::info!(service, needed, "the database's migrations are in place");
+            }
+            return;
+        }
+        if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+            match &applied {
+                Ok(applied) => tracing::warn!(
+                    service,
+                    applied,
+                    needed,
+                    "waiting for the database's migrations before starting work"
+                ),
+                Err(error) => tracing::warn!(
+                    service,
+                    needed,
+                    error = error as &dyn std::error::Error,
+                    "waiting for the database's migrations before starting work"
+                ),
+            }
+            last_warning = Some(tokio::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 /// A connection, retried with growing pauses while the database is unreachable, refuses for
 /// now (starting up, out of connection slots) or is too slow to answer, until `wait` has
 /// passed; any other error (a wrong password, a database that does not exist) at once.

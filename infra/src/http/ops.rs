@@ -95,15 +95,8 @@ async fn healthz() -> Json<serde_json::Value> {
 /// rolling update whose migrations run apart (a Kubernetes Job), a new pod that needs a table
 /// or column not there yet would answer errors; it waits, unready, until they are.
 async fn readyz(State(state): State<OpsState>) -> Response {
-    let needed = crate::db::MIGRATOR
-        .iter()
-        .map(|m| m.version)
-        .max()
-        .unwrap_or(0);
-    let check = sqlx::query_scalar::<_, i64>(
-        "SELECT COALESCE(max(version), 0) FROM _sqlx_migrations WHERE success",
-    )
-    .fetch_one(&state.pool);
+    let needed = crate::db::needed_migration();
+    let check = crate::db::applied_migration(&state.pool);
     match tokio::time::timeout(Duration::from_secs(2), check).await {
         Ok(Ok(applied)) if applied >= needed => {
             Json(serde_json::json!({ "status": "ready", "database": "ok" })).into_response()

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::support::app::unique_email;
 use crate::support::fold::assert_read_models_match_the_events;
 use crate::support::kafka::shared_bootstrap;
-use crate::support::processes::free_port;
+use crate::support::processes::{free_port, service_command, Process};
 use crate::support::projector::{
     metrics_page, projection_counter, spawn_projector_on, unprojected, wait_until_projected,
 };
@@ -124,5 +124,48 @@ async fn a_failing_projection_makes_the_others_read_nothing_twice() {
     let page = metrics_page(port).await;
     let applied = projection_counter(&page, "projection_events_applied_total", "users");
     assert_eq!(applied, (2 * users) as f64, "users applied each event once");
+    drop(projector);
+}
+
+/// A projector started on a database that lacks a migration it embeds (a rolling update whose
+/// migrations run as a separate job, not finished yet) consumes nothing until the migration is
+/// there: an event applied to a table or column that does not exist yet fails for good and
+/// would be dead-lettered. Before, it consumed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projector_waits_for_its_migrations_before_consuming() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let pool = &stack.app.pool;
+    let newest_applied = |success: bool| {
+        sqlx::query(
+            "UPDATE _sqlx_migrations SET success = $1
+             WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+        )
+        .bind(success)
+        .execute(pool)
+    };
+    newest_applied(false).await.unwrap();
+    write_users(&stack, 3).await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    let port = free_port();
+    // As deployed where a job runs the migrations: the projector does not migrate at start.
+    let mut command = service_command("projector", &stack.settings);
+    command
+        .env("APP__PROJECTOR__PROCESS_MANAGER", "false")
+        .env("APP__PROJECTOR__PORT", port.to_string())
+        .env("APP__DATABASE__MIGRATE_ON_START", "false");
+    let projector = Process::spawn(command, "a projector process");
+    // It serves its ops port (alive) while it waits; a few of its checks go by.
+    metrics_page(port).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let consumed: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_offsets")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(consumed, 0, "the projector consumed before its migrations");
+    assert_eq!(unprojected(pool, "users", &["user"]).await, 6);
+
+    newest_applied(true).await.unwrap();
+    wait_until_projected(pool, Duration::from_secs(60)).await;
+    assert_read_models_match_the_events(pool).await;
     drop(projector);
 }
