@@ -82,6 +82,9 @@ def check_pod(problems, where, obj):
             for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
                 got = c.get(probe, {}).get("httpGet", {}).get("path")
                 problems.require(got == path, cw, f"{probe} path is {got!r}, not {path}")
+                # /readyz gives its database check 2 s; Kubernetes' default probe timeout is 1 s.
+                timeout = c.get(probe, {}).get("timeoutSeconds", 1)
+                problems.require(timeout >= 3, cw, f"{probe} times out after {timeout} s, under 3")
 
 
 def check_workloads(problems, name, objs):

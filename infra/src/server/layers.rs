@@ -231,7 +231,15 @@ fn panic_problem(panic: Box<dyn Any + Send + 'static>) -> Response {
     Problem::internal().into_response()
 }
 
+/// The ops routes, which take no slot: a probe or scrape shed with the requests of a busy
+/// service would tell the orchestrator it is dead (a restart on top of the load) and lose the
+/// metrics that show why.
+const UNLIMITED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 async fn concurrency_limit(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    if UNLIMITED.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
     let slot = tokio::time::timeout(limits.queue_timeout, limits.slots.acquire_owned()).await;
     match slot {
         Ok(Ok(_permit)) => next.run(request).await,
