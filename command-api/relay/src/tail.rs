@@ -139,23 +139,37 @@ pub async fn save_checkpoint(
     Ok(())
 }
 
-/// Events committed but not yet published (capped, to stay cheap far behind), and the age in
-/// seconds of the oldest of them.
+/// Pending events counted exactly up to this many; past it, estimated (see [`lag`]).
+pub const LAG_COUNTED: i64 = 100_000;
+
+/// Events committed but not yet published, and the age in seconds of the oldest of them.
+/// Counted exactly up to [`LAG_COUNTED`] (counting stays cheap that far); past it, estimated by
+/// the global positions given out since the checkpoint, which is at least the count (positions
+/// of rolled-back transactions are skipped, never reused), so a backlog of a million reads as
+/// about a million, not as the cap.
 pub async fn lag(pool: &PgPool, after: &Checkpoint) -> Result<(i64, f64), sqlx::Error> {
     let row = sqlx::query(
-        // Two index walks that stay cheap under a prepared statement's generic plan: the
-        // count needs no order (any 100,000 pending rows cap it the same), and the oldest
-        // pending event is the first in the tailing index's order.
+        // Index walks that stay cheap under a prepared statement's generic plan: the count
+        // needs no order (any 100,000 pending rows cap it the same), the newest position is
+        // the last entry of its unique index, and the oldest pending event is the first in
+        // the tailing index's order.
         "SELECT (SELECT count(*) FROM (SELECT 1 FROM events
                      WHERE (tx_id, global_position) > ($1::text::xid8, $2)
-                     LIMIT 100000) AS pending) AS pending,
+                     LIMIT $3) AS pending) AS pending,
+                COALESCE((SELECT max(global_position) FROM events), 0) - $2 AS positions,
                 COALESCE((SELECT EXTRACT(EPOCH FROM now() - recorded_at) FROM events
                           WHERE (tx_id, global_position) > ($1::text::xid8, $2)
                           ORDER BY tx_id, global_position LIMIT 1), 0)::float8 AS age",
     )
     .bind(after.tx_id.to_string())
     .bind(after.global_position)
+    .bind(LAG_COUNTED)
     .fetch_one(pool)
     .await?;
-    Ok((row.try_get("pending")?, row.try_get("age")?))
+    let (pending, positions): (i64, i64) = (row.try_get("pending")?, row.try_get("positions")?);
+    let pending = match pending < LAG_COUNTED {
+        true => pending,
+        false => positions.max(pending),
+    };
+    Ok((pending, row.try_get("age")?))
 }

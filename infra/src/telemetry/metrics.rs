@@ -59,7 +59,7 @@ pub const SERIES: &[(&str, Kind, Option<Unit>, &str)] = &[
     ("relay_errors_total", Kind::Counter, None, "Relay runs that ended in an error and restarted."),
     ("relay_broker_errors_total", Kind::Counter, None, "Batches the brokers did not acknowledge in time (resent)."),
     ("relay_refused_by_brokers", Kind::Gauge, None, "1 while the brokers refuse the next event this process's relay must publish with an error they give on every try (larger than the topic allows, no right to write it); 0 once one passes."),
-    ("relay_lag_events", Kind::Gauge, None, "Events committed to the store and not yet acknowledged by the brokers."),
+    ("relay_lag_events", Kind::Gauge, None, "Events committed to the store and not yet acknowledged by the brokers (exact up to 100,000, estimated beyond)."),
     ("relay_lag_seconds", Kind::Gauge, Some(Unit::Seconds), "Age of the oldest committed event not yet acknowledged by the brokers."),
     // schema registry
     ("registry_writes_refused_total", Kind::Counter, None, "Schema registry writes refused for missing or wrong credentials."),

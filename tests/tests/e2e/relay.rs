@@ -238,3 +238,46 @@ async fn only_one_relay_publishes_and_another_takes_over() {
     verify_log(&stack, events).await;
     relays[standby].kill();
 }
+
+/// The relay's lag is counted exactly up to 100,000 pending events (counting stays cheap that
+/// far) and estimated past it from the global positions given out since the checkpoint, so a
+/// backlog larger than the cap reads as its size, not as the cap. Before, the gauge stopped at
+/// 100,000 whatever the backlog.
+#[tokio::test]
+async fn a_relay_lag_past_the_counted_cap_reads_as_the_backlog() {
+    let db = TestDatabase::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    infra::db::migrate(&pool).await.unwrap();
+    let backlog = relay::tail::LAG_COUNTED + 2_345;
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata, event_id)
+         SELECT 'user', 'u' || n, 1, 'UserRegistered', '1', '{}', '{}', gen_random_uuid()
+         FROM generate_series(1, $1) AS n",
+    )
+    .bind(backlog)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let start = relay::tail::Checkpoint {
+        tx_id: 0,
+        global_position: 0,
+    };
+    let (pending, age) = relay::tail::lag(&pool, &start).await.unwrap();
+    assert_eq!(pending, backlog);
+    assert!(age >= 0.0, "{age}");
+    // Below the cap the count is exact: ten events after this one.
+    let (tx_id, global_position): (String, i64) = sqlx::query_as(
+        "SELECT tx_id::text, global_position FROM events ORDER BY global_position DESC
+         OFFSET 10 LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let near_the_end = relay::tail::Checkpoint {
+        tx_id: tx_id.parse().unwrap(),
+        global_position,
+    };
+    assert_eq!(relay::tail::lag(&pool, &near_the_end).await.unwrap().0, 10);
+    pool.close().await;
+}
