@@ -1,7 +1,10 @@
 //! The first admin: with `auth.bootstrap_admin_email` and a password set, the command API
 //! registers that account at start and grants it `admin`, unless an account with that email
 //! exists already. An existing account is never promoted (someone else may have registered
-//! the address first); that is logged as an error instead.
+//! the address first); that is logged as an error instead. The bootstrap's own account is
+//! granted `admin` again only while its history is its registration alone (a start that
+//! stopped between registering and granting): a revocation or a deactivation since is an
+//! operator's decision, which a restart must not undo.
 
 use domain::values::{DisplayName, Email, Role};
 use domain::{User, UserCommand};
@@ -50,13 +53,19 @@ pub async fn ensure_admin(
         if user.is_some_and(|u| u.roles().contains(&Role::Admin)) {
             return Ok(None);
         }
-        // Registered by an earlier bootstrap that stopped before the grant: finish it.
-        if registered_by_bootstrap(&identity.pool, existing).await? {
-            grant_admin(bus, existing).await?;
-            tracing::info!(user = %existing, "bootstrap admin promoted");
-            return Ok(None);
+        match bootstrap_history(&identity.pool, existing).await? {
+            // Registered by an earlier bootstrap that stopped before the grant: finish it.
+            History::RegisteredOnly => {
+                grant_admin(bus, existing).await?;
+                tracing::info!(user = %existing, "bootstrap admin promoted");
+            }
+            History::ChangedSince => tracing::warn!(user = %existing,
+                "the bootstrap admin's account lost its admin role or was deactivated since it \
+                 was created; left as it is"),
+            History::Someone => tracing::error!(user = %existing,
+                "the bootstrap admin's email belongs to an account without the admin role; it \
+                 was not promoted"),
         }
-        tracing::error!(user = %existing, "the bootstrap admin's email belongs to an account without the admin role; it was not promoted");
         return Ok(None);
     }
     let hash = identity
@@ -120,15 +129,28 @@ async fn grant_admin(bus: &CommandBus, id: Uuid) -> Result<(), BootstrapError> {
         .map_err(BootstrapError::Command)
 }
 
-/// Whether the user's registration was the bootstrap's own.
-async fn registered_by_bootstrap(pool: &sqlx::PgPool, id: Uuid) -> Result<bool, BootstrapError> {
-    let actor: Option<String> = sqlx::query_scalar(
-        "SELECT metadata->>'actor' FROM events
-         WHERE aggregate_type = 'user' AND aggregate_id = $1 AND sequence = 1",
+/// What the history of an account holding the bootstrap admin's email says.
+enum History {
+    /// The bootstrap registered it, and nothing happened to it since.
+    RegisteredOnly,
+    /// The bootstrap registered it; it has changed since (a role revoked, deactivated).
+    ChangedSince,
+    /// Someone else registered it.
+    Someone,
+}
+
+async fn bootstrap_history(pool: &sqlx::PgPool, id: Uuid) -> Result<History, BootstrapError> {
+    let (actor, events): (Option<String>, i64) = sqlx::query_as(
+        "SELECT max(metadata->>'actor') FILTER (WHERE sequence = 1), count(*)
+         FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1",
     )
     .bind(id.to_string())
-    .fetch_optional(pool)
+    .fetch_one(pool)
     .await
     .map_err(BootstrapError::Database)?;
-    Ok(actor.as_deref() == Some(&format!("service:{ACTOR}")))
+    Ok(match (actor == Some(format!("service:{ACTOR}")), events) {
+        (false, _) => History::Someone,
+        (true, 1) => History::RegisteredOnly,
+        (true, _) => History::ChangedSince,
+    })
 }

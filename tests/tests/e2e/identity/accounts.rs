@@ -475,8 +475,7 @@ async fn the_bootstrap_admin_is_created_once_and_can_act() {
     drop(second);
     assert_eq!(admins().await, 1);
     // A bootstrap that stopped between registering and granting is finished by the next
-    // start (simulated by taking the role away); an account someone else registered under
-    // that email would not be promoted.
+    // start (simulated by taking the grant out of the account's history).
     let admin_id: String = sqlx::query_scalar(
         "SELECT aggregate_id FROM events WHERE event_type = 'UserRegistered' AND payload->>'email' = $1",
     )
@@ -484,9 +483,35 @@ async fn the_bootstrap_admin_is_created_once_and_can_act() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
+    sqlx::query(
+        "DELETE FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1 AND sequence > 1",
+    )
+    .bind(&admin_id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    drop(command_api::build(&again).await.expect("a third start"));
+    let (token, _) = login(&app.client, &app.url, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let grant_admin = |token: String| {
+        let path = format!("/v1/users/{}/roles", customer.id);
+        let app = &app;
+        async move {
+            app.post_as(Auth::Bearer(&token), &path, json!({"role": "admin"}))
+                .await
+        }
+    };
+    let roles = grant_admin(token.clone()).await;
+    assert_eq!(
+        roles.status,
+        StatusCode::OK,
+        "the admin role was not restored: {}",
+        roles.body
+    );
+    // An operator's revocation is not undone by the next start. Before, every start granted
+    // the role again.
     let revoked = app
         .send_as(
-            Auth::Bearer(&token),
+            Auth::Admin,
             reqwest::Method::DELETE,
             &format!("/v1/users/{admin_id}/roles/admin"),
             None,
@@ -494,20 +519,23 @@ async fn the_bootstrap_admin_is_created_once_and_can_act() {
         )
         .await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
-    drop(command_api::build(&again).await.expect("a third start"));
+    drop(command_api::build(&again).await.expect("a fourth start"));
     let (token, _) = login(&app.client, &app.url, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let roles = app
+    grant_admin(token).await.assert_problem(403, "forbidden");
+    // Nor does a deactivated bootstrap account keep the command API from starting (the grant
+    // it used to retry failed, and every start with it).
+    let deactivated = app
         .post_as(
-            Auth::Bearer(&token),
-            &format!("/v1/users/{}/roles", customer.id),
-            json!({"role": "admin"}),
+            Auth::Admin,
+            &format!("/v1/users/{admin_id}/deactivate"),
+            json!({}),
         )
         .await;
-    assert_eq!(
-        roles.status,
-        StatusCode::OK,
-        "the admin role was not restored: {}",
-        roles.body
+    assert_eq!(deactivated.status, StatusCode::OK, "{}", deactivated.body);
+    drop(
+        command_api::build(&again)
+            .await
+            .expect("a start after the deactivation"),
     );
 }
 
