@@ -232,8 +232,13 @@ impl CommandBus {
         if must_own {
             let customer = meta.principal.as_ref().and_then(|p| p.user_id());
             let customer = customer.ok_or(CommandError::Forbidden)?;
+            let support = meta
+                .principal
+                .as_ref()
+                .is_some_and(|p| p.has(infra::auth::Role::Support));
             self.check_owner(
                 customer,
+                support,
                 &context.aggregate,
                 dispatch.id,
                 &dispatch.command,

@@ -149,10 +149,14 @@ impl Governed for Payment {
 }
 
 impl CommandBus {
-    /// `Ok` when `customer` owns the aggregate; else what they are told instead.
+    /// `Ok` when `customer` owns the aggregate; else what they are told instead: a customer,
+    /// that it does not exist (another customer's things are hidden); one who also holds
+    /// `support`, which reads everything and writes nothing, 403 (hiding what it may read
+    /// would only mislead it).
     pub(super) async fn check_owner<A: Governed + super::Target>(
         &self,
         customer: Uuid,
+        support: bool,
         state: &A,
         id: Uuid,
         command: &A::Command,
@@ -169,10 +173,10 @@ impl CommandBus {
                 .and_then(|o| o.customer_id()),
             None => None,
         };
-        if owner == Some(customer) {
-            Ok(())
-        } else {
-            Err(A::hidden(new))
+        match (owner == Some(customer), support) {
+            (true, _) => Ok(()),
+            (false, true) => Err(CommandError::Forbidden),
+            (false, false) => Err(A::hidden(new)),
         }
     }
 }
