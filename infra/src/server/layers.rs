@@ -57,6 +57,7 @@ pub fn apply(router: Router, http: &HttpSettings) -> Router {
         .layer(from_fn_with_state(limit.clone(), time_limit))
         .layer(from_fn_with_state(limit, concurrency_limit))
         .layer(CatchPanicLayer::custom(panic_problem))
+        .layer(from_fn(undecodable_path))
         .layer(from_fn(record_http_metrics))
         .layer(
             TraceLayer::new_for_http()
@@ -82,6 +83,40 @@ pub const SECURITY_HEADERS: [(&str, &str); 4] = [
     ),
     ("referrer-policy", "no-referrer"),
 ];
+
+/// A path that is not UTF-8 once percent-decoded (`/v1/orders/%FF`) names nothing any route
+/// serves: 404 `not-found` as a problem, like any other missing resource. Without this, the
+/// path extractor answered such a request itself, 400 in plain text, before authentication.
+async fn undecodable_path(request: Request, next: Next) -> Response {
+    if percent_decoded(request.uri().path()).is_some_and(|bytes| String::from_utf8(bytes).is_ok()) {
+        return next.run(request).await;
+    }
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        "the path is not UTF-8 once percent-decoded, so it names nothing",
+    )
+    .into_response()
+}
+
+/// `path` with its `%XX` escapes decoded; `None` for a `%` not followed by two hex digits.
+fn percent_decoded(path: &str) -> Option<Vec<u8>> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
 
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;

@@ -109,6 +109,12 @@ async fn every_service_answers_unknown_routes_and_methods_with_problems_and_echo
         missing.assert_problem(404, "route-not-found");
         let wrong = running.call(Method::POST, "/healthz", &[]).await;
         wrong.assert_problem(405, "method-not-allowed");
+        // A path that is not UTF-8 once decoded names nothing: a problem, not the path
+        // extractor's plain-text 400 (which came before authentication, too).
+        for path in ["/v1/orders/%FF/confirm", "/v1/users/%C3%28"] {
+            let undecodable = running.call(Method::POST, path, &[]).await;
+            undecodable.assert_problem(404, "not-found");
+        }
 
         let echoed = running
             .call(Method::GET, "/healthz", &[("x-request-id", "req-42.a:b_c")])
