@@ -1,7 +1,9 @@
 //! Password hashing with argon2id, off the async runtime and bounded: at most
 //! `auth.hashing_threads` hashes run at once (each on a blocking thread) and at most
 //! `auth.hashing_queue` more wait; past that the request is refused at once, so a login flood
-//! cannot starve other requests of threads or memory.
+//! cannot starve other requests of threads or memory. New hashes (registrations, password
+//! resets, upgrades) may take at most half of those places: a flood of registrations (each a
+//! hash, even for an email already taken) cannot refuse every login.
 
 use std::sync::Arc;
 
@@ -39,6 +41,8 @@ pub struct Passwords {
     params: Params,
     running: Arc<Semaphore>,
     waiting: Arc<Semaphore>,
+    /// The share of `waiting` new hashes may hold: half, at least one.
+    new_hashes: Arc<Semaphore>,
     /// A hash of a random password, verified against when an account does not exist so
     /// that the answer takes as long as for a wrong password.
     decoy: Arc<String>,
@@ -57,18 +61,19 @@ impl Passwords {
             .hash_password(uuid::Uuid::new_v4().as_bytes())
             .map_err(|e| HashError::Failed(e.to_string()))?
             .to_string();
+        let places = settings.hashing_threads.max(1) + settings.hashing_queue;
         Ok(Self {
             params,
             running: Arc::new(Semaphore::new(settings.hashing_threads.max(1))),
-            waiting: Arc::new(Semaphore::new(
-                settings.hashing_threads.max(1) + settings.hashing_queue,
-            )),
+            waiting: Arc::new(Semaphore::new(places)),
+            new_hashes: Arc::new(Semaphore::new((places / 2).max(1))),
             decoy: Arc::new(decoy),
         })
     }
 
     /// The PHC string of a new hash (salted).
     pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
+        let _share = self.new_hashes.try_acquire().map_err(|_| HashError::Busy)?;
         let password = password.clone();
         let params = self.params.clone();
         self.bounded(move || {
@@ -203,6 +208,27 @@ mod tests {
             passwords.hash(&secret).await,
             Err(HashError::Busy)
         ));
+    }
+
+    /// Registrations cannot take every place: with their half in use, another new hash is
+    /// refused and a login's check still goes through. Before, a flood of registrations of a
+    /// taken email (each a hash) had every login answered 503.
+    #[tokio::test]
+    async fn new_hashes_take_at_most_half_of_the_places_and_checks_keep_the_rest() {
+        let mut settings = settings();
+        settings.hashing_queue = 3;
+        let passwords = Passwords::new(&settings).unwrap();
+        let _registrations = passwords
+            .new_hashes
+            .clone()
+            .try_acquire_many_owned(2)
+            .unwrap();
+        let secret = SecretString::from("correct horse battery".to_owned());
+        assert!(matches!(
+            passwords.hash(&secret).await,
+            Err(HashError::Busy)
+        ));
+        assert!(!passwords.verify(&secret, None).await.unwrap());
     }
 
     #[test]
