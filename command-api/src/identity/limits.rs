@@ -40,7 +40,6 @@ impl FailureLimiter {
     }
 
     /// How long the key stays blocked, if it is.
-    #[cfg(test)]
     pub fn blocked(&self, key: &str) -> Option<Duration> {
         let entries = self.entries.lock().ok()?;
         let (count, since) = entries.get(key)?;

@@ -141,6 +141,24 @@ impl Identity {
         Ok(())
     }
 
+    /// For a check that must not hold a place while it runs (a registration replayed under its
+    /// key, which a client may send several times at once): how long to wait if the address
+    /// or the account is blocked already. A mismatch is counted after the check
+    /// ([`Self::password_check_failed`]), so concurrent guesses can pass this only until the
+    /// first of them fail, bounded by the hashing queue, and then the account is blocked.
+    pub fn password_checks_blocked(&self, address: &str, account: &str) -> Option<Duration> {
+        self.failures_by_address
+            .blocked(address)
+            .or_else(|| self.failures_by_account.blocked(account))
+    }
+
+    /// Counts a password that did not match against the address and the account.
+    pub fn password_check_failed(&self, address: &str, account: &str) {
+        // Past the limit the key is blocked already; nothing more to count.
+        let _ = self.failures_by_address.attempt(address);
+        let _ = self.failures_by_account.attempt(account);
+    }
+
     /// The password checked after [`Self::begin_password_check`] matched: the attempt is not a
     /// failure, and the account's failures are forgotten.
     pub fn password_check_passed(&self, address: &str, account: Option<&str>) {

@@ -156,14 +156,15 @@ pub async fn register(
         // The key's fingerprint leaves the password out (above), so a replay checks it here,
         // with argon2 against the stored hash: the same key with another password is another
         // request, and answering it with the first one's 201 would hide that its password
-        // was never stored. That makes a replay a check of a password, so it counts against
-        // the login limits like a login (otherwise anyone holding the key, the email and the
-        // name could guess the password at the per-address rate of registrations).
+        // was never stored. That makes a replay a check of a password, so a wrong one counts
+        // against the login limits, and a blocked account or address is refused (otherwise
+        // anyone holding the key, the email and the name could guess the password at the
+        // per-address rate of registrations). A matching replay takes no place: a client may
+        // send its registration several times at once.
         let address = address.key();
-        state
-            .identity
-            .begin_password_check(&address, Some(&email_key))
-            .map_err(ApiError::RateLimited)?;
+        if let Some(wait) = state.identity.password_checks_blocked(&address, &email_key) {
+            return Err(ApiError::RateLimited(wait));
+        }
         let stored = crate::identity::store::password_hash(&state.identity.pool, outcome.id)
             .await
             .map_err(|e| ApiError::Command(crate::core::database_error(e)))?;
@@ -174,11 +175,9 @@ pub async fn register(
             .await
             .map_err(crate::identity::http::hash_error)?;
         if !same {
+            state.identity.password_check_failed(&address, &email_key);
             return Err(ApiError::Command(CommandError::IdempotencyKeyMismatch));
         }
-        state
-            .identity
-            .password_check_passed(&address, Some(&email_key));
     }
     Ok(Reply::created(&outcome))
 }
