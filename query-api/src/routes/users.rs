@@ -130,5 +130,10 @@ pub async fn by_email(
     .fetch_optional(&state.pool)
     .await?
     .ok_or(QueryError::NotFound { what: "user" })?;
-    Ok(conditional(&representation(user), &headers))
+    // The same email can name another user later (one gave it up, another took it), so this
+    // URL's tag carries the user's id with the version: a tag of the version alone answered
+    // 304 to a client holding the first user's version 1 when the second user was at 1 too.
+    let tag = format!("\"{}.{}\"", user.id, user.version);
+    let found = represent(user.version, tag, Some(user.id), &user);
+    Ok(conditional(&found, &headers))
 }

@@ -207,3 +207,41 @@ async fn an_order_flows_end_to_end_and_every_step_is_visible() {
     assert_eq!(history["items"][1]["payload"]["reason"], "payment_failed");
     assert_eq!(history["items"][1]["actor"], "service:process-manager");
 }
+
+/// A lookup by email can name another user later (one gave the address up, another took it):
+/// a client holding the first answer's tag gets the second user, not 304. Before, the tag was
+/// the version alone, and two users at version 1 shared it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_email_lookup_is_not_304_for_another_user_holding_the_email() {
+    let read_stack = spawn_read_stack(|s| s.query_api.max_wait_ms = 20_000).await;
+    let (app, query) = (&read_stack.stack.app, &read_stack.query);
+    let email = unique_email();
+    let lookup = format!("/v1/users?email={email}");
+    let first = app.register(&email).await;
+    query.at_least(&format!("/v1/users/{first}"), 1).await;
+    let held = query.get(&lookup).await;
+    assert_eq!(held.body["id"], first.as_str());
+    let tag = held.headers["etag"].to_str().unwrap().to_owned();
+    // The first user moves to another email; a second user registers the first one.
+    let moved = app
+        .post(
+            &format!("/v1/users/{first}/email"),
+            json!({"email": unique_email()}),
+        )
+        .await;
+    query
+        .at_least(&format!("/v1/users/{first}"), accepted(&moved))
+        .await;
+    let second = app.register(&email).await;
+    query.at_least(&format!("/v1/users/{second}"), 1).await;
+    let again = query.get_with(&lookup, &[("if-none-match", &tag)]).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["id"], second.as_str());
+    assert_ne!(again.headers["etag"].to_str().unwrap(), tag);
+    // The holder of the current tag gets 304.
+    let current = again.headers["etag"].to_str().unwrap().to_owned();
+    let same = query
+        .get_with(&lookup, &[("if-none-match", &current)])
+        .await;
+    assert_eq!(same.status, StatusCode::NOT_MODIFIED);
+}
