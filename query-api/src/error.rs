@@ -27,6 +27,9 @@ pub enum QueryError {
     /// The cap on reads waiting for `min_version` is reached.
     #[error("too many reads are waiting for a version")]
     TooManyWaiters,
+    /// The cap on audit exports streaming at once is reached.
+    #[error("too many audit exports are streaming")]
+    TooManyExports,
     #[error("database error")]
     Database(#[from] sqlx::Error),
 }
@@ -89,6 +92,10 @@ impl IntoResponse for QueryError {
                 "too many reads are waiting for min_version; retry, or read without min_version",
             )
             .retry_after(1),
+            Self::TooManyExports => {
+                tracing::warn!("audit export refused: query_api.max_exports are streaming");
+                infra::server::layers::overloaded()
+            }
             Self::Database(error) if infra::db::is_unavailable(&error) => {
                 tracing::warn!(
                     error = &error as &dyn std::error::Error,

@@ -19,6 +19,11 @@ pub struct QueryApiSettings {
     /// Most of those one customer may hold at once (staff and services are held only to the
     /// overall cap): one customer's flood of hopeless waits cannot refuse everyone else's.
     pub max_version_waiters_per_customer: usize,
+    /// Most audit exports (`GET /v1/audit/export`) streaming at once; past it an export is
+    /// answered 503 `overloaded`. An export streams after its handler has returned, beyond
+    /// the request limits, and each page is a query: without a cap a few operators' exports
+    /// could hold every database connection the reads need.
+    pub max_exports: usize,
     /// A cached entry is dropped after this long even without a change notification: a
     /// second line of defence should notifications ever be lost unnoticed.
     pub cache_ttl_secs: u64,

@@ -49,6 +49,7 @@ async fn serve() -> Served {
                 .parse()
                 .expect("options"),
         )),
+        exports: Arc::new(tokio::sync::Semaphore::new(1)),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -199,6 +199,12 @@ pub async fn export(
         from: params.from,
         to: params.to,
     };
+    // Held until the stream ends (or its client goes away).
+    let place = state
+        .exports
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| QueryError::TooManyExports)?;
     let pool = state.pool.clone();
     let cursor = match infra::audit_export::cursor(&pool, after).await {
         Ok(cursor) => cursor,
@@ -210,9 +216,24 @@ pub async fn export(
         }
         Err(infra::audit_export::CursorError::Database(error)) => return Err(error.into()),
     };
-    // A page per chunk, each its own query: nothing is held open between them, and a client
-    // that stops reading only stops the next page.
-    let pages = futures::stream::unfold(Some(cursor), move |cursor| {
+    // The first page is read before the answer starts: a database that cannot be read is a
+    // 503 problem, not a 200 whose body breaks off.
+    let first = infra::audit_export::page(
+        &pool,
+        &filter,
+        cursor,
+        infra::audit_export::PAGE,
+        AuditEntry::json_line,
+    )
+    .await?;
+    let next = first.last.map(Some).filter(|_| first.full);
+    let first =
+        futures::stream::once(
+            async move { Ok::<_, std::io::Error>(bytes::Bytes::from(first.text)) },
+        );
+    // Then a page per chunk, each its own query: nothing is held open between them, and a
+    // client that stops reading only stops the next page.
+    let rest = futures::stream::unfold(next, move |cursor| {
         let (pool, filter) = (pool.clone(), filter.clone());
         async move {
             let after = cursor?;
@@ -235,6 +256,10 @@ pub async fn export(
                 }
             }
         }
+    });
+    let pages = futures::StreamExt::map(futures::StreamExt::chain(first, rest), move |chunk| {
+        let _held = &place;
+        chunk
     });
     Ok((
         [

@@ -383,3 +383,62 @@ async fn a_resumed_export_skips_nothing_that_was_late() {
     .await;
     assert_eq!(status, 404, "a position no event has: {body}");
 }
+
+/// At most `query_api.max_exports` exports stream at once; past that an export is 503
+/// `overloaded` with `Retry-After`, and the place comes back when a stream ends. An export
+/// streams after its handler returned, beyond the request limits, so before, a few of them
+/// could hold every connection the reads need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exports_streaming_at_once_are_capped() {
+    let db = crate::support::database::TestDatabase::create().await;
+    let mut settings = db.settings();
+    settings.query_api.max_exports = 1;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    infra::db::migrate(&pool).await.unwrap();
+    // Far more than a client's socket buffers take: the first export cannot end while its
+    // client reads nothing.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata, event_id)
+         SELECT 'user', 'u' || n, 1, 'UserRegistered', '1',
+                jsonb_build_object('display_name', repeat('x', 2000)),
+                '{\"occurred_at\": \"2026-12-01T00:00:00Z\", \"actor\": \"test\"}', gen_random_uuid()
+         FROM generate_series(1, 20000) AS n",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let query = spawn_query_api(&settings).await;
+    let client = reqwest::Client::new();
+    let token = crate::support::auth::admin_token();
+    let open = || {
+        client
+            .get(format!("{}/v1/audit/export", query.url))
+            .bearer_auth(&token)
+            .send()
+    };
+    let streaming = open().await.unwrap();
+    assert_eq!(streaming.status(), 200);
+    let refused = open().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["type"], "/problems/overloaded");
+    // The first client goes away: its place comes back.
+    drop(streaming);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = open().await.unwrap();
+        if again.status() == 200 {
+            let text = again.text().await.unwrap();
+            assert_eq!(text.lines().count(), 20_000);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pool.close().await;
+}
