@@ -234,11 +234,13 @@ impl EventDecoder {
         };
         let result = decoded
             .map_err(|error| {
-                let error = registry_error(error);
-                if matches!(error, SchemaError::RegistryUnreachable(_)) {
-                    self.decoder.remove_errors_from_cache();
-                }
-                error
+                // The converter keeps the errors it does not count as retriable (a 404, a
+                // 401, a body that is not JSON) for every later message with that schema id:
+                // one wrong answer would make a whole event type undecodable until the
+                // process restarts. Each failure is asked again instead (one call per message
+                // that fails, which is then set aside or retried anyway).
+                self.decoder.remove_errors_from_cache();
+                registry_error(error)
             })?
             .ok_or_else(|| SchemaError::Registry("empty message".to_owned()))?;
         let event_type = result

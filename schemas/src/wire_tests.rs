@@ -58,6 +58,27 @@ async fn a_registry_that_never_answers_fails_the_call_in_time() {
 
 #[tokio::test]
 async fn a_registry_error_that_passes_is_not_remembered() {
+    // A server error, and a 404 (a registry follower not caught up yet, a registry being
+    // switched over): before, an answer of the second kind was remembered by the decoder for
+    // the life of the process, and every message with that schema id was undecodable.
+    let first = [
+        (
+            "500 Internal Server Error",
+            r#"{"error_code":50001,"message":"store"}"#,
+        ),
+        (
+            "404 Not Found",
+            r#"{"error_code":40403,"message":"Schema not found"}"#,
+        ),
+    ];
+    for (status, body) in first {
+        decodes_once_the_registry_answers(status, body).await;
+    }
+}
+
+/// A decoder whose registry first answers `status` and `body`, then the schema: the first
+/// decode fails, the next succeeds.
+async fn decodes_once_the_registry_answers(first_status: &'static str, first_body: &'static str) {
     let schema = latest("UserRoleGranted").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -76,10 +97,7 @@ async fn a_registry_error_that_passes_is_not_remembered() {
                 }
             }
             let (status, body) = if n == 0 {
-                (
-                    "500 Internal Server Error",
-                    r#"{"error_code":50001,"message":"store"}"#,
-                )
+                (first_status, first_body)
             } else {
                 ("200 OK", found.as_str())
             };
@@ -102,10 +120,7 @@ async fn a_registry_error_that_passes_is_not_remembered() {
 
     let decoder = EventDecoder::new(&url);
     let first = decoder.decode(&bytes).await;
-    assert!(
-        matches!(first, Err(SchemaError::RegistryUnreachable(_))),
-        "{first:?}"
-    );
+    assert!(first.is_err(), "{first_status}: {first:?}");
     let next = decoder
         .decode(&bytes)
         .await
