@@ -18,7 +18,8 @@ pub struct Report {
     pub name: String,
     pub tx_id: u64,
     pub global_position: i64,
-    /// Committed events not yet published (counted up to 100,000) and the oldest one's age.
+    /// Committed events not yet published (counted up to 100,000, estimated past it: see
+    /// [`tail::lag`]) and the oldest one's age.
     pub pending: i64,
     pub oldest_pending_seconds: f64,
     /// Whether a relay holds the lock (is publishing) right now.

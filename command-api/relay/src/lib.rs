@@ -59,6 +59,16 @@ pub enum RelayError {
     /// and `relay_active` stayed 1.
     #[error("the relay panicked: {0}")]
     Panicked(String),
+    /// The stored checkpoint names a transaction id this cluster has not handed out: it was
+    /// taken on another cluster (the store copied by a dump and restore, or by logical
+    /// replication). Events appended here sort before it and would never be published; the
+    /// relay publishes nothing until an operator sets the checkpoint
+    /// (`command-api relay-checkpoint reset --to <position>`).
+    #[error(
+        "the relay checkpoint's transaction id {checkpoint} is not this cluster's (it has \
+         handed out ids below {next} only): the store was copied from another cluster"
+    )]
+    CheckpointOfAnotherCluster { checkpoint: u64, next: u64 },
 }
 
 impl RelayError {
@@ -176,6 +186,9 @@ impl Relay {
                         metrics::gauge!("relay_refused_by_brokers").set(1.0);
                         tracing::error!(%event_id, ?code, retry_in_ms,
                             "the brokers refuse this event and will until its topic or the relay's rights change; the relay cannot move past it (runbook: RelayRefusedByBrokers)");
+                    } else if matches!(error, RelayError::CheckpointOfAnotherCluster { .. }) {
+                        tracing::error!(error = %infra::error_chain(&error), retry_in_ms,
+                            "the relay publishes nothing until its checkpoint is set on this cluster (runbook: RelayBehind)");
                     } else {
                         tracing::warn!(error = %infra::error_chain(&error), retry_in_ms, "relay interrupted");
                     }
@@ -230,6 +243,13 @@ impl Relay {
         listener.listen("events_appended").await?;
         let name = &self.settings.relay.name;
         let mut checkpoint = tail::load_checkpoint(&self.pool, name).await?;
+        let next = tail::next_tx_id(&self.pool).await?;
+        if checkpoint.tx_id >= next {
+            return Err(RelayError::CheckpointOfAnotherCluster {
+                checkpoint: checkpoint.tx_id,
+                next,
+            });
+        }
         let poll = Duration::from_millis(self.settings.relay.poll_interval_ms);
         let mut lag = LagProbe::default();
         // Three batches move at once: the one being read (`reading`, after `cursor`, on the

@@ -139,6 +139,18 @@ pub async fn save_checkpoint(
     Ok(())
 }
 
+/// The first transaction id this cluster has not handed out yet. A checkpoint at or past it
+/// was not taken on this cluster (the store was copied to another one, by a dump and restore
+/// or logical replication, and transaction ids belong to a cluster): events appended now get
+/// lower ids and would sort before it, never to be read.
+pub async fn next_tx_id(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let next: String = sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
+        .fetch_one(pool)
+        .await?;
+    next.parse()
+        .map_err(|e: std::num::ParseIntError| sqlx::Error::Decode(Box::new(e)))
+}
+
 /// Pending events counted exactly up to this many; past it, estimated (see [`lag`]).
 pub const LAG_COUNTED: i64 = 100_000;
 
@@ -146,8 +158,21 @@ pub const LAG_COUNTED: i64 = 100_000;
 /// Counted exactly up to [`LAG_COUNTED`] (counting stays cheap that far); past it, estimated by
 /// the global positions given out since the checkpoint, which is at least the count (positions
 /// of rolled-back transactions are skipped, never reused), so a backlog of a million reads as
-/// about a million, not as the cap.
+/// about a million, not as the cap. A checkpoint this cluster cannot have taken
+/// ([`next_tx_id`]) is measured by position alone: the events after its position are the
+/// ones it keeps from being published.
 pub async fn lag(pool: &PgPool, after: &Checkpoint) -> Result<(i64, f64), sqlx::Error> {
+    if after.tx_id >= next_tx_id(pool).await? {
+        let row = sqlx::query(
+            "SELECT count(*) AS pending,
+                    COALESCE(EXTRACT(EPOCH FROM now() - min(recorded_at)), 0)::float8 AS age
+             FROM events WHERE global_position > $1",
+        )
+        .bind(after.global_position)
+        .fetch_one(pool)
+        .await?;
+        return Ok((row.try_get("pending")?, row.try_get("age")?));
+    }
     let row = sqlx::query(
         // Index walks that stay cheap under a prepared statement's generic plan: the count
         // needs no order (any 100,000 pending rows cap it the same), the newest position is

@@ -219,3 +219,50 @@ async fn an_event_the_producer_refuses_leaves_what_came_before_published_once() 
     );
     relay.kill();
 }
+
+/// A checkpoint this PostgreSQL cluster cannot have taken (the store was copied from another
+/// cluster: transaction ids belong to one) holds the relay visibly: it publishes nothing, says
+/// why, and its lag counts the events after the checkpoint's position, so RelayBehind fires.
+/// Setting the checkpoint with `relay-checkpoint reset` lets it publish. Before, every new
+/// event sorted before the checkpoint and was never read, and the lag read 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_from_another_cluster_holds_the_relay_visibly() {
+    let stack = stack_without_relay().await;
+    let pool = &stack.app.pool;
+    stack.app.register(&unique_email()).await;
+    stack.app.register(&unique_email()).await;
+    sqlx::query(
+        "INSERT INTO relay_checkpoints (name, tx_id, global_position)
+         VALUES ('default', (pg_snapshot_xmax(pg_current_snapshot())::text::numeric
+                             + 1000000)::text::xid8, 0)",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(events >= 2);
+    let port = free_port();
+    let mut relay = spawn_relay(&stack.settings, port);
+    wait_for_metric(port, &format!("relay_lag_events {events}")).await;
+    let page = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let published =
+        crate::support::processes::metric_sum(&page, "relay_events_published_total", &[]);
+    assert_eq!(published, 0.0, "nothing is published: {page}");
+    relay.kill();
+
+    let mut command = crate::support::processes::service_command("command-api", &stack.settings);
+    command.args(["relay-checkpoint", "reset", "--to", "0"]);
+    let out = crate::support::processes::output_within_limit(command, "relay-checkpoint reset");
+    assert!(out.status.success(), "{out:?}");
+    let mut relay = spawn_relay(&stack.settings, free_port());
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    relay.kill();
+}
