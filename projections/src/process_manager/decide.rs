@@ -2,8 +2,10 @@
 //! given what is known of the order and its payments; [`evolve`] says what is known afterwards.
 //!
 //! Guarantees, each pinned by a test below:
-//! - a payment captured in full (its amount, as initiated) confirms its order, once: a partial
-//!   capture does not, and neither does a later capture once the order is confirmed;
+//! - a payment captured in full confirms its order, once: in full is its amount (as
+//!   initiated) or, for an authorization short of it, all the authorization allows (nothing
+//!   more can be captured); a partial capture does not confirm, and neither does a later
+//!   capture once the order is confirmed;
 //! - an order cancelled refunds every payment of it captured and not refunded, by what is left;
 //!   a capture of an order known as cancelled refunds that capture: whichever of the two
 //!   arrives second triggers the refund, so exactly one of them does;
@@ -29,6 +31,8 @@ pub struct PaymentState {
     /// The amount the payment was initiated for; `None` when unknown (a payment known from
     /// before the amount was kept, whose initiation is not in the store).
     pub amount_minor: Option<i64>,
+    /// The amount authorized; `None` until an authorization is seen.
+    pub authorized_minor: Option<i64>,
     /// The running totals as the payment's latest seen events state them.
     pub captured_minor: i64,
     pub refunded_minor: i64,
@@ -40,6 +44,7 @@ impl PaymentState {
         Self {
             payment_id,
             amount_minor: None,
+            authorized_minor: None,
             captured_minor: 0,
             refunded_minor: 0,
             failed: false,
@@ -51,12 +56,13 @@ impl PaymentState {
         (self.captured_minor - self.refunded_minor).max(0)
     }
 
-    /// Whether a capture of `captured_minor` in all pays the payment's amount (any capture
-    /// when the amount is unknown).
+    /// Whether a capture of `captured_minor` in all completes the payment: its amount, or all
+    /// its authorization allows (capture stops there); any capture when neither is known.
     fn paid_by(&self, captured_minor: i64) -> bool {
-        match self.amount_minor {
-            Some(amount) => captured_minor >= amount,
-            None => captured_minor > 0,
+        let reaches = |limit: Option<i64>| limit.is_some_and(|limit| captured_minor >= limit);
+        match (self.amount_minor, self.authorized_minor) {
+            (None, None) => captured_minor > 0,
+            (amount, authorized) => reaches(amount) || reaches(authorized),
         }
     }
 }
@@ -106,6 +112,10 @@ impl OrderState {
 pub enum Fact {
     OrderCancelled,
     PaymentInitiated {
+        payment: Uuid,
+        amount_minor: i64,
+    },
+    PaymentAuthorized {
         payment: Uuid,
         amount_minor: i64,
     },
@@ -190,7 +200,9 @@ pub fn decide(state: &OrderState, fact: &Fact) -> Vec<Reaction> {
                 order: state.order_id,
             }]
         }
-        Fact::PaymentInitiated { .. } | Fact::PaymentRefunded { .. } => Vec::new(),
+        Fact::PaymentInitiated { .. }
+        | Fact::PaymentAuthorized { .. }
+        | Fact::PaymentRefunded { .. } => Vec::new(),
     }
 }
 
@@ -202,6 +214,10 @@ pub fn evolve(mut state: OrderState, fact: &Fact) -> OrderState {
             payment,
             amount_minor,
         } => state.payment_mut(payment).amount_minor = Some(amount_minor),
+        Fact::PaymentAuthorized {
+            payment,
+            amount_minor,
+        } => state.payment_mut(payment).authorized_minor = Some(amount_minor),
         Fact::PaymentCaptured {
             payment,
             captured_total_minor,

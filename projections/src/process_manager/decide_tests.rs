@@ -67,6 +67,24 @@ fn a_partial_capture_does_not_confirm_and_the_capture_completing_it_does() {
     assert_eq!(decide(&confirmed, &captured(PAY, 3000)), []);
 }
 
+/// An authorization short of the amount stops capture there: capturing all of it completes
+/// the payment, and confirms the order (before, with the amount alone counted, such an order
+/// was never confirmed, its money captured); capturing part of it does not.
+#[test]
+fn a_short_authorization_captured_in_full_confirms() {
+    let authorized = Fact::PaymentAuthorized {
+        payment: PAY,
+        amount_minor: 2000,
+    };
+    let state = given(&[initiated(PAY), authorized.clone()]);
+    assert_eq!(decide(&state, &captured(PAY, 1500)), []);
+    assert_eq!(
+        decide(&state, &captured(PAY, 2000)),
+        [Reaction::ConfirmOrder { order: ORDER }]
+    );
+    assert_eq!(decide(&state, &authorized), []);
+}
+
 #[test]
 fn a_capture_seen_first_still_confirms() {
     assert_eq!(

@@ -27,7 +27,7 @@ pub mod command;
 pub mod decide;
 pub mod dispatcher;
 pub mod outbox;
-mod store;
+pub mod store;
 
 use domain::{OrderEvent, PaymentEvent};
 use sqlx::PgConnection;
@@ -99,7 +99,17 @@ fn fact_of(e: &Envelope) -> Result<Option<(Uuid, Fact)>, ApplyError> {
                         amount_minor,
                     },
                 )),
-                PaymentEvent::Authorized { .. } => None,
+                PaymentEvent::Authorized {
+                    order_id,
+                    amount_minor,
+                    ..
+                } => Some((
+                    order_id,
+                    Fact::PaymentAuthorized {
+                        payment,
+                        amount_minor,
+                    },
+                )),
                 PaymentEvent::Captured {
                     order_id,
                     captured_total_minor,

@@ -12,9 +12,19 @@ pub async fn load(conn: &mut PgConnection, order: Uuid) -> Result<OrderState, sq
             .bind(order)
             .fetch_optional(&mut *conn)
             .await?;
+    // An amount missing from a row (written before it was kept, or by a projector of the
+    // release before during a rolling upgrade) is read from the payment's own event.
     let rows = sqlx::query(
-        "SELECT payment_id, amount_minor, captured_minor, refunded_minor, failed FROM pm_payments
-         WHERE order_id = $1 ORDER BY payment_id",
+        "SELECT p.payment_id, p.captured_minor, p.refunded_minor, p.failed,
+                COALESCE(p.amount_minor, (SELECT (e.payload ->> 'amount_minor')::bigint
+                    FROM events e WHERE e.aggregate_type = 'payment'
+                    AND e.aggregate_id = p.payment_id::text
+                    AND e.event_type = 'PaymentInitiated' LIMIT 1)) AS amount_minor,
+                COALESCE(p.authorized_minor, (SELECT (e.payload ->> 'amount_minor')::bigint
+                    FROM events e WHERE e.aggregate_type = 'payment'
+                    AND e.aggregate_id = p.payment_id::text
+                    AND e.event_type = 'PaymentAuthorized' LIMIT 1)) AS authorized_minor
+         FROM pm_payments p WHERE p.order_id = $1 ORDER BY p.payment_id",
     )
     .bind(order)
     .fetch_all(&mut *conn)
@@ -25,6 +35,7 @@ pub async fn load(conn: &mut PgConnection, order: Uuid) -> Result<OrderState, sq
             Ok(PaymentState {
                 payment_id: r.try_get("payment_id")?,
                 amount_minor: r.try_get("amount_minor")?,
+                authorized_minor: r.try_get("authorized_minor")?,
                 captured_minor: r.try_get("captured_minor")?,
                 refunded_minor: r.try_get("refunded_minor")?,
                 failed: r.try_get("failed")?,
@@ -60,12 +71,13 @@ pub async fn save(
         .filter(|p| before.payment(p.payment_id) != Some(*p));
     for p in changed {
         sqlx::query(
-            "INSERT INTO pm_payments
-                 (payment_id, order_id, captured_minor, refunded_minor, failed, amount_minor)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO pm_payments (payment_id, order_id, captured_minor, refunded_minor,
+                                      failed, amount_minor, authorized_minor)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (payment_id) DO UPDATE SET captured_minor = EXCLUDED.captured_minor,
                  refunded_minor = EXCLUDED.refunded_minor, failed = EXCLUDED.failed,
-                 amount_minor = EXCLUDED.amount_minor",
+                 amount_minor = EXCLUDED.amount_minor,
+                 authorized_minor = EXCLUDED.authorized_minor",
         )
         .bind(p.payment_id)
         .bind(after.order_id)
@@ -73,6 +85,7 @@ pub async fn save(
         .bind(p.refunded_minor)
         .bind(p.failed)
         .bind(p.amount_minor)
+        .bind(p.authorized_minor)
         .execute(&mut *conn)
         .await?;
     }

@@ -170,3 +170,56 @@ async fn a_cancellation_refunds_what_is_left_after_a_partial_refund() {
         ]
     );
 }
+
+/// A payment the process manager stored without its amounts (before they were kept, or by a
+/// projector of the release before during a rolling upgrade) has them read from its own events
+/// when its order is loaded, so the full-capture rule applies to it too: before, a missing
+/// amount meant that any capture confirmed the order.
+#[tokio::test]
+async fn a_payment_stored_without_its_amounts_has_them_from_its_events() {
+    use projections::process_manager::store;
+    let db = crate::support::database::TestDatabase::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    infra::db::migrate(&pool).await.unwrap();
+    let (order, payment) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for (sequence, payload) in [
+        (
+            1,
+            json!({"type": "PaymentInitiated", "order_id": order, "amount_minor": 3000,
+                   "currency": "EUR", "method": "card"}),
+        ),
+        (
+            2,
+            json!({"type": "PaymentAuthorized", "order_id": order, "amount_minor": 2000,
+                   "currency": "EUR"}),
+        ),
+    ] {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                 event_version, payload, metadata, event_id)
+             VALUES ('payment', $1, $2, $3, '1', $4, '{}', gen_random_uuid())",
+        )
+        .bind(payment.to_string())
+        .bind(sequence)
+        .bind(payload["type"].as_str().unwrap())
+        .bind(&payload)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO pm_payments (payment_id, order_id, captured_minor) VALUES ($1, $2, 1)",
+    )
+    .bind(payment)
+    .bind(order)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let state = store::load(&mut conn, order).await.unwrap();
+    let known = state.payment(payment).expect("the payment");
+    assert_eq!(known.amount_minor, Some(3000));
+    assert_eq!(known.authorized_minor, Some(2000));
+    drop(conn);
+    pool.close().await;
+}
