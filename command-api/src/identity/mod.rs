@@ -13,6 +13,7 @@ mod rehash;
 pub mod routes;
 pub mod store;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +61,9 @@ pub struct Identity {
     pub anonymous: RateLimiter<IpAddr>,
     /// Whose `X-Forwarded-For` names the client address.
     pub proxies: infra::http::TrustedProxies,
+    /// One lock per account whose password a registration replay is checking
+    /// ([`Self::password_check_turn`]).
+    replay_checks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Identity {
@@ -96,6 +100,7 @@ impl Identity {
             ),
             anonymous: RateLimiter::per_minute(settings.anonymous_per_minute),
             proxies: infra::http::TrustedProxies::parse(&settings.trusted_proxies)?,
+            replay_checks: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -141,11 +146,25 @@ impl Identity {
         Ok(())
     }
 
-    /// For a check that must not hold a place while it runs (a registration replayed under its
-    /// key, which a client may send several times at once): how long to wait if the address
-    /// or the account is blocked already. A mismatch is counted after the check
-    /// ([`Self::password_check_failed`]), so concurrent guesses can pass this only until the
-    /// first of them fail, bounded by the hashing queue, and then the account is blocked.
+    /// The turn of one check of `account`'s password by a registration replay: replays of one
+    /// account are checked one at a time, so each sees the failures counted before it
+    /// ([`Self::password_checks_blocked`]) and concurrent guesses cannot slip past the limit,
+    /// while several sends of one registration at once all get their answer (a login's
+    /// reservation would refuse the ones past the limit).
+    pub async fn password_check_turn(&self, account: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = {
+            let mut checks = self
+                .replay_checks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            checks.entry(account.to_owned()).or_default().clone()
+        };
+        turn.lock_owned().await
+    }
+
+    /// For a check taken in turn ([`Self::password_check_turn`]): how long to wait if the
+    /// address or the account is blocked already. A mismatch is counted after the check
+    /// ([`Self::password_check_failed`]).
     pub fn password_checks_blocked(&self, address: &str, account: &str) -> Option<Duration> {
         self.failures_by_address
             .blocked(address)
@@ -178,6 +197,11 @@ impl Identity {
             self.anonymous.sweep();
             self.failures_by_account.sweep();
             self.failures_by_address.sweep();
+            // Turns nobody holds or waits for.
+            self.replay_checks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|_, turn| Arc::strong_count(turn) > 1);
             match store::purge(&self.pool).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "purged expired tokens and messages"),

@@ -159,9 +159,11 @@ pub async fn register(
         // was never stored. That makes a replay a check of a password, so a wrong one counts
         // against the login limits, and a blocked account or address is refused (otherwise
         // anyone holding the key, the email and the name could guess the password at the
-        // per-address rate of registrations). A matching replay takes no place: a client may
-        // send its registration several times at once.
+        // per-address rate of registrations). Replays of one account are checked one at a
+        // time, so none passes while another's failure is still to be counted; a matching
+        // replay takes no place, as a client may send its registration several times at once.
         let address = address.key();
+        let _turn = state.identity.password_check_turn(&email_key).await;
         if let Some(wait) = state.identity.password_checks_blocked(&address, &email_key) {
             return Err(ApiError::RateLimited(wait));
         }

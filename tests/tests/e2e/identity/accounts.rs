@@ -603,6 +603,34 @@ async fn registration_replays_count_against_the_login_limits() {
         .assert_problem(429, "rate-limited");
 }
 
+/// Wrong passwords replayed all at once are checked in turn: no more get an answer than the
+/// account's failure limit, the rest are 429. Before, they all passed the check for a blocked
+/// account before the first failure was counted, one guess each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_wrong_registration_replays_do_not_slip_past_the_limit() {
+    let app = spawn_app_with(|s| {
+        s.auth.login_failures_per_account = 3;
+        s.auth.login_failures_per_address = 100;
+    })
+    .await;
+    let email = unique_email();
+    let first = keyed_registration(&app, &email, "right-password-1").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let guesses = (0..10).map(|i| {
+        let (app, email) = (&app, &email);
+        async move { keyed_registration(app, email, &format!("wrong-password-{i}")).await }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let checked = answers.iter().filter(|a| a.status == 422).count();
+    let limited = answers.iter().filter(|a| a.status == 429).count();
+    assert_eq!(
+        (checked, limited),
+        (3, 7),
+        "{:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+}
+
 /// A registration of `email` with `password`, under the idempotency key `signup-1`.
 async fn keyed_registration(app: &TestApp, email: &str, password: &str) -> Answer {
     app.send_as(
