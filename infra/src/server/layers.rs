@@ -11,7 +11,10 @@
 //!    [`Problem::internal`] and the panic is logged inside the request's span; the connection
 //!    and the server keep serving;
 //! 5. concurrency limit: at most `max_in_flight` requests are handled at once; the rest queue
-//!    for up to `queue_timeout_ms` and are then shed with 503 `overloaded` and `Retry-After`;
+//!    for up to `queue_timeout_ms` and are then shed with 503 `overloaded` and `Retry-After`.
+//!    `/healthz`, `/readyz` and `/metrics` have slots of their own ([`OPS_SLOTS`]): a busy
+//!    service still answers its probes and scrapes, and a flood of them (they need no token,
+//!    and readiness asks the database) cannot take the requests' slots or connections;
 //! 6. request timeout: a handler still running after `request_timeout_ms` is dropped and the
 //!    caller gets 504 `request-timeout`.
 //!
@@ -49,6 +52,7 @@ pub struct RequestId(pub String);
 pub fn apply(router: Router, http: &HttpSettings) -> Router {
     let limit = Limits {
         slots: Arc::new(Semaphore::new(http.max_in_flight.max(1))),
+        ops_slots: Arc::new(Semaphore::new(OPS_SLOTS)),
         queue_timeout: Duration::from_millis(http.queue_timeout_ms),
         request_timeout: Duration::from_millis(http.request_timeout_ms),
     };
@@ -174,6 +178,8 @@ fn cors(origins: &str) -> Option<tower_http::cors::CorsLayer> {
 #[derive(Clone)]
 struct Limits {
     slots: Arc<Semaphore>,
+    /// The ops routes' own ([`OPS_SLOTS`]).
+    ops_slots: Arc<Semaphore>,
     queue_timeout: Duration,
     request_timeout: Duration,
 }
@@ -266,16 +272,21 @@ fn panic_problem(panic: Box<dyn Any + Send + 'static>) -> Response {
     Problem::internal().into_response()
 }
 
-/// The ops routes, which take no slot: a probe or scrape shed with the requests of a busy
-/// service would tell the orchestrator it is dead (a restart on top of the load) and lose the
-/// metrics that show why.
-const UNLIMITED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// The ops routes, which take none of the requests' slots: a probe or scrape shed with the
+/// requests of a busy service would tell the orchestrator it is dead (a restart on top of the
+/// load) and lose the metrics that show why.
+const OPS_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// How many ops requests are handled at once: far more than probes and scrapes send, few
+/// enough that a flood of readiness checks holds only this many database connections.
+pub const OPS_SLOTS: usize = 8;
 
 async fn concurrency_limit(State(limits): State<Limits>, request: Request, next: Next) -> Response {
-    if UNLIMITED.contains(&request.uri().path()) {
-        return next.run(request).await;
-    }
-    let slot = tokio::time::timeout(limits.queue_timeout, limits.slots.acquire_owned()).await;
+    let slots = match OPS_ROUTES.contains(&request.uri().path()) {
+        true => limits.ops_slots.clone(),
+        false => limits.slots.clone(),
+    };
+    let slot = tokio::time::timeout(limits.queue_timeout, slots.acquire_owned()).await;
     match slot {
         Ok(Ok(_permit)) => next.run(request).await,
         // Timed out in the queue, or the semaphore was closed (never, but not a panic).
