@@ -28,7 +28,7 @@ test-tools:
 
 # Both APIs fuzzed against their OpenAPI documents (Schemathesis, bounded examples); needs the
 # test stack's PostgreSQL and the debug binaries (`make test` builds both first).
-fuzz: test-tools
+fuzz:
 	$(CARGO) build --workspace --bins --locked
 	set -a && source .data/stack.env && set +a && ./tests/fuzz/run.sh
 
@@ -36,7 +36,7 @@ fuzz: test-tools
 # alert rules, kustomize renders validated against the Kubernetes schemas, compose.yaml against
 # the Compose Specification, dashboards, collector config, Dockerfile. The tools are installed
 # into .data/ on the first run (tests/deploy/check.sh lists them).
-deploy-check: test-tools
+deploy-check:
 	./tests/deploy/check.sh
 
 stack:

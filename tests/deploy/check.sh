@@ -69,14 +69,20 @@ need_go() {
   if command -v go >/dev/null 2>&1; then
     return
   fi
+  local arch
+  case "$(uname -m)" in
+    x86_64) arch=amd64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) log "no Go distribution known here for $(uname -m): install Go"; exit 1 ;;
+  esac
   local sdk=$TOOLS/go-sdk
-  local root=$sdk/golang.org/toolchain@v0.0.1-go$GO_VERSION.linux-amd64
+  local root=$sdk/golang.org/toolchain@v0.0.1-go$GO_VERSION.linux-$arch
   if [[ ! -x $root/bin/go ]]; then
     log "Go is not installed: fetching go$GO_VERSION from the Go module proxy into $sdk"
     rm -rf "$sdk"
     mkdir -p "$sdk"
     curl -fsSL -o "$sdk/go.zip" \
-      "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-amd64.zip"
+      "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-$arch.zip"
     # Zip files keep no execute bits that Python's unpacker restores: set them on bin/ and the
     # tools the go command runs.
     python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \

@@ -308,7 +308,9 @@ pub async fn upgrade_hash(
     new: &str,
 ) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
-        "UPDATE credentials SET password_hash = $3, updated_at = now()
+        // `rehashed_from` is emptied too: a binary of the release before, running beside this
+        // one during a rolling upgrade, still keeps a replaced hash there.
+        "UPDATE credentials SET password_hash = $3, rehashed_from = NULL, updated_at = now()
          WHERE user_id = $1 AND password_hash = $2",
     )
     .bind(user_id)
@@ -341,7 +343,7 @@ pub async fn confirm_reset(
     sqlx::query(
         "UPDATE credentials
          SET password_hash = $2, password_generation = password_generation + 1,
-             updated_at = now()
+             rehashed_from = NULL, updated_at = now()
          WHERE user_id = $1",
     )
     .bind(user_id)

@@ -36,7 +36,9 @@ async fn cancel_after_capture_refunds_exactly_once_across_projector_kills() {
             while process_manager_offsets(&watched).await == started && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if refunds(&watched).await.len() < PAYMENTS {
+            // Mid-work: this process consumed something, and refunds are still to be made.
+            let consumed = process_manager_offsets(&watched).await > started;
+            if consumed && refunds(&watched).await.len() < PAYMENTS {
                 mid_work += 1;
             }
             projector = spawn_projector(&settings, Some(&url)); // SIGKILLs the old one
