@@ -70,6 +70,7 @@ pub const SERIES: &[(&str, Kind, Option<Unit>, &str)] = &[
     ("projection_event_age_seconds", Kind::Histogram, Some(Unit::Seconds), "Command-to-visible age: from an event's occurrence to the commit of its effect, by projection."),
     ("projection_consumer_lag", Kind::Gauge, None, "Messages on the brokers not yet consumed, by projection."),
     ("projection_dead_letters_total", Kind::Counter, None, "Events a projection could not apply and recorded in dead_letters, by projection."),
+    ("projection_newer_events_waited_total", Kind::Counter, None, "Times a batch waited because a message was written by newer code than this projector (a rolling update under way)."),
     ("projection_dead_letter_retries_total", Kind::Counter, None, "Dead letters applied again on request (projector dead-letters retry, the admin console), by outcome (applied, refused, failed, error)."),
     ("projection_batches_isolated_total", Kind::Counter, None, "Batches retried one event at a time to find the one that fails, by projection."),
     ("projection_restarts_total", Kind::Counter, None, "Projection runs that ended in an error and restarted, by projection."),

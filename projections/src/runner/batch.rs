@@ -23,6 +23,23 @@ pub(super) async fn decode(
     'attempt: loop {
         let mut decoded = Vec::with_capacity(batch.len());
         for raw in &batch {
+            // Written by newer code than this projector's (a rolling update under way): this
+            // build cannot read it as it was meant, and set aside it would be skipped for good
+            // (later events of its aggregate apply over the gap). The batch waits for a newer
+            // projector to take the partition over, as the relay waits for a newer relay.
+            if let Some(newer) = newer_than_known(&raw.headers) {
+                metrics::counter!("projection_newer_events_waited_total").increment(1);
+                tracing::warn!(event = %newer, topic = %raw.source.topic,
+                    partition = raw.source.partition, offset = raw.source.offset,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "an event newer than this projector knows: the batch waits for a newer projector (finish the rollout)");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stopped.changed() => return Ok(None),
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue 'attempt;
+            }
             match decoder.decode(&raw.payload).await {
                 Ok(event) => decoded.push(
                     Envelope::of_decoded(raw.source.clone(), raw.headers.clone(), event)
@@ -49,6 +66,22 @@ pub(super) async fn decode(
                 .map(|(raw, decoded)| Message { raw, decoded })
                 .collect(),
         ));
+    }
+}
+
+/// The event a message's headers name, when this build has no schema for its type or knows
+/// only older versions of it. A message without these headers (not the relay's) or with a
+/// version that is not a number is left to decoding, which sets aside what it cannot read.
+fn newer_than_known(headers: &crate::envelope::Headers) -> Option<String> {
+    let event_type = headers.get("event_type")?;
+    let version = headers.get("event_version")?.parse::<u32>().ok()?;
+    match schemas::catalogue::latest(event_type) {
+        Err(_) => Some(format!("{event_type} v{version} (no such type here)")),
+        Ok(latest) if version > latest.file.version => Some(format!(
+            "{event_type} v{version} (v{} here)",
+            latest.file.version
+        )),
+        Ok(_) => None,
     }
 }
 

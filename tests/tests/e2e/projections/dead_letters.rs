@@ -513,3 +513,64 @@ async fn a_panic_in_a_projection_dead_letters_its_event_and_holds_up_no_other() 
         "the panicking projection stopped at {handled:?}"
     );
 }
+
+/// A message written by newer code than this projector (an event type or version it has no
+/// schema for: a rolling update under way) is not set aside: its batch waits for a newer
+/// projector, and nothing of its partition is consumed past it. Before, it was dead-lettered
+/// and counted as handled, and later events of its aggregate applied over the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_newer_than_the_projector_waits_instead_of_being_set_aside() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let projector = InProcessProjector::start(&stack, None);
+    let pool = &stack.app.pool;
+    stack.app.register(&unique_email()).await;
+    wait_until_published(pool, Duration::from_secs(30)).await;
+    wait_until_projected(pool, Duration::from_secs(30)).await;
+    let producer: FutureProducer = infra::kafka::producer(&stack.settings.kafka).unwrap();
+    let topic = infra::kafka::topic_for(&stack.prefix, "user");
+    let id = uuid::Uuid::now_v7().to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "event_id",
+            value: Some(id.as_str()),
+        })
+        .insert(Header {
+            key: "event_type",
+            value: Some("UserRegistered"),
+        })
+        .insert(Header {
+            key: "event_version",
+            value: Some("99"),
+        });
+    let delivered = producer
+        .send(
+            FutureRecord::to(&topic)
+                .key(&id)
+                .payload("written by a newer build")
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produce the newer message");
+    // A few of the batch's retries go by.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let letters: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(letters, 0, "the newer event was set aside");
+    let past: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM projection_offsets
+         WHERE topic = $1 AND partition = $2 AND next_offset > $3",
+    )
+    .bind(&topic)
+    .bind(delivered.partition)
+    .bind(delivered.offset)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(past, 0, "a projection consumed past the newer event");
+    projector.stop().await;
+}
