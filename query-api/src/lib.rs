@@ -17,4 +17,5 @@ mod startup;
 
 pub use error::QueryError;
 pub use infra::http::StartupError;
+pub use routes::orders::customer_page_sql;
 pub use startup::{build, router, App};

@@ -195,3 +195,66 @@ async fn an_email_held_by_two_rows_is_answered_with_the_latest() {
     assert_eq!(found.status, StatusCode::OK, "{}", found.body);
     assert_eq!(found.body["id"], second.to_string());
 }
+
+/// A deep page of a customer's orders is read from where its cursor points, also once
+/// PostgreSQL plans the statement generically (as it does for a prepared statement after a
+/// few runs on a connection): the scan stops near the page's own rows. Before, the cursor's
+/// condition was optional (`$3 IS NULL OR ...`), a generic plan could not bound the index scan
+/// with it, and every page read (and dropped) all of the customer's newer orders.
+#[tokio::test]
+async fn a_deep_order_page_reads_only_near_its_cursor_under_a_generic_plan() {
+    let db = crate::support::database::TestDatabase::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    infra::db::migrate(&pool).await.unwrap();
+    let customer = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO rm_orders (id, customer_id, status, items, currency, total_minor,
+                                shipping_address, version, placed_at, updated_at)
+         SELECT gen_random_uuid(), $1, 'created', '[]', 'EUR', 100, '{}', 1,
+                timestamptz '2026-01-01' + n * interval '1 second', now()
+         FROM generate_series(1, 20000) AS n",
+    )
+    .bind(customer)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE rm_orders")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // A cursor 15,000 orders deep (newest first).
+    let (at, id): (chrono::DateTime<chrono::Utc>, uuid::Uuid) = sqlx::query_as(
+        "SELECT placed_at, id FROM rm_orders ORDER BY placed_at DESC, id DESC OFFSET 15000 LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let sql = query_api::customer_page_sql(false, true);
+    for statement in [
+        "SET plan_cache_mode = force_generic_plan".to_owned(),
+        format!("PREPARE page (uuid, timestamptz, uuid, bigint) AS {sql}"),
+    ] {
+        sqlx::query(&statement).execute(&mut *conn).await.unwrap();
+    }
+    let plan: serde_json::Value = sqlx::query_scalar(&format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE page ('{customer}', '{}', '{id}', 101)",
+        at.to_rfc3339()
+    ))
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    // Every row any node of the plan read and dropped, or passed on.
+    fn rows(node: &serde_json::Value, key: &str) -> i64 {
+        node[key].as_i64().unwrap_or(0)
+            + node["Plans"]
+                .as_array()
+                .map_or(0, |plans| plans.iter().map(|p| rows(p, key)).sum())
+    }
+    let top = &plan[0]["Plan"];
+    let dropped = rows(top, "Rows Removed by Filter") + rows(top, "Rows Removed by Index Recheck");
+    assert!(dropped < 1000, "the page dropped {dropped} rows: {plan:#}");
+    assert_eq!(top["Actual Rows"], 101, "{plan:#}");
+    drop(conn);
+    pool.close().await;
+}
