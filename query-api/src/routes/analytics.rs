@@ -159,9 +159,11 @@ pub async fn funnel(
         .read_pool(Scope::All, params.as_of.as_deref(), &["rm_funnel"])
         .await?;
     let rows: Vec<(String, i64)> = sqlx::query_as(
+        // The days as a range of instants (UTC), the column bare: its index bounds the scan,
+        // also under a generic plan. A cast of the column to a date read every order.
         "SELECT status, count(*) FROM rm_funnel
-         WHERE ($1::date IS NULL OR (placed_at AT TIME ZONE 'UTC')::date >= $1)
-           AND ($2::date IS NULL OR (placed_at AT TIME ZONE 'UTC')::date <= $2)
+         WHERE placed_at >= COALESCE($1::date::timestamp AT TIME ZONE 'UTC', '-infinity')
+           AND placed_at < COALESCE(($2::date + 1)::timestamp AT TIME ZONE 'UTC', 'infinity')
          GROUP BY status",
     )
     .bind(params.from)

@@ -258,3 +258,42 @@ async fn a_deep_order_page_reads_only_near_its_cursor_under_a_generic_plan() {
     drop(conn);
     pool.close().await;
 }
+
+/// The funnel's `from` and `to` are whole days in UTC, both included: an order placed at the
+/// first or last instant of a day counts for that day only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_funnel_counts_whole_utc_days_from_and_to_included() {
+    let db = crate::support::database::TestDatabase::create().await;
+    let settings = db.settings();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    infra::db::migrate(&pool).await.unwrap();
+    for at in [
+        "2026-02-28T23:59:59.999999Z",
+        "2026-03-01T00:00:00Z",
+        "2026-03-01T23:59:59.999999Z",
+        "2026-03-02T00:00:00Z",
+    ] {
+        sqlx::query(
+            "INSERT INTO rm_funnel (order_id, status, placed_at) VALUES (gen_random_uuid(), 'created', $1::timestamptz)",
+        )
+        .bind(at)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let query = crate::support::query::spawn_query_api(&settings).await;
+    for (range, total) in [
+        ("from=2026-03-01&to=2026-03-01", 2),
+        ("from=2026-03-01", 3),
+        ("to=2026-03-01", 3),
+        ("from=2026-02-28&to=2026-03-02", 4),
+        ("", 4),
+    ] {
+        let answer = query
+            .get(&format!("/v1/analytics/order-funnel?{range}"))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{range}: {}", answer.body);
+        assert_eq!(answer.body["total"], total, "{range}: {}", answer.body);
+    }
+    pool.close().await;
+}
