@@ -11,7 +11,9 @@ use crate::tail::Checkpoint;
 /// A sent batch whose acknowledgements are still due.
 pub struct InFlight {
     pub(crate) events: Vec<(Checkpoint, uuid::Uuid)>,
-    pub(crate) futures: Vec<DeliveryFuture>,
+    /// By position in `events`; `None` for an event parked instead of sent, which counts as
+    /// settled (the checkpoint moves past it) but not as published.
+    pub(crate) futures: Vec<Option<DeliveryFuture>>,
     /// Producer spans by position in `events` (empty while spans are not exported).
     pub(crate) spans: Vec<Option<tracing::Span>>,
     pub(crate) ack_timeout: Duration,
@@ -27,8 +29,8 @@ impl InFlight {
     }
 
     /// Waits for every acknowledgement, in order. Returns the checkpoint of the last event of
-    /// the longest acknowledged prefix (None if none was), its length, and the error that
-    /// ended it, if any.
+    /// the longest acknowledged (or parked) prefix (None if none was), how many of it were
+    /// published, and the error that ended it, if any.
     pub async fn acknowledged(self) -> (Option<Checkpoint>, usize, Option<PublishError>) {
         // The producer fails a message after `message.timeout.ms`; this bound also covers a
         // client or broker that stops answering altogether, so the relay reconnects and
@@ -38,6 +40,10 @@ impl InFlight {
         let mut spans = self.spans.into_iter();
         for ((checkpoint, event_id), future) in self.events.into_iter().zip(self.futures) {
             let span = spans.next().flatten();
+            let Some(future) = future else {
+                last = Some(checkpoint);
+                continue;
+            };
             let failure = match tokio::time::timeout_at(deadline, future).await {
                 Ok(Ok(Ok(delivery))) => {
                     // Entered once more so that the span ends with the acknowledgement (a

@@ -226,6 +226,11 @@ impl Publisher {
                         halted = Some(error);
                         break;
                     }
+                    // Settled with the batch: the checkpoint moves past it. Before, a parked
+                    // event with nothing published after it stayed ahead of the checkpoint,
+                    // was parked again at every restart, and its age paged RelayBehind.
+                    futures.push(None);
+                    sent.push((event.checkpoint, event.event_id));
                     continue;
                 }
                 Err(error) => {
@@ -248,7 +253,7 @@ impl Publisher {
                     break;
                 }
             };
-            futures.push(future);
+            futures.push(Some(future));
             sent.push((event.checkpoint, event.event_id));
             if let Some(span) = span {
                 spans.resize_with(sent.len() - 1, || None);

@@ -39,6 +39,42 @@ async fn an_unencodable_event_is_parked_and_later_events_are_still_published() {
     assert!(!parked[0].1.is_empty());
 }
 
+/// A parked event with nothing after it is settled like a published one: the checkpoint
+/// moves past it, so it is parked once and its age does not keep the lag (and RelayBehind)
+/// up. Before, the checkpoint stayed just before it, and every restart parked it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_event_last_in_the_log_is_passed_by_the_checkpoint() {
+    let stack = stack_without_relay().await;
+    let pool = &stack.app.pool;
+    stack.app.register(&unique_email()).await;
+    let id = uuid::Uuid::now_v7();
+    let payload =
+        json!({"type": "UserRegistered", "email": 5, "display_name": "Bad", "roles": ["customer"]});
+    let metadata = json!({"event_id": id.to_string(), "occurred_at": "2026-11-23T00:00:00Z", "actor": "test",
+        "correlation_id": "c", "causation_id": "c", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
+    insert_user_registered(pool, id, payload, metadata).await;
+    let port = free_port();
+    let mut relay = spawn_relay(&stack.settings, port);
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_for_metric(port, "relay_lag_events 0").await;
+    relay.kill();
+    // A restarted relay has nothing to park again.
+    let port = free_port();
+    let mut relay = spawn_relay(&stack.settings, port);
+    wait_for_metric(port, "relay_active 1").await;
+    wait_for_metric(port, "relay_lag_events 0").await;
+    let page = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let parked_again =
+        crate::support::processes::metric_sum(&page, "relay_events_parked_total", &[]);
+    assert_eq!(parked_again, 0.0, "parked again after a restart: {page}");
+    relay.kill();
+}
+
 /// An event newer than the relay knows (a version above its newest schema, written by newer
 /// code during a rolling update) is neither parked nor published with an older schema: the
 /// relay holds until a relay that knows it publishes it. Before, it was encoded with the
