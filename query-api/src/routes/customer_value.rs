@@ -84,23 +84,30 @@ pub async fn customer_value(
                 .ok_or_else(|| QueryError::invalid("customer_id", "must be a UUID, hyphenated"))
         })
         .transpose()?;
-    let items = sqlx::query_as::<_, CustomerValue>(
+    // One customer's rows are found by the index on the bare column; an optional condition
+    // (`$1 IS NULL OR customer_id = $1`) cannot use it once the statement is planned
+    // generically, and summed the whole table for one customer.
+    let customers = match customer {
+        Some(_) => "customer_id = $1",
+        None => "customer_id IS NOT NULL AND $1::uuid IS NULL",
+    };
+    let sql = format!(
         "SELECT customer_id, currency, count(*) AS orders,
              sum(captured_minor)::bigint AS captured_minor,
              sum(refunded_minor)::bigint AS refunded_minor,
              (sum(captured_minor) - sum(refunded_minor))::bigint AS net_minor,
              min(placed_at) AS first_order_at, max(placed_at) AS last_order_at
          FROM rm_customer_value
-         WHERE customer_id IS NOT NULL
-           AND ($1::uuid IS NULL OR customer_id = $1) AND ($2::text IS NULL OR currency = $2)
+         WHERE {customers} AND ($2::text IS NULL OR currency = $2)
          GROUP BY customer_id, currency
          ORDER BY net_minor DESC, customer_id, currency
-         LIMIT $3",
-    )
-    .bind(customer)
-    .bind(&currency)
-    .bind(limit)
-    .fetch_all(&pool)
-    .await?;
+         LIMIT $3"
+    );
+    let items = sqlx::query_as::<_, CustomerValue>(&sql)
+        .bind(customer)
+        .bind(&currency)
+        .bind(limit)
+        .fetch_all(&pool)
+        .await?;
     Ok(Json(CustomerValues { items }))
 }

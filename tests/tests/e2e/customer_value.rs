@@ -163,6 +163,18 @@ async fn a_new_read_model_is_brought_live_by_replay_alone() {
         "ten customers and three more, one currency each"
     );
     assert_eq!(served(&current.body), want);
+    // One customer's rows alone, with and without the currency.
+    let ((customer, currency), row) = want.iter().next().expect("a customer");
+    for filter in [
+        format!("customer_id={customer}"),
+        format!("customer_id={customer}&currency={currency}"),
+    ] {
+        let one = query
+            .get(&format!("/v1/analytics/customer-value?{filter}"))
+            .await;
+        let only: BTreeMap<_, _> = [((customer.clone(), currency.clone()), *row)].into();
+        assert_eq!(served(&one.body), only, "{filter}");
+    }
     let out = run_projector(settings, &["verify", "customer_value"]);
     assert!(out.status.success(), "verify customer_value: {out:?}");
 
