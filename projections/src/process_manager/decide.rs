@@ -2,10 +2,12 @@
 //! given what is known of the order and its payments; [`evolve`] says what is known afterwards.
 //!
 //! Guarantees, each pinned by a test below:
-//! - a payment captured in full confirms its order, once: in full is its amount (as
-//!   initiated) or, for an authorization short of it, all the authorization allows (nothing
-//!   more can be captured); a partial capture does not confirm, and neither does a later
-//!   capture once the order is confirmed;
+//! - a payment captured in full (its amount, as initiated) confirms its order, once: a partial
+//!   capture does not, and neither does a later capture once the order is confirmed;
+//! - a payment whose authorization is short of its amount and is captured as far as it allows
+//!   can never pay the order: the order is cancelled (`payment_failed`), and the cancellation
+//!   refunds what was captured (never an underpaid order confirmed, nor one left waiting with
+//!   its money taken);
 //! - an order cancelled refunds every payment of it captured and not refunded, by what is left;
 //!   a capture of an order known as cancelled refunds that capture: whichever of the two
 //!   arrives second triggers the refund, so exactly one of them does;
@@ -56,13 +58,21 @@ impl PaymentState {
         (self.captured_minor - self.refunded_minor).max(0)
     }
 
-    /// Whether a capture of `captured_minor` in all completes the payment: its amount, or all
-    /// its authorization allows (capture stops there); any capture when neither is known.
+    /// Whether a capture of `captured_minor` in all pays the payment's amount (any capture
+    /// when the amount is unknown).
     fn paid_by(&self, captured_minor: i64) -> bool {
-        let reaches = |limit: Option<i64>| limit.is_some_and(|limit| captured_minor >= limit);
+        match self.amount_minor {
+            Some(amount) => captured_minor >= amount,
+            None => captured_minor > 0,
+        }
+    }
+
+    /// Whether a capture of `captured_minor` in all took everything an authorization short of
+    /// the amount allows: nothing more can be captured, and the amount is not paid.
+    fn short_and_spent(&self, captured_minor: i64) -> bool {
         match (self.amount_minor, self.authorized_minor) {
-            (None, None) => captured_minor > 0,
-            (amount, authorized) => reaches(amount) || reaches(authorized),
+            (Some(amount), Some(authorized)) => authorized < amount && captured_minor >= authorized,
+            _ => false,
         }
     }
 }
@@ -183,12 +193,18 @@ pub fn decide(state: &OrderState, fact: &Fact) -> Vec<Reaction> {
             let paid = known.map_or(captured_total_minor > 0, |p| {
                 p.paid_by(captured_total_minor)
             });
-            match paid && !state.any_paid() {
-                true => vec![Reaction::ConfirmOrder {
+            let short = known.is_some_and(|p| p.short_and_spent(captured_total_minor));
+            match (paid, short, state.any_paid()) {
+                // An earlier capture confirmed it.
+                (_, _, true) => Vec::new(),
+                (true, _, false) => vec![Reaction::ConfirmOrder {
                     order: state.order_id,
                 }],
-                // Not in full yet, or an earlier capture confirmed it.
-                false => Vec::new(),
+                (false, true, false) => vec![Reaction::CancelOrder {
+                    order: state.order_id,
+                }],
+                // Not in full yet.
+                (false, false, false) => Vec::new(),
             }
         }
         Fact::PaymentFailed { payment } => {

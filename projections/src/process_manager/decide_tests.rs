@@ -67,11 +67,12 @@ fn a_partial_capture_does_not_confirm_and_the_capture_completing_it_does() {
     assert_eq!(decide(&confirmed, &captured(PAY, 3000)), []);
 }
 
-/// An authorization short of the amount stops capture there: capturing all of it completes
-/// the payment, and confirms the order (before, with the amount alone counted, such an order
-/// was never confirmed, its money captured); capturing part of it does not.
+/// An authorization short of the amount stops capture there: once all of it is captured the
+/// payment can never pay the order, which is cancelled (its cancellation then refunds the
+/// capture). It is never confirmed underpaid, nor left waiting with the money taken; a part of
+/// the authorization captured decides nothing yet.
 #[test]
-fn a_short_authorization_captured_in_full_confirms() {
+fn a_short_authorization_captured_as_far_as_it_allows_cancels_the_order() {
     let authorized = Fact::PaymentAuthorized {
         payment: PAY,
         amount_minor: 2000,
@@ -80,9 +81,12 @@ fn a_short_authorization_captured_in_full_confirms() {
     assert_eq!(decide(&state, &captured(PAY, 1500)), []);
     assert_eq!(
         decide(&state, &captured(PAY, 2000)),
-        [Reaction::ConfirmOrder { order: ORDER }]
+        [Reaction::CancelOrder { order: ORDER }]
     );
     assert_eq!(decide(&state, &authorized), []);
+    // Then the cancellation refunds what was captured.
+    let spent = given(&[initiated(PAY), authorized, captured(PAY, 2000)]);
+    assert_eq!(decide(&spent, &Fact::OrderCancelled), [refund(PAY, 2000)]);
 }
 
 #[test]
