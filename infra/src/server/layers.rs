@@ -12,9 +12,10 @@
 //!    and the server keep serving;
 //! 5. concurrency limit: at most `max_in_flight` requests are handled at once; the rest queue
 //!    for up to `queue_timeout_ms` and are then shed with 503 `overloaded` and `Retry-After`.
-//!    `/healthz`, `/readyz` and `/metrics` have slots of their own ([`OPS_SLOTS`]): a busy
-//!    service still answers its probes and scrapes, and a flood of them (they need no token,
-//!    and readiness asks the database) cannot take the requests' slots or connections;
+//!    `/healthz` and `/metrics` take no slot (they read only the process's memory), so a busy
+//!    service still answers its liveness probe and scrapes; `/readyz`, which asks the
+//!    database, has [`READINESS_SLOTS`] of its own and is shed at once past them, so a flood
+//!    of readiness checks (they need no token) holds few connections and delays nothing else;
 //! 6. request timeout: a handler still running after `request_timeout_ms` is dropped and the
 //!    caller gets 504 `request-timeout`.
 //!
@@ -52,7 +53,7 @@ pub struct RequestId(pub String);
 pub fn apply(router: Router, http: &HttpSettings) -> Router {
     let limit = Limits {
         slots: Arc::new(Semaphore::new(http.max_in_flight.max(1))),
-        ops_slots: Arc::new(Semaphore::new(OPS_SLOTS)),
+        readiness_slots: Arc::new(Semaphore::new(READINESS_SLOTS)),
         queue_timeout: Duration::from_millis(http.queue_timeout_ms),
         request_timeout: Duration::from_millis(http.request_timeout_ms),
     };
@@ -178,8 +179,8 @@ fn cors(origins: &str) -> Option<tower_http::cors::CorsLayer> {
 #[derive(Clone)]
 struct Limits {
     slots: Arc<Semaphore>,
-    /// The ops routes' own ([`OPS_SLOTS`]).
-    ops_slots: Arc<Semaphore>,
+    /// Readiness checks' own ([`READINESS_SLOTS`]).
+    readiness_slots: Arc<Semaphore>,
     queue_timeout: Duration,
     request_timeout: Duration,
 }
@@ -272,21 +273,30 @@ fn panic_problem(panic: Box<dyn Any + Send + 'static>) -> Response {
     Problem::internal().into_response()
 }
 
-/// The ops routes, which take none of the requests' slots: a probe or scrape shed with the
-/// requests of a busy service would tell the orchestrator it is dead (a restart on top of the
-/// load) and lose the metrics that show why.
-const OPS_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// Routes that take no slot: they read only the process's memory, and a liveness probe or a
+/// scrape shed with the requests of a busy service would tell the orchestrator it is dead (a
+/// restart on top of the load) and lose the metrics that show why.
+const UNLIMITED: [&str; 2] = ["/healthz", "/metrics"];
 
-/// How many ops requests are handled at once: far more than probes and scrapes send, few
-/// enough that a flood of readiness checks holds only this many database connections.
-pub const OPS_SLOTS: usize = 8;
+/// How many readiness checks run at once: far more than probes send, few enough that a flood
+/// of them holds only this many database connections. Past them a check is shed at once.
+pub const READINESS_SLOTS: usize = 4;
 
 async fn concurrency_limit(State(limits): State<Limits>, request: Request, next: Next) -> Response {
-    let slots = match OPS_ROUTES.contains(&request.uri().path()) {
-        true => limits.ops_slots.clone(),
-        false => limits.slots.clone(),
-    };
-    let slot = tokio::time::timeout(limits.queue_timeout, slots.acquire_owned()).await;
+    match request.uri().path() {
+        path if UNLIMITED.contains(&path) => return next.run(request).await,
+        "/readyz" => {
+            return match limits.readiness_slots.clone().try_acquire_owned() {
+                Ok(_slot) => next.run(request).await,
+                Err(_) => {
+                    metrics::counter!("http_requests_shed_total").increment(1);
+                    overloaded().into_response()
+                }
+            }
+        }
+        _ => {}
+    }
+    let slot = tokio::time::timeout(limits.queue_timeout, limits.slots.acquire_owned()).await;
     match slot {
         Ok(Ok(_permit)) => next.run(request).await,
         // Timed out in the queue, or the semaphore was closed (never, but not a panic).

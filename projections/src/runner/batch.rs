@@ -20,6 +20,7 @@ pub(super) async fn decode(
     stopped: &mut watch::Receiver<bool>,
 ) -> Result<Option<Vec<Message>>, RunError> {
     let mut backoff = FIRST_BACKOFF;
+    let started = Instant::now();
     'attempt: loop {
         let mut decoded = Vec::with_capacity(batch.len());
         for raw in &batch {
@@ -27,7 +28,8 @@ pub(super) async fn decode(
             // build cannot read it as it was meant, and set aside it would be skipped for good
             // (later events of its aggregate apply over the gap). The batch waits for a newer
             // projector to take the partition over, as the relay waits for a newer relay.
-            if let Some(newer) = newer_than_known(&raw.headers) {
+            let waited_long = started.elapsed() >= UNKNOWN_TYPE_WAIT;
+            if let Some(newer) = newer_than_known(&raw.headers, waited_long) {
                 metrics::counter!("projection_newer_events_waited_total").increment(1);
                 tracing::warn!(event = %newer, topic = %raw.source.topic,
                     partition = raw.source.partition, offset = raw.source.offset,
@@ -69,13 +71,21 @@ pub(super) async fn decode(
     }
 }
 
-/// The event a message's headers name, when this build has no schema for its type or knows
-/// only older versions of it. A message without these headers (not the relay's) or with a
-/// version that is not a number is left to decoding, which sets aside what it cannot read.
-fn newer_than_known(headers: &crate::envelope::Headers) -> Option<String> {
+/// How long a batch waits on a message of a type this build does not know at all: a new
+/// event type is newer code too (waited for like a newer version), but so is a message some
+/// other producer put on the topic by mistake, which no build will ever know; after this long
+/// it is left to decoding, which sets it aside, and the partition moves on.
+const UNKNOWN_TYPE_WAIT: Duration = Duration::from_secs(600);
+
+/// The event a message's headers name, when this build knows only older versions of its type
+/// or (until `waited_long`) has no schema for the type at all. A message without these headers
+/// (not the relay's) or with a version that is not a number is left to decoding, which sets
+/// aside what it cannot read.
+fn newer_than_known(headers: &crate::envelope::Headers, waited_long: bool) -> Option<String> {
     let event_type = headers.get("event_type")?;
     let version = headers.get("event_version")?.parse::<u32>().ok()?;
     match schemas::catalogue::latest(event_type) {
+        Err(_) if waited_long => None,
         Err(_) => Some(format!("{event_type} v{version} (no such type here)")),
         Ok(latest) if version > latest.file.version => Some(format!(
             "{event_type} v{version} (v{} here)",

@@ -201,9 +201,9 @@ async fn requests_beyond_the_concurrency_limit_are_shed_with_retry_after() {
     let shed = running.call(Method::GET, "/block", &[]).await;
     shed.assert_problem(503, "overloaded");
     assert_eq!(shed.headers["retry-after"], "1");
-    // Health, readiness and scrapes take no slot: a saturated service is slow, not dead, and
-    // its probes and metrics must say so. Before, they queued behind the requests and were
-    // shed too (liveness restarts, readiness emptied, scrapes lost).
+    // Health, readiness and scrapes take none of the requests' slots: a saturated service is
+    // slow, not dead, and its probes and metrics must say so. Before, they queued behind the
+    // requests and were shed too (liveness restarts, readiness emptied, scrapes lost).
     for path in ["/healthz", "/metrics"] {
         let answer = running.call(Method::GET, path, &[]).await;
         assert_eq!(answer.status, StatusCode::OK, "{path} while saturated");
