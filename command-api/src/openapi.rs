@@ -175,7 +175,8 @@ fn constrain(c: &mut Constraints<'_>) {
         "items",
         json!({"minItems": 1, "maxItems": MAX_LINE_ITEMS, "description": format!(
             "Each `sku` at most once; the order's total (the sum of quantity times unit price) \
-             at most {MAX_AMOUNT_MINOR} minor units (422 otherwise).")}),
+             at least 1 and at most {MAX_AMOUNT_MINOR} minor units (422 otherwise: \
+             `order-total-zero`, `order-total-too-large`).")}),
     );
     c.property("ShipOrder", "carrier", text(64));
     c.property("ShipOrder", "tracking_number", code);

@@ -11,9 +11,9 @@ forbidden, whatever part of it was made wrong.
    event store: command-api/src/core/references.rs). Replaced by a user this module
    registers once per command API.
 2. POST /v1/orders `items`: each SKU (trimmed) at most once, and the total (quantity times
-   unit price, summed) at most MAX_AMOUNT_MINOR (domain/src/order/aggregate.rs). Repeated
-   SKUs are dropped (the first item always stays); unit prices are lowered until the total
-   fits.
+   unit price, summed) at least 1 and at most MAX_AMOUNT_MINOR (domain/src/order/aggregate.rs).
+   Repeated SKUs are dropped (the first item always stays); unit prices are lowered until the
+   total fits, and an order of free lines only gets a first line priced 1.
 3. POST /v1/payments must name an order awaiting payment and repeat its total and currency
    (command-api/src/core/references.rs). Taken from an order this module places once.
 4. POST /v1/users/{id}/profile `preferences`: at most 8 KiB as compact JSON and no NUL in any
@@ -125,6 +125,8 @@ def _keep_order_rules(body: dict, fixture: dict) -> None:
         for item in items:
             share = MAX_AMOUNT_MINOR // (item["quantity"] * len(items))
             item["unit_price_minor"] = min(item["unit_price_minor"], share)
+    if items and total == 0:
+        items[0]["unit_price_minor"] = 1
     body["items"] = items
 
 
