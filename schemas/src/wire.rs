@@ -35,12 +35,16 @@ fn registry_error(error: SRCError) -> SchemaError {
 /// Whether the converter's text for a failed HTTP call ("… failed with status 500 Internal
 /// Server Error") names a status worth waiting out.
 fn transient_status(message: &str) -> bool {
+    registry_status(message).is_some_and(|code| code >= 500 || code == 408 || code == 429)
+}
+
+/// The HTTP status a failed registry call was answered with, from the converter's text.
+pub fn registry_status(message: &str) -> Option<u16> {
     message
         .split("failed with status ")
         .nth(1)
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse::<u16>().ok())
-        .is_some_and(|code| code >= 500 || code == 408 || code == 429)
 }
 
 /// The subject an event type's schemas are registered under on `topic`.

@@ -47,7 +47,21 @@ pub(super) async fn decode(
                     Envelope::of_decoded(raw.source.clone(), raw.headers.clone(), event)
                         .map_err(|error| error.to_string()),
                 ),
-                // The registry being unreachable says nothing about the message.
+                // The registry being unreachable says nothing about the message; nor, for a
+                // while, does a schema it does not have (a follower not caught up, a registry
+                // being switched over) or credentials it refuses (a rotation half done).
+                Err(schemas::SchemaError::Registry(error))
+                    if !waited_long && refused_for_now(&error) =>
+                {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64,
+                        "schema registry refused the schema for now: the batch waits");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stopped.changed() => return Ok(None),
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue 'attempt;
+                }
                 Err(schemas::SchemaError::RegistryUnreachable(error)) => {
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64,
                         "schema registry unreachable: the batch waits");
@@ -71,11 +85,18 @@ pub(super) async fn decode(
     }
 }
 
-/// How long a batch waits on a message of a type this build does not know at all: a new
-/// event type is newer code too (waited for like a newer version), but so is a message some
-/// other producer put on the topic by mistake, which no build will ever know; after this long
-/// it is left to decoding, which sets it aside, and the partition moves on.
+/// How long a batch waits on a message of a type this build does not know at all, or whose
+/// schema the registry says it does not have or refuses to give: a new event type is newer
+/// code too (waited for like a newer version), and a registry can lag or be mid-rotation, but
+/// a message some other producer put on the topic by mistake will never be readable; after
+/// this long it is left to decoding, which sets it aside, and the partition moves on.
 const UNKNOWN_TYPE_WAIT: Duration = Duration::from_secs(600);
+
+/// A registry answer that may change without the message changing: no such schema (404), or
+/// credentials refused (401, 403).
+fn refused_for_now(error: &str) -> bool {
+    schemas::wire::registry_status(error).is_some_and(|code| matches!(code, 401 | 403 | 404))
+}
 
 /// The event a message's headers name, when this build knows only older versions of its type
 /// or (until `waited_long`) has no schema for the type at all. A message without these headers
@@ -156,6 +177,90 @@ pub(super) fn note_recoverable(error: &KafkaError) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A schema the registry answers 404 for, then has: the batch waits and decodes the
+    /// message instead of setting it aside. Before, the message that met the 404 was
+    /// dead-lettered (only later ones asked again).
+    #[tokio::test]
+    async fn a_schema_the_registry_lacks_for_now_is_waited_for() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let schema = schemas::catalogue::latest("UserRoleGranted").unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let found = serde_json::json!({ "schema": schema.file.text }).to_string();
+        tokio::spawn(async move {
+            for n in 0.. {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => request.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let (status, body) = match n {
+                    0 => (
+                        "404 Not Found",
+                        r#"{"error_code":40403,"message":"Schema not found"}"#.to_owned(),
+                    ),
+                    _ => ("200 OK", found.clone()),
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        let payload = serde_json::json!({"type": "UserRoleGranted", "role": "admin"});
+        #[allow(deprecated)] // `to_avro_datum`: the plainest way to write one datum here.
+        let datum = apache_avro::to_avro_datum(
+            &schema.schema,
+            schemas::convert::json_to_avro(&payload, &schema.schema).unwrap(),
+        )
+        .unwrap();
+        let mut bytes = vec![0u8];
+        bytes.extend_from_slice(&7u32.to_be_bytes());
+        bytes.extend_from_slice(&datum);
+        let id = uuid::Uuid::now_v7().to_string();
+        let headers = crate::envelope::Headers::from_pairs(&[
+            ("event_id", id.as_str()),
+            ("event_type", "UserRoleGranted"),
+            ("event_version", "1"),
+            ("aggregate_type", "user"),
+            ("aggregate_id", id.as_str()),
+            ("sequence", "2"),
+            ("global_position", "9"),
+            ("occurred_at", "2026-12-01T00:00:00Z"),
+            ("actor", "test"),
+            ("correlation_id", "c"),
+            ("causation_id", "c"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        ]);
+        let raw = Raw {
+            source: crate::envelope::Source {
+                topic: "users.events".to_owned(),
+                partition: 0,
+                offset: 1,
+            },
+            headers,
+            payload: bytes,
+        };
+        let decoder = EventDecoder::new(&url);
+        let (_stop, mut stopped) = watch::channel(false);
+        let decoded = decode(&decoder, vec![raw], &mut stopped)
+            .await
+            .unwrap()
+            .expect("not stopped");
+        let envelope = decoded[0].decoded.as_ref().expect("decoded after the wait");
+        assert_eq!(envelope.event_type, "UserRoleGranted");
+    }
 
     #[test]
     fn only_a_fatal_consumer_error_replaces_the_consumer() {
