@@ -11,6 +11,8 @@
 pub mod catalogue;
 pub mod convert;
 mod error;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod wire;
 
 pub use catalogue::{catalogue, latest, EventSchema, SchemaFile};

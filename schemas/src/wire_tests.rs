@@ -1,6 +1,4 @@
-#![allow(deprecated)] // `to_avro_datum`: the plainest way to write one datum here.
 use super::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[test]
 fn statuses_worth_waiting_out() {
@@ -79,44 +77,11 @@ async fn a_registry_error_that_passes_is_not_remembered() {
 /// A decoder whose registry first answers `status` and `body`, then the schema: the first
 /// decode fails, the next succeeds.
 async fn decodes_once_the_registry_answers(first_status: &'static str, first_body: &'static str) {
-    let schema = latest("UserRoleGranted").unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let found = serde_json::json!({ "schema": schema.file.text }).to_string();
-    tokio::spawn(async move {
-        for n in 0.. {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let mut request = Vec::new();
-            let mut buffer = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match socket.read(&mut buffer).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(read) => request.extend_from_slice(&buffer[..read]),
-                }
-            }
-            let (status, body) = if n == 0 {
-                (first_status, first_body)
-            } else {
-                ("200 OK", found.as_str())
-            };
-            let answer = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(answer.as_bytes()).await;
-        }
-    });
+    let url =
+        crate::testing::registry_answering_first((first_status, first_body), "UserRoleGranted")
+            .await;
     let payload = serde_json::json!({"type": "UserRoleGranted", "role": "admin"});
-    let datum = apache_avro::to_avro_datum(
-        &schema.schema,
-        json_to_avro(&payload, &schema.schema).unwrap(),
-    )
-    .unwrap();
-    let mut bytes = vec![0u8];
-    bytes.extend_from_slice(&7u32.to_be_bytes());
-    bytes.extend_from_slice(&datum);
+    let bytes = crate::testing::framed("UserRoleGranted", &payload, 7);
 
     let decoder = EventDecoder::new(&url);
     let first = decoder.decode(&bytes).await;

@@ -183,48 +183,16 @@ mod tests {
     /// dead-lettered (only later ones asked again).
     #[tokio::test]
     async fn a_schema_the_registry_lacks_for_now_is_waited_for() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let schema = schemas::catalogue::latest("UserRoleGranted").unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let found = serde_json::json!({ "schema": schema.file.text }).to_string();
-        tokio::spawn(async move {
-            for n in 0.. {
-                let Ok((mut socket, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut request = Vec::new();
-                let mut buffer = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buffer).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(read) => request.extend_from_slice(&buffer[..read]),
-                    }
-                }
-                let (status, body) = match n {
-                    0 => (
-                        "404 Not Found",
-                        r#"{"error_code":40403,"message":"Schema not found"}"#.to_owned(),
-                    ),
-                    _ => ("200 OK", found.clone()),
-                };
-                let answer = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(answer.as_bytes()).await;
-            }
-        });
-        let payload = serde_json::json!({"type": "UserRoleGranted", "role": "admin"});
-        #[allow(deprecated)] // `to_avro_datum`: the plainest way to write one datum here.
-        let datum = apache_avro::to_avro_datum(
-            &schema.schema,
-            schemas::convert::json_to_avro(&payload, &schema.schema).unwrap(),
+        let url = schemas::testing::registry_answering_first(
+            (
+                "404 Not Found",
+                r#"{"error_code":40403,"message":"Schema not found"}"#,
+            ),
+            "UserRoleGranted",
         )
-        .unwrap();
-        let mut bytes = vec![0u8];
-        bytes.extend_from_slice(&7u32.to_be_bytes());
-        bytes.extend_from_slice(&datum);
+        .await;
+        let payload = serde_json::json!({"type": "UserRoleGranted", "role": "admin"});
+        let bytes = schemas::testing::framed("UserRoleGranted", &payload, 7);
         let id = uuid::Uuid::now_v7().to_string();
         let headers = crate::envelope::Headers::from_pairs(&[
             ("event_id", id.as_str()),
