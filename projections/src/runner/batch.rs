@@ -35,11 +35,9 @@ pub(super) async fn decode(
                     partition = raw.source.partition, offset = raw.source.offset,
                     retry_in_ms = backoff.as_millis() as u64,
                     "an event newer than this projector knows: the batch waits for a newer projector (finish the rollout)");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stopped.changed() => return Ok(None),
+                if !pause(&mut backoff, stopped).await {
+                    return Ok(None);
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue 'attempt;
             }
             match decoder.decode(&raw.payload).await {
@@ -55,21 +53,17 @@ pub(super) async fn decode(
                 {
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64,
                         "schema registry refused the schema for now: the batch waits");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stopped.changed() => return Ok(None),
+                    if !pause(&mut backoff, stopped).await {
+                        return Ok(None);
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue 'attempt;
                 }
                 Err(schemas::SchemaError::RegistryUnreachable(error)) => {
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64,
                         "schema registry unreachable: the batch waits");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stopped.changed() => return Ok(None),
+                    if !pause(&mut backoff, stopped).await {
+                        return Ok(None);
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue 'attempt;
                 }
                 Err(error) => decoded.push(Err(format!("undecodable: {error}"))),
@@ -83,6 +77,17 @@ pub(super) async fn decode(
                 .collect(),
         ));
     }
+}
+
+/// Waits `backoff` before the batch is tried again, and doubles it up to [`MAX_BACKOFF`];
+/// `false` if the process is told to stop meanwhile.
+async fn pause(backoff: &mut Duration, stopped: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(*backoff) => {}
+        _ = stopped.changed() => return false,
+    }
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    true
 }
 
 /// How long a batch waits on a message of a type this build does not know at all, or whose
