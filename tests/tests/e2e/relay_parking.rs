@@ -63,12 +63,7 @@ async fn a_parked_event_last_in_the_log_is_passed_by_the_checkpoint() {
     let mut relay = spawn_relay(&stack.settings, port);
     wait_for_metric(port, "relay_active 1").await;
     wait_for_metric(port, "relay_lag_events 0").await;
-    let page = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = crate::support::projector::metrics_page(port).await;
     let parked_again =
         crate::support::processes::metric_sum(&page, "relay_events_parked_total", &[]);
     assert_eq!(parked_again, 0.0, "parked again after a restart: {page}");
@@ -283,12 +278,7 @@ async fn a_checkpoint_from_another_cluster_holds_the_relay_visibly() {
     let port = free_port();
     let mut relay = spawn_relay(&stack.settings, port);
     wait_for_metric(port, &format!("relay_lag_events {events}")).await;
-    let page = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = crate::support::projector::metrics_page(port).await;
     let published =
         crate::support::processes::metric_sum(&page, "relay_events_published_total", &[]);
     assert_eq!(published, 0.0, "nothing is published: {page}");

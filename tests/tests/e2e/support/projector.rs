@@ -119,11 +119,8 @@ pub async fn projected_commerce(customers: usize) -> (Stack, InProcessProjector)
 
 /// The value of `metric{projection="<projection>"}` on a `/metrics` page (0 when absent).
 pub fn projection_counter(page: &str, metric: &str, projection: &str) -> f64 {
-    let series = format!("{metric}{{projection=\"{projection}\"}} ");
-    page.lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
+    let label = format!("projection=\"{projection}\"");
+    crate::support::processes::metric_sum(page, metric, &[&label])
 }
 
 /// A projector process (no process manager) whose ops port is `port`.
@@ -135,7 +132,8 @@ pub fn spawn_projector_on(settings: &infra::settings::Settings, port: u16) -> Pr
     Process::spawn(command, "a projector process")
 }
 
-/// The projector's `/metrics` page, once it answers.
+/// The `/metrics` page of the service (a projector, a relay) whose ops port is `port`, once
+/// it answers.
 pub async fn metrics_page(port: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -147,7 +145,7 @@ pub async fn metrics_page(port: u16) -> String {
         }
         assert!(
             Instant::now() < deadline,
-            "the projector's /metrics never answered"
+            "/metrics on port {port} never answered"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
