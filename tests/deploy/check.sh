@@ -65,6 +65,12 @@ promtool_bin() {
 # distribution of this version from the Go module proxy (where `go` fetches toolchains from),
 # unpacked into .data/deploy/go-sdk; nothing outside .data/ changes.
 GO_VERSION=1.26.8
+# SHA-256 of the proxy's archives, taken when this version was pinned (2026-12-03). The go
+# command checks module downloads against sum.golang.org, which this script cannot reach
+# everywhere it runs; a pinned hash makes every later download the one that was first used,
+# and a changed or truncated archive stops the script instead of running.
+GO_SHA256_amd64=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
+GO_SHA256_arm64=02b36b6787b3ac767668f630e2998df45a3b1f9ffee08d1bf3ef6487cd658d99
 need_go() {
   if command -v go >/dev/null 2>&1; then
     return
@@ -83,6 +89,12 @@ need_go() {
     mkdir -p "$sdk"
     curl -fsSL -o "$sdk/go.zip" \
       "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-$arch.zip"
+    local want=GO_SHA256_$arch
+    if ! echo "${!want}  $sdk/go.zip" | sha256sum --check --quiet -; then
+      rm -rf "$sdk"
+      log "the Go archive from the module proxy does not have the pinned SHA-256: not using it"
+      exit 1
+    fi
     # Zip files keep no execute bits that Python's unpacker restores: set them on bin/ and the
     # tools the go command runs.
     python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
