@@ -55,7 +55,10 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
             db::connect_options(&settings.database)
                 .map_err(|e| StartupError::config("database.url", e))?,
         )),
-        exports: Arc::new(tokio::sync::Semaphore::new(q.max_exports.max(1))),
+        exports: Arc::new(crate::routes::audit::Exports::new(
+            q.max_exports,
+            Duration::from_millis(q.export_stall_ms),
+        )),
     };
     let report_size = cache.clone().report_size(Duration::from_secs(5));
     let listen = cache.listen(pool.clone());

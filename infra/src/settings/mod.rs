@@ -299,6 +299,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("query_api.max_version_waiters", "1000"),
     ("query_api.max_version_waiters_per_customer", "16"),
     ("query_api.max_exports", "4"),
+    ("query_api.export_stall_ms", "60000"),
     ("query_api.cache_ttl_secs", "60"),
     ("query_api.command_api_url", "http://127.0.0.1:8080"),
     ("query_api.admin_secure_cookie", "false"),

@@ -49,7 +49,7 @@ async fn serve() -> Served {
                 .parse()
                 .expect("options"),
         )),
-        exports: Arc::new(tokio::sync::Semaphore::new(1)),
+        exports: Arc::new(super::audit::Exports::new(1, Duration::from_secs(60))),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

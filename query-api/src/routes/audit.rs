@@ -3,12 +3,17 @@
 //! event in log order as NDJSON, filtered and resumable by position. For `support` and
 //! `admin` only.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use infra::auth::Authenticated;
 use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
 use utoipa::IntoParams;
 
 use super::{AppState, Page};
@@ -199,9 +204,9 @@ pub async fn export(
         from: params.from,
         to: params.to,
     };
-    // Held until the stream ends (or its client goes away).
     let place = state
         .exports
+        .places
         .clone()
         .try_acquire_owned()
         .map_err(|_| QueryError::TooManyExports)?;
@@ -226,47 +231,129 @@ pub async fn export(
         AuditEntry::json_line,
     )
     .await?;
-    let next = first.last.map(Some).filter(|_| first.full);
-    let first =
-        futures::stream::once(
-            async move { Ok::<_, std::io::Error>(bytes::Bytes::from(first.text)) },
-        );
-    // Then a page per chunk, each its own query: nothing is held open between them, and a
-    // client that stops reading only stops the next page.
-    let rest = futures::stream::unfold(next, move |cursor| {
-        let (pool, filter) = (pool.clone(), filter.clone());
-        async move {
-            let after = cursor?;
-            let page = infra::audit_export::page(
-                &pool,
-                &filter,
-                after,
-                infra::audit_export::PAGE,
-                AuditEntry::json_line,
-            );
-            match page.await {
-                Ok(page) if page.entries == 0 => None,
-                Ok(page) => {
-                    let next = page.last.map(Some).filter(|_| page.full);
-                    Some((Ok(bytes::Bytes::from(page.text)), next))
-                }
-                Err(error) => {
-                    tracing::error!(%error, ?after, "audit export: reading a page failed; stream cut");
-                    Some((Err(std::io::Error::other(error)), None))
-                }
-            }
-        }
-    });
-    let pages = futures::StreamExt::map(futures::StreamExt::chain(first, rest), move |chunk| {
-        let _held = &place;
-        chunk
-    });
+    let (handed, taken) = tokio::sync::mpsc::channel(1);
+    let feed = Feed {
+        pool,
+        filter,
+        handed,
+        stall: state.exports.stall,
+    };
+    tokio::spawn(feed.run(first, place));
     Ok((
         [
             (axum::http::header::CONTENT_TYPE, NDJSON),
             (axum::http::header::CACHE_CONTROL, "no-store"),
         ],
-        axum::body::Body::from_stream(pages),
+        axum::body::Body::from_stream(chunks(taken)),
     )
         .into_response())
+}
+
+/// Audit exports streaming at once (`query_api.max_exports`) and how long one waits for its
+/// client to take a page (`query_api.export_stall_ms`).
+pub struct Exports {
+    places: Arc<tokio::sync::Semaphore>,
+    stall: Duration,
+}
+
+impl Exports {
+    pub fn new(max: usize, stall: Duration) -> Self {
+        Self {
+            places: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+            stall,
+        }
+    }
+}
+
+/// What the task reading an export's pages hands its response.
+enum Chunk {
+    Page(Bytes),
+    Failed(std::io::Error),
+    End,
+}
+
+/// Reads an export's pages, each its own query (nothing is held open between them), and
+/// hands them to the response one at a time.
+struct Feed {
+    pool: sqlx::PgPool,
+    filter: infra::audit_export::Filter,
+    handed: tokio::sync::mpsc::Sender<Chunk>,
+    stall: Duration,
+}
+
+impl Feed {
+    /// Holds the export's place until the last page is taken, the client goes away, or the
+    /// client leaves a page untaken for the stall limit. A client that stops reading without
+    /// closing its connection (its socket buffers full) then loses its place and its stream
+    /// breaks off, to be resumed with `after_position`; before, it held the place for as long
+    /// as the connection lived, and `max_exports` such clients stopped every export.
+    async fn run(self, first: infra::audit_export::Page, place: OwnedSemaphorePermit) {
+        let _place = place;
+        let mut next = first.last.filter(|_| first.full);
+        let mut chunk = Chunk::Page(Bytes::from(first.text));
+        loop {
+            let last = !matches!(chunk, Chunk::Page(_));
+            match tokio::time::timeout(self.stall, self.handed.send(chunk)).await {
+                Ok(Ok(())) if last => return,
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return, // the client went away
+                Err(_) => {
+                    tracing::warn!(
+                        stall_ms = self.stall.as_millis() as u64,
+                        ?next,
+                        "audit export: the client took no page within the stall limit; stream cut"
+                    );
+                    metrics::counter!("query_api_exports_stalled_total").increment(1);
+                    return;
+                }
+            }
+            chunk = match next {
+                None => Chunk::End,
+                Some(after) => self.page(after, &mut next).await,
+            };
+        }
+    }
+
+    async fn page(&self, after: i64, next: &mut Option<i64>) -> Chunk {
+        let page = infra::audit_export::page(
+            &self.pool,
+            &self.filter,
+            Some(after),
+            infra::audit_export::PAGE,
+            AuditEntry::json_line,
+        );
+        match page.await {
+            Ok(page) if page.entries == 0 => Chunk::End,
+            Ok(page) => {
+                *next = page.last.filter(|_| page.full);
+                Chunk::Page(Bytes::from(page.text))
+            }
+            Err(error) => {
+                tracing::error!(%error, ?after, "audit export: reading a page failed; stream cut");
+                Chunk::Failed(std::io::Error::other(error))
+            }
+        }
+    }
+}
+
+/// The response body: the pages as handed over. A feed that ended before its last page (its
+/// client stalled) breaks the body off with an error, so the client sees a truncated
+/// download and not a complete one.
+fn chunks(
+    taken: tokio::sync::mpsc::Receiver<Chunk>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::unfold(Some(taken), |taken| async move {
+        let mut taken = taken?;
+        match taken.recv().await {
+            Some(Chunk::Page(bytes)) => Some((Ok(bytes), Some(taken))),
+            Some(Chunk::Failed(error)) => Some((Err(error), None)),
+            Some(Chunk::End) => None,
+            None => Some((
+                Err(std::io::Error::other(
+                    "audit export cut: the client took no page within the stall limit",
+                )),
+                None,
+            )),
+        }
+    })
 }

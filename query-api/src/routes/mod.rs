@@ -37,8 +37,8 @@ pub struct AppState {
     pub console: Arc<crate::admin::Console>,
     /// Pools of the as-of sets read (`?as_of=`).
     pub as_of: Arc<crate::as_of::AsOfPools>,
-    /// Places for audit exports streaming at once (`query_api.max_exports`).
-    pub exports: Arc<tokio::sync::Semaphore>,
+    /// Audit exports streaming at once, and how long each waits for its client.
+    pub exports: Arc<audit::Exports>,
 }
 
 impl AppState {

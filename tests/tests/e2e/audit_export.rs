@@ -390,33 +390,8 @@ async fn a_resumed_export_skips_nothing_that_was_late() {
 /// could hold every connection the reads need.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exports_streaming_at_once_are_capped() {
-    let db = crate::support::database::TestDatabase::create().await;
-    let mut settings = db.settings();
-    settings.query_api.max_exports = 1;
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    infra::db::migrate(&pool).await.unwrap();
-    // Far more than a client's socket buffers take: the first export cannot end while its
-    // client reads nothing.
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                             payload, metadata, event_id)
-         SELECT 'user', 'u' || n, 1, 'UserRegistered', '1',
-                jsonb_build_object('display_name', repeat('x', 2000)),
-                '{\"occurred_at\": \"2026-12-01T00:00:00Z\", \"actor\": \"test\"}', gen_random_uuid()
-         FROM generate_series(1, 20000) AS n",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    let query = spawn_query_api(&settings).await;
-    let client = reqwest::Client::new();
-    let token = crate::support::auth::admin_token();
-    let open = || {
-        client
-            .get(format!("{}/v1/audit/export", query.url))
-            .bearer_auth(&token)
-            .send()
-    };
+    let place = OneExportPlace::start(|_| {}).await;
+    let open = || place.open();
     let streaming = open().await.unwrap();
     assert_eq!(streaming.status(), 200);
     let refused = open().await.unwrap();
@@ -440,5 +415,96 @@ async fn exports_streaming_at_once_are_capped() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    pool.close().await;
+    place.pool.close().await;
+}
+
+/// A query API with one export place, over a database seeded with more than a client's
+/// socket buffers take.
+struct OneExportPlace {
+    _db: crate::support::database::TestDatabase,
+    pool: sqlx::PgPool,
+    query: crate::support::query::QueryClient,
+    client: reqwest::Client,
+    token: String,
+}
+
+impl OneExportPlace {
+    async fn start(tune: impl FnOnce(&mut infra::settings::Settings)) -> Self {
+        let db = crate::support::database::TestDatabase::create().await;
+        let mut settings = db.settings();
+        settings.query_api.max_exports = 1;
+        tune(&mut settings);
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        infra::db::migrate(&pool).await.unwrap();
+        seed_more_than_socket_buffers_take(&pool).await;
+        let query = spawn_query_api(&settings).await;
+        Self {
+            _db: db,
+            pool,
+            query,
+            client: reqwest::Client::new(),
+            token: crate::support::auth::admin_token(),
+        }
+    }
+
+    async fn open(&self) -> reqwest::Result<reqwest::Response> {
+        self.client
+            .get(format!("{}/v1/audit/export", self.query.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+    }
+}
+
+/// Far more than a client's socket buffers take (20,000 events of about 2 kB): an export
+/// cannot end while its client reads nothing.
+async fn seed_more_than_socket_buffers_take(pool: &sqlx::PgPool) {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata, event_id)
+         SELECT 'user', 'u' || n, 1, 'UserRegistered', '1',
+                jsonb_build_object('display_name', repeat('x', 2000)),
+                '{\"occurred_at\": \"2026-12-01T00:00:00Z\", \"actor\": \"test\"}', gen_random_uuid()
+         FROM generate_series(1, 20000) AS n",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// A client that stops reading without closing its connection loses its place once it has
+/// left a page untaken for `query_api.export_stall_ms`, and its download breaks off rather
+/// than looking complete. Before, it held the place for as long as the connection lived:
+/// `max_exports` such clients refused every export with 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_stops_reading_loses_its_export_place() {
+    let place = OneExportPlace::start(|s| s.query_api.export_stall_ms = 1_000).await;
+    let open = || place.open();
+    let stalled = open().await.unwrap();
+    assert_eq!(stalled.status(), 200);
+    // It reads nothing, and keeps its connection: after the stall limit another export gets
+    // the place.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let next = loop {
+        let again = open().await.unwrap();
+        if again.status() == 200 {
+            break again;
+        }
+        assert_eq!(again.status(), 503, "while the place is held");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a client reading nothing kept the only export place for 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let text = next.text().await.unwrap();
+    assert_eq!(text.lines().count(), 20_000);
+    // The stalled download, read now, breaks off before its end.
+    if let Ok(text) = stalled.text().await {
+        assert!(
+            text.lines().count() < 20_000,
+            "the stalled download looked complete"
+        );
+    }
+    place.pool.close().await;
 }
