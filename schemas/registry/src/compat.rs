@@ -1,6 +1,9 @@
 //! Compatibility levels and checks, with Confluent's semantics, on top of apache-avro's
 //! reader/writer resolution check.
 
+use apache_avro::schema::{
+    ArraySchema, MapSchema, Name, NamesRef, ResolvedSchema, UnionSchema, UuidSchema,
+};
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::Schema;
 
@@ -89,15 +92,75 @@ impl Level {
 /// library's partial compatibility (an enum symbol the reader lacks, a union branch that no
 /// longer matches, a union narrowed to one of its types) reads some data and fails on the
 /// rest: a schema registered so would stop consumers on the first such message.
+///
+/// Both schemas are compared as written out in full ([`inlined`]): the library compares a
+/// named type used by name (a `Ref`, every use after its definition) by its name alone, so a
+/// definition changed where it first appears was accepted for every later use, and a
+/// definition moved from one field to another was refused as a change of type.
 pub fn reads_all(writer: &Schema, reader: &Schema) -> Result<(), String> {
     use apache_avro::schema_compatibility::Compatibility;
-    match SchemaCompatibility::can_read(writer, reader) {
+    let (writer, reader) = (inlined(writer)?, inlined(reader)?);
+    match SchemaCompatibility::can_read(&writer, &reader) {
         Ok(Compatibility::Full) => Ok(()),
         Ok(Compatibility::Partial) => {
             Err("only some data of the writer's schema can be read (an enum symbol or a union branch is missing)".to_owned())
         }
         Err(error) => Err(error.to_string()),
     }
+}
+
+/// `schema` with every use of a named type by name replaced by the type's definition (a use
+/// inside its own definition, a recursive type, stays a name), and every uuid as the type it
+/// is written as (string, bytes or fixed): Confluent's checker ignores logical types, and
+/// the library takes any two uuids as the same, a string one and a 16-byte fixed one too.
+pub fn inlined(schema: &Schema) -> Result<Schema, String> {
+    let resolved = ResolvedSchema::try_from(schema).map_err(|error| error.to_string())?;
+    inline(schema, resolved.get_names(), &mut Vec::new())
+}
+
+fn inline(
+    schema: &Schema,
+    names: &NamesRef<'_>,
+    expanding: &mut Vec<Name>,
+) -> Result<Schema, String> {
+    Ok(match schema {
+        Schema::Ref { name } if expanding.contains(name) => schema.clone(),
+        Schema::Ref { name } => {
+            let definition = names
+                .get(name)
+                .ok_or_else(|| format!("the named type {name} is used but not defined"))?;
+            inline(definition, names, expanding)?
+        }
+        Schema::Record(record) => {
+            expanding.push(record.name.clone());
+            let mut copy = record.clone();
+            for field in &mut copy.fields {
+                field.schema = inline(&field.schema, names, expanding)?;
+            }
+            expanding.pop();
+            Schema::Record(copy)
+        }
+        Schema::Array(array) => Schema::Array(ArraySchema {
+            items: Box::new(inline(&array.items, names, expanding)?),
+            attributes: array.attributes.clone(),
+        }),
+        Schema::Map(map) => Schema::Map(MapSchema {
+            types: Box::new(inline(&map.types, names, expanding)?),
+            attributes: map.attributes.clone(),
+        }),
+        Schema::Union(union) => {
+            let variants = union
+                .variants()
+                .iter()
+                .map(|variant| inline(variant, names, expanding))
+                .collect::<Result<Vec<_>, _>>()?;
+            Schema::Union(UnionSchema::new(variants).map_err(|error| error.to_string())?)
+        }
+        Schema::Uuid(UuidSchema::String) => Schema::String,
+        Schema::Uuid(UuidSchema::Bytes) => Schema::Bytes,
+        Schema::Uuid(UuidSchema::Fixed(fixed)) => Schema::Fixed(fixed.clone()),
+        other => other.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -177,5 +240,65 @@ mod tests {
         let old = union_of(r#"["null", "string"]"#);
         assert!(Level::Backward.check(&wider, &[old]).is_empty());
         assert_eq!(Level::parse("full"), None);
+    }
+
+    /// A named type used by name is compared by its definition. Before, the library compared
+    /// such a use by name alone: a definition that gained a required field where it first
+    /// appears was accepted for a later use (whose old data cannot be read), and a definition
+    /// moved to another field was refused as a change of type.
+    #[test]
+    fn named_types_used_by_name_are_compared_by_their_definitions() {
+        let parse = |json: &str| Schema::parse_str(json).unwrap();
+        let old = parse(
+            r#"{"type": "record", "name": "R", "fields": [
+                {"name": "a", "type": {"type": "record", "name": "A",
+                    "fields": [{"name": "x", "type": "int"}]}},
+                {"name": "b", "type": "A"}]}"#,
+        );
+        let gains_a_required_field = parse(
+            r#"{"type": "record", "name": "R", "fields": [
+                {"name": "c", "type": ["null", {"type": "record", "name": "A", "fields": [
+                    {"name": "x", "type": "int"}, {"name": "y", "type": "string"}]}],
+                 "default": null},
+                {"name": "b", "type": "A"}]}"#,
+        );
+        let definition_moved = parse(
+            r#"{"type": "record", "name": "R", "fields": [
+                {"name": "b", "type": {"type": "record", "name": "A",
+                    "fields": [{"name": "x", "type": "int"}]}},
+                {"name": "a", "type": "A"}]}"#,
+        );
+        assert!(!Level::Backward
+            .check(&gains_a_required_field, std::slice::from_ref(&old))
+            .is_empty());
+        assert_eq!(
+            Level::Backward.check(&definition_moved, std::slice::from_ref(&old)),
+            Vec::<String>::new()
+        );
+        // A recursive type stays a name inside its own definition, and still checks.
+        let list = parse(
+            r#"{"type": "record", "name": "Node", "fields": [
+                {"name": "v", "type": "int"}, {"name": "next", "type": ["null", "Node"]}]}"#,
+        );
+        assert!(Level::Full
+            .check(&list, std::slice::from_ref(&list))
+            .is_empty());
+    }
+
+    /// A uuid is checked as what it is written as: before, any two uuids were taken as the
+    /// same, and a string uuid (36 characters) was accepted as readable as a 16-byte fixed.
+    #[test]
+    fn a_uuid_is_checked_as_the_type_it_is_written_as() {
+        let string = schema(r#"{"name": "id", "type": {"type": "string", "logicalType": "uuid"}}"#);
+        let fixed = schema(
+            r#"{"name": "id", "type": {"type": "fixed", "name": "U", "size": 16,
+                "logicalType": "uuid"}}"#,
+        );
+        assert!(!Level::Backward
+            .check(&fixed, std::slice::from_ref(&string))
+            .is_empty());
+        assert!(Level::Full
+            .check(&string, std::slice::from_ref(&string))
+            .is_empty());
     }
 }

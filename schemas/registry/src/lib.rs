@@ -19,7 +19,7 @@ mod routes;
 pub mod service;
 mod store;
 
-pub use compat::Level;
+pub use compat::{reads_all, Level};
 pub use error::{RegistryError, CONTENT_TYPE};
 pub use routes::routes;
 pub use store::Store;
