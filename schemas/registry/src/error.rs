@@ -19,6 +19,8 @@ pub enum RegistryError {
     InvalidSchema(String),
     #[error("The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\"")]
     InvalidVersion(String),
+    #[error("The specified subject '{0}' is not valid: it holds a control character")]
+    InvalidSubject(String),
     #[error("Invalid compatibility level. Valid values are none, backward, forward, full, backward_transitive, forward_transitive, and full_transitive")]
     InvalidCompatibility,
     #[error("Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{details}]")]
@@ -39,6 +41,7 @@ impl RegistryError {
             Self::InvalidSchema(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42201),
             Self::InvalidVersion(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42202),
             Self::InvalidCompatibility => (StatusCode::UNPROCESSABLE_ENTITY, 42203),
+            Self::InvalidSubject(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42208),
             Self::Incompatible { .. } => (StatusCode::CONFLICT, 409),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, 400),
             Self::Store(error) if infra::db::is_unavailable(error) => {

@@ -148,6 +148,18 @@ fn which(raw: &str) -> Result<Which> {
     }
 }
 
+/// A subject named in a path, refused with Confluent's invalid-subject error (422, 42208)
+/// when it holds a control character, as Confluent's own registry refuses it. Before, a NUL
+/// reached PostgreSQL, which cannot store one in text, and the answer was a 500.
+fn valid(subject: String) -> Result<String> {
+    match subject.chars().any(char::is_control) {
+        true => Err(RegistryError::InvalidSubject(
+            subject.escape_default().to_string(),
+        )),
+        false => Ok(subject),
+    }
+}
+
 #[derive(Deserialize, Default)]
 struct DeletedFlag {
     #[serde(default)]
@@ -159,6 +171,7 @@ async fn register(
     Path(subject): Path<String>,
     body: Bytes,
 ) -> Result<Sr> {
+    let subject = valid(subject)?;
     let (text, schema, fingerprint) = schema_body(&body)?;
     let id = store
         .register(&subject, &text, &schema, &fingerprint)
@@ -171,6 +184,7 @@ async fn lookup(
     Path(subject): Path<String>,
     body: Bytes,
 ) -> Result<Sr> {
+    let subject = valid(subject)?;
     let (_, _, fingerprint) = schema_body(&body)?;
     let v = store.lookup(&subject, &fingerprint).await?;
     Ok(Sr(
@@ -194,6 +208,7 @@ async fn list_versions(
     Path(subject): Path<String>,
     Query(flag): Query<DeletedFlag>,
 ) -> Result<Sr> {
+    let subject = valid(subject)?;
     Ok(Sr(json!(store.versions(&subject, flag.deleted).await?)))
 }
 
@@ -202,6 +217,7 @@ async fn get_version(
     Path((subject, version)): Path<(String, String)>,
     Query(flag): Query<DeletedFlag>,
 ) -> Result<Sr> {
+    let subject = valid(subject)?;
     let v = store
         .version(&subject, which(&version)?, flag.deleted)
         .await?;
@@ -214,6 +230,7 @@ async fn get_raw_schema(
     State(store): State<Store>,
     Path((subject, version)): Path<(String, String)>,
 ) -> Result<Response> {
+    let subject = valid(subject)?;
     let v = store.version(&subject, which(&version)?, false).await?;
     Ok(v.schema.into_response())
 }
@@ -222,12 +239,14 @@ async fn delete_version(
     State(store): State<Store>,
     Path((subject, version)): Path<(String, String)>,
 ) -> Result<Sr> {
+    let subject = valid(subject)?;
     Ok(Sr(json!(
         store.delete_version(&subject, which(&version)?).await?
     )))
 }
 
 async fn delete_subject(State(store): State<Store>, Path(subject): Path<String>) -> Result<Sr> {
+    let subject = valid(subject)?;
     Ok(Sr(json!(store.delete_subject(&subject).await?)))
 }
 
@@ -236,6 +255,7 @@ async fn check_version(
     Path((subject, version)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Sr> {
+    let subject = valid(subject)?;
     let (_, schema, _) = schema_body(&body)?;
     let against = store.version(&subject, which(&version)?, false).await?;
     let old = Schema::parse_str(&against.schema)
@@ -253,6 +273,7 @@ async fn check_all(
     Path(subject): Path<String>,
     body: Bytes,
 ) -> Result<Sr> {
+    let subject = valid(subject)?;
     let (_, schema, _) = schema_body(&body)?;
     let live = store.live_schemas(&subject).await?;
     let problems = store.level(Some(&subject)).await?.check(&schema, &live);
@@ -295,6 +316,7 @@ async fn get_subject_config(
     Path(subject): Path<String>,
     Query(query): Query<DefaultToGlobal>,
 ) -> Result<Sr> {
+    let subject = valid(subject)?;
     let level = match store.configured_level(Some(&subject)).await? {
         Some(level) => level,
         None if query.default_to_global => store.level(None).await?,
@@ -308,6 +330,7 @@ async fn put_subject_config(
     Path(subject): Path<String>,
     body: Bytes,
 ) -> Result<Sr> {
+    let subject = valid(subject)?;
     let level = level_from(&body)?;
     store.set_level(Some(&subject), level).await?;
     Ok(Sr(json!({ "compatibility": level.as_str() })))
@@ -317,6 +340,7 @@ async fn delete_subject_config(
     State(store): State<Store>,
     Path(subject): Path<String>,
 ) -> Result<Sr> {
+    let subject = valid(subject)?;
     match store.delete_level(&subject).await? {
         Some(level) => Ok(Sr(json!({ "compatibilityLevel": level.as_str() }))),
         None => Err(RegistryError::SubjectConfigNotFound(subject)),

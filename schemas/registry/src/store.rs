@@ -127,7 +127,7 @@ impl Store {
         subject: &str,
         fingerprint: &[u8],
     ) -> Result<Version, RegistryError> {
-        self.require_subject(subject).await?;
+        self.require_subject(subject, false).await?;
         let row = sqlx::query(
             "SELECT v.version, s.id, s.schema FROM sr_subject_versions v
              JOIN sr_schemas s ON s.id = v.schema_id
@@ -184,7 +184,8 @@ impl Store {
         which: Which,
         deleted: bool,
     ) -> Result<Version, RegistryError> {
-        self.require_subject(subject).await?;
+        // With `deleted`, a version of a subject deleted whole is still found.
+        self.require_subject(subject, deleted).await?;
         let number = match which {
             Which::Number(n) => n,
             Which::Latest => -1,
@@ -218,8 +219,8 @@ impl Store {
         texts.iter().map(|t| parse(t)).collect()
     }
 
-    async fn require_subject(&self, subject: &str) -> Result<(), RegistryError> {
-        self.versions(subject, false).await.map(|_| ())
+    async fn require_subject(&self, subject: &str, deleted: bool) -> Result<(), RegistryError> {
+        self.versions(subject, deleted).await.map(|_| ())
     }
 
     /// The subject's own level (None if unset), or the global level for `None`.

@@ -113,6 +113,16 @@ async fn errors_use_confluent_codes() {
             42203,
         ),
         (Method::GET, "/config/s", None, 404, 40408),
+        // A subject with a control character: before, a NUL reached PostgreSQL and got a 500.
+        (Method::GET, "/subjects/a%00b/versions", None, 422, 42208),
+        (
+            Method::POST,
+            "/subjects/a%00b/versions",
+            body(&v1),
+            422,
+            42208,
+        ),
+        (Method::DELETE, "/subjects/a%07b", None, 422, 42208),
     ];
     for (method, path, payload, status, code) in cases {
         let (got, content_type, answer) = r.call(method.clone(), path, payload).await;
@@ -225,6 +235,18 @@ async fn versions_are_soft_deleted() {
     let (_, _, all) = r.call(Method::DELETE, "/subjects/gone", None).await;
     assert_eq!(all, json!([2]));
     assert_eq!(r.call(Method::GET, "/subjects", None).await.2, json!([]));
+    // A version of a subject deleted whole is still there with `deleted=true`, as the list
+    // of its versions is; before, that read answered 40401.
+    let (status, _, kept) = r
+        .call(Method::GET, "/subjects/gone/versions/2?deleted=true", None)
+        .await;
+    assert_eq!((status, kept["version"].clone()), (200, json!(2)), "{kept}");
+    assert_eq!(
+        r.call(Method::GET, "/subjects/gone/versions/2", None)
+            .await
+            .2["error_code"],
+        40401
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
