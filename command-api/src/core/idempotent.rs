@@ -35,6 +35,22 @@ impl CommandBus {
         replayed
     }
 
+    /// `refusal`, unless a request with the same key committed while this one was loading (its
+    /// first look found nothing yet): then that request's outcome, which a retry must get.
+    pub(super) async fn refused_unless_replayed<A: Target>(
+        &self,
+        idempotency: Option<&Idempotency>,
+        refusal: CommandError,
+    ) -> Result<Outcome<A::Event>, CommandError>
+    where
+        A::Error: DomainError,
+    {
+        match self.replay::<A>(idempotency).await? {
+            Some(replay) => Ok(replay),
+            None => Err(refusal),
+        }
+    }
+
     /// The remembered outcome for this key, or a mismatch if the key was used for another
     /// request.
     pub(super) async fn replay<A: Target>(

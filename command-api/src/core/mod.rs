@@ -251,20 +251,29 @@ impl CommandBus {
             password_hash,
         });
         let current = context.current_sequence as i64;
+        // A refusal from here on may be due to a request with the same key that committed
+        // while this one was loading: that request's outcome is the answer. Before, a retry
+        // with `If-Match` got 409 version-conflict for its own first send's commit.
         if let Some(expected) = meta.expected_version {
             if expected != current && current > 0 {
-                return Err(CommandError::VersionConflict {
+                let conflict = CommandError::VersionConflict {
                     current_version: current,
-                });
+                };
+                return self
+                    .refused_unless_replayed::<A>(idempotency.as_ref(), conflict)
+                    .await
+                    .map(Decided::Answered);
             }
         }
         let sink = EventSink::default();
         if let Err(error) = context.aggregate.handle(dispatch.command, &(), &sink).await {
-            // A request with the same key may have committed while this one was loading.
-            if let Some(replay) = self.replay::<A>(idempotency.as_ref()).await? {
-                return Ok(Decided::Answered(replay));
-            }
-            return Err(CommandError::from_domain(&error));
+            return self
+                .refused_unless_replayed::<A>(
+                    idempotency.as_ref(),
+                    CommandError::from_domain(&error),
+                )
+                .await
+                .map(Decided::Answered);
         }
         let events = sink.collect().await;
         let mut request =

@@ -105,6 +105,39 @@ async fn concurrent_requests_with_one_key_commit_once() {
     assert_eq!(keys, 1);
 }
 
+/// Sends of one request with one key and `If-Match` at once all get the first one's answer.
+/// A send whose first look for the key came before the first send committed, and whose load
+/// came after it, used to see the version it had just made and answer 409 version-conflict,
+/// which tells a client to reload and send again under a new key: a second change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sends_with_one_key_and_if_match_all_get_the_first_answer() {
+    let app = spawn_app().await;
+    for round in 0..12 {
+        let user = app.register(&unique_email()).await;
+        let path = format!("/v1/users/{user}/profile");
+        let key = format!("rename-{round}");
+        let headers = [("Idempotency-Key", key.as_str()), ("If-Match", "\"1\"")];
+        let sends = (0..8).map(|_| {
+            app.send(
+                Method::POST,
+                &path,
+                Some(json!({"display_name": "Renamed once"})),
+                &headers,
+            )
+        });
+        let answers = join_all(sends).await;
+        for answer in &answers {
+            assert_eq!(
+                answer.status,
+                StatusCode::OK,
+                "round {round}: {}",
+                answer.body
+            );
+            assert_eq!(answer.body["version"], 2, "round {round}: {}", answer.body);
+        }
+    }
+}
+
 /// A new customer and an order placed for them with `key`: the customer, the body, the answer.
 async fn place_with_key(
     app: &crate::support::app::TestApp,
