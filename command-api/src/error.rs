@@ -156,6 +156,14 @@ fn command_problem(error: &CommandError) -> Problem {
             "no database connection came free in time; nothing was written, retry shortly",
         )
         .retry_after(1),
+        CommandError::Transient(_) => Problem::new(
+            S::SERVICE_UNAVAILABLE,
+            "rolled-back",
+            "Rolled back",
+            "the database rolled the command back (it met a concurrent one); nothing was \
+             written, retry it",
+        )
+        .retry_after(1),
         CommandError::Unauthenticated => infra::auth::AuthError::Missing.problem(),
         CommandError::Forbidden => Problem::new(
             S::FORBIDDEN,

@@ -46,6 +46,12 @@ pub enum CommandError {
     /// database is not gone. Nothing was written.
     #[error("no database connection came free in time")]
     Busy(#[source] Source),
+    /// PostgreSQL rolled the command's transaction back for a reason of its own: a deadlock
+    /// with a concurrent command (two users trading emails), a serialization failure, a
+    /// statement cancelled, resources short (SQLSTATE class 40, 57014, class 53 but 53300).
+    /// Nothing was written and a retry can succeed.
+    #[error("the database rolled the command back")]
+    Transient(#[source] Source),
     #[error("internal error")]
     Internal(#[source] Source),
 }
@@ -75,6 +81,7 @@ impl CommandError {
             Self::Unauthenticated | Self::Forbidden => "forbidden",
             Self::Unavailable(_) => "unavailable",
             Self::Busy(_) => "overloaded",
+            Self::Transient(_) => "rolled_back",
             Self::Internal(_) => "error",
         }
     }
@@ -126,6 +133,8 @@ fn kind(error: &sqlx::Error) -> fn(Source) -> CommandError {
         CommandError::Unavailable
     } else if infra::db::is_data_exception(error) {
         CommandError::Unstorable
+    } else if infra::db::is_transient(error) {
+        CommandError::Transient
     } else {
         CommandError::Internal
     }

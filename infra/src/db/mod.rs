@@ -219,9 +219,13 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => {
             // Class 08 (connection exception), 57P01..03 (admin shutdown, crash shutdown,
-            // cannot connect now), 53300 (too many connections).
+            // cannot connect now), 53300 (too many connections), 25006 (a write in a read-only
+            // transaction: the pool reached a standby, as after a failover).
             db.code().is_some_and(|code| {
-                code.starts_with("08") || code.starts_with("57P") || code == "53300"
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code == "53300"
+                    || code == "25006"
             })
         }
         _ => false,

@@ -40,8 +40,8 @@ pub struct Problems {
 pub const SKELETON_STATUSES: &[(u16, &str)] = &[
     (
         503,
-        "the service is overloaded or its database is unavailable; nothing was done \
-         (`Retry-After`)",
+        "the service is overloaded, or its database is unavailable or rolled the request back \
+         (as the loser of a deadlock with a concurrent one); nothing was done (`Retry-After`)",
     ),
     (
         504,

@@ -120,3 +120,97 @@ async fn a_refused_command_in_a_group_commit_does_not_fail_the_others() {
         .unwrap();
     assert_eq!(positions, 31);
 }
+
+/// A command PostgreSQL rolls back as the loser of a deadlock is a 503 `rolled-back` with
+/// `Retry-After` and writes nothing; before, it was a 500. The deadlock is the one two users
+/// trading emails can make: each releases its own email's claim and then waits to claim the
+/// other's. Here a session of the test plays the second user, holding the release of one
+/// claim while the command releases the other, and the command (waiting first, so checked for
+/// a deadlock first) loses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_lost_to_a_deadlock_is_a_503_and_writes_nothing() {
+    let app = spawn_app().await;
+    let (mine, theirs) = (unique_email(), unique_email());
+    let me = app.register(&mine).await;
+    let them = app.register(&theirs).await;
+    let key_of = |user: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT key FROM unique_claims WHERE scope = 'user_email' AND aggregate_id = $1",
+            )
+            .bind(user)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (my_key, their_key) = (key_of(me.clone()).await, key_of(them.clone()).await);
+    let events_before = app.event_count().await;
+    let mut other = app.pool.begin().await.unwrap();
+    // This session waits long before checking for a deadlock: the command's check comes first.
+    sqlx::query("SET LOCAL deadlock_timeout = '30s'")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM unique_claims WHERE scope = 'user_email' AND key = $1")
+        .bind(&their_key)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let change = {
+        let (url, token, path) = (
+            app.url.clone(),
+            crate::support::auth::admin_token(),
+            format!("/v1/users/{me}/email"),
+        );
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{url}{path}"))
+                .bearer_auth(token)
+                .json(&json!({ "email": theirs }))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    // The command has released its claim and waits to claim the email this session released.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE '%unique_claims%'
+               AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Now claim the command's email: each waits for the other.
+    let claimed = sqlx::query(
+        "INSERT INTO unique_claims (scope, key, aggregate_type, aggregate_id)
+         VALUES ('user_email', $1, 'user', $2)",
+    )
+    .bind(&my_key)
+    .bind(&them)
+    .execute(&mut *other)
+    .await;
+    let answer = change.await.unwrap();
+    // The command rolled back, so its email's claim is back and this session's insert meets it.
+    assert!(claimed.is_err(), "the session's claim went through");
+    other.rollback().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(answer.headers().contains_key("retry-after"));
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["type"], "/problems/rolled-back", "{body}");
+    assert_eq!(app.event_count().await, events_before);
+    assert_eq!(key_of(me).await, my_key);
+}
