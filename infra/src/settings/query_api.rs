@@ -24,7 +24,7 @@ pub struct QueryApiSettings {
     /// the request limits, and each page is a query: without a cap a few operators' exports
     /// could hold every database connection the reads need.
     pub max_exports: usize,
-    /// The longest an export waits for its client to take the next page; past it the
+    /// The longest an export waits for its client to read more of it; past it the
     /// stream breaks off (resumable with `after_position`) and its place is free again, so
     /// clients that stop reading without closing their connections cannot hold every place.
     pub export_stall_ms: u64,

@@ -92,7 +92,7 @@ pub const SERIES: &[(&str, Kind, Option<Unit>, &str)] = &[
     ("query_min_version_waiters", Kind::Gauge, None, "Reads waiting for a read model to reach their min_version."),
     ("query_min_version_wait_seconds", Kind::Histogram, Some(Unit::Seconds), "Time a min_version read waited for its read model."),
     ("query_min_version_timeouts_total", Kind::Counter, None, "min_version reads that timed out waiting."),
-    ("query_api_exports_stalled_total", Kind::Counter, None, "Audit exports cut off because their client took no page within query_api.export_stall_ms."),
+    ("query_api_exports_stalled_total", Kind::Counter, None, "Audit exports cut off because their client read nothing for query_api.export_stall_ms."),
     ("query_min_version_overloaded_total", Kind::Counter, None, "min_version reads refused because too many were waiting."),
     // process (sampled by the upkeep thread)
     ("process_cpu_seconds_total", Kind::Counter, Some(Unit::Seconds), "CPU time used by the process, user and system."),

@@ -265,6 +265,9 @@ impl Exports {
     }
 }
 
+/// The most bytes handed to an export's response at once.
+const PIECE: usize = 64 * 1024;
+
 /// What the task reading an export's pages hands its response.
 enum Chunk {
     Page(Bytes),
@@ -283,7 +286,7 @@ struct Feed {
 
 impl Feed {
     /// Holds the export's place until the last page is taken, the client goes away, or the
-    /// client leaves a page untaken for the stall limit. A client that stops reading without
+    /// client takes nothing for the stall limit. A client that stops reading without
     /// closing its connection (its socket buffers full) then loses its place and its stream
     /// breaks off, to be resumed with `after_position`; before, it held the place for as long
     /// as the connection lived, and `max_exports` such clients stopped every export.
@@ -293,25 +296,47 @@ impl Feed {
         let mut chunk = Chunk::Page(Bytes::from(first.text));
         loop {
             let last = !matches!(chunk, Chunk::Page(_));
-            match tokio::time::timeout(self.stall, self.handed.send(chunk)).await {
-                Ok(Ok(())) if last => return,
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return, // the client went away
-                Err(_) => {
-                    tracing::warn!(
-                        stall_ms = self.stall.as_millis() as u64,
-                        ?next,
-                        "audit export: the client took no page within the stall limit; stream cut"
-                    );
-                    metrics::counter!("query_api_exports_stalled_total").increment(1);
-                    return;
-                }
+            if !self.hand(chunk, next).await || last {
+                return;
             }
             chunk = match next {
                 None => Chunk::End,
                 Some(after) => self.page(after, &mut next).await,
             };
         }
+    }
+
+    /// Hands `chunk` to the response in pieces of at most [`PIECE`] bytes, each of which the
+    /// client must take within the stall limit (a slow reader still moving is not cut off
+    /// for taking a whole page slowly). False when the client went away or stalled.
+    async fn hand(&self, chunk: Chunk, next: Option<i64>) -> bool {
+        let mut pieces = Vec::new();
+        let chunk = match chunk {
+            Chunk::Page(mut bytes) => {
+                while bytes.len() > PIECE {
+                    pieces.push(Chunk::Page(bytes.split_to(PIECE)));
+                }
+                Chunk::Page(bytes)
+            }
+            other => other,
+        };
+        pieces.push(chunk);
+        for piece in pieces {
+            match tokio::time::timeout(self.stall, self.handed.send(piece)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return false, // the client went away
+                Err(_) => {
+                    tracing::warn!(
+                        stall_ms = self.stall.as_millis() as u64,
+                        ?next,
+                        "audit export: the client took nothing within the stall limit; stream cut"
+                    );
+                    metrics::counter!("query_api_exports_stalled_total").increment(1);
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     async fn page(&self, after: i64, next: &mut Option<i64>) -> Chunk {
