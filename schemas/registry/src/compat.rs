@@ -105,62 +105,106 @@ pub fn reads_all(writer: &Schema, reader: &Schema) -> Result<(), String> {
         Ok(Compatibility::Partial) => {
             Err("only some data of the writer's schema can be read (an enum symbol or a union branch is missing)".to_owned())
         }
-        Err(error) => Err(error.to_string()),
+        // The library's message can print both schemas whole.
+        Err(error) => Err(shortened(error.to_string())),
     }
 }
+
+/// At most [`MAX_MESSAGE`] bytes of `message`, cut at a character boundary.
+fn shortened(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(" …");
+    }
+    message
+}
+
+/// The longest message of one failed check.
+const MAX_MESSAGE: usize = 2_000;
 
 /// `schema` with every use of a named type by name replaced by the type's definition (a use
 /// inside its own definition, a recursive type, stays a name), and every uuid as the type it
 /// is written as (string, bytes or fixed): Confluent's checker ignores logical types, and
 /// the library takes any two uuids as the same, a string one and a 16-byte fixed one too.
+///
+/// Written out, a small schema can be huge (each type using the one before it twice doubles
+/// it): past [`MAX_NODES`] types, or [`MAX_DEPTH`] levels of nesting, the schema is refused
+/// instead of checked, so that no registration can take the registry's memory or stack.
 pub fn inlined(schema: &Schema) -> Result<Schema, String> {
     let resolved = ResolvedSchema::try_from(schema).map_err(|error| error.to_string())?;
-    inline(schema, resolved.get_names(), &mut Vec::new())
+    let mut inliner = Inliner {
+        names: resolved.get_names(),
+        expanding: Vec::new(),
+        nodes: 0,
+    };
+    inliner.inline(schema, 0)
 }
 
-fn inline(
-    schema: &Schema,
-    names: &NamesRef<'_>,
-    expanding: &mut Vec<Name>,
-) -> Result<Schema, String> {
-    Ok(match schema {
-        Schema::Ref { name } if expanding.contains(name) => schema.clone(),
-        Schema::Ref { name } => {
-            let definition = names
-                .get(name)
-                .ok_or_else(|| format!("the named type {name} is used but not defined"))?;
-            inline(definition, names, expanding)?
+/// The most types a schema may have once its named types are written out.
+pub const MAX_NODES: usize = 10_000;
+/// The deepest a schema may nest once its named types are written out.
+pub const MAX_DEPTH: usize = 128;
+
+struct Inliner<'a, 's> {
+    names: &'a NamesRef<'s>,
+    expanding: Vec<Name>,
+    nodes: usize,
+}
+
+impl Inliner<'_, '_> {
+    fn inline(&mut self, schema: &Schema, depth: usize) -> Result<Schema, String> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES || depth > MAX_DEPTH {
+            return Err(format!(
+                "the schema is too large to check with its named types written out (more than \
+                 {MAX_NODES} types or {MAX_DEPTH} levels)"
+            ));
         }
-        Schema::Record(record) => {
-            expanding.push(record.name.clone());
-            let mut copy = record.clone();
-            for field in &mut copy.fields {
-                field.schema = inline(&field.schema, names, expanding)?;
+        let next = depth + 1;
+        Ok(match schema {
+            Schema::Ref { name } if self.expanding.contains(name) => schema.clone(),
+            Schema::Ref { name } => {
+                let names = self.names;
+                let definition = names
+                    .get(name)
+                    .ok_or_else(|| format!("the named type {name} is used but not defined"))?;
+                self.inline(definition, next)?
             }
-            expanding.pop();
-            Schema::Record(copy)
-        }
-        Schema::Array(array) => Schema::Array(ArraySchema {
-            items: Box::new(inline(&array.items, names, expanding)?),
-            attributes: array.attributes.clone(),
-        }),
-        Schema::Map(map) => Schema::Map(MapSchema {
-            types: Box::new(inline(&map.types, names, expanding)?),
-            attributes: map.attributes.clone(),
-        }),
-        Schema::Union(union) => {
-            let variants = union
-                .variants()
-                .iter()
-                .map(|variant| inline(variant, names, expanding))
-                .collect::<Result<Vec<_>, _>>()?;
-            Schema::Union(UnionSchema::new(variants).map_err(|error| error.to_string())?)
-        }
-        Schema::Uuid(UuidSchema::String) => Schema::String,
-        Schema::Uuid(UuidSchema::Bytes) => Schema::Bytes,
-        Schema::Uuid(UuidSchema::Fixed(fixed)) => Schema::Fixed(fixed.clone()),
-        other => other.clone(),
-    })
+            Schema::Record(record) => {
+                self.expanding.push(record.name.clone());
+                let mut copy = record.clone();
+                for field in &mut copy.fields {
+                    field.schema = self.inline(&field.schema, next)?;
+                }
+                self.expanding.pop();
+                Schema::Record(copy)
+            }
+            Schema::Array(array) => Schema::Array(ArraySchema {
+                items: Box::new(self.inline(&array.items, next)?),
+                attributes: array.attributes.clone(),
+            }),
+            Schema::Map(map) => Schema::Map(MapSchema {
+                types: Box::new(self.inline(&map.types, next)?),
+                attributes: map.attributes.clone(),
+            }),
+            Schema::Union(union) => {
+                let variants = union
+                    .variants()
+                    .iter()
+                    .map(|variant| self.inline(variant, next))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Schema::Union(UnionSchema::new(variants).map_err(|error| error.to_string())?)
+            }
+            Schema::Uuid(UuidSchema::String) => Schema::String,
+            Schema::Uuid(UuidSchema::Bytes) => Schema::Bytes,
+            Schema::Uuid(UuidSchema::Fixed(fixed)) => Schema::Fixed(fixed.clone()),
+            other => other.clone(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -300,5 +344,32 @@ mod tests {
         assert!(Level::Full
             .check(&string, std::slice::from_ref(&string))
             .is_empty());
+    }
+
+    /// A schema that is small as written but huge written out (each type using the one before
+    /// it twice) is refused at once. Before the limit, its check built 2^30 copies and took
+    /// the registry's memory.
+    #[test]
+    fn a_schema_too_large_written_out_is_refused_instead_of_checked() {
+        let mut fields = vec![
+            r#"{"name": "f0", "type": {"type": "record", "name": "T0", "fields": [{"name": "v", "type": "int"}]}}"#
+                .to_owned(),
+        ];
+        for i in 1..=30 {
+            let before = i - 1;
+            fields.push(format!(
+                r#"{{"name": "f{i}", "type": {{"type": "record", "name": "T{i}", "fields": [
+                    {{"name": "x", "type": "T{before}"}}, {{"name": "y", "type": "T{before}"}}]}}}}"#
+            ));
+        }
+        let bomb = Schema::parse_str(&format!(
+            r#"{{"type": "record", "name": "R", "fields": [{}]}}"#,
+            fields.join(", ")
+        ))
+        .unwrap();
+        let problems = Level::Backward.check(&bomb, std::slice::from_ref(&bomb));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("too large"), "{problems:?}");
+        assert!(problems[0].len() < 3_000);
     }
 }

@@ -148,12 +148,25 @@ fn which(raw: &str) -> Result<Which> {
     }
 }
 
-/// A subject named in a path, refused with Confluent's invalid-subject error (422, 42208)
-/// when it holds a control character, as Confluent's own registry refuses it. Before, a NUL
-/// reached PostgreSQL, which cannot store one in text, and the answer was a 500.
+/// A subject a write names (a registration, a subject's level), refused with Confluent's
+/// invalid-subject error (422, 42208) when it holds a control character, as Confluent's own
+/// registry refuses it. Before, a NUL reached PostgreSQL, which cannot store one in text, and
+/// the answer was a 500.
 fn valid(subject: String) -> Result<String> {
     match subject.chars().any(char::is_control) {
         true => Err(RegistryError::InvalidSubject(
+            subject.escape_default().to_string(),
+        )),
+        false => Ok(subject),
+    }
+}
+
+/// A subject a read or a deletion names. One with a NUL cannot have been stored, so it is not
+/// found; other control characters are looked up as they are (a subject registered with one
+/// before they were refused stays readable and deletable).
+fn stored(subject: String) -> Result<String> {
+    match subject.contains('\0') {
+        true => Err(RegistryError::SubjectNotFound(
             subject.escape_default().to_string(),
         )),
         false => Ok(subject),
@@ -184,7 +197,7 @@ async fn lookup(
     Path(subject): Path<String>,
     body: Bytes,
 ) -> Result<Sr> {
-    let subject = valid(subject)?;
+    let subject = stored(subject)?;
     let (_, _, fingerprint) = schema_body(&body)?;
     let v = store.lookup(&subject, &fingerprint).await?;
     Ok(Sr(
@@ -208,7 +221,7 @@ async fn list_versions(
     Path(subject): Path<String>,
     Query(flag): Query<DeletedFlag>,
 ) -> Result<Sr> {
-    let subject = valid(subject)?;
+    let subject = stored(subject)?;
     Ok(Sr(json!(store.versions(&subject, flag.deleted).await?)))
 }
 
@@ -217,7 +230,7 @@ async fn get_version(
     Path((subject, version)): Path<(String, String)>,
     Query(flag): Query<DeletedFlag>,
 ) -> Result<Sr> {
-    let subject = valid(subject)?;
+    let subject = stored(subject)?;
     let v = store
         .version(&subject, which(&version)?, flag.deleted)
         .await?;
@@ -230,7 +243,7 @@ async fn get_raw_schema(
     State(store): State<Store>,
     Path((subject, version)): Path<(String, String)>,
 ) -> Result<Response> {
-    let subject = valid(subject)?;
+    let subject = stored(subject)?;
     let v = store.version(&subject, which(&version)?, false).await?;
     Ok(v.schema.into_response())
 }
@@ -239,14 +252,14 @@ async fn delete_version(
     State(store): State<Store>,
     Path((subject, version)): Path<(String, String)>,
 ) -> Result<Sr> {
-    let subject = valid(subject)?;
+    let subject = stored(subject)?;
     Ok(Sr(json!(
         store.delete_version(&subject, which(&version)?).await?
     )))
 }
 
 async fn delete_subject(State(store): State<Store>, Path(subject): Path<String>) -> Result<Sr> {
-    let subject = valid(subject)?;
+    let subject = stored(subject)?;
     Ok(Sr(json!(store.delete_subject(&subject).await?)))
 }
 
@@ -255,7 +268,7 @@ async fn check_version(
     Path((subject, version)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Sr> {
-    let subject = valid(subject)?;
+    let subject = stored(subject)?;
     let (_, schema, _) = schema_body(&body)?;
     let against = store.version(&subject, which(&version)?, false).await?;
     let old = Schema::parse_str(&against.schema)
@@ -273,7 +286,7 @@ async fn check_all(
     Path(subject): Path<String>,
     body: Bytes,
 ) -> Result<Sr> {
-    let subject = valid(subject)?;
+    let subject = stored(subject)?;
     let (_, schema, _) = schema_body(&body)?;
     let live = store.live_schemas(&subject).await?;
     let problems = store.level(Some(&subject)).await?.check(&schema, &live);
@@ -316,7 +329,7 @@ async fn get_subject_config(
     Path(subject): Path<String>,
     Query(query): Query<DefaultToGlobal>,
 ) -> Result<Sr> {
-    let subject = valid(subject)?;
+    let subject = stored(subject)?;
     let level = match store.configured_level(Some(&subject)).await? {
         Some(level) => level,
         None if query.default_to_global => store.level(None).await?,
@@ -340,7 +353,7 @@ async fn delete_subject_config(
     State(store): State<Store>,
     Path(subject): Path<String>,
 ) -> Result<Sr> {
-    let subject = valid(subject)?;
+    let subject = stored(subject)?;
     match store.delete_level(&subject).await? {
         Some(level) => Ok(Sr(json!({ "compatibilityLevel": level.as_str() }))),
         None => Err(RegistryError::SubjectConfigNotFound(subject)),

@@ -113,8 +113,9 @@ async fn errors_use_confluent_codes() {
             42203,
         ),
         (Method::GET, "/config/s", None, 404, 40408),
-        // A subject with a control character: before, a NUL reached PostgreSQL and got a 500.
-        (Method::GET, "/subjects/a%00b/versions", None, 422, 42208),
+        // A subject with a control character is refused where it would be stored, and one
+        // with a NUL (which cannot have been stored) is not found; before, a NUL reached
+        // PostgreSQL and got a 500.
         (
             Method::POST,
             "/subjects/a%00b/versions",
@@ -122,7 +123,22 @@ async fn errors_use_confluent_codes() {
             422,
             42208,
         ),
-        (Method::DELETE, "/subjects/a%07b", None, 422, 42208),
+        (
+            Method::POST,
+            "/subjects/a%07b/versions",
+            body(&v1),
+            422,
+            42208,
+        ),
+        (
+            Method::PUT,
+            "/config/a%0Ab",
+            Some(json!({"compatibility": "NONE"})),
+            422,
+            42208,
+        ),
+        (Method::GET, "/subjects/a%00b/versions", None, 404, 40401),
+        (Method::DELETE, "/subjects/a%00b", None, 404, 40401),
     ];
     for (method, path, payload, status, code) in cases {
         let (got, content_type, answer) = r.call(method.clone(), path, payload).await;
