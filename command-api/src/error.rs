@@ -249,6 +249,11 @@ impl ApiError {
                 tracing::warn!(error = %error_chain(source.as_ref()),
                     "overloaded: no database connection came free in time");
             }
+            Self::Command(CommandError::Transient(source)) => {
+                let sqlstate = crate::core::source_sqlstate(source.as_ref());
+                tracing::warn!(error = %error_chain(source.as_ref()), %sqlstate,
+                    "the database rolled the command back; answered 503 rolled-back");
+            }
             other => tracing::debug!(error = %other, "command refused"),
         }
         self.to_problem().into_response()

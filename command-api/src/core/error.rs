@@ -46,10 +46,9 @@ pub enum CommandError {
     /// database is not gone. Nothing was written.
     #[error("no database connection came free in time")]
     Busy(#[source] Source),
-    /// PostgreSQL rolled the command's transaction back for a reason of its own: a deadlock
-    /// with a concurrent command (two users trading emails), a serialization failure, a
-    /// statement cancelled, resources short (SQLSTATE class 40, 57014, class 53 but 53300).
-    /// Nothing was written and a retry can succeed.
+    /// PostgreSQL rolled the command's transaction back because of a concurrent one (SQLSTATE
+    /// class 40): the loser of a deadlock (two users trading emails), a serialization
+    /// failure. Nothing was written and sending it again decides it afresh.
     #[error("the database rolled the command back")]
     Transient(#[source] Source),
     #[error("internal error")]
@@ -102,11 +101,7 @@ impl CommandError {
 /// in the meantime (`answered_meanwhile`); anything else (a refused or broken connection, or no
 /// answer to anyone) is the database being unavailable.
 pub(super) fn unavailable_or_busy(source: Source, answered_meanwhile: bool) -> CommandError {
-    let error = source.downcast_ref::<sqlx::Error>().or_else(|| {
-        source
-            .downcast_ref::<std::sync::Arc<sqlx::Error>>()
-            .map(|e| &**e)
-    });
+    let error = database_cause(source.as_ref());
     let busy_kind = matches!(error, Some(sqlx::Error::PoolTimedOut))
         || matches!(error, Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("53300"));
     if busy_kind && answered_meanwhile {
@@ -133,11 +128,43 @@ fn kind(error: &sqlx::Error) -> fn(Source) -> CommandError {
         CommandError::Unavailable
     } else if infra::db::is_data_exception(error) {
         CommandError::Unstorable
-    } else if infra::db::is_transient(error) {
+    } else if sqlstate(error).is_some_and(|code| code.starts_with("40")) {
         CommandError::Transient
+    } else if sqlstate(error).is_some_and(|code| code.starts_with("53") || code == "57014") {
+        // Resources short (disk full, out of memory) or the statement cancelled: the database
+        // is not serving this command; nothing was written.
+        CommandError::Unavailable
     } else {
         CommandError::Internal
     }
+}
+
+/// The database error a command error's source is: its own, or one a group commit shared.
+fn database_cause<'a>(
+    source: &'a (dyn std::error::Error + Send + Sync + 'static),
+) -> Option<&'a sqlx::Error> {
+    source.downcast_ref::<sqlx::Error>().or_else(|| {
+        source
+            .downcast_ref::<std::sync::Arc<sqlx::Error>>()
+            .map(|e| &**e)
+    })
+}
+
+/// The SQLSTATE of a database error, if it is one.
+fn sqlstate(error: &sqlx::Error) -> Option<std::borrow::Cow<'_, str>> {
+    match error {
+        sqlx::Error::Database(db) => db.code(),
+        _ => None,
+    }
+}
+
+/// The SQLSTATE of a command error's database cause (its own, or one a group commit shared),
+/// for the log.
+pub fn source_sqlstate(source: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
+    database_cause(source)
+        .and_then(sqlstate)
+        .map(|code| code.into_owned())
+        .unwrap_or_default()
 }
 
 /// A failed append as the command's error.
@@ -200,5 +227,59 @@ mod tests {
             unavailable_or_busy(Box::new(AppendError::Closed), true),
             CommandError::Unavailable(_)
         ));
+    }
+
+    /// A database error with only a SQLSTATE, as PostgreSQL's would carry.
+    #[derive(Debug)]
+    struct Refused(&'static str);
+
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "refused with SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Refused {}
+
+    impl sqlx::error::DatabaseError for Refused {
+        fn message(&self) -> &str {
+            "refused"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    /// A deadlock's loser and a serialization failure are the command rolled back (503, send
+    /// it again); resources short and a cancelled statement are the database not serving it
+    /// (503); anything else unexpected stays ours (500). Before, all of these were 500s.
+    #[test]
+    fn rolled_back_commands_and_a_database_short_of_resources_are_not_internal_errors() {
+        let of = |code| database_error(sqlx::Error::Database(Box::new(Refused(code))));
+        for code in ["40P01", "40001"] {
+            let error = of(code);
+            assert!(matches!(error, CommandError::Transient(_)), "{code}");
+            let CommandError::Transient(source) = error else {
+                unreachable!()
+            };
+            assert_eq!(source_sqlstate(source.as_ref()), code);
+        }
+        for code in ["53100", "53200", "57014", "25006", "53300"] {
+            assert!(matches!(of(code), CommandError::Unavailable(_)), "{code}");
+        }
+        assert!(matches!(of("42P01"), CommandError::Internal(_)));
+        assert!(matches!(of("22021"), CommandError::Unstorable(_)));
     }
 }

@@ -30,7 +30,7 @@ use infra::event_store::{
 use tracing::Instrument;
 use uuid::Uuid;
 
-pub use error::{database_error, CommandError};
+pub use error::{database_error, source_sqlstate, CommandError};
 pub use metadata::{Actor, RequestMetadata};
 pub use outcome::Outcome;
 pub use target::Target;

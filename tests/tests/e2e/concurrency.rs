@@ -148,6 +148,10 @@ async fn a_command_lost_to_a_deadlock_is_a_503_and_writes_nothing() {
     let (my_key, their_key) = (key_of(me.clone()).await, key_of(them.clone()).await);
     let events_before = app.event_count().await;
     let mut other = app.pool.begin().await.unwrap();
+    let other_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
     // This session waits long before checking for a deadlock: the command's check comes first.
     sqlx::query("SET LOCAL deadlock_timeout = '30s'")
         .execute(&mut *other)
@@ -177,11 +181,11 @@ async fn a_command_lost_to_a_deadlock_is_a_503_and_writes_nothing() {
     // The command has released its claim and waits to claim the email this session released.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
+        // Blocked by this session: other tests share the cluster, and wait on locks too.
         let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND query LIKE '%unique_claims%'
-               AND pid <> pg_backend_pid()",
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
         )
+        .bind(other_pid)
         .fetch_one(&app.pool)
         .await
         .unwrap();
