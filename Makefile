@@ -8,6 +8,9 @@
 #               browser test, python3, curl, procps) are installed first when missing
 SHELL := /bin/bash
 CARGO ?= cargo
+# One step at a time even under `make -j`: `make test` lints first, and its install steps
+# would otherwise run apt at once.
+.NOTPARALLEL:
 
 .PHONY: run test test-tools fuzz deploy-check stack stop bench-write bench-relay bench-read bench-visibility bench-scale-out bench-growth bench-backlog bench-stall bench-replay fmt lint
 
@@ -17,8 +20,9 @@ run:
 test: lint test-tools deploy-check
 	./infra/local/stack.sh up-test
 	$(CARGO) build --workspace --bins --locked
+	mkdir -p .data/tmp
 	set -a && source .data/stack.env && set +a && set -o pipefail && \
-	  $(CARGO) test --workspace --locked --no-fail-fast -- --test-threads=$${TEST_THREADS:-4} \
+	  TMPDIR=$(CURDIR)/.data/tmp $(CARGO) test --workspace --locked --no-fail-fast -- --test-threads=$${TEST_THREADS:-4} \
 	    2>&1 | tee .data/test-output.log || { ./tests/failures.sh .data/test-output.log; exit 1; }
 	$(MAKE) fuzz
 

@@ -36,8 +36,8 @@ install_tools() {
   command -v mvn >/dev/null || missing+=(maven)
   if [ "${#missing[@]}" -eq 0 ]; then return; fi
   log "installing ${missing[*]} with apt"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q "${missing[@]}"
 }
 
 jars() {

@@ -52,8 +52,8 @@ pg_bindir() {
 install_postgres() {
   if [ -n "$(pg_bindir)" ]; then return; fi
   log "installing PostgreSQL with apt"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql postgresql-contrib
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q postgresql postgresql-contrib
   # Debian's package starts its own cluster on 5432; this stack uses a private one instead.
   if command -v pg_ctlcluster >/dev/null; then
     as_root bash -c 'for c in /etc/postgresql/*/main; do v=$(basename "$(dirname "$c")"); pg_ctlcluster "$v" main stop 2>/dev/null || true; done'
@@ -150,21 +150,35 @@ kafka_run_up() {
 # Random secrets, made once per fresh .data/ (the admin's password, the webhook secret, the
 # registry's write credentials, the process manager's client secret) and kept in
 # .data/secrets.env, readable by its owner only.
-random_secret() { python3 -c 'import secrets, sys; print(secrets.token_hex(int(sys.argv[1]) // 2))' "$1"; }
+# $1 hex characters from the kernel's random source (coreutils only: a fresh machine may have
+# no python3 before `make test` installs it).
+random_secret() {
+  local hex
+  hex=$(head -c "$(($1 / 2))" /dev/urandom | od -An -vtx1 | tr -d ' \n')
+  [ "${#hex}" -eq "$1" ] || { log "could not read $1 random hex characters"; exit 1; }
+  printf '%s' "$hex"
+}
 
 ensure_secrets() {
   mkdir -p "$DATA"
   local file="$DATA/secrets.env"
   [ -f "$file" ] && return 0
+  # Each secret is made before the file is written: a failure inside the here-document would
+  # not stop the script, and an empty secret would be kept for good.
+  local admin webhook registry process_manager
+  admin=$(random_secret 24)
+  webhook=$(random_secret 40)
+  registry=$(random_secret 24)
+  process_manager=$(random_secret 40)
   (
     umask 077
     cat >"$file.tmp" <<SECRETS
 ADMIN_EMAIL=admin@example.com
-ADMIN_PASSWORD=$(random_secret 24)
-WEBHOOK_SECRET=$(random_secret 40)
+ADMIN_PASSWORD=$admin
+WEBHOOK_SECRET=$webhook
 REGISTRY_USER=registry
-REGISTRY_PASSWORD=$(random_secret 24)
-PROCESS_MANAGER_SECRET=$(random_secret 40)
+REGISTRY_PASSWORD=$registry
+PROCESS_MANAGER_SECRET=$process_manager
 SECRETS
     mv "$file.tmp" "$file"
   )

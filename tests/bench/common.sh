@@ -53,11 +53,11 @@ PLOT_FONT=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
 ensure_plot_font() {
   if [ -f "$PLOT_FONT" ]; then return; fi
   echo "[bench] installing fonts-dejavu-core with apt (the plots' text)" >&2
-  if [ "$(id -u)" -eq 0 ]; then
-    env DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-dejavu-core
-  else
-    sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-dejavu-core
-  fi
+  local as_root=()
+  [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+  # A fresh machine has no package lists yet.
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q fonts-dejavu-core
 }
 
 # wait_until_relayed URL MINUTES: waits until the relay's checkpoint in the database at URL has

@@ -50,7 +50,7 @@ promtool_bin() {
     # `apt-get download` writes into the current directory; a fresh machine may need the
     # package lists first.
     if ! (cd "$download" && apt-get download -q prometheus >/dev/null 2>&1); then
-      as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
       (cd "$download" && apt-get download -q prometheus >/dev/null)
     fi
     rm -rf "$dir"
@@ -138,8 +138,8 @@ python_env() {
     rm -rf "$VENV"
     if ! python3 -m venv "$VENV" 2>/dev/null; then
       rm -rf "$VENV"
-      as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
-      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q python3-venv >/dev/null
       python3 -m venv "$VENV"
     fi
     "$VENV/bin/pip" install -q "${PYTHON_PACKAGES[@]}"

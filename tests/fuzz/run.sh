@@ -31,8 +31,8 @@ if [[ ! -x $VENV/bin/schemathesis ]]; then
   if ! python3 -m venv "$VENV" 2>/dev/null; then
     echo "[fuzz] installing python3-venv with apt" >&2
     rm -rf "$VENV"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv curl
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q python3-venv curl
     python3 -m venv "$VENV"
   fi
   "$VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" "hypothesis==$HYPOTHESIS_VERSION"

@@ -153,7 +153,16 @@ impl PrivateCluster {
         let path = dir.to_string_lossy().into_owned();
         as_cluster_owner(
             bin.join("initdb"),
-            &["-D", &path, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+            &[
+                "-D",
+                &path,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
         );
         let port = free_port();
         let conf = format!(
