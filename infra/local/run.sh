@@ -32,26 +32,36 @@ export APP__DATABASE__URL="$DATABASE_URL"
 export APP__KAFKA__BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP"
 export APP__SCHEMA_REGISTRY__URL="$SCHEMA_REGISTRY_URL"
 export APP__LOG__FORMAT="${APP__LOG__FORMAT:-json}"
+# The ports stack.sh wrote the URLs with (COMMAND_API_PORT and the others override them).
+export APP__SCHEMA_REGISTRY__PORT="${SCHEMA_REGISTRY_URL##*:}"
+export APP__COMMAND_API__PORT="${COMMAND_API_URL##*:}"
+export APP__QUERY_API__PORT="${QUERY_API_URL##*:}"
+export APP__PROJECTOR__PORT="${PROJECTOR_PORT:-8082}"
 
 # shellcheck source=infra/local/wait-for-port.sh
 source "$ROOT/infra/local/wait-for-port.sh"
 
-./target/release/schema-registry &
-pids+=($!)
-wait_for_port 8085
-./target/release/command-api &
-pids+=($!)
-wait_for_port 8080
-./target/release/projector &
-pids+=($!)
-wait_for_port 8082
-./target/release/query-api &
-pids+=($!)
-wait_for_port 8081
+# Starts a service and waits (up to a minute: the command API's first start runs the
+# migrations) until it listens on its port. A port something else already holds is refused
+# first: the wait would find that listener and call the service up.
+start() {
+  local name=$1 port=$2
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "[run] port $port ($name) is already in use; stop what holds it or set its port" >&2
+    exit 1
+  fi
+  "./target/release/$name" &
+  pids+=($!)
+  WAIT_FOR_PORT_SECS=60 wait_for_port "$port" "${pids[-1]}"
+}
+start schema-registry "$APP__SCHEMA_REGISTRY__PORT"
+start command-api "$APP__COMMAND_API__PORT"
+start projector "$APP__PROJECTOR__PORT"
+start query-api "$APP__QUERY_API__PORT"
 cat >&2 <<MSG
 [run] up: command API $COMMAND_API_URL (with the event relay), query API $QUERY_API_URL,
 [run]     schema registry $SCHEMA_REGISTRY_URL, projector with the process manager (ops on
-[run]     http://127.0.0.1:8082), Kafka $KAFKA_BOOTSTRAP, PostgreSQL $DATABASE_URL.
+[run]     http://127.0.0.1:$APP__PROJECTOR__PORT), Kafka $KAFKA_BOOTSTRAP, PostgreSQL $DATABASE_URL.
 [run]     Ctrl-C stops everything.
 MSG
 

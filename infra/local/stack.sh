@@ -74,7 +74,17 @@ init_cluster() {
   if [ -f "$PGDATA/PG_VERSION" ]; then return; fi
   log "initialising a cluster in $PGDATA"
   mkdir -p "$PGDATA" "$PGSOCK"
-  if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$PGDATA" "$PGSOCK"; fi
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres:postgres "$PGDATA" "$PGSOCK"
+    # As root the server runs as `postgres`, which must reach .data/ through the clone's
+    # directories (a umask of 077 makes .data/ its owner's alone).
+    chmod a+x "$DATA"
+    if ! runuser -u postgres -- test -x "$PGDATA"; then
+      log "the postgres user cannot reach $PGDATA: clone the repository where every user" \
+        "may enter its directories (not under a home directory of mode 700 such as /root)"
+      exit 1
+    fi
+  fi
   chmod 700 "$PGDATA"
   as_pg "$bin/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
   cat >>"$PGDATA/postgresql.conf" <<CONF
