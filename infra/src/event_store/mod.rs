@@ -25,6 +25,6 @@ pub use load::{LoadedStream, StoredSnapshot};
 pub use metadata::{message_headers, EventMetadata, HeaderMetadata, PublishedEvent};
 pub use repository::PgEventRepository;
 pub use types::{
-    AppendError, AppendRequest, Appended, Claim, Credential, Idempotency, NewEvent,
+    AppendError, AppendRequest, Appended, Claim, Credential, Idempotency, NewEvent, RecordedKind,
     RecordedOutcome, Remembered,
 };

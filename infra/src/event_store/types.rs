@@ -47,6 +47,20 @@ pub struct RecordedOutcome {
     pub position: i64,
     /// The payloads of the events the command produced, in order.
     pub events: Vec<serde_json::Value>,
+    /// Each event's type and version as written, in the same order: a replay long after (the
+    /// keys of machine clients are kept for good) upcasts what an event type has become since,
+    /// as loading from the store does. Empty in outcomes recorded before it was kept, whose
+    /// events were all at the versions current since (no event version has changed after
+    /// outcomes were first recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<RecordedKind>,
+}
+
+/// An event's type and version, as recorded with an outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedKind {
+    pub event_type: String,
+    pub event_version: String,
 }
 
 /// A remembered outcome and the hash of the request that produced it.
@@ -95,6 +109,14 @@ impl AppendRequest {
             version: appended.version,
             position: appended.position,
             events: self.events.iter().map(|e| e.payload.clone()).collect(),
+            kinds: self
+                .events
+                .iter()
+                .map(|e| RecordedKind {
+                    event_type: e.event_type.clone(),
+                    event_version: e.event_version.clone(),
+                })
+                .collect(),
         }
     }
 }
