@@ -381,3 +381,7 @@ mod tests {
         assert_eq!(problem.retry_after_secs, Some(1));
     }
 }
+
+#[cfg(test)]
+#[path = "layers_limit_tests.rs"]
+mod limit_tests;
