@@ -135,7 +135,13 @@ impl Payment {
                 })
             }
             (PaymentCommand::Authorize { .. }, _) => refuse("authorize"),
-            (PaymentCommand::Capture { amount_minor }, S::Authorized | S::Captured) => {
+            // What is left of the authorization can be captured after a refund too: a provider
+            // may capture the rest after refunding part of a first capture, and refusing its
+            // report would leave money taken that the books do not show.
+            (
+                PaymentCommand::Capture { amount_minor },
+                S::Authorized | S::Captured | S::PartiallyRefunded | S::Refunded,
+            ) => {
                 let available = s.authorized_minor - s.captured_minor;
                 if amount_minor > available {
                     return Err(PaymentError::CaptureExceedsAuthorized { available });
@@ -233,7 +239,11 @@ impl Aggregate for Payment {
                 ..
             } => {
                 s.captured_minor = captured_total_minor;
-                s.status = PaymentStatus::Captured;
+                // Refunds made before this capture stay: it is partly refunded.
+                s.status = match s.refunded_minor > 0 {
+                    true => PaymentStatus::PartiallyRefunded,
+                    false => PaymentStatus::Captured,
+                };
             }
             PaymentEvent::Failed { .. } => s.status = PaymentStatus::Failed,
             PaymentEvent::Refunded {

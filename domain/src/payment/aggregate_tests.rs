@@ -171,6 +171,47 @@ fn capture_partially_and_never_beyond_authorized() {
         });
 }
 
+/// What is left of the authorization is captured after a refund too, and the payment stays
+/// partly refunded. Before, a capture after any refund was refused as an illegal transition,
+/// so a provider's report of it (a webhook) left money taken that the books did not show.
+#[test]
+fn the_rest_of_an_authorization_is_captured_after_a_refund() {
+    let partly = vec![
+        initiated(),
+        authorized(800),
+        captured(300, 300),
+        refunded(100, 100, false),
+    ];
+    PaymentTest::with(())
+        .given(partly.clone())
+        .when(PaymentCommand::Capture { amount_minor: 500 })
+        .then_expect_events(vec![captured(500, 800)]);
+    PaymentTest::with(())
+        .given(partly.clone())
+        .when(PaymentCommand::Capture { amount_minor: 501 })
+        .then_expect_error(PaymentError::CaptureExceedsAuthorized { available: 500 });
+    let mut after = partly;
+    after.push(captured(500, 800));
+    let mut payment = Payment::default();
+    for event in after {
+        payment.apply(event);
+    }
+    assert_eq!(
+        payment.state.as_ref().map(|s| s.status),
+        Some(PaymentStatus::PartiallyRefunded)
+    );
+    // After a full refund of the first capture, the rest too.
+    PaymentTest::with(())
+        .given(vec![
+            initiated(),
+            authorized(800),
+            captured(300, 300),
+            refunded(300, 300, true),
+        ])
+        .when(PaymentCommand::Capture { amount_minor: 500 })
+        .then_expect_events(vec![captured(500, 800)]);
+}
+
 #[test]
 fn fail_before_capture_only() {
     for history in [vec![initiated()], vec![initiated(), authorized(1_000)]] {

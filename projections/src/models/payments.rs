@@ -76,7 +76,8 @@ async fn apply(conn: &mut PgConnection, e: &Envelope) -> Result<(), ApplyError> 
             captured_total_minor,
             ..
         } => {
-            set("UPDATE rm_payments SET status = 'captured', captured_minor = $4, version = $2, updated_at = $3 WHERE id = $1")
+            // A capture after a refund (of what was left authorized) leaves it partly refunded.
+            set("UPDATE rm_payments SET status = CASE WHEN refunded_minor > 0 THEN 'partially_refunded' ELSE 'captured' END, captured_minor = $4, version = $2, updated_at = $3 WHERE id = $1")
                 .bind(captured_total_minor)
                 .execute(&mut *conn)
                 .await?;
@@ -179,7 +180,10 @@ impl Fold for PaymentsFold {
                 ..
             } => {
                 row.captured_minor = captured_total_minor;
-                "captured"
+                match row.refunded_minor > 0 {
+                    true => "partially_refunded",
+                    false => "captured",
+                }
             }
             PaymentEvent::Failed { .. } => "failed",
             PaymentEvent::Refunded {

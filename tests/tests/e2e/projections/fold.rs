@@ -1,7 +1,7 @@
 //! Every read model's in-memory fold (replay's and verify's fast path) leaves the same rows as
 //! its `apply`, event by event, on a log with every event type and the awkward cases: an
 //! update before the row exists, a repeated creation, a duplicate role, removals, a revenue
-//! total that would overflow, and a payload no domain event decodes.
+//! total that would overflow, a capture after a refund, and a payload no domain event decodes.
 
 use chrono::{DateTime, Duration, Utc};
 use projections::envelope::{Envelope, Source};
@@ -48,6 +48,8 @@ fn log() -> Vec<Envelope> {
     let (a1, a2) = (Uuid::new_v4(), Uuid::new_v4());
     // A payment captured before its order is consumed (topics are read in any relative order).
     let (o3, p4) = (Uuid::new_v4(), Uuid::new_v4());
+    // A payment refunded in part and then captured further (the rest of its authorization).
+    let p5 = Uuid::new_v4();
     let t0: DateTime<Utc> = "2026-11-30T23:59:59.123456789Z".parse().unwrap();
     let address = json!({"label": "home", "line1": "1 Main St", "line2": null, "city": "Berlin",
         "postal_code": "10115", "country": "DE"});
@@ -187,6 +189,26 @@ fn log() -> Vec<Envelope> {
         (
             ("payment", p4, 2),
             json!({"type": "PaymentCaptured", "order_id": o3, "amount_minor": 3000, "currency": "EUR", "captured_total_minor": 3000}),
+        ),
+        (
+            ("payment", p5, 1),
+            json!({"type": "PaymentInitiated", "order_id": o1, "amount_minor": 3000, "currency": "EUR", "method": "card"}),
+        ),
+        (
+            ("payment", p5, 2),
+            json!({"type": "PaymentAuthorized", "order_id": o1, "amount_minor": 3000, "currency": "EUR"}),
+        ),
+        (
+            ("payment", p5, 3),
+            json!({"type": "PaymentCaptured", "order_id": o1, "amount_minor": 1000, "currency": "EUR", "captured_total_minor": 1000}),
+        ),
+        (
+            ("payment", p5, 4),
+            json!({"type": "PaymentRefunded", "order_id": o1, "amount_minor": 500, "currency": "EUR", "reason": "damaged", "refunded_total_minor": 500, "fully_refunded": false}),
+        ),
+        (
+            ("payment", p5, 5),
+            json!({"type": "PaymentCaptured", "order_id": o1, "amount_minor": 2000, "currency": "EUR", "captured_total_minor": 3000}),
         ),
         (("order", o3, 1), placed(u1, "EUR")),
         (("order", o3, 2), placed(u2, "USD")),

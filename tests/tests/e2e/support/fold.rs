@@ -77,7 +77,10 @@ pub async fn assert_read_models_match_the_events(pool: &PgPool) {
                         entry.1 = payload["captured_total_minor"].as_i64().unwrap_or_default();
                         revenue.entry((day.clone(), currency)).or_default().0 += amount;
                         value.entry(order).or_default().2 += amount;
-                        "captured".into()
+                        match entry.2 > 0 {
+                            true => "partially_refunded".into(),
+                            false => "captured".into(),
+                        }
                     }
                     "PaymentFailed" => "failed".into(),
                     _ => {
