@@ -93,9 +93,16 @@ impl Webhook {
         for part in header.split(',') {
             match part.trim().split_once('=') {
                 Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
-                Some(("v1", value)) => {
-                    signatures.push(hex::decode(value).map_err(|_| SignatureError::Malformed)?)
+                // A signature is an HMAC-SHA256 in hex, and a header carries a few at most
+                // (one per secret the provider signs with during a rotation).
+                Some(("v1", value)) if signatures.len() < MAX_SIGNATURES => {
+                    let signature = hex::decode(value).map_err(|_| SignatureError::Malformed)?;
+                    if signature.len() != SIGNATURE_BYTES {
+                        return Err(SignatureError::Malformed);
+                    }
+                    signatures.push(signature);
                 }
+                Some(("v1", _)) => return Err(SignatureError::Malformed),
                 _ => {}
             }
         }
@@ -110,14 +117,23 @@ impl Webhook {
         signed.extend_from_slice(timestamp.to_string().as_bytes());
         signed.push(b'.');
         signed.extend_from_slice(body);
+        // One HMAC per secret, compared with every signature in constant time: the work does
+        // not grow with the signatures a header carries.
         let matched = self.keys.iter().any(|key| {
-            signatures
-                .iter()
-                .any(|signature| hmac::verify(key, &signed, signature).is_ok())
+            let expected = hmac::sign(key, &signed);
+            signatures.iter().any(|signature| {
+                aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_ref(), signature)
+                    .is_ok()
+            })
         });
         matched.then_some(()).ok_or(SignatureError::Mismatch)
     }
 }
+
+/// The most `v1` signatures one `X-Signature` may carry.
+const MAX_SIGNATURES: usize = 4;
+/// The length of an HMAC-SHA256.
+const SIGNATURE_BYTES: usize = 32;
 
 /// The `X-Signature` a provider sends for `body` at `t` (unix seconds) with `secret`: what
 /// [`Webhook::verify`] checks, for providers' client code and tests.
@@ -252,8 +268,15 @@ fn command(callback: &PaymentCallback) -> Result<(Uuid, PaymentCommand), ApiErro
     let payment_id = Uuid::parse_str(&callback.payment_id)
         .map_err(|_| ApiError::field("payment_id", "must be a UUID"))?;
     let amount_minor = callback.amount_minor;
-    if amount_minor <= 0 && !matches!(callback.kind, CallbackKind::Failed) {
-        return Err(ApiError::field("amount_minor", "must be positive"));
+    // As the REST routes check it: 1 to MAX_AMOUNT_MINOR (before, only positivity, and an
+    // amount past the maximum met a business rule, 409, instead of naming the field).
+    if !matches!(callback.kind, CallbackKind::Failed)
+        && domain::values::positive_amount(amount_minor).is_err()
+    {
+        return Err(ApiError::field(
+            "amount_minor",
+            format!("must be 1 to {}", domain::values::MAX_AMOUNT_MINOR),
+        ));
     }
     let reason = |default: &str| {
         Reason::parse(callback.reason.as_deref().unwrap_or(default))
@@ -372,5 +395,53 @@ mod tests {
             Err(SignatureError::Mismatch),
             "no secret configured refuses everything"
         );
+    }
+
+    /// A header with many signatures, or signatures of the wrong length, is malformed before
+    /// any HMAC is computed. Before, each `v1=` (an empty one too) cost a full HMAC of the
+    /// body per secret: a 400 kB header of them held a worker for seconds, with no login.
+    #[test]
+    fn a_header_stuffed_with_signatures_is_refused_before_any_work() {
+        let now = 1_700_000_000;
+        let body = [b'x'; 65536];
+        let stuffed = format!("t={now},{}", "v1=,".repeat(100_000));
+        assert!(matches!(
+            webhook().verify(Some(&stuffed), &body, now),
+            Err(SignatureError::Malformed)
+        ));
+        let short = format!("t={now},v1=abcd");
+        assert!(matches!(
+            webhook().verify(Some(&short), &body, now),
+            Err(SignatureError::Malformed)
+        ));
+        let good = sign("current-secret-0001", now, &body);
+        let zeros = format!(",v1={}", "0".repeat(64));
+        let many = format!("{good}{}", zeros.repeat(MAX_SIGNATURES));
+        assert!(matches!(
+            webhook().verify(Some(&many), &body, now),
+            Err(SignatureError::Malformed)
+        ));
+        // A few, one of them right, still pass.
+        let few = format!("{good}{}", zeros.repeat(MAX_SIGNATURES - 1));
+        assert!(webhook().verify(Some(&few), &body, now).is_ok());
+    }
+
+    /// An amount past the maximum names its field, as on the REST routes; before, it was
+    /// turned into a command, and a business rule answered 409.
+    #[test]
+    fn a_callback_amount_out_of_range_names_its_field() {
+        for amount in [0, -1, domain::values::MAX_AMOUNT_MINOR + 1, i64::MAX] {
+            let callback: PaymentCallback = serde_json::from_value(serde_json::json!({
+                "provider_event_id": "evt-1", "payment_id": uuid::Uuid::nil(),
+                "type": "captured", "amount_minor": amount,
+            }))
+            .unwrap();
+            match command(&callback) {
+                Err(ApiError::Validation(errors)) => {
+                    assert_eq!(errors[0].field, "amount_minor", "{amount}")
+                }
+                other => panic!("{amount}: {other:?}"),
+            }
+        }
     }
 }
