@@ -11,7 +11,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 use infra::secrecy::{ExposeSecret, SecretString};
 use infra::settings::AuthSettings;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Shortest and longest password, in characters.
 pub const MIN_LENGTH: usize = 12;
@@ -73,10 +73,14 @@ impl Passwords {
 
     /// The PHC string of a new hash (salted).
     pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
-        let _share = self.new_hashes.try_acquire().map_err(|_| HashError::Busy)?;
+        let share = self
+            .new_hashes
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HashError::Busy)?;
         let password = password.clone();
         let params = self.params.clone();
-        self.bounded(move || {
+        self.bounded(Some(share), move || {
             hasher(&params)
                 .hash_password(password.expose_secret().as_bytes())
                 .map(|h| h.to_string())
@@ -97,7 +101,7 @@ impl Passwords {
         let stored = stored.unwrap_or_else(|| self.decoy.as_str().to_owned());
         let params = self.params.clone();
         let matched = self
-            .bounded(move || {
+            .bounded(None, move || {
                 hasher(&params)
                     .verify_password(password.expose_secret().as_bytes(), stored.as_str())
                     .is_ok()
@@ -126,16 +130,34 @@ impl Passwords {
                 )
     }
 
+    /// Runs `work` on a blocking thread once a running place is free, refusing it (`Busy`)
+    /// when every waiting place is taken. The places (and `held`) go with the work, not with
+    /// the caller: a caller that goes away (a client that disconnects) cannot free them while
+    /// the hash still runs. Before, it did, and clients that hung up at once got unbounded
+    /// hashes running past the limit.
     async fn bounded<T: Send + 'static>(
         &self,
+        held: Option<OwnedSemaphorePermit>,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let _queued = self.waiting.try_acquire().map_err(|_| HashError::Busy)?;
-        let _running = self.running.acquire().await.map_err(|_| HashError::Busy)?;
-        let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(work)
+        let queued = self
+            .waiting
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HashError::Busy)?;
+        let running = self
+            .running
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|e| HashError::Failed(e.to_string()));
+            .map_err(|_| HashError::Busy)?;
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            let _places = (held, queued, running);
+            work()
+        })
+        .await
+        .map_err(|e| HashError::Failed(e.to_string()));
         metrics::histogram!("password_hash_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         result
@@ -237,5 +259,42 @@ mod tests {
         assert!(check_length(&"a".repeat(11)).is_err());
         assert!(check_length(&"a".repeat(129)).is_err());
         assert!(check_length(&"a".repeat(128)).is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hash_whose_caller_went_away_keeps_its_places_until_it_ends() {
+        let passwords = Arc::new(Passwords::new(&settings()).unwrap());
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let first = {
+            let passwords = passwords.clone();
+            tokio::spawn(async move {
+                passwords
+                    .bounded(None, move || {
+                        hold.recv().ok();
+                    })
+                    .await
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while passwords.running.available_permits() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the work never ran");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // The caller goes away; its work runs on, and so still holds the only place.
+        first.abort();
+        assert!(first.await.is_err());
+        assert!(matches!(
+            passwords.bounded(None, || ()).await,
+            Err(HashError::Busy)
+        ));
+        release.send(()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while passwords.bounded(None, || ()).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the place never came back"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 }
