@@ -48,7 +48,8 @@ pub struct RegisterUser {
 #[serde(deny_unknown_fields)]
 pub struct ChangeProfile {
     pub display_name: Option<String>,
-    /// Any JSON object (at most 64 keys, 8 KiB); replaces the previous preferences.
+    /// Any JSON object (at most 64 keys, 8 KiB, 32 levels of nesting); replaces the previous
+    /// preferences.
     #[schema(value_type = Option<Object>)]
     pub preferences: Option<serde_json::Value>,
 }

@@ -36,8 +36,15 @@ pub enum ValueError {
     OutOfRange { min: i64, max: i64 },
     #[error("must be one of: {allowed}")]
     NotOneOf { allowed: &'static str },
-    #[error("must be a JSON object with at most {max_keys} keys and {max_bytes} bytes")]
-    BadPreferences { max_keys: usize, max_bytes: usize },
+    #[error(
+        "must be a JSON object with at most {max_keys} keys, {max_bytes} bytes and {max_depth} \
+         levels of nesting"
+    )]
+    BadPreferences {
+        max_keys: usize,
+        max_bytes: usize,
+        max_depth: usize,
+    },
 }
 
 /// A field name paired with what is wrong with it; used where one constructor checks several

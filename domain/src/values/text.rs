@@ -130,11 +130,17 @@ pub struct Preferences(serde_json::Map<String, serde_json::Value>);
 impl Preferences {
     pub const MAX_KEYS: usize = 64;
     pub const MAX_BYTES: usize = 8 * 1024;
+    /// The deepest nesting of objects and arrays, the preferences object itself counting as
+    /// one. The stored forms nest them further (a snapshot, an idempotency outcome), and JSON
+    /// read back from PostgreSQL stops at 128 levels: before this limit, preferences nested
+    /// 125 deep were accepted and every later load of the user failed.
+    pub const MAX_DEPTH: usize = 32;
 
     pub fn parse(raw: serde_json::Value) -> Result<Self, ValueError> {
         let too_big = ValueError::BadPreferences {
             max_keys: Self::MAX_KEYS,
             max_bytes: Self::MAX_BYTES,
+            max_depth: Self::MAX_DEPTH,
         };
         let serde_json::Value::Object(map) = raw else {
             return Err(too_big);
@@ -142,7 +148,10 @@ impl Preferences {
         let bytes = serde_json::to_vec(&map)
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
-        if map.len() > Self::MAX_KEYS || bytes > Self::MAX_BYTES {
+        let deep = map
+            .values()
+            .any(|value| nested_past(value, Self::MAX_DEPTH - 1));
+        if map.len() > Self::MAX_KEYS || bytes > Self::MAX_BYTES || deep {
             return Err(too_big);
         }
         // Stored as jsonb, which cannot hold NUL in a key or a string.
@@ -158,6 +167,20 @@ impl Preferences {
         &self.0
     }
 }
+/// True when `value` nests objects and arrays more than `levels` deep.
+fn nested_past(value: &serde_json::Value, levels: usize) -> bool {
+    use serde_json::Value;
+    let children: Box<dyn Iterator<Item = &Value>> = match value {
+        Value::Array(items) => Box::new(items.iter()),
+        Value::Object(map) => Box::new(map.values()),
+        _ => return false,
+    };
+    levels == 0
+        || children
+            .into_iter()
+            .any(|child| nested_past(child, levels - 1))
+}
+
 /// True when a string anywhere in the value (key or value) contains NUL.
 fn holds_nul(value: &serde_json::Value) -> bool {
     use serde_json::Value;
@@ -242,6 +265,24 @@ mod tests {
         assert!(Preferences::parse(json!({"big": "x".repeat(9000)})).is_err());
         let many: serde_json::Map<_, _> = (0..65).map(|i| (i.to_string(), json!(i))).collect();
         assert!(Preferences::parse(serde_json::Value::Object(many)).is_err());
+    }
+
+    /// Nesting is bounded too: preferences 125 levels deep fit the request's JSON and 8 KiB,
+    /// and before this limit every later load of the user (whose snapshot and idempotency
+    /// outcome nest them further) failed to read back.
+    #[test]
+    fn preferences_nest_at_most_max_depth_levels() {
+        let nested = |levels: usize| {
+            let mut value = json!(0);
+            for _ in 1..levels {
+                value = json!([value]);
+            }
+            json!({ "k": value })
+        };
+        assert!(Preferences::parse(nested(Preferences::MAX_DEPTH)).is_ok());
+        assert!(Preferences::parse(nested(Preferences::MAX_DEPTH + 1)).is_err());
+        assert!(Preferences::parse(nested(125)).is_err());
+        assert!(Preferences::parse(json!({"a": {"b": [1, {"c": []}]}})).is_ok());
     }
 
     #[test]
