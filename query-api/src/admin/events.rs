@@ -20,6 +20,12 @@ use crate::routes::AppState;
 
 /// Most events shown for one aggregate.
 const SHOWN: i64 = 1000;
+/// Most bytes of one payload or metadata value shown: a larger one is shown compact and cut
+/// (the audit export has it whole).
+const VALUE_SHOWN_BYTES: usize = 16 * 1024;
+/// Most bytes of payloads and metadata on one page; the events past it are not shown. Indenting a deeply nested payload can make it a hundred times its size:
+/// before these limits, one user's history could be a page of a gigabyte.
+const PAGE_SHOWN_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,8 +103,12 @@ pub async fn show(
         @if events.is_empty() {
             p.bad { "The event store has no events of this aggregate." }
         } @else {
-            (events_table(&events[..events.len().min(SHOWN as usize)]))
-            @if events.len() as i64 > SHOWN { p { "Only the first " (SHOWN) " events are shown." } }
+            @let (table, shown) = events_table(&events[..events.len().min(SHOWN as usize)]);
+            (table)
+            @if shown < events.len() {
+                p { "Only the first " (shown) " events are shown (at most " (SHOWN)
+                    " events and " (PAGE_SHOWN_BYTES / (1024 * 1024)) " MiB of payloads)." }
+            }
         }
     };
     Ok(respond(status, page("Events", Some(&staff), body)))
@@ -126,14 +136,29 @@ fn picker(params: &Params) -> Markup {
     }
 }
 
-fn events_table(events: &[Event]) -> Markup {
-    html! {
+/// The events as table rows, as many as fit [`PAGE_SHOWN_BYTES`]; and how many that is.
+fn events_table(events: &[Event]) -> (Markup, usize) {
+    let mut budget = PAGE_SHOWN_BYTES;
+    let rows: Vec<(&Event, Markup, String)> = events
+        .iter()
+        .map(|e| (e, metadata(&e.metadata), shown(&e.payload)))
+        .take_while(|(_, metadata, payload)| {
+            match budget.checked_sub(metadata.0.len() + payload.len()) {
+                Some(left) => {
+                    budget = left;
+                    true
+                }
+                None => false,
+            }
+        })
+        .collect();
+    let table = html! {
         table #events {
             tr {
                 th { "Seq" } th { "Position" } th { "Event" } th { "Occurred" }
                 th { "Metadata" } th { "Payload" }
             }
-            @for e in events {
+            @for (e, metadata, payload) in &rows {
                 tr {
                     td.n { (e.sequence) }
                     td.n { (e.global_position) }
@@ -144,18 +169,19 @@ fn events_table(events: &[Event]) -> Markup {
                             None => (instant(&e.recorded_at)),
                         }
                     }
-                    td { (metadata(&e.metadata)) }
-                    td { pre { (pretty(&e.payload)) } }
+                    td { (metadata) }
+                    td { pre { (payload) } }
                 }
             }
         }
-    }
+    };
+    (table, rows.len())
 }
 
 /// Every metadata field, as name and value (strings as they are, anything else as JSON).
 fn metadata(value: &Value) -> Markup {
     let Some(fields) = value.as_object() else {
-        return html! { pre { (pretty(value)) } };
+        return html! { pre { (shown(value)) } };
     };
     let mut fields: Vec<_> = fields.iter().filter(|(k, _)| *k != "occurred_at").collect();
     fields.sort_by(|a, b| a.0.cmp(b.0));
@@ -163,14 +189,54 @@ fn metadata(value: &Value) -> Markup {
         dl {
             @for (name, value) in fields {
                 dt { (name) }
-                dd { @match value.as_str() { Some(text) => (text), None => (value.to_string()) } }
+                dd { @match value.as_str() { Some(text) => (cut(text.to_owned())), None => (shown(value)) } }
             }
         }
     }
 }
 
-fn pretty(value: &Value) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+/// `value` indented, or when that passes [`VALUE_SHOWN_BYTES`], compact and cut there. The
+/// indented form is written into a buffer that refuses to grow past the limit, so a payload
+/// that would indent to megabytes costs no more than the limit.
+fn shown(value: &Value) -> String {
+    let mut limited = Limited(Vec::new());
+    if serde_json::to_writer_pretty(&mut limited, value).is_ok() {
+        if let Ok(text) = String::from_utf8(limited.0) {
+            return text;
+        }
+    }
+    cut(value.to_string())
+}
+
+/// At most [`VALUE_SHOWN_BYTES`] of `text`, saying so when cut.
+fn cut(mut text: String) -> String {
+    if text.len() > VALUE_SHOWN_BYTES {
+        let total = text.len();
+        let mut end = VALUE_SHOWN_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(&format!(" … (cut: {total} bytes in all)"));
+    }
+    text
+}
+
+/// A buffer that refuses writes past [`VALUE_SHOWN_BYTES`].
+struct Limited(Vec<u8>);
+
+impl std::io::Write for Limited {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + bytes.len() > VALUE_SHOWN_BYTES {
+            return Err(std::io::Error::other("past the shown limit"));
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -219,7 +285,37 @@ mod tests {
             shown.contains("&lt;img src=x onerror=alert(1)&gt;"),
             "{shown}"
         );
-        let payload = html! { pre { (pretty(&hostile)) } }.into_string();
+        let payload = html! { pre { (super::shown(&hostile)) } }.into_string();
         assert!(!payload.contains("</pre><script>"), "{payload}");
+    }
+
+    /// A payload that indents to about a megabyte (deeply nested arrays of zeros, as
+    /// preferences could be before their nesting was bounded) is shown cut, and a page holds
+    /// a bounded number of bytes: before, a hundred of them made a page of 100 MB.
+    #[test]
+    fn a_page_of_huge_payloads_stays_small() {
+        let mut deep = serde_json::json!(vec![0; 3900]);
+        for _ in 0..120 {
+            deep = serde_json::json!([deep]);
+        }
+        let event = |sequence| Event {
+            global_position: sequence,
+            sequence,
+            event_id: Uuid::now_v7(),
+            event_type: "UserProfileChanged".into(),
+            event_version: "1".into(),
+            recorded_at: chrono::Utc::now(),
+            metadata: serde_json::json!({"actor": "x".repeat(100_000)}),
+            payload: serde_json::json!({"type": "UserProfileChanged", "preferences": {"k": deep}}),
+        };
+        let events: Vec<Event> = (1..=300).map(event).collect();
+        let (table, shown_events) = events_table(&events);
+        let html = table.into_string();
+        assert!(html.len() < 2 * PAGE_SHOWN_BYTES, "{} bytes", html.len());
+        assert!(
+            shown_events > 0 && shown_events < events.len(),
+            "{shown_events}"
+        );
+        assert!(html.contains("(cut: "));
     }
 }
