@@ -136,23 +136,31 @@ impl Preferences {
     /// 125 deep were accepted and every later load of the user failed.
     pub const MAX_DEPTH: usize = 32;
 
+    /// Preferences a request sends: an object within [`Self::MAX_KEYS`], [`Self::MAX_BYTES`]
+    /// and [`Self::MAX_DEPTH`], with no NUL.
     pub fn parse(raw: serde_json::Value) -> Result<Self, ValueError> {
-        let too_big = ValueError::BadPreferences {
-            max_keys: Self::MAX_KEYS,
-            max_bytes: Self::MAX_BYTES,
-            max_depth: Self::MAX_DEPTH,
-        };
+        let deep = raw.as_object().is_some_and(|map| {
+            map.values()
+                .any(|value| nested_past(value, Self::MAX_DEPTH - 1))
+        });
+        if deep {
+            return Err(Self::too_big());
+        }
+        Self::stored(raw)
+    }
+
+    /// Preferences read back from an event or a snapshot: the checks they have always met,
+    /// without the nesting limit, which came later. Stored preferences that nest deeper
+    /// still load: a check tightened on stored data would make such a user unloadable.
+    fn stored(raw: serde_json::Value) -> Result<Self, ValueError> {
         let serde_json::Value::Object(map) = raw else {
-            return Err(too_big);
+            return Err(Self::too_big());
         };
         let bytes = serde_json::to_vec(&map)
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
-        let deep = map
-            .values()
-            .any(|value| nested_past(value, Self::MAX_DEPTH - 1));
-        if map.len() > Self::MAX_KEYS || bytes > Self::MAX_BYTES || deep {
-            return Err(too_big);
+        if map.len() > Self::MAX_KEYS || bytes > Self::MAX_BYTES {
+            return Err(Self::too_big());
         }
         // Stored as jsonb, which cannot hold NUL in a key or a string.
         if map
@@ -163,6 +171,15 @@ impl Preferences {
         }
         Ok(Self(map))
     }
+
+    fn too_big() -> ValueError {
+        ValueError::BadPreferences {
+            max_keys: Self::MAX_KEYS,
+            max_bytes: Self::MAX_BYTES,
+            max_depth: Self::MAX_DEPTH,
+        }
+    }
+
     pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
         &self.0
     }
@@ -197,7 +214,7 @@ fn holds_nul(value: &serde_json::Value) -> bool {
 impl TryFrom<serde_json::Value> for Preferences {
     type Error = ValueError;
     fn try_from(raw: serde_json::Value) -> Result<Self, Self::Error> {
-        Self::parse(raw)
+        Self::stored(raw)
     }
 }
 impl From<Preferences> for serde_json::Value {
@@ -283,6 +300,10 @@ mod tests {
         assert!(Preferences::parse(nested(Preferences::MAX_DEPTH + 1)).is_err());
         assert!(Preferences::parse(nested(125)).is_err());
         assert!(Preferences::parse(json!({"a": {"b": [1, {"c": []}]}})).is_ok());
+        // Stored ones (events, snapshots) from before the limit still read back.
+        let stored: Result<Preferences, _> =
+            serde_json::from_value(nested(Preferences::MAX_DEPTH + 8));
+        assert!(stored.is_ok(), "{stored:?}");
     }
 
     #[test]
