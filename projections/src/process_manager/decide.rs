@@ -58,20 +58,25 @@ impl PaymentState {
         (self.captured_minor - self.refunded_minor).max(0)
     }
 
-    /// Whether a capture of `captured_minor` in all pays the payment's amount (any capture
-    /// when the amount is unknown).
+    /// Whether a capture of `captured_minor` in all pays the payment's amount, net of what was
+    /// refunded before it (any capture when the amount is unknown). A capture can follow a
+    /// refund (of what is left authorized): before refunds counted, capturing 1000, refunding
+    /// it and capturing 2000 of a 3000 payment confirmed the order with 2000 received.
     fn paid_by(&self, captured_minor: i64) -> bool {
         match self.amount_minor {
-            Some(amount) => captured_minor >= amount,
+            Some(amount) => captured_minor - self.refunded_minor >= amount,
             None => captured_minor > 0,
         }
     }
 
-    /// Whether a capture of `captured_minor` in all took everything an authorization short of
-    /// the amount allows: nothing more can be captured, and the amount is not paid.
+    /// Whether a capture of `captured_minor` in all took everything the authorization allows
+    /// while the amount is not paid: nothing more can be captured, so the payment never will
+    /// pay it (an authorization short of the amount, or refunds before the last capture).
     fn short_and_spent(&self, captured_minor: i64) -> bool {
         match (self.amount_minor, self.authorized_minor) {
-            (Some(amount), Some(authorized)) => authorized < amount && captured_minor >= authorized,
+            (Some(_), Some(authorized)) => {
+                captured_minor >= authorized && !self.paid_by(captured_minor)
+            }
             _ => false,
         }
     }
@@ -104,9 +109,15 @@ impl OrderState {
         &mut self.payments[index]
     }
 
-    /// A payment of the order was captured in full: the order has been confirmed.
+    /// A payment of the order has had its amount captured: the capture that got there decided
+    /// the order (confirmed it, or cancelled it when refunds before it left it short), and a
+    /// later capture decides nothing. Captured in all, not net: a goodwill refund after the
+    /// confirmation does not make a later capture confirm again.
     fn any_paid(&self) -> bool {
-        self.payments.iter().any(|p| p.paid_by(p.captured_minor))
+        self.payments.iter().any(|p| match p.amount_minor {
+            Some(amount) => p.captured_minor >= amount,
+            None => p.captured_minor > 0,
+        })
     }
 
     /// A payment of the order other than `payment` is known and has not failed.

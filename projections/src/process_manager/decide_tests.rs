@@ -89,6 +89,40 @@ fn a_short_authorization_captured_as_far_as_it_allows_cancels_the_order() {
     assert_eq!(decide(&spent, &Fact::OrderCancelled), [refund(PAY, 2000)]);
 }
 
+/// A capture can follow a refund (of what is left authorized). Refunds before the capture that
+/// reaches the amount leave the order short: it is not confirmed, and since nothing more can
+/// be captured it is cancelled (the cancellation refunds what is left). Before, the captured
+/// total alone counted: capturing 1000, refunding it and capturing the other 2000 of a 3000
+/// payment confirmed the order with 2000 received.
+#[test]
+fn refunds_before_the_last_capture_leave_the_order_short() {
+    let authorized = Fact::PaymentAuthorized {
+        payment: PAY,
+        amount_minor: 3000,
+    };
+    let state = given(&[
+        initiated(PAY),
+        authorized.clone(),
+        captured(PAY, 1000),
+        refunded(PAY, 1000),
+    ]);
+    assert_eq!(
+        decide(&state, &captured(PAY, 3000)),
+        [Reaction::CancelOrder { order: ORDER }]
+    );
+    // Short of the authorization, with more to capture: nothing yet.
+    let state = given(&[
+        initiated(PAY),
+        authorized,
+        captured(PAY, 1000),
+        refunded(PAY, 500),
+    ]);
+    assert_eq!(decide(&state, &captured(PAY, 2000)), []);
+    // A refund after the confirmation (goodwill) changes nothing.
+    let state = given(&[initiated(PAY), captured(PAY, 3000), refunded(PAY, 500)]);
+    assert_eq!(decide(&state, &captured(PAY, 3000)), []);
+}
+
 #[test]
 fn a_capture_seen_first_still_confirms() {
     assert_eq!(

@@ -225,3 +225,28 @@ async fn a_payment_stored_without_its_amounts_has_them_from_its_events() {
     drop(conn);
     pool.close().await;
 }
+
+/// A payment refunded before its last capture never pays its order: once its authorization is
+/// spent the order is cancelled and what is left refunded, instead of the order confirmed with
+/// less than its total received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refund_before_the_last_capture_cancels_the_order_and_refunds_the_rest() {
+    let read_stack = spawn_read_stack(|s| s.query_api.max_wait_ms = 20_000).await;
+    let (app, query) = (&read_stack.stack.app, &read_stack.query);
+    let (order, payment) = crate::support::commerce::authorized_payment(app).await;
+    for (action, body) in [
+        ("capture", json!({"amount_minor": 1000})),
+        ("refund", json!({"amount_minor": 1000, "reason": "damaged"})),
+        ("capture", json!({"amount_minor": 2000})),
+    ] {
+        accepted(
+            &app.post(&format!("/v1/payments/{payment}/{action}"), body)
+                .await,
+        );
+    }
+    let read = query.at_least(&format!("/v1/orders/{order}"), 2).await;
+    assert_eq!(read["status"], "cancelled", "{read}");
+    let read = query.at_least(&format!("/v1/payments/{payment}"), 6).await;
+    assert_eq!(read["status"], "refunded", "{read}");
+    assert_eq!(read["refunded_minor"], 3000, "{read}");
+}
