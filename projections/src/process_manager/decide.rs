@@ -2,12 +2,13 @@
 //! given what is known of the order and its payments; [`evolve`] says what is known afterwards.
 //!
 //! Guarantees, each pinned by a test below:
-//! - a payment captured in full (its amount, as initiated) confirms its order, once: a partial
-//!   capture does not, and neither does a later capture once the order is confirmed;
-//! - a payment whose authorization is short of its amount and is captured as far as it allows
-//!   can never pay the order: the order is cancelled (`payment_failed`), and the cancellation
-//!   refunds what was captured (never an underpaid order confirmed, nor one left waiting with
-//!   its money taken);
+//! - a payment captured in full (its amount, as initiated, net of refunds made before the
+//!   capture) confirms its order, once: a partial capture does not, and neither does a later
+//!   capture once the order is confirmed;
+//! - a payment captured as far as its authorization allows without paying its amount (the
+//!   authorization short of it, or refunds before the last capture) can never pay the order:
+//!   the order is cancelled (`payment_failed`), and the cancellation refunds what is left
+//!   (never an underpaid order confirmed, nor one left waiting with its money taken);
 //! - an order cancelled refunds every payment of it captured and not refunded, by what is left;
 //!   a capture of an order known as cancelled refunds that capture: whichever of the two
 //!   arrives second triggers the refund, so exactly one of them does;
@@ -73,11 +74,14 @@ impl PaymentState {
     /// while the amount is not paid: nothing more can be captured, so the payment never will
     /// pay it (an authorization short of the amount, or refunds before the last capture).
     fn short_and_spent(&self, captured_minor: i64) -> bool {
-        match (self.amount_minor, self.authorized_minor) {
-            (Some(_), Some(authorized)) => {
-                captured_minor >= authorized && !self.paid_by(captured_minor)
+        // An authorization not known (its event not in the state) is taken as the amount,
+        // the most it can be.
+        match self.amount_minor {
+            Some(amount) => {
+                captured_minor >= self.authorized_minor.unwrap_or(amount)
+                    && !self.paid_by(captured_minor)
             }
-            _ => false,
+            None => false,
         }
     }
 }

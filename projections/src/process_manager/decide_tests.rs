@@ -118,9 +118,16 @@ fn refunds_before_the_last_capture_leave_the_order_short() {
         refunded(PAY, 500),
     ]);
     assert_eq!(decide(&state, &captured(PAY, 2000)), []);
-    // A refund after the confirmation (goodwill) changes nothing.
+    // Without the authorization in the state it is taken as the amount: still cancelled.
+    let state = given(&[initiated(PAY), captured(PAY, 1000), refunded(PAY, 1000)]);
+    assert_eq!(
+        decide(&state, &captured(PAY, 3000)),
+        [Reaction::CancelOrder { order: ORDER }]
+    );
+    // A refund after the confirmation (goodwill) undoes nothing: a later capture (another
+    // payment's) does not confirm or cancel again.
     let state = given(&[initiated(PAY), captured(PAY, 3000), refunded(PAY, 500)]);
-    assert_eq!(decide(&state, &captured(PAY, 3000)), []);
+    assert_eq!(decide(&state, &captured(OTHER, 3000)), []);
 }
 
 #[test]
