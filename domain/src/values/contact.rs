@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::codes::COUNTRIES;
-use super::{checked_string, clean_text, AddressLabel, FieldError, ValueError};
+use super::{checked_string, clean_input_text, clean_text, AddressLabel, FieldError, ValueError};
 
 const LOCAL_PART_SPECIALS: &str = "!#$%&'*+/=?^_`{|}~-.";
 
@@ -127,15 +127,15 @@ impl Address {
             errors.push(FieldError { field, error });
         };
         let label = AddressLabel::parse(fields.label).map_err(|e| note("label", e));
-        let line1 = clean_text(fields.line1, 200).map_err(|e| note("line1", e));
+        let line1 = clean_input_text(fields.line1, 200).map_err(|e| note("line1", e));
         let line2 = match fields.line2 {
             None => Ok(None),
             Some(blank) if blank.trim().is_empty() && blank.chars().count() <= 200 => Ok(None),
-            Some(text) => clean_text(text, 200)
+            Some(text) => clean_input_text(text, 200)
                 .map(Some)
                 .map_err(|e| note("line2", e)),
         };
-        let city = clean_text(fields.city, 100).map_err(|e| note("city", e));
+        let city = clean_input_text(fields.city, 100).map_err(|e| note("city", e));
         let postal_code = PostalCode::parse(fields.postal_code).map_err(|e| note("postal_code", e));
         let country = CountryCode::parse(fields.country).map_err(|e| note("country", e));
         match (label, line1, line2, city, postal_code, country) {

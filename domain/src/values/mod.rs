@@ -55,6 +55,24 @@ pub struct FieldError {
     pub error: ValueError,
 }
 
+/// Whether `text` holds one of Unicode's explicit directional formatting characters
+/// (embeddings and overrides U+202A to U+202E, isolates U+2066 to U+2069). In a name, a
+/// reason or an address line they make what staff read in the console or an export differ
+/// from what is stored (an override shows `txt.exe` as `exe.txt`); requests with them are
+/// refused. Stored values from before are still read back.
+pub fn has_bidi_controls(text: &str) -> bool {
+    text.chars()
+        .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+}
+
+/// [`clean_text`] for a value a request sends: no directional formatting characters either.
+pub(crate) fn clean_input_text(raw: &str, max: usize) -> Result<String, ValueError> {
+    if has_bidi_controls(raw) {
+        return Err(ValueError::BadCharacters);
+    }
+    clean_text(raw, max)
+}
+
 /// Shared check for free-text values: trimmed, non-empty, bounded, no control characters.
 /// The length counts the characters (code points) as sent, before trimming, as JSON Schema's
 /// `maxLength` does.
@@ -82,7 +100,18 @@ macro_rules! checked_string {
         pub struct $name(String);
 
         impl $name {
+            /// The value a request sends: its check, and no directional formatting
+            /// character ([`$crate::values::has_bidi_controls`]).
             pub fn parse(raw: &str) -> Result<Self, $crate::values::ValueError> {
+                if $crate::values::has_bidi_controls(raw) {
+                    return Err($crate::values::ValueError::BadCharacters);
+                }
+                Self::stored(raw)
+            }
+            /// The value read back from an event or a snapshot: the check it was written
+            /// under. Checks added to `parse` later do not apply, so stored data stays
+            /// loadable.
+            fn stored(raw: &str) -> Result<Self, $crate::values::ValueError> {
                 let check: fn(&str) -> Result<String, $crate::values::ValueError> = $check;
                 check(raw).map(Self)
             }
@@ -93,7 +122,7 @@ macro_rules! checked_string {
         impl TryFrom<String> for $name {
             type Error = $crate::values::ValueError;
             fn try_from(raw: String) -> Result<Self, Self::Error> {
-                Self::parse(&raw)
+                Self::stored(&raw)
             }
         }
         impl From<$name> for String {

@@ -4,7 +4,8 @@
 //! the way [`super::clean_text`] counts). The syntax is the common subset of ECMA-262 and
 //! Python's `re` (no lookaround, no `\s`, no `\p{..}`), with explicit character classes for
 //! what Rust calls whitespace (`char::is_whitespace`, which `str::trim` strips) and control
-//! characters (`char::is_control`, general category Cc).
+//! characters (`char::is_control`, general category Cc), and the directional formatting
+//! characters requests may not send (`super::has_bidi_controls`).
 
 /// Unicode White_Space: what `str::trim` removes at either end.
 macro_rules! ws {
@@ -12,16 +13,18 @@ macro_rules! ws {
         r"[\t-\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
     };
 }
-/// Any character that is not a control character (Cc).
+/// Any character that is not a control character (Cc) nor a directional formatting one
+/// (`has_bidi_controls`: U+202A to U+202E, U+2066 to U+2069), which requests may not send.
 macro_rules! not_control {
     () => {
-        r"[^\x00-\x1F\x7F-\x9F]"
+        r"[^\x00-\x1F\x7F-\x9F\u202A-\u202E\u2066-\u2069]"
     };
 }
-/// Any character that is neither a control character nor whitespace.
+/// Any character that is neither a control character, a directional formatting one nor
+/// whitespace.
 macro_rules! solid {
     () => {
-        r"[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+        r"[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202A-\u202F\u205F\u2066-\u2069\u3000]"
     };
 }
 /// Trimmed, non-empty, no control characters (`clean_text`).
@@ -100,6 +103,12 @@ mod tests {
         "\u{1c}",
         "x\u{2028}",
         "😀",
+        "a\u{202E}b",
+        "\u{202A}x",
+        "x\u{2069}",
+        "a\u{2066}b\u{2069}c",
+        "a\u{200F}b",
+        "a\u{202F}b",
     ];
 
     #[test]

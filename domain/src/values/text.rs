@@ -318,6 +318,28 @@ mod tests {
         }
     }
 
+    /// A request's free text with a directional override or isolate is refused; one stored
+    /// before that was refused still reads back.
+    #[test]
+    fn directional_formatting_characters_are_refused_in_requests_only() {
+        for raw in ["a\u{202E}b", "a\u{202A}b", "a\u{2066}b\u{2069}"] {
+            assert_eq!(
+                DisplayName::parse(raw),
+                Err(ValueError::BadCharacters),
+                "{raw:?}"
+            );
+            assert_eq!(
+                Reason::parse(raw),
+                Err(ValueError::BadCharacters),
+                "{raw:?}"
+            );
+            let stored: Result<DisplayName, _> = serde_json::from_value(json!(raw));
+            assert!(stored.is_ok(), "{raw:?}");
+        }
+        // Marks that only set a direction (LRM, RLM) are ordinary text.
+        assert!(DisplayName::parse("a\u{200F}b").is_ok());
+    }
+
     #[test]
     fn stored_values_are_rechecked_on_deserialisation() {
         assert!(serde_json::from_str::<Sku>("\"bad sku\"").is_err());

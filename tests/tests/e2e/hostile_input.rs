@@ -62,6 +62,43 @@ async fn nul_in_any_string_field_is_a_422_naming_it() {
     assert_eq!(app.event_count().await, 1);
 }
 
+/// Directional formatting characters (an override, an isolate) make what staff read differ
+/// from what is stored: a request with one in a free-text field is a 422 naming the field,
+/// and writes nothing. Before, they were accepted.
+#[tokio::test]
+async fn directional_overrides_in_free_text_are_a_422_naming_the_field() {
+    let app = spawn_app().await;
+    let answer = app
+        .post(
+            "/v1/users",
+            json!({"email": unique_email(), "display_name": "invoice\u{202E}fdp.exe",
+                   "password": "customer-password-1"}),
+        )
+        .await;
+    answer.assert_problem(422, "validation-failed");
+    assert_eq!(answer.error_fields(), vec!["display_name"]);
+    let user = app.register(&unique_email()).await;
+    let before = app.event_count().await;
+    let answer = app
+        .post(
+            &format!("/v1/users/{user}/addresses"),
+            json!({"label": "home", "line1": "1 Main St", "city": "Berlin\u{2066}x\u{2069}",
+                   "postal_code": "10115", "country": "DE"}),
+        )
+        .await;
+    answer.assert_problem(422, "validation-failed");
+    assert_eq!(answer.error_fields(), vec!["city"]);
+    let answer = app
+        .post(
+            &format!("/v1/users/{user}/deactivate"),
+            json!({"reason": "gone\u{202D}"}),
+        )
+        .await;
+    answer.assert_problem(422, "validation-failed");
+    assert_eq!(answer.error_fields(), vec!["reason"]);
+    assert_eq!(app.event_count().await, before);
+}
+
 fn request(payload: Value) -> AppendRequest {
     AppendRequest {
         aggregate_type: "Probe".to_owned(),
