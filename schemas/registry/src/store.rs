@@ -289,14 +289,22 @@ impl Store {
         Ok(version)
     }
 
-    /// Soft-deletes every live version of a subject; returns their numbers.
+    /// Soft-deletes every live version of a subject; returns their numbers. One statement
+    /// finds and deletes them, so the answer names exactly what it deleted: before, a version
+    /// registered between a read of the list and the update was deleted without being named.
     pub async fn delete_subject(&self, subject: &str) -> Result<Vec<i32>, RegistryError> {
-        let versions = self.versions(subject, false).await?;
-        sqlx::query("UPDATE sr_subject_versions SET deleted = true WHERE subject = $1")
-            .bind(subject)
-            .execute(&self.pool)
-            .await
-            .map_err(store)?;
+        let mut versions: Vec<i32> = sqlx::query_scalar(
+            "UPDATE sr_subject_versions SET deleted = true
+             WHERE subject = $1 AND NOT deleted RETURNING version",
+        )
+        .bind(subject)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store)?;
+        if versions.is_empty() {
+            return Err(RegistryError::SubjectNotFound(subject.to_owned()));
+        }
+        versions.sort_unstable();
         Ok(versions)
     }
 }

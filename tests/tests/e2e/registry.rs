@@ -74,6 +74,7 @@ async fn errors_use_confluent_codes() {
         .await;
     let cases: Vec<(Method, &str, Option<Value>, u16, i64)> = vec![
         (Method::GET, "/subjects/missing/versions", None, 404, 40401),
+        (Method::DELETE, "/subjects/missing", None, 404, 40401),
         (
             Method::GET,
             "/subjects/missing/versions/1",
