@@ -270,7 +270,17 @@ async fn check_version(
 ) -> Result<Sr> {
     let subject = stored(subject)?;
     let (_, schema, _) = schema_body(&body)?;
-    let against = store.version(&subject, which(&version)?, false).await?;
+    let which = which(&version)?;
+    let against = match store.version(&subject, which, false).await {
+        Ok(against) => against,
+        // Nothing registered yet: nothing to be incompatible with, as Confluent answers (a
+        // build checking a schema for a subject it is about to create). A numbered version
+        // of a missing subject stays 40401.
+        Err(RegistryError::SubjectNotFound(_)) if matches!(which, Which::Latest) => {
+            return Ok(Sr(json!({ "is_compatible": true, "messages": [] })));
+        }
+        Err(error) => return Err(error),
+    };
     let old = Schema::parse_str(&against.schema)
         .map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
     let level = store.level(Some(&subject)).await?;
