@@ -278,8 +278,12 @@ fn command(callback: &PaymentCallback) -> Result<(Uuid, PaymentCommand), ApiErro
             format!("must be 1 to {}", domain::values::MAX_AMOUNT_MINOR),
         ));
     }
+    // A provider's localized reason may come wrapped in directional isolates (Arabic, Hebrew):
+    // they are taken out rather than the callback refused, which would leave the payment
+    // event unrecorded once the provider stops retrying.
     let reason = |default: &str| {
-        Reason::parse(callback.reason.as_deref().unwrap_or(default))
+        let raw = callback.reason.as_deref().unwrap_or(default);
+        Reason::parse(&domain::values::without_bidi_controls(raw))
             .map_err(|e| ApiError::field("reason", e.to_string()))
     };
     let command = match callback.kind {

@@ -136,3 +136,18 @@ fn a_callback_amount_out_of_range_names_its_field() {
         }
     }
 }
+
+/// A provider's reason wrapped in directional isolates (as localized text often is) is
+/// recorded without them, not refused: a refusal would leave the payment event unrecorded.
+#[test]
+fn a_reason_in_directional_isolates_is_recorded_without_them() {
+    let callback: PaymentCallback = serde_json::from_value(serde_json::json!({
+        "provider_event_id": "evt-2", "payment_id": uuid::Uuid::nil(),
+        "type": "failed", "amount_minor": 0, "reason": "card \u{2067}declined\u{2069}",
+    }))
+    .unwrap();
+    match command(&callback) {
+        Ok((_, PaymentCommand::Fail { reason })) => assert_eq!(reason.as_str(), "card declined"),
+        other => panic!("{other:?}"),
+    }
+}

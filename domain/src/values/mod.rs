@@ -65,6 +65,14 @@ pub fn has_bidi_controls(text: &str) -> bool {
         .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
 }
 
+/// `text` without directional formatting characters, for text taken from another system
+/// that should be recorded rather than refused (a payment provider's reason).
+pub fn without_bidi_controls(text: &str) -> String {
+    text.chars()
+        .filter(|c| !has_bidi_controls(c.encode_utf8(&mut [0; 4])))
+        .collect()
+}
+
 /// [`clean_text`] for a value a request sends: no directional formatting characters either.
 pub(crate) fn clean_input_text(raw: &str, max: usize) -> Result<String, ValueError> {
     if has_bidi_controls(raw) {
