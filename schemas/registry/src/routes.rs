@@ -275,10 +275,12 @@ async fn check_version(
         Ok(against) => against,
         // Nothing registered yet: nothing to be incompatible with, as Confluent answers (a
         // build checking a schema for a subject it is about to create). A numbered version
-        // of a missing subject stays 40401.
-        Err(RegistryError::SubjectNotFound(_)) if matches!(which, Which::Latest) => {
-            return Ok(Sr(json!({ "is_compatible": true, "messages": [] })));
-        }
+        // of a missing subject is 40402.
+        Err(RegistryError::SubjectNotFound(_)) => match which {
+            Which::Latest => return Ok(Sr(json!({ "is_compatible": true, "messages": [] }))),
+            // As Confluent answers: the version is what is missing.
+            Which::Number(n) => return Err(RegistryError::VersionNotFound(n.to_string())),
+        },
         Err(error) => return Err(error),
     };
     let old = Schema::parse_str(&against.schema)

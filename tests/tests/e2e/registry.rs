@@ -178,7 +178,7 @@ async fn compatibility_levels_are_enforced_and_configurable() {
     let (_, _, verdict) = r.call(Method::POST, check, body(&v2)).await;
     assert_eq!(verdict["is_compatible"], true);
     // A subject with nothing registered yet is compatible with anything (before: 40401), and
-    // a numbered version of it is not found.
+    // a numbered version of it is a missing version, as Confluent answers.
     let fresh = "/compatibility/subjects/not-yet/versions/latest";
     let (status, _, verdict) = r.call(Method::POST, fresh, body(&breaking)).await;
     assert_eq!(
@@ -187,7 +187,7 @@ async fn compatibility_levels_are_enforced_and_configurable() {
     );
     let numbered = "/compatibility/subjects/not-yet/versions/1";
     let (status, _, missing) = r.call(Method::POST, numbered, body(&breaking)).await;
-    assert_eq!((status, missing["error_code"].clone()), (404, json!(40401)));
+    assert_eq!((status, missing["error_code"].clone()), (404, json!(40402)));
 
     let (status, _, set) = r
         .call(
