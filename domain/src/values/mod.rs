@@ -61,16 +61,17 @@ pub struct FieldError {
 /// from what is stored (an override shows `txt.exe` as `exe.txt`); requests with them are
 /// refused. Stored values from before are still read back.
 pub fn has_bidi_controls(text: &str) -> bool {
-    text.chars()
-        .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+    text.chars().any(is_bidi_control)
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `text` without directional formatting characters, for text taken from another system
 /// that should be recorded rather than refused (a payment provider's reason).
 pub fn without_bidi_controls(text: &str) -> String {
-    text.chars()
-        .filter(|c| !has_bidi_controls(c.encode_utf8(&mut [0; 4])))
-        .collect()
+    text.chars().filter(|&c| !is_bidi_control(c)).collect()
 }
 
 /// [`clean_text`] for a value a request sends: no directional formatting characters either.

@@ -187,15 +187,12 @@ impl Preferences {
 /// True when `value` nests objects and arrays more than `levels` deep.
 fn nested_past(value: &serde_json::Value, levels: usize) -> bool {
     use serde_json::Value;
-    let children: Box<dyn Iterator<Item = &Value>> = match value {
-        Value::Array(items) => Box::new(items.iter()),
-        Value::Object(map) => Box::new(map.values()),
-        _ => return false,
-    };
-    levels == 0
-        || children
-            .into_iter()
-            .any(|child| nested_past(child, levels - 1))
+    let deeper = |child: &Value| nested_past(child, levels - 1);
+    match value {
+        Value::Array(items) => levels == 0 || items.iter().any(deeper),
+        Value::Object(map) => levels == 0 || map.values().any(deeper),
+        _ => false,
+    }
 }
 
 /// True when a string anywhere in the value (key or value) contains NUL.

@@ -67,17 +67,29 @@ impl Level {
             self,
             Self::Forward | Self::ForwardTransitive | Self::Full | Self::FullTransitive
         );
+        // Each schema is written out once, not once per pair it is checked in.
+        let new = match inlined(new) {
+            Ok(new) => new,
+            Err(error) => return vec![format!("the new schema cannot be checked: {error}")],
+        };
         let mut problems = Vec::new();
         for old in against {
+            let old = match inlined(old) {
+                Ok(old) => old,
+                Err(error) => {
+                    problems.push(format!("an earlier schema cannot be checked: {error}"));
+                    continue;
+                }
+            };
             if backward {
-                if let Err(error) = reads_all(old, new) {
+                if let Err(error) = reads_written_out(&old, &new) {
                     problems.push(format!(
                         "the new schema cannot read data written with an earlier one: {error}"
                     ));
                 }
             }
             if forward {
-                if let Err(error) = reads_all(new, old) {
+                if let Err(error) = reads_written_out(&new, &old) {
                     problems.push(format!(
                         "an earlier schema cannot read data written with the new one: {error}"
                     ));
@@ -98,9 +110,13 @@ impl Level {
 /// definition changed where it first appears was accepted for every later use, and a
 /// definition moved from one field to another was refused as a change of type.
 pub fn reads_all(writer: &Schema, reader: &Schema) -> Result<(), String> {
+    reads_written_out(&inlined(writer)?, &inlined(reader)?)
+}
+
+/// [`reads_all`] for schemas already written out ([`inlined`]).
+fn reads_written_out(writer: &Schema, reader: &Schema) -> Result<(), String> {
     use apache_avro::schema_compatibility::Compatibility;
-    let (writer, reader) = (inlined(writer)?, inlined(reader)?);
-    match SchemaCompatibility::can_read(&writer, &reader) {
+    match SchemaCompatibility::can_read(writer, reader) {
         Ok(Compatibility::Full) => Ok(()),
         Ok(Compatibility::Partial) => {
             Err("only some data of the writer's schema can be read (an enum symbol or a union branch is missing)".to_owned())
