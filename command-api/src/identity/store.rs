@@ -247,6 +247,8 @@ async fn revoke_user(
 
 /// Creates a reset token for the user and queues the message that carries it, unless one
 /// was made for the user in the last minute (so nobody can flood a mailbox with resets).
+/// Requests for one user take turns on a transaction lock: under read committed, requests
+/// running at once would each find no recent token and each queue a message.
 pub async fn request_reset(
     pool: &PgPool,
     user_id: Uuid,
@@ -255,6 +257,11 @@ pub async fn request_reset(
     ttl: Duration,
 ) -> Result<(), sqlx::Error> {
     let token = new_token()?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('password-reset:' || $1, 0))")
+        .bind(user_id.to_string())
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "WITH recent AS (
              SELECT 1 FROM password_reset_tokens
@@ -274,9 +281,9 @@ pub async fn request_reset(
     .bind(recipient)
     .bind(&token)
     .bind(normalized_email)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    tx.commit().await
 }
 
 /// What makes a reset token usable (with `$1` its hash, `$2` the email claims' scope): known,

@@ -303,6 +303,48 @@ async fn a_reset_goes_to_the_stored_email_not_the_requesters_spelling() {
     assert_eq!(elsewhere, 0, "a reset was sent to the requester's spelling");
 }
 
+/// At most one reset a minute per account, however many requests arrive at once: each
+/// request's check for a recent token and its insert used to run unordered, so requests at
+/// the same moment each found none and each queued a message (a mailbox flood, and several
+/// live tokens).
+#[tokio::test]
+async fn resets_requested_at_once_queue_one_message() {
+    let app = spawn_app().await;
+    // A few accounts, each with a burst: one burst shows the race only some of the time.
+    for _ in 0..4 {
+        let customer = app.customer().await;
+        let user_id: uuid::Uuid = customer.id.parse().unwrap();
+        let normalized = customer.email.to_lowercase();
+        let requests = (0..64).map(|_| {
+            command_api::identity::store::request_reset(
+                &app.pool,
+                user_id,
+                &customer.email,
+                &normalized,
+                Duration::from_secs(900),
+            )
+        });
+        for outcome in join_all(requests).await {
+            outcome.unwrap();
+        }
+        let messages: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM notification_outbox
+             WHERE kind = 'password_reset' AND recipient = $1",
+        )
+        .bind(&customer.email)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        let tokens: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM password_reset_tokens WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!((messages, tokens), (1, 1));
+    }
+}
+
 /// A reset token was sent to the email the account had then: once the owner moves the account
 /// to another email, whoever still reads the old mailbox must not be able to use it. Before,
 /// the token stayed good for its whole lifetime after the change, and taking it over the
