@@ -28,7 +28,11 @@ pub struct Envelope {
     pub actor: String,
     pub correlation_id: String,
     pub causation_id: String,
+    /// The event's own trace context, as stored with it: what read models record.
     pub traceparent: String,
+    /// The context this message's processing continues where it is not the event's own: the
+    /// relay's producer span, when the relay exported one.
+    pub parent: Option<String>,
     pub payload: Value,
 }
 
@@ -167,11 +171,23 @@ impl Envelope {
         mut header: impl FnMut(&'static str) -> Option<String>,
         payload: Value,
     ) -> Result<Self, EnvelopeError> {
+        use infra::telemetry::propagation::{EVENT_TRACEPARENT, TRACEPARENT};
+        // The relay that exported a producer span named it in `traceparent` and kept the
+        // event's own in `event_traceparent`; a message without the latter carries the event's
+        // own in `traceparent` (no span exported, or a relay of an earlier release).
+        let own = header(EVENT_TRACEPARENT);
         // A value read lossily (not UTF-8, or holding a NUL) is not what the relay wrote.
         let mut text = |name: &'static str| {
             header(name)
                 .filter(|value| !value.contains(char::REPLACEMENT_CHARACTER))
                 .ok_or(EnvelopeError::Header(name))
+        };
+        let (traceparent, parent) = match own {
+            Some(own) if own.contains(char::REPLACEMENT_CHARACTER) => {
+                return Err(EnvelopeError::Header(EVENT_TRACEPARENT))
+            }
+            Some(own) => (own, Some(text(TRACEPARENT)?)),
+            None => (text(TRACEPARENT)?, None),
         };
         Ok(Self {
             event_id: text("event_id")?
@@ -193,7 +209,8 @@ impl Envelope {
             actor: text("actor")?,
             correlation_id: text("correlation_id")?,
             causation_id: text("causation_id")?,
-            traceparent: text("traceparent")?,
+            traceparent,
+            parent,
             payload,
             source,
         })
@@ -259,6 +276,36 @@ mod tests {
             Some(headers),
         );
         Headers::of(&message)
+    }
+
+    /// A message whose producer span took `traceparent` is recorded with the event's own
+    /// context from `event_traceparent` (what a rebuild from the store records), and processed
+    /// under the producer span; without that header, `traceparent` is both.
+    #[test]
+    fn the_events_own_trace_context_is_recorded_and_the_producer_span_continued() {
+        let id = uuid::Uuid::new_v4().to_string();
+        let plain = relay_headers("UserDeactivated", "1", id.as_bytes());
+        let own = plain.get("traceparent").unwrap().to_owned();
+        let producer = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01".to_owned();
+        let mut spanned = plain.clone();
+        spanned.0.push(("traceparent".into(), producer.clone()));
+        spanned.0.push(("event_traceparent".into(), own.clone()));
+        let source = || Source {
+            topic: "t".into(),
+            partition: 0,
+            offset: 9,
+        };
+        let payload = || serde_json::json!({"type": "UserDeactivated"});
+        for (headers, parent) in [(spanned, Some(producer)), (plain, None)] {
+            for built in [
+                Envelope::from_parts(source(), &headers, payload()),
+                Envelope::from_owned_parts(source(), headers.clone(), payload()),
+            ] {
+                let envelope = built.unwrap();
+                assert_eq!(envelope.traceparent, own);
+                assert_eq!(envelope.parent, parent);
+            }
+        }
     }
 
     /// A message from another producer whose `aggregate_id` holds a NUL (or bytes that are

@@ -127,6 +127,7 @@ impl Stored {
             correlation_id: metadata.correlation_id,
             causation_id: metadata.causation_id,
             traceparent: metadata.traceparent,
+            parent: None,
             payload,
         })
     }

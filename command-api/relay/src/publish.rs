@@ -127,7 +127,9 @@ fn producer_span(event: &StoredEvent, topic: &str) -> tracing::Span {
     span
 }
 
-/// The message headers; `traceparent` names the producer span when there is one.
+/// The message headers; `traceparent` names the producer span when there is one, and then
+/// `event_traceparent` keeps the event's own (a consumer records that one, as a rebuild from
+/// the store does).
 fn headers(event: &StoredEvent, event_version: &str, span: Option<&tracing::Span>) -> OwnedHeaders {
     let traceparent = span.and_then(propagation::traceparent_of_span);
     let published = PublishedEvent {
@@ -140,8 +142,8 @@ fn headers(event: &StoredEvent, event_version: &str, span: Option<&tracing::Span
         global_position: event.checkpoint.global_position,
         metadata: &event.metadata,
     };
-    message_headers(&published).iter().fold(
-        OwnedHeaders::new_with_capacity(12),
+    let headers = message_headers(&published).iter().fold(
+        OwnedHeaders::new_with_capacity(13),
         |headers, (key, value)| {
             let value: &str = match &traceparent {
                 Some(ours) if *key == propagation::TRACEPARENT => ours,
@@ -152,7 +154,14 @@ fn headers(event: &StoredEvent, event_version: &str, span: Option<&tracing::Span
                 value: Some(value),
             })
         },
-    )
+    );
+    match traceparent {
+        Some(_) => headers.insert(Header {
+            key: propagation::EVENT_TRACEPARENT,
+            value: Some(event.metadata.traceparent.as_str()),
+        }),
+        None => headers,
+    }
 }
 
 impl Publisher {

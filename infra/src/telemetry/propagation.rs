@@ -17,6 +17,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// The header (and metadata key) that carries the trace context.
 pub const TRACEPARENT: &str = "traceparent";
 
+/// The message header that keeps the event's own `traceparent` (its metadata's, the command
+/// span's) where the relay's producer span has taken `traceparent`: what the read models
+/// record must be what a rebuild from the event store records.
+pub const EVENT_TRACEPARENT: &str = "event_traceparent";
+
 /// Reads a context from HTTP headers.
 struct Headers<'a>(&'a http::HeaderMap);
 

@@ -270,7 +270,9 @@ impl Runner {
         );
         infra::telemetry::propagation::set_parent(
             &span,
-            &infra::telemetry::propagation::from_traceparent(&envelope.traceparent),
+            &infra::telemetry::propagation::from_traceparent(
+                envelope.parent.as_deref().unwrap_or(&envelope.traceparent),
+            ),
         );
         // A panic in the projection's code is taken as the event's refusal (dead-lettered, or
         // halting under `halt`): left to unwind, it would end the batch of every projection

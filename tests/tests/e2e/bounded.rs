@@ -111,6 +111,7 @@ async fn a_revenue_total_that_would_overflow_is_parked_not_wrapped() {
         correlation_id: "c".to_owned(),
         causation_id: "c".to_owned(),
         traceparent: String::new(),
+        parent: None,
         payload: serde_json::json!({"type": "PaymentCaptured", "order_id": uuid::Uuid::now_v7(),
             "amount_minor": 100, "currency": "EUR", "captured_total_minor": 100}),
     };

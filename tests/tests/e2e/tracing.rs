@@ -212,6 +212,33 @@ async fn a_traced_command_is_one_trace_from_the_command_api_to_the_read_models()
         );
     }
 
+    // The audit rows of the trace's events (the capture and the confirmation) record each
+    // event's own context, as a rebuild from the store does, not the producer span's that the
+    // messages' `traceparent` names: `projector verify audit` failed on every event published
+    // while the relay exported spans.
+    let recorded = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT a.traceparent, e.metadata->>'traceparent'
+             FROM rm_audit a JOIN events e ON e.event_id = a.event_id
+             WHERE e.metadata->>'traceparent' LIKE '00-' || $1 || '-%'
+             ORDER BY a.global_position",
+        )
+        .bind(TRACE_ID)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut rows = recorded(app.pool.clone()).await;
+    while rows.len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rows = recorded(app.pool.clone()).await;
+    }
+    assert!(rows.len() >= 2, "the trace's audit rows: {rows:?}");
+    for (audit, stored) in &rows {
+        assert_eq!(audit, stored, "an audit row records another trace context");
+    }
+
     // The command API's JSON log lines inside the capture's spans carry its ids.
     let log = std::fs::read_to_string(logs.join("command-api.log")).unwrap();
     let ours: Vec<serde_json::Value> = log

@@ -31,6 +31,7 @@ fn envelope(n: i64, aggregate: (&str, Uuid, i64), payload: Value, at: DateTime<U
         correlation_id: "c\tw\\ith\nescapes".into(),
         causation_id: "cause".into(),
         traceparent: String::new(),
+        parent: None,
         payload,
     }
 }
