@@ -17,6 +17,7 @@
 
 pub mod checkpoint;
 mod inflight;
+mod lag;
 mod publish;
 mod registration;
 pub mod tail;
@@ -29,6 +30,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
 use crate::inflight::InFlight;
+use crate::lag::LagProbe;
 use crate::publish::{PublishError, Publisher};
 use crate::registration::{encoder, register_schemas};
 use crate::tail::Checkpoint;
@@ -43,6 +45,12 @@ pub enum RelayError {
     Publish(#[from] PublishError),
     #[error("lost the relay lock")]
     LostLock,
+    /// A database wait passed `relay.database_timeout_ms`: a connection whose peer went away
+    /// without closing it (a host lost in a failover, a network partition) never answers,
+    /// and a statement waiting on a lock may wait for ever; either held the relay with
+    /// `relay_active` at 1 and its lag gauges frozen, so no alert fired.
+    #[error("the database did not answer within {limit:?} ({what})")]
+    Unanswered { what: &'static str, limit: Duration },
     #[error("the task reading the next batch ended abnormally")]
     Reader(#[source] tokio::task::JoinError),
     #[error("the schema registry client cannot be set up")]
@@ -100,6 +108,21 @@ impl RelayHandle {
 /// How long the check that the relay still holds its lock may take.
 const LOCK_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `work`, given up as [`RelayError::Unanswered`] once `limit` has passed.
+async fn bounded<T, E>(
+    what: &'static str,
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, RelayError>
+where
+    RelayError: From<E>,
+{
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(RelayError::Unanswered { what, limit }),
+    }
+}
+
 impl Relay {
     pub fn new(pool: PgPool, settings: Settings) -> Self {
         Self { pool, settings }
@@ -154,8 +177,7 @@ impl Relay {
         while !stop_requested(&stopped) {
             let outcome = match self.try_lock().await {
                 Ok(Some(lock)) => {
-                    tracing::info!(relay = %self.settings.relay.name, "relay lock acquired; publishing");
-                    metrics::gauge!("relay_active").set(1.0);
+                    tracing::info!(relay = %self.settings.relay.name, "relay lock acquired");
                     let active = infra::unless_panics(self.active(lock, &mut stopped));
                     let result = active.await.unwrap_or_else(|panic| {
                         tracing::error!(%panic, "the relay panicked; a bug");
@@ -192,10 +214,7 @@ impl Relay {
                     } else {
                         tracing::warn!(error = %infra::error_chain(&error), retry_in_ms, "relay interrupted");
                     }
-                    // Measured here too: a relay that fails before it publishes anything (the
-                    // brokers unreachable while it creates its topics) would otherwise leave
-                    // the lag at its last value, and RelayBehind would never fire.
-                    self.measure_lag().await;
+                    lag::measure(&self.pool, &self.settings.relay.name, self.limit()).await;
                     wait(&mut stopped, backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -204,14 +223,9 @@ impl Relay {
         tracing::info!("relay stopped");
     }
 
-    /// The lag behind this relay's stored checkpoint (see [`LagProbe`]).
-    async fn measure_lag(&self) {
-        match tail::load_checkpoint(&self.pool, &self.settings.relay.name).await {
-            Ok(checkpoint) => LagProbe::default().record(&self.pool, &checkpoint).await,
-            Err(error) => {
-                tracing::warn!(%error, "measuring relay lag failed; its gauges keep their last values")
-            }
-        }
+    /// How long any one database wait of the active relay may take.
+    fn limit(&self) -> Duration {
+        Duration::from_millis(self.settings.relay.database_timeout_ms)
     }
 
     /// The advisory lock on a connection of its own, or None if another relay holds it.
@@ -239,11 +253,22 @@ impl Relay {
             kafka.topic_prefix.clone(),
             ack_timeout,
         );
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen("events_appended").await?;
+        let limit = self.limit();
+        let mut listener = bounded("listening", limit, async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen("events_appended").await?;
+            Ok::<_, sqlx::Error>(listener)
+        })
+        .await?;
         let name = &self.settings.relay.name;
-        let mut checkpoint = tail::load_checkpoint(&self.pool, name).await?;
-        let next = tail::next_tx_id(&self.pool).await?;
+        let loaded = tail::load_checkpoint(&self.pool, name);
+        let mut checkpoint = bounded("loading the checkpoint", limit, loaded).await?;
+        let next = bounded(
+            "reading the next transaction id",
+            limit,
+            tail::next_tx_id(&self.pool),
+        )
+        .await?;
         if checkpoint.tx_id >= next {
             return Err(RelayError::CheckpointOfAnotherCluster {
                 checkpoint: checkpoint.tx_id,
@@ -260,6 +285,11 @@ impl Relay {
         let mut in_flight: Option<InFlight> = None;
         let mut reading = tokio::task::JoinSet::new();
         reading.spawn(self.read_after(cursor.clone()));
+        // Active from here, not from the lock: until now it may have waited on the brokers
+        // (creating topics), the registry or the database, and RelayInactive is the alert
+        // that says so.
+        metrics::gauge!("relay_active").set(1.0);
+        tracing::info!(relay = %name, "relay publishing");
         while !stop_requested(stopped) {
             // Publish only while the lock is certainly ours; a connection that does not answer
             // in time (half-open after a network fault) is as good as lost.
@@ -268,7 +298,11 @@ impl Relay {
                 Ok(Ok(_)) => {}
                 _ => return Err(RelayError::LostLock),
             }
-            let batch = match reading.join_next().await {
+            let batch = match bounded("reading a batch", limit, async {
+                Ok::<_, RelayError>(reading.join_next().await)
+            })
+            .await?
+            {
                 Some(read) => read.map_err(RelayError::Reader)??,
                 None => Vec::new(),
             };
@@ -278,7 +312,7 @@ impl Relay {
                     reading.spawn(self.read_after(cursor.clone()));
                     continue;
                 }
-                lag.record(&self.pool, &checkpoint).await;
+                lag.record(&self.pool, &checkpoint, limit).await;
                 tokio::select! {
                     notified = listener.recv() => { notified?; }
                     () = tokio::time::sleep(poll) => {}
@@ -305,7 +339,7 @@ impl Relay {
             if let Some(previous) = in_flight.replace(sent) {
                 self.settle(previous, &mut checkpoint).await?;
             }
-            lag.record(&self.pool, &checkpoint).await;
+            lag.record(&self.pool, &checkpoint, limit).await;
         }
         if let Some(sent) = in_flight.take() {
             self.settle(sent, &mut checkpoint).await?;
@@ -334,7 +368,8 @@ impl Relay {
     async fn settle(&self, sent: InFlight, checkpoint: &mut Checkpoint) -> Result<(), RelayError> {
         let (acknowledged, count, error) = sent.acknowledged().await;
         if let Some(last) = acknowledged {
-            tail::save_checkpoint(&self.pool, &self.settings.relay.name, &last).await?;
+            let saved = tail::save_checkpoint(&self.pool, &self.settings.relay.name, &last);
+            bounded("storing the checkpoint", self.limit(), saved).await?;
             *checkpoint = last;
             metrics::counter!("relay_events_published_total").increment(count as u64);
             metrics::gauge!("relay_refused_by_brokers").set(0.0);
@@ -344,34 +379,6 @@ impl Relay {
             Some(error) => {
                 metrics::counter!("relay_broker_errors_total").increment(1);
                 Err(error.into())
-            }
-        }
-    }
-}
-
-/// Measures the relay's lag at most once a second: the count is a query over the backlog, too
-/// costly to run after every batch while catching up.
-#[derive(Default)]
-struct LagProbe {
-    last: Option<std::time::Instant>,
-}
-
-impl LagProbe {
-    async fn record(&mut self, pool: &PgPool, checkpoint: &Checkpoint) {
-        if self
-            .last
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
-        {
-            return;
-        }
-        self.last = Some(std::time::Instant::now());
-        match tail::lag(pool, checkpoint).await {
-            Ok((events, seconds)) => {
-                metrics::gauge!("relay_lag_events").set(events as f64);
-                metrics::gauge!("relay_lag_seconds").set(seconds);
-            }
-            Err(error) => {
-                tracing::warn!(%error, "measuring relay lag failed; its gauges keep their last values")
             }
         }
     }

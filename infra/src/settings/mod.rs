@@ -87,6 +87,11 @@ pub struct RelaySettings {
     pub batch_max_bytes: i64,
     /// Polling fallback when no notification arrives.
     pub poll_interval_ms: u64,
+    /// The longest any one database wait of the publishing relay may take (reading a batch,
+    /// storing the checkpoint, measuring the lag) before it gives up, reconnects and starts
+    /// again from its checkpoint: a connection to a host that went away without closing it
+    /// never answers.
+    pub database_timeout_ms: u64,
     /// Checkpoint row name; relays sharing a name share progress and the lock.
     pub name: String,
 }
@@ -275,6 +280,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("relay.batch_size", "5000"),
     ("relay.batch_max_bytes", "8388608"),
     ("relay.poll_interval_ms", "500"),
+    ("relay.database_timeout_ms", "30000"),
     ("relay.name", "default"),
     ("projector.batch_size", "500"),
     ("projector.dead_letter_policy", "skip"),

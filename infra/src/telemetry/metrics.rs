@@ -53,7 +53,7 @@ pub const SERIES: &[(&str, Kind, Option<Unit>, &str)] = &[
     ("password_hash_duration_seconds", Kind::Histogram, Some(Unit::Seconds), "Time to hash or verify one password."),
     ("webhook_signatures_refused_total", Kind::Counter, None, "Payment callbacks refused for a missing, stale or wrong signature."),
     // relay
-    ("relay_active", Kind::Gauge, None, "1 while this process holds the relay lock and publishes."),
+    ("relay_active", Kind::Gauge, None, "1 while this process holds the relay lock and publishes (from the end of its setup: topics, schemas, checkpoint)."),
     ("relay_events_published_total", Kind::Counter, None, "Events acknowledged by the brokers."),
     ("relay_events_parked_total", Kind::Counter, None, "Events the relay could not encode and parked in relay_parked_events."),
     ("relay_errors_total", Kind::Counter, None, "Relay runs that ended in an error and restarted."),

@@ -2,6 +2,8 @@
 //! One newer than the relay knows is not parked: the relay waits for a relay that knows it.
 //! One the brokers refuse for good (larger than its topic allows) is neither: the relay holds
 //! there, says so on `relay_refused_by_brokers`, and publishes it once the topic takes it.
+//! A database that stops answering does not hold the relay silently: it gives up, says so on
+//! `relay_active`, and goes on once the database answers.
 
 use std::time::Duration;
 
@@ -290,5 +292,41 @@ async fn a_checkpoint_from_another_cluster_holds_the_relay_visibly() {
     assert!(out.status.success(), "{out:?}");
     let mut relay = spawn_relay(&stack.settings, free_port());
     wait_until_published(pool, Duration::from_secs(60)).await;
+    relay.kill();
+}
+
+/// A database wait that never ends (here storing the checkpoint, behind a lock; a connection
+/// to a host lost in a failover is the same to the relay) is given up after
+/// `relay.database_timeout_ms`: the relay counts an error, reads `relay_active 0` until it is
+/// publishing again (RelayInactive), and publishes once the database answers. Before, it
+/// waited for ever with `relay_active 1` and its lag gauges frozen, and no alert fired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_whose_database_stops_answering_gives_up_and_says_so() {
+    let stack = stack_without_relay().await;
+    let pool = &stack.app.pool;
+    let mut settings = stack.settings.clone();
+    settings.relay.database_timeout_ms = 1000;
+    let port = free_port();
+    let mut relay = spawn_relay(&settings, port);
+    stack.app.register(&unique_email()).await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_for_metric(port, "relay_active 1").await;
+
+    // A lock that holds the checkpoint's update and nothing else: one that takes a
+    // transaction id (an exclusive lock does) would hold back what the relay may read.
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE relay_checkpoints IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    stack.app.register(&unique_email()).await;
+    wait_for_metric(port, "relay_active 0").await;
+    let page = crate::support::projector::metrics_page(port).await;
+    let errors = crate::support::processes::metric_sum(&page, "relay_errors_total", &[]);
+    assert!(errors >= 1.0, "no relay error counted: {page}");
+
+    blocker.rollback().await.unwrap();
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_for_metric(port, "relay_active 1").await;
     relay.kill();
 }

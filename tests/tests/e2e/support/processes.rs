@@ -227,7 +227,11 @@ pub fn spawn_relay(settings: &Settings, ops_port: u16) -> Process {
             settings.kafka.delivery_timeout_ms.to_string(),
         )
         .env("APP__RELAY__POLL_INTERVAL_MS", "200")
-        .env("APP__RELAY__BATCH_SIZE", "50");
+        .env("APP__RELAY__BATCH_SIZE", "50")
+        .env(
+            "APP__RELAY__DATABASE_TIMEOUT_MS",
+            settings.relay.database_timeout_ms.to_string(),
+        );
     Process::spawn(command, "a relay process")
 }
 
