@@ -30,3 +30,46 @@ pub async fn save_offset<'e>(
     .await?;
     Ok(())
 }
+
+/// Moves `projection`'s stored offset in `topic`/`partition` back to `low`, the start of the
+/// partition's log, if it is past `high`, the log's end: the topic was recreated, or cut back
+/// (an unclean leader election), and every message it holds now sits below an offset that
+/// counted the old log's, so none would ever be applied. Done under the projection's lock (the
+/// one every batch takes), so no batch commits in between. Reading the log again from its
+/// start applies nothing twice: each aggregate's version skips what was applied. The offset
+/// stored afterwards.
+pub async fn reset_beyond_log(
+    pool: &sqlx::PgPool,
+    projection: &str,
+    topic: &str,
+    partition: i32,
+    (low, high): (i64, i64),
+) -> Result<Option<i64>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('projection:' || $1))")
+        .bind(projection)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE projection_offsets SET next_offset = $4
+         WHERE projection = $1 AND topic = $2 AND partition = $3 AND next_offset > $5",
+    )
+    .bind(projection)
+    .bind(topic)
+    .bind(partition)
+    .bind(low)
+    .bind(high)
+    .execute(&mut *tx)
+    .await?;
+    let stored = sqlx::query_scalar(
+        "SELECT next_offset FROM projection_offsets
+         WHERE projection = $1 AND topic = $2 AND partition = $3",
+    )
+    .bind(projection)
+    .bind(topic)
+    .bind(partition)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(stored)
+}

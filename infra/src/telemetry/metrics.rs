@@ -73,6 +73,7 @@ pub const SERIES: &[(&str, Kind, Option<Unit>, &str)] = &[
     ("projection_newer_events_waited_total", Kind::Counter, None, "Times a batch waited because a message was written by newer code than this projector (a rolling update under way)."),
     ("projection_dead_letter_retries_total", Kind::Counter, None, "Dead letters applied again on request (projector dead-letters retry, the admin console), by outcome (applied, refused, failed, error)."),
     ("projection_batches_isolated_total", Kind::Counter, None, "Batches retried one event at a time to find the one that fails, by projection."),
+    ("projection_log_resets_total", Kind::Counter, None, "Times a projection's stored offset was past the end of its partition's log (the topic recreated or cut back) and was moved back to the log's start, by projection."),
     ("projection_restarts_total", Kind::Counter, None, "Projection runs that ended in an error and restarted, by projection."),
     ("projection_consumer_errors_total", Kind::Counter, None, "Errors the Kafka consumer reported and recovers from by itself (a broker down or not answering); the consumer is kept."),
     ("projection_gaps_total", Kind::Counter, None, "Gaps in an aggregate's sequence seen by a projection, by projection."),

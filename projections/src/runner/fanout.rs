@@ -42,7 +42,7 @@ pub(super) struct Slot {
 
 pub struct Fanout {
     pub(super) slots: Vec<Slot>,
-    pool: PgPool,
+    pub(super) pool: PgPool,
     /// The positions, settings and decoder, shared with the catch-up tasks.
     pub(super) shared: Shared,
     /// Per partition, the offset after the last message the shared consumer handed out: a
@@ -193,6 +193,7 @@ impl Fanout {
                 return Err(RunError::Rebalance(error));
             }
             self.position_fresh(consumer).await?;
+            self.reset_beyond_log(consumer).await?;
             self.rejoin_caught_up().await?;
             // Only the wait for a batch's first message may be interrupted: `recv` gives up
             // nothing when dropped, while a batch being filled would lose what it holds.
@@ -274,6 +275,12 @@ impl Fanout {
             _ = stopped.changed() => return Ok(false),
         }
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.seek_to_starts(consumer)?;
+        Ok(true)
+    }
+
+    /// Moves the shared consumer to where each assigned partition's projections need it.
+    pub(super) fn seek_to_starts(&self, consumer: &Consumer) -> Result<(), RunError> {
         let mut tpl = TopicPartitionList::new();
         for (topic, partition) in self.shared.positions.assigned_of(&self.topics()) {
             let start = self.shared.positions.start(&topic, partition);
@@ -286,7 +293,7 @@ impl Fanout {
         if tpl.count() > 0 {
             seek(consumer, tpl)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Every topic of the fan-out's projections, once each.

@@ -15,6 +15,7 @@ mod batch;
 mod catch_up;
 mod fanout;
 mod letters;
+mod log_reset;
 mod positions;
 
 pub use fanout::Fanout;

@@ -34,6 +34,10 @@ struct Inner {
     /// Assigned since the loop last looked: their stored offsets may have moved on (another
     /// process applied them), so the loop reads them again.
     fresh: HashSet<Partition>,
+    /// Partitions whose high watermark, by the last statistics, is below a projection's
+    /// offset: the log was recreated or cut back, until the loop has looked (see
+    /// `super::log_reset`).
+    beyond_log: HashSet<Partition>,
 }
 
 pub(super) struct Positions {
@@ -126,6 +130,33 @@ impl Positions {
             .collect()
     }
 
+    /// The partitions the statistics found shorter than a projection's offset since the last
+    /// call.
+    pub(super) fn take_beyond_log(&self) -> Vec<Partition> {
+        self.lock().beyond_log.drain().collect()
+    }
+
+    /// The projections whose offset in `partition` is past `high`, the log's end.
+    pub(super) fn beyond(&self, partition: &Partition, high: i64) -> Vec<&'static str> {
+        let inner = self.lock();
+        inner
+            .tracks
+            .iter()
+            .filter(|t| t.next.get(partition).is_some_and(|next| *next > high))
+            .map(|t| t.name)
+            .collect()
+    }
+
+    /// Sets `projection`'s offset in `partition` to `next`, lower or not: after its stored
+    /// offset was moved back to the start of a log that was recreated ([`Self::merge`] only
+    /// moves forward).
+    pub(super) fn rewind(&self, projection: &str, partition: Partition, next: i64) {
+        let mut inner = self.lock();
+        if let Some(track) = inner.tracks.iter_mut().find(|t| t.name == projection) {
+            track.next.insert(partition, next);
+        }
+    }
+
     /// The assigned partitions of `topics`.
     pub(super) fn assigned_of(&self, topics: &[String]) -> Vec<Partition> {
         self.lock()
@@ -160,6 +191,7 @@ impl Positions {
             let partition = (element.topic().to_owned(), element.partition());
             inner.assigned.remove(&partition);
             inner.fresh.remove(&partition);
+            inner.beyond_log.remove(&partition);
         }
     }
 }
@@ -188,8 +220,11 @@ impl ClientContext for Context {
     /// `projection_consumer_lag{projection}`: per assigned partition of its topics, the high
     /// watermark minus the next offset it has to apply (librdkafka's own lag counts from
     /// offsets committed to Kafka, which this consumer never commits: they live in PostgreSQL).
+    /// A partition whose high watermark is below a projection's offset is noted for the loop,
+    /// which wakes up to look at it.
     fn stats(&self, statistics: Statistics) {
-        let inner = self.positions.lock();
+        let mut inner = self.positions.lock();
+        let mut beyond = Vec::new();
         for track in &inner.tracks {
             let mut lag = 0i64;
             for (topic, partition) in inner.assigned.keys() {
@@ -211,9 +246,17 @@ impl ClientContext for Context {
                     .get(&(topic.clone(), *partition))
                     .copied()
                     .unwrap_or(stats.lo_offset.max(0));
+                if next > stats.hi_offset {
+                    beyond.push((topic.clone(), *partition));
+                }
                 lag += (stats.hi_offset - next).max(0);
             }
             metrics::gauge!("projection_consumer_lag", "projection" => track.name).set(lag as f64);
+        }
+        if !beyond.is_empty() {
+            inner.beyond_log.extend(beyond);
+            drop(inner);
+            self.positions.assigned.notify_one();
         }
     }
 }

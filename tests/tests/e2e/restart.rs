@@ -28,6 +28,19 @@ async fn write_users(stack: &Stack, users: usize) {
     }
 }
 
+/// Writes `after` more users with no projector running, starts one and waits until it has
+/// projected everything; its metrics port.
+async fn write_then_project(stack: &Stack, after: usize) -> (Process, String) {
+    let pool = &stack.app.pool;
+    write_users(stack, after).await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    let port = free_port();
+    let projector = spawn_projector_on(&stack.settings, port);
+    wait_until_projected(pool, Duration::from_secs(60)).await;
+    assert_read_models_match_the_events(pool).await;
+    (projector, metrics_page(port).await)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_projector_consumes_only_what_came_after_its_stored_offsets() {
     let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
@@ -40,13 +53,7 @@ async fn a_restarted_projector_consumes_only_what_came_after_its_stored_offsets(
     // kill -9: only what was committed (offsets with rows) survives.
     drop(first);
 
-    write_users(&stack, after).await;
-    wait_until_published(pool, Duration::from_secs(60)).await;
-    let port = free_port();
-    let second = spawn_projector_on(&stack.settings, port);
-    wait_until_projected(pool, Duration::from_secs(60)).await;
-    assert_read_models_match_the_events(pool).await;
-    let page = metrics_page(port).await;
+    let (second, page) = write_then_project(&stack, after).await;
     let consumed = projection_counter(&page, "projection_messages_consumed_total", "users");
     let applied = projection_counter(&page, "projection_events_applied_total", "users");
     eprintln!(
@@ -59,6 +66,38 @@ async fn a_restarted_projector_consumes_only_what_came_after_its_stored_offsets(
         (2 * after) as f64,
         "the restarted projector re-read messages it had committed"
     );
+    drop(second);
+}
+
+/// A partition whose log ends before the projections' stored offsets (the topic recreated, or
+/// cut back by an unclean election; here the offsets are moved past the log's end, as a
+/// recreated topic leaves them) is read again from its start: what is published next is
+/// applied, what was applied is skipped by version. Before, every message of the new log sat
+/// below the stored offsets and was skipped as applied, silently, with the lag reading 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_log_shorter_than_the_stored_offsets_is_read_again_from_its_start() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let pool = &stack.app.pool;
+    write_users(&stack, 5).await;
+    let first = spawn_projector_on(&stack.settings, free_port());
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_until_projected(pool, Duration::from_secs(60)).await;
+    drop(first);
+
+    let moved = sqlx::query(
+        "UPDATE projection_offsets SET next_offset = next_offset + 1000 WHERE topic = $1",
+    )
+    .bind(format!("{}users.events", stack.settings.kafka.topic_prefix))
+    .execute(pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert!(moved > 0, "no stored offsets for users.events");
+    let (second, page) = write_then_project(&stack, 3).await;
+    let resets = projection_counter(&page, "projection_log_resets_total", "users");
+    assert!(resets >= 1.0, "no reset counted: {page}");
+    let applied = projection_counter(&page, "projection_events_applied_total", "users");
+    assert_eq!(applied, 6.0, "only the new events applied");
     drop(second);
 }
 

@@ -1,0 +1,68 @@
+//! A partition whose log is shorter than a projection's stored offset.
+//!
+//! Offsets are positions in one log. When a topic is deleted and created again (an operator,
+//! a rebuilt cluster, a wiped broker volume beside a kept database), or a partition is cut back
+//! by an unclean leader election, the relay goes on publishing from its own checkpoint into a
+//! log that starts again at a lower offset, and every message there sits below the offsets the
+//! projections stored for the old log: none would be applied, nothing dead-lettered, and the
+//! lag, counted up to the high watermark, would read 0. The consumer's statistics note such a
+//! partition ([`super::positions`]); the loop asks the brokers for its watermarks, and where
+//! the log really ends below a projection's offset, moves that offset back to the log's start
+//! ([`crate::offsets::reset_beyond_log`]) and reads the partition again from there. Nothing is
+//! applied twice: each aggregate's version skips what was. Events the old log held and the new
+//! one lacks come from the event store, as any gap does.
+
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer as _;
+
+use super::fanout::{Consumer, Fanout};
+use super::RunError;
+
+impl Fanout {
+    /// Looks at the partitions the statistics found shorter than a projection's offset; moves
+    /// back every offset past the end of its log, and the consumer with them.
+    pub(super) async fn reset_beyond_log(&mut self, consumer: &Consumer) -> Result<(), RunError> {
+        let suspects = self.shared.positions.take_beyond_log();
+        let mut reset = false;
+        for (topic, partition) in suspects {
+            let watermarks = tokio::task::block_in_place(|| {
+                consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))
+            });
+            let (low, high) = match watermarks {
+                Ok(watermarks) => watermarks,
+                Err(error) => {
+                    // The next statistics note it again.
+                    tracing::debug!(%topic, partition, %error, "reading a partition's watermarks failed");
+                    continue;
+                }
+            };
+            let key = (topic.clone(), partition);
+            for name in self.shared.positions.beyond(&key, high) {
+                let stored = crate::offsets::reset_beyond_log(
+                    &self.pool,
+                    name,
+                    &topic,
+                    partition,
+                    (low, high),
+                )
+                .await?;
+                let next = stored.unwrap_or(low);
+                tracing::error!(projection = name, %topic, partition, low, high, next,
+                    "the partition's log ends before this projection's stored offset (the topic \
+                     was recreated, or the partition cut back): reading it again from its start; \
+                     what was applied is skipped by version");
+                metrics::counter!("projection_log_resets_total", "projection" => name).increment(1);
+                self.shared.positions.rewind(name, key.clone(), next);
+                reset = true;
+            }
+        }
+        if reset {
+            // Every projection reads from the shared consumer again, from the offsets it has
+            // now: a catch-up task's own consumer would still skip the log's messages.
+            self.finish_catch_ups().await?;
+            self.seek_to_starts(consumer)?;
+        }
+        Ok(())
+    }
+}
