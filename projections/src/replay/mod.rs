@@ -28,6 +28,7 @@
 pub mod as_of;
 mod kafka;
 mod letters;
+mod outcomes;
 pub mod runs;
 mod set;
 mod shape;
@@ -275,11 +276,14 @@ pub async fn rollback(
     let (schema, since) = row.ok_or(ReplayError::NoPrevious(model.name()))?;
     // Made ready in one transaction: a reshaping cut short leaves the set as it was.
     let mut tx = pool.begin().await?;
-    let set = Set::load(&mut tx, &schema, model).await?;
+    let mut report = Report::default();
+    let set = Set::load(&mut tx, &schema, model)
+        .await?
+        .keeping_outcomes(&mut tx, &mut report)
+        .await?;
     shape::conform(&mut tx, &schema, model).await?;
     let since = oldest_lacking(&mut tx, &schema, model, since).await?;
     tx.commit().await?;
-    let mut report = Report::default();
     let swapped =
         swap::catch_up_and_swap(pool, model, false, set, since, &mut report, progress).await;
     swapped.map(|()| report)

@@ -27,6 +27,9 @@ pub(super) struct Set {
     applied: Applied,
     /// What changed in `applied` since it was last saved.
     changed: Applied,
+    /// Whether what each chunk folded and refused is kept in the set's schema as well
+    /// ([`Set::keeping_outcomes`]).
+    pub(super) keeps_outcomes: bool,
 }
 
 impl Set {
@@ -37,6 +40,7 @@ impl Set {
             base,
             applied: Applied::new(),
             changed: Applied::new(),
+            keeps_outcomes: false,
         }
     }
 
@@ -203,10 +207,13 @@ impl Set {
             .execute(&mut *conn)
             .await?;
         let rows: Vec<&sqlx::postgres::PgRow> = rows.iter().collect();
-        report.failed.extend(apply_rows(conn, model, &rows).await?);
-        report
-            .caught_up
-            .extend(fresh.iter().map(|(position, _, _)| *position));
+        let refused = apply_rows(conn, model, &rows).await?;
+        let positions: Vec<i64> = fresh.iter().map(|(position, _, _)| *position).collect();
+        if self.keeps_outcomes {
+            self.keep_outcomes(conn, &positions, &refused).await?;
+        }
+        report.failed.extend(refused);
+        report.caught_up.extend(positions);
         for (_, key, sequence) in fresh {
             self.applied.insert(key.clone(), *sequence);
             self.changed.insert(key.clone(), *sequence);

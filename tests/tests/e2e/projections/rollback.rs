@@ -84,14 +84,9 @@ fn spawn_rollback(settings: &infra::settings::Settings) -> Process {
     Process::spawn(command, "a rollback")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_rollback_cut_short_applies_nothing_twice_when_run_again() {
-    let (stack, _projector) = projected_commerce(1).await;
-    let (pool, settings) = (&stack.app.pool, &stack.settings);
-    previous_set_behind(pool, settings).await;
-    let before = orders_counted(pool).await;
-
-    // The projection's lock held: the rollback catches its set up, then waits to swap.
+/// A rollback of analytics killed once its catch-up is done: the projection's lock held, it
+/// catches its set up, then waits to swap.
+async fn rollback_killed_waiting_to_swap(pool: &PgPool, settings: &infra::settings::Settings) {
     let mut holder = pool.begin().await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('projection:analytics'))")
         .execute(&mut *holder)
@@ -108,6 +103,16 @@ async fn a_rollback_cut_short_applies_nothing_twice_when_run_again() {
     .await;
     rollback.kill();
     holder.rollback().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollback_cut_short_applies_nothing_twice_when_run_again() {
+    let (stack, _projector) = projected_commerce(1).await;
+    let (pool, settings) = (&stack.app.pool, &stack.settings);
+    previous_set_behind(pool, settings).await;
+    let before = orders_counted(pool).await;
+
+    rollback_killed_waiting_to_swap(pool, settings).await;
 
     let out = run_projector(settings, &["rollback", "analytics"]);
     assert!(out.status.success(), "{out:?}");
@@ -214,11 +219,10 @@ async fn letters_of(pool: &PgPool, event_id: &str) -> i64 {
     .unwrap()
 }
 
-/// An event the rollback's catch-up cannot apply to the set it brings back becomes a dead
-/// letter, and the rollback says so and exits 1. Before, it was marked applied with no trace
-/// and the rollback exited 0: the live model lacked the event and nothing could retry it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_event_the_rollback_cannot_apply_becomes_a_dead_letter() {
+/// A capture the live set takes and the previous set refuses, then `rollback analytics`
+/// (first killed once after its catch-up, when `cut_short`): it exits 1 naming the capture,
+/// which has one dead letter.
+async fn a_refused_capture_is_dead_lettered_by_the_rollback(cut_short: bool) {
     let (stack, _projector) = projected_commerce(1).await;
     let (pool, settings) = (&stack.app.pool, &stack.settings);
     captured(&stack).await;
@@ -233,6 +237,9 @@ async fn an_event_the_rollback_cannot_apply_becomes_a_dead_letter() {
     nearly_full(pool, &previous).await;
     let capture = captured(&stack).await;
     assert_eq!(letters_of(pool, &capture).await, 0, "the live set took it");
+    if cut_short {
+        rollback_killed_waiting_to_swap(pool, settings).await;
+    }
 
     let out = run_projector(settings, &["rollback", "analytics"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -246,6 +253,24 @@ async fn an_event_the_rollback_cannot_apply_becomes_a_dead_letter() {
         1,
         "the refused capture's dead letter"
     );
+}
+
+/// An event the rollback's catch-up cannot apply to the set it brings back becomes a dead
+/// letter, and the rollback says so and exits 1. Before, it was marked applied with no trace
+/// and the rollback exited 0: the live model lacked the event and nothing could retry it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_the_rollback_cannot_apply_becomes_a_dead_letter() {
+    a_refused_capture_is_dead_lettered_by_the_rollback(false).await;
+}
+
+/// A rollback cut short after its catch-up (killed while it waited to swap) and run again
+/// still gives the event its catch-up refused a dead letter, and says so. Before, the second
+/// run found the event held by the set already (the first run's chunk had committed), and
+/// the refusal, known only to the first run, was lost: the live model lacked the event with
+/// no dead letter, and the rollback exited 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollback_cut_short_and_run_again_still_dead_letters_what_it_refused() {
+    a_refused_capture_is_dead_lettered_by_the_rollback(true).await;
 }
 
 /// A dead letter a replay resolved (its new set applied the event) comes back when the
