@@ -15,6 +15,7 @@ pub struct Progress {
     started: Instant,
     reported: Option<Instant>,
     terminal: bool,
+    failed: bool,
 }
 
 impl Progress {
@@ -27,6 +28,7 @@ impl Progress {
             started: Instant::now(),
             reported: None,
             terminal: std::io::stderr().is_terminal(),
+            failed: false,
         }
     }
 
@@ -42,6 +44,13 @@ impl Progress {
     pub fn finish(mut self) -> u64 {
         self.report(true);
         self.done
+    }
+
+    /// The last report of a job that ended as `outcome` says: done, or failed (a failed job's
+    /// last line must not read as finished work); returns the items done.
+    pub fn end<T, E>(mut self, outcome: &Result<T, E>) -> u64 {
+        self.failed = outcome.is_err();
+        self.finish()
     }
 
     fn report(&mut self, last: bool) {
@@ -76,7 +85,11 @@ impl Progress {
             } else {
                 String::new()
             };
-            let state = if last { "done: " } else { "" };
+            let state = match (last, self.failed) {
+                (false, _) => "",
+                (true, false) => "done: ",
+                (true, true) => "failed: ",
+            };
             format!("{}: {state}{}{of} ({rate:.0}/s{eta})", self.job, self.done)
         } else {
             serde_json::json!({
@@ -86,6 +99,7 @@ impl Progress {
                 "rate_per_second": (rate * 10.0).round() / 10.0,
                 "eta_seconds": left.map(|s| (s * 10.0).round() / 10.0),
                 "finished": last,
+                "failed": self.failed,
             })
             .to_string()
         }
@@ -116,5 +130,15 @@ mod tests {
         assert!(text.contains("s left"), "{text}");
         progress.done = 100;
         assert!(progress.line(true).starts_with("export: done: 100 of 100"));
+        progress.failed = true;
+        assert!(progress
+            .line(true)
+            .starts_with("export: failed: 100 of 100"));
+        progress.terminal = false;
+        let line: serde_json::Value = serde_json::from_str(&progress.line(true)).unwrap();
+        assert_eq!(
+            (&line["finished"], &line["failed"]),
+            (&true.into(), &true.into())
+        );
     }
 }

@@ -199,14 +199,23 @@ async fn connect(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
         .context("connecting to the database")
 }
 
-/// The read models `names` name (`all`: every one).
+/// The read models `names` name (`all`: every one), each once, in the order first named: a
+/// model named twice was replayed twice, and the second swap dropped the set the first had
+/// kept for `rollback`, while its name was still printed.
 fn models(names: &[String]) -> anyhow::Result<Vec<&'static dyn ReadModel>> {
     match names {
         [all] if all == "all" => Ok(projections::READ_MODELS.to_vec()),
-        names => names
-            .iter()
-            .map(|n| projections::read_model(n).with_context(|| format!("no read model {n:?}")))
-            .collect(),
+        names => {
+            let mut models: Vec<&'static dyn ReadModel> = Vec::new();
+            for name in names {
+                let model = projections::read_model(name)
+                    .with_context(|| format!("no read model {name:?}"))?;
+                if !models.iter().any(|m| m.name() == model.name()) {
+                    models.push(model);
+                }
+            }
+            Ok(models)
+        }
     }
 }
 

@@ -64,6 +64,16 @@ pub enum Origin<'a> {
     Kafka(&'a infra::settings::Settings),
 }
 
+/// A replay that failed: the error, and the reports of the models it had swapped in before
+/// (they stay swapped in, each with its previous set kept for `rollback`).
+#[derive(Debug, thiserror::Error)]
+#[error("the replay stopped after swapping in {} of its read models", .swapped.len())]
+pub struct Interrupted {
+    pub swapped: Vec<Report>,
+    #[source]
+    pub error: ReplayError,
+}
+
 /// What a replay or rollback did.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -159,10 +169,11 @@ pub async fn replay(
     models: &[&'static dyn ReadModel],
     origin: Origin<'_>,
     progress: &mut dyn FnMut(u64),
-) -> Result<Vec<Report>, ReplayError> {
+) -> Result<Vec<Report>, Interrupted> {
     // Every schema is recorded before it is created: a failure anywhere drops all of them.
     let mut schemas: Vec<String> = Vec::new();
     let created = create_sets(pool, lease, models, &mut schemas).await;
+    let mut reports = Vec::new();
     let built = async {
         let (mut targets, start) = created?;
         let (applied, catch_up_from) = match origin {
@@ -181,7 +192,6 @@ pub async fn replay(
             }
         };
         let applied = std::sync::Arc::new(applied);
-        let mut reports = Vec::new();
         for target in build_sets(pool, targets, &applied).await? {
             let mut report = Report {
                 events: target.events,
@@ -201,7 +211,7 @@ pub async fn replay(
             .await?;
             reports.push(report);
         }
-        Ok::<_, ReplayError>(reports)
+        Ok::<_, ReplayError>(())
     }
     .await;
     if built.is_err() {
@@ -213,7 +223,13 @@ pub async fn replay(
                 .await;
         }
     }
-    built
+    match built {
+        Ok(()) => Ok(reports),
+        Err(error) => Err(Interrupted {
+            swapped: reports,
+            error,
+        }),
+    }
 }
 
 /// Finishes each target's set after the first pass: the rows its fold still holds, its

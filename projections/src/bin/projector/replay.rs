@@ -72,10 +72,13 @@ pub async fn replay(
         run.advance(n);
     })
     .await;
-    progress.finish();
+    progress.end(&replayed);
     run.finish(&replayed).await;
     lease.release().await;
-    let reports = replayed.context("replaying")?;
+    let (reports, failure) = match replayed {
+        Ok(reports) => (reports, None),
+        Err(interrupted) => (interrupted.swapped, Some(interrupted.error)),
+    };
     let mut clean = true;
     for (model, report) in models.iter().zip(&reports) {
         infra::outln!(
@@ -93,6 +96,15 @@ pub async fn replay(
         clean &= report.failed.is_empty();
     }
     pool.close().await;
+    if let Some(error) = failure {
+        let left: Vec<&str> = models[reports.len()..].iter().map(|m| m.name()).collect();
+        return Err(error).with_context(|| {
+            format!(
+                "replaying (not swapped in: {}; their live sets are untouched)",
+                left.join(", ")
+            )
+        });
+    }
     Ok(if clean {
         ExitCode::SUCCESS
     } else {
@@ -114,7 +126,7 @@ pub async fn rollback(settings: Settings, name: &str) -> anyhow::Result<ExitCode
         run.advance(n);
     })
     .await;
-    progress.finish();
+    progress.end(&result);
     run.finish(&result).await;
     lease.release().await;
     pool.close().await;
@@ -210,7 +222,7 @@ pub async fn as_of(
         run.advance(n);
     })
     .await;
-    progress.finish();
+    progress.end(&built);
     run.finish(&built).await;
     lease.release().await;
     pool.close().await;

@@ -1,6 +1,7 @@
 //! What a replay's swap settles besides the tables: the live projection's dead letters of
 //! events the new set applied go (retried, they would apply twice), and the events the new set
 //! could not apply become its dead letters (else the live set would lack them in silence).
+//! A replay of several models that fails at one says which it swapped in before.
 
 use std::time::Duration;
 
@@ -67,4 +68,60 @@ async fn a_replay_settles_the_dead_letters_of_what_it_applied_and_refused() {
     );
     let out = run_projector(settings, &["verify", "analytics"]);
     assert!(out.status.success(), "{out:?}");
+}
+
+/// `replay users orders users`, where the orders swap fails (an event trigger refuses moving
+/// the live orders table out): users is replayed once, its line names a previous set that
+/// exists, the error names orders as not swapped in, and the progress's last line says the
+/// job failed. Before, users was replayed twice (the second swap dropped the set the first had
+/// kept for `rollback`), nothing said users had been swapped in, and the progress read
+/// finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_failing_midway_names_what_it_swapped_in_once() {
+    let (stack, _projector) = projected_commerce(1).await;
+    let (pool, settings) = (&stack.app.pool, &stack.settings);
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_orders_swap() RETURNS event_trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands()
+                        WHERE object_identity LIKE 'previous\\_orders\\_%.rm\\_orders') THEN
+                 RAISE EXCEPTION 'the orders swap is refused by this test';
+             END IF;
+         END $$;
+         CREATE EVENT TRIGGER refuse_orders_swap ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+             EXECUTE FUNCTION refuse_orders_swap();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let out = run_projector(settings, &["replay", "users", "orders", "users"]);
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("users: rebuilt"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{said}");
+    let previous: String = sqlx::query_scalar(
+        "SELECT schema_name FROM projection_previous_sets WHERE projection = 'users'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(lines[0].contains(&previous), "{said}");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(&previous)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(exists, "{previous} was dropped");
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(errors.contains("not swapped in: orders"), "{errors}");
+    let last: serde_json::Value = errors
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|l| l["job"] == "replay")
+        .expect("a progress line");
+    assert_eq!(last["failed"], true, "{last}");
 }
