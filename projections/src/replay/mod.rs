@@ -47,6 +47,15 @@ pub enum ReplayError {
     Database(#[from] sqlx::Error),
     #[error("{0} has no previous table set (nothing to roll back to)")]
     NoPrevious(&'static str),
+    /// A migration changed the live table's columns since the set was swapped out: swapped
+    /// back in, the set would undo the migration for good (every later replay copies the live
+    /// shape), and its rows were never written with those columns.
+    #[error(
+        "{table} no longer has the live table's columns ({differences}; the set's, then the \
+         live table's): a migration changed them since the replay, and rolling back would undo \
+         it; run `projector replay` instead"
+    )]
+    Shape { table: String, differences: String },
     #[error("reading the topics: {0}")]
     Source(String),
     #[error(

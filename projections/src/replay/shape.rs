@@ -4,23 +4,62 @@
 //! the live tables' collations or keys (`20261202000001_identifier_keys.sql` did, for
 //! `rm_audit`); swapping the old shape back in would undo it for good, since every later
 //! replay copies the live shape, and would change the columns under the query API's prepared
-//! statements.
+//! statements. Collations and the primary key are given the live shape; any other difference
+//! in the columns (one added, dropped or retyped since) refuses the rollback before anything
+//! is changed, since the set's rows were never written with those columns.
 
 use sqlx::PgConnection;
 
+use super::ReplayError;
 use crate::projection::ReadModel;
 
 /// Gives each of `model`'s tables in `schema` the live table's column collations and primary
-/// key, where they differ.
+/// key, where they differ; refuses a set whose columns differ otherwise.
 pub(super) async fn conform(
     conn: &mut PgConnection,
     schema: &str,
     model: &'static dyn ReadModel,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), ReplayError> {
     for table in model.tables() {
         conform_table(conn, schema, table.name).await?;
+        let differences = column_differences(conn, schema, table.name).await?;
+        if !differences.is_empty() {
+            return Err(ReplayError::Shape {
+                table: format!("{schema}.{}", table.name),
+                differences: differences.join("; "),
+            });
+        }
     }
     Ok(())
+}
+
+/// The columns of `name` in `schema` and of the live table that differ in name, type or
+/// nullability, each said as `<column>: <set's> / <live's>` (`absent` for a missing one).
+async fn column_differences(
+    conn: &mut PgConnection,
+    schema: &str,
+    name: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH cols AS (
+             SELECT a.attrelid, a.attname::text AS name,
+                    format_type(a.atttypid, a.atttypmod)
+                      || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END AS shape
+             FROM pg_attribute a
+             WHERE a.attrelid IN (format('%I.%I', $1, $2)::regclass, format('public.%I', $2)::regclass)
+               AND a.attnum > 0 AND NOT a.attisdropped),
+         s AS (SELECT name, shape FROM cols WHERE attrelid = format('%I.%I', $1, $2)::regclass),
+         l AS (SELECT name, shape FROM cols WHERE attrelid = format('public.%I', $2)::regclass)
+         SELECT coalesce(s.name, l.name) || ': ' || coalesce(s.shape, 'absent') || ' / '
+                || coalesce(l.shape, 'absent')
+         FROM s FULL JOIN l ON s.name = l.name
+         WHERE s.shape IS DISTINCT FROM l.shape
+         ORDER BY 1",
+    )
+    .bind(schema)
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await
 }
 
 async fn conform_table(

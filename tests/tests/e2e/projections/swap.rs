@@ -1,7 +1,8 @@
 //! What a replay's swap settles besides the tables: the live projection's dead letters of
 //! events the new set applied go (retried, they would apply twice), and the events the new set
 //! could not apply become its dead letters (else the live set would lack them in silence).
-//! A replay of several models that fails at one says which it swapped in before.
+//! A replay of several models that fails at one says which it swapped in before. A rollback
+//! refuses a set whose columns a migration has changed since.
 
 use std::time::Duration;
 
@@ -124,4 +125,33 @@ async fn a_replay_failing_midway_names_what_it_swapped_in_once() {
         .rfind(|l| l["job"] == "replay")
         .expect("a progress line");
     assert_eq!(last["failed"], true, "{last}");
+}
+
+/// A column added to a live table after a replay: the rollback to the set swapped out then is
+/// refused, naming the column, and the live table keeps it. Before, the set's older tables
+/// were swapped back in without it, undoing the migration for good (every later replay copies
+/// the live shape), and every statement using the column failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollback_refuses_a_set_a_migration_has_changed_since() {
+    let (stack, _projector) = projected_commerce(1).await;
+    let (pool, settings) = (&stack.app.pool, &stack.settings);
+    let out = run_projector(settings, &["replay", "orders"]);
+    assert!(out.status.success(), "{out:?}");
+    sqlx::query("ALTER TABLE rm_orders ADD COLUMN note text")
+        .execute(pool)
+        .await
+        .unwrap();
+    let out = run_projector(settings, &["rollback", "orders"]);
+    assert!(!out.status.success(), "{out:?}");
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(errors.contains("note: absent / text"), "{errors}");
+    let kept: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                        WHERE table_schema = 'public' AND table_name = 'rm_orders'
+                          AND column_name = 'note')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(kept, "the rollback undid the migration");
 }
