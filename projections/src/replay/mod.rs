@@ -56,6 +56,11 @@ pub enum ReplayError {
          it; run `projector replay` instead"
     )]
     Shape { table: String, differences: String },
+    #[error(
+        "the swap could not lock {tables} in {attempts} attempts over ten minutes: sessions kept \
+         them busy (see pg_locks); the live set is untouched"
+    )]
+    Locks { tables: String, attempts: u32 },
     #[error("reading the topics: {0}")]
     Source(String),
     #[error(

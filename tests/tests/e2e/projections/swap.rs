@@ -2,7 +2,8 @@
 //! events the new set applied go (retried, they would apply twice), and the events the new set
 //! could not apply become its dead letters (else the live set would lack them in silence).
 //! A replay of several models that fails at one says which it swapped in before. A rollback
-//! refuses a set whose columns a migration has changed since.
+//! refuses a set whose columns a migration has changed since. A swap waiting for a lock holds
+//! no reader up meanwhile.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use serde_json::json;
 
 use crate::support::app::unique_email;
 use crate::support::database::insert_user_registered;
-use crate::support::processes::run_projector;
+use crate::support::processes::{run_projector, service_command, Process};
 use crate::support::projector::projected_commerce;
 use crate::support::stack::wait_until_published;
 
@@ -154,4 +155,57 @@ async fn a_rollback_refuses_a_set_a_migration_has_changed_since() {
     .await
     .unwrap();
     assert!(kept, "the rollback undid the migration");
+}
+
+/// A swap that cannot have the projection's versions at once (a session holds their partition,
+/// as a vacuum of it does) keeps no lock on the live tables meanwhile: a reader of them is
+/// answered while the swap waits, and the swap goes through once the partition is free.
+/// Before, the swap took the live tables first and held them while it waited, so every reader
+/// waited too (the query API ran out of connections and failed unrelated reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_swap_waiting_for_a_lock_holds_no_reader_up() {
+    let (stack, _projector) = projected_commerce(1).await;
+    let (pool, settings) = (&stack.app.pool, &stack.settings);
+    let mut vacuum = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE projection_versions_orders IN SHARE UPDATE EXCLUSIVE MODE")
+        .execute(&mut *vacuum)
+        .await
+        .unwrap();
+    let mut command = service_command("projector", settings);
+    command.args(["replay", "orders"]);
+    let mut replay = Process::spawn(command, "a replay of orders");
+    // Until the swap asks for its locks (and, before the fix, holds the live tables).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND (query LIKE 'LOCK TABLE public.rm_orders%'
+                        OR query LIKE 'ALTER TABLE projection_versions DETACH%'))",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the swap never asked for its locks"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut reader = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '3s'")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let read = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rm_orders")
+        .fetch_one(&mut *reader)
+        .await;
+    reader.rollback().await.unwrap();
+    assert!(read.is_ok(), "a reader of the live orders waited: {read:?}");
+    vacuum.rollback().await.unwrap();
+    let status = replay.wait_for_exit(Duration::from_secs(120), "the replay never ended");
+    assert!(status.success(), "{status:?}");
 }
