@@ -47,7 +47,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
-use moka::ops::compute::Op;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -73,6 +72,14 @@ const LISTENING_POLL: Duration = Duration::from_secs(1);
 
 /// What an entry weighs beyond its body and tag: key, version, pointers and moka's own share.
 const ENTRY_OVERHEAD: usize = 128;
+
+/// How far past the event store's version of an aggregate a `min_version` may lie and still
+/// be waited for: the process manager, say, may append a few events within a wait, never
+/// this many. A read asking for more is answered at once (and the store asked only when the
+/// read model is this far behind it too): it held a waiter's place and a connection slot for
+/// the whole wait, and a few accounts asking for the largest version kept every other reader
+/// from waiting at all.
+const REACHABLE_AHEAD: i64 = 100;
 
 struct Shard {
     generation: AtomicU64,
@@ -231,8 +238,19 @@ impl ReadCache {
         };
         match &found {
             Some(found) if found.version >= min => return Ok(found.clone()),
-            // The read model has the resource, so the aggregate exists: wait for the version.
-            Some(_) => {}
+            // The read model has the resource, so the aggregate exists: wait for the version,
+            // unless no wait can bring it (see `REACHABLE_AHEAD`).
+            Some(found) => {
+                if min - found.version > REACHABLE_AHEAD
+                    && (committed().await.map_err(Miss::Failed)?)
+                        .is_none_or(|stored| min - stored > REACHABLE_AHEAD)
+                {
+                    return Err(Miss::Behind {
+                        current: Some(found.version),
+                        waited: started.elapsed(),
+                    });
+                }
+            }
             // A version beyond the event store's may still be written within the wait (by the
             // process manager, say), so only an aggregate without any event ends it at once.
             None => {
@@ -341,48 +359,6 @@ impl ReadCache {
         }
         Ok(loaded)
     }
-
-    /// Stores `fresh` unless a change was notified since `generation` was read (then `fresh`
-    /// may be superseded already), the listener is down, or its owner is not known yet;
-    /// never replaces one of higher rank (a newer version, or an order's same version with
-    /// more money moved: a reader whose snapshot predates a capture must not put back the
-    /// order as it was before it). The check is repeated after the store: a notification
-    /// that arrived in between may have invalidated the key before the store, so the store is
-    /// undone.
-    async fn store(&self, key: Key, fresh: &Arc<Representation>, shard: &Shard, generation: u64) {
-        let unchanged =
-            || self.is_listening() && shard.generation.load(Ordering::SeqCst) == generation;
-        if fresh.owner.is_none() || !unchanged() {
-            self.drop_older(key, fresh.rank()).await;
-            return;
-        }
-        let fresh = fresh.clone();
-        self.entries
-            .entry(key)
-            .and_compute_with(|existing| {
-                let newer_cached = existing.is_some_and(|e| e.value().rank() > fresh.rank());
-                std::future::ready(if newer_cached {
-                    Op::Nop
-                } else {
-                    Op::Put(fresh)
-                })
-            })
-            .await;
-        if !unchanged() {
-            self.entries.invalidate(&key).await;
-        }
-    }
-
-    /// Drops the entry of `key` if it ranks below `rank` (what was just read).
-    async fn drop_older(&self, key: Key, rank: (i64, i64, i64)) {
-        self.entries
-            .entry(key)
-            .and_compute_with(|existing| {
-                let older = existing.is_some_and(|e| e.value().rank() < rank);
-                std::future::ready(if older { Op::Remove } else { Op::Nop })
-            })
-            .await;
-    }
 }
 
 /// Who waits: what they may see, and the customer they are (`None`: staff or a service).
@@ -393,6 +369,7 @@ struct Reader<'a> {
 
 mod entry;
 mod listen;
+mod store;
 #[cfg(test)]
 mod tests;
 mod wait;

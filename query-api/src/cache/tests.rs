@@ -530,3 +530,30 @@ async fn one_customer_cannot_hold_every_waiting_place() {
     let waited = wait(cache.clone(), Some(greedy)).await.unwrap_err();
     assert!(matches!(waited, Miss::Behind { .. }), "{waited:?}");
 }
+
+/// A `min_version` further past the event store's version than any wait can bring is answered
+/// at once as behind, with what the read model has. Before, it waited the whole bounded wait,
+/// holding a waiter's place: a few accounts asking for the largest version filled them all.
+#[tokio::test]
+async fn a_version_no_wait_can_reach_is_answered_at_once() {
+    let cache = ReadCache::new(1 << 20, Duration::from_secs(60), Duration::from_secs(30), 8);
+    cache.listening.store(true, Ordering::SeqCst);
+    let key = Key::User(Uuid::now_v7());
+    let load = || std::future::ready(Ok::<_, ()>(Some(rep(1))));
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        cache.get(key, Some(i64::MAX), load, committed(1)),
+    )
+    .await
+    .expect("the read waited for a version no wait can reach");
+    assert!(
+        matches!(
+            answer,
+            Err(Miss::Behind {
+                current: Some(1),
+                ..
+            })
+        ),
+        "{answer:?}"
+    );
+}
