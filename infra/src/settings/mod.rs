@@ -203,19 +203,20 @@ impl Settings {
             (!value.trim().is_empty()).then(|| (key.to_owned(), value))
         })
         .collect();
-        Self::load_with(file.as_deref(), conventional)
+        Self::load_with(file.as_deref(), conventional, None)
     }
 
     /// Defaults, then `file`, then `APP__...` environment variables.
     pub fn load_from(file: Option<&str>) -> Result<Self, SettingsError> {
-        Self::load_with(file, HashMap::new())
+        Self::load_with(file, HashMap::new(), None)
     }
 
     /// As [`Self::load_from`], with `conventional` (keys like `database__url`) between the
-    /// file and the `APP__...` variables.
+    /// file and the `APP__...` variables (`app`: those instead of the process's).
     fn load_with(
         file: Option<&str>,
         conventional: HashMap<String, String>,
+        app: Option<HashMap<String, String>>,
     ) -> Result<Self, SettingsError> {
         let mut builder = config::Config::builder();
         for (key, value) in DEFAULTS {
@@ -230,11 +231,14 @@ impl Settings {
                     .separator("__")
                     .source(Some(conventional)),
             )
+            // Values stay text until a setting's type asks for a number or a flag: parsing
+            // them up front turned a secret such as `0123456789` into the number 123456789,
+            // and so into the text `123456789`, a SASL password refused by the brokers.
             .add_source(
                 config::Environment::with_prefix("APP")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    .source(app),
             )
             .build()
             .and_then(config::Config::try_deserialize)
@@ -385,14 +389,35 @@ mod tests {
             ),
             ("log__filter".to_owned(), "debug".to_owned()),
         ]);
-        let settings = Settings::load_with(None, conventional).unwrap();
+        let settings = Settings::load_with(None, conventional, None).unwrap();
         assert_eq!(
             settings.database.url.expose_secret(),
             "postgres://elsewhere:5432/x"
         );
         assert_eq!(settings.log.filter, "debug");
         // The defaults stay where nothing conventional is given.
-        let settings = Settings::load_with(None, HashMap::new()).unwrap();
+        let settings = Settings::load_with(None, HashMap::new(), None).unwrap();
         assert_eq!(settings.log.filter, "info,sqlx=warn");
+    }
+
+    /// A variable's value is text until its setting asks for a number or a flag: a secret that
+    /// looks like a number stays exactly as written. Before, `0123456789` came out as
+    /// `123456789` (parsed as a number first).
+    #[test]
+    fn app_variables_that_look_like_numbers_stay_as_written() {
+        let app = HashMap::from([
+            (
+                "APP__KAFKA__PROPERTIES__SASL_PASSWORD".to_owned(),
+                "0123456789".to_owned(),
+            ),
+            ("APP__COMMAND_API__PORT".to_owned(), "8181".to_owned()),
+            ("APP__KAFKA__CREATE_TOPICS".to_owned(), "false".to_owned()),
+            ("APP__LOG__FILTER".to_owned(), "1e3".to_owned()),
+        ]);
+        let settings = Settings::load_with(None, HashMap::new(), Some(app)).unwrap();
+        assert_eq!(settings.kafka.properties.0["sasl.password"], "0123456789");
+        assert_eq!(settings.command_api.port, 8181);
+        assert!(!settings.kafka.create_topics);
+        assert_eq!(settings.log.filter, "1e3");
     }
 }
