@@ -1,6 +1,8 @@
 """Checks the Grafana dashboards (infra/deploy/grafana/dashboards/*.json) and the metric names
 of the alert rules: valid JSON, unique panel ids, every panel and query on the provisioned
 data source (by uid), and every metric a PromQL expression names is one the services export.
+A panel described as "What <Alert> watches" queries what that alert's expression compares
+(whitespace aside, `$__rate_interval` read as the alert's window).
 
 The known metric names are those of the "Metrics" table in docs/operations.md when it exists;
 until then, the names the Rust sources register (`counter!("…")`, `gauge!("…")`,
@@ -146,6 +148,37 @@ def check_dashboard(problems, path, uid, known, seen_uids):
     return len(panels)
 
 
+WATCHES = re.compile(r"What (\w+) watches")
+
+
+def squeezed(expr):
+    return re.sub(r"\s+", "", expr)
+
+
+def check_watched(problems, path, alerts):
+    """Panels that say they show what an alert watches query the alert's own expression."""
+    board = json.loads(path.read_text(encoding="utf-8"))
+    for panel in walk(board.get("panels", [])):
+        found = WATCHES.search(panel.get("description", ""))
+        if not found:
+            continue
+        pw = f"{rel(path)} panel {panel.get('id')} {panel.get('title')!r}"
+        alert = alerts.get(found.group(1))
+        if alert is None:
+            problems.add(pw, f"names alert {found.group(1)}, which alerts.yml does not have")
+            continue
+        window = re.search(r"\[(\d+[smh])\]", alert)
+        for target in panel.get("targets", []):
+            expr = squeezed(target.get("expr", ""))
+            if window:
+                expr = expr.replace("[$__rate_interval]", f"[{window.group(1)}]")
+            problems.require(
+                expr and expr in squeezed(alert),
+                pw,
+                f"query {target.get('refId')} is not what {found.group(1)} compares: {alert}",
+            )
+
+
 def check_provider_mount(problems):
     """The dashboards provider reads the folder compose.yaml mounts the dashboards at."""
     folder = DEPLOY / "grafana" / "provisioning" / "dashboards"
@@ -179,10 +212,17 @@ def main():
     seen, panels = set(), 0
     boards = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
     problems.require(boards, "infra/deploy/grafana/dashboards", "no dashboard")
+    rules = DEPLOY / "prometheus" / "alerts.yml"
+    alerts = {
+        rule["alert"]: rule["expr"]
+        for group in load_yaml(rules)["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
     for path in boards:
         panels += check_dashboard(problems, path, uid, known, seen)
+        check_watched(problems, path, alerts)
     check_provider_mount(problems)
-    rules = DEPLOY / "prometheus" / "alerts.yml"
     for group in load_yaml(rules)["groups"]:
         for rule in group["rules"]:
             for name in sorted(unknown_metrics(rule["expr"], known)):

@@ -145,13 +145,14 @@ impl Passwords {
             .clone()
             .try_acquire_owned()
             .map_err(|_| HashError::Busy)?;
+        // From here: the wait for a hashing thread counts, so saturation shows in the metric.
+        let started = std::time::Instant::now();
         let running = self
             .running
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| HashError::Busy)?;
-        let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             let _places = (held, queued, running);
             work()

@@ -41,7 +41,7 @@ pub const SERIES: &[(&str, Kind, Option<Unit>, &str)] = &[
     ("http_panics_total", Kind::Counter, None, "Handlers that panicked (answered 500)."),
     ("db_pool_connections", Kind::Gauge, None, "Database pool connections, by state (idle, in_use)."),
     ("db_pool_max_connections", Kind::Gauge, None, "Most connections the database pool opens."),
-    ("database_outages_total", Kind::Counter, None, "Times the database was found unreachable."),
+    ("database_outages_total", Kind::Counter, None, "Times the command API found the database unreachable (the other services answer 503 for it too, without counting it here)."),
     // command API
     ("commands_total", Kind::Counter, None, "Commands handled, by command and outcome (accepted, replayed, or the error)."),
     ("command_duration_seconds", Kind::Histogram, Some(Unit::Seconds), "Time to handle a command, load and append included, by command."),
@@ -50,7 +50,7 @@ pub const SERIES: &[(&str, Kind, Option<Unit>, &str)] = &[
     ("auth_logins_total", Kind::Counter, None, "Token requests with a password or client secret, by outcome (ok, failed, limited)."),
     ("auth_password_rehashes_total", Kind::Counter, None, "Password hashes of outdated argon2 parameters replaced at a login, by outcome (upgraded, changed, failed)."),
     ("auth_refreshes_total", Kind::Counter, None, "Refresh-token grants, by outcome (ok, reused, refused)."),
-    ("password_hash_duration_seconds", Kind::Histogram, Some(Unit::Seconds), "Time to hash or verify one password."),
+    ("password_hash_duration_seconds", Kind::Histogram, Some(Unit::Seconds), "Time to hash or verify one password, the wait for a hashing thread included."),
     ("webhook_signatures_refused_total", Kind::Counter, None, "Payment callbacks refused for a missing, stale or wrong signature."),
     // relay
     ("relay_active", Kind::Gauge, None, "1 while this process holds the relay lock and publishes (from the end of its setup: topics, schemas, checkpoint)."),
