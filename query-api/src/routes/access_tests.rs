@@ -159,6 +159,29 @@ async fn staff_routes_are_forbidden_to_customers_and_services_before_parameter_c
     }
 }
 
+/// A customer asking for an as-of set is answered 403 before anything else about the request
+/// is judged, as on the staff routes. Before, a malformed id answered 404 and a bad limit 422
+/// first.
+#[tokio::test]
+async fn an_as_of_read_is_forbidden_to_a_customer_before_parameter_checks() {
+    let served = serve().await;
+    let customer = user(&[Role::Customer]);
+    let token = served.token(&customer);
+    let id = customer.user_id().expect("a user");
+    for path in [
+        "/v1/orders/not-an-id?as_of=x".to_owned(),
+        "/v1/users/not-an-id?as_of=x".to_owned(),
+        "/v1/payments/not-an-id?as_of=x".to_owned(),
+        "/v1/orders/not-an-id/payments?as_of=x".to_owned(),
+        format!("/v1/users/{id}/orders?as_of=x&limit=0"),
+        format!("/v1/users/{id}/orders?as_of=x&status=lost"),
+    ] {
+        let (status, answer) = served.get(&path, Some(token.clone())).await;
+        assert_eq!(status, 403, "{path}: {answer}");
+        assert!(answer.contains("/problems/forbidden"), "{answer}");
+    }
+}
+
 #[tokio::test]
 async fn a_principal_without_a_role_reads_nothing() {
     let served = serve().await;

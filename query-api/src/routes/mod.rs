@@ -116,6 +116,16 @@ pub struct ReadParams {
 /// waiting, is answered once the order arrives, at the wait's next poll: the order's arrival
 /// notifies the order, not its payments).
 ///
+/// 403 for a reader outside [`Scope::All`] who names an as-of set: checked before anything
+/// else about the request, as on every route (a malformed id answered 404 first, a bad limit
+/// 422).
+pub fn as_of_permitted(scope: Scope, as_of: Option<&str>) -> Result<(), QueryError> {
+    match as_of {
+        Some(_) if scope != Scope::All => Err(QueryError::Forbidden),
+        _ => Ok(()),
+    }
+}
+
 /// With `as_of`, the representation comes from that as-of set (which must hold `tables`),
 /// uncached.
 #[allow(clippy::too_many_arguments)]
@@ -134,6 +144,7 @@ where
     Fut: std::future::Future<Output = Result<Option<Representation>, sqlx::Error>>,
 {
     let what = key(Uuid::nil()).kind();
+    as_of_permitted(scope, params.as_of.as_deref())?;
     let id = params::path_id(raw_id, what)?;
     if let Some(name) = &params.as_of {
         let pool = (state.as_of)

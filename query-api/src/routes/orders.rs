@@ -165,6 +165,7 @@ pub async fn customer_orders(
 ) -> Result<Json<Page<OrderSummary>>, QueryError> {
     let scope = policy::admit(&principal, Query::CustomerOrders)?;
     let Params(params) = params?;
+    super::as_of_permitted(scope, params.as_of.as_deref())?;
     let customer = path_id(&id, "user")?;
     // Another customer's list is answered exactly as an unknown user's: after the same
     // parameter checks, no orders; then 404 on a first page, an empty page after a cursor.

@@ -126,6 +126,7 @@ pub async fn order_payments(
 ) -> Result<Json<OrderPayments>, QueryError> {
     let scope = policy::admit(&principal, Query::OrderPayments)?;
     let Params(params) = params?;
+    super::as_of_permitted(scope, params.as_of.as_deref())?;
     let order = path_id(&id, "order")?;
     let pool = state
         .read_pool(
