@@ -46,6 +46,9 @@ pub struct RunStatus {
     pub alive: bool,
 }
 
+/// How many of the events a relay still has to publish are counted exactly.
+pub const PENDING_COUNTED: i64 = 100_000;
+
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub projections: Vec<ProjectionStatus>,
@@ -54,6 +57,11 @@ pub struct Status {
     /// The relay's last published position per relay name, and the store's newest position.
     pub relay_checkpoints: HashMap<String, i64>,
     pub newest_position: i64,
+    /// Per relay name, the events still to publish: those after its checkpoint in the order
+    /// it publishes, by transaction then position (not the positions above the checkpoint's:
+    /// a transaction that commits late publishes its high positions before lower ones still
+    /// waiting), counted up to [`PENDING_COUNTED`] (a larger number means "more than that").
+    pub relay_pending: HashMap<String, i64>,
     /// Why the lag is unknown, if it is.
     pub brokers_error: Option<String>,
     /// Replays, rollbacks and as-of builds still marked running, oldest first.
@@ -135,12 +143,18 @@ pub async fn status(
     .await?
     .into_iter()
     .collect();
-    let relay_checkpoints =
-        sqlx::query_as::<_, (String, i64)>("SELECT name, global_position FROM relay_checkpoints")
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .collect();
+    let relays = sqlx::query_as::<_, (String, i64, i64)>(
+        "SELECT c.name, c.global_position,
+                (SELECT count(*) FROM (SELECT 1 FROM events e
+                     WHERE (e.tx_id, e.global_position) > (c.tx_id, c.global_position)
+                     LIMIT $1) AS p)
+         FROM relay_checkpoints c",
+    )
+    .bind(PENDING_COUNTED + 1)
+    .fetch_all(pool)
+    .await?;
+    let relay_checkpoints = relays.iter().map(|(n, p, _)| (n.clone(), *p)).collect();
+    let relay_pending = relays.into_iter().map(|(n, _, c)| (n, c)).collect();
     let newest_position: i64 =
         sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events")
             .fetch_one(pool)
@@ -178,6 +192,7 @@ pub async fn status(
         outbox,
         relay_checkpoints,
         newest_position,
+        relay_pending,
         brokers_error: watermarks.err(),
         runs,
         left_behind,
@@ -199,6 +214,18 @@ fn high_watermarks(
         }
     }
     Ok(out)
+}
+
+impl Status {
+    /// The events relay `name` has still to publish, as text ("more than 100000" past the
+    /// count's cap; "unknown" for a relay with no checkpoint).
+    pub fn pending_text(&self, name: &str) -> String {
+        match self.relay_pending.get(name) {
+            Some(n) if *n > PENDING_COUNTED => format!("more than {PENDING_COUNTED}"),
+            Some(n) => n.to_string(),
+            None => "unknown".to_owned(),
+        }
+    }
 }
 
 impl fmt::Display for Status {
@@ -240,9 +267,9 @@ impl fmt::Display for Status {
         for (name, position) in relays {
             writeln!(
                 f,
-                "relay {name}: published through position {position} of {} ({} behind)",
+                "relay {name}: checkpoint at position {position} of {}; {} events to publish",
                 self.newest_position,
-                (self.newest_position - position).max(0)
+                self.pending_text(name)
             )?;
         }
         if self.runs.is_empty() {

@@ -143,7 +143,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "relay {}: published through position {} (transaction {})",
+            "relay {}: checkpoint at position {} (transaction {}; published is everything before it in commit order)",
             self.name, self.global_position, self.tx_id
         )?;
         writeln!(

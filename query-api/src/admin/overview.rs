@@ -88,13 +88,13 @@ fn relay_table(status: &Status) -> Markup {
             p { "No relay has published yet (newest position " (status.newest_position) ")." }
         } @else {
             table #relay {
-                tr { th { "Relay" } th { "Checkpoint" } th { "Newest position" } th { "Lag" } }
+                tr { th { "Relay" } th { "Checkpoint" } th { "Newest position" } th { "Events to publish" } }
                 @for (name, position) in relays {
                     tr {
                         td { (name) }
                         td.n { (position) }
                         td.n { (status.newest_position) }
-                        td.n { ((status.newest_position - position).max(0)) }
+                        td.n { (status.pending_text(name)) }
                     }
                 }
             }

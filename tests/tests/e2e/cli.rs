@@ -253,6 +253,52 @@ async fn the_relay_checkpoint_is_shown_and_moved_back_only_while_no_relay_runs()
     );
 }
 
+/// `projector status` counts the events a relay has still to publish in the order it
+/// publishes them, by transaction: a checkpoint in a transaction that took a high position
+/// while later transactions, committed after it, took lower ones leaves those to publish.
+/// Before, the status subtracted positions and said 0 behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_what_the_relay_has_to_publish_in_commit_order() {
+    let stack = stack_without_relay().await;
+    let pool = &stack.app.pool;
+    for _ in 0..3 {
+        stack.app.register(&unique_email()).await;
+    }
+    let (first_tx, newest): (String, i64) =
+        sqlx::query_as("SELECT min(tx_id::text::numeric)::text, max(global_position) FROM events")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    sqlx::query(
+        "INSERT INTO relay_checkpoints (name, tx_id, global_position)
+         VALUES ('default', $1::text::xid8, $2)",
+    )
+    .bind(&first_tx)
+    .bind(newest)
+    .execute(pool)
+    .await
+    .unwrap();
+    let waiting: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE tx_id > $1::text::xid8")
+            .bind(&first_tx)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(waiting >= 2, "the later registrations' events");
+    let mut command = service_command("projector", &stack.settings);
+    command.args(["status", "--json"]);
+    let out = run(command);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    assert_eq!(report["relay_pending"]["default"], waiting, "{report}");
+    let mut command = service_command("projector", &stack.settings);
+    command.arg("status");
+    let said = text(&run(command).stdout);
+    assert!(
+        said.contains(&format!("{waiting} events to publish")),
+        "{said}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_retried_from_the_command_line() {
     // No projector runs: the users read model is empty until a retry applies the event.
