@@ -207,6 +207,23 @@ impl Runner {
                 missing: unfilled,
             }));
         }
+        // The event store holds only what the command API wrote: an event of a type or version
+        // this build does not know is newer code's (a rolling update under way), never a
+        // stranger's, so the batch waits for a newer projector however long it takes. Before,
+        // such an event was read through an older schema or set aside for good.
+        for row in &rows {
+            let event_type: String = sqlx::Row::try_get(row, "event_type")?;
+            let version: String = sqlx::Row::try_get(row, "event_version")?;
+            if let Some(event) = super::batch::newer_event(&event_type, &version, false) {
+                metrics::counter!("projection_newer_events_waited_total").increment(1);
+                return Err(Stop::Failed(RunError::NewerThanKnown {
+                    projection: name,
+                    event,
+                    aggregate_type: later.aggregate_type.clone(),
+                    aggregate_id: later.aggregate_id.clone(),
+                }));
+            }
+        }
         for (row, sequence) in rows.iter().zip(found) {
             match crate::stored::envelope(row) {
                 Ok(envelope) => self.apply_event(conn, attempt, &envelope, None).await?,

@@ -109,7 +109,13 @@ fn refused_for_now(error: &str) -> bool {
 /// aside what it cannot read.
 fn newer_than_known(headers: &crate::envelope::Headers, waited_long: bool) -> Option<String> {
     let event_type = headers.get("event_type")?;
-    let version = headers.get("event_version")?.parse::<u32>().ok()?;
+    let version = headers.get("event_version")?;
+    newer_event(event_type, version, waited_long)
+}
+
+/// [`newer_than_known`] for an event's type and version.
+pub(super) fn newer_event(event_type: &str, version: &str, waited_long: bool) -> Option<String> {
+    let version = version.parse::<u32>().ok()?;
     match schemas::catalogue::latest(event_type) {
         Err(_) if waited_long => None,
         Err(_) => Some(format!("{event_type} v{version} (no such type here)")),

@@ -49,6 +49,16 @@ pub enum RunError {
         aggregate_id: String,
         missing: Vec<i64>,
     },
+    /// A gap's stored event was written by newer code than this projector's (a rolling update
+    /// under way): applied, it would be read through an older schema or set aside for good.
+    /// The batch fails and is tried again, until a newer projector takes the partition over.
+    #[error("projection {projection}: the event store's {event} before {aggregate_type} {aggregate_id} is newer than this projector knows (finish the rollout)")]
+    NewerThanKnown {
+        projection: &'static str,
+        event: String,
+        aggregate_type: String,
+        aggregate_id: String,
+    },
     #[error("projection {projection} halted on {at:?}: {error}")]
     Halted {
         projection: &'static str,
