@@ -106,6 +106,18 @@ pub async fn produce_in_order(stack: &Stack, messages: &[&Message]) {
     }
 }
 
+/// Changes `user`'s display name `times` times: one event each.
+async fn rename(stack: &Stack, user: &str, times: usize) {
+    for i in 1..=times {
+        let path = format!("/v1/users/{user}/profile");
+        let answer = stack
+            .app
+            .post(&path, json!({"display_name": format!("Name {i}")}))
+            .await;
+        assert!(answer.status.is_success(), "{}", answer.body);
+    }
+}
+
 /// Creates the stack's topics (no relay runs to create them).
 async fn create_topics(stack: &Stack) {
     // Retried as the relay retries it: a creation the controller has not finished within the
@@ -131,14 +143,7 @@ async fn events_out_of_order_and_with_a_hole_are_applied_in_sequence_and_counted
         stack.app.register(&unique_email()).await,
     );
     for user in [&reordered, &holed] {
-        for i in 1..=4 {
-            let path = format!("/v1/users/{user}/profile");
-            let answer = stack
-                .app
-                .post(&path, json!({"display_name": format!("Name {i}")}))
-                .await;
-            assert!(answer.status.is_success(), "{}", answer.body);
-        }
+        rename(&stack, user, 4).await;
     }
     let stored = encode_stored(&stack).await;
     assert_eq!(stored.len(), 10, "two users of five events each");
@@ -184,14 +189,7 @@ async fn a_gap_that_holds_an_event_newer_than_the_projector_waits_for_a_newer_pr
     let stack = spawn_stack(&shared_bootstrap(), |s| s.relay.enabled = false).await;
     let pool = &stack.app.pool;
     let user = stack.app.register(&unique_email()).await;
-    for i in 1..=2 {
-        let path = format!("/v1/users/{user}/profile");
-        let answer = stack
-            .app
-            .post(&path, json!({"display_name": format!("Name {i}")}))
-            .await;
-        assert!(answer.status.is_success(), "{}", answer.body);
-    }
+    rename(&stack, &user, 2).await;
     let stored = encode_stored(&stack).await;
     sqlx::query("UPDATE events SET event_version = '99' WHERE aggregate_id = $1 AND sequence = 2")
         .bind(&user)
