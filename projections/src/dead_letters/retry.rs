@@ -289,15 +289,25 @@ async fn apply_locked(
     // Every dead letter of this event for this projection goes, not only this one: another
     // (from a copy of its message set aside before copies were told apart) retried later
     // would pass the ordering rule (the version is now this event's) and apply it again.
-    sqlx::query(
-        "DELETE FROM dead_letters
-         WHERE id = $1 OR (projection = $2 AND event_id = $3::text)",
-    )
-    .bind(id)
-    .bind(projection)
-    .bind(event.event_id.to_string())
-    .execute(&mut *conn)
-    .await?;
+    // Where the projection keeps a replaced set, the letters go beside it as well, as a swap
+    // keeps those it resolves: the event was applied to the live set only, and a rollback to
+    // the replaced one, which lacks it too, brings them back (before, they were lost, and the
+    // set rolled back to lacked the event with nothing to retry).
+    let kept = kept_resolved(conn, projection).await?;
+    let gone = "DELETE FROM dead_letters
+         WHERE id = $1 OR (projection = $2 AND event_id = $3::text) RETURNING *";
+    let delete = match &kept {
+        Some(schema) => format!(
+            "WITH gone AS ({gone}) INSERT INTO {schema}.dead_letters_resolved SELECT * FROM gone"
+        ),
+        None => gone.to_owned(),
+    };
+    sqlx::query(&delete)
+        .bind(id)
+        .bind(projection)
+        .bind(event.event_id.to_string())
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "INSERT INTO projection_versions (projection, aggregate_type, aggregate_id, version)
          VALUES ($1, $2, $3, $4)
@@ -311,6 +321,24 @@ async fn apply_locked(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The schema of `projection`'s replaced set, if it keeps the dead letters its swap resolved
+/// (sets replaced before that was kept have none); its record is locked against a `prune`
+/// until the transaction ends.
+async fn kept_resolved(
+    conn: &mut PgConnection,
+    projection: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT schema_name FROM projection_previous_sets
+         WHERE projection = $1
+           AND to_regclass(schema_name || '.dead_letters_resolved') IS NOT NULL
+         FOR SHARE",
+    )
+    .bind(projection)
+    .fetch_optional(&mut *conn)
+    .await
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@
 //!   its catch-up applied lose their dead letters, and those it refused get one.
 //!
 //! Either way, `<outgoing>.dead_letters_resolved` keeps the rows removed and
-//! `<outgoing>.dead_letters_added` the ids added.
+//! `<outgoing>.dead_letters_added` the ids added. A dead letter retried with success while the
+//! replaced set is kept joins `dead_letters_resolved` too (`crate::dead_letters::retry`): the
+//! event went into the live set only, and a rollback brings the letter back unless its
+//! catch-up applies the event.
 
 use sqlx::PgConnection;
 

@@ -306,3 +306,79 @@ async fn a_rollback_brings_back_the_dead_letters_its_set_had() {
         "the set brought back lacks the capture: its dead letter is back"
     );
 }
+
+/// An event both the live set and its replacement refused, retried with success once its
+/// cause is mended while the replacement is live, then the projection rolled back: the set
+/// brought back lacks the event too, so its dead letter comes back with it. Before, the retry
+/// removed the letter for good, and the set rolled back to lacked the event with nothing to
+/// retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_letter_retried_after_a_replay_comes_back_with_a_rollback() {
+    let (stack, _projector) = projected_commerce(1).await;
+    let (pool, settings) = (&stack.app.pool, &stack.settings);
+    // A registration nobody can read (its email is a number): the relay parks it, and the
+    // live users projection is made to have refused it (handled, with a dead letter).
+    let event = uuid::Uuid::now_v7();
+    let payload = serde_json::json!({"type": "UserRegistered", "email": 5,
+        "display_name": "Bad", "roles": ["customer"]});
+    let metadata = serde_json::json!({"event_id": event.to_string(),
+        "occurred_at": "2026-11-23T00:00:00Z", "actor": "test", "correlation_id": "c",
+        "causation_id": "c",
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
+    crate::support::database::insert_user_registered(pool, event, payload, metadata).await;
+    sqlx::raw_sql(&format!(
+        "INSERT INTO projection_versions (projection, aggregate_type, aggregate_id, version)
+             VALUES ('users', 'user', '{event}', 1);
+         INSERT INTO dead_letters (projection, topic, partition, \"offset\", event_id,
+                                   aggregate_id, error)
+             VALUES ('users', 'users.events', 0, 1000000, '{event}', '{event}', 'unreadable');"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    let letters = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM dead_letters WHERE projection = 'users' AND event_id = $1",
+        )
+        .bind(event.to_string())
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let out = run_projector(settings, &["replay", "users"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the new set refuses it too: {out:?}"
+    );
+    assert_eq!(letters().await, 1);
+
+    // The cause mended, the letter retried on the replacement.
+    sqlx::query(
+        "UPDATE events SET payload = jsonb_set(payload, '{email}', to_jsonb($2::text))
+         WHERE event_id = $1",
+    )
+    .bind(event)
+    .bind(format!("mended-{event}@example.com"))
+    .execute(pool)
+    .await
+    .unwrap();
+    let id: i64 = sqlx::query_scalar(
+        "SELECT id FROM dead_letters WHERE projection = 'users' AND event_id = $1",
+    )
+    .bind(event.to_string())
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let out = run_projector(settings, &["dead-letters", "retry", &id.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(letters().await, 0);
+
+    let out = run_projector(settings, &["rollback", "users"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        letters().await,
+        1,
+        "the set rolled back to lacks the event: its letter is back"
+    );
+}
