@@ -95,14 +95,29 @@ async fn an_as_of_set_shows_the_past_while_the_live_models_move_on() {
     let expected = [("users", "done"), ("users", "failed")].map(|(p, s)| (p.into(), s.into()));
     assert_eq!(runs, expected);
 
-    // The live order moves on; the set does not.
+    // The live order moves on, and money with it (a refund: payments, orders and revenue
+    // change); the set does not.
     let answer = app.post_empty(&format!("/v1/orders/{order}/deliver")).await;
+    assert!(answer.status.is_success(), "{}", answer.body);
+    let payment: uuid::Uuid = sqlx::query_scalar(
+        "SELECT id FROM rm_payments WHERE order_id = $1 AND captured_minor > 0 LIMIT 1",
+    )
+    .bind(order)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let answer = app
+        .post(
+            &format!("/v1/payments/{payment}/refund"),
+            serde_json::json!({"amount_minor": 1, "reason": "goodwill"}),
+        )
+        .await;
     assert!(answer.status.is_success(), "{}", answer.body);
     wait_until_published(pool, Duration::from_secs(30)).await;
     wait_until_projected(pool, Duration::from_secs(30)).await;
     let live = query
         .eventually(&format!("/v1/orders/{order}"), |o| {
-            o["status"] == "delivered"
+            o["status"] == "delivered" && o["refunded_minor"].as_i64() > Some(0)
         })
         .await;
     let past = query
@@ -115,8 +130,9 @@ async fn an_as_of_set_shows_the_past_while_the_live_models_move_on() {
         live["version"].as_i64().unwrap()
     );
     assert_eq!(
-        past.body["paid_minor"], live["paid_minor"],
-        "payments come from the set too"
+        past.body["refunded_minor"].as_i64().unwrap() + 1,
+        live["refunded_minor"].as_i64().unwrap(),
+        "the order's money comes from the set too"
     );
     let history = query
         .get(&format!("/v1/audit/order/{order}?as_of=before-delivery"))
@@ -130,6 +146,11 @@ async fn an_as_of_set_shows_the_past_while_the_live_models_move_on() {
         .get("/v1/analytics/revenue?as_of=before-delivery")
         .await;
     assert_eq!(revenue.body, revenue_before);
+    let revenue_now = query.get("/v1/analytics/revenue").await.body;
+    assert_ne!(
+        revenue_now, revenue_before,
+        "the refund moved the live revenue"
+    );
     let customer =
         sqlx::query_scalar::<_, uuid::Uuid>("SELECT customer_id FROM rm_orders WHERE id = $1")
             .bind(order)
@@ -149,6 +170,18 @@ async fn an_as_of_set_shows_the_past_while_the_live_models_move_on() {
         ))
         .await;
     assert_eq!(payments.status, 200, "{}", payments.body);
+    let refunded_in_set = payments.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == payment.to_string())
+        .map(|p| p["refunded_minor"].clone());
+    let live_payment = query.get(&format!("/v1/payments/{payment}")).await;
+    assert_eq!(
+        refunded_in_set.and_then(|r| r.as_i64()).map(|r| r + 1),
+        live_payment.body["refunded_minor"].as_i64(),
+        "the payments come from the set"
+    );
 
     // Refusals.
     let status = |path: String| async move { query.get(&path).await.status };

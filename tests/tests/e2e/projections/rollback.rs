@@ -169,8 +169,19 @@ async fn a_set_pruned_under_its_rollback_leaves_the_live_tables_alone() {
     )
     .await;
     holder.commit().await.unwrap();
-    rollback.wait_for_exit(Duration::from_secs(120), "the rollback");
-    let _ = pruning.await.unwrap();
+    let status = rollback.wait_for_exit(Duration::from_secs(120), "the rollback");
+    assert!(
+        pruning.await.unwrap().expect("the prune"),
+        "the prune found no set"
+    );
+    assert!(!status.success(), "the rollback went on without its set");
+    let left: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(&previous)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(!left, "{previous} was not dropped");
 
     counted_once(
         pool,
