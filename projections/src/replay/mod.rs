@@ -28,6 +28,7 @@
 pub mod as_of;
 mod kafka;
 mod letters;
+mod locks;
 mod outcomes;
 pub mod runs;
 mod set;

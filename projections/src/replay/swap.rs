@@ -11,13 +11,6 @@ use crate::projection::ReadModel;
 /// folded fewer events than this.
 const SMALL: u64 = 50;
 
-/// How long one attempt at the swap's table locks waits ([`take_swap_locks`]): readers queue
-/// behind a lock request, so this is about the longest a reader can be held up.
-const LOCK_WAIT_MS: u64 = 200;
-
-/// How long the swap keeps trying for its table locks before it fails.
-const LOCKS_GIVE_UP: std::time::Duration = std::time::Duration::from_secs(600);
-
 /// Catch-up rounds without the lock, then the swap: `incoming` becomes the live set. A set
 /// `recorded` under a lease (a replay's, not a rollback's) is claimed first (see
 /// [`crate::lease::claim_schema`]).
@@ -67,7 +60,7 @@ pub(super) async fn catch_up_and_swap(
     };
     super::letters::settle(&mut tx, name, swap, &incoming.schema, &outgoing, report).await?;
     let tables: Vec<&str> = model.tables().iter().map(|t| t.name).collect();
-    take_swap_locks(&mut tx, &tables).await?;
+    super::locks::take(&mut tx, name, &tables).await?;
     let swapped_xmin = xmin(&mut tx).await?;
     for table in model.tables() {
         let t = table.name;
@@ -142,64 +135,6 @@ pub(super) async fn catch_up_and_swap(
     tx.commit().await?;
     report.previous_schema = outgoing;
     Ok(())
-}
-
-/// Takes every lock the swap's statements need, all at once, before any of them runs: the live
-/// tables of the model and `projection_versions` with its partitions. Each attempt waits at
-/// most [`LOCK_WAIT_MS`] and gives way (to a savepoint: the swap's fold and the projection's
-/// lock are kept) until the next. Taken one statement at a time, the swap held the live tables
-/// while it waited for the versions (behind other projections' batches, or a vacuum of the
-/// partition), and every reader of those tables waited with it: the query API's connections
-/// ran out and unrelated reads failed with 503. A long reader (an export) held the swap, and
-/// every reader queued behind it, the same way.
-async fn take_swap_locks(tx: &mut sqlx::PgConnection, tables: &[&str]) -> Result<(), ReplayError> {
-    let list: Vec<String> = tables
-        .iter()
-        .map(|t| format!("public.{t}"))
-        .chain(["public.projection_versions".to_owned()])
-        .collect();
-    let lock = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", list.join(", "));
-    let started = std::time::Instant::now();
-    let mut pause = std::time::Duration::from_millis(50);
-    let mut attempts = 0u32;
-    loop {
-        attempts += 1;
-        sqlx::query("SAVEPOINT swap_locks")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'"))
-            .execute(&mut *tx)
-            .await?;
-        match sqlx::query(&lock).execute(&mut *tx).await {
-            Ok(_) => {
-                sqlx::query("RELEASE SAVEPOINT swap_locks")
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("SET LOCAL lock_timeout = 0")
-                    .execute(&mut *tx)
-                    .await?;
-                return Ok(());
-            }
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
-                sqlx::query("ROLLBACK TO SAVEPOINT swap_locks")
-                    .execute(&mut *tx)
-                    .await?;
-                if started.elapsed() > LOCKS_GIVE_UP {
-                    return Err(ReplayError::Locks {
-                        tables: list.join(", "),
-                        attempts,
-                    });
-                }
-                if attempts.is_multiple_of(25) {
-                    tracing::warn!(tables = %list.join(", "), attempts,
-                        "the swap still waits for its tables: sessions keep them busy");
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(std::time::Duration::from_secs(2));
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
 }
 
 /// The projection's versions become the new set's: its partition of `projection_versions`

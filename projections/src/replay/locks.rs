@@ -1,0 +1,126 @@
+//! The swap's locks, all taken before any of its statements runs, in an order and with waits
+//! that hold no reader up for long.
+//!
+//! Readers (the query API) read the live tables, never `projection_versions`. So the versions'
+//! tables are locked first, waiting as long as it takes a batch of another projection to end
+//! or PostgreSQL to cancel an autovacuum in the way (it does so for a lock request that has
+//! waited `deadlock_timeout`); only then the live tables, each attempt waiting at most
+//! [`LIVE_WAIT_MS`], since readers queue behind that request. An attempt that does not get
+//! them all gives everything back (to a savepoint: the swap's fold and the projection's
+//! advisory lock are kept) and tries again after a pause. Every eighth attempt waits on the
+//! live tables past `deadlock_timeout`, so that an autovacuum of a live table is cancelled
+//! too rather than waited out.
+//!
+//! Taken statement by statement, as before, the swap held the live tables while it waited
+//! for the versions (behind other projections' batches, or a vacuum), and every reader of
+//! those tables waited with it: under load the query API's connections ran out and unrelated
+//! reads answered 503.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgConnection;
+
+use super::ReplayError;
+
+/// The longest one attempt waits for the live tables, readers waiting behind it.
+const LIVE_WAIT_MS: u64 = 200;
+
+/// The longest one attempt waits for the versions' tables (nobody reads them but projectors).
+const VERSIONS_WAIT_MS: u64 = 30_000;
+
+/// How long the swap keeps trying before it fails.
+const GIVE_UP: Duration = Duration::from_secs(600);
+
+/// Takes the locks the swap of projection `name`, whose live tables are `tables`, needs.
+pub(super) async fn take(
+    tx: &mut PgConnection,
+    name: &str,
+    tables: &[&str],
+) -> Result<(), ReplayError> {
+    // DETACH and ATTACH need the parent itself (not every partition), the projection's own
+    // partition when it has one, and the default partition (attaching checks it).
+    let own: Option<String> = sqlx::query_scalar(
+        "SELECT format('public.%I', c.relname) FROM pg_inherits i
+         JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE i.inhparent = 'public.projection_versions'::regclass
+           AND n.nspname = 'public' AND c.relname = $1",
+    )
+    .bind(format!("projection_versions_{name}"))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let versions: Vec<String> = ["ONLY public.projection_versions".to_owned()]
+        .into_iter()
+        .chain(own)
+        .chain(["public.projection_versions_default".to_owned()])
+        .collect();
+    let live: Vec<String> = tables.iter().map(|t| format!("public.{t}")).collect();
+    let deadlock_ms: i64 = sqlx::query_scalar(
+        "SELECT setting::bigint FROM pg_settings WHERE name = 'deadlock_timeout'",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let live_wait = match attempts.is_multiple_of(8) {
+            true => deadlock_ms.max(0) as u64 + LIVE_WAIT_MS,
+            false => LIVE_WAIT_MS,
+        };
+        sqlx::query("SAVEPOINT swap_locks")
+            .execute(&mut *tx)
+            .await?;
+        match attempt(tx, &versions, &live, live_wait).await {
+            Ok(()) => {
+                sqlx::query("RELEASE SAVEPOINT swap_locks")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("SET LOCAL lock_timeout = 0")
+                    .execute(&mut *tx)
+                    .await?;
+                return Ok(());
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+                sqlx::query("ROLLBACK TO SAVEPOINT swap_locks")
+                    .execute(&mut *tx)
+                    .await?;
+                let tables = versions.iter().chain(&live).cloned().collect::<Vec<_>>();
+                if started.elapsed() > GIVE_UP {
+                    return Err(ReplayError::Locks {
+                        tables: tables.join(", "),
+                        attempts,
+                    });
+                }
+                if attempts.is_multiple_of(25) {
+                    tracing::warn!(tables = %tables.join(", "), attempts,
+                        "the swap still waits for its tables: sessions keep them busy");
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// One attempt: the versions' tables, then the live ones, each statement under its wait.
+async fn attempt(
+    tx: &mut PgConnection,
+    versions: &[String],
+    live: &[String],
+    live_wait_ms: u64,
+) -> Result<(), sqlx::Error> {
+    for (tables, wait_ms) in [(versions, VERSIONS_WAIT_MS), (live, live_wait_ms)] {
+        sqlx::query(&format!("SET LOCAL lock_timeout = '{wait_ms}ms'"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            tables.join(", ")
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
