@@ -44,7 +44,10 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The clock tokio's timers run on, so that tests can pause it.
+use tokio::time::Instant;
 
 use moka::future::Cache;
 use tokio::sync::Notify;
