@@ -1,9 +1,10 @@
 //! Where each projection is in each topic partition (`projection_offsets`).
 //!
-//! An offset only moves forward: a batch applied again after a rewind (a consumer that seeks to
-//! an older position, a second instance that lags) records its offsets without lowering one
-//! that a later batch already stored, so a restart never re-reads from further back than
-//! necessary, and `next_offset` is a high-water mark monitoring can trust.
+//! An offset only moves forward within one log: a batch applied again after a rewind (a
+//! consumer that seeks to an older position, a second instance that lags) records its offsets
+//! without lowering one that a later batch already stored, so a restart never re-reads from
+//! further back than necessary. The one move back is to the start of a log that replaced the
+//! one the offsets counted in ([`reset_to_log_start`]).
 
 use sqlx::PgExecutor;
 
@@ -32,18 +33,18 @@ pub async fn save_offset<'e>(
 }
 
 /// Moves `projection`'s stored offset in `topic`/`partition` back to `low`, the start of the
-/// partition's log, if it is past `high`, the log's end: the topic was recreated, or cut back
-/// (an unclean leader election), and every message it holds now sits below an offset that
-/// counted the old log's, so none would ever be applied. Done under the projection's lock (the
-/// one every batch takes), so no batch commits in between. Reading the log again from its
-/// start applies nothing twice: each aggregate's version skips what was applied. The offset
-/// stored afterwards.
-pub async fn reset_beyond_log(
+/// partition's log, once that log is known not to be the one the offset counted in (it ends
+/// below some projection's offset: the topic was recreated, or cut back by an unclean leader
+/// election), so that messages of the new log are not skipped as applied. Done under the
+/// projection's lock (the one every batch takes), so no batch commits in between. Reading the
+/// log again from its start applies nothing twice: each aggregate's version skips what was
+/// applied. The offset stored afterwards.
+pub async fn reset_to_log_start(
     pool: &sqlx::PgPool,
     projection: &str,
     topic: &str,
     partition: i32,
-    (low, high): (i64, i64),
+    low: i64,
 ) -> Result<Option<i64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('projection:' || $1))")
@@ -52,13 +53,12 @@ pub async fn reset_beyond_log(
         .await?;
     sqlx::query(
         "UPDATE projection_offsets SET next_offset = $4
-         WHERE projection = $1 AND topic = $2 AND partition = $3 AND next_offset > $5",
+         WHERE projection = $1 AND topic = $2 AND partition = $3 AND next_offset > $4",
     )
     .bind(projection)
     .bind(topic)
     .bind(partition)
     .bind(low)
-    .bind(high)
     .execute(&mut *tx)
     .await?;
     let stored = sqlx::query_scalar(

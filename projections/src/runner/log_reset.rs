@@ -7,8 +7,10 @@
 //! projections stored for the old log: none would be applied, nothing dead-lettered, and the
 //! lag, counted up to the high watermark, would read 0. The consumer's statistics note such a
 //! partition ([`super::positions`]); the loop asks the brokers for its watermarks, and where
-//! the log really ends below a projection's offset, moves that offset back to the log's start
-//! ([`crate::offsets::reset_beyond_log`]) and reads the partition again from there. Nothing is
+//! the log really ends below a projection's offset, moves every projection's offset in that
+//! partition back to the log's start ([`crate::offsets::reset_to_log_start`]): a lagging one's
+//! offset, below the new log's end, counted in the old log too. The partition is read again
+//! from there. Nothing is
 //! applied twice: each aggregate's version skips what was. Events the old log held and the new
 //! one lacks come from the event store, as any gap does.
 
@@ -38,20 +40,21 @@ impl Fanout {
                 }
             };
             let key = (topic.clone(), partition);
-            for name in self.shared.positions.beyond(&key, high) {
-                let stored = crate::offsets::reset_beyond_log(
-                    &self.pool,
-                    name,
-                    &topic,
-                    partition,
-                    (low, high),
-                )
-                .await?;
+            if !self.shared.positions.beyond(&key, high) {
+                continue;
+            }
+            // The log is not the one the offsets counted in: every projection's offset in it
+            // goes back to its start, a lagging one's too (its offset, below the new log's
+            // end, would skip the new log's first messages as well).
+            for name in self.shared.positions.past(&key, low) {
+                let stored =
+                    crate::offsets::reset_to_log_start(&self.pool, name, &topic, partition, low)
+                        .await?;
                 let next = stored.unwrap_or(low);
                 tracing::error!(projection = name, %topic, partition, low, high, next,
-                    "the partition's log ends before this projection's stored offset (the topic \
-                     was recreated, or the partition cut back): reading it again from its start; \
-                     what was applied is skipped by version");
+                    "the partition's log ends before a stored offset (the topic was recreated, \
+                     or the partition cut back): reading it again from its start; what was \
+                     applied is skipped by version");
                 metrics::counter!("projection_log_resets_total", "projection" => name).increment(1);
                 self.shared.positions.rewind(name, key.clone(), next);
                 reset = true;

@@ -136,13 +136,22 @@ impl Positions {
         self.lock().beyond_log.drain().collect()
     }
 
-    /// The projections whose offset in `partition` is past `high`, the log's end.
-    pub(super) fn beyond(&self, partition: &Partition, high: i64) -> Vec<&'static str> {
+    /// Whether a projection's offset in `partition` is past `high`, the log's end.
+    pub(super) fn beyond(&self, partition: &Partition, high: i64) -> bool {
         let inner = self.lock();
         inner
             .tracks
             .iter()
-            .filter(|t| t.next.get(partition).is_some_and(|next| *next > high))
+            .any(|t| t.next.get(partition).is_some_and(|next| *next > high))
+    }
+
+    /// The projections with an offset in `partition` past `low`, the log's start.
+    pub(super) fn past(&self, partition: &Partition, low: i64) -> Vec<&'static str> {
+        let inner = self.lock();
+        inner
+            .tracks
+            .iter()
+            .filter(|t| t.next.get(partition).is_some_and(|next| *next > low))
             .map(|t| t.name)
             .collect()
     }

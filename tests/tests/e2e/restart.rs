@@ -71,8 +71,9 @@ async fn a_restarted_projector_consumes_only_what_came_after_its_stored_offsets(
 
 /// A partition whose log ends before the projections' stored offsets (the topic recreated, or
 /// cut back by an unclean election; here the offsets are moved past the log's end, as a
-/// recreated topic leaves them) is read again from its start: what is published next is
-/// applied, what was applied is skipped by version. Before, every message of the new log sat
+/// recreated topic leaves them) is read again from its start, by every projection reading it
+/// (one lagging in the old log too): what is published next is applied, what was applied is
+/// skipped by version. Before, every message of the new log sat
 /// below the stored offsets and was skipped as applied, silently, with the lag reading 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_log_shorter_than_the_stored_offsets_is_read_again_from_its_start() {
@@ -84,8 +85,18 @@ async fn a_log_shorter_than_the_stored_offsets_is_read_again_from_its_start() {
     wait_until_projected(pool, Duration::from_secs(60)).await;
     drop(first);
 
+    // Another projection of the same topic, lagging in the old log: its offset lies inside
+    // the new one, whose messages below it it never applied (here: its rows taken away).
+    sqlx::raw_sql(
+        "DELETE FROM rm_audit WHERE aggregate_type = 'user';
+         DELETE FROM projection_versions WHERE projection = 'audit' AND aggregate_type = 'user';",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
     let moved = sqlx::query(
-        "UPDATE projection_offsets SET next_offset = next_offset + 1000 WHERE topic = $1",
+        "UPDATE projection_offsets SET next_offset = next_offset + 1000
+         WHERE topic = $1 AND projection = 'users'",
     )
     .bind(format!("{}users.events", stack.settings.kafka.topic_prefix))
     .execute(pool)
