@@ -27,6 +27,8 @@ pub enum PublishError {
     },
     #[error("parking an unencodable event failed")]
     Park(#[source] sqlx::Error),
+    #[error("parking an unencodable event: the database did not answer within {0:?}")]
+    ParkUnanswered(Duration),
     /// Written by newer code than this relay's (during a rolling update, say): encoding it with
     /// the schemas this relay has would drop what it does not know of, and parking it would
     /// leave it out of the log. The relay gives its lock up and tries again later, so a newer
@@ -89,6 +91,8 @@ pub struct Publisher {
     topic_prefix: String,
     /// How long a whole batch may wait for its acknowledgements.
     ack_timeout: Duration,
+    /// How long parking an event may wait for the database (`relay.database_timeout_ms`).
+    park_timeout: Duration,
 }
 
 /// An encoded message ready to send.
@@ -169,13 +173,14 @@ impl Publisher {
         producer: FutureProducer,
         encoder: EventEncoder,
         topic_prefix: String,
-        ack_timeout: Duration,
+        (ack_timeout, park_timeout): (Duration, Duration),
     ) -> Self {
         Self {
             producer,
             encoder,
             topic_prefix,
             ack_timeout,
+            park_timeout,
         }
     }
 
@@ -231,7 +236,12 @@ impl Publisher {
             let message = match self.encode(&event, payload).await {
                 Ok(message) => message,
                 Err(PublishError::Encode { source, .. }) if is_permanent(&source) => {
-                    if let Err(error) = park(pool, &event, &source).await {
+                    let parked =
+                        tokio::time::timeout(self.park_timeout, park(pool, &event, &source));
+                    let parked = parked
+                        .await
+                        .unwrap_or(Err(PublishError::ParkUnanswered(self.park_timeout)));
+                    if let Err(error) = parked {
                         halted = Some(error);
                         break;
                     }

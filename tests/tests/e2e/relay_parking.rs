@@ -330,3 +330,36 @@ async fn a_relay_whose_database_stops_answering_gives_up_and_says_so() {
     wait_for_metric(port, "relay_active 1").await;
     relay.kill();
 }
+
+/// The relay's database connections falling silent (the host lost without closing them; here
+/// a proxy stops passing their bytes and passes new connections' on): each wait is given up
+/// after `relay.database_timeout_ms`, and the relay goes on with new connections. Before, a
+/// connection given up on went back to the relay's pool, whose check before reuse waited on
+/// it, and the relay got no connection for as long as TCP kept the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_whose_connections_fall_silent_goes_on_with_new_ones() {
+    use infra::secrecy::ExposeSecret;
+    let stack = stack_without_relay().await;
+    let pool = &stack.app.pool;
+    let database = stack.settings.database.url.expose_secret().to_owned();
+    let address = crate::support::proxy::address_of(&database);
+    let proxy = crate::support::proxy::Proxy::start(&address).await;
+    let mut settings = stack.settings.clone();
+    settings.database.url = database
+        .replacen(&address, &format!("127.0.0.1:{}", proxy.port), 1)
+        .into();
+    settings.relay.database_timeout_ms = 1000;
+    let port = free_port();
+    let mut relay = spawn_relay(&settings, port);
+    stack.app.register(&unique_email()).await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    wait_for_metric(port, "relay_active 1").await;
+
+    assert!(
+        proxy.silence_all_but_lock_holders() > 0,
+        "no connection to silence"
+    );
+    stack.app.register(&unique_email()).await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    relay.kill();
+}

@@ -2,20 +2,17 @@
 //! for, however the current one is cached, and conditional reads follow the version; a change
 //! listener whose connection falls silent is replaced and the cache cleared.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use infra::secrecy::ExposeSecret;
 use reqwest::StatusCode;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::app::{accepted, unique_email};
 use crate::support::kafka::shared_bootstrap;
 use crate::support::processes::metric_sum;
 use crate::support::projector::InProcessProjector;
+use crate::support::proxy::Proxy;
 use crate::support::query::{spawn_query_api, spawn_read_stack};
 use crate::support::stack::spawn_stack;
 
@@ -71,116 +68,6 @@ async fn min_version_never_returns_an_older_version_even_when_cached() {
     assert!(grew(r#"result="miss""#) >= 1.0, "{after}");
 }
 
-/// One proxied connection: whether it sent `LISTEN`, and whether it is silenced.
-type Proxied = (Arc<AtomicBool>, Arc<AtomicBool>);
-
-/// A TCP proxy to PostgreSQL that can fall silent for the connections that have sent `LISTEN`
-/// (the cache's change listener), as a connection does whose peer vanished: open, but nothing
-/// gets through either way. Every other connection goes on.
-struct Proxy {
-    port: u16,
-    connections: Arc<Mutex<Vec<Proxied>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(target: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let connections: Arc<Mutex<Vec<_>>> = Arc::default();
-        let registry = connections.clone();
-        let target = target.to_owned();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(&target).await else {
-                    continue;
-                };
-                let (listens, silent) = (
-                    Arc::new(AtomicBool::new(false)),
-                    Arc::new(AtomicBool::new(false)),
-                );
-                registry
-                    .lock()
-                    .unwrap()
-                    .push((listens.clone(), silent.clone()));
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                tokio::spawn(pump(
-                    client_read,
-                    server_write,
-                    listens.clone(),
-                    silent.clone(),
-                    true,
-                ));
-                tokio::spawn(pump(server_read, client_write, listens, silent, false));
-            }
-        });
-        Self {
-            port,
-            connections,
-            task,
-        }
-    }
-
-    /// Silences every connection that has sent `LISTEN` so far; how many.
-    fn silence_listeners(&self) -> usize {
-        let mut silenced = 0;
-        for (listens, silent) in self.connections.lock().unwrap().iter() {
-            if listens.load(Ordering::SeqCst) {
-                silent.store(true, Ordering::SeqCst);
-                silenced += 1;
-            }
-        }
-        silenced
-    }
-
-    /// Connections that have sent `LISTEN` and are not silenced.
-    fn live_listeners(&self) -> usize {
-        let connections = self.connections.lock().unwrap();
-        connections
-            .iter()
-            .filter(|(listens, silent)| {
-                listens.load(Ordering::SeqCst) && !silent.load(Ordering::SeqCst)
-            })
-            .count()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Copies one direction of a proxied connection, holding what it reads while the connection
-/// is silenced; from the client, notes a `LISTEN`.
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    listens: Arc<AtomicBool>,
-    silent: Arc<AtomicBool>,
-    from_client: bool,
-) {
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let Ok(n) = from.read(&mut buffer).await else {
-            return;
-        };
-        if n == 0 {
-            return;
-        }
-        if from_client && buffer[..n].windows(6).any(|w| w == b"LISTEN") {
-            listens.store(true, Ordering::SeqCst);
-        }
-        while silent.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if to.write_all(&buffer[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
 /// A change listener whose connection falls silent (a failover, or a firewall that forgot the
 /// connection: here a proxy stops passing its bytes, the connection left open) is noticed by
 /// its missing heartbeat: the cache is cleared and the listener connects anew, so a plain
@@ -191,12 +78,7 @@ async fn a_silent_change_listener_is_replaced_and_the_cache_cleared() {
     let stack = spawn_stack(&shared_bootstrap(), |s| s.query_api.cache_ttl_secs = 600).await;
     let _projector = InProcessProjector::start(&stack, Some(&stack.app.url));
     let database = stack.settings.database.url.expose_secret().to_owned();
-    let address = database
-        .split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("host:port in the database URL")
-        .to_owned();
+    let address = crate::support::proxy::address_of(&database);
     let proxy = Proxy::start(&address).await;
     let mut settings = stack.settings.clone();
     settings.database.url = database

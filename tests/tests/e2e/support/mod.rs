@@ -18,6 +18,7 @@
 //!   waiting until it has caught up, and reading its metrics.
 //! - [`fold`]: read models compared with an independent fold of the events table.
 //! - [`query`]: the query API in this process, its client, and the whole read stack.
+//! - [`proxy`]: a TCP proxy to PostgreSQL whose connections can fall silent.
 
 pub mod app;
 pub mod auth;
@@ -29,6 +30,7 @@ pub mod fold;
 pub mod kafka;
 pub mod processes;
 pub mod projector;
+pub mod proxy;
 pub mod query;
 pub mod registry;
 pub mod stack;
