@@ -295,6 +295,21 @@ async fn a_checkpoint_from_another_cluster_holds_the_relay_visibly() {
     relay.kill();
 }
 
+/// A relay process on `settings` that gives a database wait up after a second, once it has
+/// published an event of `stack`'s; and its metrics port.
+async fn quick_to_give_up(
+    stack: &Stack,
+    mut settings: infra::settings::Settings,
+) -> (crate::support::processes::Process, u16) {
+    settings.relay.database_timeout_ms = 1000;
+    let port = free_port();
+    let relay = spawn_relay(&settings, port);
+    stack.app.register(&unique_email()).await;
+    wait_until_published(&stack.app.pool, Duration::from_secs(60)).await;
+    wait_for_metric(port, "relay_active 1").await;
+    (relay, port)
+}
+
 /// A database wait that never ends (here storing the checkpoint, behind a lock; a connection
 /// to a host lost in a failover is the same to the relay) is given up after
 /// `relay.database_timeout_ms`: the relay counts an error, reads `relay_active 0` until it is
@@ -304,13 +319,8 @@ async fn a_checkpoint_from_another_cluster_holds_the_relay_visibly() {
 async fn a_relay_whose_database_stops_answering_gives_up_and_says_so() {
     let stack = stack_without_relay().await;
     let pool = &stack.app.pool;
-    let mut settings = stack.settings.clone();
-    settings.relay.database_timeout_ms = 1000;
-    let port = free_port();
-    let mut relay = spawn_relay(&settings, port);
-    stack.app.register(&unique_email()).await;
-    wait_until_published(pool, Duration::from_secs(60)).await;
-    wait_for_metric(port, "relay_active 1").await;
+    let settings = stack.settings.clone();
+    let (mut relay, port) = quick_to_give_up(&stack, settings).await;
 
     // A lock that holds the checkpoint's update and nothing else: one that takes a
     // transaction id (an exclusive lock does) would hold back what the relay may read.
@@ -348,12 +358,7 @@ async fn a_relay_whose_connections_fall_silent_goes_on_with_new_ones() {
     settings.database.url = database
         .replacen(&address, &format!("127.0.0.1:{}", proxy.port), 1)
         .into();
-    settings.relay.database_timeout_ms = 1000;
-    let port = free_port();
-    let mut relay = spawn_relay(&settings, port);
-    stack.app.register(&unique_email()).await;
-    wait_until_published(pool, Duration::from_secs(60)).await;
-    wait_for_metric(port, "relay_active 1").await;
+    let (mut relay, _) = quick_to_give_up(&stack, settings).await;
 
     assert!(
         proxy.silence_all_but_lock_holders() > 0,
