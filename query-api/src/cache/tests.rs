@@ -555,3 +555,34 @@ async fn a_version_no_wait_can_reach_is_answered_at_once() {
         "{answer:?}"
     );
 }
+
+/// Customers together hold at most three quarters of the waiting places: whatever number of
+/// accounts wait, staff and services still get one. Before, a few dozen accounts, each at
+/// its own cap, took every place and every other reader was refused.
+#[tokio::test]
+async fn customers_together_leave_a_quarter_of_the_waiting_places() {
+    // Eight places (six for customers), two per customer.
+    let cache = Arc::new(cache().with_waiters_per_customer(2));
+    let wait = |cache: Arc<ReadCache>, customer: Option<Uuid>| async move {
+        let key = Key::Order(Uuid::now_v7());
+        let load = || std::future::ready(Ok::<_, ()>(Some(rep(1))));
+        cache
+            .get_for(key, Some(2), load, committed(2), &|_| true, customer)
+            .await
+    };
+    let customers: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    let waiting: Vec<_> = customers
+        .iter()
+        .flat_map(|c| [*c, *c])
+        .map(|c| tokio::spawn(wait(cache.clone(), Some(c))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let refused = wait(cache.clone(), Some(Uuid::now_v7())).await.unwrap_err();
+    assert!(matches!(refused, Miss::Overloaded), "{refused:?}");
+    let staff = wait(cache.clone(), None).await.unwrap_err();
+    assert!(matches!(staff, Miss::Behind { .. }), "{staff:?}");
+    for task in waiting {
+        let waited = task.await.unwrap().unwrap_err();
+        assert!(matches!(waited, Miss::Behind { .. }), "{waited:?}");
+    }
+}

@@ -61,10 +61,22 @@ impl KeyWait {
 pub(super) struct Waits {
     keys: Mutex<HashMap<Key, Weak<KeyWait>>>,
     permits: Arc<Semaphore>,
-    /// Waiters per customer now; a customer with none has no entry.
-    customers: Mutex<HashMap<Uuid, usize>>,
+    /// Customers' waiters now.
+    customers: Mutex<CustomerWaits>,
     /// The most one customer may have (the overall cap unless lowered).
     pub(super) per_customer: usize,
+    /// The most all customers together may have: three quarters of the places, the rest kept
+    /// for staff and services (the process manager among them). Accounts cost nothing to
+    /// open, so a per-customer cap alone let a few dozen of them, each waiting for versions
+    /// nothing would write, take every place.
+    customers_in_all: usize,
+}
+
+/// Customers' waiters: per customer (one with none has no entry), and in all.
+#[derive(Default)]
+struct CustomerWaits {
+    each: HashMap<Uuid, usize>,
+    all: usize,
 }
 
 /// One waiter: its share of the key's reads and its permit; leaving cleans up after the last.
@@ -83,8 +95,9 @@ impl Waits {
         Self {
             keys: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_waiters)),
-            customers: Mutex::new(HashMap::new()),
+            customers: Mutex::new(CustomerWaits::default()),
             per_customer: max_waiters,
+            customers_in_all: max_waiters - max_waiters / 4,
         }
     }
 
@@ -94,14 +107,18 @@ impl Waits {
         let permit = self.permits.clone().try_acquire_owned().ok()?;
         if let Some(customer) = customer {
             let mut customers = self.customers.lock().unwrap_or_else(|e| e.into_inner());
-            let waiting = customers.entry(customer).or_insert(0);
+            if customers.all >= self.customers_in_all {
+                return None;
+            }
+            let waiting = customers.each.entry(customer).or_insert(0);
             if *waiting >= self.per_customer {
                 if *waiting == 0 {
-                    customers.remove(&customer);
+                    customers.each.remove(&customer);
                 }
                 return None;
             }
             *waiting += 1;
+            customers.all += 1;
         }
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         let wait = match keys.get(&key).and_then(Weak::upgrade) {
@@ -153,11 +170,12 @@ impl Drop for Waiter<'_> {
                 .customers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if let Some(waiting) = customers.get_mut(&customer) {
+            if let Some(waiting) = customers.each.get_mut(&customer) {
                 *waiting -= 1;
                 if *waiting == 0 {
-                    customers.remove(&customer);
+                    customers.each.remove(&customer);
                 }
+                customers.all -= 1;
             }
         }
     }
