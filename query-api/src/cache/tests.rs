@@ -502,17 +502,23 @@ async fn an_order_read_before_a_capture_does_not_replace_one_read_after_it() {
 /// wait is refused at once, while another customer and staff still wait. Before, one customer
 /// sending hopeless `min_version` reads could hold every place, and everyone else's
 /// read-your-writes was refused.
+/// `customer`'s read of a new order at version 1, waiting for version 2 (which the store has).
+async fn waiting_for_an_order(
+    cache: Arc<ReadCache>,
+    customer: Option<Uuid>,
+) -> Result<Arc<Representation>, Miss<()>> {
+    let key = Key::Order(Uuid::now_v7());
+    let load = || std::future::ready(Ok::<_, ()>(Some(rep(1))));
+    cache
+        .get_for(key, Some(2), load, committed(2), &|_| true, customer)
+        .await
+}
+
 #[tokio::test]
 async fn one_customer_cannot_hold_every_waiting_place() {
     let cache = Arc::new(cache().with_waiters_per_customer(2));
     let (greedy, other) = (Uuid::now_v7(), Uuid::now_v7());
-    let wait = |cache: Arc<ReadCache>, customer: Option<Uuid>| async move {
-        let key = Key::Order(Uuid::now_v7());
-        let load = || std::future::ready(Ok::<_, ()>(Some(rep(1))));
-        cache
-            .get_for(key, Some(2), load, committed(2), &|_| true, customer)
-            .await
-    };
+    let wait = waiting_for_an_order;
     let waiting: Vec<_> = (0..2)
         .map(|_| tokio::spawn(wait(cache.clone(), Some(greedy))))
         .collect();
@@ -563,13 +569,7 @@ async fn a_version_no_wait_can_reach_is_answered_at_once() {
 async fn customers_together_leave_a_quarter_of_the_waiting_places() {
     // Eight places (six for customers), two per customer.
     let cache = Arc::new(cache().with_waiters_per_customer(2));
-    let wait = |cache: Arc<ReadCache>, customer: Option<Uuid>| async move {
-        let key = Key::Order(Uuid::now_v7());
-        let load = || std::future::ready(Ok::<_, ()>(Some(rep(1))));
-        cache
-            .get_for(key, Some(2), load, committed(2), &|_| true, customer)
-            .await
-    };
+    let wait = waiting_for_an_order;
     let customers: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
     let waiting: Vec<_> = customers
         .iter()
