@@ -153,17 +153,42 @@ async fn commands_succeed_while_the_broker_is_down_and_the_relay_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_relay_killed_mid_batch_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let stack = stack_without_relay().await;
     let mut relay = spawn_relay(&stack.settings, free_port());
-    let writing = write_load(&stack.app, 4, 150);
-    let killing = async {
-        for _ in 0..3 {
-            tokio::time::sleep(Duration::from_millis(700)).await;
-            relay.kill();
-            relay = spawn_relay(&stack.settings, free_port());
-        }
+    let written = AtomicBool::new(false);
+    let writing = async {
+        write_load(&stack.app, 4, 150).await;
+        written.store(true, Ordering::SeqCst);
     };
-    tokio::join!(writing, killing);
+    // Each kill comes right after the relay moved its checkpoint (so it lands while the relay
+    // works: a batch read, sent or awaiting its acknowledgements), for as long as the load runs.
+    let checkpoint = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT coalesce(max(global_position), 0) FROM relay_checkpoints",
+        )
+        .fetch_one(&stack.app.pool)
+        .await
+        .unwrap()
+    };
+    let killing = async {
+        let mut kills = 0;
+        while !written.load(Ordering::SeqCst) {
+            let at = checkpoint().await;
+            while checkpoint().await <= at && !written.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if checkpoint().await > at {
+                relay.kill();
+                relay = spawn_relay(&stack.settings, free_port());
+                kills += 1;
+            }
+        }
+        kills
+    };
+    let ((), kills) = tokio::join!(writing, killing);
+    assert!(kills >= 1, "no kill landed while the relay published");
+    eprintln!("the relay was killed {kills} times while it published");
     wait_until_published(&stack.app.pool, Duration::from_secs(120)).await;
     let events = stack.app.event_count().await as usize;
     // Duplicates are allowed here; verify_log checks each carries the same event id.

@@ -528,6 +528,12 @@ async fn an_event_newer_than_the_projector_waits_instead_of_being_set_aside() {
     stack.app.register(&unique_email()).await;
     wait_until_published(pool, Duration::from_secs(30)).await;
     wait_until_projected(pool, Duration::from_secs(30)).await;
+    // The projector runs in this process: its counters are on the app's /metrics.
+    let waited = || async {
+        let (_, page) = stack.app.get("/metrics").await;
+        crate::support::processes::metric_sum(&page, "projection_newer_events_waited_total", &[])
+    };
+    let before = waited().await;
     let producer: FutureProducer = infra::kafka::producer(&stack.settings.kafka).unwrap();
     let topic = infra::kafka::topic_for(&stack.prefix, "user");
     let id = uuid::Uuid::now_v7().to_string();
@@ -554,8 +560,16 @@ async fn an_event_newer_than_the_projector_waits_instead_of_being_set_aside() {
         )
         .await
         .expect("produce the newer message");
-    // A few of the batch's retries go by.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The projector has met the message (else "nothing set aside" below would hold for one
+    // that never read it), and a few of the batch's retries go by.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while waited().await < before + 3.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the projector never waited on the newer message"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let letters: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
         .fetch_one(pool)
         .await
