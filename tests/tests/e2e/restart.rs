@@ -204,8 +204,29 @@ async fn a_projector_waits_for_its_migrations_before_consuming() {
         .env("APP__PROJECTOR__PORT", port.to_string())
         .env("APP__DATABASE__MIGRATE_ON_START", "false");
     let projector = Process::spawn(command, "a projector process");
-    // It serves its ops port (alive) while it waits; a few of its checks go by.
+    // It serves its ops port (alive) while it waits, and has begun checking the migrations
+    // (else "nothing consumed" below would hold for a projector not started yet); a few of
+    // its checks go by.
     metrics_page(port).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let checking: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                   AND query LIKE 'SELECT COALESCE(max(version), 0) FROM _sqlx_migrations%')",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if checking {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the projector never checked the migrations"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let consumed: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_offsets")
         .fetch_one(pool)
