@@ -29,7 +29,7 @@ pub(super) enum Swap {
 }
 
 /// Every column of `dead_letters` but its id.
-const COLUMNS: &str =
+pub const COLUMNS: &str =
     "projection, topic, partition, \"offset\", event_id, aggregate_id, error, payload, created_at";
 
 /// Settles the dead letters of projection `name` for the set in schema `incoming` (see the

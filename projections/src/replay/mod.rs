@@ -37,6 +37,9 @@ mod swap;
 
 use sqlx::{PgConnection, PgPool};
 
+/// Every column of `dead_letters` but its id, as kept beside a replaced set.
+pub use letters::COLUMNS as DEAD_LETTER_COLUMNS;
+
 use crate::lease::Lease;
 use crate::projection::ReadModel;
 use crate::rebuild::{self, Applied, Last, Target};
