@@ -1,11 +1,13 @@
 //! The swap's locks, all taken before any of its statements runs, in an order and with waits
 //! that hold no reader up for long.
 //!
-//! Readers (the query API) read the live tables, never `projection_versions`. So the versions'
-//! tables are locked first, waiting as long as it takes a batch of another projection to end
-//! or PostgreSQL to cancel an autovacuum in the way (it does so for a lock request that has
-//! waited `deadlock_timeout`); only then the live tables, each attempt waiting at most
-//! [`LIVE_WAIT_MS`], since readers queue behind that request. An attempt that does not get
+//! Readers (the query API) read the live tables, never `projection_versions` or a set's own
+//! tables. So those are locked first (the versions' parent, the projection's partition and
+//! the default one; the incoming set's tables; the tables of the older replaced set the swap
+//! drops), each attempt waiting a little past `deadlock_timeout`, long enough for a batch of
+//! another projection to end or for PostgreSQL to cancel an autovacuum in the way, and
+//! blocking projectors no longer than that; only then the live tables, each attempt waiting
+//! at most [`LIVE_WAIT_MS`], since readers queue behind that request. An attempt that does not get
 //! them all gives everything back (to a savepoint: the swap's fold and the projection's
 //! advisory lock are kept) and tries again after a pause. Every eighth attempt waits on the
 //! live tables past `deadlock_timeout`, so that an autovacuum of a live table is cancelled
@@ -25,16 +27,19 @@ use super::ReplayError;
 /// The longest one attempt waits for the live tables, readers waiting behind it.
 const LIVE_WAIT_MS: u64 = 200;
 
-/// The longest one attempt waits for the versions' tables (nobody reads them but projectors).
-const VERSIONS_WAIT_MS: u64 = 30_000;
+/// How much longer than `deadlock_timeout` one attempt waits for the tables readers do not
+/// read: a blocking autovacuum is cancelled once a request has waited `deadlock_timeout`.
+const PAST_DEADLOCK_CHECK_MS: u64 = 500;
 
 /// How long the swap keeps trying before it fails.
 const GIVE_UP: Duration = Duration::from_secs(600);
 
-/// Takes the locks the swap of projection `name`, whose live tables are `tables`, needs.
+/// Takes the locks the swap of projection `name` needs: its live `tables`, the tables of the
+/// set in schema `incoming`, the versions, and the older replaced set's tables.
 pub(super) async fn take(
     tx: &mut PgConnection,
     name: &str,
+    incoming: &str,
     tables: &[&str],
 ) -> Result<(), ReplayError> {
     // DETACH and ATTACH need the parent itself (not every partition), the projection's own
@@ -48,10 +53,22 @@ pub(super) async fn take(
     .bind(format!("projection_versions_{name}"))
     .fetch_optional(&mut *tx)
     .await?;
+    // The incoming set's tables move or are attached; the older replaced set is dropped.
+    let sets: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
+         WHERE schemaname = $1 OR schemaname IN (
+             SELECT schema_name FROM projection_previous_sets WHERE projection = $2)
+         ORDER BY 1",
+    )
+    .bind(incoming)
+    .bind(name)
+    .fetch_all(&mut *tx)
+    .await?;
     let versions: Vec<String> = ["ONLY public.projection_versions".to_owned()]
         .into_iter()
         .chain(own)
         .chain(["public.projection_versions_default".to_owned()])
+        .chain(sets)
         .collect();
     let live: Vec<String> = tables.iter().map(|t| format!("public.{t}")).collect();
     let deadlock_ms: i64 = sqlx::query_scalar(
@@ -71,7 +88,8 @@ pub(super) async fn take(
         sqlx::query("SAVEPOINT swap_locks")
             .execute(&mut *tx)
             .await?;
-        match attempt(tx, &versions, &live, live_wait).await {
+        let versions_wait = deadlock_ms.max(0) as u64 + PAST_DEADLOCK_CHECK_MS;
+        match attempt(tx, (&versions, versions_wait), (&live, live_wait)).await {
             Ok(()) => {
                 sqlx::query("RELEASE SAVEPOINT swap_locks")
                     .execute(&mut *tx)
@@ -81,7 +99,12 @@ pub(super) async fn take(
                     .await?;
                 return Ok(());
             }
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+            // A lock not had in time, or this attempt chosen as a deadlock's victim (a long
+            // wait runs the deadlock check, and `projector verify` takes the live tables
+            // before the versions): give everything back and try again.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("55P03") | Some("40P01")) =>
+            {
                 sqlx::query("ROLLBACK TO SAVEPOINT swap_locks")
                     .execute(&mut *tx)
                     .await?;
@@ -104,14 +127,14 @@ pub(super) async fn take(
     }
 }
 
-/// One attempt: the versions' tables, then the live ones, each statement under its wait.
+/// One attempt: the tables readers do not read, then the live ones, each statement under its
+/// wait (in milliseconds).
 async fn attempt(
     tx: &mut PgConnection,
-    versions: &[String],
-    live: &[String],
-    live_wait_ms: u64,
+    unread: (&[String], u64),
+    live: (&[String], u64),
 ) -> Result<(), sqlx::Error> {
-    for (tables, wait_ms) in [(versions, VERSIONS_WAIT_MS), (live, live_wait_ms)] {
+    for (tables, wait_ms) in [unread, live] {
         sqlx::query(&format!("SET LOCAL lock_timeout = '{wait_ms}ms'"))
             .execute(&mut *tx)
             .await?;

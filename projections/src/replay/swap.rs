@@ -60,7 +60,7 @@ pub(super) async fn catch_up_and_swap(
     };
     super::letters::settle(&mut tx, name, swap, &incoming.schema, &outgoing, report).await?;
     let tables: Vec<&str> = model.tables().iter().map(|t| t.name).collect();
-    super::locks::take(&mut tx, name, &tables).await?;
+    super::locks::take(&mut tx, name, &incoming.schema, &tables).await?;
     let swapped_xmin = xmin(&mut tx).await?;
     for table in model.tables() {
         let t = table.name;

@@ -160,34 +160,57 @@ async fn a_rollback_refuses_a_set_a_migration_has_changed_since() {
 /// A swap that cannot have the projection's versions at once (a session holds their partition,
 /// as a vacuum of it does) keeps no lock on the live tables meanwhile: a reader of them is
 /// answered at once while the swap waits, and the swap goes through once the partition is
-/// free, whatever holds another projection's partition. Before, the swap took the live tables
-/// first and held them while it waited for the versions, so every reader waited too (the
-/// query API ran out of connections and failed unrelated reads).
+/// free, whatever holds another projection's partition. The same for a table of the older
+/// replaced set, which the swap drops. Before, the swap took the live tables first and held
+/// them while it waited for the others, so every reader waited too (the query API ran out of
+/// connections and failed unrelated reads).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_swap_waiting_for_a_lock_holds_no_reader_up() {
     let (stack, _projector) = projected_commerce(1).await;
     let (pool, settings) = (&stack.app.pool, &stack.settings);
-    let mut vacuum = pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE projection_versions_orders IN SHARE UPDATE EXCLUSIVE MODE")
-        .execute(&mut *vacuum)
-        .await
-        .unwrap();
     let mut other_vacuum = pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE projection_versions_users IN SHARE UPDATE EXCLUSIVE MODE")
         .execute(&mut *other_vacuum)
         .await
         .unwrap();
+    replay_orders_while_held(pool, settings, "projection_versions_orders").await;
+    // Another projection's partition, still held, was none of that swap's business.
+    other_vacuum.rollback().await.unwrap();
+    let previous: String = sqlx::query_scalar(
+        "SELECT schema_name FROM projection_previous_sets WHERE projection = 'orders'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    replay_orders_while_held(pool, settings, &format!("{previous}.rm_orders")).await;
+}
+
+/// `projector replay orders` while a session holds `table` as a vacuum does: once the swap
+/// waits for a lock, a reader of the live orders is answered at once; the replay succeeds
+/// once the table is free.
+async fn replay_orders_while_held(
+    pool: &sqlx::PgPool,
+    settings: &infra::settings::Settings,
+    table: &str,
+) {
+    let mut vacuum = pool.begin().await.unwrap();
+    sqlx::query(&format!(
+        "LOCK TABLE {table} IN SHARE UPDATE EXCLUSIVE MODE"
+    ))
+    .execute(&mut *vacuum)
+    .await
+    .unwrap();
     let mut command = service_command("projector", settings);
     command.args(["replay", "orders"]);
     let mut replay = Process::spawn(command, "a replay of orders");
-    // Until the swap asks for its locks (and, before the fix, holds the live tables).
+    // Until the swap waits for a lock (and, before the fix, holds the live tables).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let waiting: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
                  WHERE datname = current_database() AND wait_event_type = 'Lock'
-                   AND (query LIKE 'LOCK TABLE%'
-                        OR query LIKE 'ALTER TABLE projection_versions DETACH%'))",
+                   AND (query LIKE 'LOCK TABLE%' OR query LIKE 'ALTER TABLE%'
+                        OR query LIKE 'DROP SCHEMA%'))",
         )
         .fetch_one(pool)
         .await
@@ -197,7 +220,7 @@ async fn a_swap_waiting_for_a_lock_holds_no_reader_up() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the swap never asked for its locks"
+            "the swap never waited for {table}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -210,12 +233,13 @@ async fn a_swap_waiting_for_a_lock_holds_no_reader_up() {
         .fetch_one(&mut *reader)
         .await;
     reader.rollback().await.unwrap();
-    assert!(read.is_ok(), "a reader of the live orders waited: {read:?}");
+    assert!(
+        read.is_ok(),
+        "a reader of the live orders waited ({table} held): {read:?}"
+    );
     vacuum.rollback().await.unwrap();
-    // Another projection's partition, still held, is none of this swap's business.
     let status = tokio::task::block_in_place(|| {
         replay.wait_for_exit(Duration::from_secs(120), "the replay never ended")
     });
     assert!(status.success(), "{status:?}");
-    other_vacuum.rollback().await.unwrap();
 }
