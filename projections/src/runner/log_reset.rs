@@ -10,7 +10,9 @@
 //! the log really ends below a projection's offset, moves every projection's offset in that
 //! partition back to the log's start ([`crate::offsets::reset_to_log_start`]): a lagging one's
 //! offset, below the new log's end, counted in the old log too. The partition is read again
-//! from there. Nothing is
+//! from there. Only this process's projections are reset: a projection that another process
+//! runs (`projector.read_models` split across processes) is reset there only if its own offset
+//! lies past the log's end; a lagging one is not, and `projector replay` mends it. Nothing is
 //! applied twice: each aggregate's version skips what was. Events the old log held and the new
 //! one lacks come from the event store, as any gap does.
 
@@ -43,6 +45,11 @@ impl Fanout {
             if !self.shared.positions.beyond(&key, high) {
                 continue;
             }
+            // The projections catching up on consumers of their own stop first: one would go
+            // on committing batches from its old offset, moving it forward past the reset.
+            if !reset {
+                self.finish_catch_ups().await?;
+            }
             // The log is not the one the offsets counted in: every projection's offset in it
             // goes back to its start, a lagging one's too (its offset, below the new log's
             // end, would skip the new log's first messages as well).
@@ -62,8 +69,7 @@ impl Fanout {
         }
         if reset {
             // Every projection reads from the shared consumer again, from the offsets it has
-            // now: a catch-up task's own consumer would still skip the log's messages.
-            self.finish_catch_ups().await?;
+            // now (the catch-up tasks were stopped above).
             self.seek_to_starts(consumer)?;
         }
         Ok(())
