@@ -207,14 +207,30 @@ impl Runner {
                 missing: unfilled,
             }));
         }
-        // The event store holds only what the command API wrote: an event of a type or version
-        // this build does not know is newer code's (a rolling update under way), never a
-        // stranger's, so the batch waits for a newer projector however long it takes. Before,
-        // such an event was read through an older schema or set aside for good.
+        // An event of a type or version this build does not know is newer code's (a rolling
+        // update under way): the batch waits for a newer projector, as for such a message.
+        // Before, it was read through an older schema or set aside for good. As for a message,
+        // a type unknown here is waited for only while the event is younger than the message
+        // path's limit (a release rolled back after writing it, say, has no newer projector).
         for row in &rows {
             let event_type: String = sqlx::Row::try_get(row, "event_type")?;
             let version: String = sqlx::Row::try_get(row, "event_version")?;
-            if let Some(event) = super::batch::newer_event(&event_type, &version, false) {
+            let newer = match super::batch::newer_event(&event_type, &version, false) {
+                Some(_) => {
+                    let position: i64 = sqlx::Row::try_get(row, "global_position")?;
+                    let old: bool = sqlx::query_scalar(
+                        "SELECT recorded_at < now() - make_interval(secs => $2)
+                         FROM events WHERE global_position = $1",
+                    )
+                    .bind(position)
+                    .bind(super::batch::UNKNOWN_TYPE_WAIT.as_secs_f64())
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    super::batch::newer_event(&event_type, &version, old)
+                }
+                None => None,
+            };
+            if let Some(event) = newer {
                 metrics::counter!("projection_newer_events_waited_total").increment(1);
                 return Err(Stop::Failed(RunError::NewerThanKnown {
                     projection: name,

@@ -95,7 +95,7 @@ async fn pause(backoff: &mut Duration, stopped: &mut watch::Receiver<bool>) -> b
 /// code too (waited for like a newer version), and a registry can lag or be mid-rotation, but
 /// a message some other producer put on the topic by mistake will never be readable; after
 /// this long it is left to decoding, which sets it aside, and the partition moves on.
-const UNKNOWN_TYPE_WAIT: Duration = Duration::from_secs(600);
+pub(super) const UNKNOWN_TYPE_WAIT: Duration = Duration::from_secs(600);
 
 /// A registry answer that may change without the message changing: no such schema (404), or
 /// credentials refused (401, 403).
