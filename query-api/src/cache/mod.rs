@@ -37,8 +37,10 @@
 //! safety net while it is up; sharing each database read with the other waiters on
 //! the resource; see `wait`) until the read model catches up or the bounded wait runs out,
 //! which the caller is told about explicitly. At most `query_api.max_version_waiters` reads
-//! wait at once, and `query_api.max_version_waiters_per_customer` of one customer's; past
-//! either, `Overloaded`.
+//! wait at once, customers' reads at most three quarters of them (the rest kept for staff
+//! and services), and `query_api.max_version_waiters_per_customer` of one customer's; past
+//! any, `Overloaded`. A read for a version more than [`REACHABLE_AHEAD`] past both the read
+//! model's and the event store's is answered `Behind` at once.
 
 use std::future::Future;
 use std::hash::BuildHasher;

@@ -498,10 +498,6 @@ async fn an_order_read_before_a_capture_does_not_replace_one_read_after_it() {
     assert_eq!(cached.rank(), (3, 500, 0));
 }
 
-/// One customer holds at most their own share of the waiting places: past it their next
-/// wait is refused at once, while another customer and staff still wait. Before, one customer
-/// sending hopeless `min_version` reads could hold every place, and everyone else's
-/// read-your-writes was refused.
 /// `customer`'s read of a new order at version 1, waiting for version 2 (which the store has).
 async fn waiting_for_an_order(
     cache: Arc<ReadCache>,
@@ -514,6 +510,10 @@ async fn waiting_for_an_order(
         .await
 }
 
+/// One customer holds at most their own share of the waiting places: past it their next
+/// wait is refused at once, while another customer and staff still wait. Before, one customer
+/// sending hopeless `min_version` reads could hold every place, and everyone else's
+/// read-your-writes was refused.
 #[tokio::test]
 async fn one_customer_cannot_hold_every_waiting_place() {
     let cache = Arc::new(cache().with_waiters_per_customer(2));

@@ -97,7 +97,8 @@ impl Waits {
             permits: Arc::new(Semaphore::new(max_waiters)),
             customers: Mutex::new(CustomerWaits::default()),
             per_customer: max_waiters,
-            customers_in_all: max_waiters - max_waiters / 4,
+            // A quarter kept, at least one place once there are two.
+            customers_in_all: max_waiters - (max_waiters / 4).max(usize::from(max_waiters > 1)),
         }
     }
 

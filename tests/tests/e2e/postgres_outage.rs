@@ -73,7 +73,7 @@ async fn on_cluster(cluster: &PrivateCluster) -> (TestDatabase, infra::settings:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_stopped_under_load_gives_fast_503s_and_loses_nothing() {
+async fn postgres_stopped_under_load_answers_503_and_loses_nothing() {
     let cluster = PrivateCluster::start();
     let (placeholder, settings) = on_cluster(&cluster).await;
     let app = spawn_app_on(placeholder, settings.clone()).await;
