@@ -2,12 +2,13 @@
 //! that hold no reader up for long.
 //!
 //! Readers (the query API) read the live tables, never `projection_versions` or a set's own
-//! tables. So those are locked first (the versions' parent, the projection's partition and
-//! the default one; the incoming set's tables; the tables of the older replaced set the swap
-//! drops), each attempt waiting a little past `deadlock_timeout`, long enough for a batch of
-//! another projection to end or for PostgreSQL to cancel an autovacuum in the way, and
-//! blocking projectors no longer than that; only then the live tables, each attempt waiting
-//! at most [`LIVE_WAIT_MS`], since readers queue behind that request. An attempt that does not get
+//! tables. So those are locked first: the incoming set's tables and the older replaced set's
+//! (which the swap drops), then the versions' parent, the projection's partition and the
+//! default one (which every projector's batch needs, so they come after anything else may
+//! be waited for); each statement waits a little past `deadlock_timeout`, long enough for a
+//! batch of another projection to end or for PostgreSQL to cancel an autovacuum in the way.
+//! Only then the live tables, each attempt waiting at most [`LIVE_WAIT_MS`], since readers
+//! queue behind that request. An attempt that does not get
 //! them all gives everything back (to a savepoint: the swap's fold and the projection's
 //! advisory lock are kept) and tries again after a pause. Every eighth attempt waits on the
 //! live tables past `deadlock_timeout`, so that an autovacuum of a live table is cancelled
@@ -53,7 +54,13 @@ pub(super) async fn take(
     .bind(format!("projection_versions_{name}"))
     .fetch_optional(&mut *tx)
     .await?;
-    // The incoming set's tables move or are attached; the older replaced set is dropped.
+    // The incoming set's tables move or are attached; the older replaced set is dropped. Its
+    // record is locked first (the swap replaces it anyway), so that a `prune` cannot drop
+    // the set between this list and its lock: the lock would then fail on a missing table.
+    sqlx::query("SELECT 1 FROM projection_previous_sets WHERE projection = $1 FOR UPDATE")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
     let sets: Vec<String> = sqlx::query_scalar(
         "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
          WHERE schemaname = $1 OR schemaname IN (
@@ -68,7 +75,6 @@ pub(super) async fn take(
         .into_iter()
         .chain(own)
         .chain(["public.projection_versions_default".to_owned()])
-        .chain(sets)
         .collect();
     let live: Vec<String> = tables.iter().map(|t| format!("public.{t}")).collect();
     let deadlock_ms: i64 = sqlx::query_scalar(
@@ -89,7 +95,14 @@ pub(super) async fn take(
             .execute(&mut *tx)
             .await?;
         let versions_wait = deadlock_ms.max(0) as u64 + PAST_DEADLOCK_CHECK_MS;
-        match attempt(tx, (&versions, versions_wait), (&live, live_wait)).await {
+        // The sets' tables before the versions: waiting for a set's table (an operator
+        // comparing sets, a dump) then holds no projector's batch up.
+        let steps = [
+            (&sets, versions_wait),
+            (&versions, versions_wait),
+            (&live, live_wait),
+        ];
+        match attempt(tx, steps).await {
             Ok(()) => {
                 sqlx::query("RELEASE SAVEPOINT swap_locks")
                     .execute(&mut *tx)
@@ -105,10 +118,16 @@ pub(super) async fn take(
             Err(sqlx::Error::Database(e))
                 if matches!(e.code().as_deref(), Some("55P03") | Some("40P01")) =>
             {
+                // Released too: a savepoint rolled back to stays, and each attempt would nest
+                // one more (past 64, every other session's reads slow down).
                 sqlx::query("ROLLBACK TO SAVEPOINT swap_locks")
                     .execute(&mut *tx)
                     .await?;
-                let tables = versions.iter().chain(&live).cloned().collect::<Vec<_>>();
+                sqlx::query("RELEASE SAVEPOINT swap_locks")
+                    .execute(&mut *tx)
+                    .await?;
+                let tables: Vec<String> =
+                    sets.iter().chain(&versions).chain(&live).cloned().collect();
                 if started.elapsed() > GIVE_UP {
                     return Err(ReplayError::Locks {
                         tables: tables.join(", "),
@@ -127,14 +146,16 @@ pub(super) async fn take(
     }
 }
 
-/// One attempt: the tables readers do not read, then the live ones, each statement under its
-/// wait (in milliseconds).
+/// One attempt: each step's tables in one statement, under the step's wait (in milliseconds);
+/// a step with no tables is skipped.
 async fn attempt(
     tx: &mut PgConnection,
-    unread: (&[String], u64),
-    live: (&[String], u64),
+    steps: [(&Vec<String>, u64); 3],
 ) -> Result<(), sqlx::Error> {
-    for (tables, wait_ms) in [unread, live] {
+    for (tables, wait_ms) in steps {
+        if tables.is_empty() {
+            continue;
+        }
         sqlx::query(&format!("SET LOCAL lock_timeout = '{wait_ms}ms'"))
             .execute(&mut *tx)
             .await?;

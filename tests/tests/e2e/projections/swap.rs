@@ -205,19 +205,12 @@ async fn replay_orders_while_held(
     let mut replay = Process::spawn(command, "a replay of orders");
     // Until the swap waits for a lock (and, before the fix, holds the live tables).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let waiting: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'
-                   AND (query LIKE 'LOCK TABLE%' OR query LIKE 'ALTER TABLE%'
-                        OR query LIKE 'DROP SCHEMA%'))",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if waiting {
-            break;
-        }
+    while !waiting_on_a_lock(
+        pool,
+        "(query LIKE 'LOCK TABLE%' OR query LIKE 'ALTER TABLE%' OR query LIKE 'DROP SCHEMA%')",
+    )
+    .await
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the swap never waited for {table}"
@@ -242,4 +235,73 @@ async fn replay_orders_while_held(
         replay.wait_for_exit(Duration::from_secs(120), "the replay never ended")
     });
     assert!(status.success(), "{status:?}");
+}
+
+/// A `prune` run while a replay's swap waits for its tables (a reader holds the live orders)
+/// waits for the swap, which succeeds. Before, the prune dropped the replaced set the swap had
+/// listed, and the swap's next attempt failed on a missing table after the whole rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prune_during_a_swap_waits_for_it() {
+    let (stack, _projector) = projected_commerce(1).await;
+    let (pool, settings) = (&stack.app.pool, &stack.settings);
+    let out = run_projector(settings, &["replay", "orders"]);
+    assert!(out.status.success(), "{out:?}");
+    let mut reader = pool.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM rm_orders")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let mut command = service_command("projector", settings);
+    command.args(["replay", "orders"]);
+    let mut replay = Process::spawn(command, "a replay of orders");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !waiting_on_a_lock(pool, "query LIKE 'LOCK TABLE public.rm_orders%'").await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the swap never waited for the live orders"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let prune = tokio::task::spawn_blocking({
+        let settings = settings.clone();
+        move || run_projector(&settings, &["prune", "orders"])
+    });
+    // Until the prune waits for the swap's hold on the replaced set's record (before the fix,
+    // it did not wait: it dropped the set and ended).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !(waiting_on_a_lock(pool, "query LIKE 'DELETE FROM projection_previous_sets%'").await
+        || prune.is_finished())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the prune neither waited nor ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    reader.rollback().await.unwrap();
+    let status = tokio::task::block_in_place(|| {
+        replay.wait_for_exit(Duration::from_secs(120), "the replay never ended")
+    });
+    assert!(
+        status.success(),
+        "the swap failed beside a prune: {status:?}"
+    );
+    let pruned = prune.await.unwrap();
+    assert_ne!(
+        pruned.status.code(),
+        Some(2),
+        "the prune failed: {pruned:?}"
+    );
+}
+
+/// Whether a session of this database waits for a lock while running a statement that
+/// satisfies `condition` (on `pg_stat_activity`).
+async fn waiting_on_a_lock(pool: &sqlx::PgPool, condition: &str) -> bool {
+    sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock' AND ({condition}))"
+    ))
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
