@@ -62,8 +62,8 @@ impl Console {
             .post(&format!("/v1/users/{support_id}/roles"), role)
             .await;
         assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
-        wait_until_published(&app.pool, Duration::from_secs(30)).await;
-        wait_until_projected(&app.pool, Duration::from_secs(30)).await;
+        wait_until_published(&app.pool, Duration::from_secs(60)).await;
+        wait_until_projected(&app.pool, Duration::from_secs(60)).await;
         let placed = first_event(&app.pool, "order", &order.id()).await;
         let registered = first_event(&app.pool, "user", &customer.id).await;
         Self {
