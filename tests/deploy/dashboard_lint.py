@@ -100,7 +100,7 @@ def walk(panels):
         yield from walk(panel.get("panels", []))
 
 
-def check_dashboard(problems, path, uid, known, seen_uids):
+def check_dashboard(problems, path, uid, known, seen_uids, alerts):
     where = rel(path)
     try:
         board = json.loads(path.read_text(encoding="utf-8"))
@@ -145,6 +145,7 @@ def check_dashboard(problems, path, uid, known, seen_uids):
                 f"{where} variable {var.get('name')}",
                 f"data source is not uid {uid!r}",
             )
+    check_watched(problems, path, board, alerts)
     return len(panels)
 
 
@@ -155,9 +156,8 @@ def squeezed(expr):
     return re.sub(r"\s+", "", expr)
 
 
-def check_watched(problems, path, alerts):
+def check_watched(problems, path, board, alerts):
     """Panels that say they show what an alert watches query the alert's own expression."""
-    board = json.loads(path.read_text(encoding="utf-8"))
     for panel in walk(board.get("panels", [])):
         found = WATCHES.search(panel.get("description", ""))
         if not found:
@@ -220,8 +220,7 @@ def main():
         if "alert" in rule
     }
     for path in boards:
-        panels += check_dashboard(problems, path, uid, known, seen)
-        check_watched(problems, path, alerts)
+        panels += check_dashboard(problems, path, uid, known, seen, alerts)
     check_provider_mount(problems)
     for group in load_yaml(rules)["groups"]:
         for rule in group["rules"]:

@@ -200,23 +200,13 @@ async fn replay_orders_while_held(
     .execute(&mut *vacuum)
     .await
     .unwrap();
-    let mut command = service_command("projector", settings);
-    command.args(["replay", "orders"]);
-    let mut replay = Process::spawn(command, "a replay of orders");
     // Until the swap waits for a lock (and, before the fix, holds the live tables).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while !waiting_on_a_lock(
+    let mut replay = replay_orders_until_waiting(
         pool,
+        settings,
         "(query LIKE 'LOCK TABLE%' OR query LIKE 'ALTER TABLE%' OR query LIKE 'DROP SCHEMA%')",
     )
-    .await
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the swap never waited for {table}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    .await;
     let mut reader = pool.begin().await.unwrap();
     sqlx::query("SET LOCAL lock_timeout = '100ms'")
         .execute(&mut *reader)
@@ -251,17 +241,9 @@ async fn a_prune_during_a_swap_waits_for_it() {
         .execute(&mut *reader)
         .await
         .unwrap();
-    let mut command = service_command("projector", settings);
-    command.args(["replay", "orders"]);
-    let mut replay = Process::spawn(command, "a replay of orders");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while !waiting_on_a_lock(pool, "query LIKE 'LOCK TABLE public.rm_orders%'").await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the swap never waited for the live orders"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let mut replay =
+        replay_orders_until_waiting(pool, settings, "query LIKE 'LOCK TABLE public.rm_orders%'")
+            .await;
     let prune = tokio::task::spawn_blocking({
         let settings = settings.clone();
         move || run_projector(&settings, &["prune", "orders"])
@@ -292,6 +274,27 @@ async fn a_prune_during_a_swap_waits_for_it() {
         Some(2),
         "the prune failed: {pruned:?}"
     );
+}
+
+/// A `projector replay orders` process, once a session of it waits for a lock while running a
+/// statement that satisfies `condition` (two minutes at most, else the test fails).
+async fn replay_orders_until_waiting(
+    pool: &sqlx::PgPool,
+    settings: &infra::settings::Settings,
+    condition: &str,
+) -> Process {
+    let mut command = service_command("projector", settings);
+    command.args(["replay", "orders"]);
+    let replay = Process::spawn(command, "a replay of orders");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !waiting_on_a_lock(pool, condition).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the swap never waited on a lock ({condition})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    replay
 }
 
 /// Whether a session of this database waits for a lock while running a statement that
