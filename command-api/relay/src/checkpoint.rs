@@ -3,7 +3,8 @@
 //! recognise what they already applied by its aggregate sequence and skip it).
 //!
 //! A reset holds the relay's advisory lock while it writes, so it never races a running relay:
-//! with one running, it is refused and changes nothing. It only moves back: moving forward
+//! with one running, it is refused and changes nothing. A relay stores its checkpoint on the
+//! connection that holds its lock, so one whose lock is gone cannot store over a reset. It only moves back: moving forward
 //! would leave events unpublished, which this system never does on purpose.
 
 use std::fmt;

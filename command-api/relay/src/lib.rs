@@ -256,7 +256,7 @@ impl Relay {
             };
             if batch.is_empty() {
                 if let Some(sent) = in_flight.take() {
-                    self.settle(sent, &mut checkpoint).await?;
+                    self.settle(&mut lock, sent, &mut checkpoint).await?;
                     reading.spawn(self.read_after(cursor.clone()));
                     continue;
                 }
@@ -279,18 +279,18 @@ impl Relay {
                 // What came before the event this relay could not or must not publish is
                 // settled first, so a retry does not send it again.
                 if let Some(previous) = in_flight.take() {
-                    self.settle(previous, &mut checkpoint).await?;
+                    self.settle(&mut lock, previous, &mut checkpoint).await?;
                 }
-                self.settle(sent, &mut checkpoint).await?;
+                self.settle(&mut lock, sent, &mut checkpoint).await?;
                 return Err(halted.into());
             }
             if let Some(previous) = in_flight.replace(sent) {
-                self.settle(previous, &mut checkpoint).await?;
+                self.settle(&mut lock, previous, &mut checkpoint).await?;
             }
             lag.record(&self.pool, &checkpoint, limit).await;
         }
         if let Some(sent) = in_flight.take() {
-            self.settle(sent, &mut checkpoint).await?;
+            self.settle(&mut lock, sent, &mut checkpoint).await?;
         }
         Ok(())
     }
@@ -313,10 +313,20 @@ impl Relay {
 
     /// Waits for a sent batch's acknowledgements and stores the checkpoint of what was
     /// acknowledged; an unacknowledged event ends the active phase (it is re-sent later).
-    async fn settle(&self, sent: InFlight, checkpoint: &mut Checkpoint) -> Result<(), RelayError> {
+    ///
+    /// The checkpoint goes through the `lock` connection: stored there, it is stored only while
+    /// the lock is held. Through another connection, a relay whose lock connection had ended
+    /// (and so its lock, which a `relay-checkpoint reset` or another relay may then take) still
+    /// stored what it had in hand, undoing the reset or moving the other relay's checkpoint.
+    async fn settle(
+        &self,
+        lock: &mut PgConnection,
+        sent: InFlight,
+        checkpoint: &mut Checkpoint,
+    ) -> Result<(), RelayError> {
         let (acknowledged, count, error) = sent.acknowledged().await;
         if let Some(last) = acknowledged {
-            let saved = tail::save_checkpoint(&self.pool, &self.settings.relay.name, &last);
+            let saved = tail::save_checkpoint(lock, &self.settings.relay.name, &last);
             bounded("storing the checkpoint", self.limit(), saved).await?;
             *checkpoint = last;
             metrics::counter!("relay_events_published_total").increment(count as u64);

@@ -8,7 +8,7 @@
 //! them any more. Rows are read in `(tx_id, global_position)` order after the checkpoint.
 
 use infra::event_store::HeaderMetadata;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 /// Where the relay has got to: the last acknowledged event's transaction and position.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -118,9 +118,10 @@ fn checkpoint_of(row: &sqlx::postgres::PgRow) -> Result<Checkpoint, sqlx::Error>
     })
 }
 
-/// Moves the checkpoint forward (never back, whoever writes).
+/// Moves the checkpoint forward (never back, whoever writes), on `conn`: the relay passes its
+/// lock connection (see `Relay::settle`).
 pub async fn save_checkpoint(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     name: &str,
     at: &Checkpoint,
 ) -> Result<(), sqlx::Error> {
@@ -134,7 +135,7 @@ pub async fn save_checkpoint(
     .bind(name)
     .bind(at.tx_id.to_string())
     .bind(at.global_position)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }

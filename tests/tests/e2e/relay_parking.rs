@@ -3,7 +3,8 @@
 //! One the brokers refuse for good (larger than its topic allows) is neither: the relay holds
 //! there, says so on `relay_refused_by_brokers`, and publishes it once the topic takes it.
 //! A database that stops answering does not hold the relay silently: it gives up, says so on
-//! `relay_active`, and goes on once the database answers.
+//! `relay_active`, and goes on once the database answers. A relay that lost its lock stores no
+//! checkpoint over a reset made meanwhile.
 
 use std::time::Duration;
 
@@ -365,6 +366,130 @@ async fn a_relay_whose_connections_fall_silent_goes_on_with_new_ones() {
         "no connection to silence"
     );
     stack.app.register(&unique_email()).await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    relay.kill();
+}
+
+/// A relay whose lock connection ended (its backend terminated, as an operator does to a relay
+/// they take for stuck) while it stored a checkpoint: a `relay-checkpoint reset` made meanwhile
+/// holds, and the events after it are published again. Before, the relay stored its checkpoint
+/// on another connection, which went on: its store, landing after the reset, moved the
+/// checkpoint forward again, and the reset's events were never published again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_lost_its_lock_cannot_undo_a_checkpoint_reset() {
+    let stack = stack_without_relay().await;
+    let pool = &stack.app.pool;
+    let mut settings = stack.settings.clone();
+    settings.relay.database_timeout_ms = 60_000;
+    let port = free_port();
+    let mut relay = spawn_relay(&settings, port);
+    stack.app.register(&unique_email()).await;
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    let reset_to: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let page = crate::support::projector::metrics_page(port).await;
+    let published =
+        crate::support::processes::metric_sum(&page, "relay_events_published_total", &[]);
+
+    // A checkpoint stored forward waits while the test holds advisory lock 424242; one stored
+    // back (the reset) does not. The wait comes before the row is locked (a BEFORE INSERT
+    // trigger), so the reset is not held behind it.
+    sqlx::query(
+        "CREATE FUNCTION hold_forward_checkpoints() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF EXISTS (SELECT 1 FROM relay_checkpoints c WHERE c.name = NEW.name
+                        AND (c.tx_id, c.global_position) < (NEW.tx_id, NEW.global_position)) THEN
+                 PERFORM pg_advisory_xact_lock_shared(424242);
+             END IF;
+             RETURN NEW;
+         END $$",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER hold_forward_checkpoints BEFORE INSERT ON relay_checkpoints
+         FOR EACH ROW EXECUTE FUNCTION hold_forward_checkpoints()",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let mut hold = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(424242)")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let holder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *hold)
+        .await
+        .unwrap();
+    stack.app.register(&unique_email()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+                 AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO relay_checkpoints%')",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay never stored its checkpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The relay's lock connection ends; once its lock is gone, the reset goes through.
+    let relay_locks = "FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> $1
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+         AND NOT (classid = 0 AND objid = 424242)";
+    let ended: Vec<bool> =
+        sqlx::query_scalar(&format!("SELECT pg_terminate_backend(pid) {relay_locks}"))
+            .bind(holder)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(ended, [true], "not one relay lock to end");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 {relay_locks})"))
+            .bind(holder)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if !left {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay's lock outlived its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut command = crate::support::processes::service_command("command-api", &stack.settings);
+    command.args(["relay-checkpoint", "reset", "--to", &reset_to.to_string()]);
+    let out = crate::support::processes::output_within_limit(command, "relay-checkpoint reset");
+    assert!(out.status.success(), "{out:?}");
+    hold.rollback().await.unwrap();
+
+    // Everything from the reset on is published again: the first registration's events once
+    // more, and the second's (whose checkpoint was never stored).
+    let again: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE global_position >= $1")
+        .bind(reset_to)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    wait_for_metric(
+        port,
+        &format!("relay_events_published_total {}", published as i64 + again),
+    )
+    .await;
     wait_until_published(pool, Duration::from_secs(60)).await;
     relay.kill();
 }
