@@ -1,5 +1,5 @@
 //! The swap's locks, all taken before any of its statements runs, in an order and with waits
-//! that hold no reader up for long.
+//! that hold no reader up for long, and before the swap's transaction writes anything.
 //!
 //! Readers (the query API) read the live tables, never `projection_versions` or a set's own
 //! tables. So those are locked first: the incoming set's tables and the older replaced set's
@@ -8,16 +8,22 @@
 //! be waited for); each statement waits a little past `deadlock_timeout`, long enough for a
 //! batch of another projection to end or for PostgreSQL to cancel an autovacuum in the way.
 //! Only then the live tables, each attempt waiting at most [`LIVE_WAIT_MS`], since readers
-//! queue behind that request. An attempt that does not get
-//! them all gives everything back (to a savepoint: the swap's fold and the projection's
-//! advisory lock are kept) and tries again after a pause. Every eighth attempt waits on the
-//! live tables past `deadlock_timeout`, so that an autovacuum of a live table is cancelled
-//! too rather than waited out.
+//! queue behind that request. An attempt that does not get them all gives everything back
+//! (to a savepoint: the projection's advisory locks are kept) and tries again after a pause.
+//! Every eighth attempt waits on the live tables past `deadlock_timeout`, so that an
+//! autovacuum of a live table is cancelled too rather than waited out.
 //!
 //! Taken statement by statement, as before, the swap held the live tables while it waited
 //! for the versions (behind other projections' batches, or a vacuum), and every reader of
 //! those tables waited with it: under load the query API's connections ran out and unrelated
 //! reads answered 503.
+//!
+//! The transaction has no transaction id while it waits (locks and reads take none), so it
+//! holds back neither the relay nor a catch-up, which go only below the oldest open one. Before,
+//! the swap had written its last catch-up first, and nothing committed after that was
+//! published until the swap committed or gave up. A round of [`ROUND`] attempts that does not
+//! get every lock ends, so that the caller can give the projection back to its live projector
+//! and catch the set up meanwhile, and the events the swap folds under the locks stay few.
 
 use std::time::{Duration, Instant};
 
@@ -35,14 +41,37 @@ const PAST_DEADLOCK_CHECK_MS: u64 = 500;
 /// How long the swap keeps trying before it fails.
 const GIVE_UP: Duration = Duration::from_secs(600);
 
+/// Attempts in one round (the last of them the long one).
+const ROUND: u32 = 8;
+
+/// The swap's attempts so far, over its rounds.
+pub(super) struct Waiting {
+    started: Instant,
+    attempts: u32,
+    pause: Duration,
+}
+
+impl Waiting {
+    pub(super) fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            attempts: 0,
+            pause: Duration::from_millis(50),
+        }
+    }
+}
+
 /// Takes the locks the swap of projection `name` needs: its live `tables`, the tables of the
-/// set in schema `incoming`, the versions, and the older replaced set's tables.
+/// set in schema `incoming`, the versions, and the older replaced set's tables. False when a
+/// round of attempts ended without them (the transaction then holds none of them); the caller
+/// holds the projection's `previous-set` lock, so no `prune` drops a set listed here.
 pub(super) async fn take(
     tx: &mut PgConnection,
     name: &str,
     incoming: &str,
     tables: &[&str],
-) -> Result<(), ReplayError> {
+    waiting: &mut Waiting,
+) -> Result<bool, ReplayError> {
     // DETACH and ATTACH need the parent itself (not every partition), the projection's own
     // partition when it has one, and the default partition (attaching checks it).
     let own: Option<String> = sqlx::query_scalar(
@@ -54,13 +83,7 @@ pub(super) async fn take(
     .bind(format!("projection_versions_{name}"))
     .fetch_optional(&mut *tx)
     .await?;
-    // The incoming set's tables move or are attached; the older replaced set is dropped. Its
-    // record is locked first (the swap replaces it anyway), so that a `prune` cannot drop
-    // the set between this list and its lock: the lock would then fail on a missing table.
-    sqlx::query("SELECT 1 FROM projection_previous_sets WHERE projection = $1 FOR UPDATE")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+    // The incoming set's tables move or are attached; the older replaced set is dropped.
     let sets: Vec<String> = sqlx::query_scalar(
         "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
          WHERE schemaname = $1 OR schemaname IN (
@@ -82,12 +105,10 @@ pub(super) async fn take(
     )
     .fetch_one(&mut *tx)
     .await?;
-    let started = Instant::now();
-    let mut pause = Duration::from_millis(50);
-    let mut attempts = 0u32;
-    loop {
-        attempts += 1;
-        let live_wait = match attempts.is_multiple_of(8) {
+    for _ in 0..ROUND {
+        waiting.attempts += 1;
+        let attempts = waiting.attempts;
+        let live_wait = match attempts.is_multiple_of(ROUND) {
             true => deadlock_ms.max(0) as u64 + LIVE_WAIT_MS,
             false => LIVE_WAIT_MS,
         };
@@ -110,7 +131,7 @@ pub(super) async fn take(
                 sqlx::query("SET LOCAL lock_timeout = 0")
                     .execute(&mut *tx)
                     .await?;
-                return Ok(());
+                return Ok(true);
             }
             // A lock not had in time, or this attempt chosen as a deadlock's victim (a long
             // wait runs the deadlock check, and `projector verify` takes the live tables
@@ -128,7 +149,7 @@ pub(super) async fn take(
                     .await?;
                 let tables: Vec<String> =
                     sets.iter().chain(&versions).chain(&live).cloned().collect();
-                if started.elapsed() > GIVE_UP {
+                if waiting.started.elapsed() > GIVE_UP {
                     return Err(ReplayError::Locks {
                         tables: tables.join(", "),
                         attempts,
@@ -138,12 +159,13 @@ pub(super) async fn take(
                     tracing::warn!(tables = %tables.join(", "), attempts,
                         "the swap still waits for its tables: sessions keep them busy");
                 }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
+                tokio::time::sleep(waiting.pause).await;
+                waiting.pause = (waiting.pause * 2).min(Duration::from_secs(2));
             }
             Err(error) => return Err(error.into()),
         }
     }
+    Ok(false)
 }
 
 /// One attempt: each step's tables in one statement, under the step's wait (in milliseconds);

@@ -30,6 +30,7 @@ mod kafka;
 mod letters;
 mod locks;
 mod outcomes;
+mod prune;
 pub mod runs;
 mod set;
 mod shape;
@@ -39,6 +40,8 @@ use sqlx::{PgConnection, PgPool};
 
 /// Every column of `dead_letters` but its id, as kept beside a replaced set.
 pub use letters::COLUMNS as DEAD_LETTER_COLUMNS;
+pub(crate) use prune::drop_recorded;
+pub use prune::prune;
 
 use crate::lease::Lease;
 use crate::projection::ReadModel;
@@ -347,31 +350,4 @@ async fn oldest_lacking(
     .fetch_optional(&mut *conn)
     .await?;
     Ok(lacking.unwrap_or(swapped_xmin))
-}
-
-/// Drops the previous set; false if there was none.
-pub async fn prune(pool: &PgPool, model: &'static dyn ReadModel) -> Result<bool, ReplayError> {
-    let sql = "DELETE FROM projection_previous_sets WHERE projection = $1 RETURNING schema_name";
-    Ok(drop_recorded(pool, sql, model.name()).await?)
-}
-
-/// Deletes the record `delete` (one parameter, `key`; returning the set's schema) and drops
-/// that schema with its tables, in one transaction; false if there was no such record.
-pub(crate) async fn drop_recorded(
-    pool: &PgPool,
-    delete: &str,
-    key: &str,
-) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let schema: Option<String> = sqlx::query_scalar(delete)
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if let Some(schema) = &schema {
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(schema.is_some())
 }

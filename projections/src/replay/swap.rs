@@ -11,9 +11,10 @@ use crate::projection::ReadModel;
 /// folded fewer events than this.
 const SMALL: u64 = 50;
 
-/// Catch-up rounds without the lock, then the swap: `incoming` becomes the live set. A set
-/// `recorded` under a lease (a replay's, not a rollback's) is claimed first (see
-/// [`crate::lease::claim_schema`]).
+/// Catch-up rounds without the lock, then the swap: `incoming` becomes the live set. While the
+/// swap cannot have its tables, rounds of waiting for them (see [`super::locks`]) alternate
+/// with catch-up rounds. A set `recorded` under a lease (a replay's, not a rollback's) is
+/// claimed once the locks are held (see [`crate::lease::claim_schema`]).
 pub(super) async fn catch_up_and_swap(
     pool: &PgPool,
     model: &'static dyn ReadModel,
@@ -24,22 +25,42 @@ pub(super) async fn catch_up_and_swap(
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), ReplayError> {
     let name = model.name();
-    loop {
-        let mut conn = pool.acquire().await?;
-        let to = xmin(&mut conn).await?;
-        let folded = incoming
-            .fold(&mut conn, model, &from, Some(&to), true, report, progress)
-            .await?;
-        from = to;
-        if folded < SMALL {
-            break;
+    let tables: Vec<&str> = model.tables().iter().map(|t| t.name).collect();
+    let mut waiting = super::locks::Waiting::new();
+    let mut tx = loop {
+        loop {
+            let mut conn = pool.acquire().await?;
+            let to = xmin(&mut conn).await?;
+            let folded = incoming
+                .fold(&mut conn, model, &from, Some(&to), true, report, progress)
+                .await?;
+            from = to;
+            if folded < SMALL {
+                break;
+            }
         }
-    }
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('projection:' || $1))")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('projection:' || $1))")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        // A `prune` waits for the swap, which replaces the previous set's record and drops the
+        // set it names (see `super::prune::prune`).
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('previous-set:' || $1))")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if !recorded && !still_previous(&mut tx, name, &incoming.schema).await? {
+            return Err(ReplayError::NoPrevious(name));
+        }
+        if super::locks::take(&mut tx, name, &incoming.schema, &tables, &mut waiting).await? {
+            break tx;
+        }
+        // Not every lock in this round: the live projector gets the projection back and the set
+        // is caught up again before the next round.
+        tx.rollback().await?;
+    };
+    // From here the transaction writes, holding every lock it needs.
     if recorded && !crate::lease::claim_schema(&mut tx, &incoming.schema).await? {
         return Err(ReplayError::Swept(incoming.schema.clone()));
     }
@@ -59,8 +80,6 @@ pub(super) async fn catch_up_and_swap(
         Swap::Rollback
     };
     super::letters::settle(&mut tx, name, swap, &incoming.schema, &outgoing, report).await?;
-    let tables: Vec<&str> = model.tables().iter().map(|t| t.name).collect();
-    super::locks::take(&mut tx, name, &incoming.schema, &tables).await?;
     let swapped_xmin = xmin(&mut tx).await?;
     for table in model.tables() {
         let t = table.name;
@@ -135,6 +154,23 @@ pub(super) async fn catch_up_and_swap(
     tx.commit().await?;
     report.previous_schema = outgoing;
     Ok(())
+}
+
+/// Whether `schema` is still `projection`'s previous set (a rollback's incoming one: a `prune`
+/// between two rounds of the swap's waiting may have dropped it).
+async fn still_previous(
+    tx: &mut sqlx::PgConnection,
+    projection: &str,
+    schema: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM projection_previous_sets
+                        WHERE projection = $1 AND schema_name = $2)",
+    )
+    .bind(projection)
+    .bind(schema)
+    .fetch_one(tx)
+    .await
 }
 
 /// The projection's versions become the new set's: its partition of `projection_versions`

@@ -3,7 +3,7 @@
 //! could not apply become its dead letters (else the live set would lack them in silence).
 //! A replay of several models that fails at one says which it swapped in before. A rollback
 //! refuses a set whose columns a migration has changed since. A swap waiting for a lock holds
-//! no reader up meanwhile.
+//! no reader up meanwhile, nor the relay.
 
 use std::time::Duration;
 
@@ -228,19 +228,16 @@ async fn replay_orders_while_held(
 }
 
 /// A `prune` run while a replay's swap waits for its tables (a reader holds the live orders)
-/// waits for the swap, which succeeds. Before, the prune dropped the replaced set the swap had
-/// listed, and the swap's next attempt failed on a missing table after the whole rebuild.
+/// waits for the swap's round of attempts to end, or runs between two rounds; the swap
+/// succeeds either way. Before, the prune dropped the replaced set the swap had listed, and
+/// the swap's next attempt failed on a missing table after the whole rebuild.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_prune_during_a_swap_waits_for_it() {
+async fn a_prune_during_a_swap_leaves_it_whole() {
     let (stack, _projector) = projected_commerce(1).await;
     let (pool, settings) = (&stack.app.pool, &stack.settings);
     let out = run_projector(settings, &["replay", "orders"]);
     assert!(out.status.success(), "{out:?}");
-    let mut reader = pool.begin().await.unwrap();
-    sqlx::query("SELECT count(*) FROM rm_orders")
-        .execute(&mut *reader)
-        .await
-        .unwrap();
+    let reader = reading_live_orders(pool).await;
     let mut replay =
         replay_orders_until_waiting(pool, settings, "query LIKE 'LOCK TABLE public.rm_orders%'")
             .await;
@@ -248,12 +245,9 @@ async fn a_prune_during_a_swap_waits_for_it() {
         let settings = settings.clone();
         move || run_projector(&settings, &["prune", "orders"])
     });
-    // Until the prune waits for the swap's hold on the replaced set's record (before the fix,
-    // it did not wait: it dropped the set and ended).
+    // Until the prune waits for the swap's hold on the previous set, or has ended.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !(waiting_on_a_lock(pool, "query LIKE 'DELETE FROM projection_previous_sets%'").await
-        || prune.is_finished())
-    {
+    while !(waiting_on_a_lock(pool, "query LIKE '%previous-set:%'").await || prune.is_finished()) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the prune neither waited nor ended"
@@ -276,6 +270,32 @@ async fn a_prune_during_a_swap_waits_for_it() {
     );
 }
 
+/// While a swap waits for the live tables (a reader holds the live orders), the relay goes on
+/// publishing what commits meanwhile. Before, the swap had written (its last catch-up, its
+/// claim on the set) when it began to wait, so its transaction id held back the oldest open
+/// one, below which alone the relay publishes: nothing committed after it reached a consumer
+/// until the swap committed or gave up, ten minutes later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_swap_waiting_for_its_tables_holds_no_publication_up() {
+    let (stack, _projector) = projected_commerce(1).await;
+    let (pool, settings) = (&stack.app.pool, &stack.settings);
+    let reader = reading_live_orders(pool).await;
+    let mut replay =
+        replay_orders_until_waiting(pool, settings, "query LIKE 'LOCK TABLE public.rm_orders%'")
+            .await;
+    stack.app.register(&unique_email()).await;
+    wait_until_published(pool, Duration::from_secs(30)).await;
+    assert!(
+        replay.exited().is_none(),
+        "the replay ended while a reader held its table: the publication was not tested beside its swap"
+    );
+    reader.rollback().await.unwrap();
+    let status = tokio::task::block_in_place(|| {
+        replay.wait_for_exit(Duration::from_secs(120), "the replay never ended")
+    });
+    assert!(status.success(), "{status:?}");
+}
+
 /// A `projector replay orders` process, once a session of it waits for a lock while running a
 /// statement that satisfies `condition` (two minutes at most, else the test fails).
 async fn replay_orders_until_waiting(
@@ -295,6 +315,16 @@ async fn replay_orders_until_waiting(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     replay
+}
+
+/// A transaction that has read the live orders, and so holds them until it ends.
+async fn reading_live_orders(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut reader = pool.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM rm_orders")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    reader
 }
 
 /// Whether a session of this database waits for a lock while running a statement that
