@@ -295,9 +295,37 @@ async fn an_as_of_set_waits_for_what_can_still_land_inside_its_cut() {
             .await
         }
     });
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Until the build polls for the transactions open at its cut to end (it never does while
+    // `open` is open).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let polling: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+                 AND query LIKE 'SELECT pg_snapshot_xmin(pg_current_snapshot()) >= %')",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if polling {
+            break;
+        }
+        assert!(
+            !building.is_finished(),
+            "the set was built with a transaction inside its cut still open"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the build never waited for the transactions open at its cut"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recorded: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM as_of_sets WHERE name = 'cut')")
+            .fetch_one(pool)
+            .await
+            .unwrap();
     assert!(
-        !building.is_finished(),
+        !recorded && !building.is_finished(),
         "the set was built with a transaction inside its cut still open"
     );
     open.commit().await.unwrap();

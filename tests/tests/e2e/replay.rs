@@ -309,12 +309,15 @@ async fn every_read_model_is_rebuilt_from_the_topics() {
     );
 }
 
-/// A replay from the topics while the schema registry cannot be reached for a moment waits
-/// for it, as the projector does. Before, every message whose schema it had not fetched yet
+/// A replay from the topics while the schema registry cannot answer for a moment (503 until
+/// the replay has asked it) waits for it, as the projector does. Before, every message whose schema it had not fetched yet
 /// counted as undecodable: the aggregates' later events were folded over the holes and the
 /// events became dead letters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replay_from_the_topics_waits_out_an_unreachable_registry() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
     let read = spawn_read_stack(|_| {}).await;
     let (app, pool) = (&read.stack.app, &read.stack.app.pool);
@@ -327,24 +330,49 @@ async fn a_replay_from_the_topics_waits_out_an_unreachable_registry() {
     let replay = tokio::task::spawn_blocking(move || {
         run_projector(&settings, &["replay", "orders", "--from", "kafka"])
     });
-    // Nothing answers there for three seconds; then the registry does, through a forwarder.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The registry answers 503 there until the replay has asked it at least once; then it
+    // answers, through a forwarder.
     let registry = read
         .stack
         .registry_url
         .trim_start_matches("http://")
         .to_owned();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let up = Arc::new(AtomicBool::new(false));
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let forwarding = tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let registry = registry.clone();
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = TcpStream::connect(&registry).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
+    let forwarding = tokio::spawn({
+        let (refused, up) = (refused.clone(), up.clone());
+        async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let registry = registry.clone();
+                let (refused, up) = (refused.clone(), up.clone());
+                tokio::spawn(async move {
+                    if !up.load(Ordering::SeqCst) {
+                        let mut request = [0u8; 4096];
+                        let _ = inbound.read(&mut request).await;
+                        let _ = inbound
+                            .write_all(
+                                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\
+                                  connection: close\r\n\r\n",
+                            )
+                            .await;
+                        refused.fetch_add(1, Ordering::SeqCst);
+                    } else if let Ok(mut outbound) = TcpStream::connect(&registry).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
         }
     });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while refused.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replay never asked the registry"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    up.store(true, Ordering::SeqCst);
     let out = replay.await.unwrap();
     forwarding.abort();
     assert!(out.status.success(), "replay --from kafka: {out:?}");
