@@ -347,11 +347,14 @@ pub async fn confirm_reset(
     let Some(user_id) = user_id else {
         return Ok(None);
     };
+    // Inserted for a user without credentials (registered before accounts had passwords): the
+    // reset is how such a user gets a first one.
     sqlx::query(
-        "UPDATE credentials
-         SET password_hash = $2, password_generation = password_generation + 1,
-             rehashed_from = NULL, updated_at = now()
-         WHERE user_id = $1",
+        "INSERT INTO credentials (user_id, password_hash) VALUES ($1, $2)
+         ON CONFLICT (user_id) DO UPDATE
+         SET password_hash = EXCLUDED.password_hash,
+             password_generation = credentials.password_generation + 1,
+             rehashed_from = NULL, updated_at = now()",
     )
     .bind(user_id)
     .bind(password_hash)

@@ -138,6 +138,28 @@ async fn a_password_reset_is_single_use_and_ends_every_session() {
     .assert_problem(401, "invalid-grant");
 }
 
+/// A user without credentials (registered before accounts had passwords, the database since
+/// migrated) sets a first password by a reset and logs in with it. Before, the reset answered
+/// 204, used the token up and stored nothing: the account could never log in.
+#[tokio::test]
+async fn a_reset_gives_a_user_without_credentials_a_password() {
+    let app = spawn_app().await;
+    let customer = app.customer().await;
+    sqlx::query("DELETE FROM credentials WHERE user_id::text = $1")
+        .bind(&customer.id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    password_login(&app, &customer.email, CUSTOMER_PASSWORD)
+        .await
+        .assert_problem(401, "invalid-credentials");
+    let token = requested_reset_token(&app, &customer.email).await;
+    let done = confirm_reset(&app, &token).await;
+    assert_eq!(done.status, StatusCode::NO_CONTENT, "{}", done.body);
+    let ok = password_login(&app, &customer.email, "a-brand-new-password").await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+}
+
 /// A login that checked the password a reset has just replaced opens no session: the family
 /// is written under a share lock of the credentials it checked, so a reset either commits
 /// first (and the login starts nothing) or waits for the family and revokes it. Before, a login
