@@ -35,6 +35,22 @@ pub enum QueryError {
 }
 
 impl QueryError {
+    /// `error` of a read; with `as_of`, a table missing there (42P01: the set was dropped, or
+    /// re-created under its name, after the read found it; its pool's connections see the old
+    /// schema alone) or the set's pool closed meanwhile (a read that found it gone or
+    /// re-created closes it) is that set's 404, as for a read that began after the drop.
+    pub fn of_read(as_of: bool, error: sqlx::Error) -> Self {
+        let gone = match &error {
+            sqlx::Error::PoolClosed => true,
+            sqlx::Error::Database(e) => e.code().as_deref() == Some("42P01"),
+            _ => false,
+        };
+        if as_of && gone {
+            return Self::NotFound { what: "as-of set" };
+        }
+        Self::Database(error)
+    }
+
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self::Invalid(vec![FieldProblem {
             field: field.to_owned(),
@@ -126,5 +142,27 @@ impl IntoResponse for QueryError {
             }
         }
         .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QueryError;
+
+    #[test]
+    fn an_as_of_set_gone_under_a_read_is_its_404_and_nothing_else_is() {
+        let gone = || sqlx::Error::PoolClosed;
+        assert!(matches!(
+            QueryError::of_read(true, gone()),
+            QueryError::NotFound { what: "as-of set" }
+        ));
+        assert!(matches!(
+            QueryError::of_read(false, gone()),
+            QueryError::Database(sqlx::Error::PoolClosed)
+        ));
+        assert!(matches!(
+            QueryError::of_read(true, sqlx::Error::RowNotFound),
+            QueryError::Database(sqlx::Error::RowNotFound)
+        ));
     }
 }

@@ -96,6 +96,7 @@ pub async fn revenue(
     let pool = state
         .read_pool(Scope::All, params.as_of.as_deref(), &["rm_revenue_daily"])
         .await?;
+    let as_of = params.as_of.is_some();
     let currency = params::currency(params.currency.as_deref())?;
     let items = sqlx::query_as::<_, RevenueDay>(
         "SELECT day, currency, captured_minor, refunded_minor,
@@ -109,7 +110,8 @@ pub async fn revenue(
     .bind(params.to)
     .bind(&currency)
     .fetch_all(&pool)
-    .await?;
+    .await
+    .map_err(|e| QueryError::of_read(as_of, e))?;
     Ok(Json(Revenue {
         from: params.from,
         to: params.to,
@@ -158,6 +160,7 @@ pub async fn funnel(
     let pool = state
         .read_pool(Scope::All, params.as_of.as_deref(), &["rm_funnel"])
         .await?;
+    let as_of = params.as_of.is_some();
     let rows: Vec<(String, i64)> = sqlx::query_as(
         // The days as a range of instants (UTC), the column bare: its index bounds the scan,
         // also under a generic plan. A cast of the column to a date read every order.
@@ -169,7 +172,8 @@ pub async fn funnel(
     .bind(params.from)
     .bind(params.to)
     .fetch_all(&pool)
-    .await?;
+    .await
+    .map_err(|e| QueryError::of_read(as_of, e))?;
     let mut counts: BTreeMap<String, i64> = STATUSES.iter().map(|s| (s.to_string(), 0)).collect();
     for (status, n) in rows {
         counts.insert(status, n);

@@ -71,6 +71,7 @@ pub async fn history(
     let pool = state
         .read_pool(Scope::All, params.as_of.as_deref(), &["rm_audit"])
         .await?;
+    let as_of = params.as_of.is_some();
     let after: i64 = match params.cursor.as_deref() {
         None => 0,
         Some(raw) => raw
@@ -95,7 +96,10 @@ pub async fn history(
     .bind(limit + 1)
     .fetch(&pool);
     let (mut items, mut bytes, mut more) = (Vec::new(), 0, false);
-    while let Some(entry) = futures::TryStreamExt::try_next(&mut rows).await? {
+    while let Some(entry) = futures::TryStreamExt::try_next(&mut rows)
+        .await
+        .map_err(|e| QueryError::of_read(as_of, e))?
+    {
         if items.len() as i64 == limit || bytes >= infra::audit_export::PAGE_BYTES {
             more = true;
             break;

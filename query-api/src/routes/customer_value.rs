@@ -73,6 +73,7 @@ pub async fn customer_value(
     let pool = state
         .read_pool(Scope::All, params.as_of.as_deref(), &["rm_customer_value"])
         .await?;
+    let as_of = params.as_of.is_some();
     let customer = params
         .customer_id
         .as_deref()
@@ -108,6 +109,7 @@ pub async fn customer_value(
         .bind(&currency)
         .bind(limit)
         .fetch_all(&pool)
-        .await?;
+        .await
+        .map_err(|e| QueryError::of_read(as_of, e))?;
     Ok(Json(CustomerValues { items }))
 }

@@ -150,7 +150,10 @@ where
         let pool = (state.as_of)
             .pool(&state.pool, scope, name, params.min_version, tables)
             .await?;
-        let found = load(pool, id).await?.ok_or(QueryError::NotFound { what })?;
+        let found = load(pool, id)
+            .await
+            .map_err(|e| QueryError::of_read(true, e))?
+            .ok_or(QueryError::NotFound { what })?;
         return Ok(conditional(&found, request));
     }
     let min_version = params::min_version(params.min_version)?;

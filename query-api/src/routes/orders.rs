@@ -183,6 +183,7 @@ pub async fn customer_orders(
     let pool = state
         .read_pool(scope, params.as_of.as_deref(), &["rm_orders", "rm_users"])
         .await?;
+    let as_of = params.as_of.is_some();
     // Keyset pagination on (placed_at, id), newest first: pages never repeat a row, nor skip
     // one that was visible when the walk began. Orders placed while a client pages land before
     // its first page. An order the projector applies late (orders of different partitions are
@@ -197,7 +198,11 @@ pub async fn customer_orders(
         if let Some(cursor) = cursor {
             query = query.bind(cursor.at).bind(cursor.id);
         }
-        query.bind(limit + 1).fetch_all(&pool).await?
+        query
+            .bind(limit + 1)
+            .fetch_all(&pool)
+            .await
+            .map_err(|e| QueryError::of_read(as_of, e))?
     } else {
         Vec::new()
     };
@@ -218,7 +223,8 @@ pub async fn customer_orders(
             && sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_users WHERE id = $1)")
                 .bind(customer)
                 .fetch_one(&pool)
-                .await?;
+                .await
+                .map_err(|e| QueryError::of_read(as_of, e))?;
         if !known {
             return Err(QueryError::NotFound { what: "user" });
         }

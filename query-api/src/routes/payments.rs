@@ -135,13 +135,15 @@ pub async fn order_payments(
             &["rm_payments", "rm_orders"],
         )
         .await?;
+    let as_of = params.as_of.is_some();
     if scope.viewer().is_some() {
         // An order not (yet) in the read model has no known owner: hidden, as a missing one.
         let owner: Option<Uuid> =
             sqlx::query_scalar("SELECT customer_id FROM rm_orders WHERE id = $1")
                 .bind(order)
                 .fetch_optional(&pool)
-                .await?;
+                .await
+                .map_err(|e| QueryError::of_read(as_of, e))?;
         scope.check(owner, "order")?;
     }
     let items = sqlx::query_as::<_, PaymentView>(&format!(
@@ -149,13 +151,15 @@ pub async fn order_payments(
     ))
     .bind(order)
     .fetch_all(&pool)
-    .await?;
+    .await
+    .map_err(|e| QueryError::of_read(as_of, e))?;
     if items.is_empty() {
         let known: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_orders WHERE id = $1)")
                 .bind(order)
                 .fetch_one(&pool)
-                .await?;
+                .await
+                .map_err(|e| QueryError::of_read(as_of, e))?;
         if !known {
             return Err(QueryError::NotFound { what: "order" });
         }

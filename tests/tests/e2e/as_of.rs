@@ -262,6 +262,34 @@ async fn an_as_of_set_shows_the_past_while_the_live_models_move_on() {
         schemas, 2,
         "the dropped set's tables are gone, the others kept"
     );
+
+    // A set whose tables go after a read found it (here its schema dropped under its record,
+    // as a drop between the two does) is a 404, as a set dropped before. Before, 500.
+    let at: String = sqlx::query_scalar("SELECT name FROM as_of_sets WHERE name LIKE 'at-%'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let reads = [
+        format!("/v1/users/{customer}?as_of=users-only"),
+        format!("/v1/orders/{order}/payments?as_of={at}"),
+    ];
+    for read in &reads {
+        assert_eq!(status(read.clone()).await, 200, "{read}");
+    }
+    let set_schemas: Vec<String> = sqlx::query_scalar("SELECT schema_name FROM as_of_sets")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    for schema in set_schemas {
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    for read in &reads {
+        let answer = query.get(read).await;
+        assert_eq!(answer.status, 404, "{read}: {}", answer.body);
+    }
 }
 
 /// A transaction open when a set is built may still commit an event inside its cut (an event's
