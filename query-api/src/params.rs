@@ -37,6 +37,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
     }
 }
 
+/// Whether the query string names `as_of` at all, whatever its value and whether or not the
+/// other parameters parse: a reader who may not read as-of sets and names one is refused
+/// before anything else about the request is judged ([`crate::routes::as_of_permitted`]).
+pub struct NamesAsOf(pub bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for NamesAsOf {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        Ok(Self(
+            form_urlencoded::parse(query.as_bytes()).any(|(key, _)| key == "as_of"),
+        ))
+    }
+}
+
+impl NamesAsOf {
+    /// As the `as_of` parameter, for [`crate::routes::as_of_permitted`].
+    pub fn as_param(&self) -> Option<&str> {
+        self.0.then_some("")
+    }
+}
+
 /// The parameter named by serde's "unknown field `x`" or "duplicate field `x`" message.
 fn unknown_parameter(message: &str) -> Option<String> {
     let rest = message

@@ -202,6 +202,16 @@ impl Relay {
             (ack_timeout, self.limit()),
         );
         let limit = self.limit();
+        // The server gives up what this relay gives up: a statement of the lock's connection
+        // (the lock check, a checkpoint) left waiting there after the relay dropped it would
+        // keep the lock, and so every relay out, until it ended.
+        let timeout = format!("SET statement_timeout = {}", limit.as_millis());
+        bounded(
+            "setting the lock connection up",
+            limit,
+            sqlx::query(&timeout).execute(&mut lock),
+        )
+        .await?;
         let mut listener = bounded("listening", limit, async {
             let mut listener = PgListener::connect_with(&self.pool).await?;
             listener.listen("events_appended").await?;

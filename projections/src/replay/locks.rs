@@ -1,5 +1,5 @@
 //! The swap's locks, all taken before any of its statements runs, in an order and with waits
-//! that hold no reader up for long, and before the swap's transaction writes anything.
+//! that hold no reader up for long; one attempt per transaction.
 //!
 //! Readers (the query API) read the live tables, never `projection_versions` or a set's own
 //! tables. So those are locked first: the incoming set's tables and the older replaced set's
@@ -8,22 +8,21 @@
 //! be waited for); each statement waits a little past `deadlock_timeout`, long enough for a
 //! batch of another projection to end or for PostgreSQL to cancel an autovacuum in the way.
 //! Only then the live tables, each attempt waiting at most [`LIVE_WAIT_MS`], since readers
-//! queue behind that request. An attempt that does not get them all gives everything back
-//! (to a savepoint: the projection's advisory locks are kept) and tries again after a pause.
-//! Every eighth attempt waits on the live tables past `deadlock_timeout`, so that an
-//! autovacuum of a live table is cancelled too rather than waited out.
+//! queue behind that request. Every eighth attempt waits on the live tables past
+//! `deadlock_timeout`, so that an autovacuum of a live table is cancelled too rather than
+//! waited out. Taken statement by statement, as before, the swap held the live tables while
+//! it waited for the versions (behind other projections' batches, or a vacuum), and every
+//! reader of those tables waited with it: under load the query API's connections ran out and
+//! unrelated reads answered 503.
 //!
-//! Taken statement by statement, as before, the swap held the live tables while it waited
-//! for the versions (behind other projections' batches, or a vacuum), and every reader of
-//! those tables waited with it: under load the query API's connections ran out and unrelated
-//! reads answered 503.
-//!
-//! The transaction has no transaction id while it waits (locks and reads take none), so it
-//! holds back neither the relay nor a catch-up, which go only below the oldest open one. Before,
-//! the swap had written its last catch-up first, and nothing committed after that was
-//! published until the swap committed or gave up. A round of [`ROUND`] attempts that does not
-//! get every lock ends, so that the caller can give the projection back to its live projector
-//! and catch the set up meanwhile, and the events the swap folds under the locks stay few.
+//! An attempt that does not get them all ends its transaction, and the caller catches the set
+//! up and begins another after a pause. A transaction that waits holds back the relay and
+//! every catch-up, which go only below the oldest open transaction id: the swap's writes take
+//! one, and so does an `ACCESS EXCLUSIVE` lock itself (PostgreSQL logs such locks for standbys
+//! at any `wal_level` from `replica`). Kept across attempts, as before, that id held back
+//! publication for as long as the swap waited, up to ten minutes; now for one attempt at most
+//! (a few seconds). Between attempts the live projector has the projection too, and what the
+//! swap folds under its locks is what committed during one attempt.
 
 use std::time::{Duration, Instant};
 
@@ -41,10 +40,7 @@ const PAST_DEADLOCK_CHECK_MS: u64 = 500;
 /// How long the swap keeps trying before it fails.
 const GIVE_UP: Duration = Duration::from_secs(600);
 
-/// Attempts in one round (the last of them the long one).
-const ROUND: u32 = 8;
-
-/// The swap's attempts so far, over its rounds.
+/// The swap's attempts so far.
 pub(super) struct Waiting {
     started: Instant,
     attempts: u32,
@@ -59,12 +55,19 @@ impl Waiting {
             pause: Duration::from_millis(50),
         }
     }
+
+    /// The pause after a failed attempt, longer each time (up to 2 s).
+    pub(super) async fn pause(&mut self) {
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_secs(2));
+    }
 }
 
-/// Takes the locks the swap of projection `name` needs: its live `tables`, the tables of the
-/// set in schema `incoming`, the versions, and the older replaced set's tables. False when a
-/// round of attempts ended without them (the transaction then holds none of them); the caller
-/// holds the projection's `previous-set` lock, so no `prune` drops a set listed here.
+/// One attempt, in `tx` (a transaction of its own), at the locks the swap of projection `name`
+/// needs: the projection's (which its projector's batches take) and its `previous-set` lock
+/// (which a `prune` takes), then its live `tables`, the tables of the set in schema
+/// `incoming`, the versions, and the older replaced set's tables. False when one was not had
+/// in time: the caller rolls `tx` back, pauses ([`Waiting::pause`]) and tries again.
 pub(super) async fn take(
     tx: &mut PgConnection,
     name: &str,
@@ -72,6 +75,65 @@ pub(super) async fn take(
     tables: &[&str],
     waiting: &mut Waiting,
 ) -> Result<bool, ReplayError> {
+    waiting.attempts += 1;
+    let attempts = waiting.attempts;
+    let deadlock_ms: i64 = sqlx::query_scalar(
+        "SELECT setting::bigint FROM pg_settings WHERE name = 'deadlock_timeout'",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let short_wait = deadlock_ms.max(0) as u64 + PAST_DEADLOCK_CHECK_MS;
+    let live_wait = match attempts.is_multiple_of(8) {
+        true => deadlock_ms.max(0) as u64 + LIVE_WAIT_MS,
+        false => LIVE_WAIT_MS,
+    };
+    let live: Vec<String> = tables.iter().map(|t| format!("public.{t}")).collect();
+    match attempt(tx, name, incoming, &live, (short_wait, live_wait)).await {
+        Ok(()) => {
+            sqlx::query("SET LOCAL lock_timeout = 0")
+                .execute(&mut *tx)
+                .await?;
+            Ok(true)
+        }
+        // A lock not had in time, or this attempt chosen as a deadlock's victim (a long wait
+        // runs the deadlock check, and `projector verify` takes the live tables before the
+        // versions).
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("55P03") | Some("40P01")) =>
+        {
+            if waiting.started.elapsed() > GIVE_UP {
+                return Err(ReplayError::Locks {
+                    tables: live.join(", "),
+                    attempts,
+                });
+            }
+            if attempts.is_multiple_of(25) {
+                tracing::warn!(projection = name, attempts, error = %e,
+                    "the swap still waits for its tables: sessions keep them busy");
+            }
+            Ok(false)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The locks of one attempt, each statement under its wait: `short` (milliseconds) for the
+/// advisory locks and the tables no reader reads, `live_wait` for the `live` tables.
+async fn attempt(
+    tx: &mut PgConnection,
+    name: &str,
+    incoming: &str,
+    live: &[String],
+    (short, live_wait): (u64, u64),
+) -> Result<(), sqlx::Error> {
+    set_lock_timeout(tx, short).await?;
+    for lock in ["projection:", "previous-set:"] {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1 || $2))")
+            .bind(lock)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+    }
     // DETACH and ATTACH need the parent itself (not every partition), the projection's own
     // partition when it has one, and the default partition (attaching checks it).
     let own: Option<String> = sqlx::query_scalar(
@@ -83,7 +145,8 @@ pub(super) async fn take(
     .bind(format!("projection_versions_{name}"))
     .fetch_optional(&mut *tx)
     .await?;
-    // The incoming set's tables move or are attached; the older replaced set is dropped.
+    // The incoming set's tables move or are attached; the older replaced set is dropped (no
+    // `prune` drops it meanwhile: it takes the `previous-set` lock).
     let sets: Vec<String> = sqlx::query_scalar(
         "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
          WHERE schemaname = $1 OR schemaname IN (
@@ -99,88 +162,17 @@ pub(super) async fn take(
         .chain(own)
         .chain(["public.projection_versions_default".to_owned()])
         .collect();
-    let live: Vec<String> = tables.iter().map(|t| format!("public.{t}")).collect();
-    let deadlock_ms: i64 = sqlx::query_scalar(
-        "SELECT setting::bigint FROM pg_settings WHERE name = 'deadlock_timeout'",
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    for _ in 0..ROUND {
-        waiting.attempts += 1;
-        let attempts = waiting.attempts;
-        let live_wait = match attempts.is_multiple_of(ROUND) {
-            true => deadlock_ms.max(0) as u64 + LIVE_WAIT_MS,
-            false => LIVE_WAIT_MS,
-        };
-        sqlx::query("SAVEPOINT swap_locks")
-            .execute(&mut *tx)
-            .await?;
-        let versions_wait = deadlock_ms.max(0) as u64 + PAST_DEADLOCK_CHECK_MS;
-        // The sets' tables before the versions: waiting for a set's table (an operator
-        // comparing sets, a dump) then holds no projector's batch up.
-        let steps = [
-            (&sets, versions_wait),
-            (&versions, versions_wait),
-            (&live, live_wait),
-        ];
-        match attempt(tx, steps).await {
-            Ok(()) => {
-                sqlx::query("RELEASE SAVEPOINT swap_locks")
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("SET LOCAL lock_timeout = 0")
-                    .execute(&mut *tx)
-                    .await?;
-                return Ok(true);
-            }
-            // A lock not had in time, or this attempt chosen as a deadlock's victim (a long
-            // wait runs the deadlock check, and `projector verify` takes the live tables
-            // before the versions): give everything back and try again.
-            Err(sqlx::Error::Database(e))
-                if matches!(e.code().as_deref(), Some("55P03") | Some("40P01")) =>
-            {
-                // Released too: a savepoint rolled back to stays, and each attempt would nest
-                // one more (past 64, every other session's reads slow down).
-                sqlx::query("ROLLBACK TO SAVEPOINT swap_locks")
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("RELEASE SAVEPOINT swap_locks")
-                    .execute(&mut *tx)
-                    .await?;
-                let tables: Vec<String> =
-                    sets.iter().chain(&versions).chain(&live).cloned().collect();
-                if waiting.started.elapsed() > GIVE_UP {
-                    return Err(ReplayError::Locks {
-                        tables: tables.join(", "),
-                        attempts,
-                    });
-                }
-                if attempts.is_multiple_of(25) {
-                    tracing::warn!(tables = %tables.join(", "), attempts,
-                        "the swap still waits for its tables: sessions keep them busy");
-                }
-                tokio::time::sleep(waiting.pause).await;
-                waiting.pause = (waiting.pause * 2).min(Duration::from_secs(2));
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Ok(false)
-}
-
-/// One attempt: each step's tables in one statement, under the step's wait (in milliseconds);
-/// a step with no tables is skipped.
-async fn attempt(
-    tx: &mut PgConnection,
-    steps: [(&Vec<String>, u64); 3],
-) -> Result<(), sqlx::Error> {
-    for (tables, wait_ms) in steps {
+    // The sets' tables before the versions: waiting for a set's table (an operator comparing
+    // sets, a dump) then holds no projector's batch up.
+    for (tables, wait_ms) in [
+        (&sets[..], short),
+        (&versions[..], short),
+        (live, live_wait),
+    ] {
         if tables.is_empty() {
             continue;
         }
-        sqlx::query(&format!("SET LOCAL lock_timeout = '{wait_ms}ms'"))
-            .execute(&mut *tx)
-            .await?;
+        set_lock_timeout(tx, wait_ms).await?;
         sqlx::query(&format!(
             "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
             tables.join(", ")
@@ -188,5 +180,12 @@ async fn attempt(
         .execute(&mut *tx)
         .await?;
     }
+    Ok(())
+}
+
+async fn set_lock_timeout(tx: &mut PgConnection, wait_ms: u64) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("SET LOCAL lock_timeout = '{wait_ms}ms'"))
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }

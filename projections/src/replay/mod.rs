@@ -12,7 +12,8 @@
 //! 2. Catch-up rounds over the transactions since, until little is left, with the
 //!    projector's own `apply` (the set's schema first on the `search_path`).
 //! 3. The swap, in one transaction holding the projection's advisory lock (the one the
-//!    runner takes per batch, so no batch is applied meanwhile): the last events are folded,
+//!    runner takes per batch, so no batch is applied meanwhile) and every table lock it needs,
+//!    taken first, one attempt per transaction ([`locks`]): the last events are folded,
 //!    the live tables move to a `previous_*` schema and the new ones to `public` (with the
 //!    live tables' triggers), and the model's `projection_versions` become the new set's.
 //!    The runner goes on from its Kafka offsets; what the new set already holds it skips by

@@ -11,10 +11,10 @@ use crate::projection::ReadModel;
 /// folded fewer events than this.
 const SMALL: u64 = 50;
 
-/// Catch-up rounds without the lock, then the swap: `incoming` becomes the live set. While the
-/// swap cannot have its tables, rounds of waiting for them (see [`super::locks`]) alternate
-/// with catch-up rounds. A set `recorded` under a lease (a replay's, not a rollback's) is
-/// claimed once the locks are held (see [`crate::lease::claim_schema`]).
+/// Catch-up rounds without the lock, then the swap: `incoming` becomes the live set. Each
+/// attempt at the swap's locks (see [`super::locks`]) follows a catch-up, in a transaction of
+/// its own. A set `recorded` under a lease (a replay's, not a rollback's) is claimed once the
+/// locks are held (see [`crate::lease::claim_schema`]).
 pub(super) async fn catch_up_and_swap(
     pool: &PgPool,
     model: &'static dyn ReadModel,
@@ -33,33 +33,29 @@ pub(super) async fn catch_up_and_swap(
             let to = xmin(&mut conn).await?;
             let folded = incoming
                 .fold(&mut conn, model, &from, Some(&to), true, report, progress)
-                .await?;
+                .await;
+            let folded = match folded {
+                Ok(folded) => folded,
+                Err(error) => {
+                    return Err(gone_or(&mut conn, name, recorded, &incoming, error).await)
+                }
+            };
             from = to;
             if folded < SMALL {
                 break;
             }
         }
         let mut tx = pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('projection:' || $1))")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        // A `prune` waits for the swap, which replaces the previous set's record and drops the
-        // set it names (see `super::prune::prune`).
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('previous-set:' || $1))")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        if !recorded && !still_previous(&mut tx, name, &incoming.schema).await? {
-            return Err(ReplayError::NoPrevious(name));
-        }
         if super::locks::take(&mut tx, name, &incoming.schema, &tables, &mut waiting).await? {
             break tx;
         }
-        // Not every lock in this round: the live projector gets the projection back and the set
-        // is caught up again before the next round.
         tx.rollback().await?;
+        waiting.pause().await;
     };
+    // A `prune` between two attempts may have dropped a rollback's set (the previous one).
+    if !recorded && !still_previous(&mut tx, name, &incoming.schema).await? {
+        return Err(ReplayError::NoPrevious(name));
+    }
     // From here the transaction writes, holding every lock it needs.
     if recorded && !crate::lease::claim_schema(&mut tx, &incoming.schema).await? {
         return Err(ReplayError::Swept(incoming.schema.clone()));
@@ -157,7 +153,7 @@ pub(super) async fn catch_up_and_swap(
 }
 
 /// Whether `schema` is still `projection`'s previous set (a rollback's incoming one: a `prune`
-/// between two rounds of the swap's waiting may have dropped it).
+/// between two attempts at the swap's locks may have dropped it).
 async fn still_previous(
     tx: &mut sqlx::PgConnection,
     projection: &str,
@@ -171,6 +167,27 @@ async fn still_previous(
     .bind(schema)
     .fetch_one(tx)
     .await
+}
+
+/// The error of a catch-up of `incoming`, or, when its schema is gone (swept as abandoned after
+/// this run's lease was lost, or, for a rollback, pruned), what that means.
+async fn gone_or(
+    conn: &mut sqlx::PgConnection,
+    projection: &'static str,
+    recorded: bool,
+    incoming: &Set,
+    error: sqlx::Error,
+) -> ReplayError {
+    let exists: Result<bool, sqlx::Error> =
+        sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL")
+            .bind(&incoming.schema)
+            .fetch_one(conn)
+            .await;
+    match (exists, recorded) {
+        (Ok(false), true) => ReplayError::Swept(incoming.schema.clone()),
+        (Ok(false), false) => ReplayError::NoPrevious(projection),
+        _ => error.into(),
+    }
 }
 
 /// The projection's versions become the new set's: its partition of `projection_versions`

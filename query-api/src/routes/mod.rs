@@ -118,7 +118,8 @@ pub struct ReadParams {
 ///
 /// 403 for a reader outside [`Scope::All`] who names an as-of set: checked before anything
 /// else about the request, as on every route (a malformed id answered 404 first, a bad limit
-/// 422).
+/// 422). The routes customers may call check it on [`crate::params::NamesAsOf`] before their
+/// parameters are parsed, so that parameters that do not parse are not judged first either.
 pub fn as_of_permitted(scope: Scope, as_of: Option<&str>) -> Result<(), QueryError> {
     match as_of {
         Some(_) if scope != Scope::All => Err(QueryError::Forbidden),

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::{represent, single, AppState, Page, ReadParams};
 use crate::cache::{Key, Representation};
 use crate::error::QueryError;
-use crate::params::{self, path_id, Cursor, Params};
+use crate::params::{self, path_id, Cursor, NamesAsOf, Params};
 use crate::policy::{self, Query};
 
 pub fn routes() -> Router<AppState> {
@@ -106,10 +106,12 @@ pub async fn order(
     Authenticated(principal): Authenticated,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    names_as_of: NamesAsOf,
     params: Result<Params<ReadParams>, QueryError>,
     headers: HeaderMap,
 ) -> Result<Response, QueryError> {
     let scope = policy::admit(&principal, Query::Order)?;
+    super::as_of_permitted(scope, names_as_of.as_param())?;
     let Params(params) = params?;
     let tables = ["rm_orders", "rm_payments"];
     single(
@@ -161,9 +163,11 @@ pub async fn customer_orders(
     Authenticated(principal): Authenticated,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    names_as_of: NamesAsOf,
     params: Result<Params<ListParams>, QueryError>,
 ) -> Result<Json<Page<OrderSummary>>, QueryError> {
     let scope = policy::admit(&principal, Query::CustomerOrders)?;
+    super::as_of_permitted(scope, names_as_of.as_param())?;
     let Params(params) = params?;
     super::as_of_permitted(scope, params.as_of.as_deref())?;
     let customer = path_id(&id, "user")?;

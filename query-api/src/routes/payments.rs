@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{represent, single, version_tag, AppState, ReadParams};
 use crate::cache::{Key, Representation};
 use crate::error::QueryError;
-use crate::params::{path_id, Params};
+use crate::params::{path_id, NamesAsOf, Params};
 use crate::policy::{self, Query};
 
 pub fn routes() -> Router<AppState> {
@@ -81,10 +81,12 @@ pub async fn payment(
     Authenticated(principal): Authenticated,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    names_as_of: NamesAsOf,
     params: Result<Params<ReadParams>, QueryError>,
     headers: HeaderMap,
 ) -> Result<Response, QueryError> {
     let scope = policy::admit(&principal, Query::Payment)?;
+    super::as_of_permitted(scope, names_as_of.as_param())?;
     let Params(params) = params?;
     let tables = ["rm_payments", "rm_orders"];
     single(
@@ -122,9 +124,11 @@ pub async fn order_payments(
     Authenticated(principal): Authenticated,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    names_as_of: NamesAsOf,
     params: Result<Params<OrderPaymentsParams>, QueryError>,
 ) -> Result<Json<OrderPayments>, QueryError> {
     let scope = policy::admit(&principal, Query::OrderPayments)?;
+    super::as_of_permitted(scope, names_as_of.as_param())?;
     let Params(params) = params?;
     super::as_of_permitted(scope, params.as_of.as_deref())?;
     let order = path_id(&id, "order")?;

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{conditional, represent, single, version_tag, AppState, ReadParams};
 use crate::cache::{Key, Representation};
 use crate::error::QueryError;
-use crate::params::Params;
+use crate::params::{NamesAsOf, Params};
 use crate::policy::{self, Query};
 
 pub fn routes() -> Router<AppState> {
@@ -76,10 +76,12 @@ pub async fn user(
     Authenticated(principal): Authenticated,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    names_as_of: NamesAsOf,
     params: Result<Params<ReadParams>, QueryError>,
     headers: HeaderMap,
 ) -> Result<Response, QueryError> {
     let scope = policy::admit(&principal, Query::User)?;
+    super::as_of_permitted(scope, names_as_of.as_param())?;
     let Params(params) = params?;
     single(
         &state,

@@ -335,6 +335,24 @@ async fn a_relay_whose_database_stops_answering_gives_up_and_says_so() {
     let page = crate::support::projector::metrics_page(port).await;
     let errors = crate::support::processes::metric_sum(&page, "relay_errors_total", &[]);
     assert!(errors >= 1.0, "no relay error counted: {page}");
+    // The server ends what the relay gave up on as well: a statement left waiting there would
+    // keep the relay's lock (it is stored on the lock's connection), and every relay out.
+    let watched_until = tokio::time::Instant::now() + Duration::from_secs(6);
+    while tokio::time::Instant::now() < watched_until {
+        let stale: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+                 AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO relay_checkpoints%'
+                 AND now() - query_start > interval '3 seconds')",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert!(
+            !stale,
+            "a checkpoint the relay gave up on still waits on the server, holding its lock"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     blocker.rollback().await.unwrap();
     wait_until_published(pool, Duration::from_secs(60)).await;
@@ -445,7 +463,9 @@ async fn a_relay_that_lost_its_lock_cannot_undo_a_checkpoint_reset() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // The relay's lock connection ends; once its lock is gone, the reset goes through.
+    // The relay's lock connection ends; once its lock is gone, the reset goes through. The
+    // relay is stopped meanwhile, so that it does not take its lock again first.
+    relay.signal("-STOP");
     let relay_locks = "FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> $1
          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
          AND NOT (classid = 0 AND objid = 424242)";
@@ -477,6 +497,7 @@ async fn a_relay_that_lost_its_lock_cannot_undo_a_checkpoint_reset() {
     let out = crate::support::processes::output_within_limit(command, "relay-checkpoint reset");
     assert!(out.status.success(), "{out:?}");
     hold.rollback().await.unwrap();
+    relay.signal("-CONT");
 
     // Everything from the reset on is published again: the first registration's events once
     // more, and the second's (whose checkpoint was never stored).

@@ -176,12 +176,7 @@ async fn a_swap_waiting_for_a_lock_holds_no_reader_up() {
     replay_orders_while_held(pool, settings, "projection_versions_orders").await;
     // Another projection's partition, still held, was none of that swap's business.
     other_vacuum.rollback().await.unwrap();
-    let previous: String = sqlx::query_scalar(
-        "SELECT schema_name FROM projection_previous_sets WHERE projection = 'orders'",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
+    let previous = previous_orders_set(pool).await.expect("a previous set");
     replay_orders_while_held(pool, settings, &format!("{previous}.rm_orders")).await;
 }
 
@@ -228,32 +223,33 @@ async fn replay_orders_while_held(
 }
 
 /// A `prune` run while a replay's swap waits for its tables (a reader holds the live orders)
-/// waits for the swap's round of attempts to end, or runs between two rounds; the swap
-/// succeeds either way. Before, the prune dropped the replaced set the swap had listed, and
-/// the swap's next attempt failed on a missing table after the whole rebuild.
+/// drops the previous set between two of the swap's attempts, and the swap succeeds once the
+/// reader is done, keeping the set it swapped out. Before, the prune dropped the replaced set
+/// the swap had listed, and the swap's next attempt failed on a missing table after the whole
+/// rebuild.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_prune_during_a_swap_leaves_it_whole() {
     let (stack, _projector) = projected_commerce(1).await;
     let (pool, settings) = (&stack.app.pool, &stack.settings);
     let out = run_projector(settings, &["replay", "orders"]);
     assert!(out.status.success(), "{out:?}");
+    let previous = previous_orders_set(pool).await.expect("a previous set");
     let reader = reading_live_orders(pool).await;
     let mut replay =
         replay_orders_until_waiting(pool, settings, "query LIKE 'LOCK TABLE public.rm_orders%'")
             .await;
-    let prune = tokio::task::spawn_blocking({
+    let pruned = tokio::task::spawn_blocking({
         let settings = settings.clone();
         move || run_projector(&settings, &["prune", "orders"])
-    });
-    // Until the prune waits for the swap's hold on the previous set, or has ended.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !(waiting_on_a_lock(pool, "query LIKE '%previous-set:%'").await || prune.is_finished()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the prune neither waited nor ended"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await
+    .unwrap();
+    assert!(pruned.status.success(), "the prune failed: {pruned:?}");
+    assert_eq!(previous_orders_set(pool).await, None, "nothing was pruned");
+    assert!(
+        replay.exited().is_none(),
+        "the replay ended while a reader held its table: the prune was not tested beside its swap"
+    );
     reader.rollback().await.unwrap();
     let status = tokio::task::block_in_place(|| {
         replay.wait_for_exit(Duration::from_secs(120), "the replay never ended")
@@ -262,12 +258,20 @@ async fn a_prune_during_a_swap_leaves_it_whole() {
         status.success(),
         "the swap failed beside a prune: {status:?}"
     );
-    let pruned = prune.await.unwrap();
-    assert_ne!(
-        pruned.status.code(),
-        Some(2),
-        "the prune failed: {pruned:?}"
-    );
+    let kept = previous_orders_set(pool)
+        .await
+        .expect("the swapped-out set is kept");
+    assert_ne!(kept, previous);
+}
+
+/// The orders' previous set, if any.
+async fn previous_orders_set(pool: &sqlx::PgPool) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT schema_name FROM projection_previous_sets WHERE projection = 'orders'",
+    )
+    .fetch_optional(pool)
+    .await
+    .unwrap()
 }
 
 /// While a swap waits for the live tables (a reader holds the live orders), the relay goes on
