@@ -337,17 +337,15 @@ fn is_permanent(error: &schemas::SchemaError) -> bool {
 
 /// Parks an event the relay cannot encode in `relay_parked_events`, counted by
 /// `relay_events_parked_total` and logged as an error, so one bad event never stops the relay.
+/// An event parked already (met again after an interruption before the checkpoint passed it)
+/// is neither counted nor logged again.
 pub async fn park(
     pool: &PgPool,
     event: &StoredEvent,
     error: &schemas::SchemaError,
 ) -> Result<(), PublishError> {
     let reason = infra::error_chain(error);
-    tracing::error!(event_id = %event.event_id, event_type = %event.event_type,
-        global_position = event.checkpoint.global_position, error = %reason,
-        "relay: event cannot be encoded; parked in relay_parked_events");
-    metrics::counter!("relay_events_parked_total").increment(1);
-    sqlx::query(
+    let parked = sqlx::query(
         "INSERT INTO relay_parked_events
              (event_id, global_position, aggregate_type, aggregate_id, event_type, error)
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
@@ -357,9 +355,15 @@ pub async fn park(
     .bind(&event.aggregate_type)
     .bind(&event.aggregate_id)
     .bind(&event.event_type)
-    .bind(reason)
+    .bind(&reason)
     .execute(pool)
     .await
     .map_err(PublishError::Park)?;
+    if parked.rows_affected() == 1 {
+        metrics::counter!("relay_events_parked_total").increment(1);
+        tracing::error!(event_id = %event.event_id, event_type = %event.event_type,
+            global_position = event.checkpoint.global_position, error = %reason,
+            "relay: event cannot be encoded; parked in relay_parked_events");
+    }
     Ok(())
 }

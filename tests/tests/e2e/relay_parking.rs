@@ -19,17 +19,22 @@ use crate::support::stack::{
     wait_until_unpublished_at_most, Stack,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unencodable_event_is_parked_and_later_events_are_still_published() {
-    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
-    let pool = &stack.app.pool;
+/// Appends an event no consumer can read (a UserRegistered whose email is a number); its id.
+async fn insert_unencodable(pool: &sqlx::PgPool) -> uuid::Uuid {
     let id = uuid::Uuid::now_v7();
-    // A payload that does not fit the UserRegistered schema (the email is a number).
     let payload =
         json!({"type": "UserRegistered", "email": 5, "display_name": "Bad", "roles": ["customer"]});
     let metadata = json!({"event_id": id.to_string(), "occurred_at": "2026-11-23T00:00:00Z", "actor": "test",
         "correlation_id": "c", "causation_id": "c", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
     insert_user_registered(pool, id, payload, metadata).await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unencodable_event_is_parked_and_later_events_are_still_published() {
+    let stack = spawn_stack(&shared_bootstrap(), |_| {}).await;
+    let pool = &stack.app.pool;
+    let id = insert_unencodable(pool).await;
     stack.app.register(&unique_email()).await;
     wait_until_published(pool, Duration::from_secs(60)).await;
     let parked: Vec<(uuid::Uuid, String)> =
@@ -50,12 +55,7 @@ async fn a_parked_event_last_in_the_log_is_passed_by_the_checkpoint() {
     let stack = stack_without_relay().await;
     let pool = &stack.app.pool;
     stack.app.register(&unique_email()).await;
-    let id = uuid::Uuid::now_v7();
-    let payload =
-        json!({"type": "UserRegistered", "email": 5, "display_name": "Bad", "roles": ["customer"]});
-    let metadata = json!({"event_id": id.to_string(), "occurred_at": "2026-11-23T00:00:00Z", "actor": "test",
-        "correlation_id": "c", "causation_id": "c", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
-    insert_user_registered(pool, id, payload, metadata).await;
+    insert_unencodable(pool).await;
     let port = free_port();
     let mut relay = spawn_relay(&stack.settings, port);
     wait_until_published(pool, Duration::from_secs(60)).await;
@@ -512,5 +512,42 @@ async fn a_relay_that_lost_its_lock_cannot_undo_a_checkpoint_reset() {
     )
     .await;
     wait_until_published(pool, Duration::from_secs(60)).await;
+    relay.kill();
+}
+
+/// An event parked, then met again after an interruption before the checkpoint passed it (here
+/// its store waits behind a lock until the relay gives it up, and tries again), is counted as
+/// parked once. Before, `relay_events_parked_total` went up at every meeting, with one row in
+/// `relay_parked_events`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_parked_again_after_an_interruption_is_counted_once() {
+    let stack = stack_without_relay().await;
+    let pool = &stack.app.pool;
+    let (mut relay, port) = quick_to_give_up(&stack, stack.settings.clone()).await;
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE relay_checkpoints IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    insert_unencodable(pool).await;
+    // Until the relay has met it twice: each meeting ends in a checkpoint given up on.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = crate::support::projector::metrics_page(port).await;
+        let errors = crate::support::processes::metric_sum(&page, "relay_errors_total", &[]);
+        if errors >= 2.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay gave its checkpoint up fewer than twice: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    blocker.rollback().await.unwrap();
+    wait_until_published(pool, Duration::from_secs(60)).await;
+    let page = crate::support::projector::metrics_page(port).await;
+    let parked = crate::support::processes::metric_sum(&page, "relay_events_parked_total", &[]);
+    assert_eq!(parked, 1.0, "{page}");
     relay.kill();
 }
