@@ -13,10 +13,18 @@
 //!    verify checks the two against each other as well as the live rows against the log.
 //! 3. Compare each table's row count and checksum (MD5 over the rows' text, sorted), and list
 //!    rows found on one side only. The scratch schema is dropped at the end.
+//!
+//! The rebuild stops at what the live model applied, so it cannot show an event the live model
+//! never got (a message lost to a topic cut short, an aggregate never consumed). Step 1 also
+//! counts those: events of the model's aggregates, recorded at least `grace` before the
+//! check, beyond the versions the live model applied (dead-lettered events count as applied)
+//! and not parked by the relay as unencodable (`relay_parked_events`, which no consumer gets).
+//! A projector further behind than `grace` is counted the same way: the model lacks them.
 
 use std::fmt;
+use std::time::Duration;
 
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use crate::lease::Lease;
 use crate::projection::{ReadModel, Table};
@@ -51,9 +59,19 @@ impl TableCheck {
     }
 }
 
+/// Events the live model has not applied, recorded at least `grace` before the check.
+#[derive(Debug, Clone)]
+pub struct Unapplied {
+    pub grace: Duration,
+    pub count: i64,
+    /// The first of them in the log.
+    pub oldest: Option<(i64, String)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Verification {
     pub projection: &'static str,
+    pub unapplied: Unapplied,
     /// Events the rebuild applied.
     pub events: u64,
     /// Events the rebuild could not apply (as the live projection would have dead-lettered
@@ -64,7 +82,7 @@ pub struct Verification {
 
 impl Verification {
     pub fn matches(&self) -> bool {
-        self.tables.iter().all(TableCheck::matches)
+        self.tables.iter().all(TableCheck::matches) && self.unapplied.count == 0
     }
 }
 
@@ -79,6 +97,16 @@ impl fmt::Display for Verification {
         )?;
         for (event, error) in &self.failed {
             writeln!(f, "  not applied: event {event}: {error}")?;
+        }
+        if let Some((position, event)) = &self.unapplied.oldest {
+            writeln!(
+                f,
+                "  MISSING: {} event{} recorded over {} s before the check never reached the \
+                 live model, the first at global position {position} (event {event})",
+                self.unapplied.count,
+                if self.unapplied.count == 1 { "" } else { "s" },
+                self.unapplied.grace.as_secs()
+            )?;
         }
         for t in &self.tables {
             let verdict = if t.matches() { "equal" } else { "DIFFERENT" };
@@ -98,13 +126,15 @@ impl fmt::Display for Verification {
     }
 }
 
-/// Verifies `model` (see the module documentation). The scratch schema is recorded under
-/// `lease` before it is created: if the process dies before dropping it, a sweep does (see
-/// [`crate::lease`]).
+/// Verifies `model` (see the module documentation), counting as missing the events recorded
+/// at least `grace` before the check that it has not applied. The scratch schema is recorded
+/// under `lease` before it is created: if the process dies before dropping it, a sweep does
+/// (see [`crate::lease`]).
 pub async fn verify(
     pool: &PgPool,
     lease: &Lease,
     model: &'static dyn ReadModel,
+    grace: Duration,
 ) -> Result<Verification, VerifyError> {
     let scratch = format!(
         "verify_{}_{}",
@@ -114,7 +144,7 @@ pub async fn verify(
     lease
         .record_schema(&mut *pool.acquire().await?, &scratch)
         .await?;
-    let result = run(pool, model, &scratch).await;
+    let result = run(pool, model, &scratch, grace).await;
     let dropped = sqlx::query(&format!("DROP SCHEMA IF EXISTS {scratch} CASCADE"))
         .execute(pool)
         .await;
@@ -128,6 +158,7 @@ async fn run(
     pool: &PgPool,
     model: &'static dyn ReadModel,
     scratch: &str,
+    grace: Duration,
 ) -> Result<Verification, VerifyError> {
     let tables = model.tables();
     // 1. A consistent copy of the live model and of what it has applied.
@@ -157,6 +188,7 @@ async fn run(
     .bind(model.name())
     .execute(&mut *tx)
     .await?;
+    let unapplied = unapplied(&mut tx, model, scratch, grace).await?;
     tx.commit().await?;
 
     // 2. The rebuild, in log order, folded in memory and written in bulk.
@@ -205,9 +237,45 @@ async fn run(
     }
     Ok(Verification {
         projection: model.name(),
+        unapplied,
         events,
         failed,
         tables: checks,
+    })
+}
+
+/// The events of `model`'s aggregates recorded at least `grace` before `tx` began that the
+/// versions copied into `scratch` do not cover, leaving those the relay parked.
+async fn unapplied(
+    tx: &mut PgConnection,
+    model: &'static dyn ReadModel,
+    scratch: &str,
+    grace: Duration,
+) -> Result<Unapplied, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "WITH missing AS (
+             SELECT e.global_position, e.event_id FROM events e
+             WHERE e.aggregate_type = ANY($1)
+               AND e.recorded_at <= now() - make_interval(secs => $2)
+               AND NOT EXISTS (SELECT 1 FROM {scratch}.applied a
+                               WHERE a.aggregate_type = e.aggregate_type
+                                 AND a.aggregate_id = e.aggregate_id AND a.version >= e.sequence)
+               AND NOT EXISTS (SELECT 1 FROM relay_parked_events p WHERE p.event_id = e.event_id))
+         SELECT (SELECT count(*) FROM missing) AS n, first.global_position AS position,
+                first.event_id::text AS event
+         FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+             SELECT * FROM missing ORDER BY global_position LIMIT 1) AS first ON true"
+    ))
+    .bind(model.aggregates())
+    .bind(grace.as_secs_f64())
+    .fetch_one(&mut *tx)
+    .await?;
+    let position: Option<i64> = row.try_get("position")?;
+    let event: Option<String> = row.try_get("event")?;
+    Ok(Unapplied {
+        grace,
+        count: row.try_get("n")?,
+        oldest: position.zip(event),
     })
 }
 

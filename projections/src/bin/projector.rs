@@ -27,6 +27,7 @@
 //! or an error (database unreachable, bad settings).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -66,11 +67,16 @@ enum Command {
     /// Run every projection and the process manager (the default).
     Run,
     /// Rebuild read models from the event store beside the live ones and compare them; exits
-    /// 1 if any differs.
+    /// 1 if any differs, or lacks events older than `--grace`.
     Verify {
         /// Read model names, or `all`.
         #[arg(required = true)]
         projections: Vec<String>,
+        /// Events recorded at least this many seconds before the check that the live model has
+        /// not applied (nor set aside as a dead letter) count as missing from it: at the
+        /// default, a projector more than ten minutes behind also fails the check.
+        #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+        grace: u64,
     },
     /// Offsets, lag and dead letters of every projection, the process manager's outbox and
     /// the relay's checkpoint; exits 1 if dead letters or parked commands wait for a person.
@@ -144,9 +150,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run => infra::server::run_service("projector", &log, 0, async {
             serve(settings).await.map(|()| ExitCode::SUCCESS)
         }),
-        Command::Verify { projections } => {
-            infra::server::run_command("verify", &log, verify(settings, &projections))
-        }
+        Command::Verify { projections, grace } => infra::server::run_command(
+            "verify",
+            &log,
+            verify(settings, &projections, Duration::from_secs(grace)),
+        ),
         Command::Status { json } => {
             infra::server::run_command("status", &log, operations::status(settings, json))
         }
@@ -219,13 +227,13 @@ fn models(names: &[String]) -> anyhow::Result<Vec<&'static dyn ReadModel>> {
     }
 }
 
-async fn verify(settings: Settings, names: &[String]) -> anyhow::Result<ExitCode> {
+async fn verify(settings: Settings, names: &[String], grace: Duration) -> anyhow::Result<ExitCode> {
     let models = models(names)?;
     let pool = connect(&settings).await?;
     let lease = replay::take_lease(&pool).await?;
     let mut all_equal = true;
     for model in models {
-        let verification = projections::verify::verify(&pool, &lease, model)
+        let verification = projections::verify::verify(&pool, &lease, model, grace)
             .await
             .with_context(|| format!("verifying {}", model.name()))?;
         infra::out!("{verification}");
