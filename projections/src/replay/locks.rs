@@ -88,7 +88,16 @@ pub(super) async fn take(
         false => LIVE_WAIT_MS,
     };
     let live: Vec<String> = tables.iter().map(|t| format!("public.{t}")).collect();
-    match attempt(tx, name, incoming, &live, (short_wait, live_wait)).await {
+    let mut waited_for = String::new();
+    let attempted = attempt(
+        tx,
+        (name, incoming),
+        &live,
+        (short_wait, live_wait),
+        &mut waited_for,
+    )
+    .await;
+    match attempted {
         Ok(()) => {
             sqlx::query("SET LOCAL lock_timeout = 0")
                 .execute(&mut *tx)
@@ -103,13 +112,13 @@ pub(super) async fn take(
         {
             if waiting.started.elapsed() > GIVE_UP {
                 return Err(ReplayError::Locks {
-                    tables: live.join(", "),
+                    tables: waited_for,
                     attempts,
                 });
             }
             if attempts.is_multiple_of(25) {
-                tracing::warn!(projection = name, attempts, error = %e,
-                    "the swap still waits for its tables: sessions keep them busy");
+                tracing::warn!(projection = name, attempts, waiting_for = %waited_for, error = %e,
+                    "the swap still waits for its locks: sessions keep them busy");
             }
             Ok(false)
         }
@@ -119,15 +128,23 @@ pub(super) async fn take(
 
 /// The locks of one attempt, each statement under its wait: `short` (milliseconds) for the
 /// advisory locks and the tables no reader reads, `live_wait` for the `live` tables.
+/// What each statement waits for goes into `waited_for`, for the error of a swap that gives up.
 async fn attempt(
     tx: &mut PgConnection,
-    name: &str,
-    incoming: &str,
+    (name, incoming): (&str, &str),
     live: &[String],
     (short, live_wait): (u64, u64),
+    waited_for: &mut String,
 ) -> Result<(), sqlx::Error> {
     set_lock_timeout(tx, short).await?;
-    for lock in ["projection:", "previous-set:"] {
+    for (lock, holders) in [
+        (
+            "projection:",
+            "its projector's batches, a dead-letter retry",
+        ),
+        ("previous-set:", "a prune"),
+    ] {
+        *waited_for = format!("the advisory lock '{lock}{name}' (held by {holders})");
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1 || $2))")
             .bind(lock)
             .bind(name)
@@ -173,6 +190,7 @@ async fn attempt(
             continue;
         }
         set_lock_timeout(tx, wait_ms).await?;
+        *waited_for = tables.join(", ");
         sqlx::query(&format!(
             "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
             tables.join(", ")

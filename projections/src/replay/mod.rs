@@ -65,8 +65,8 @@ pub enum ReplayError {
     )]
     Shape { table: String, differences: String },
     #[error(
-        "the swap could not lock {tables} in {attempts} attempts over ten minutes: sessions kept \
-         them busy (see pg_locks); the live set is untouched"
+        "the swap could not lock {tables} in {attempts} attempts over ten minutes (the last \
+         attempt's wait): sessions kept it busy (see pg_locks); the live set is untouched"
     )]
     Locks { tables: String, attempts: u32 },
     #[error("reading the topics: {0}")]

@@ -46,8 +46,16 @@ pub(super) async fn catch_up_and_swap(
             }
         }
         let mut tx = pool.begin().await?;
-        if super::locks::take(&mut tx, name, &incoming.schema, &tables, &mut waiting).await? {
-            break tx;
+        match super::locks::take(&mut tx, name, &incoming.schema, &tables, &mut waiting).await {
+            Ok(true) => break tx,
+            Ok(false) => {}
+            // A table of the set gone between its listing and its lock: swept, or pruned.
+            Err(ReplayError::Database(error)) => {
+                drop(tx);
+                let mut conn = pool.acquire().await?;
+                return Err(gone_or(&mut conn, name, recorded, &incoming, error).await);
+            }
+            Err(error) => return Err(error),
         }
         tx.rollback().await?;
         waiting.pause().await;

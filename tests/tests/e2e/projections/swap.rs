@@ -275,10 +275,11 @@ async fn previous_orders_set(pool: &sqlx::PgPool) -> Option<String> {
 }
 
 /// While a swap waits for the live tables (a reader holds the live orders), the relay goes on
-/// publishing what commits meanwhile. Before, the swap had written (its last catch-up, its
-/// claim on the set) when it began to wait, so its transaction id held back the oldest open
-/// one, below which alone the relay publishes: nothing committed after it reached a consumer
-/// until the swap committed or gave up, ten minutes later.
+/// publishing what commits meanwhile, and each attempt of the swap is a transaction of its
+/// own. Before, the swap had written (its last catch-up, its claim on the set) when it began
+/// to wait, and its locks take an id too, so its transaction id held back the oldest open one,
+/// below which alone the relay publishes: nothing committed after it reached a consumer until
+/// the swap committed or gave up, ten minutes later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_swap_waiting_for_its_tables_holds_no_publication_up() {
     let (stack, _projector) = projected_commerce(1).await;
@@ -289,6 +290,33 @@ async fn a_swap_waiting_for_its_tables_holds_no_publication_up() {
             .await;
     stack.app.register(&unique_email()).await;
     wait_until_published(pool, Duration::from_secs(30)).await;
+    // Each wait for the live table in a transaction of its own, so that its transaction id
+    // (which its lock takes) goes with the attempt. Before, one transaction made eight.
+    let mut waits = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while waits.len() < 3 {
+        let seen: Vec<(i32, String, String)> = sqlx::query_as(
+            "SELECT pid, xact_start::text, query_start::text FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND query LIKE 'LOCK TABLE public.rm_orders%'",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        waits.extend(seen);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the swap waited fewer than three times: {waits:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let transactions: std::collections::BTreeSet<_> =
+        waits.iter().map(|(pid, xact, _)| (pid, xact)).collect();
+    assert_eq!(
+        transactions.len(),
+        waits.len(),
+        "a transaction of the swap waited more than once: {waits:?}"
+    );
     assert!(
         replay.exited().is_none(),
         "the replay ended while a reader held its table: the publication was not tested beside its swap"
