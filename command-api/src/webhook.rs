@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::core::{CommandError, Dispatch, RequestMetadata};
 use crate::error::ApiError;
-use crate::http::{metadata, parse, read_limited};
+use crate::http::{header_token, metadata, parse, read_limited, ID_HEADER_MAX};
 use crate::routes::Reply;
 use crate::state::AppState;
 
@@ -201,7 +201,7 @@ pub async fn payments(
     let callback: PaymentCallback = parse(&body)?;
     let (payment_id, command) = command(&callback)?;
     let principal = Principal::new(Subject::Service(CLIENT_ID.to_owned()), [Role::Service]);
-    let mut meta: RequestMetadata = metadata(&parts, Some(principal))?;
+    let mut meta: RequestMetadata = metadata(&unsigned_left_out(parts), Some(principal))?;
     meta.idempotency_key = Some(callback.provider_event_id.clone());
     meta.expected_version = None;
     let name = command_name(callback.kind);
@@ -220,6 +220,22 @@ pub async fn payments(
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// The request's parts without what a callback is not judged by: its own `Idempotency-Key` and
+/// `If-Match` (the provider's event id is the key, and no version is expected), and an id
+/// header the command routes would refuse (the command gets ids of its own instead). A
+/// provider or a proxy adding such a header would otherwise be answered 400 at every retry.
+fn unsigned_left_out(mut parts: axum::http::request::Parts) -> axum::http::request::Parts {
+    for name in ["idempotency-key", "if-match"] {
+        parts.headers.remove(name);
+    }
+    for name in ["x-correlation-id", "x-causation-id"] {
+        if header_token(&parts.headers, name, ID_HEADER_MAX).is_err() {
+            parts.headers.remove(name);
+        }
+    }
+    parts
 }
 
 /// What a callback says, as a digest its `provider_event_id` is bound to: the same event sent

@@ -152,7 +152,8 @@ impl CommandBus {
     /// `Ok` when `customer` owns the aggregate; else what they are told instead: a customer,
     /// that it does not exist (another customer's things are hidden); one who also holds
     /// `support`, which reads everything and writes nothing, 403 (hiding what it may read
-    /// would only mislead it).
+    /// would only mislead it), unless nothing is there to own: a command on an aggregate
+    /// that does not exist is 404 for support as for anyone.
     pub(super) async fn check_owner<A: Governed + super::Target>(
         &self,
         customer: Uuid,
@@ -175,6 +176,7 @@ impl CommandBus {
         };
         match (owner == Some(customer), support) {
             (true, _) => Ok(()),
+            (false, true) if owner.is_none() && !new => Err(A::hidden(false)),
             (false, true) => Err(CommandError::Forbidden),
             (false, false) => Err(A::hidden(new)),
         }

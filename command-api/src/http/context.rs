@@ -141,8 +141,21 @@ pub fn metadata(parts: &Parts, principal: Option<Principal>) -> Result<RequestMe
         expected_version,
         idempotency_key,
         anonymous_scope: None,
-        operation: format!("{} {}", parts.method, parts.uri.path()),
+        operation: format!("{} {}", parts.method, canonical_path(parts.uri.path())),
     })
+}
+
+/// `path` with every segment that is an id written the one way the routes answer with
+/// (hyphenated, lower case): the routes take an id in any form `Uuid` parses, and a retry
+/// naming the same aggregate otherwise is the same request.
+fn canonical_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| match Uuid::parse_str(segment) {
+            Ok(id) => id.hyphenated().to_string(),
+            Err(_) => segment.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Longest `X-Correlation-Id` and `X-Causation-Id`.
@@ -159,7 +172,7 @@ pub const IF_MATCH_PATTERN: &str =
 const VERSION_DIGITS: usize = 18;
 
 /// A header of printable ASCII without spaces, at most `max` bytes; absent is `None`.
-fn header_token(
+pub(crate) fn header_token(
     headers: &HeaderMap,
     name: &'static str,
     max: usize,

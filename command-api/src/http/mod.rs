@@ -6,6 +6,7 @@ mod context;
 mod json;
 mod validate;
 
+pub(crate) use context::header_token;
 pub use context::{
     metadata, Admins, Admitted, Operators, Owners, OwnersAndServices, Registration, RouteAccess,
 };

@@ -11,6 +11,10 @@ use crate::values::{Currency, MAX_AMOUNT_MINOR};
 /// How many lines one order may have.
 pub const MAX_LINE_ITEMS: usize = 100;
 
+/// The reason of a cancellation for a failed payment (the process manager's): it applies only
+/// to an order no payment has confirmed.
+pub const PAYMENT_FAILED: &str = "payment_failed";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
@@ -174,6 +178,12 @@ impl Order {
             (OrderCommand::Ship { .. }, _) => refuse("ship"),
             (OrderCommand::Deliver, S::Shipped) => Ok(OrderEvent::Delivered),
             (OrderCommand::Deliver, _) => refuse("deliver"),
+            // A payment has confirmed the order since the failed one was decided about.
+            (OrderCommand::Cancel { reason }, S::Confirmed | S::Processing)
+                if reason.as_str() == PAYMENT_FAILED =>
+            {
+                refuse("cancel for a failed payment")
+            }
             (OrderCommand::Cancel { reason }, S::Created | S::Confirmed | S::Processing) => {
                 Ok(OrderEvent::Cancelled {
                     reason,

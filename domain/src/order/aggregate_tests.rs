@@ -205,6 +205,33 @@ fn cancel_is_allowed_before_shipping_and_records_where_from() {
     }
 }
 
+/// A cancellation for a failed payment applies only to an order not confirmed yet: one a
+/// payment has confirmed since (the process manager's decision, sent late or reset from
+/// parked, racing the capture of a retried payment) is not cancelled and refunded for it.
+#[test]
+fn an_order_confirmed_is_not_cancelled_for_a_failed_payment() {
+    use OrderStatus as S;
+    let failed = || OrderCommand::Cancel {
+        reason: Reason::parse(PAYMENT_FAILED).unwrap(),
+    };
+    OrderTest::with(())
+        .given(history(S::Created))
+        .when(failed())
+        .then_expect_events(vec![OrderEvent::Cancelled {
+            reason: Reason::parse(PAYMENT_FAILED).unwrap(),
+            cancelled_from: S::Created,
+        }]);
+    for from in [S::Confirmed, S::Processing] {
+        OrderTest::with(())
+            .given(history(from))
+            .when(failed())
+            .then_expect_error(OrderError::IllegalTransition {
+                from,
+                action: "cancel for a failed payment",
+            });
+    }
+}
+
 #[test]
 fn every_illegal_transition_is_refused() {
     use OrderStatus as S;

@@ -166,10 +166,12 @@ impl Payment {
                     amount_minor,
                     reason,
                 },
-                S::Captured | S::PartiallyRefunded,
+                S::Captured | S::PartiallyRefunded | S::Refunded,
             ) => {
+                // Refunded in full, nothing is left: the rule broken is the amount's (a later
+                // capture can still be refunded).
                 let available = s.captured_minor - s.refunded_minor;
-                if amount_minor > available {
+                if amount_minor > available || available <= 0 {
                     return Err(PaymentError::RefundExceedsCaptured { available });
                 }
                 let refunded_total_minor = s.refunded_minor + amount_minor;

@@ -81,7 +81,7 @@ impl Command {
                 order,
                 format!("pm-cancel-{event}"),
                 format!("/v1/orders/{order}/cancel"),
-                json!({ "reason": "payment_failed" }),
+                json!({ "reason": domain::order::PAYMENT_FAILED }),
             ),
             // The key names the amount: one key, one body, whatever a later computation says.
             Reaction::RefundPayment {

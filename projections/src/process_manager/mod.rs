@@ -19,8 +19,10 @@
 //! and a crash mid-send never act twice.
 //!
 //! A known limit: topics are keyed by aggregate, so a failure of one payment can be seen before
-//! the capture of another payment of the same order. The order is then cancelled, and the
-//! capture refunded when it arrives: the money is right, the order stays cancelled.
+//! the capture of another payment of the same order. When the cancellation lands first, the
+//! order is cancelled and the capture refunded when it arrives: the money is right, the order
+//! stays cancelled. When the confirmation lands first, the order refuses a cancellation for a
+//! failed payment (`domain::order::PAYMENT_FAILED`), and the order goes on, paid.
 
 pub mod client;
 pub mod command;

@@ -68,6 +68,12 @@ async fn replays_of_state_changing_commands_do_not_apply_twice() {
     let replay = app.send(Method::POST, &path, None, &headers).await;
     assert_eq!(replay.status, StatusCode::OK);
     assert_eq!(replay.body, first.body);
+    // The same order named in capitals (the route takes it) is the same request: it replays.
+    // Before, the key was bound to the path's text, and this was 422 idempotency-key-reused.
+    let shouted = format!("/v1/orders/{}/confirm", order.to_uppercase());
+    let replay = app.send(Method::POST, &shouted, None, &headers).await;
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
+    assert_eq!(replay.body, first.body);
     app.post_empty(&path)
         .await
         .assert_problem(409, "illegal-order-transition");

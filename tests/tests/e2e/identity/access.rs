@@ -275,6 +275,16 @@ async fn operator_and_admin_commands_are_403_for_customers_and_support() {
         );
         answer.assert_problem(403, "forbidden");
     }
+    // What does not exist is a 404 for support as for anyone (a command on an aggregate that
+    // does not exist is 404). Before, support was told 403, as for what it may not write.
+    let missing = (
+        Method::POST,
+        format!("/v1/orders/{}/cancel", uuid::Uuid::now_v7()),
+        json!({"reason": "gone"}),
+    );
+    send(&app, &support, &missing)
+        .await
+        .assert_problem(404, "order-not-found");
     assert_eq!(
         app.event_count().await,
         before,

@@ -222,3 +222,35 @@ async fn a_provider_event_is_applied_once_after_the_key_ttl_and_in_any_serialisa
     .unwrap();
     assert_eq!(left, ["evt-t1", "evt-t2", "evt-t3"]);
 }
+
+/// A signed callback is judged by what is signed: headers a provider or a proxy adds that other
+/// routes would refuse (an id longer than they take, an `Idempotency-Key` or `If-Match` of its
+/// own) are left out, and the payment moves. Before, such a header answered 400 to every
+/// retry, and the provider's fact was never recorded.
+#[tokio::test]
+async fn a_signed_callback_is_not_refused_for_headers_it_does_not_sign() {
+    let app = spawn_app().await;
+    let payment = app.payment().await;
+    let body = callback("evt-headers", &payment, "authorized", 3000);
+    let now = chrono::Utc::now().timestamp();
+    let answer = app
+        .client
+        .post(format!("{}/v1/webhooks/payments", app.url))
+        .header("content-type", "application/json")
+        .header("X-Signature", signature(WEBHOOK_SECRET, now, &body))
+        .header("X-Correlation-Id", "c".repeat(300))
+        .header("X-Causation-Id", "has a space")
+        .header("Idempotency-Key", "not a token")
+        .header("If-Match", "\"1\" or so")
+        .body(body);
+    let answer = crate::support::app::read(answer.send().await.expect("webhook request")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let status: String = sqlx::query_scalar(
+        "SELECT payload->>'type' FROM events WHERE aggregate_id = $1 ORDER BY sequence DESC LIMIT 1",
+    )
+    .bind(&payment)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "PaymentAuthorized");
+}
