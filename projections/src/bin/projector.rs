@@ -42,7 +42,7 @@ mod operations;
 mod replay;
 
 use audit_export::AuditExport;
-use operations::DeadLetters;
+use operations::{DeadLetters, Outbox};
 
 /// A replay folds a million events through small allocations (JSON values, strings): glibc's
 /// allocator took a quarter of its CPU in a profile; mimalloc, as the APIs use.
@@ -88,6 +88,9 @@ enum Command {
     /// The events projections could not apply and set aside.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
+    /// The process manager's parked commands: list them, or send them again.
+    #[command(subcommand)]
+    Outbox(Outbox),
     /// Export the audit log (every event with its metadata, in log order) to a file.
     AuditExport(AuditExport),
     /// Rebuild read models from the event store beside the live ones and swap them in, with
@@ -163,6 +166,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             &log,
             operations::dead_letters(settings, command),
         ),
+        Command::Outbox(command) => {
+            infra::server::run_command("outbox", &log, operations::outbox(settings, command))
+        }
         Command::AuditExport(args) => infra::server::run_command(
             "audit-export",
             &log,

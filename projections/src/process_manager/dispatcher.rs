@@ -4,7 +4,7 @@
 //! Retries back off exponentially up to a per-row budget; a row that spends it, or that the
 //! command API calls malformed, is parked: counted in `process_manager_parked_total`, shown in
 //! the `process_manager_outbox_parked` gauge (alert on either), kept with its last error for a
-//! person, who can reset it with `outbox::retry_parked`. A crash mid-send leaves the row
+//! person, who can reset it with `projector outbox retry` (`outbox::retry_parked`). A crash mid-send leaves the row
 //! leased; when the lease ends it is sent again under the same idempotency key, which the
 //! command API answers with its first response, so a command never acts twice.
 
@@ -112,6 +112,9 @@ impl Dispatcher {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "process manager dispatch round failed; retrying");
+                    // The gauges go on: rounds failing for good (a bug in one row's attempt)
+                    // must still show the oldest pending command's age to its alert.
+                    self.housekeeping(&mut last_purge).await;
                     tokio::time::sleep(trouble).await;
                     trouble = (trouble * 2).min(Duration::from_secs(5));
                     continue;

@@ -4,7 +4,7 @@
 //! A row is `pending` until an attempt settles it: `done` (2xx), `refused` (the aggregate
 //! decided against it; logged), or `parked` (its retry budget is spent, or the command API
 //! called it malformed). Parked rows stay visible with their attempts and last error until a
-//! person resets them with [`retry_parked`]. Each statement here is its own short transaction,
+//! person resets them with [`retry_parked`] (`projector outbox retry`). Each statement here is its own short transaction,
 //! and none is open while a command is on the wire.
 
 use std::time::Duration;
@@ -191,6 +191,49 @@ pub async fn retry_parked(pool: &PgPool, id: Option<i64>) -> Result<u64, sqlx::E
         .execute(pool)
         .await?;
     Ok(reset)
+}
+
+/// A parked command, as `projector outbox list` shows it.
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+pub struct Parked {
+    pub id: i64,
+    pub kind: String,
+    pub target: uuid::Uuid,
+    pub path: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl std::fmt::Display for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} (POST {}), decided {}, parked {} after {} attempts: {}",
+            self.id,
+            self.kind,
+            self.target,
+            self.path,
+            self.created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            self.updated_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            self.attempts,
+            self.last_error.as_deref().unwrap_or("no error kept")
+        )
+    }
+}
+
+/// The parked rows, oldest first, at most `limit`.
+pub async fn list_parked(pool: &PgPool, limit: i64) -> Result<Vec<Parked>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, kind, target, path, attempts, last_error, created_at, updated_at
+         FROM pm_outbox WHERE status = 'parked' ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
 }
 
 /// How many rows are parked now.

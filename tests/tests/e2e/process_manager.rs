@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::support::app::spawn_app;
 use crate::support::commerce::paid_order;
-use crate::support::processes::free_port;
+use crate::support::processes::{free_port, run_projector};
 
 /// Every stored event of `aggregate_id`, as a consumer would receive it.
 async fn envelopes(pool: &PgPool, aggregate_id: &str) -> Vec<Envelope> {
@@ -205,8 +205,30 @@ async fn unsendable_commands_are_parked_visibly_and_can_be_retried() {
     assert!(parked.2.is_some_and(|e| !e.is_empty()));
     assert_eq!(outbox::parked(pool).await.unwrap(), 1);
 
-    // Reset by a person, it is sent again with a fresh budget, and takes effect.
-    assert_eq!(outbox::retry_parked(pool, None).await.unwrap(), 1);
+    // Listed for a person (`projector outbox list`), who resets it (`outbox retry`): it is sent
+    // again with a fresh budget, and takes effect. An id not parked is said so (exit 1).
+    let settings = app.settings();
+    let projector = |args: &[&str]| tokio::task::block_in_place(|| run_projector(&settings, args));
+    let listed = projector(&["outbox", "list", "--json"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (&rows[0]["kind"], &rows[0]["attempts"]),
+        (&json!("confirm_order"), &json!(3))
+    );
+    let id = rows[0]["id"].as_i64().unwrap().to_string();
+    let none = projector(&["outbox", "retry", "999999999"]);
+    assert_eq!(none.status.code(), Some(1), "{none:?}");
+    let retried = projector(&["outbox", "retry", &id]);
+    assert!(retried.status.success(), "{retried:?}");
+    assert!(
+        String::from_utf8_lossy(&retried.stdout).contains("made 1 parked commands pending"),
+        "{retried:?}"
+    );
     dispatch(pool, &app.url, quick(3)).await;
     let (status, attempts): (String, i32) =
         sqlx::query_as("SELECT status, attempts FROM pm_outbox")

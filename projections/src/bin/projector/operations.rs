@@ -34,6 +34,78 @@ pub enum DeadLetters {
     },
 }
 
+/// `projector outbox`: the process manager's commands that wait for a person.
+#[derive(Subcommand)]
+pub enum Outbox {
+    /// The parked commands (past their retry budget, or called malformed), oldest first, with
+    /// the last error each got.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make parked commands pending again with a fresh retry budget, once what made them fail
+    /// is mended; they are sent under their first idempotency keys, so none applies twice.
+    /// Exits 1 if an id was not parked.
+    Retry {
+        /// Parked command ids (from `list`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<i64>,
+        /// Every parked command.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+pub async fn outbox(settings: Settings, command: Outbox) -> anyhow::Result<ExitCode> {
+    use projections::process_manager::outbox;
+    let pool = connect(&settings).await?;
+    let code = match command {
+        Outbox::List { limit, json } => {
+            let parked = outbox::list_parked(&pool, limit)
+                .await
+                .context("reading the parked commands")?;
+            for row in &parked {
+                match json {
+                    true => infra::outln!("{}", serde_json::to_string(row)?),
+                    false => infra::outln!("{row}"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Outbox::Retry { ids, all } => {
+            tracing::info!(actor = %actor(), ?ids, all, "retrying parked commands");
+            let mut missing = Vec::new();
+            let mut reset = 0;
+            let targets: Vec<Option<i64>> = match all {
+                true => vec![None],
+                false => ids.iter().copied().map(Some).collect(),
+            };
+            for id in targets {
+                let n = outbox::retry_parked(&pool, id)
+                    .await
+                    .context("making parked commands pending")?;
+                reset += n;
+                if n == 0 {
+                    missing.extend(id);
+                }
+            }
+            infra::outln!("made {reset} parked commands pending again");
+            match missing.is_empty() {
+                true => ExitCode::SUCCESS,
+                false => {
+                    infra::errln!("projector: no parked commands {missing:?}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    };
+    pool.close().await;
+    Ok(code)
+}
+
 /// Who runs the command, for the log: the operating-system user.
 fn actor() -> String {
     std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())

@@ -123,6 +123,11 @@ impl Answer {
 }
 
 impl TestApp {
+    /// Default settings pointing at this app's database (for a one-off command on it).
+    pub fn settings(&self) -> infra::settings::Settings {
+        self._db.settings()
+    }
+
     /// An admin's access token (minted with the test key: see `auth::admin_token`).
     pub async fn admin_token(&self) -> String {
         self.admin
