@@ -17,7 +17,9 @@
 //! The rebuild stops at what the live model applied, so it cannot show an event the live model
 //! never got (a message lost to a topic cut short, an aggregate never consumed). Step 1 also
 //! counts those: events of the model's aggregates, recorded at least `grace` before the
-//! check, beyond the versions the live model applied (dead-lettered events count as applied)
+//! check, beyond the versions the live model applied (dead-lettered events count as applied;
+//! one dead-lettered without its version, a message that could not be decoded, counts again
+//! once its dead letter is discarded)
 //! and not parked by the relay as unencodable (`relay_parked_events`, which no consumer gets).
 //! A projector further behind than `grace` is counted the same way: the model lacks them.
 
@@ -245,7 +247,9 @@ async fn run(
 }
 
 /// The events of `model`'s aggregates recorded at least `grace` before `tx` began that the
-/// versions copied into `scratch` do not cover, leaving those the relay parked.
+/// versions copied into `scratch` do not cover, leaving those the relay parked and those the
+/// projection holds as dead letters (a message it could not decode is dead-lettered without
+/// its version: no aggregate sequence could be read from it).
 async fn unapplied(
     tx: &mut PgConnection,
     model: &'static dyn ReadModel,
@@ -260,7 +264,9 @@ async fn unapplied(
                AND NOT EXISTS (SELECT 1 FROM {scratch}.applied a
                                WHERE a.aggregate_type = e.aggregate_type
                                  AND a.aggregate_id = e.aggregate_id AND a.version >= e.sequence)
-               AND NOT EXISTS (SELECT 1 FROM relay_parked_events p WHERE p.event_id = e.event_id))
+               AND NOT EXISTS (SELECT 1 FROM relay_parked_events p WHERE p.event_id = e.event_id)
+               AND NOT EXISTS (SELECT 1 FROM dead_letters d
+                               WHERE d.projection = $3 AND d.event_id = e.event_id::text))
          SELECT (SELECT count(*) FROM missing) AS n, first.global_position AS position,
                 first.event_id::text AS event
          FROM (SELECT 1) AS one LEFT JOIN LATERAL (
@@ -268,6 +274,7 @@ async fn unapplied(
     ))
     .bind(model.aggregates())
     .bind(grace.as_secs_f64())
+    .bind(model.name())
     .fetch_one(&mut *tx)
     .await?;
     let position: Option<i64> = row.try_get("position")?;

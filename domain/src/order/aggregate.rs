@@ -12,8 +12,14 @@ use crate::values::{Currency, MAX_AMOUNT_MINOR};
 pub const MAX_LINE_ITEMS: usize = 100;
 
 /// The reason of a cancellation for a failed payment (the process manager's): it applies only
-/// to an order no payment has confirmed.
+/// to an order not confirmed yet. Once confirmed (by another payment that a failed one raced,
+/// or by an operator), an order is not cancelled because one payment attempt failed.
 pub const PAYMENT_FAILED: &str = "payment_failed";
+
+/// The reason of a cancellation for a payment captured as far as its authorization allows
+/// without paying the order (the process manager's): from any state a cancellation is allowed
+/// from, so that what it took is refunded, even of an order an operator confirmed.
+pub const PAYMENT_SHORT: &str = "payment_short";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

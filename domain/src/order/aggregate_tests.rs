@@ -229,6 +229,17 @@ fn an_order_confirmed_is_not_cancelled_for_a_failed_payment() {
                 from,
                 action: "cancel for a failed payment",
             });
+        // A payment that took money and can never pay the order still cancels it (so that
+        // what it took is refunded), whoever confirmed the order.
+        OrderTest::with(())
+            .given(history(from))
+            .when(OrderCommand::Cancel {
+                reason: Reason::parse(PAYMENT_SHORT).unwrap(),
+            })
+            .then_expect_events(vec![OrderEvent::Cancelled {
+                reason: Reason::parse(PAYMENT_SHORT).unwrap(),
+                cancelled_from: from,
+            }]);
     }
 }
 

@@ -7,7 +7,9 @@ mod commands;
 mod error;
 mod events;
 
-pub use aggregate::{Order, OrderStatus, PaymentTerms, MAX_LINE_ITEMS, PAYMENT_FAILED};
+pub use aggregate::{
+    Order, OrderStatus, PaymentTerms, MAX_LINE_ITEMS, PAYMENT_FAILED, PAYMENT_SHORT,
+};
 pub use commands::{NewLineItem, OrderCommand};
 pub use error::OrderError;
 pub use events::{LineItem, OrderEvent};

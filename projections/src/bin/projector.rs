@@ -14,6 +14,7 @@
 //!   served by the query API with `?as_of=<name>` (see `projections::replay::as_of`);
 //! - `projector status`: offsets, lag, dead letters, the process manager's outbox and the
 //!   relay's checkpoint (see `projections::status`);
+//! - `projector outbox list | retry`: the process manager's parked commands;
 //! - `projector dead-letters list | discard | retry`: the events projections set aside, and
 //!   applying them again (see `projections::dead_letters::retry`);
 //! - `projector audit-export --format jsonl|csv --out FILE`: the audit log (every event with

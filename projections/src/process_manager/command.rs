@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::decide::Reaction;
+use super::decide::{Cancel, Reaction};
 use crate::envelope::Envelope;
 
 /// The event that caused a reaction, as its commands carry it.
@@ -76,12 +76,15 @@ impl Command {
                 format!("/v1/orders/{order}/confirm"),
                 json!({}),
             ),
-            Reaction::CancelOrder { order } => (
+            Reaction::CancelOrder { order, why } => (
                 Kind::Cancel,
                 order,
                 format!("pm-cancel-{event}"),
                 format!("/v1/orders/{order}/cancel"),
-                json!({ "reason": domain::order::PAYMENT_FAILED }),
+                json!({ "reason": match why {
+                    Cancel::PaymentFailed => domain::order::PAYMENT_FAILED,
+                    Cancel::PaymentShort => domain::order::PAYMENT_SHORT,
+                } }),
             ),
             // The key names the amount: one key, one body, whatever a later computation says.
             Reaction::RefundPayment {
@@ -145,9 +148,14 @@ mod tests {
         let confirm = Command::new(&Reaction::ConfirmOrder { order }, &cause());
         assert_eq!(confirm.idempotency_key, format!("pm-confirm-{event}"));
         assert_eq!(confirm.path, format!("/v1/orders/{order}/confirm"));
-        let cancel = Command::new(&Reaction::CancelOrder { order }, &cause());
-        assert_eq!(cancel.idempotency_key, format!("pm-cancel-{event}"));
-        assert_eq!(cancel.body, json!({ "reason": "payment_failed" }));
+        for (why, reason) in [
+            (Cancel::PaymentFailed, "payment_failed"),
+            (Cancel::PaymentShort, "payment_short"),
+        ] {
+            let cancel = Command::new(&Reaction::CancelOrder { order, why }, &cause());
+            assert_eq!(cancel.idempotency_key, format!("pm-cancel-{event}"));
+            assert_eq!(cancel.body, json!({ "reason": reason }));
+        }
     }
 
     #[test]

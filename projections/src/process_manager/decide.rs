@@ -7,14 +7,15 @@
 //!   capture once the order is confirmed;
 //! - a payment captured as far as its authorization allows without paying its amount (the
 //!   authorization short of it, or refunds before the last capture) can never pay the order:
-//!   the order is cancelled (`payment_failed`), and the cancellation refunds what is left
+//!   the order is cancelled (`payment_short`), and the cancellation refunds what is left
 //!   (never an underpaid order confirmed, nor one left waiting with its money taken);
 //! - an order cancelled refunds every payment of it captured and not refunded, by what is left;
 //!   a capture of an order known as cancelled refunds that capture: whichever of the two
 //!   arrives second triggers the refund, so exactly one of them does;
 //! - a payment failed cancels its order (`payment_failed`), unless another payment of the
 //!   order is known and has not failed (a retry: a failed payment frees its order for one), or
-//!   the order is already cancelled;
+//!   the order is already cancelled (the order itself refuses it once confirmed: by a payment
+//!   this one raced on another partition, or by an operator);
 //! - an event already reflected in the state (a duplicate, a redelivery) decides nothing.
 
 use uuid::Uuid;
@@ -163,14 +164,26 @@ pub enum Reaction {
     ConfirmOrder {
         order: Uuid,
     },
-    /// Cancel with reason `payment_failed`.
+    /// Cancel, for `why`.
     CancelOrder {
         order: Uuid,
+        why: Cancel,
     },
     RefundPayment {
         payment: Uuid,
         amount_minor: i64,
     },
+}
+
+/// Why the process manager cancels an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// A payment failed and no other is under way (`domain::order::PAYMENT_FAILED`: refused
+    /// by an order confirmed meanwhile).
+    PaymentFailed,
+    /// A payment was captured as far as its authorization allows without paying the order
+    /// (`domain::order::PAYMENT_SHORT`: what it took must go back, whatever the order's state).
+    PaymentShort,
 }
 
 /// What to do about `fact`, given `state` as it was before it.
@@ -217,6 +230,7 @@ pub fn decide(state: &OrderState, fact: &Fact) -> Vec<Reaction> {
                 }],
                 (false, true, false) => vec![Reaction::CancelOrder {
                     order: state.order_id,
+                    why: Cancel::PaymentShort,
                 }],
                 // Not in full yet.
                 (false, false, false) => Vec::new(),
@@ -229,6 +243,7 @@ pub fn decide(state: &OrderState, fact: &Fact) -> Vec<Reaction> {
             }
             vec![Reaction::CancelOrder {
                 order: state.order_id,
+                why: Cancel::PaymentFailed,
             }]
         }
         Fact::PaymentInitiated { .. }

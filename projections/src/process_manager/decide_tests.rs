@@ -81,7 +81,10 @@ fn a_short_authorization_captured_as_far_as_it_allows_cancels_the_order() {
     assert_eq!(decide(&state, &captured(PAY, 1500)), []);
     assert_eq!(
         decide(&state, &captured(PAY, 2000)),
-        [Reaction::CancelOrder { order: ORDER }]
+        [Reaction::CancelOrder {
+            order: ORDER,
+            why: Cancel::PaymentShort,
+        }]
     );
     assert_eq!(decide(&state, &authorized), []);
     // Then the cancellation refunds what was captured.
@@ -108,7 +111,10 @@ fn refunds_before_the_last_capture_leave_the_order_short() {
     ]);
     assert_eq!(
         decide(&state, &captured(PAY, 3000)),
-        [Reaction::CancelOrder { order: ORDER }]
+        [Reaction::CancelOrder {
+            order: ORDER,
+            why: Cancel::PaymentShort,
+        }]
     );
     // Short of the authorization, with more to capture: nothing yet.
     let state = given(&[
@@ -122,7 +128,10 @@ fn refunds_before_the_last_capture_leave_the_order_short() {
     let state = given(&[initiated(PAY), captured(PAY, 1000), refunded(PAY, 1000)]);
     assert_eq!(
         decide(&state, &captured(PAY, 3000)),
-        [Reaction::CancelOrder { order: ORDER }]
+        [Reaction::CancelOrder {
+            order: ORDER,
+            why: Cancel::PaymentShort,
+        }]
     );
     // A refund after the confirmation (goodwill) undoes nothing: a later capture (another
     // payment's) does not confirm or cancel again.
@@ -211,7 +220,10 @@ fn a_failed_payment_cancels_the_order() {
     let state = given(&[initiated(PAY)]);
     assert_eq!(
         decide(&state, &failed(PAY)),
-        [Reaction::CancelOrder { order: ORDER }]
+        [Reaction::CancelOrder {
+            order: ORDER,
+            why: Cancel::PaymentFailed,
+        }]
     );
 }
 
@@ -231,7 +243,10 @@ fn a_failed_payment_keeps_an_order_whose_retry_is_live() {
     let state = given(&[initiated(PAY), initiated(OTHER), failed(OTHER)]);
     assert_eq!(
         decide(&state, &failed(PAY)),
-        [Reaction::CancelOrder { order: ORDER }]
+        [Reaction::CancelOrder {
+            order: ORDER,
+            why: Cancel::PaymentFailed,
+        }]
     );
 }
 

@@ -110,6 +110,24 @@ async fn verify_proves_each_read_model_equals_a_rebuild_and_shows_a_difference()
     );
     let verification = verify(pool, &lease, users, GRACE).await.expect("verify");
     assert!(verification.matches(), "within the grace: {verification}");
+    // Held as a dead letter of the projection (as a message it could not decode is, without
+    // its version), it is accounted for.
+    sqlx::query(
+        "INSERT INTO dead_letters (projection, topic, partition, \"offset\", event_id, error)
+         VALUES ('users', 'users.events', 0, 1000000, $1, 'undecodable')",
+    )
+    .bind(event.to_string())
+    .execute(pool)
+    .await
+    .unwrap();
+    let verification = verify(pool, &lease, users, Duration::ZERO)
+        .await
+        .expect("verify");
+    assert!(verification.matches(), "a dead letter: {verification}");
+    sqlx::query("DELETE FROM dead_letters")
+        .execute(pool)
+        .await
+        .unwrap();
     let settings = stack.settings.clone();
     let out = tokio::task::spawn_blocking(move || {
         run_projector(&settings, &["verify", "users", "--grace", "0"])
