@@ -15,9 +15,9 @@
 //!    rows found on one side only. The scratch schema is dropped at the end.
 //!
 //! The rebuild stops at what the live model applied, so it cannot show an event the live model
-//! never got (a message lost to a topic cut short, an aggregate never consumed). Step 1 also
-//! counts those: events of the model's aggregates, recorded at least `grace` before the
-//! check, beyond the versions the live model applied (dead-lettered events count as applied;
+//! never got (a message lost to a topic cut short, an aggregate never consumed). So verify
+//! also counts those, after step 1 and in its snapshot: events of the model's aggregates,
+//! recorded at least `grace` before the copy, beyond the versions the live model applied (dead-lettered events count as applied;
 //! one dead-lettered without its version, a message that could not be decoded, counts again
 //! once its dead letter is discarded)
 //! and not parked by the relay as unencodable (`relay_parked_events`, which no consumer gets).
@@ -26,7 +26,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgPool, Row};
 
 use crate::lease::Lease;
 use crate::projection::{ReadModel, Table};
@@ -190,8 +190,14 @@ async fn run(
     .bind(model.name())
     .execute(&mut *tx)
     .await?;
-    let unapplied = unapplied(&mut tx, model, scratch, grace).await?;
+    // The moment and the snapshot of the copy, for counting what it lacks after the commit
+    // (the copy's transaction holds an id, which holds the relay back while it is open).
+    let copied: (String, String) =
+        sqlx::query_as("SELECT now()::text, pg_current_snapshot()::text")
+            .fetch_one(&mut *tx)
+            .await?;
     tx.commit().await?;
+    let unapplied = unapplied(pool, model, scratch, grace, &copied).await?;
 
     // 2. The rebuild, in log order, folded in memory and written in bulk.
     let mut targets = [Target::new(model, scratch)];
@@ -246,21 +252,24 @@ async fn run(
     })
 }
 
-/// The events of `model`'s aggregates recorded at least `grace` before `tx` began that the
-/// versions copied into `scratch` do not cover, leaving those the relay parked and those the
+/// The events of `model`'s aggregates recorded at least `grace` before the copy into `scratch`
+/// (`copied`: its transaction's start and snapshot) and visible to it, that the versions copied
+/// do not cover, leaving those the relay parked and those the
 /// projection holds as dead letters (a message it could not decode is dead-lettered without
 /// its version: no aggregate sequence could be read from it).
 async fn unapplied(
-    tx: &mut PgConnection,
+    pool: &PgPool,
     model: &'static dyn ReadModel,
     scratch: &str,
     grace: Duration,
+    (copied_at, snapshot): &(String, String),
 ) -> Result<Unapplied, sqlx::Error> {
     let row = sqlx::query(&format!(
         "WITH missing AS (
              SELECT e.global_position, e.event_id FROM events e
              WHERE e.aggregate_type = ANY($1)
-               AND e.recorded_at <= now() - make_interval(secs => $2)
+               AND e.recorded_at <= $4::timestamptz - make_interval(secs => $2)
+               AND pg_visible_in_snapshot(e.tx_id, $5::text::pg_snapshot)
                AND NOT EXISTS (SELECT 1 FROM {scratch}.applied a
                                WHERE a.aggregate_type = e.aggregate_type
                                  AND a.aggregate_id = e.aggregate_id AND a.version >= e.sequence)
@@ -275,7 +284,9 @@ async fn unapplied(
     .bind(model.aggregates())
     .bind(grace.as_secs_f64())
     .bind(model.name())
-    .fetch_one(&mut *tx)
+    .bind(copied_at)
+    .bind(snapshot)
+    .fetch_one(pool)
     .await?;
     let position: Option<i64> = row.try_get("position")?;
     let event: Option<String> = row.try_get("event")?;
