@@ -81,8 +81,9 @@ impl Governed for User {
     fn creation_access() -> Access {
         Access::Public
     }
+    /// The user owns itself, once registered (none owns a user that does not exist).
     fn owner(&self, id: Uuid, _command: &UserCommand) -> Option<Owner> {
-        Some(Owner::Customer(id))
+        self.status().map(|_| Owner::Customer(id))
     }
     fn hidden(_new: bool) -> CommandError {
         CommandError::from_domain(&UserError::NotFound)

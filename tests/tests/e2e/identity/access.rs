@@ -285,6 +285,14 @@ async fn operator_and_admin_commands_are_403_for_customers_and_support() {
     send(&app, &support, &missing)
         .await
         .assert_problem(404, "order-not-found");
+    let missing = (
+        Method::POST,
+        format!("/v1/users/{}/profile", uuid::Uuid::now_v7()),
+        json!({"display_name": "Nobody"}),
+    );
+    send(&app, &support, &missing)
+        .await
+        .assert_problem(404, "user-not-found");
     assert_eq!(
         app.event_count().await,
         before,
