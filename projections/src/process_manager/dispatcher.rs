@@ -140,6 +140,12 @@ impl Dispatcher {
 
     /// Claims due rows and attempts each; returns how many were claimed.
     async fn round(&self) -> Result<usize, sqlx::Error> {
+        let stuck = outbox::park_unsettled(&self.pool, self.policy.max_attempts).await?;
+        if stuck > 0 {
+            metrics::counter!("process_manager_parked_total").increment(stuck);
+            tracing::error!(commands = stuck,
+                "process manager commands parked: no attempt of them ended within their budget (runbook: ProcessManagerCommandParked)");
+        }
         let claimed = outbox::claim(&self.pool, BATCH, LEASE).await?;
         let count = claimed.len();
         let settled: Vec<Result<(), sqlx::Error>> = futures::stream::iter(claimed)

@@ -193,6 +193,25 @@ pub async fn retry_parked(pool: &PgPool, id: Option<i64>) -> Result<u64, sqlx::E
     Ok(reset)
 }
 
+/// Parks the due rows claimed `max_attempts` times already without any attempt settling them
+/// (each dispatcher that took one failed or stopped while sending it); how many. Only such a
+/// row is pending with its budget spent: an attempt that ends settles its row, and parks it
+/// when the budget is spent.
+pub async fn park_unsettled(pool: &PgPool, max_attempts: i32) -> Result<u64, sqlx::Error> {
+    let parked = sqlx::query(
+        "UPDATE pm_outbox SET status = 'parked', updated_at = now(),
+             last_error = concat_ws('; ', last_error, format(
+                 'no attempt ended in %s tries: each dispatcher that took it failed or stopped \
+                  while sending it (see its logs)', attempts))
+         WHERE status = 'pending' AND attempts >= $1 AND next_attempt_at <= now()",
+    )
+    .bind(max_attempts)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(parked)
+}
+
 /// A parked command, as `projector outbox list` shows it.
 #[derive(Debug, serde::Serialize, sqlx::FromRow)]
 pub struct Parked {
