@@ -190,10 +190,19 @@ async fn run(
     .bind(model.name())
     .execute(&mut *tx)
     .await?;
-    // The moment and the snapshot of the copy, for counting what it lacks after the commit
-    // (the copy's transaction holds an id, which holds the relay back while it is open).
-    let copied: (String, String) =
-        sqlx::query_as("SELECT now()::text, pg_current_snapshot()::text")
+    // The projection's dead letters as the copy saw them (a dead letter resolved after it
+    // would otherwise leave its event in neither), and the copy's moment and snapshot, for
+    // counting what it lacks after the commit (the copy's transaction holds an id, which holds
+    // the relay back while it is open).
+    sqlx::query(&format!(
+        "CREATE TABLE {scratch}.dead_lettered AS
+         SELECT DISTINCT event_id FROM dead_letters WHERE projection = $1 AND event_id IS NOT NULL"
+    ))
+    .bind(model.name())
+    .execute(&mut *tx)
+    .await?;
+    let copied: (chrono::DateTime<chrono::Utc>, String) =
+        sqlx::query_as("SELECT now(), pg_current_snapshot()::text")
             .fetch_one(&mut *tx)
             .await?;
     tx.commit().await?;
@@ -254,28 +263,28 @@ async fn run(
 
 /// The events of `model`'s aggregates recorded at least `grace` before the copy into `scratch`
 /// (`copied`: its transaction's start and snapshot) and visible to it, that the versions copied
-/// do not cover, leaving those the relay parked and those the
-/// projection holds as dead letters (a message it could not decode is dead-lettered without
-/// its version: no aggregate sequence could be read from it).
+/// do not cover, leaving those the relay parked and those the projection held as dead letters
+/// when copied (a message it could not decode is dead-lettered without its version: no
+/// aggregate sequence could be read from it).
 async fn unapplied(
     pool: &PgPool,
     model: &'static dyn ReadModel,
     scratch: &str,
     grace: Duration,
-    (copied_at, snapshot): &(String, String),
+    (copied_at, snapshot): &(chrono::DateTime<chrono::Utc>, String),
 ) -> Result<Unapplied, sqlx::Error> {
     let row = sqlx::query(&format!(
         "WITH missing AS (
              SELECT e.global_position, e.event_id FROM events e
              WHERE e.aggregate_type = ANY($1)
-               AND e.recorded_at <= $4::timestamptz - make_interval(secs => $2)
-               AND pg_visible_in_snapshot(e.tx_id, $5::text::pg_snapshot)
+               AND e.recorded_at <= $3 - make_interval(secs => $2)
+               AND pg_visible_in_snapshot(e.tx_id, $4::text::pg_snapshot)
                AND NOT EXISTS (SELECT 1 FROM {scratch}.applied a
                                WHERE a.aggregate_type = e.aggregate_type
                                  AND a.aggregate_id = e.aggregate_id AND a.version >= e.sequence)
                AND NOT EXISTS (SELECT 1 FROM relay_parked_events p WHERE p.event_id = e.event_id)
-               AND NOT EXISTS (SELECT 1 FROM dead_letters d
-                               WHERE d.projection = $3 AND d.event_id = e.event_id::text))
+               AND NOT EXISTS (SELECT 1 FROM {scratch}.dead_lettered d
+                               WHERE d.event_id = e.event_id::text))
          SELECT (SELECT count(*) FROM missing) AS n, first.global_position AS position,
                 first.event_id::text AS event
          FROM (SELECT 1) AS one LEFT JOIN LATERAL (
@@ -283,7 +292,6 @@ async fn unapplied(
     ))
     .bind(model.aggregates())
     .bind(grace.as_secs_f64())
-    .bind(model.name())
     .bind(copied_at)
     .bind(snapshot)
     .fetch_one(pool)

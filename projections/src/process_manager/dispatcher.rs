@@ -140,11 +140,10 @@ impl Dispatcher {
 
     /// Claims due rows and attempts each; returns how many were claimed.
     async fn round(&self) -> Result<usize, sqlx::Error> {
-        let stuck = outbox::park_unsettled(&self.pool, self.policy.max_attempts).await?;
-        if stuck > 0 {
-            metrics::counter!("process_manager_parked_total").increment(stuck);
-            tracing::error!(commands = stuck,
-                "process manager commands parked: no attempt of them ended within their budget (runbook: ProcessManagerCommandParked)");
+        for (id, key) in outbox::park_unsettled(&self.pool, self.policy.max_attempts).await? {
+            metrics::counter!("process_manager_parked_total").increment(1);
+            tracing::error!(id, %key,
+                "process manager command parked: claimed past its budget, its last attempt never ended (runbook: ProcessManagerCommandParked)");
         }
         let claimed = outbox::claim(&self.pool, BATCH, LEASE).await?;
         let count = claimed.len();

@@ -1,6 +1,8 @@
 //! The order–payment process manager:
 //! - a payment captured -> confirm its order;
 //! - an order cancelled after a capture -> refund what was captured and not yet refunded;
+//! - a payment captured as far as its authorization allows without paying the order -> cancel
+//!   it with reason `payment_short` (so that what it took is refunded);
 //! - a payment failed -> cancel its order with reason `payment_failed` (unless another payment
 //!   of the order was captured).
 //!

@@ -193,23 +193,27 @@ pub async fn retry_parked(pool: &PgPool, id: Option<i64>) -> Result<u64, sqlx::E
     Ok(reset)
 }
 
-/// Parks the due rows claimed `max_attempts` times already without any attempt settling them
-/// (each dispatcher that took one failed or stopped while sending it); how many. Only such a
-/// row is pending with its budget spent: an attempt that ends settles its row, and parks it
-/// when the budget is spent.
-pub async fn park_unsettled(pool: &PgPool, max_attempts: i32) -> Result<u64, sqlx::Error> {
-    let parked = sqlx::query(
+/// Parks the due rows claimed past their budget, `max_attempts` times and once more, without
+/// their last attempt settling them (the dispatcher that took it failed or stopped while
+/// sending it, each time); their ids and keys. An attempt that ends settles its row, and parks
+/// it once the budget is spent; the one extra claim lets a last attempt cut short (a stop, a
+/// settlement later than the lease) be sent again, under its key, before the row parks.
+pub async fn park_unsettled(
+    pool: &PgPool,
+    max_attempts: i32,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as(
         "UPDATE pm_outbox SET status = 'parked', updated_at = now(),
              last_error = concat_ws('; ', last_error, format(
-                 'no attempt ended in %s tries: each dispatcher that took it failed or stopped \
-                  while sending it (see its logs)', attempts))
-         WHERE status = 'pending' AND attempts >= $1 AND next_attempt_at <= now()",
+                 'claimed %s times, past its budget, and its last attempt never ended: the \
+                  dispatcher that took it failed or stopped while sending it (see its logs)',
+                 attempts))
+         WHERE status = 'pending' AND attempts > $1 AND next_attempt_at <= now()
+         RETURNING id, idempotency_key",
     )
     .bind(max_attempts)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(parked)
+    .fetch_all(pool)
+    .await
 }
 
 /// A parked command, as `projector outbox list` shows it.

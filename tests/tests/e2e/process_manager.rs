@@ -188,29 +188,42 @@ async fn decisions_are_sent_once_and_a_refund_takes_what_is_left() {
     );
 }
 
-/// A row claimed as often as its budget allows without any attempt ending (each dispatcher
-/// that took it failed or stopped while sending it: a bug that panics on it, a crash loop) is
-/// parked when it is due again, saying so, instead of being claimed for ever. Before, it was
-/// claimed again at every lease's end, its attempts growing past the budget, never parked.
+/// A row claimed past its budget (its budget's attempts and one more) whose last attempt never
+/// ended (the dispatcher that took it failed or stopped while sending it: a bug that panics on
+/// it, a crash loop) is parked when it is due again, saying so, instead of being claimed for
+/// ever; one whose last attempt within the budget was cut short is sent once more. Before, it
+/// was claimed again at every lease's end, its attempts growing past the budget, never parked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_command_whose_attempts_never_end_is_parked_once_its_budget_is_spent() {
+async fn a_command_whose_attempts_never_end_is_parked_once_past_its_budget() {
     let (app, _) = a_confirmation_decided().await;
     let pool = &app.pool;
-    sqlx::query("UPDATE pm_outbox SET attempts = 3, next_attempt_at = now()")
+    let row = || async {
+        sqlx::query_as::<_, (String, i32, Option<String>)>(
+            "SELECT status, attempts, last_error FROM pm_outbox",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    sqlx::query("UPDATE pm_outbox SET attempts = 4, next_attempt_at = now()")
         .execute(pool)
         .await
         .unwrap();
     dispatch(pool, &app.url, quick(3)).await;
-    let (status, attempts, error): (String, i32, Option<String>) =
-        sqlx::query_as("SELECT status, attempts, last_error FROM pm_outbox")
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    assert_eq!((status.as_str(), attempts), ("parked", 3), "{error:?}");
+    let (status, attempts, error) = row().await;
+    assert_eq!((status.as_str(), attempts), ("parked", 4), "{error:?}");
     assert!(
-        error.is_some_and(|e| e.contains("no attempt ended")),
+        error.is_some_and(|e| e.contains("its last attempt never ended")),
         "the reason is kept"
     );
+    // At its budget, cut short once: sent again under its key, and done.
+    sqlx::query("UPDATE pm_outbox SET status = 'pending', attempts = 3, next_attempt_at = now()")
+        .execute(pool)
+        .await
+        .unwrap();
+    dispatch(pool, &app.url, quick(3)).await;
+    let (status, attempts, _) = row().await;
+    assert_eq!((status.as_str(), attempts), ("done", 4));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
