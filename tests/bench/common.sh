@@ -21,6 +21,20 @@ fresh_bench_db() {
   export APP__DATABASE__URL="$BENCH_URL" APP__LOG__FILTER=warn
 }
 
+# settle_bench_db: waits (at most 180 s) until autovacuum is done with what the step before
+# left in BENCH_URL's database, then VACUUM ANALYZE and a checkpoint, so that each timed step
+# starts on a settled database (a replay running beside autovacuum took up to half as long
+# again; a swap that needs a table autovacuum is working on waits a second for it to give way).
+settle_bench_db() {
+  local i
+  for i in $(seq 1 180); do
+    [ "$("$PG_BINDIR/psql" "$BENCH_URL" -tAc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ] && break
+    sleep 1
+  done
+  "$PG_BINDIR/psql" "$BENCH_URL" -tAc "VACUUM ANALYZE" >/dev/null
+  "$PG_BINDIR/psql" "$BENCH_URL" -tAc "CHECKPOINT" >/dev/null
+}
+
 # pipeline_env BASE_PORT BROKER TOPIC_PREFIX: the settings of a command API (BASE_PORT), query
 # API (+1), projector (+2) and schema registry (+5) that talk to each other and to BROKER;
 # sets API_PORT, QUERY_PORT, PROJECTOR_PORT and REGISTRY_PORT.

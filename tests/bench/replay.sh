@@ -37,20 +37,7 @@ sql "VACUUM ANALYZE events" >/dev/null
 total=$(sql "SELECT count(*) FROM events")
 echo "events in the store: $total; events table with indexes: $(sql "SELECT pg_size_pretty(pg_total_relation_size('events'))")"
 
-# Each timed step starts on a settled database: autovacuum done with the tables the step before
-# left (a million-row table set each; a replay running beside that work took up to half as long
-# again), then a VACUUM ANALYZE of them all, since autovacuum may not have started on them yet
-# (a swap that needs a table autovacuum is working on waits a second for it to give way), and
-# a checkpoint. Waits at most 180 s for autovacuum.
-settle() {
-  local i
-  for i in $(seq 1 180); do
-    [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ] && break
-    sleep 1
-  done
-  sql "VACUUM ANALYZE" >/dev/null
-  sql "CHECKPOINT" >/dev/null
-}
+# Each timed step starts on a settled database (`settle_bench_db`, tests/bench/common.sh).
 
 # first_pass LABEL: the rate of the step's first pass (the scan or the topics, folded and the
 # rows copied), from its progress lines (about one a second): the rate on the last line
@@ -74,7 +61,7 @@ timed() {
   local label=$1
   shift
   local started ended
-  settle
+  settle_bench_db
   started=$(now)
   "$@" >"$ROOT/.data/bench-replay-$label.log" 2>"$ROOT/.data/bench-replay-$label.err" ||
     { echo "$label failed:"; tail -20 "$ROOT/.data/bench-replay-$label.err"; exit 1; }

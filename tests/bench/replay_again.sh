@@ -22,19 +22,10 @@ sql() { "$PG_BINDIR/psql" "$BENCH_URL" -tAc "$1"; }
 [ -x ./target/release/projector ] || { echo "run make bench-replay first" >&2; exit 2; }
 total=$(sql "SELECT count(*) FROM events") || { echo "no bench_replay store: run make bench-replay first" >&2; exit 2; }
 cpu() { awk '/^cpu /{print $2+$3+$4+$6+$7+$8}' /proc/stat; }
-settle() {
-  local i
-  for i in $(seq 1 180); do
-    [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ] && break
-    sleep 1
-  done
-  sql "VACUUM ANALYZE" >/dev/null
-  sql "CHECKPOINT" >/dev/null
-}
 echo "== $total events in bench_replay; $(nproc) cores"
 for run in $(seq 1 "$RUNS"); do
   ./target/release/projector prune all >/dev/null
-  settle
+  settle_bench_db
   t0=$(date +%s.%N)
   c0=$(cpu)
   ./target/release/projector replay all >/dev/null 2>"$ROOT/.data/bench-replay-again-$run.err"
