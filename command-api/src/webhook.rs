@@ -201,9 +201,9 @@ pub async fn payments(
     let callback: PaymentCallback = parse(&body)?;
     let (payment_id, command) = command(&callback)?;
     let principal = Principal::new(Subject::Service(CLIENT_ID.to_owned()), [Role::Service]);
+    // No version is expected (`If-Match` is left out), and the provider's event id is the key.
     let mut meta: RequestMetadata = metadata(&unsigned_left_out(parts), Some(principal))?;
     meta.idempotency_key = Some(callback.provider_event_id.clone());
-    meta.expected_version = None;
     let name = command_name(callback.kind);
     let digest = content_digest(&callback, payment_id);
     let dispatch = Dispatch::<Payment>::existing(name, payment_id, command, digest);

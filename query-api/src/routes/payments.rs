@@ -130,7 +130,6 @@ pub async fn order_payments(
     let scope = policy::admit(&principal, Query::OrderPayments)?;
     super::as_of_permitted(scope, names_as_of.as_param())?;
     let Params(params) = params?;
-    super::as_of_permitted(scope, params.as_of.as_deref())?;
     let order = path_id(&id, "order")?;
     let pool = state
         .read_pool(
