@@ -39,8 +39,8 @@ use crate::{identity, webhook};
         orders::cancel,
         payments::initiate, payments::authorize, payments::capture, payments::fail,
         payments::refund,
-        identity::routes::token, identity::routes::logout, identity::routes::password_reset,
-        identity::routes::password_reset_confirm, identity::routes::jwks,
+        identity::routes::token, identity::routes::logout, identity::resets::password_reset,
+        identity::resets::password_reset_confirm, identity::routes::jwks,
         webhook::payments,
     ),
     components(schemas(
@@ -49,8 +49,8 @@ use crate::{identity, webhook};
         orders::LineItemBody, orders::ShipOrder, orders::CancelOrder, payments::InitiatePayment,
         payments::Amount, payments::FailPayment, payments::RefundPayment,
         identity::routes::TokenRequest, identity::routes::TokenResponse,
-        identity::routes::LogoutRequest, identity::routes::ResetRequest,
-        identity::routes::ResetConfirm, webhook::PaymentCallback, webhook::CallbackKind,
+        identity::routes::LogoutRequest, identity::resets::ResetRequest,
+        identity::resets::ResetConfirm, webhook::PaymentCallback, webhook::CallbackKind,
     )),
     modifiers(&PROBLEMS),
     tags(

@@ -10,6 +10,7 @@ pub mod http;
 pub mod limits;
 pub mod passwords;
 mod rehash;
+pub mod resets;
 pub mod routes;
 pub mod store;
 
@@ -130,12 +131,15 @@ impl Identity {
     /// Counts a check of a password from `address` against an account (`None`: the name
     /// given is no account's), before the check runs: `Err` (how long to wait) past either
     /// failure limit. Every way of checking a password goes through here, so that none of them
-    /// is a way to guess around the login limits.
-    pub fn begin_password_check(
-        &self,
-        address: &str,
-        account: Option<&str>,
-    ) -> Result<(), Duration> {
+    /// is a way to guess around the login limits. The attempt stays counted only if the
+    /// returned check ends in a mismatch ([`PasswordCheck::failed`]); one that ends any other
+    /// way (the hashing queue full, the database failing, the request dropped) never checked
+    /// a password and gives it back.
+    pub fn begin_password_check<'a>(
+        &'a self,
+        address: &'a str,
+        account: Option<&'a str>,
+    ) -> Result<PasswordCheck<'a>, Duration> {
         self.failures_by_address.attempt(address)?;
         if let Some(account) = account {
             if let Err(wait) = self.failures_by_account.attempt(account) {
@@ -143,7 +147,12 @@ impl Identity {
                 return Err(wait);
             }
         }
-        Ok(())
+        Ok(PasswordCheck {
+            identity: self,
+            address,
+            account,
+            settled: false,
+        })
     }
 
     /// The turn of one check of `account`'s password by a registration replay: replays of one
@@ -178,15 +187,6 @@ impl Identity {
         let _ = self.failures_by_account.attempt(account);
     }
 
-    /// The password checked after [`Self::begin_password_check`] matched: the attempt is not a
-    /// failure, and the account's failures are forgotten.
-    pub fn password_check_passed(&self, address: &str, account: Option<&str>) {
-        self.failures_by_address.succeeded(address, false);
-        if let Some(account) = account {
-            self.failures_by_account.succeeded(account, true);
-        }
-    }
-
     /// Housekeeping every few minutes: forget idle rate-limit keys, purge dead tokens.
     pub async fn upkeep(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(300));
@@ -210,6 +210,48 @@ impl Identity {
                     "purging expired tokens failed"
                 ),
             }
+        }
+    }
+}
+
+/// A login's counted attempt ([`Identity::begin_password_check`]), until it is settled.
+pub struct PasswordCheck<'a> {
+    identity: &'a Identity,
+    address: &'a str,
+    account: Option<&'a str>,
+    settled: bool,
+}
+
+impl PasswordCheck<'_> {
+    /// The password did not match (or opened no session): the attempt stays counted.
+    pub fn failed(mut self) {
+        self.settled = true;
+    }
+
+    /// The password matched: the attempt is not a failure, and the account's failures are
+    /// forgotten.
+    pub fn passed(mut self) {
+        self.settled = true;
+        self.identity
+            .failures_by_address
+            .succeeded(self.address, false);
+        if let Some(account) = self.account {
+            self.identity.failures_by_account.succeeded(account, true);
+        }
+    }
+}
+
+impl Drop for PasswordCheck<'_> {
+    /// Ended before a password was checked: the attempt is given back to both limits.
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.identity
+            .failures_by_address
+            .succeeded(self.address, false);
+        if let Some(account) = self.account {
+            self.identity.failures_by_account.succeeded(account, false);
         }
     }
 }

@@ -13,10 +13,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::http::{no_store, AuthProblem, ClientAddress};
-use super::passwords::check_length;
+use super::resets;
 use super::store::{self, Rotation};
 use crate::core::CommandError;
-use crate::error::ApiError;
 use crate::http::JsonBody;
 use crate::state::AppState;
 
@@ -24,10 +23,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/auth/token", post(token))
         .route("/v1/auth/logout", post(logout))
-        .route("/v1/auth/password-reset", post(password_reset))
+        .route("/v1/auth/password-reset", post(resets::password_reset))
         .route(
             "/v1/auth/password-reset/confirm",
-            post(password_reset_confirm),
+            post(resets::password_reset_confirm),
         )
         .route("/.well-known/jwks.json", get(jwks))
 }
@@ -71,22 +70,6 @@ pub struct LogoutRequest {
     pub refresh_token: SecretString,
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ResetRequest {
-    pub email: String,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ResetConfirm {
-    #[schema(value_type = String)]
-    pub token: SecretString,
-    /// 12 to 128 characters.
-    #[schema(value_type = String, min_length = 12, max_length = 128)]
-    pub new_password: SecretString,
-}
-
 #[utoipa::path(post, path = "/v1/auth/token", tag = "auth", request_body = TokenRequest,
     responses((status = 200, body = TokenResponse),
         (status = 401, description = "`/problems/invalid-credentials` or `/problems/invalid-grant`"),
@@ -122,7 +105,7 @@ async fn password_grant(
     // An address that is not an email names no account: only the address is counted.
     let account = Email::parse(email).ok().map(|e| e.normalized());
     let address = address.key();
-    identity
+    let check = identity
         .begin_password_check(&address, account.as_deref())
         .map_err(limited)?;
     let stored = match &account {
@@ -144,6 +127,7 @@ async fn password_grant(
         _ => None,
     };
     let Some((id, roles)) = user else {
+        check.failed();
         metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
         return Err(AuthProblem::InvalidCredentials);
     };
@@ -151,10 +135,11 @@ async fn password_grant(
         store::start_family(&identity.pool, id, generation, identity.refresh_ttl).await?
     else {
         // The password was reset while this one was being checked: it opens no session.
+        check.failed();
         metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
         return Err(AuthProblem::InvalidCredentials);
     };
-    identity.password_check_passed(&address, account.as_deref());
+    check.passed();
     if identity.passwords.outdated(&checked) {
         super::rehash::upgrade_hash(state, id, checked, password.clone());
     }
@@ -180,19 +165,24 @@ async fn refresh_grant(
             user_id,
             family_id,
             token,
+            rotation,
         } => {
             // Roles and status are read afresh: a revoked role or a deactivation takes
-            // effect at the next refresh.
+            // effect at the next refresh. An error on the way drops the rotation uncommitted,
+            // so the client's retry with the same token is not a reuse.
             let Some((id, roles)) = active_user(state, user_id).await? else {
+                rotation.rollback().await?;
                 store::revoke_family(&identity.pool, family_id, "deactivated").await?;
                 return Err(AuthProblem::InvalidGrant);
             };
-            metrics::counter!("auth_refreshes_total", "outcome" => "ok").increment(1);
-            issue(
+            let answer = issue(
                 state,
                 &Principal::new(Subject::User(id), roles),
                 Some(token),
-            )
+            )?;
+            rotation.commit().await?;
+            metrics::counter!("auth_refreshes_total", "outcome" => "ok").increment(1);
+            Ok(answer)
         }
         Rotation::Reused => {
             tracing::warn!("a rotated refresh token was presented again; its family is revoked");
@@ -285,92 +275,6 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/auth/password-reset", tag = "auth", request_body = ResetRequest,
-    responses((status = 202, description = "accepted whether or not the account exists"),
-        (status = 429, description = "`/problems/rate-limited`")))]
-pub async fn password_reset(
-    State(state): State<AppState>,
-    address: ClientAddress,
-    body: JsonBody<ResetRequest>,
-) -> Result<StatusCode, AuthProblem> {
-    admit_anonymous(&state, &address)?;
-    // The answer is the same and immediate whether or not the account exists; the token is
-    // made and queued afterwards.
-    if let Ok(email) = Email::parse(&body.value.email) {
-        let identity = state.identity.clone();
-        let bus = state.bus.clone();
-        tokio::spawn(async move {
-            let result = async {
-                let normalized = email.normalized();
-                let Some(user_id) = store::user_by_email(&identity.pool, &normalized).await? else {
-                    return Ok(());
-                };
-                // The token goes to the address the account holds, as its owner wrote it, not
-                // to the requester's spelling of it (equal only once lower-cased: a mail
-                // system may tell `Victim@` from `victim@`).
-                let user = bus.load::<domain::User>(user_id).await?;
-                let Some(recipient) = user.as_ref().and_then(domain::User::email) else {
-                    return Ok(());
-                };
-                if recipient.normalized() != normalized {
-                    return Ok(()); // the account moved to another email meanwhile
-                }
-                store::request_reset(
-                    &identity.pool,
-                    user_id,
-                    recipient.as_str(),
-                    &normalized,
-                    identity.reset_ttl,
-                )
-                .await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            }
-            .await;
-            if let Err(error) = result {
-                tracing::error!(error = &*error, "queueing a password reset failed");
-            }
-        });
-    }
-    Ok(StatusCode::ACCEPTED)
-}
-
-#[utoipa::path(post, path = "/v1/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirm,
-    responses((status = 204, description = "password changed; every refresh family of the user revoked"),
-        (status = 400, description = "`/problems/invalid-reset-token`"),
-        (status = 422, description = "the new password is not 12 to 128 characters"),
-        (status = 429, description = "`/problems/rate-limited`")))]
-pub async fn password_reset_confirm(
-    State(state): State<AppState>,
-    address: ClientAddress,
-    body: JsonBody<ResetConfirm>,
-) -> Result<StatusCode, AuthProblem> {
-    use infra::secrecy::ExposeSecret;
-    // Unauthenticated work: it counts against the per-address limit, and a token that cannot
-    // work is refused before the password is hashed (else anyone could fill the hashing queue
-    // with made-up tokens and shed every login with 503).
-    admit_anonymous(&state, &address)?;
-    check_length(body.value.new_password.expose_secret())
-        .map_err(|message| ApiError::field("new_password", message))?;
-    if !store::reset_token_usable(&state.identity.pool, body.value.token.expose_secret()).await? {
-        return Err(AuthProblem::InvalidResetToken);
-    }
-    let hash = state
-        .identity
-        .passwords
-        .hash(&body.value.new_password)
-        .await?;
-    match store::confirm_reset(
-        &state.identity.pool,
-        body.value.token.expose_secret(),
-        &hash,
-    )
-    .await?
-    {
-        Some(_) => Ok(StatusCode::NO_CONTENT),
-        None => Err(AuthProblem::InvalidResetToken),
-    }
-}
-
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
     responses((status = 200, description = "the public keys access tokens are signed with")))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
@@ -383,7 +287,10 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
 }
 
 /// Unauthenticated work from `address`: `Err` (429) past its per-address limit.
-fn admit_anonymous(state: &AppState, address: &ClientAddress) -> Result<(), AuthProblem> {
+pub(super) fn admit_anonymous(
+    state: &AppState,
+    address: &ClientAddress,
+) -> Result<(), AuthProblem> {
     match address.0 {
         Some(ip) => state
             .identity

@@ -12,6 +12,10 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+mod resets;
+
+pub use resets::{confirm_reset, request_reset, reset_token_usable};
+
 /// A new opaque token: 32 random bytes, base64url.
 pub fn new_token() -> Result<String, sqlx::Error> {
     let mut bytes = [0u8; 32];
@@ -131,13 +135,17 @@ pub async fn start_family(
 pub const FAMILY_MAX_AGE_DAYS: i32 = 90;
 
 /// What presenting a refresh token came to.
-#[derive(Debug, PartialEq, Eq)]
 pub enum Rotation {
-    /// It was live: it is now used up and `token` replaces it.
+    /// It was live: it is used up and `token` replaces it once `rotation` commits. The caller
+    /// commits it only when it answers with the new tokens: a rotation committed under an
+    /// answer that failed (the user's load timing out) would leave the client holding a
+    /// used token, and its retry would revoke its own family as a reuse. Until then the old
+    /// token's row stays locked, so a second request with it waits for the outcome.
     Rotated {
         user_id: Uuid,
         family_id: Uuid,
         token: String,
+        rotation: Transaction<'static, Postgres>,
     },
     /// It had been used already: its whole family is now revoked.
     Reused,
@@ -145,8 +153,9 @@ pub enum Rotation {
     Refused,
 }
 
-/// Uses up a refresh token and issues its successor in one transaction. Two requests with
-/// the same token serialise on its row: the second sees it used and revokes the family.
+/// Uses up a refresh token and issues its successor in one transaction, left open for the
+/// caller to commit ([`Rotation::Rotated`]). Two requests with the same token serialise on
+/// its row: the second sees it used and revokes the family.
 pub async fn rotate(pool: &PgPool, token: &str, ttl: Duration) -> Result<Rotation, sqlx::Error> {
     let hash = token_hash(token);
     let mut tx = pool.begin().await?;
@@ -175,11 +184,11 @@ pub async fn rotate(pool: &PgPool, token: &str, ttl: Duration) -> Result<Rotatio
         .bind(secs(ttl))
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
         return Ok(Rotation::Rotated {
             user_id,
             family_id,
             token: next,
+            rotation: tx,
         });
     }
     let reused = sqlx::query(
@@ -245,65 +254,6 @@ async fn revoke_user(
     Ok(done.rows_affected())
 }
 
-/// Creates a reset token for the user and queues the message that carries it, unless one
-/// was made for the user in the last minute (so nobody can flood a mailbox with resets).
-/// Requests for one user take turns on a transaction lock: under read committed, requests
-/// running at once would each find no recent token and each queue a message.
-pub async fn request_reset(
-    pool: &PgPool,
-    user_id: Uuid,
-    recipient: &str,
-    normalized_email: &str,
-    ttl: Duration,
-) -> Result<(), sqlx::Error> {
-    let token = new_token()?;
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('password-reset:' || $1, 0))")
-        .bind(user_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "WITH recent AS (
-             SELECT 1 FROM password_reset_tokens
-             WHERE user_id = $2 AND created_at > now() - interval '1 minute'
-         ), reset AS (
-             INSERT INTO password_reset_tokens (token_hash, user_id, expires_at, email)
-             SELECT $1, $2, now() + make_interval(secs => $3), $6
-             WHERE NOT EXISTS (SELECT 1 FROM recent))
-         INSERT INTO notification_outbox (kind, recipient, payload)
-         SELECT 'password_reset', $4, jsonb_build_object('user_id', $2::text, 'token', $5::text,
-                'expires_in_secs', $3)
-         WHERE NOT EXISTS (SELECT 1 FROM recent)",
-    )
-    .bind(token_hash(&token))
-    .bind(user_id)
-    .bind(secs(ttl))
-    .bind(recipient)
-    .bind(&token)
-    .bind(normalized_email)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
-}
-
-/// What makes a reset token usable (with `$1` its hash, `$2` the email claims' scope): known,
-/// unused, unexpired, and sent to an email its user still has.
-const USABLE: &str = "token_hash = $1 AND used_at IS NULL AND expires_at > now()
-    AND (email IS NULL OR EXISTS (SELECT 1 FROM unique_claims c
-         WHERE c.scope = $2 AND c.key = password_reset_tokens.email
-           AND c.aggregate_type = 'user' AND c.aggregate_id = password_reset_tokens.user_id::text))";
-
-/// Whether a reset token is usable ([`USABLE`]; checked before hashing anything).
-pub async fn reset_token_usable(pool: &PgPool, token: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "SELECT EXISTS (SELECT 1 FROM password_reset_tokens WHERE {USABLE})"
-    ))
-    .bind(token_hash(token))
-    .bind(domain::user::EMAIL_SCOPE)
-    .fetch_one(pool)
-    .await
-}
-
 /// Replaces `old`, a hash made with outdated parameters that a login has just verified, with
 /// `new` (of the same password); `false` when the password changed meanwhile (a reset), which
 /// wins. The password's generation stays, so a login still checking the old hash opens its
@@ -326,49 +276,6 @@ pub async fn upgrade_hash(
     .execute(pool)
     .await?;
     Ok(updated.rows_affected() == 1)
-}
-
-/// Uses a reset token ([`USABLE`]): sets the new password hash, ends every other reset token of the user
-/// and revokes all their refresh families, in one transaction. `None` when the token is
-/// unknown, used or expired.
-pub async fn confirm_reset(
-    pool: &PgPool,
-    token: &str,
-    password_hash: &str,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let user_id: Option<Uuid> = sqlx::query_scalar(&format!(
-        "UPDATE password_reset_tokens SET used_at = now() WHERE {USABLE} RETURNING user_id"
-    ))
-    .bind(token_hash(token))
-    .bind(domain::user::EMAIL_SCOPE)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(user_id) = user_id else {
-        return Ok(None);
-    };
-    // Inserted for a user without credentials (registered before accounts had passwords): the
-    // reset is how such a user gets a first one.
-    sqlx::query(
-        "INSERT INTO credentials (user_id, password_hash) VALUES ($1, $2)
-         ON CONFLICT (user_id) DO UPDATE
-         SET password_hash = EXCLUDED.password_hash,
-             password_generation = credentials.password_generation + 1,
-             rehashed_from = NULL, updated_at = now()",
-    )
-    .bind(user_id)
-    .bind(password_hash)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE password_reset_tokens SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
-    )
-    .bind(user_id)
-    .execute(&mut *tx)
-    .await?;
-    revoke_user(&mut tx, user_id, "password-reset").await?;
-    tx.commit().await?;
-    Ok(Some(user_id))
 }
 
 /// Deletes what can no longer be used: expired refresh tokens and reset tokens (a day after

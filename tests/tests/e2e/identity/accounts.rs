@@ -325,6 +325,23 @@ async fn a_reset_goes_to_the_stored_email_not_the_requesters_spelling() {
     assert_eq!(elsewhere, 0, "a reset was sent to the requester's spelling");
 }
 
+/// A reset of `customer`'s password requested straight through the store (as the route does
+/// once it has found the account), with a token good for 15 minutes.
+async fn store_reset_request(
+    app: &TestApp,
+    customer: &crate::support::app::Customer,
+) -> Result<(), sqlx::Error> {
+    let user_id: uuid::Uuid = customer.id.parse().expect("a user id");
+    command_api::identity::store::request_reset(
+        &app.pool,
+        user_id,
+        &customer.email,
+        &customer.email.to_lowercase(),
+        Duration::from_secs(900),
+    )
+    .await
+}
+
 /// At most one reset a minute per account, however many requests arrive at once: each
 /// request's check for a recent token and its insert used to run unordered, so requests at
 /// the same moment each found none and each queued a message (a mailbox flood, and several
@@ -336,16 +353,7 @@ async fn resets_requested_at_once_queue_one_message() {
     for _ in 0..4 {
         let customer = app.customer().await;
         let user_id: uuid::Uuid = customer.id.parse().unwrap();
-        let normalized = customer.email.to_lowercase();
-        let requests = (0..64).map(|_| {
-            command_api::identity::store::request_reset(
-                &app.pool,
-                user_id,
-                &customer.email,
-                &normalized,
-                Duration::from_secs(900),
-            )
-        });
+        let requests = (0..64).map(|_| store_reset_request(&app, &customer));
         for outcome in join_all(requests).await {
             outcome.unwrap();
         }
@@ -364,6 +372,45 @@ async fn resets_requested_at_once_queue_one_message() {
                 .await
                 .unwrap();
         assert_eq!((messages, tokens), (1, 1));
+    }
+}
+
+/// Two live reset tokens of one user confirmed at once: one sets the password and the other
+/// is refused as used, never a database error. Before, each locked its own token and then
+/// waited for the other's while ending every token of the user, and PostgreSQL broke the
+/// deadlock by failing one (a 503 for its client).
+#[tokio::test]
+async fn two_reset_tokens_of_one_user_confirmed_at_once_do_not_deadlock() {
+    let app = spawn_app().await;
+    // A few users: one pair shows the race only some of the time.
+    for _ in 0..6 {
+        let customer = app.customer().await;
+        let user_id: uuid::Uuid = customer.id.parse().unwrap();
+        let mut tokens = Vec::new();
+        for _ in 0..2 {
+            store_reset_request(&app, &customer).await.unwrap();
+            tokens.push(reset_token(&app, &customer.email).await);
+            // Older than a minute, so the next request queues a token of its own.
+            sqlx::query(
+                "UPDATE password_reset_tokens SET created_at = created_at - interval '2 minutes'
+                 WHERE user_id = $1",
+            )
+            .bind(user_id)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        }
+        assert_ne!(tokens[0], tokens[1]);
+        let outcomes = join_all(tokens.iter().map(|token| {
+            command_api::identity::store::confirm_reset(&app.pool, token, "$argon2id$not-used")
+        }))
+        .await;
+        let mut outcomes: Vec<Option<uuid::Uuid>> = outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("a confirmation failed"))
+            .collect();
+        outcomes.sort();
+        assert_eq!(outcomes, vec![None, Some(user_id)]);
     }
 }
 
@@ -503,6 +550,38 @@ async fn a_login_flood_past_the_hashing_queue_is_shed_with_503() {
     // Other requests are served meanwhile.
     let (status, _) = app.get("/.well-known/jwks.json").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// A login shed because the hashing queue is full checked no password: it does not count
+/// against the account's failed logins. Before, every shed login stayed counted, so a flood
+/// (or a client retrying its 503s) locked the account out for its right password too.
+#[tokio::test]
+async fn logins_shed_before_their_check_do_not_count_as_failures() {
+    const FLOOD: usize = 12;
+    let app = spawn_app_with(|s| {
+        slow_single_hasher(s);
+        s.auth.login_failures_per_address = 1000;
+        s.auth.login_failures_per_account = FLOOD as u32;
+    })
+    .await;
+    let customer = app.customer().await;
+    let answers =
+        join_all((0..FLOOD).map(|_| password_login(&app, &customer.email, "wrong-password-1")))
+            .await;
+    let statuses: Vec<StatusCode> = answers.iter().map(|a| a.status).collect();
+    let shed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert!(shed > 0, "nothing was shed: {statuses:?}");
+    assert_eq!(shed + checked, FLOOD, "{statuses:?}");
+    // Only the checked ones count: fewer than the limit, so the right password logs in.
+    let answer = password_login(&app, &customer.email, CUSTOMER_PASSWORD).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
 
 #[tokio::test]

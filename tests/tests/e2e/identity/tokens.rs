@@ -132,6 +132,61 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_its_family() {
         .assert_problem(401, "invalid-grant");
 }
 
+/// A refresh that fails after the token was checked (here the user's events cannot be
+/// loaded) leaves the token live: the client never saw its successor, and its retry with
+/// the same token is served, not taken for a reuse that revokes the family. Before, the
+/// rotation was committed before the user was loaded, and the retry was 401.
+#[tokio::test]
+async fn a_refresh_that_fails_leaves_its_token_for_the_retry() {
+    let app = spawn_app().await;
+    let customer = app.customer().await;
+    let event = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata, event_id)
+         SELECT 'user', $1, max(sequence) + 1, 'UserRenamed', '1',
+                '{\"type\": \"UserRenamed\", \"display_name\": 5}', $2, $3
+         FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1",
+    )
+    .bind(customer.id.to_string())
+    .bind(
+        json!({"event_id": event.to_string(), "occurred_at": "2026-12-03T00:00:00Z",
+        "actor": "test", "correlation_id": "c", "causation_id": "c", "traceparent": ""}),
+    )
+    .bind(event)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let refresh = || {
+        token(
+            &app,
+            json!({"grant_type": "refresh_token", "refresh_token": customer.refresh_token}),
+        )
+    };
+    let failed = refresh().await;
+    assert!(
+        failed.status.is_server_error(),
+        "{} {}",
+        failed.status,
+        failed.body
+    );
+    sqlx::query("DELETE FROM events WHERE event_id = $1")
+        .bind(event)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let retried = refresh().await;
+    assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
+    let next = retried.body["refresh_token"].as_str().unwrap().to_owned();
+    // The one it was exchanged for goes on working: the family was not revoked.
+    let again = token(
+        &app,
+        json!({"grant_type": "refresh_token", "refresh_token": next}),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+}
+
 #[tokio::test]
 async fn logout_revokes_the_family() {
     let app = spawn_app().await;
