@@ -257,12 +257,19 @@ impl ReadCache {
                 }
             }
             // A version beyond the event store's may still be written within the wait (by the
-            // process manager, say), so only an aggregate without any event ends it at once.
-            None => {
-                if committed().await.map_err(Miss::Failed)?.is_none() {
-                    return Err(Miss::NoSuchAggregate);
+            // process manager, say), so only an aggregate without any event, or one whose
+            // store is too far behind the version asked for, ends it at once (the read model
+            // not having the resource yet says nothing of how far the version lies).
+            None => match committed().await.map_err(Miss::Failed)? {
+                None => return Err(Miss::NoSuchAggregate),
+                Some(stored) if min - stored > REACHABLE_AHEAD => {
+                    return Err(Miss::Behind {
+                        current: None,
+                        waited: started.elapsed(),
+                    });
                 }
-            }
+                Some(_) => {}
+            },
         }
         // Unfiltered: other principals' waiters may take this read.
         let first = FirstRead {

@@ -540,16 +540,8 @@ async fn one_customer_cannot_hold_every_waiting_place() {
 /// holding a waiter's place: a few accounts asking for the largest version filled them all.
 #[tokio::test]
 async fn a_version_no_wait_can_reach_is_answered_at_once() {
-    let cache = ReadCache::new(1 << 20, Duration::from_secs(60), Duration::from_secs(30), 8);
-    cache.listening.store(true, Ordering::SeqCst);
     let key = Key::User(Uuid::now_v7());
-    let load = || std::future::ready(Ok::<_, ()>(Some(rep(1))));
-    let answer = tokio::time::timeout(
-        Duration::from_secs(10),
-        cache.get(key, Some(i64::MAX), load, committed(1)),
-    )
-    .await
-    .expect("the read waited for a version no wait can reach");
+    let answer = read_far_ahead(key, || std::future::ready(Ok::<_, ()>(Some(rep(1))))).await;
     assert!(
         matches!(
             answer,
@@ -560,6 +552,51 @@ async fn a_version_no_wait_can_reach_is_answered_at_once() {
         ),
         "{answer:?}"
     );
+}
+
+/// The same before the read model has the resource at all (its projector lagging behind the
+/// aggregate's first event): the event store alone says how far the version lies. Before, any
+/// version of an aggregate the store had was waited for in full.
+#[tokio::test]
+async fn a_version_no_wait_can_reach_is_answered_at_once_before_the_read_model_has_it() {
+    let key = Key::Order(Uuid::now_v7());
+    let load = || std::future::ready(Ok::<_, ()>(None));
+    let answer = read_far_ahead(key, load).await;
+    assert!(
+        matches!(answer, Err(Miss::Behind { current: None, .. })),
+        "{answer:?}"
+    );
+    // Within reach of the store's version, it is waited for (here until the bounded wait ends).
+    let cache = ReadCache::new(
+        1 << 20,
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        8,
+    );
+    cache.listening.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let answer = cache.get(key, Some(3), load, committed(1)).await;
+    assert!(
+        matches!(answer, Err(Miss::Behind { current: None, .. })),
+        "{answer:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+/// A read of `key` for the largest version, the event store at version 1 and a wait of 30 s,
+/// given 10 s to answer: it must answer without waiting.
+async fn read_far_ahead<F>(key: Key, load: impl Fn() -> F) -> Result<Arc<Representation>, Miss<()>>
+where
+    F: Future<Output = Result<Option<Representation>, ()>>,
+{
+    let cache = ReadCache::new(1 << 20, Duration::from_secs(60), Duration::from_secs(30), 8);
+    cache.listening.store(true, Ordering::SeqCst);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        cache.get(key, Some(i64::MAX), load, committed(1)),
+    )
+    .await
+    .expect("the read waited for a version no wait can reach")
 }
 
 /// Customers together hold at most three quarters of the waiting places: whatever number of
