@@ -87,6 +87,11 @@ impl FailureLimiter {
                 entries.remove(key);
             } else if let Some(entry) = entries.get_mut(key) {
                 entry.0 = entry.0.saturating_sub(1);
+                // Nothing counted: the key takes no room (attempts given back cannot fill the
+                // limiter and make it forget the others' counts).
+                if entry.0 == 0 {
+                    entries.remove(key);
+                }
             }
         }
     }
@@ -158,6 +163,22 @@ mod tests {
         assert!(limiter.attempt("b").is_ok());
         limiter.succeeded("a", true);
         assert_eq!(limiter.blocked("a"), None);
+    }
+
+    /// An attempt given back leaves no key behind: otherwise attempts given back (logins shed
+    /// before their check) could fill the limiter at no cost and make it forget every partial
+    /// count of the others.
+    #[test]
+    fn an_attempt_given_back_leaves_no_key() {
+        let limiter = FailureLimiter::new(3, Duration::from_secs(60));
+        limiter.attempt("a").unwrap();
+        limiter.attempt("b").unwrap();
+        limiter.attempt("b").unwrap();
+        limiter.succeeded("a", false);
+        limiter.succeeded("b", false);
+        let entries = limiter.entries.lock().unwrap();
+        assert!(!entries.contains_key("a"));
+        assert_eq!(entries.get("b").map(|e| e.0), Some(1));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use infra::settings::{secret_list, AuthSettings};
 use sqlx::PgPool;
 
 use clients::Clients;
+use http::AuthProblem;
 use limits::{FailureLimiter, RateLimiter};
 use passwords::Passwords;
 
@@ -131,10 +132,9 @@ impl Identity {
     /// Counts a check of a password from `address` against an account (`None`: the name
     /// given is no account's), before the check runs: `Err` (how long to wait) past either
     /// failure limit. Every way of checking a password goes through here, so that none of them
-    /// is a way to guess around the login limits. The attempt stays counted only if the
-    /// returned check ends in a mismatch ([`PasswordCheck::failed`]); one that ends any other
-    /// way (the hashing queue full, the database failing, the request dropped) never checked
-    /// a password and gives it back.
+    /// is a way to guess around the login limits. The attempt stays counted unless the
+    /// returned check passes or is shed ([`PasswordCheck::shed`]: the hashing queue full, the
+    /// database failing).
     pub fn begin_password_check<'a>(
         &'a self,
         address: &'a str,
@@ -151,7 +151,6 @@ impl Identity {
             identity: self,
             address,
             account,
-            settled: false,
         })
     }
 
@@ -214,24 +213,24 @@ impl Identity {
     }
 }
 
-/// A login's counted attempt ([`Identity::begin_password_check`]), until it is settled.
+/// A login's counted attempt ([`Identity::begin_password_check`]). It stays counted unless
+/// the check passes or is shed; a request dropped while its password is being hashed keeps it
+/// (the hash runs to its end all the same, so giving it back would make dropped requests a
+/// way to hash without limit).
+#[must_use = "a password check is settled: passed, failed or shed"]
 pub struct PasswordCheck<'a> {
     identity: &'a Identity,
     address: &'a str,
     account: Option<&'a str>,
-    settled: bool,
 }
 
 impl PasswordCheck<'_> {
     /// The password did not match (or opened no session): the attempt stays counted.
-    pub fn failed(mut self) {
-        self.settled = true;
-    }
+    pub fn failed(self) {}
 
     /// The password matched: the attempt is not a failure, and the account's failures are
     /// forgotten.
-    pub fn passed(mut self) {
-        self.settled = true;
+    pub fn passed(self) {
         self.identity
             .failures_by_address
             .succeeded(self.address, false);
@@ -239,19 +238,16 @@ impl PasswordCheck<'_> {
             self.identity.failures_by_account.succeeded(account, true);
         }
     }
-}
 
-impl Drop for PasswordCheck<'_> {
-    /// Ended before a password was checked: the attempt is given back to both limits.
-    fn drop(&mut self) {
-        if self.settled {
-            return;
-        }
+    /// No password was checked, or the right one was and the login failed after it (the
+    /// hashing queue full, a database error): the attempt is given back. Returns `error`.
+    pub fn shed<E: Into<AuthProblem>>(self, error: E) -> AuthProblem {
         self.identity
             .failures_by_address
             .succeeded(self.address, false);
         if let Some(account) = self.account {
             self.identity.failures_by_account.succeeded(account, false);
         }
+        error.into()
     }
 }

@@ -108,8 +108,13 @@ async fn password_grant(
     let check = identity
         .begin_password_check(&address, account.as_deref())
         .map_err(limited)?;
+    // Until the password has been checked, an error gives the attempt back (nothing was
+    // checked); a request dropped meanwhile keeps it counted, as a mismatch would be.
     let stored = match &account {
-        Some(account) => store::credentials_by_email(&identity.pool, account).await?,
+        Some(account) => match store::credentials_by_email(&identity.pool, account).await {
+            Ok(stored) => stored,
+            Err(error) => return Err(check.shed(error)),
+        },
         None => None,
     };
     let user_id = stored.as_ref().map(|c| c.user_id);
@@ -118,12 +123,20 @@ async fn password_grant(
         .as_ref()
         .map(|c| c.password_hash.clone())
         .unwrap_or_default();
-    let matched = identity
+    let matched = match identity
         .passwords
         .verify(password, stored.map(|c| c.password_hash))
-        .await?;
+        .await
+    {
+        Ok(matched) => matched,
+        Err(error) => return Err(check.shed(error)),
+    };
     let user = match (matched, user_id) {
-        (true, Some(id)) => active_user(state, id).await?,
+        // The right password: a failure to load its user is no failed login.
+        (true, Some(id)) => match active_user(state, id).await {
+            Ok(user) => user,
+            Err(error) => return Err(check.shed(error)),
+        },
         _ => None,
     };
     let Some((id, roles)) = user else {
@@ -131,9 +144,11 @@ async fn password_grant(
         metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
         return Err(AuthProblem::InvalidCredentials);
     };
-    let Some(refresh) =
-        store::start_family(&identity.pool, id, generation, identity.refresh_ttl).await?
-    else {
+    let started = store::start_family(&identity.pool, id, generation, identity.refresh_ttl).await;
+    let Some(refresh) = (match started {
+        Ok(refresh) => refresh,
+        Err(error) => return Err(check.shed(error)),
+    }) else {
         // The password was reset while this one was being checked: it opens no session.
         check.failed();
         metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
@@ -154,35 +169,37 @@ async fn refresh_grant(
 ) -> Result<TokenResponse, AuthProblem> {
     use infra::secrecy::ExposeSecret;
     let identity = &state.identity;
-    match store::rotate(
-        &identity.pool,
-        refresh_token.expose_secret(),
-        identity.refresh_ttl,
-    )
-    .await?
-    {
-        Rotation::Rotated {
-            user_id,
-            family_id,
-            token,
-            rotation,
-        } => {
-            // Roles and status are read afresh: a revoked role or a deactivation takes
-            // effect at the next refresh. An error on the way drops the rotation uncommitted,
-            // so the client's retry with the same token is not a reuse.
-            let Some((id, roles)) = active_user(state, user_id).await? else {
-                rotation.rollback().await?;
+    let presented = refresh_token.expose_secret();
+    // Roles and status are read afresh (a revoked role or a deactivation takes effect at the
+    // next refresh), and before the token is used up: a load that fails (timing out, say)
+    // leaves the token live for the client's retry, which would otherwise be taken for a
+    // reuse and revoke the family. Nothing is locked while the user loads.
+    let user = match store::live_family(&identity.pool, presented).await? {
+        Some((family_id, user_id)) => match active_user(state, user_id).await? {
+            Some(user) => Some(user),
+            None => {
                 store::revoke_family(&identity.pool, family_id, "deactivated").await?;
                 return Err(AuthProblem::InvalidGrant);
+            }
+        },
+        None => None,
+    };
+    match store::rotate(&identity.pool, presented, identity.refresh_ttl).await? {
+        Rotation::Rotated { user_id, token, .. } => {
+            let (id, roles) = match user {
+                Some(user) if user.0 == user_id => user,
+                // Not live when looked up, yet rotated: another request's rotation of it was
+                // rolled back meanwhile. The user is loaded now, as before the look-up.
+                _ => active_user(state, user_id)
+                    .await?
+                    .ok_or(AuthProblem::InvalidGrant)?,
             };
-            let answer = issue(
+            metrics::counter!("auth_refreshes_total", "outcome" => "ok").increment(1);
+            issue(
                 state,
                 &Principal::new(Subject::User(id), roles),
                 Some(token),
-            )?;
-            rotation.commit().await?;
-            metrics::counter!("auth_refreshes_total", "outcome" => "ok").increment(1);
-            Ok(answer)
+            )
         }
         Rotation::Reused => {
             tracing::warn!("a rotated refresh token was presented again; its family is revoked");

@@ -135,17 +135,13 @@ pub async fn start_family(
 pub const FAMILY_MAX_AGE_DAYS: i32 = 90;
 
 /// What presenting a refresh token came to.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Rotation {
-    /// It was live: it is used up and `token` replaces it once `rotation` commits. The caller
-    /// commits it only when it answers with the new tokens: a rotation committed under an
-    /// answer that failed (the user's load timing out) would leave the client holding a
-    /// used token, and its retry would revoke its own family as a reuse. Until then the old
-    /// token's row stays locked, so a second request with it waits for the outcome.
+    /// It was live: it is now used up and `token` replaces it.
     Rotated {
         user_id: Uuid,
         family_id: Uuid,
         token: String,
-        rotation: Transaction<'static, Postgres>,
     },
     /// It had been used already: its whole family is now revoked.
     Reused,
@@ -153,9 +149,8 @@ pub enum Rotation {
     Refused,
 }
 
-/// Uses up a refresh token and issues its successor in one transaction, left open for the
-/// caller to commit ([`Rotation::Rotated`]). Two requests with the same token serialise on
-/// its row: the second sees it used and revokes the family.
+/// Uses up a refresh token and issues its successor in one transaction. Two requests with
+/// the same token serialise on its row: the second sees it used and revokes the family.
 pub async fn rotate(pool: &PgPool, token: &str, ttl: Duration) -> Result<Rotation, sqlx::Error> {
     let hash = token_hash(token);
     let mut tx = pool.begin().await?;
@@ -184,11 +179,11 @@ pub async fn rotate(pool: &PgPool, token: &str, ttl: Duration) -> Result<Rotatio
         .bind(secs(ttl))
         .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         return Ok(Rotation::Rotated {
             user_id,
             family_id,
             token: next,
-            rotation: tx,
         });
     }
     let reused = sqlx::query(
@@ -206,6 +201,20 @@ pub async fn rotate(pool: &PgPool, token: &str, ttl: Duration) -> Result<Rotatio
         Some(_) => Rotation::Reused,
         None => Rotation::Refused,
     })
+}
+
+/// The family and user of a refresh token that is live (unused, unexpired, of a family not
+/// revoked and not too old: what [`rotate`] would take), locking nothing; `None` otherwise.
+pub async fn live_family(pool: &PgPool, token: &str) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT f.id, f.user_id FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+         WHERE t.token_hash = $1 AND t.rotated_at IS NULL AND t.expires_at > now()
+           AND f.revoked_at IS NULL AND f.created_at > now() - make_interval(days => $2)",
+    )
+    .bind(token_hash(token))
+    .bind(FAMILY_MAX_AGE_DAYS)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Revokes the family of a refresh token (logout); false when the token is unknown.
