@@ -151,6 +151,8 @@ impl Identity {
             identity: self,
             address,
             account,
+            matched: false,
+            settled: false,
         })
     }
 
@@ -214,23 +216,36 @@ impl Identity {
 }
 
 /// A login's counted attempt ([`Identity::begin_password_check`]). It stays counted unless
-/// the check passes or is shed; a request dropped while its password is being hashed keeps it
-/// (the hash runs to its end all the same, so giving it back would make dropped requests a
-/// way to hash without limit).
+/// the check passes or is shed, or its password matched and the login is dropped before it
+/// ends. Any other login dropped on the way keeps it, even one still waiting for a hashing
+/// thread: giving those back would let a client that drops its requests have passwords
+/// hashed without limit (a hash runs to its end once started).
 #[must_use = "a password check is settled: passed, failed or shed"]
 pub struct PasswordCheck<'a> {
     identity: &'a Identity,
     address: &'a str,
     account: Option<&'a str>,
+    /// The password matched: from here, ending any way but `failed` gives the attempt back.
+    matched: bool,
+    settled: bool,
 }
 
 impl PasswordCheck<'_> {
+    /// The password matched; the login may still fail (a deactivated account, a reset race)
+    /// or be dropped before it answers.
+    pub fn matched(&mut self) {
+        self.matched = true;
+    }
+
     /// The password did not match (or opened no session): the attempt stays counted.
-    pub fn failed(self) {}
+    pub fn failed(mut self) {
+        self.settled = true;
+    }
 
     /// The password matched: the attempt is not a failure, and the account's failures are
     /// forgotten.
-    pub fn passed(self) {
+    pub fn passed(mut self) {
+        self.settled = true;
         self.identity
             .failures_by_address
             .succeeded(self.address, false);
@@ -241,13 +256,74 @@ impl PasswordCheck<'_> {
 
     /// No password was checked, or the right one was and the login failed after it (the
     /// hashing queue full, a database error): the attempt is given back. Returns `error`.
-    pub fn shed<E: Into<AuthProblem>>(self, error: E) -> AuthProblem {
+    pub fn shed<E: Into<AuthProblem>>(mut self, error: E) -> AuthProblem {
+        self.settled = true;
+        self.give_back();
+        error.into()
+    }
+
+    fn give_back(&self) {
         self.identity
             .failures_by_address
             .succeeded(self.address, false);
         if let Some(account) = self.account {
             self.identity.failures_by_account.succeeded(account, false);
         }
-        error.into()
+    }
+}
+
+impl Drop for PasswordCheck<'_> {
+    /// Dropped unsettled (the request ended) after its password matched: no failure.
+    fn drop(&mut self) {
+        if self.matched && !self.settled {
+            self.give_back();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Limits of two failures per account, on a pool never connected to, with a fresh key.
+    fn identity(keys: &std::path::Path) -> Identity {
+        let mut settings = infra::settings::Settings::load_from(None).unwrap().auth;
+        settings.keys_dir = keys.to_string_lossy().into_owned();
+        settings.generate_key = true;
+        settings.login_failures_per_account = 2;
+        settings.login_failures_per_address = 100;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://unused@127.0.0.1:1/unused")
+            .unwrap();
+        Identity::new(pool, &settings).unwrap()
+    }
+
+    /// A login whose password matched and whose request ended before it answered (the client
+    /// gave up while its session was being opened) is no failure; one dropped before its
+    /// password was checked stays counted.
+    #[tokio::test]
+    async fn a_login_dropped_after_its_password_matched_is_no_failure() {
+        let keys = std::env::temp_dir().join(format!("identity-keys-{}", uuid::Uuid::new_v4()));
+        let identity = identity(&keys);
+        for _ in 0..3 {
+            let mut check = identity
+                .begin_password_check("10.0.0.1", Some("owner@example.com"))
+                .unwrap();
+            check.matched();
+            drop(check);
+        }
+        for _ in 0..2 {
+            drop(
+                identity
+                    .begin_password_check("10.0.0.1", Some("other@example.com"))
+                    .unwrap(),
+            );
+        }
+        let owner = identity.begin_password_check("10.0.0.1", Some("owner@example.com"));
+        let other = identity.begin_password_check("10.0.0.1", Some("other@example.com"));
+        assert!(owner.is_ok(), "the owner was locked out");
+        assert!(other.is_err(), "dropped unchecked logins were given back");
+        drop((owner, other));
+        std::fs::remove_dir_all(&keys).unwrap();
     }
 }

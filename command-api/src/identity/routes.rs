@@ -105,7 +105,7 @@ async fn password_grant(
     // An address that is not an email names no account: only the address is counted.
     let account = Email::parse(email).ok().map(|e| e.normalized());
     let address = address.key();
-    let check = identity
+    let mut check = identity
         .begin_password_check(&address, account.as_deref())
         .map_err(limited)?;
     // Until the password has been checked, an error gives the attempt back (nothing was
@@ -131,6 +131,9 @@ async fn password_grant(
         Ok(matched) => matched,
         Err(error) => return Err(check.shed(error)),
     };
+    if matched {
+        check.matched();
+    }
     let user = match (matched, user_id) {
         // The right password: a failure to load its user is no failed login.
         (true, Some(id)) => match active_user(state, id).await {
@@ -188,8 +191,9 @@ async fn refresh_grant(
         Rotation::Rotated { user_id, token, .. } => {
             let (id, roles) = match user {
                 Some(user) if user.0 == user_id => user,
-                // Not live when looked up, yet rotated: another request's rotation of it was
-                // rolled back meanwhile. The user is loaded now, as before the look-up.
+                // Not live when looked up, yet rotated: only if its expiry or its family's
+                // age was judged on either side of a step of the database's clock. The user
+                // is loaded now, as before the look-up.
                 _ => active_user(state, user_id)
                     .await?
                     .ok_or(AuthProblem::InvalidGrant)?,
