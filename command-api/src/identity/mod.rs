@@ -255,10 +255,13 @@ impl PasswordCheck<'_> {
     }
 
     /// No password was checked, or the right one was and the login failed after it (the
-    /// hashing queue full, a database error): the attempt is given back. Returns `error`.
-    pub fn shed<E: Into<AuthProblem>>(mut self, error: E) -> AuthProblem {
-        self.settled = true;
-        self.give_back();
+    /// hashing queue full, a database error): the attempt is given back, once. Returns
+    /// `error`, for `map_err`.
+    pub fn shed<E: Into<AuthProblem>>(&mut self, error: E) -> AuthProblem {
+        if !self.settled {
+            self.settled = true;
+            self.give_back();
+        }
         error.into()
     }
 

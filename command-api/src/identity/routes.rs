@@ -111,10 +111,9 @@ async fn password_grant(
     // Until the password has been checked, an error gives the attempt back (nothing was
     // checked); a request dropped meanwhile keeps it counted, as a mismatch would be.
     let stored = match &account {
-        Some(account) => match store::credentials_by_email(&identity.pool, account).await {
-            Ok(stored) => stored,
-            Err(error) => return Err(check.shed(error)),
-        },
+        Some(account) => store::credentials_by_email(&identity.pool, account)
+            .await
+            .map_err(|e| check.shed(e))?,
         None => None,
     };
     let user_id = stored.as_ref().map(|c| c.user_id);
@@ -123,23 +122,17 @@ async fn password_grant(
         .as_ref()
         .map(|c| c.password_hash.clone())
         .unwrap_or_default();
-    let matched = match identity
+    let matched = identity
         .passwords
         .verify(password, stored.map(|c| c.password_hash))
         .await
-    {
-        Ok(matched) => matched,
-        Err(error) => return Err(check.shed(error)),
-    };
+        .map_err(|e| check.shed(e))?;
     if matched {
         check.matched();
     }
     let user = match (matched, user_id) {
         // The right password: a failure to load its user is no failed login.
-        (true, Some(id)) => match active_user(state, id).await {
-            Ok(user) => user,
-            Err(error) => return Err(check.shed(error)),
-        },
+        (true, Some(id)) => active_user(state, id).await.map_err(|e| check.shed(e))?,
         _ => None,
     };
     let Some((id, roles)) = user else {
@@ -147,11 +140,10 @@ async fn password_grant(
         metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
         return Err(AuthProblem::InvalidCredentials);
     };
-    let started = store::start_family(&identity.pool, id, generation, identity.refresh_ttl).await;
-    let Some(refresh) = (match started {
-        Ok(refresh) => refresh,
-        Err(error) => return Err(check.shed(error)),
-    }) else {
+    let Some(refresh) = store::start_family(&identity.pool, id, generation, identity.refresh_ttl)
+        .await
+        .map_err(|e| check.shed(e))?
+    else {
         // The password was reset while this one was being checked: it opens no session.
         check.failed();
         metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);

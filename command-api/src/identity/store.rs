@@ -134,6 +134,12 @@ pub async fn start_family(
 /// Longest a login's refresh family lives, however often it is refreshed.
 pub const FAMILY_MAX_AGE_DAYS: i32 = 90;
 
+/// What makes a refresh token `t` of family `f` live (with `$1` its hash, `$2`
+/// [`FAMILY_MAX_AGE_DAYS`]): unused, unexpired, of a family neither revoked nor too old.
+const LIVE: &str = "t.token_hash = $1 AND t.rotated_at IS NULL AND t.expires_at > now()
+    AND f.id = t.family_id AND f.revoked_at IS NULL
+    AND f.created_at > now() - make_interval(days => $2)";
+
 /// What presenting a refresh token came to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rotation {
@@ -154,14 +160,10 @@ pub enum Rotation {
 pub async fn rotate(pool: &PgPool, token: &str, ttl: Duration) -> Result<Rotation, sqlx::Error> {
     let hash = token_hash(token);
     let mut tx = pool.begin().await?;
-    let live = sqlx::query(
-        "UPDATE refresh_tokens t SET rotated_at = now()
-         FROM refresh_families f
-         WHERE t.token_hash = $1 AND t.rotated_at IS NULL AND t.expires_at > now()
-           AND f.id = t.family_id AND f.revoked_at IS NULL
-           AND f.created_at > now() - make_interval(days => $2)
-         RETURNING f.id, f.user_id",
-    )
+    let live = sqlx::query(&format!(
+        "UPDATE refresh_tokens t SET rotated_at = now() FROM refresh_families f
+             WHERE {LIVE} RETURNING f.id, f.user_id"
+    ))
     .bind(&hash)
     .bind(FAMILY_MAX_AGE_DAYS)
     .fetch_optional(&mut *tx)
@@ -203,14 +205,12 @@ pub async fn rotate(pool: &PgPool, token: &str, ttl: Duration) -> Result<Rotatio
     })
 }
 
-/// The family and user of a refresh token that is live (unused, unexpired, of a family not
-/// revoked and not too old: what [`rotate`] would take), locking nothing; `None` otherwise.
+/// The family and user of a refresh token that is live ([`LIVE`]: what [`rotate`] would
+/// take), locking nothing; `None` otherwise.
 pub async fn live_family(pool: &PgPool, token: &str) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT f.id, f.user_id FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
-         WHERE t.token_hash = $1 AND t.rotated_at IS NULL AND t.expires_at > now()
-           AND f.revoked_at IS NULL AND f.created_at > now() - make_interval(days => $2)",
-    )
+    sqlx::query_as(&format!(
+        "SELECT f.id, f.user_id FROM refresh_tokens t, refresh_families f WHERE {LIVE}"
+    ))
     .bind(token_hash(token))
     .bind(FAMILY_MAX_AGE_DAYS)
     .fetch_optional(pool)
